@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("shoal: not wired yet");
+    std::process::exit(2);
+}

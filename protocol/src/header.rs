@@ -1,0 +1,247 @@
+//! The datagram header and its authentication tag.
+//!
+//! Every datagram is `header (HEADER_BYTES) | payload (payload_len) | tag (TAG_BYTES)`, all
+//! integers big-endian. The tag is HMAC-SHA256 under the cluster key over header and payload,
+//! truncated to 16 bytes. Layout and version rule: `protocol/WIRE.md`.
+
+use crate::error::ProtocolError;
+use crate::limits::{DATAGRAM_BYTES_MAX, FRAGMENTS_PER_MESSAGE_MAX};
+use crate::SenderId;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+/// "SHOL".
+pub const MAGIC: u32 = 0x5348_4F4C;
+/// The one wire version this build speaks. A node refuses any other (see WIRE.md).
+pub const VERSION: u8 = 1;
+pub const HEADER_BYTES: usize = 40;
+pub const TAG_BYTES: usize = 16;
+
+/// Header flags.
+pub mod flags {
+    /// Carried by the reliable per-sender stream: `seq` is meaningful and delivery is FIFO.
+    /// Without it the datagram is best-effort (unicast request/reply, FSLive, control).
+    pub const RELIABLE: u16 = 1 << 0;
+    /// A retransmission (for counters; receivers treat it like the original).
+    pub const RETRANSMIT: u16 = 1 << 1;
+    /// A reply to a unicast request (the payload starts with the request id).
+    pub const REPLY: u16 = 1 << 2;
+    /// All flags this version defines; others must be zero.
+    pub const KNOWN: u16 = RELIABLE | RETRANSMIT | REPLY;
+}
+
+/// The fixed header of every datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub version: u8,
+    /// [`crate::message::MessageKind`] as a byte.
+    pub kind: u8,
+    pub flags: u16,
+    pub cluster_id: u32,
+    pub sender: SenderId,
+    /// Bumped on every start of the sender, so receivers can tell a restart from a replay.
+    pub incarnation: u32,
+    /// Per-sender, per-incarnation sequence number of the reliable stream (one per datagram).
+    pub seq: u64,
+    /// This datagram's place in its message: `frag_index < frag_count`, `frag_count >= 1`.
+    pub frag_index: u16,
+    pub frag_count: u16,
+    pub payload_len: u32,
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The cluster key and id, everything needed to seal and open datagrams.
+#[derive(Clone)]
+pub struct ClusterAuth {
+    pub cluster_id: u32,
+    mac: HmacSha256,
+}
+
+impl std::fmt::Debug for ClusterAuth {
+    // Never print the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterAuth").field("cluster_id", &self.cluster_id).finish_non_exhaustive()
+    }
+}
+
+impl ClusterAuth {
+    pub fn new(cluster_id: u32, key: &[u8]) -> ClusterAuth {
+        let mac = HmacSha256::new_from_slice(key).expect("HMAC accepts keys of any length");
+        ClusterAuth { cluster_id, mac }
+    }
+
+    fn tag(&self, bytes: &[u8]) -> [u8; TAG_BYTES] {
+        let mut mac = self.mac.clone();
+        mac.update(bytes);
+        let full = mac.finalize().into_bytes();
+        let mut tag = [0u8; TAG_BYTES];
+        tag.copy_from_slice(&full[..TAG_BYTES]);
+        tag
+    }
+}
+
+impl Header {
+    pub fn encode(&self, out: &mut [u8; HEADER_BYTES]) {
+        out[0..4].copy_from_slice(&MAGIC.to_be_bytes());
+        out[4] = self.version;
+        out[5] = self.kind;
+        out[6..8].copy_from_slice(&self.flags.to_be_bytes());
+        out[8..12].copy_from_slice(&self.cluster_id.to_be_bytes());
+        out[12..20].copy_from_slice(&self.sender.to_be_bytes());
+        out[20..24].copy_from_slice(&self.incarnation.to_be_bytes());
+        out[24..32].copy_from_slice(&self.seq.to_be_bytes());
+        out[32..34].copy_from_slice(&self.frag_index.to_be_bytes());
+        out[34..36].copy_from_slice(&self.frag_count.to_be_bytes());
+        out[36..40].copy_from_slice(&self.payload_len.to_be_bytes());
+    }
+
+    /// Parses the header's fields without checking the tag. Cheap checks only.
+    pub fn decode(bytes: &[u8]) -> Result<Header, ProtocolError> {
+        if bytes.len() < HEADER_BYTES {
+            return Err(ProtocolError::Incomplete { needed: HEADER_BYTES - bytes.len() });
+        }
+        let u16_at = |i: usize| u16::from_be_bytes([bytes[i], bytes[i + 1]]);
+        let u32_at = |i: usize| u32::from_be_bytes(bytes[i..i + 4].try_into().unwrap());
+        let u64_at = |i: usize| u64::from_be_bytes(bytes[i..i + 8].try_into().unwrap());
+        let magic = u32_at(0);
+        if magic != MAGIC {
+            return Err(ProtocolError::BadMagic { found: magic });
+        }
+        let header = Header {
+            version: bytes[4],
+            kind: bytes[5],
+            flags: u16_at(6),
+            cluster_id: u32_at(8),
+            sender: u64_at(12),
+            incarnation: u32_at(20),
+            seq: u64_at(24),
+            frag_index: u16_at(32),
+            frag_count: u16_at(34),
+            payload_len: u32_at(36),
+        };
+        if header.version != VERSION {
+            return Err(ProtocolError::UnsupportedVersion {
+                found: header.version,
+                supported: VERSION,
+            });
+        }
+        if header.flags & !flags::KNOWN != 0 {
+            return Err(ProtocolError::Malformed {
+                what: "header",
+                detail: format!("unknown flags {:#06x}", header.flags),
+            });
+        }
+        if header.frag_count == 0
+            || header.frag_index >= header.frag_count
+            || header.frag_count as usize > FRAGMENTS_PER_MESSAGE_MAX
+        {
+            return Err(ProtocolError::Malformed {
+                what: "header",
+                detail: format!("fragment {} of {}", header.frag_index, header.frag_count),
+            });
+        }
+        Ok(header)
+    }
+}
+
+/// Builds a whole datagram: header, payload, tag.
+pub fn seal(
+    auth: &ClusterAuth,
+    header: &Header,
+    payload: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), ProtocolError> {
+    let total = HEADER_BYTES + payload.len() + TAG_BYTES;
+    if total > DATAGRAM_BYTES_MAX {
+        return Err(ProtocolError::TooLarge {
+            what: "datagram",
+            len: total,
+            max: DATAGRAM_BYTES_MAX,
+        });
+    }
+    debug_assert_eq!(header.payload_len as usize, payload.len());
+    debug_assert_eq!(header.cluster_id, auth.cluster_id);
+    let mut head = [0u8; HEADER_BYTES];
+    header.encode(&mut head);
+    out.clear();
+    out.reserve(total);
+    out.extend_from_slice(&head);
+    out.extend_from_slice(payload);
+    let tag = auth.tag(out);
+    out.extend_from_slice(&tag);
+    Ok(())
+}
+
+/// Checks a whole datagram (lengths, cluster, tag) and returns its header and payload.
+/// The tag is compared in constant time.
+pub fn open<'a>(
+    auth: &ClusterAuth,
+    datagram: &'a [u8],
+) -> Result<(Header, &'a [u8]), ProtocolError> {
+    if datagram.len() > DATAGRAM_BYTES_MAX {
+        return Err(ProtocolError::TooLarge {
+            what: "datagram",
+            len: datagram.len(),
+            max: DATAGRAM_BYTES_MAX,
+        });
+    }
+    let header = Header::decode(datagram)?;
+    let expected = HEADER_BYTES + header.payload_len as usize + TAG_BYTES;
+    if datagram.len() != expected {
+        return Err(ProtocolError::Malformed {
+            what: "datagram",
+            detail: format!("length {} but header says {}", datagram.len(), expected),
+        });
+    }
+    if header.cluster_id != auth.cluster_id {
+        return Err(ProtocolError::WrongCluster {
+            found: header.cluster_id,
+            expected: auth.cluster_id,
+        });
+    }
+    let (body, tag) = datagram.split_at(expected - TAG_BYTES);
+    let mut mac = auth.mac.clone();
+    mac.update(body);
+    mac.verify_truncated_left(tag).map_err(|_| ProtocolError::BadMac)?;
+    Ok((header, &body[HEADER_BYTES..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(len: usize) -> Header {
+        Header {
+            version: VERSION,
+            kind: 3,
+            flags: flags::RELIABLE,
+            cluster_id: 0xC0FFEE,
+            sender: 2,
+            incarnation: 5,
+            seq: 99,
+            frag_index: 0,
+            frag_count: 1,
+            payload_len: len as u32,
+        }
+    }
+
+    /// A sealed datagram opens to the same header and payload under the same key, and is
+    /// refused under another key or with any byte flipped.
+    #[test]
+    fn seal_open_round_trip_and_tamper() {
+        let auth = ClusterAuth::new(0xC0FFEE, b"secret");
+        let mut dgram = Vec::new();
+        seal(&auth, &header(5), b"hello", &mut dgram).unwrap();
+        let (h, p) = open(&auth, &dgram).unwrap();
+        assert_eq!(h, header(5));
+        assert_eq!(p, b"hello");
+        let other = ClusterAuth::new(0xC0FFEE, b"other");
+        assert_eq!(open(&other, &dgram).unwrap_err(), ProtocolError::BadMac);
+        for i in 0..dgram.len() {
+            let mut bad = dgram.clone();
+            bad[i] ^= 0x01;
+            assert!(open(&auth, &bad).is_err(), "flipped byte {i} accepted");
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! Shoal's wire protocol: everything that crosses a socket or lands in the data log as bytes.
+//!
+//! # Layout
+//! - [`zxid`]: the total order of committed changes (epoch in the high 32 bits, counter low).
+//! - [`limits`]: every size bound, named, so that nothing is allocated before it is checked.
+//! - [`header`]: the fixed datagram header and its HMAC-SHA256 tag under the cluster key.
+//! - [`codec`]: the one place that knows payloads are bincode 1.3.3; swap it here alone.
+//! - [`message`]: the payload types of every message (the design's eleven, replication, the
+//!   messaging layer's own), one file per family, and the [`message::Message`] enum.
+//! - [`tlv`]: type-length-value records with zxid and CRC32C, the data log's framing.
+//! - [`messaging`]: the reliable, flow-controlled multicast layer: an IO-free core plus the
+//!   socket driver, and the unicast request/reply path.
+//! - [`error`]: the crate's one error enum.
+//!
+//! See `protocol/WIRE.md` for every layout byte by byte.
+
+pub mod codec;
+pub mod error;
+pub mod header;
+pub mod limits;
+pub mod message;
+pub mod messaging;
+pub mod tlv;
+pub mod zxid;
+
+pub use error::ProtocolError;
+pub use zxid::Zxid;
+
+/// Identifies a sender on the wire. FS nodes use their configured id (1..=7); clients use a
+/// random id at or above [`CLIENT_ID_MIN`], so the two ranges never collide.
+pub type SenderId = u64;
+
+/// FS node id, 1..=7 from configuration.
+pub type NodeId = u8;
+
+/// Client ids are drawn at random from `CLIENT_ID_MIN..=u64::MAX`.
+pub const CLIENT_ID_MIN: SenderId = 1 << 32;

@@ -1,0 +1,212 @@
+//! Request (reads), Update (writes, and the committed-change notices multicast to caches) and
+//! Rename, plus the operation and error types they carry.
+
+use crate::message::lock::{LockOp, SessionOp};
+use crate::{NodeId, SenderId, Zxid};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// Identifies one client write for retry de-duplication: (client id, per-client seq).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RequestId {
+    pub client: SenderId,
+    pub seq: u64,
+}
+
+/// A node's load as it reports it in FSLive and in every reply.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Load {
+    /// CPU use, 0..=1000.
+    pub cpu_permille: u16,
+    /// Memory use, 0..=1000.
+    pub mem_permille: u16,
+    /// Requests being served right now.
+    pub inflight: u32,
+}
+
+/// A read (Request message, client → one FS, unicast).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadRequest {
+    /// The highest zxid this client has seen; the node answers only once applied past it.
+    pub floor: Zxid,
+    /// Answer only from the master inside its lease (or through the log).
+    pub linearizable: bool,
+    pub op: ReadOp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReadOp {
+    Get {
+        key: String,
+    },
+    Exists {
+        key: String,
+    },
+    IsDir {
+        key: String,
+    },
+    List {
+        dir: String,
+    },
+    /// Node status for `shoal status`.
+    Status,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadReply {
+    /// What the node had applied when it answered.
+    pub applied: Zxid,
+    pub load: Load,
+    pub result: Result<ReadValue, WireError>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReadValue {
+    /// `None`: the key does not exist (a normal result, not an error).
+    Value(Option<Versioned>),
+    Bool(bool),
+    List(Vec<DirEntry>),
+    Status(NodeStatus),
+}
+
+/// A value with the zxid of the write that made it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Versioned {
+    pub zxid: Zxid,
+    pub value: Bytes,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirEntry {
+    /// The last path component.
+    pub name: String,
+    pub is_dir: bool,
+    pub zxid: Zxid,
+}
+
+/// What `shoal status` shows for one node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub node: NodeId,
+    pub role: Role,
+    pub epoch: u32,
+    pub applied: Zxid,
+    pub committed: Zxid,
+    pub frozen: bool,
+    pub load: Load,
+    pub master: Option<NodeId>,
+    pub transfer: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    Looking,
+    Follower,
+    Master,
+}
+
+/// One change to the replicated state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// Create or overwrite a value. With `create_only` it fails if the key exists; with
+    /// `ephemeral` it is deleted when that session expires.
+    Put {
+        key: String,
+        value: Bytes,
+        create_only: bool,
+        ephemeral: Option<u64>,
+    },
+    Mkdir {
+        key: String,
+    },
+    /// Delete a key, or a directory (with `recursive`, its subtree; without, it must be empty).
+    Delete {
+        key: String,
+        recursive: bool,
+    },
+    /// Rename a key or a directory subtree atomically.
+    Rename {
+        from: String,
+        to: String,
+    },
+    Lock(LockOp),
+    Session(SessionOp),
+}
+
+/// A precondition checked by the master at commit time, atomically with the ops.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Condition {
+    /// The key's current zxid equals this (`Zxid::ZERO`: the key must not exist). Gives
+    /// compare-and-set.
+    KeyZxid { key: String, zxid: Zxid },
+    /// The lock is still held with this fencing token.
+    LockToken { lock: String, token: Zxid },
+    /// The lock is still held with this auth word (transactions).
+    LockHeld { lock: String, auth: i32 },
+}
+
+/// A write (Update message, client → master): the ops commit as one log entry, atomically,
+/// only if every condition holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateRequest {
+    pub request: RequestId,
+    pub conditions: Vec<Condition>,
+    pub ops: Vec<Op>,
+}
+
+/// Rename message (client → master). Kept separate as the design lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenameRequest {
+    pub request: RequestId,
+    pub from: String,
+    pub to: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteReply {
+    pub request: RequestId,
+    pub load: Load,
+    /// On success, the zxid of the committed entry.
+    pub result: Result<Zxid, WireError>,
+}
+
+/// Master → cache group: one committed entry (this is also the Update notification that keeps
+/// caches fresh and drives watches). Sent on the reliable stream, so gaps are detected.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateNotice {
+    pub zxid: Zxid,
+    pub ops: Vec<Op>,
+}
+
+/// An error that crosses the wire: a code a program can match on, and text for a person.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    NotFound,
+    AlreadyExists,
+    ParentMissing,
+    NotADirectory,
+    IsADirectory,
+    DirectoryNotEmpty,
+    BadKey,
+    TooLarge,
+    ConditionFailed,
+    /// This node is not the master; `master` says who is, if known.
+    NotMaster {
+        master: Option<NodeId>,
+    },
+    LockHeld,
+    BadAuth,
+    LockNotHeld,
+    SessionExpired,
+    Frozen,
+    /// Not applied up to the request's floor in time.
+    Behind,
+    Unavailable,
+    Internal,
+}
