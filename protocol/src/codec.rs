@@ -15,7 +15,7 @@ fn options(limit_bytes: u64) -> impl Options {
 
 /// Encodes `value`, refusing an encoding over `limit_bytes`.
 pub fn encode<T: Serialize>(value: &T, limit_bytes: usize) -> Result<Vec<u8>, ProtocolError> {
-    options(limit_bytes as u64).serialize(value).map_err(|e| map_err("payload", e))
+    options(limit_bytes as u64).serialize(value).map_err(|e| map_err("payload", *e))
 }
 
 /// Decodes a `T` from exactly `bytes`, allocating at most about `limit_bytes`.
@@ -27,11 +27,11 @@ pub fn decode<T: DeserializeOwned>(
     if bytes.len() > limit_bytes {
         return Err(ProtocolError::TooLarge { what, len: bytes.len(), max: limit_bytes });
     }
-    options(limit_bytes as u64).deserialize(bytes).map_err(|e| map_err(what, e))
+    options(limit_bytes as u64).deserialize(bytes).map_err(|e| map_err(what, *e))
 }
 
-fn map_err(what: &'static str, e: bincode::Error) -> ProtocolError {
-    match *e {
+fn map_err(what: &'static str, e: bincode::ErrorKind) -> ProtocolError {
+    match e {
         bincode::ErrorKind::SizeLimit => ProtocolError::TooLarge { what, len: usize::MAX, max: 0 },
         other => ProtocolError::Malformed { what, detail: other.to_string() },
     }
