@@ -3,8 +3,12 @@
 //! # Layout
 //! - [`storage`]: the data log, data files and index, freeze, checkpoint, backup, recovery.
 //! - [`replication`]: the IO-free replication engine (election, prepare, proposals, lease).
-//! - [`locks`]: the lock and session tables, applied from the log.
+//! - [`state`]: the replicated state machine applied from committed entries: commands,
+//!   conditions, the client request table, and the lock and session tables ([`locks`]).
+//! - [`config`]: `shoal-fs` configuration (TOML, flags, environment) and its validation.
 
+pub mod config;
 pub mod locks;
 pub mod replication;
+pub mod state;
 pub mod storage;

@@ -1,0 +1,1 @@
+//! WGL/porcupine-style linearizability checker (owned by the replication work).
