@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`zxid`]: the total order of committed changes (epoch in the high 32 bits, counter low).
 //! - [`limits`]: every size bound, named, so that nothing is allocated before it is checked.
+//! - [`key`]: the key namespace (absolute `/` paths) and its validation.
 //! - [`header`]: the fixed datagram header and its HMAC-SHA256 tag under the cluster key.
 //! - [`codec`]: the one place that knows payloads are bincode 1.3.3; swap it here alone.
 //! - [`message`]: the payload types of every message (the design's eleven, replication, the
@@ -17,6 +18,7 @@
 pub mod codec;
 pub mod error;
 pub mod header;
+pub mod key;
 pub mod limits;
 pub mod message;
 pub mod messaging;
