@@ -20,6 +20,9 @@ pub enum ProtocolError {
     UnknownKind(u8),
     #[error("{what} is {len} bytes, over the limit of {max}")]
     TooLarge { what: &'static str, len: usize, max: usize },
+    /// A sequence claims more elements than its named limit (checked before allocating).
+    #[error("{count} elements of {what}, over the limit of {max}")]
+    TooMany { what: &'static str, count: usize, max: usize },
     #[error("malformed {what}: {detail}")]
     Malformed { what: &'static str, detail: String },
     #[error("checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")]

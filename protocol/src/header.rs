@@ -5,7 +5,7 @@
 //! truncated to 16 bytes. Layout and version rule: `protocol/WIRE.md`.
 
 use crate::error::ProtocolError;
-use crate::limits::{DATAGRAM_BYTES_MAX, FRAGMENTS_PER_MESSAGE_MAX};
+use crate::limits::{DATAGRAM_BYTES_MAX, FRAGMENTS_PER_MESSAGE_MAX, FRAGMENT_PAYLOAD_BYTES_MAX};
 use crate::SenderId;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -19,12 +19,13 @@ pub const TAG_BYTES: usize = 16;
 
 /// Header flags.
 pub mod flags {
-    /// Carried by the reliable per-sender stream: `seq` is meaningful and delivery is FIFO.
-    /// Without it the datagram is best-effort (unicast request/reply, FSLive, control).
+    /// Carried by the reliable per-sender stream: `seq` is the stream's sequence number and
+    /// delivery is FIFO. Without it the datagram is best-effort (unicast request/reply, FSLive,
+    /// control) and `seq` carries the request id instead (see [`super::Header::seq`]).
     pub const RELIABLE: u16 = 1 << 0;
     /// A retransmission (for counters; receivers treat it like the original).
     pub const RETRANSMIT: u16 = 1 << 1;
-    /// A reply to a unicast request (the payload starts with the request id).
+    /// A reply to a unicast request; its `seq` is the id of the request it answers.
     pub const REPLY: u16 = 1 << 2;
     /// All flags this version defines; others must be zero.
     pub const KNOWN: u16 = RELIABLE | RETRANSMIT | REPLY;
@@ -41,11 +42,16 @@ pub struct Header {
     pub sender: SenderId,
     /// Bumped on every start of the sender, so receivers can tell a restart from a replay.
     pub incarnation: u32,
-    /// Per-sender, per-incarnation sequence number of the reliable stream (one per datagram).
+    /// With [`flags::RELIABLE`]: the per-sender, per-incarnation sequence number of the
+    /// reliable stream (one per datagram). Without it (unicast request/reply, best-effort
+    /// multicast): the request id, chosen by the requester and echoed in the reply, which
+    /// carries [`flags::REPLY`]; 0 when the datagram is neither a request nor a reply.
     pub seq: u64,
-    /// This datagram's place in its message: `frag_index < frag_count`, `frag_count >= 1`.
+    /// This datagram's place in its message: `frag_index < frag_count`, `frag_count >= 1`,
+    /// `frag_count <= FRAGMENTS_PER_MESSAGE_MAX`. An unfragmented message is fragment 0 of 1.
     pub frag_index: u16,
     pub frag_count: u16,
+    /// Payload bytes in this datagram, at most [`FRAGMENT_PAYLOAD_BYTES_MAX`].
     pub payload_len: u32,
 }
 
@@ -141,27 +147,38 @@ impl Header {
                 detail: format!("fragment {} of {}", header.frag_index, header.frag_count),
             });
         }
+        if header.payload_len as usize > FRAGMENT_PAYLOAD_BYTES_MAX {
+            return Err(ProtocolError::TooLarge {
+                what: "datagram payload",
+                len: header.payload_len as usize,
+                max: FRAGMENT_PAYLOAD_BYTES_MAX,
+            });
+        }
         Ok(header)
     }
 }
 
-/// Builds a whole datagram: header, payload, tag.
+/// Builds a whole datagram into `out` (cleared first): header, payload, tag.
+///
+/// Refuses a payload over [`FRAGMENT_PAYLOAD_BYTES_MAX`]. A header whose `payload_len` or
+/// `cluster_id` disagrees with `payload` or `auth` is a bug in the caller and panics.
 pub fn seal(
     auth: &ClusterAuth,
     header: &Header,
     payload: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<(), ProtocolError> {
-    let total = HEADER_BYTES + payload.len() + TAG_BYTES;
-    if total > DATAGRAM_BYTES_MAX {
+    if payload.len() > FRAGMENT_PAYLOAD_BYTES_MAX {
         return Err(ProtocolError::TooLarge {
-            what: "datagram",
-            len: total,
-            max: DATAGRAM_BYTES_MAX,
+            what: "datagram payload",
+            len: payload.len(),
+            max: FRAGMENT_PAYLOAD_BYTES_MAX,
         });
     }
-    debug_assert_eq!(header.payload_len as usize, payload.len());
-    debug_assert_eq!(header.cluster_id, auth.cluster_id);
+    let total = HEADER_BYTES + payload.len() + TAG_BYTES;
+    assert!(total <= DATAGRAM_BYTES_MAX, "limits: a full fragment must fit a datagram");
+    assert_eq!(header.payload_len as usize, payload.len(), "header.payload_len is wrong");
+    assert_eq!(header.cluster_id, auth.cluster_id, "header.cluster_id is not ours");
     let mut head = [0u8; HEADER_BYTES];
     header.encode(&mut head);
     out.clear();
@@ -174,7 +191,9 @@ pub fn seal(
 }
 
 /// Checks a whole datagram (lengths, cluster, tag) and returns its header and payload.
-/// The tag is compared in constant time.
+/// The tag is compared in constant time. Cheap checks come first, so that junk costs no HMAC.
+/// A datagram shorter than its header says is `Incomplete` (truncated); a longer one is
+/// `Malformed`.
 pub fn open<'a>(
     auth: &ClusterAuth,
     datagram: &'a [u8],
@@ -188,6 +207,9 @@ pub fn open<'a>(
     }
     let header = Header::decode(datagram)?;
     let expected = HEADER_BYTES + header.payload_len as usize + TAG_BYTES;
+    if datagram.len() < expected {
+        return Err(ProtocolError::Incomplete { needed: expected - datagram.len() });
+    }
     if datagram.len() != expected {
         return Err(ProtocolError::Malformed {
             what: "datagram",

@@ -11,17 +11,21 @@
 //! - [`tlv`]: type-length-value records with zxid and CRC32C, the data log's framing.
 //! - [`messaging`]: the reliable, flow-controlled multicast layer: an IO-free core plus the
 //!   socket driver, and the unicast request/reply path.
+//! - [`datagram`]: encode-and-seal / open-and-decode of a message that fits one datagram.
+//! - [`stats`]: counters of dropped input, one per reason.
 //! - [`error`]: the crate's one error enum.
 //!
 //! See `protocol/WIRE.md` for every layout byte by byte.
 
 pub mod codec;
+pub mod datagram;
 pub mod error;
 pub mod header;
 pub mod key;
 pub mod limits;
 pub mod message;
 pub mod messaging;
+pub mod stats;
 pub mod tlv;
 pub mod zxid;
 

@@ -65,7 +65,12 @@ pub enum ReadValue {
     /// `None`: the key does not exist (a normal result, not an error).
     Value(Option<Versioned>),
     Bool(bool),
-    List(Vec<DirEntry>),
+    List(
+        #[serde(
+            deserialize_with = "crate::codec::bounded::vec::<_, _, { crate::limits::LIST_ENTRIES_MAX }>"
+        )]
+        Vec<DirEntry>,
+    ),
     Status(NodeStatus),
 }
 
@@ -150,7 +155,13 @@ pub enum Condition {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpdateRequest {
     pub request: RequestId,
+    #[serde(
+        deserialize_with = "crate::codec::bounded::vec::<_, _, { crate::limits::BATCH_OPS_MAX }>"
+    )]
     pub conditions: Vec<Condition>,
+    #[serde(
+        deserialize_with = "crate::codec::bounded::vec::<_, _, { crate::limits::BATCH_OPS_MAX }>"
+    )]
     pub ops: Vec<Op>,
 }
 
@@ -175,6 +186,9 @@ pub struct WriteReply {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpdateNotice {
     pub zxid: Zxid,
+    #[serde(
+        deserialize_with = "crate::codec::bounded::vec::<_, _, { crate::limits::BATCH_OPS_MAX }>"
+    )]
     pub ops: Vec<Op>,
 }
 

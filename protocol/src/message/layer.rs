@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 pub struct Nak {
     pub target: SenderId,
     pub incarnation: u32,
+    #[serde(
+        deserialize_with = "crate::codec::bounded::vec::<_, _, { crate::limits::NAK_RANGES_MAX }>"
+    )]
     pub ranges: Vec<(u64, u64)>,
 }
 

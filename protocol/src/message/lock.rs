@@ -31,6 +31,9 @@ pub enum LockRequestOp {
     /// Renew the session and every listed (lock, auth).
     Renew {
         session: u64,
+        #[serde(
+            deserialize_with = "crate::codec::bounded::vec::<_, _, { crate::limits::BATCH_OPS_MAX }>"
+        )]
         locks: Vec<(String, i32)>,
     },
     OpenSession {
@@ -87,6 +90,9 @@ pub struct LockChanged {
     pub zxid: Zxid,
     pub lock: String,
     /// Holder hosts after the change; empty when free.
+    #[serde(
+        deserialize_with = "crate::codec::bounded::vec::<_, _, { crate::limits::LOCK_HOLDERS_MAX }>"
+    )]
     pub holders: Vec<String>,
     pub shared: bool,
 }

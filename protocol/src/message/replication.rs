@@ -57,6 +57,9 @@ pub struct Sync {
     pub from: NodeId,
     pub epoch: u32,
     pub truncate_to: Option<Zxid>,
+    #[serde(
+        deserialize_with = "crate::codec::bounded::vec::<_, _, { crate::limits::RECORDS_PER_MESSAGE_MAX }>"
+    )]
     pub entries: Vec<Entry>,
     pub snapshot: Option<Zxid>,
     pub commit: Zxid,
@@ -69,6 +72,9 @@ pub struct Proposal {
     pub epoch: u32,
     /// The zxid just before `entries[0]`, for gap detection.
     pub prev: Zxid,
+    #[serde(
+        deserialize_with = "crate::codec::bounded::vec::<_, _, { crate::limits::RECORDS_PER_MESSAGE_MAX }>"
+    )]
     pub entries: Vec<Entry>,
     pub commit: Zxid,
 }

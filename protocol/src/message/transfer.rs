@@ -29,6 +29,9 @@ pub struct TransFile {
     pub donor: NodeId,
     /// The data files are consistent up to this zxid; the receiver catches up from there.
     pub snapshot_zxid: Zxid,
+    #[serde(
+        deserialize_with = "crate::codec::bounded::vec::<_, _, { crate::limits::TRANSFER_FILES_MAX }>"
+    )]
     pub files: Vec<FileOffer>,
     /// The multicast group this transfer uses alone, "ip:port".
     pub group: String,
@@ -48,6 +51,9 @@ pub struct FileTransRequest {
     pub transfer: u64,
     pub receiver: NodeId,
     /// (file index, first block, block count).
+    #[serde(
+        deserialize_with = "crate::codec::bounded::vec::<_, _, { crate::limits::NAK_RANGES_MAX }>"
+    )]
     pub ranges: Vec<(u32, u64, u32)>,
     /// The receiver has everything and checked every file.
     pub done: bool,
