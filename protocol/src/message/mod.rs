@@ -59,7 +59,15 @@ macro_rules! messages {
                 }
             }
 
-            /// Decodes a payload of the given kind byte.
+            /// The exact length of [`Message::encode_payload`]'s output, without encoding.
+            pub fn encoded_len(&self) -> Result<usize, ProtocolError> {
+                match self {
+                    $(Message::$variant(m) => codec::encoded_len(m),)*
+                }
+            }
+
+            /// Decodes a payload of the given kind byte. Refuses a payload over
+            /// [`MESSAGE_BYTES_MAX`] and any sequence over its named limit before allocating.
             pub fn decode_payload(kind: u8, payload: &[u8]) -> Result<Message, ProtocolError> {
                 match MessageKind::from_byte(kind)? {
                     $(MessageKind::$variant => Ok(Message::$variant(
