@@ -127,3 +127,60 @@ fn full_fragment_round_trips() {
     assert_eq!(opened, header);
     assert_eq!(body, &payload[..]);
 }
+
+/// The example datagram printed in `protocol/WIRE.md` §1.4 is exactly what the code emits, so
+/// the document's layout (header offsets, big-endian header, varint payload, truncated tag)
+/// cannot drift from the code unnoticed.
+#[test]
+fn wire_md_example_datagram() {
+    use protocol::message::layer::Stability;
+    let auth = ClusterAuth::new(7, b"example key");
+    let message = Message::Stability(Stability {
+        target: 9,
+        incarnation: 1,
+        delivered_below: 100,
+        credit_until: 164,
+    });
+    let envelope = Envelope { sender: 3, incarnation: 2, seq: 41, flags: flags::RELIABLE };
+    let mut datagram = Vec::new();
+    encode_datagram(&auth, envelope, &message, &mut datagram).unwrap();
+    let expected: [u8; 60] = [
+        0x53, 0x48, 0x4f, 0x4c, 0x01, 0x41, 0x00, 0x01, 0x00, 0x00, 0x00, 0x07, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x29, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x04, 0x09, 0x01, 0x64, 0xa4, 0xe3,
+        0x9f, 0x01, 0x6d, 0xb8, 0x60, 0x8f, 0xbd, 0x61, 0x38, 0x9c, 0xe0, 0x5e, 0xac, 0xd5, 0x6c,
+    ];
+    assert_eq!(datagram, expected);
+}
+
+/// The varint, zigzag, option and enum rules of WIRE.md §2 hold on a hand-built payload.
+#[test]
+fn wire_md_encoding_rules() {
+    use protocol::message::data::{Op, UpdateNotice};
+    use protocol::message::lock::LockOp;
+    use protocol::Zxid;
+    let notice = Message::UpdateNotice(UpdateNotice {
+        zxid: Zxid(300),
+        ops: vec![
+            Op::Put { key: "/a".into(), value: vec![7].into(), create_only: true, ephemeral: None },
+            Op::Lock(LockOp::Release { lock: "l".into(), auth: -2, session: 70_000 }),
+        ],
+    });
+    let payload = notice.encode_payload().unwrap();
+    #[rustfmt::skip]
+    let expected = [
+        0xFB, 0x2C, 0x01,             // zxid 300: u16 varint form, little-endian
+        0x02,                         // 2 ops
+        0x00,                         // Op::Put
+        0x02, b'/', b'a',             // key "/a"
+        0x01, 0x07,                   // value [7]
+        0x01,                         // create_only true
+        0x00,                         // ephemeral None
+        0x04,                         // Op::Lock
+        0x01,                         // LockOp::Release
+        0x01, b'l',                   // lock "l"
+        0x03,                         // auth -2 zigzag = 3
+        0xFC, 0x70, 0x11, 0x01, 0x00, // session 70 000: u32 varint form
+    ];
+    assert_eq!(payload, expected);
+}
