@@ -57,6 +57,17 @@ pub struct Header {
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// Shortest cluster key accepted at start-up: 128 bits. A shorter key makes the tag guessable.
+pub const CLUSTER_KEY_BYTES_MIN: usize = 16;
+
+/// The key held by a cluster key file: its bytes, minus trailing ASCII whitespace (so a key
+/// written by `echo` or an editor's final newline is the same key). Every program that reads a
+/// key file (`shoal-fs`, `cache-client`) must use this, so that they agree byte for byte.
+pub fn cluster_key_from_file_contents(contents: &[u8]) -> &[u8] {
+    let end = contents.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(0, |i| i + 1);
+    &contents[..end]
+}
+
 /// The cluster key and id, everything needed to seal and open datagrams.
 #[derive(Clone)]
 pub struct ClusterAuth {
@@ -246,6 +257,14 @@ mod tests {
             frag_count: 1,
             payload_len: len as u32,
         }
+    }
+
+    /// A key file's trailing newline or spaces are not part of the key; inner bytes are.
+    #[test]
+    fn key_file_contents_trim_trailing_whitespace_only() {
+        assert_eq!(cluster_key_from_file_contents(b"abc def\n\r\n "), b"abc def");
+        assert_eq!(cluster_key_from_file_contents(b" \tkey"), b" \tkey");
+        assert_eq!(cluster_key_from_file_contents(b"\n\n"), b"");
     }
 
     /// A sealed datagram opens to the same header and payload under the same key, and is
