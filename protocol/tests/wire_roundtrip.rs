@@ -156,31 +156,62 @@ fn wire_md_example_datagram() {
 /// The varint, zigzag, option and enum rules of WIRE.md §2 hold on a hand-built payload.
 #[test]
 fn wire_md_encoding_rules() {
-    use protocol::message::data::{Op, UpdateNotice};
-    use protocol::message::lock::LockOp;
-    use protocol::Zxid;
-    let notice = Message::UpdateNotice(UpdateNotice {
-        zxid: Zxid(300),
-        ops: vec![
-            Op::Put { key: "/a".into(), value: vec![7].into(), create_only: true, ephemeral: None },
-            Op::Lock(LockOp::Release { lock: "l".into(), auth: -2, session: 70_000 }),
-        ],
+    use protocol::message::data::{Condition, Op, RequestId, UpdateRequest};
+    let update = Message::Update(UpdateRequest {
+        request: RequestId { client: 300, seq: 70_000 },
+        conditions: vec![Condition::LockHeld { lock: "l".into(), auth: -2 }],
+        ops: vec![Op::Put {
+            key: "/a".into(),
+            value: vec![7].into(),
+            create_only: true,
+            ephemeral: None,
+        }],
     });
-    let payload = notice.encode_payload().unwrap();
+    let payload = update.encode_payload().unwrap();
     #[rustfmt::skip]
     let expected = [
-        0xFB, 0x2C, 0x01,             // zxid 300: u16 varint form, little-endian
-        0x02,                         // 2 ops
-        0x00,                         // Op::Put
+        0xFB, 0x2C, 0x01,             // client 300: u16 varint form, little-endian
+        0xFC, 0x70, 0x11, 0x01, 0x00, // seq 70 000: u32 varint form
+        0x01,                         // 1 condition
+        0x02,                         // Condition::LockHeld (variant 2)
+        0x01, b'l',                   // lock "l"
+        0x03,                         // auth -2, zigzag = 3
+        0x01,                         // 1 op
+        0x00,                         // Op::Put (variant 0)
         0x02, b'/', b'a',             // key "/a"
         0x01, 0x07,                   // value [7]
         0x01,                         // create_only true
         0x00,                         // ephemeral None
-        0x04,                         // Op::Lock
-        0x01,                         // LockOp::Release
-        0x01, b'l',                   // lock "l"
-        0x03,                         // auth -2 zigzag = 3
-        0xFC, 0x70, 0x11, 0x01, 0x00, // session 70 000: u32 varint form
     ];
     assert_eq!(payload, expected);
+}
+
+/// The generator behind these properties reaches what it must: every kind yields varied
+/// messages, nested ops of every variant, conditions of every variant, and both arms of a
+/// reply's Result. (A generator that always produced the same value would make every
+/// round-trip property above vacuous.)
+#[test]
+fn generator_reaches_every_shape() {
+    use protocol::message::data::{Condition, Op};
+    use std::collections::HashSet;
+    use std::mem::discriminant;
+    use wire_support::random::random_message;
+    for &kind in MessageKind::ALL {
+        let payloads: HashSet<Vec<u8>> =
+            (0..64).map(|seed| random_message(kind, seed).encode_payload().unwrap()).collect();
+        assert!(payloads.len() > 1, "{kind:?}: one payload for 64 seeds");
+    }
+    let (mut ops, mut conditions, mut results) = (HashSet::new(), HashSet::new(), HashSet::new());
+    for seed in 0..2000 {
+        if let Message::Update(u) = random_message(MessageKind::Update, seed) {
+            ops.extend(u.ops.iter().map(discriminant::<Op>));
+            conditions.extend(u.conditions.iter().map(discriminant::<Condition>));
+        }
+        if let Message::WriteReply(r) = random_message(MessageKind::WriteReply, seed) {
+            results.insert(r.result.is_ok());
+        }
+    }
+    assert!(ops.len() >= 6, "Op variants reached: {}", ops.len());
+    assert!(conditions.len() >= 3, "Condition variants reached: {}", conditions.len());
+    assert_eq!(results.len(), 2, "both Ok and Err replies");
 }

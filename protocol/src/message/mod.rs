@@ -59,6 +59,19 @@ macro_rules! messages {
                 }
             }
 
+            /// Reads a message of `kind` from any serde deserializer (the payload types do
+            /// not depend on bincode; tests use this to generate values of every kind).
+            pub fn deserialize_kind<'de, D: serde::Deserializer<'de>>(
+                kind: MessageKind,
+                deserializer: D,
+            ) -> Result<Message, D::Error> {
+                match kind {
+                    $(MessageKind::$variant => {
+                        <$ty as serde::Deserialize>::deserialize(deserializer).map(Message::$variant)
+                    })*
+                }
+            }
+
             /// The exact length of [`Message::encode_payload`]'s output, without encoding.
             pub fn encoded_len(&self) -> Result<usize, ProtocolError> {
                 match self {
