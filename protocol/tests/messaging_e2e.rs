@@ -56,7 +56,7 @@ fn size_of(i: u64) -> usize {
     match i % 50 {
         7 => 300_000, // fragmented: 5 datagrams
         23 => 1_200_000,
-        _ if i % 3 == 0 => 2_000,
+        _ if i.is_multiple_of(3) => 2_000,
         _ => 100,
     }
 }
