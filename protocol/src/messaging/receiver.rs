@@ -47,7 +47,7 @@ pub struct ReceiverConfig {
 impl Default for ReceiverConfig {
     fn default() -> Self {
         ReceiverConfig {
-            window_datagrams: 4096,
+            window_datagrams: 1024,
             nak_delay_ms: 5,
             nak_retry_ms: 30,
             nak_rounds_max: 40,

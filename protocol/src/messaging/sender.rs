@@ -35,6 +35,10 @@ pub struct SenderConfig {
     pub status_interval_ms: u64,
     /// How often it announces it anyway (late joiners and non-member receivers learn the tail).
     pub status_keepalive_ms: u64,
+    /// Most datagrams accepted but not yet transmitted (waiting for the driver or for credit).
+    /// Beyond it `try_send` blocks, so a sender out of credit feels it promptly instead of
+    /// filling the whole retransmit buffer. A message larger than this still goes, alone.
+    pub backlog_datagrams_max: u64,
 }
 
 impl Default for SenderConfig {
@@ -42,11 +46,12 @@ impl Default for SenderConfig {
         SenderConfig {
             buffer_datagrams_max: 8192,
             buffer_bytes_max: 64 * 1024 * 1024,
-            initial_credit_datagrams: 4096,
+            initial_credit_datagrams: 1024,
             member_timeout_ms: 3000,
             batch_bytes_max: 8 * 1024,
             status_interval_ms: 20,
             status_keepalive_ms: 1000,
+            backlog_datagrams_max: 256,
         }
     }
 }
@@ -216,9 +221,15 @@ impl SenderCore {
         fits(self)
     }
 
-    /// Whether datagrams wait for credit (then further sends would block).
+    /// Whether datagrams wait for the driver or for credit.
     fn backlogged(&self) -> bool {
         self.sent_below < self.next_seq
+    }
+
+    /// Whether `datagrams` more may join the backlog (always, when it is empty).
+    fn backlog_admits(&self, datagrams: u64) -> bool {
+        let backlog = self.next_seq - self.sent_below;
+        backlog == 0 || backlog + datagrams <= self.config.backlog_datagrams_max
     }
 
     /// Queues one message on the reliable stream. `Err(WouldBlock)` means: no credit or no
@@ -243,7 +254,7 @@ impl SenderCore {
         if entry_bytes <= self.config.batch_bytes_max {
             if self.open_batch.len() + entry_bytes > self.config.batch_bytes_max {
                 // The open batch is full: it must take a sequence number first.
-                if self.backlogged() || !self.close_batch(now_ms) {
+                if !self.backlog_admits(1) || !self.close_batch(now_ms) {
                     self.stats.would_block += 1;
                     return Err(SendError::WouldBlock);
                 }
@@ -254,12 +265,12 @@ impl SenderCore {
             self.stats.messages_sent += 1;
             return Ok(());
         }
-        // A large message: at most one message's worth of datagrams may wait for credit, so
-        // that a blocked sender holds a bounded backlog.
+        // A large message: its fragments join the backlog together (so a blocked sender holds
+        // a bounded backlog), after the open batch, which must keep its place in the order.
         let fragments = payload.len().div_ceil(FRAGMENT_PAYLOAD_BYTES_MAX).max(1);
-        let room = !self.backlogged()
-            && (self.open_batch.is_empty() || self.close_batch(now_ms))
-            && !self.backlogged()
+        let batch_datagrams = u64::from(!self.open_batch.is_empty());
+        let room = self.backlog_admits(fragments as u64 + batch_datagrams)
+            && self.close_batch(now_ms)
             && self.make_room(fragments, payload.len() + fragments * 72, now_ms);
         if !room {
             self.stats.would_block += 1;
