@@ -1,4 +1,6 @@
-//! The messaging layer's own messages: negative acks and stability/credit reports.
+//! The messaging layer's own messages: negative acks, stability/credit reports and the sender's
+//! status announcement. All three travel as best-effort datagrams (no `RELIABLE` flag): losing
+//! one only delays repair or credit until the next one, and every one is repeated on a timer.
 
 use crate::SenderId;
 use serde::{Deserialize, Serialize};
@@ -22,4 +24,18 @@ pub struct Stability {
     pub incarnation: u32,
     pub delivered_below: u64,
     pub credit_until: u64,
+}
+
+/// Sender → group (periodically) or → one receiver (in answer to a NAK it cannot fully serve):
+/// the state of the sender's reliable stream in this incarnation.
+///
+/// `sent_below` lets a receiver notice that the tail of the stream was lost (no later datagram
+/// would reveal the gap) and lets a late joiner start at the sender's current sequence.
+/// `retained_from` is the oldest sequence the sender can still retransmit: anything a receiver
+/// misses below it is gone for good, which the receiver reports as a gap instead of NAKing forever.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SenderStatus {
+    pub incarnation: u32,
+    pub retained_from: u64,
+    pub sent_below: u64,
 }

@@ -119,4 +119,5 @@ messages! {
     Commit(replication::Commit) = 39,
     Nak(layer::Nak) = 64,
     Stability(layer::Stability) = 65,
+    SenderStatus(layer::SenderStatus) = 66,
 }

@@ -1,4 +1,154 @@
 //! The reliable, flow-controlled multicast messaging layer.
 //!
-//! Owned by the messaging work: an IO-free core (per-sender windows, NAKs, retransmit buffer,
-//! stability and credit, fragmentation, incarnations) and the socket driver around it.
+//! # Layout
+//! - [`core`]: the IO-free core ([`Core`]): no socket, no clock (times are `now_ms` values the
+//!   caller passes in). It seals and opens datagrams, and combines
+//! - [`sender`]: sequence numbers, batching of small messages, fragmentation of large ones, the
+//!   bounded retransmit buffer freed by stability reports, NAK answers, credit gating; and
+//! - [`receiver`]: per-sender windows with FIFO delivery, duplicate suppression, reassembly,
+//!   gap detection with NAK rounds, incarnations, late joins, stability/credit reports.
+//! - [`fault`]: the deterministic fault hook (seeded datagram drops) the tests use.
+//! - [`socket`]: the tokio driver, [`Endpoint`]: multicast and unicast sockets (socket2),
+//!   reliable multicast, best-effort sends, unicast request/reply with retries, receive.
+//!
+//! # Guarantees
+//! For every sender, the messages it multicasts with [`Endpoint::multicast`] are delivered to
+//! each receiver exactly once and in the order sent, or a [`Incoming::Gap`] says that some were
+//! lost for good (the sender no longer held them, or NAK repair gave up, or it restarted with
+//! undelivered data). Credit is granted by the configured `members` only; other receivers
+//! (clients) are repaired best-effort from the retransmit buffer. A sender out of credit waits.
+//! A member silent for `member_timeout_ms` stops counting toward credit.
+//!
+//! # Wire use of the header
+//! Reliable datagrams carry `flags::RELIABLE`, `seq` (one per datagram, from
+//! [`FIRST_SEQ`] in every incarnation) and `frag_index`/`frag_count`. Their `kind` is the
+//! message kind, or [`KIND_BATCH`] for a datagram that packs several small messages as
+//! `kind u8 | length u32 BE | payload` repeated. Best-effort datagrams (requests, replies,
+//! FSLive, NAK, Stability, SenderStatus) have no `RELIABLE` flag; there `seq` is the request id
+//! (0: not a request) and `flags::REPLY` marks a reply.
+//!
+//! # Example
+//! ```no_run
+//! use protocol::header::ClusterAuth;
+//! use protocol::message::{live::Freeze, Message};
+//! use protocol::messaging::{Endpoint, EndpointConfig, Incoming};
+//! use protocol::Zxid;
+//! # async fn run() -> Result<(), protocol::messaging::MessagingError> {
+//! let auth = ClusterAuth::new(7, b"cluster key");
+//! let mut config = EndpointConfig::new(1, 1, auth);
+//! config.members = vec![1, 2, 3];
+//! let endpoint = Endpoint::bind(config).await?;
+//! endpoint
+//!     .multicast(Message::Freeze(Freeze { node: 1, frozen: true, applied: Zxid::default() }))
+//!     .await?;
+//! match endpoint.recv().await? {
+//!     Incoming::Message(received) => {
+//!         if let Some(request) = received.request {
+//!             request.reply(&endpoint, received.message.clone()).await?;
+//!         }
+//!     }
+//!     Incoming::Gap { sender, .. } => println!("lost part of {sender}'s stream"),
+//! }
+//! endpoint.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod core;
+#[cfg(test)]
+mod core_tests;
+pub mod fault;
+pub mod receiver;
+pub mod sender;
+pub mod socket;
+
+pub use self::core::{Core, CoreConfig, CoreStats};
+pub use fault::FaultConfig;
+pub use receiver::{ReceiverConfig, ReceiverStats};
+pub use sender::{SenderConfig, SenderStats};
+pub use socket::{
+    Endpoint, EndpointConfig, EndpointStats, Incoming, MessagingError, Received, RequestHandle,
+};
+
+use crate::error::ProtocolError;
+use crate::header::{seal, ClusterAuth, Header, VERSION};
+use crate::message::Message;
+use crate::SenderId;
+use bytes::Bytes;
+
+/// The first sequence number of every incarnation's reliable stream.
+pub const FIRST_SEQ: u64 = 1;
+
+/// The `kind` byte of a reliable datagram packing several small messages. 0 is not a
+/// [`crate::message::MessageKind`], so a peer that does not know batches refuses it cleanly.
+pub const KIND_BATCH: u8 = 0;
+
+/// Where a datagram goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dest {
+    /// The multicast group (or every peer of the unicast fallback list).
+    Group,
+    /// One endpoint, by sender id: the driver sends to the address it last heard it from.
+    Sender(SenderId),
+}
+
+/// A sealed datagram and where to send it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    pub dest: Dest,
+    pub datagram: Bytes,
+}
+
+/// What the core hands to the application, in order per sender.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// A message of `sender`'s reliable stream. `seq_below` is the sequence after the datagram
+    /// that completed it (what [`Core::consumed`] takes).
+    Message { sender: SenderId, incarnation: u32, seq_below: u64, message: Message },
+    /// Part of `sender`'s stream is lost for good, from `first_missing`; delivery resumed at
+    /// `resumed_at` (None: the sender restarted, its old incarnation is abandoned).
+    Gap { sender: SenderId, incarnation: u32, first_missing: u64, resumed_at: Option<u64> },
+}
+
+/// Why a reliable send did not happen.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// No credit or no retransmit-buffer room now; retry after the next stability report.
+    #[error("would block: no credit from the members or no retransmit buffer room")]
+    WouldBlock,
+    #[error("message of {len} bytes is over the limit of {max}")]
+    TooLarge { len: usize, max: usize },
+    #[error(transparent)]
+    Encode(#[from] ProtocolError),
+}
+
+/// Seals a best-effort control datagram (no `RELIABLE` flag, `seq` 0).
+pub(crate) fn seal_control(auth: &ClusterAuth, sender: SenderId, message: &Message) -> Bytes {
+    seal_unreliable(auth, sender, 0, 0, message).expect("control messages are small")
+}
+
+/// Seals a best-effort datagram: `seq` is the request id (0: none), `flags` 0 or REPLY.
+pub(crate) fn seal_unreliable(
+    auth: &ClusterAuth,
+    sender: SenderId,
+    seq: u64,
+    flags: u16,
+    message: &Message,
+) -> Result<Bytes, ProtocolError> {
+    let payload = message.encode_payload()?;
+    let header = Header {
+        version: VERSION,
+        kind: message.kind() as u8,
+        flags,
+        cluster_id: auth.cluster_id,
+        sender,
+        incarnation: 0,
+        seq,
+        frag_index: 0,
+        frag_count: 1,
+        payload_len: payload.len() as u32,
+    };
+    let mut out = Vec::new();
+    seal(auth, &header, &payload, &mut out)?;
+    Ok(Bytes::from(out))
+}

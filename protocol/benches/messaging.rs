@@ -1,0 +1,256 @@
+//! Throughput and CPU cost of the messaging layer, printed as a table for BENCHMARKS.md.
+//!
+//! Run: `cargo bench -p protocol --bench messaging` (options: `-- --quick` for a short run).
+//!
+//! Scenarios: three endpoints in this process on loopback multicast (127.0.0.1), all members,
+//! every endpoint multicasting concurrently to the two others; 100-byte and 8 KiB messages
+//! (encoded payload size); with no loss and with 5 % of received datagrams dropped by the
+//! fault hook. Figures: messages multicast per second (sum over the three senders), deliveries
+//! per second (each message is delivered twice), payload MB/s multicast, and CPU time
+//! (user + system, whole process, from getrusage) per message multicast and per delivery.
+//! Plus two micro-figures: sealing+opening one datagram (HMAC-SHA256), and the IO-free core
+//! alone (one sender, two receivers, in memory).
+
+use bytes::Bytes;
+use protocol::header::{flags, open, seal, ClusterAuth, Header, VERSION};
+use protocol::message::transfer::FileTransBlock;
+use protocol::message::Message;
+use protocol::messaging::{
+    Core, CoreConfig, Dest, Endpoint, EndpointConfig, FaultConfig, Incoming,
+};
+use protocol::SenderId;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+fn auth() -> ClusterAuth {
+    ClusterAuth::new(0xBE4C, b"bench key")
+}
+
+/// A message whose encoded payload is `payload_bytes` long (to within a byte or two).
+fn message_of(sender: SenderId, payload_bytes: usize) -> Message {
+    let mut data_len = payload_bytes;
+    loop {
+        let m = Message::FileTransBlock(FileTransBlock {
+            transfer: sender,
+            file: 0,
+            block: 0,
+            md5: [7; 16],
+            data: Bytes::from(vec![0xA5u8; data_len]),
+        });
+        let len = m.encode_payload().unwrap().len();
+        if len <= payload_bytes || data_len == 0 {
+            return m;
+        }
+        data_len -= (len - payload_bytes).min(data_len);
+    }
+}
+
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes into the struct we pass; RUSAGE_SELF is always valid.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    assert_eq!(rc, 0, "getrusage failed");
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(usage.ru_utime) + t(usage.ru_stime)
+}
+
+struct Figures {
+    messages: u64,
+    deliveries: u64,
+    payload_bytes: usize,
+    wall: Duration,
+    cpu_s: f64,
+    gaps: u64,
+    retransmits: u64,
+    dropped: u64,
+}
+
+async fn scenario(index: u8, payload_bytes: usize, loss_percent: u32, per_sender: u64) -> Figures {
+    let ids = [1u64, 2, 3];
+    let group = SocketAddrV4::new(Ipv4Addr::new(239, 255, 201, 10 + index), 31_000 + index as u16);
+    let mut endpoints = Vec::new();
+    for id in ids {
+        let mut c = EndpointConfig::new(id, 1, auth());
+        c.group = group;
+        c.interface = Ipv4Addr::LOCALHOST;
+        c.unicast_bind = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        c.members = ids.to_vec();
+        c.fault = FaultConfig::drop_receive_percent(1000 + id, loss_percent);
+        if let Some(window) = std::env::var("SHOAL_BENCH_WINDOW").ok().and_then(|w| w.parse().ok())
+        {
+            c.core.receiver.window_datagrams = window;
+            c.core.sender.initial_credit_datagrams = window;
+        }
+        endpoints.push(Endpoint::bind(c).await.expect("bind"));
+    }
+    let cpu0 = cpu_seconds();
+    let t0 = Instant::now();
+    let mut receivers = Vec::new();
+    for e in &endpoints {
+        let e = e.clone();
+        receivers.push(tokio::spawn(async move {
+            let mut got = 0u64;
+            let mut gaps = 0u64;
+            while got < 2 * per_sender {
+                match e.recv().await.expect("alive") {
+                    Incoming::Message(r) if r.reliable => got += 1,
+                    Incoming::Gap { .. } => gaps += 1,
+                    _ => {}
+                }
+            }
+            (got, gaps)
+        }));
+    }
+    let mut senders = Vec::new();
+    for e in &endpoints {
+        let e = e.clone();
+        let m = message_of(e.id(), payload_bytes);
+        senders.push(tokio::spawn(async move {
+            for _ in 0..per_sender {
+                e.multicast(m.clone()).await.expect("multicast");
+            }
+        }));
+    }
+    for s in senders {
+        s.await.unwrap();
+    }
+    let mut deliveries = 0;
+    let mut gaps = 0;
+    for r in receivers {
+        let (d, g) = r.await.unwrap();
+        deliveries += d;
+        gaps += g;
+    }
+    let wall = t0.elapsed();
+    let cpu_s = cpu_seconds() - cpu0;
+    let mut retransmits = 0;
+    let mut dropped = 0;
+    for e in &endpoints {
+        let s = e.stats();
+        retransmits += s.core.sender.retransmits;
+        dropped += s.fault_dropped_receive;
+        e.shutdown().await;
+    }
+    Figures {
+        messages: 3 * per_sender,
+        deliveries,
+        payload_bytes: message_of(1, payload_bytes).encode_payload().unwrap().len(),
+        wall,
+        cpu_s,
+        gaps,
+        retransmits,
+        dropped,
+    }
+}
+
+/// Seal + open of one datagram of `payload` bytes: the inherent HMAC cost.
+fn hmac_cost(payload: usize, rounds: u32) -> Duration {
+    let auth = auth();
+    let data = vec![0x5Au8; payload];
+    let header = Header {
+        version: VERSION,
+        kind: 15,
+        flags: flags::RELIABLE,
+        cluster_id: auth.cluster_id,
+        sender: 1,
+        incarnation: 1,
+        seq: 1,
+        frag_index: 0,
+        frag_count: 1,
+        payload_len: payload as u32,
+    };
+    let mut out = Vec::new();
+    let t0 = Instant::now();
+    for _ in 0..rounds {
+        seal(&auth, &header, &data, &mut out).unwrap();
+        let (h, p) = open(&auth, &out).unwrap();
+        std::hint::black_box((h, p));
+    }
+    t0.elapsed() / rounds
+}
+
+/// The IO-free core alone: one sender, two receivers, datagrams handed over in memory.
+fn core_only(payload_bytes: usize, messages: u64) -> (Duration, u64) {
+    let members = vec![1, 2, 3];
+    let mut cores: Vec<Core> = (1..=3)
+        .map(|id| Core::new(id, 1, auth(), CoreConfig::with_members(members.clone()), 0))
+        .collect();
+    let m = message_of(1, payload_bytes);
+    let t0 = Instant::now();
+    let mut sent = 0;
+    let mut delivered = 0;
+    let mut now = 0;
+    while delivered < 2 * messages {
+        while sent < messages && cores[0].try_send(&m, now).is_ok() {
+            sent += 1;
+        }
+        now += 1;
+        for i in 0..3 {
+            cores[i].tick(now);
+            while let Some(t) = cores[i].poll_transmit(now) {
+                let targets: Vec<usize> = match t.dest {
+                    Dest::Group => (0..3).filter(|j| *j != i).collect(),
+                    Dest::Sender(id) => vec![id as usize - 1],
+                };
+                for j in targets {
+                    cores[j].on_datagram(&t.datagram, now).unwrap();
+                }
+            }
+        }
+        for core in cores.iter_mut().skip(1) {
+            while core.pop_delivery().is_some() {
+                delivered += 1;
+            }
+        }
+    }
+    (t0.elapsed(), delivered)
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let scale = if quick { 10 } else { 1 };
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    println!("Messaging layer, 3 endpoints on loopback multicast, 2 tokio workers");
+    println!(
+        "| payload | loss | msgs multicast/s | deliveries/s | MB/s multicast | CPU µs/msg | \
+         CPU µs/delivery | CPU util | retransmits | fault drops | gaps |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    let cases =
+        [(100usize, 0u32, 400_000u64), (100, 5, 400_000), (8192, 0, 20_000), (8192, 5, 20_000)];
+    for (index, (size, loss, per_sender)) in cases.into_iter().enumerate() {
+        let f = runtime.block_on(scenario(index as u8, size, loss, per_sender / scale));
+        let secs = f.wall.as_secs_f64();
+        println!(
+            "| {} B | {} % | {:.0} | {:.0} | {:.1} | {:.2} | {:.2} | {:.0} % | {} | {} | {} |",
+            f.payload_bytes,
+            loss,
+            f.messages as f64 / secs,
+            f.deliveries as f64 / secs,
+            (f.messages as f64 * f.payload_bytes as f64) / secs / 1e6,
+            f.cpu_s * 1e6 / f.messages as f64,
+            f.cpu_s * 1e6 / f.deliveries as f64,
+            100.0 * f.cpu_s / secs,
+            f.retransmits,
+            f.dropped,
+            f.gaps,
+        );
+    }
+    println!();
+    for payload in [128usize, 8 * 1024, 60 * 1024] {
+        let cost = hmac_cost(payload, if payload > 10_000 { 2_000 } else { 50_000 } / scale as u32);
+        println!(
+            "seal+open (HMAC-SHA256) of a {payload} B datagram: {:.2} µs",
+            cost.as_secs_f64() * 1e6
+        );
+    }
+    for (payload, messages) in [(100usize, 1_000_000u64), (8192, 50_000)] {
+        let (t, delivered) = core_only(payload, messages / scale);
+        println!(
+            "IO-free core alone, {payload} B: {:.0} msgs/s multicast to 2 receivers ({delivered} deliveries in {:.2} s)",
+            messages as f64 / scale as f64 / t.as_secs_f64(),
+            t.as_secs_f64()
+        );
+    }
+}

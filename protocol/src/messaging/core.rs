@@ -1,0 +1,248 @@
+//! The IO-free core of one endpoint: the sending stream, all receiving windows, and the
+//! classification of incoming datagrams. The socket driver feeds it bytes and `now_ms` and
+//! puts on the wire what [`Core::poll_transmit`] returns; tests drive it the same way with
+//! scripted loss, reordering and duplication.
+
+use super::receiver::{ReceiverConfig, ReceiverSet, ReceiverStats};
+use super::sender::{SenderConfig, SenderCore, SenderStats};
+use super::{Delivery, SendError, Transmit};
+use crate::error::ProtocolError;
+use crate::header::{flags, open, ClusterAuth, Header};
+use crate::message::Message;
+use crate::SenderId;
+use std::collections::VecDeque;
+
+/// Configuration of the core.
+#[derive(Clone, Debug, Default)]
+pub struct CoreConfig {
+    /// Ids whose stability reports grant credit (the FS nodes). If this endpoint's own id is
+    /// among them, it reports stability to every sender it hears.
+    pub members: Vec<SenderId>,
+    pub sender: SenderConfig,
+    pub receiver: ReceiverConfig,
+    /// Most best-effort messages waiting for the application; more are dropped and counted
+    /// (they are best-effort by definition; requests are retried by their sender).
+    pub unreliable_queue_max: usize,
+}
+
+impl CoreConfig {
+    pub fn with_members(members: Vec<SenderId>) -> CoreConfig {
+        CoreConfig { members, unreliable_queue_max: 65_536, ..CoreConfig::default() }
+    }
+}
+
+/// A best-effort message (request, reply, FSLive, ...) as the core hands it over.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unreliable {
+    pub sender: SenderId,
+    /// The request id (header `seq`); 0 when the datagram is not a request or reply.
+    pub request_id: u64,
+    /// Whether this is a reply (header `REPLY` flag) to our request `request_id`.
+    pub is_reply: bool,
+    pub message: Message,
+}
+
+/// Counters of the whole core.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CoreStats {
+    pub sender: SenderStats,
+    pub receiver: ReceiverStats,
+    /// Datagrams refused by `open` (bad tag, wrong cluster, malformed header) or undecodable.
+    pub datagrams_rejected: u64,
+    /// Our own multicast, looped back.
+    pub own_datagrams: u64,
+    pub unreliable_received: u64,
+    pub unreliable_dropped: u64,
+}
+
+/// One endpoint's protocol state. See the module docs.
+#[derive(Debug)]
+pub struct Core {
+    id: SenderId,
+    auth: ClusterAuth,
+    sender: SenderCore,
+    receivers: ReceiverSet,
+    unreliable: VecDeque<Unreliable>,
+    replies: VecDeque<Unreliable>,
+    unreliable_queue_max: usize,
+    stats: CoreStats,
+    /// Alternates the two delivery queues so neither starves the other.
+    prefer_unreliable: bool,
+}
+
+impl Core {
+    pub fn new(
+        id: SenderId,
+        incarnation: u32,
+        auth: ClusterAuth,
+        mut config: CoreConfig,
+        now_ms: u64,
+    ) -> Core {
+        config.receiver.report_stability = config.members.contains(&id);
+        if config.unreliable_queue_max == 0 {
+            config.unreliable_queue_max = 65_536;
+        }
+        Core {
+            id,
+            sender: SenderCore::new(
+                id,
+                incarnation,
+                auth.clone(),
+                &config.members,
+                config.sender,
+                now_ms,
+            ),
+            receivers: ReceiverSet::new(id, auth.clone(), config.receiver),
+            auth,
+            unreliable: VecDeque::new(),
+            replies: VecDeque::new(),
+            unreliable_queue_max: config.unreliable_queue_max,
+            stats: CoreStats::default(),
+            prefer_unreliable: false,
+        }
+    }
+
+    pub fn id(&self) -> SenderId {
+        self.id
+    }
+
+    pub fn auth(&self) -> &ClusterAuth {
+        &self.auth
+    }
+
+    pub fn sender(&self) -> &SenderCore {
+        &self.sender
+    }
+
+    pub fn receivers(&self) -> &ReceiverSet {
+        &self.receivers
+    }
+
+    pub fn stats(&self) -> CoreStats {
+        CoreStats { sender: self.sender.stats(), receiver: self.receivers.stats(), ..self.stats }
+    }
+
+    /// Queues a message on this endpoint's reliable stream (see [`SenderCore::try_send`]).
+    pub fn try_send(&mut self, message: &Message, now_ms: u64) -> Result<(), SendError> {
+        self.sender.try_send(message, now_ms)
+    }
+
+    /// [`Core::try_send`] with the payload already encoded.
+    pub fn try_send_encoded(
+        &mut self,
+        kind: u8,
+        payload: &[u8],
+        now_ms: u64,
+    ) -> Result<(), SendError> {
+        self.sender.try_send_encoded(kind, payload, now_ms)
+    }
+
+    /// Authenticates and dispatches one datagram. Returns its header when it was accepted.
+    /// Errors are operating errors (bad packets happen): the caller counts them and goes on.
+    pub fn on_datagram(&mut self, datagram: &[u8], now_ms: u64) -> Result<Header, ProtocolError> {
+        // Our own multicast comes back to our group socket (loopback is on so that several
+        // nodes can share a host): recognise it from the cheap header parse and skip the HMAC.
+        // A forged header claiming our id is dropped just the same, so this opens no hole.
+        if let Ok(h) = Header::decode(datagram) {
+            if h.sender == self.id {
+                self.stats.own_datagrams += 1;
+                return Ok(h);
+            }
+        }
+        let (header, payload) = match open(&self.auth, datagram) {
+            Ok(x) => x,
+            Err(e) => {
+                self.stats.datagrams_rejected += 1;
+                return Err(e);
+            }
+        };
+        if header.flags & flags::RELIABLE != 0 {
+            self.receivers.on_data(&header, payload, now_ms);
+            return Ok(header);
+        }
+        let message = match Message::decode_payload(header.kind, payload) {
+            Ok(m) => m,
+            Err(e) => {
+                self.stats.datagrams_rejected += 1;
+                return Err(e);
+            }
+        };
+        match message {
+            Message::Nak(nak) => self.sender.on_nak(header.sender, &nak, now_ms),
+            Message::Stability(report) => self.sender.on_stability(header.sender, &report, now_ms),
+            Message::SenderStatus(status) => {
+                self.receivers.on_status(header.sender, &status, now_ms)
+            }
+            message => {
+                self.stats.unreliable_received += 1;
+                let is_reply = header.flags & flags::REPLY != 0;
+                // Replies go to their own queue: the driver matches them to waiting requests
+                // rather than handing them to the application.
+                let queue = if is_reply { &mut self.replies } else { &mut self.unreliable };
+                if queue.len() >= self.unreliable_queue_max {
+                    self.stats.unreliable_dropped += 1;
+                } else {
+                    queue.push_back(Unreliable {
+                        sender: header.sender,
+                        request_id: header.seq,
+                        is_reply,
+                        message,
+                    });
+                }
+            }
+        }
+        Ok(header)
+    }
+
+    /// Timers of both halves. Call every few milliseconds.
+    pub fn tick(&mut self, now_ms: u64) {
+        self.sender.tick(now_ms);
+        self.receivers.tick(now_ms);
+    }
+
+    /// The next datagram to send: control (NAKs, reports) first, then the sender's.
+    pub fn poll_transmit(&mut self, now_ms: u64) -> Option<Transmit> {
+        self.receivers.poll_transmit().or_else(|| self.sender.poll_transmit(now_ms))
+    }
+
+    /// The next reliable delivery or gap, in order per sender. Taking it grants its sender
+    /// credit (the application has consumed it).
+    pub fn pop_delivery(&mut self) -> Option<Delivery> {
+        let d = self.receivers.pop_delivery()?;
+        if let Delivery::Message { sender, incarnation, seq_below, .. } = &d {
+            self.receivers.consumed(*sender, *incarnation, *seq_below);
+        }
+        Some(d)
+    }
+
+    /// The next reply to one of our requests.
+    pub fn pop_reply(&mut self) -> Option<Unreliable> {
+        self.replies.pop_front()
+    }
+
+    /// Whether a delivery of either kind waits for the application.
+    pub fn has_deliveries(&self) -> bool {
+        !self.unreliable.is_empty() || self.receivers.has_deliveries()
+    }
+
+    /// The next best-effort message (requests, FSLive, ...), replies excepted.
+    pub fn pop_unreliable(&mut self) -> Option<Unreliable> {
+        self.unreliable.pop_front()
+    }
+
+    /// Either kind of delivery, alternating so that neither starves.
+    pub fn pop_any(&mut self) -> Option<Result<Delivery, Unreliable>> {
+        self.prefer_unreliable = !self.prefer_unreliable;
+        if self.prefer_unreliable {
+            if let Some(u) = self.pop_unreliable() {
+                return Some(Err(u));
+            }
+            self.pop_delivery().map(Ok)
+        } else {
+            if let Some(d) = self.pop_delivery() {
+                return Some(Ok(d));
+            }
+            self.pop_unreliable().map(Err)
+        }
+    }
+}

@@ -1,0 +1,584 @@
+//! The receiving half of the IO-free core: one window per sender.
+//!
+//! Per (sender, incarnation): datagrams are delivered strictly in sequence order (FIFO per
+//! sender), out-of-order ones wait in a bounded window, duplicates are dropped, gaps are NAKed
+//! on a timer for a bounded number of rounds, fragments are reassembled and batches unpacked.
+//! A gap that cannot be repaired (the sender no longer has the data, or the NAK rounds ran out)
+//! becomes an explicit [`Delivery::Gap`]: the client cache flushes on it.
+//!
+//! Credit counts what the *application* has taken ([`ReceiverSet::consumed`]), not what the
+//! window holds, so that a slow application slows the senders instead of losing data.
+
+use super::{Delivery, Dest, Transmit, FIRST_SEQ, KIND_BATCH};
+use crate::header::{ClusterAuth, Header};
+use crate::limits::{FRAGMENT_PAYLOAD_BYTES_MAX, MESSAGE_BYTES_MAX, NAK_RANGES_MAX};
+use crate::message::layer::{Nak, SenderStatus, Stability};
+use crate::message::Message;
+use crate::SenderId;
+use bytes::Bytes;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+/// Bounds and timers of the receiving side.
+#[derive(Clone, Debug)]
+pub struct ReceiverConfig {
+    /// Datagrams a sender may have in flight beyond what the application consumed; also the
+    /// bound of the out-of-order window (so memory is at most this many datagrams per sender).
+    pub window_datagrams: u64,
+    /// Wait this long after noticing a hole before the first NAK (reordering is not loss).
+    pub nak_delay_ms: u64,
+    /// Repeat an unanswered NAK after this long.
+    pub nak_retry_ms: u64,
+    /// After this many NAK rounds without progress the hole is declared irreparable.
+    pub nak_rounds_max: u32,
+    /// Whether this endpoint reports stability/credit (true for members: FS nodes).
+    pub report_stability: bool,
+    /// Report at most this often while the consumed position moves …
+    pub report_interval_ms: u64,
+    /// … and at least this often anyway (so the sender keeps counting us as live).
+    pub report_keepalive_ms: u64,
+    /// A receiver meeting a sender whose stream is younger than this many datagrams starts at
+    /// the stream's first sequence (so a receiver present from the start misses nothing even if
+    /// the first datagrams were lost); otherwise it starts at the first message it sees.
+    pub join_backfill_datagrams: u64,
+    /// Most senders tracked at once.
+    pub senders_max: usize,
+}
+
+impl Default for ReceiverConfig {
+    fn default() -> Self {
+        ReceiverConfig {
+            window_datagrams: 1024,
+            nak_delay_ms: 5,
+            nak_retry_ms: 30,
+            nak_rounds_max: 40,
+            report_stability: true,
+            report_interval_ms: 5,
+            report_keepalive_ms: 500,
+            join_backfill_datagrams: 1024,
+            senders_max: 4096,
+        }
+    }
+}
+
+/// Counters of the receiving side.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReceiverStats {
+    pub datagrams_received: u64,
+    pub messages_delivered: u64,
+    pub duplicates: u64,
+    /// Datagrams of an older incarnation than the one we follow.
+    pub stale_incarnation: u64,
+    /// Datagrams beyond the window (the sender outran our credit; NAK repairs them later).
+    pub beyond_window: u64,
+    pub naks_sent: u64,
+    pub gaps: u64,
+    /// Authenticated datagrams that still made no sense (bad fragment order, undecodable).
+    pub malformed: u64,
+    /// New senders refused because `senders_max` were tracked.
+    pub senders_refused: u64,
+}
+
+#[derive(Debug)]
+struct Pending {
+    kind: u8,
+    frag_index: u16,
+    frag_count: u16,
+    payload: Bytes,
+}
+
+#[derive(Debug)]
+struct Reassembly {
+    kind: u8,
+    next_index: u16,
+    count: u16,
+    bytes: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct Stream {
+    incarnation: u32,
+    /// Every sequence below this was delivered (or skipped by a reported gap).
+    next_deliver: u64,
+    /// Exclusive upper bound of the sequences known to exist.
+    known_below: u64,
+    /// The application has taken everything below this (credit is granted from here).
+    consumed_below: u64,
+    pending: BTreeMap<u64, Pending>,
+    reassembly: Option<Reassembly>,
+    /// After a join or a gap, fragments are dropped until the next message start.
+    skip_to_message_start: bool,
+    /// Oldest sequence the sender says it can retransmit.
+    retained_from: u64,
+    nak_due_ms: Option<u64>,
+    nak_rounds: u32,
+    last_report_ms: Option<u64>,
+    reported_below: u64,
+}
+
+impl Stream {
+    fn new(incarnation: u32, first_seen: u64, backfill: u64) -> Stream {
+        let start = if first_seen <= FIRST_SEQ + backfill { FIRST_SEQ } else { first_seen };
+        Stream {
+            incarnation,
+            next_deliver: start,
+            known_below: start,
+            consumed_below: start,
+            pending: BTreeMap::new(),
+            reassembly: None,
+            skip_to_message_start: true,
+            retained_from: 0,
+            nak_due_ms: None,
+            nak_rounds: 0,
+            last_report_ms: None,
+            reported_below: 0,
+        }
+    }
+
+    fn has_missing(&self) -> bool {
+        // Every sequence in [next_deliver, known_below) is either pending or missing.
+        (self.known_below - self.next_deliver) as usize > self.pending.len()
+    }
+
+    /// Whether the head of the line is missing and within the window: only then is a NAK
+    /// useful. A head beyond the window waits for the application to consume (no NAK round is
+    /// spent on it, so a stalled application does not turn into a gap by itself).
+    fn head_nakable(&self, window: u64) -> bool {
+        self.has_missing() && self.next_deliver < self.consumed_below + window
+    }
+
+    /// Missing ranges within the window, at most [`NAK_RANGES_MAX`].
+    fn missing_ranges(&self, window: u64) -> Vec<(u64, u64)> {
+        let limit = self.known_below.min(self.consumed_below + window);
+        let mut ranges = Vec::new();
+        let mut cursor = self.next_deliver;
+        for &seq in self.pending.keys() {
+            if ranges.len() >= NAK_RANGES_MAX || cursor >= limit {
+                return ranges;
+            }
+            if seq > cursor {
+                ranges.push((cursor, (seq - 1).min(limit - 1)));
+            }
+            cursor = seq + 1;
+        }
+        if cursor < limit && ranges.len() < NAK_RANGES_MAX {
+            ranges.push((cursor, limit - 1));
+        }
+        ranges
+    }
+}
+
+/// The receiving half of one endpoint: all senders' windows.
+#[derive(Debug)]
+pub struct ReceiverSet {
+    id: SenderId,
+    auth: ClusterAuth,
+    config: ReceiverConfig,
+    streams: HashMap<SenderId, Stream>,
+    deliveries: VecDeque<Delivery>,
+    control: VecDeque<Transmit>,
+    stats: ReceiverStats,
+}
+
+impl ReceiverSet {
+    pub fn new(id: SenderId, auth: ClusterAuth, config: ReceiverConfig) -> ReceiverSet {
+        assert!(config.window_datagrams > 0 && config.nak_rounds_max > 0);
+        ReceiverSet {
+            id,
+            auth,
+            config,
+            streams: HashMap::new(),
+            deliveries: VecDeque::new(),
+            control: VecDeque::new(),
+            stats: ReceiverStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> ReceiverStats {
+        self.stats
+    }
+
+    /// The next delivery for the application, in order per sender.
+    pub fn pop_delivery(&mut self) -> Option<Delivery> {
+        self.deliveries.pop_front()
+    }
+
+    pub fn has_deliveries(&self) -> bool {
+        !self.deliveries.is_empty()
+    }
+
+    /// Control datagrams (NAKs, stability reports) to put on the wire.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.control.pop_front()
+    }
+
+    /// Tells the window that the application has taken everything of `sender`'s incarnation
+    /// below `seq_below` (carried by [`Delivery::Message`]); credit is granted from here.
+    pub fn consumed(&mut self, sender: SenderId, incarnation: u32, seq_below: u64) {
+        if let Some(s) = self.streams.get_mut(&sender) {
+            if s.incarnation == incarnation {
+                s.consumed_below = s.consumed_below.max(seq_below);
+            }
+        }
+    }
+
+    /// Where delivery of `sender` stands: (incarnation, next sequence to deliver).
+    pub fn position(&self, sender: SenderId) -> Option<(u32, u64)> {
+        self.streams.get(&sender).map(|s| (s.incarnation, s.next_deliver))
+    }
+
+    /// Finds or creates the stream for (sender, incarnation). None: the datagram is stale or
+    /// refused. A newer incarnation replaces the old stream; undelivered data of the old one is
+    /// reported as a gap (the sender restarted, it will never be repaired).
+    fn stream_for(
+        &mut self,
+        sender: SenderId,
+        incarnation: u32,
+        first_seen: u64,
+    ) -> Option<&mut Stream> {
+        let backfill = self.config.join_backfill_datagrams;
+        match self.streams.get(&sender).map(|s| s.incarnation) {
+            Some(current) if incarnation < current => {
+                self.stats.stale_incarnation += 1;
+                return None;
+            }
+            Some(current) if incarnation > current => {
+                let old = self.streams.remove(&sender).expect("present");
+                if old.known_below > old.next_deliver || old.reassembly.is_some() {
+                    self.stats.gaps += 1;
+                    self.deliveries.push_back(Delivery::Gap {
+                        sender,
+                        incarnation: old.incarnation,
+                        first_missing: old.next_deliver,
+                        resumed_at: None,
+                    });
+                }
+                self.streams.insert(sender, Stream::new(incarnation, first_seen, backfill));
+            }
+            Some(_) => {}
+            None => {
+                if self.streams.len() >= self.config.senders_max {
+                    self.stats.senders_refused += 1;
+                    return None;
+                }
+                self.streams.insert(sender, Stream::new(incarnation, first_seen, backfill));
+            }
+        }
+        self.streams.get_mut(&sender)
+    }
+
+    /// A datagram of a reliable stream (already authenticated).
+    pub fn on_data(&mut self, header: &Header, payload: &[u8], now_ms: u64) {
+        self.stats.datagrams_received += 1;
+        let message_start = header.seq.saturating_sub(header.frag_index as u64);
+        let window = self.config.window_datagrams;
+        let nak_delay_ms = self.config.nak_delay_ms;
+        let Some(stream) = self.stream_for(header.sender, header.incarnation, message_start) else {
+            return;
+        };
+        let seq = header.seq;
+        if seq < stream.next_deliver || stream.pending.contains_key(&seq) {
+            self.stats.duplicates += 1;
+            return;
+        }
+        if seq >= stream.consumed_below + window {
+            self.stats.beyond_window += 1;
+            return;
+        }
+        stream.known_below = stream.known_below.max(seq + 1);
+        if seq == stream.next_deliver {
+            let sender = header.sender;
+            let incarnation = header.incarnation;
+            self.deliver_in_order(
+                sender,
+                incarnation,
+                seq,
+                header.kind,
+                header.frag_index,
+                header.frag_count,
+                payload,
+            );
+            self.drain_pending(sender, now_ms);
+        } else {
+            stream.pending.insert(
+                seq,
+                Pending {
+                    kind: header.kind,
+                    frag_index: header.frag_index,
+                    frag_count: header.frag_count,
+                    payload: Bytes::copy_from_slice(payload),
+                },
+            );
+            if stream.nak_due_ms.is_none() {
+                stream.nak_due_ms = Some(now_ms + nak_delay_ms);
+            }
+        }
+    }
+
+    /// A sender's status: learn the tail (so a lost last datagram is NAKed) and what is gone.
+    pub fn on_status(&mut self, sender: SenderId, status: &SenderStatus, now_ms: u64) {
+        let nak_delay_ms = self.config.nak_delay_ms;
+        let Some(stream) = self.stream_for(sender, status.incarnation, status.sent_below) else {
+            return;
+        };
+        stream.retained_from = stream.retained_from.max(status.retained_from);
+        if status.sent_below > stream.known_below {
+            stream.known_below = status.sent_below;
+            if stream.nak_due_ms.is_none() {
+                stream.nak_due_ms = Some(now_ms + nak_delay_ms);
+            }
+        }
+        self.skip_lost(sender, now_ms);
+    }
+
+    /// Moves past holes the sender can no longer fill (below its `retained_from`).
+    fn skip_lost(&mut self, sender: SenderId, now_ms: u64) {
+        let Some(stream) = self.streams.get_mut(&sender) else { return };
+        if stream.next_deliver >= stream.retained_from
+            || stream.pending.contains_key(&stream.next_deliver)
+            || stream.next_deliver >= stream.known_below
+        {
+            return;
+        }
+        let first_missing = stream.next_deliver;
+        let resume = stream
+            .pending
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(stream.known_below)
+            .min(stream.retained_from.max(first_missing + 1));
+        self.declare_gap(sender, first_missing, resume);
+        self.drain_pending(sender, now_ms);
+    }
+
+    fn declare_gap(&mut self, sender: SenderId, first_missing: u64, resume: u64) {
+        let stream = self.streams.get_mut(&sender).expect("caller checked");
+        debug_assert!(resume > stream.next_deliver);
+        stream.next_deliver = resume;
+        stream.consumed_below = stream.consumed_below.max(resume);
+        stream.known_below = stream.known_below.max(resume);
+        stream.reassembly = None;
+        stream.skip_to_message_start = true;
+        stream.nak_rounds = 0;
+        stream.nak_due_ms = None;
+        self.stats.gaps += 1;
+        self.deliveries.push_back(Delivery::Gap {
+            sender,
+            incarnation: stream.incarnation,
+            first_missing,
+            resumed_at: Some(resume),
+        });
+    }
+
+    fn drain_pending(&mut self, sender: SenderId, now_ms: u64) {
+        loop {
+            let stream = self.streams.get_mut(&sender).expect("drained stream exists");
+            let next = stream.next_deliver;
+            let Some(p) = stream.pending.remove(&next) else { break };
+            let incarnation = stream.incarnation;
+            self.deliver_in_order(
+                sender,
+                incarnation,
+                next,
+                p.kind,
+                p.frag_index,
+                p.frag_count,
+                &p.payload,
+            );
+        }
+        let stream = self.streams.get_mut(&sender).expect("drained stream exists");
+        if stream.has_missing() {
+            // Progress resets the NAK rounds: only a hole that makes no progress is abandoned.
+            if stream.nak_due_ms.is_none() {
+                stream.nak_due_ms = Some(now_ms + self.config.nak_delay_ms);
+            }
+        } else {
+            stream.nak_due_ms = None;
+            stream.nak_rounds = 0;
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn deliver_in_order(
+        &mut self,
+        sender: SenderId,
+        incarnation: u32,
+        seq: u64,
+        kind: u8,
+        frag_index: u16,
+        frag_count: u16,
+        payload: &[u8],
+    ) {
+        let stream = self.streams.get_mut(&sender).expect("stream exists");
+        debug_assert_eq!(seq, stream.next_deliver);
+        stream.next_deliver = seq + 1;
+        // Progress restarts the NAK round count: only a hole that makes no progress is
+        // abandoned.
+        stream.nak_rounds = 0;
+        let seq_below = seq + 1;
+        if stream.skip_to_message_start {
+            if frag_index != 0 {
+                stream.consumed_below = stream.consumed_below.max(seq_below);
+                return;
+            }
+            stream.skip_to_message_start = false;
+        }
+        if frag_count == 1 {
+            if stream.reassembly.take().is_some() {
+                self.stats.malformed += 1;
+            }
+            if kind == KIND_BATCH {
+                self.unpack_batch(sender, incarnation, seq_below, payload);
+            } else {
+                self.decode_and_deliver(sender, incarnation, seq_below, kind, payload);
+            }
+            return;
+        }
+        if frag_index == 0 {
+            if stream.reassembly.is_some() {
+                self.stats.malformed += 1;
+            }
+            let capacity =
+                (frag_count as usize * FRAGMENT_PAYLOAD_BYTES_MAX).min(MESSAGE_BYTES_MAX);
+            let mut bytes = Vec::with_capacity(capacity);
+            bytes.extend_from_slice(payload);
+            stream.reassembly = Some(Reassembly { kind, next_index: 1, count: frag_count, bytes });
+            stream.consumed_below = stream.consumed_below.max(seq_below);
+            return;
+        }
+        let in_place = matches!(&stream.reassembly,
+            Some(r) if r.next_index == frag_index && r.count == frag_count && r.kind == kind);
+        if !in_place
+            || stream.reassembly.as_ref().unwrap().bytes.len() + payload.len() > MESSAGE_BYTES_MAX
+        {
+            stream.reassembly = None;
+            stream.skip_to_message_start = true;
+            stream.consumed_below = stream.consumed_below.max(seq_below);
+            self.stats.malformed += 1;
+            return;
+        }
+        let r = stream.reassembly.as_mut().unwrap();
+        r.bytes.extend_from_slice(payload);
+        r.next_index += 1;
+        if r.next_index < r.count {
+            stream.consumed_below = stream.consumed_below.max(seq_below);
+            return;
+        }
+        let r = stream.reassembly.take().unwrap();
+        self.decode_and_deliver(sender, incarnation, seq_below, r.kind, &r.bytes);
+    }
+
+    fn unpack_batch(&mut self, sender: SenderId, incarnation: u32, seq_below: u64, batch: &[u8]) {
+        let mut rest = batch;
+        let mut messages = Vec::new();
+        while !rest.is_empty() {
+            if rest.len() < 5 {
+                self.stats.malformed += 1;
+                break;
+            }
+            let kind = rest[0];
+            let len = u32::from_be_bytes(rest[1..5].try_into().unwrap()) as usize;
+            if rest.len() < 5 + len {
+                self.stats.malformed += 1;
+                break;
+            }
+            match Message::decode_payload(kind, &rest[5..5 + len]) {
+                Ok(m) => messages.push(m),
+                Err(_) => self.stats.malformed += 1,
+            }
+            rest = &rest[5 + len..];
+        }
+        let count = messages.len();
+        for (i, message) in messages.into_iter().enumerate() {
+            // Only the batch's last message releases its sequence for credit.
+            let below = if i + 1 == count { seq_below } else { seq_below - 1 };
+            self.push_message(sender, incarnation, below, message);
+        }
+        if count == 0 {
+            self.consumed(sender, incarnation, seq_below);
+        }
+    }
+
+    fn decode_and_deliver(
+        &mut self,
+        sender: SenderId,
+        incarnation: u32,
+        seq_below: u64,
+        kind: u8,
+        payload: &[u8],
+    ) {
+        match Message::decode_payload(kind, payload) {
+            Ok(m) => self.push_message(sender, incarnation, seq_below, m),
+            Err(_) => {
+                self.stats.malformed += 1;
+                self.consumed(sender, incarnation, seq_below);
+            }
+        }
+    }
+
+    fn push_message(&mut self, sender: SenderId, incarnation: u32, seq_below: u64, m: Message) {
+        self.stats.messages_delivered += 1;
+        self.deliveries.push_back(Delivery::Message { sender, incarnation, seq_below, message: m });
+    }
+
+    /// Timers: NAK rounds, irreparable holes, stability reports.
+    pub fn tick(&mut self, now_ms: u64) {
+        let senders: Vec<SenderId> = self.streams.keys().copied().collect();
+        for sender in senders {
+            self.tick_stream(sender, now_ms);
+        }
+    }
+
+    fn tick_stream(&mut self, sender: SenderId, now_ms: u64) {
+        let config = self.config.clone();
+        let stream = self.streams.get_mut(&sender).expect("listed");
+        if let Some(due) = stream.nak_due_ms {
+            if !stream.has_missing() {
+                stream.nak_due_ms = None;
+            } else if now_ms >= due && stream.head_nakable(config.window_datagrams) {
+                if stream.nak_rounds >= config.nak_rounds_max {
+                    // The head of the line never came: give up on it, say so, and resume at
+                    // the next datagram we hold (or the end of what is known).
+                    let first_missing = stream.next_deliver;
+                    let resume =
+                        stream.pending.keys().next().copied().unwrap_or(stream.known_below);
+                    self.declare_gap(sender, first_missing, resume);
+                    self.drain_pending(sender, now_ms);
+                } else {
+                    stream.nak_rounds += 1;
+                    stream.nak_due_ms = Some(now_ms + config.nak_retry_ms);
+                    let nak = Nak {
+                        target: sender,
+                        incarnation: stream.incarnation,
+                        ranges: stream.missing_ranges(config.window_datagrams),
+                    };
+                    self.stats.naks_sent += 1;
+                    let datagram = super::seal_control(&self.auth, self.id, &Message::Nak(nak));
+                    self.control.push_back(Transmit { dest: Dest::Sender(sender), datagram });
+                }
+            }
+        }
+        if !config.report_stability {
+            return;
+        }
+        let stream = self.streams.get_mut(&sender).expect("listed");
+        let since = stream.last_report_ms.map(|t| now_ms.saturating_sub(t));
+        let moved = stream.consumed_below != stream.reported_below;
+        let due = match since {
+            None => true,
+            Some(s) => (moved && s >= config.report_interval_ms) || s >= config.report_keepalive_ms,
+        };
+        if due {
+            stream.last_report_ms = Some(now_ms);
+            stream.reported_below = stream.consumed_below;
+            let report = Stability {
+                target: sender,
+                incarnation: stream.incarnation,
+                delivered_below: stream.consumed_below,
+                credit_until: stream.consumed_below + config.window_datagrams,
+            };
+            let datagram = super::seal_control(&self.auth, self.id, &Message::Stability(report));
+            self.control.push_back(Transmit { dest: Dest::Sender(sender), datagram });
+        }
+    }
+}

@@ -1,0 +1,672 @@
+//! The tokio driver around the IO-free [`Core`]: sockets, timers and the async API.
+//!
+//! Two sockets per endpoint. The *unicast* socket (bound to `unicast_bind`) sends everything —
+//! multicast data, control, requests, replies — and receives what is addressed to this
+//! endpoint, so the source address of any datagram from us is our unicast address and replies,
+//! NAKs and stability reports go straight back to it. The *group* socket (bound to the group
+//! address and port with `SO_REUSEADDR`+`SO_REUSEPORT`, so several endpoints share a host)
+//! only receives multicast. Without multicast (`peers` set) there is no group socket and
+//! every group datagram is sent to each peer instead.
+//!
+//! Tasks: one receive task per socket (drains up to [`RECV_BATCH_MAX`] datagrams per wake-up
+//! under one lock) and one transmit task that ticks the core's timers every `tick_ms` and puts
+//! its datagrams on the wire. The core sits behind a `std` mutex: every critical section is
+//! short and never awaits.
+
+use super::core::{Core, CoreConfig, CoreStats};
+use super::fault::{Coin, FaultConfig};
+use super::{seal_unreliable, Delivery, Dest, SendError, Transmit};
+use crate::error::ProtocolError;
+use crate::header::{flags, ClusterAuth};
+use crate::limits::DATAGRAM_BYTES_MAX;
+use crate::message::Message;
+use crate::SenderId;
+use socket2::{Domain, Protocol, Socket, Type};
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+use tokio::sync::{oneshot, watch, Notify};
+use tokio::task::JoinHandle;
+
+/// Most datagrams a receive task handles per wake-up (one lock, fewer wake-ups).
+pub const RECV_BATCH_MAX: usize = 64;
+/// Most datagrams the transmit task takes from the core per lock.
+pub const SEND_BATCH_MAX: usize = 64;
+/// A request's wait grows by doubling after each timeout, up to this many times the first.
+pub const REQUEST_BACKOFF_FACTOR_MAX: u32 = 8;
+/// Most requests in flight per endpoint.
+pub const REQUESTS_IN_FLIGHT_MAX: usize = 65_536;
+/// Most sender addresses remembered (for NAKs, reports and retransmissions).
+pub const ADDRESSES_MAX: usize = 65_536;
+
+/// Errors of the messaging layer's async API.
+#[derive(Debug, thiserror::Error)]
+pub enum MessagingError {
+    #[error("socket error: {0} (check the interface, group address and port)")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    #[error("message of {len} bytes is over the limit of {max}")]
+    TooLarge { len: usize, max: usize },
+    #[error("no reply after {attempts} attempts: the peer may be down or unreachable")]
+    Timeout { attempts: u32 },
+    #[error("too many requests in flight ({0}); wait for some to finish")]
+    TooManyRequests(usize),
+    #[error("the endpoint is shut down")]
+    Shutdown,
+}
+
+/// Everything an endpoint needs. Build with [`EndpointConfig::new`] and adjust fields.
+#[derive(Clone, Debug)]
+pub struct EndpointConfig {
+    /// This endpoint's sender id (FS nodes: their node id; clients: a random id).
+    pub id: SenderId,
+    /// Bump on every start (e.g. from a persisted counter or the start time), so receivers can
+    /// tell a restart from a replay.
+    pub incarnation: u32,
+    pub auth: ClusterAuth,
+    /// The multicast group and port.
+    pub group: SocketAddrV4,
+    /// The interface to join the group on and to send multicast from (0.0.0.0: the default).
+    pub interface: Ipv4Addr,
+    pub ttl: u32,
+    /// Whether our multicast is looped back to listeners on this host (needed for several
+    /// nodes on one host).
+    pub loopback: bool,
+    /// Where the unicast socket binds (port 0: any).
+    pub unicast_bind: SocketAddr,
+    /// Ids whose credit counts (FS nodes). See [`CoreConfig::members`].
+    pub members: Vec<SenderId>,
+    /// Unicast fallback: if set, no multicast socket is opened and every group datagram goes
+    /// to each of these addresses instead (include every endpoint's unicast address; our own
+    /// is skipped by id on receipt).
+    pub peers: Option<Vec<SocketAddr>>,
+    /// Windows, buffers and timers of the core.
+    pub core: CoreConfig,
+    /// How often the core's timers run.
+    pub tick_ms: u64,
+    /// Kernel socket buffer sizes asked for (the kernel may cap them).
+    pub socket_buffer_bytes: usize,
+    /// Deterministic fault injection (tests).
+    pub fault: FaultConfig,
+}
+
+impl EndpointConfig {
+    /// Defaults from DESIGN.md: group 239.255.77.1:7700, TTL 1, loopback on.
+    pub fn new(id: SenderId, incarnation: u32, auth: ClusterAuth) -> EndpointConfig {
+        EndpointConfig {
+            id,
+            incarnation,
+            auth,
+            group: SocketAddrV4::new(Ipv4Addr::new(239, 255, 77, 1), 7700),
+            interface: Ipv4Addr::UNSPECIFIED,
+            ttl: 1,
+            loopback: true,
+            unicast_bind: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+            members: Vec::new(),
+            peers: None,
+            core: CoreConfig::with_members(Vec::new()),
+            tick_ms: 2,
+            socket_buffer_bytes: 8 * 1024 * 1024,
+            fault: FaultConfig::none(),
+        }
+    }
+}
+
+/// Counters of an endpoint.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EndpointStats {
+    pub core: CoreStats,
+    pub datagrams_received: u64,
+    pub datagrams_sent: u64,
+    pub fault_dropped_receive: u64,
+    pub fault_dropped_send: u64,
+    pub send_errors: u64,
+    /// Datagrams for a sender whose address we never learned.
+    pub unknown_destination: u64,
+    pub replies_unmatched: u64,
+    pub request_retries: u64,
+}
+
+/// What [`Endpoint::recv`] returns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Incoming {
+    Message(Received),
+    /// Part of `sender`'s reliable stream is lost for good (see [`Delivery::Gap`]). A cache
+    /// must flush what that stream kept fresh.
+    Gap {
+        sender: SenderId,
+        incarnation: u32,
+        first_missing: u64,
+        resumed_at: Option<u64>,
+    },
+}
+
+/// One received message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Received {
+    pub sender: SenderId,
+    /// Where it came from (the sender's unicast address), if known.
+    pub source: Option<SocketAddr>,
+    /// From the sender's reliable stream (in order, exactly once) or best-effort.
+    pub reliable: bool,
+    pub message: Message,
+    /// Set when this is a unicast request: answer with [`RequestHandle::reply`].
+    pub request: Option<RequestHandle>,
+}
+
+/// How to answer a request: its id and where it came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestHandle {
+    pub request_id: u64,
+    pub to: SocketAddr,
+}
+
+impl RequestHandle {
+    /// Sends `reply` to the requester (best-effort: the requester retries on loss, so the
+    /// application should remember recent answers if re-executing is not harmless).
+    pub async fn reply(&self, endpoint: &Endpoint, reply: Message) -> Result<(), MessagingError> {
+        endpoint.reply(self, reply).await
+    }
+}
+
+struct State {
+    core: Core,
+    addresses: HashMap<SenderId, SocketAddr>,
+    requests: HashMap<u64, oneshot::Sender<Message>>,
+    receive_coin: Coin,
+    send_coin: Coin,
+    stats: EndpointStats,
+}
+
+struct Shared {
+    id: SenderId,
+    auth: ClusterAuth,
+    group: SocketAddr,
+    peers: Option<Vec<SocketAddr>>,
+    tick_ms: u64,
+    start: Instant,
+    state: Mutex<State>,
+    unicast: UdpSocket,
+    group_socket: Option<UdpSocket>,
+    /// Something to transmit.
+    transmit_wake: Notify,
+    /// Something to deliver.
+    deliver_wake: Notify,
+    /// The sender made progress (credit arrived, backlog sent): blocked `multicast` retries.
+    progress_wake: Notify,
+    next_request_id: AtomicU64,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Shared {
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock is a bug in the core; propagate it.
+        self.state.lock().expect("messaging core mutex poisoned")
+    }
+}
+
+/// Aborts the tasks when the last [`Endpoint`] handle goes.
+struct Tasks(Mutex<Vec<JoinHandle<()>>>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for task in self.0.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default() {
+            task.abort();
+        }
+    }
+}
+
+/// A messaging endpoint: cheap to clone, all clones share one core and one pair of sockets.
+#[derive(Clone)]
+pub struct Endpoint {
+    shared: Arc<Shared>,
+    tasks: Arc<Tasks>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint").field("id", &self.shared.id).finish_non_exhaustive()
+    }
+}
+
+fn group_socket(config: &EndpointConfig) -> std::io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    // Best effort: the kernel caps this at net.core.rmem_max.
+    let _ = socket.set_recv_buffer_size(config.socket_buffer_bytes);
+    // Bound to the group address, so that unicast to the same port is not received here.
+    socket.bind(&SocketAddr::V4(config.group).into())?;
+    socket.join_multicast_v4(config.group.ip(), &config.interface)?;
+    socket.set_multicast_loop_v4(config.loopback)?;
+    socket.set_nonblocking(true)?;
+    UdpSocket::from_std(socket.into())
+}
+
+fn unicast_socket(config: &EndpointConfig) -> std::io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    let _ = socket.set_recv_buffer_size(config.socket_buffer_bytes);
+    let _ = socket.set_send_buffer_size(config.socket_buffer_bytes);
+    socket.bind(&config.unicast_bind.into())?;
+    if config.peers.is_none() {
+        if !config.interface.is_unspecified() {
+            socket.set_multicast_if_v4(&config.interface)?;
+        }
+        socket.set_multicast_ttl_v4(config.ttl)?;
+        socket.set_multicast_loop_v4(config.loopback)?;
+    }
+    socket.set_nonblocking(true)?;
+    UdpSocket::from_std(socket.into())
+}
+
+impl Endpoint {
+    /// Opens the sockets and starts the tasks. Must run inside a tokio runtime.
+    pub async fn bind(config: EndpointConfig) -> Result<Endpoint, MessagingError> {
+        let unicast = unicast_socket(&config)?;
+        let group_socket = match config.peers {
+            Some(_) => None,
+            None => Some(group_socket(&config)?),
+        };
+        let start = Instant::now();
+        let mut core_config = config.core.clone();
+        core_config.members = config.members.clone();
+        let core = Core::new(config.id, config.incarnation, config.auth.clone(), core_config, 0);
+        let state = State {
+            core,
+            addresses: HashMap::new(),
+            requests: HashMap::new(),
+            receive_coin: Coin::new(config.fault.seed, config.fault.drop_receive_ppm),
+            send_coin: Coin::new(config.fault.seed ^ 0x5EED_5EED, config.fault.drop_send_ppm),
+            stats: EndpointStats::default(),
+        };
+        let (shutdown, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            id: config.id,
+            auth: config.auth.clone(),
+            group: SocketAddr::V4(config.group),
+            peers: config.peers.clone(),
+            tick_ms: config.tick_ms.max(1),
+            start,
+            state: Mutex::new(state),
+            unicast,
+            group_socket,
+            transmit_wake: Notify::new(),
+            deliver_wake: Notify::new(),
+            progress_wake: Notify::new(),
+            next_request_id: AtomicU64::new(1),
+            shutdown,
+        });
+        let mut tasks = vec![
+            tokio::spawn(receive_task(shared.clone(), false)),
+            tokio::spawn(transmit_task(shared.clone())),
+        ];
+        if shared.group_socket.is_some() {
+            tasks.push(tokio::spawn(receive_task(shared.clone(), true)));
+        }
+        Ok(Endpoint { shared, tasks: Arc::new(Tasks(Mutex::new(tasks))) })
+    }
+
+    pub fn id(&self) -> SenderId {
+        self.shared.id
+    }
+
+    /// The unicast address peers reach this endpoint at (requests, the fallback peer list).
+    pub fn local_addr(&self) -> Result<SocketAddr, MessagingError> {
+        Ok(self.shared.unicast.local_addr()?)
+    }
+
+    fn is_shut_down(&self) -> bool {
+        *self.shared.shutdown.borrow()
+    }
+
+    /// Sends `message` on this endpoint's reliable stream: delivered exactly once and in order
+    /// to every receiver (or reported as a gap). Waits while the members grant no credit; it
+    /// never drops.
+    pub async fn multicast(&self, message: Message) -> Result<(), MessagingError> {
+        let payload = message.encode_payload()?;
+        let kind = message.kind() as u8;
+        let mut shutdown = self.shared.shutdown.subscribe();
+        loop {
+            let progress = self.shared.progress_wake.notified();
+            tokio::pin!(progress);
+            progress.as_mut().enable();
+            {
+                let now = self.shared.now_ms();
+                let mut state = self.shared.lock();
+                match state.core.try_send_encoded(kind, &payload, now) {
+                    Ok(()) => {
+                        drop(state);
+                        self.shared.transmit_wake.notify_one();
+                        return Ok(());
+                    }
+                    Err(SendError::WouldBlock) => {}
+                    Err(SendError::TooLarge { len, max }) => {
+                        return Err(MessagingError::TooLarge { len, max })
+                    }
+                    Err(SendError::Encode(e)) => return Err(e.into()),
+                }
+            }
+            if self.is_shut_down() {
+                return Err(MessagingError::Shutdown);
+            }
+            // Make sure what is queued goes out (it frees room once it is stable).
+            self.shared.transmit_wake.notify_one();
+            tokio::select! {
+                _ = progress => {}
+                _ = shutdown.wait_for(|s| *s) => return Err(MessagingError::Shutdown),
+            }
+        }
+    }
+
+    /// Sends `message` best-effort (no sequence, no repair) to the group, e.g. FSLive.
+    pub async fn send_unreliable(&self, message: &Message) -> Result<(), MessagingError> {
+        let datagram = seal_unreliable(&self.shared.auth, self.shared.id, 0, 0, message)?;
+        send_to_dest(&self.shared, Dest::Group, &datagram).await;
+        Ok(())
+    }
+
+    /// Sends `message` best-effort to one address (not a request: no reply is awaited).
+    pub async fn send_unreliable_to(
+        &self,
+        to: SocketAddr,
+        message: &Message,
+    ) -> Result<(), MessagingError> {
+        let datagram = seal_unreliable(&self.shared.auth, self.shared.id, 0, 0, message)?;
+        send_datagram(&self.shared, to, &datagram).await;
+        Ok(())
+    }
+
+    /// Unicast request/reply: sends `message` to `to` and waits for the reply carrying the same
+    /// request id. After each `timeout` without a reply it sends again, up to `retries` more
+    /// times, doubling the wait each time (at most [`REQUEST_BACKOFF_FACTOR_MAX`] × `timeout`).
+    /// The same request id is reused on retries, so the peer may see a request twice.
+    pub async fn request(
+        &self,
+        to: SocketAddr,
+        message: Message,
+        timeout: Duration,
+        retries: u32,
+    ) -> Result<Message, MessagingError> {
+        let request_id = self.shared.next_request_id.fetch_add(1, Ordering::Relaxed);
+        let datagram = seal_unreliable(&self.shared.auth, self.shared.id, request_id, 0, &message)?;
+        let (reply_tx, mut reply_rx) = oneshot::channel();
+        {
+            let mut state = self.shared.lock();
+            if state.requests.len() >= REQUESTS_IN_FLIGHT_MAX {
+                return Err(MessagingError::TooManyRequests(REQUESTS_IN_FLIGHT_MAX));
+            }
+            state.requests.insert(request_id, reply_tx);
+        }
+        // Unregisters the request however this future ends (reply, timeout, cancellation).
+        struct Forget<'a>(&'a Shared, u64);
+        impl Drop for Forget<'_> {
+            fn drop(&mut self) {
+                self.0.lock().requests.remove(&self.1);
+            }
+        }
+        let _forget = Forget(&self.shared, request_id);
+        let mut wait = timeout;
+        for attempt in 0..=retries {
+            if attempt > 0 {
+                self.shared.lock().stats.request_retries += 1;
+            }
+            send_datagram(&self.shared, to, &datagram).await;
+            match tokio::time::timeout(wait, &mut reply_rx).await {
+                Ok(Ok(reply)) => return Ok(reply),
+                Ok(Err(_)) => return Err(MessagingError::Shutdown),
+                Err(_) => wait = (wait * 2).min(timeout * REQUEST_BACKOFF_FACTOR_MAX),
+            }
+        }
+        Err(MessagingError::Timeout { attempts: retries + 1 })
+    }
+
+    /// Answers a request (see [`RequestHandle::reply`]).
+    pub async fn reply(
+        &self,
+        request: &RequestHandle,
+        reply: Message,
+    ) -> Result<(), MessagingError> {
+        let datagram = seal_unreliable(
+            &self.shared.auth,
+            self.shared.id,
+            request.request_id,
+            flags::REPLY,
+            &reply,
+        )?;
+        send_datagram(&self.shared, request.to, &datagram).await;
+        Ok(())
+    }
+
+    /// The next message or gap. Reliable messages come in order per sender; taking one grants
+    /// its sender credit, so a slow caller slows the senders down.
+    pub async fn recv(&self) -> Result<Incoming, MessagingError> {
+        let mut shutdown = self.shared.shutdown.subscribe();
+        loop {
+            let ready = self.shared.deliver_wake.notified();
+            tokio::pin!(ready);
+            ready.as_mut().enable();
+            {
+                let mut state = self.shared.lock();
+                if let Some(next) = state.core.pop_any() {
+                    let more = state.core.has_deliveries();
+                    let incoming = to_incoming(&state, next);
+                    drop(state);
+                    if more {
+                        // Another receiver may be waiting too.
+                        self.shared.deliver_wake.notify_one();
+                    }
+                    return Ok(incoming);
+                }
+            }
+            if self.is_shut_down() {
+                return Err(MessagingError::Shutdown);
+            }
+            tokio::select! {
+                _ = ready => {}
+                _ = shutdown.wait_for(|s| *s) => return Err(MessagingError::Shutdown),
+            }
+        }
+    }
+
+    pub fn stats(&self) -> EndpointStats {
+        let state = self.shared.lock();
+        EndpointStats { core: state.core.stats(), ..state.stats }
+    }
+
+    /// Reliable sends accepted but not yet stable at every live member (0: all caught up).
+    pub fn unstable_datagrams(&self) -> u64 {
+        let now = self.shared.now_ms();
+        let state = self.shared.lock();
+        let sender = state.core.sender();
+        sender.next_seq() - sender.stable_below(now).min(sender.next_seq())
+    }
+
+    /// Stops the tasks; pending `recv`, `multicast` and `request` calls return
+    /// [`MessagingError::Shutdown`]. What is still unsent is abandoned.
+    pub async fn shutdown(&self) {
+        self.shared.shutdown.send_replace(true);
+        let tasks = std::mem::take(&mut *self.tasks.0.lock().expect("tasks mutex"));
+        for task in &tasks {
+            task.abort();
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
+        // Wake requests waiting for replies.
+        self.shared.lock().requests.clear();
+    }
+}
+
+fn to_incoming(state: &State, next: Result<Delivery, super::core::Unreliable>) -> Incoming {
+    match next {
+        Ok(Delivery::Message { sender, message, .. }) => Incoming::Message(Received {
+            sender,
+            source: state.addresses.get(&sender).copied(),
+            reliable: true,
+            message,
+            request: None,
+        }),
+        Ok(Delivery::Gap { sender, incarnation, first_missing, resumed_at }) => {
+            Incoming::Gap { sender, incarnation, first_missing, resumed_at }
+        }
+        Err(u) => {
+            let source = state.addresses.get(&u.sender).copied();
+            Incoming::Message(Received {
+                sender: u.sender,
+                source,
+                reliable: false,
+                request: match (u.request_id, source) {
+                    (0, _) | (_, None) => None,
+                    (request_id, Some(to)) => Some(RequestHandle { request_id, to }),
+                },
+                message: u.message,
+            })
+        }
+    }
+}
+
+async fn send_datagram(shared: &Shared, to: SocketAddr, datagram: &[u8]) {
+    {
+        let mut state = shared.lock();
+        if state.send_coin.drop_this() {
+            state.stats.fault_dropped_send += 1;
+            return;
+        }
+        state.stats.datagrams_sent += 1;
+    }
+    if let Err(e) = shared.unicast.send_to(datagram, to).await {
+        tracing::debug!(%to, error = %e, "datagram not sent");
+        shared.lock().stats.send_errors += 1;
+    }
+}
+
+async fn send_to_dest(shared: &Shared, dest: Dest, datagram: &[u8]) {
+    match dest {
+        Dest::Group => match &shared.peers {
+            Some(peers) => {
+                for peer in peers {
+                    send_datagram(shared, *peer, datagram).await;
+                }
+            }
+            None => send_datagram(shared, shared.group, datagram).await,
+        },
+        Dest::Sender(id) => {
+            let to = shared.lock().addresses.get(&id).copied();
+            match to {
+                Some(to) => send_datagram(shared, to, datagram).await,
+                None => shared.lock().stats.unknown_destination += 1,
+            }
+        }
+    }
+}
+
+async fn transmit_task(shared: Arc<Shared>) {
+    let mut ticker = tokio::time::interval(Duration::from_millis(shared.tick_ms));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut batch: Vec<Transmit> = Vec::with_capacity(SEND_BATCH_MAX);
+    loop {
+        let ticked = tokio::select! {
+            _ = ticker.tick() => true,
+            _ = shared.transmit_wake.notified() => false,
+        };
+        loop {
+            {
+                let now = shared.now_ms();
+                let mut state = shared.lock();
+                if ticked && batch.is_empty() {
+                    state.core.tick(now);
+                }
+                while batch.len() < SEND_BATCH_MAX {
+                    match state.core.poll_transmit(now) {
+                        Some(t) => batch.push(t),
+                        None => break,
+                    }
+                }
+            }
+            // Credit may have arrived or a member timed out (tick), or the backlog shrank.
+            shared.progress_wake.notify_waiters();
+            if batch.is_empty() {
+                break;
+            }
+            for t in batch.drain(..) {
+                send_to_dest(&shared, t.dest, &t.datagram).await;
+            }
+        }
+    }
+}
+
+async fn receive_task(shared: Arc<Shared>, group: bool) {
+    let socket =
+        if group { shared.group_socket.as_ref().expect("group socket") } else { &shared.unicast };
+    // One buffer per datagram of a batch, allocated once.
+    let mut buffers: Vec<Vec<u8>> =
+        (0..RECV_BATCH_MAX).map(|_| vec![0u8; DATAGRAM_BYTES_MAX + 1]).collect();
+    let mut received: Vec<(usize, SocketAddr)> = Vec::with_capacity(RECV_BATCH_MAX);
+    loop {
+        if socket.readable().await.is_err() {
+            return;
+        }
+        received.clear();
+        for buffer in buffers.iter_mut() {
+            match socket.try_recv_from(buffer) {
+                Ok((n, from)) => received.push((n, from)),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    // ICMP errors from unreachable peers surface here on Linux; not fatal.
+                    tracing::debug!(error = %e, "receive error");
+                    break;
+                }
+            }
+        }
+        if received.is_empty() {
+            continue;
+        }
+        let (deliver, transmit, progress) = {
+            let now = shared.now_ms();
+            let mut state = shared.lock();
+            let before = state.core.sender().credit_limit(now);
+            for (i, &(n, from)) in received.iter().enumerate() {
+                state.stats.datagrams_received += 1;
+                if state.receive_coin.drop_this() {
+                    state.stats.fault_dropped_receive += 1;
+                    continue;
+                }
+                if let Ok(header) = state.core.on_datagram(&buffers[i][..n], now) {
+                    if header.sender != shared.id
+                        && (state.addresses.len() < ADDRESSES_MAX
+                            || state.addresses.contains_key(&header.sender))
+                    {
+                        state.addresses.insert(header.sender, from);
+                    }
+                }
+            }
+            while let Some(reply) = state.core.pop_reply() {
+                match state.requests.remove(&reply.request_id) {
+                    Some(tx) => {
+                        let _ = tx.send(reply.message);
+                    }
+                    None => state.stats.replies_unmatched += 1,
+                }
+            }
+            let progress = state.core.sender().credit_limit(now) != before;
+            (state.core.has_deliveries(), true, progress)
+        };
+        if deliver {
+            shared.deliver_wake.notify_one();
+        }
+        if transmit {
+            shared.transmit_wake.notify_one();
+        }
+        if progress {
+            shared.progress_wake.notify_waiters();
+        }
+    }
+}
