@@ -79,10 +79,15 @@ record_types! {
     // Hint files (fs-node/src/storage/hint.rs).
     /// One index entry of a sealed data segment: value = kind u8, offset u32, length u32, key.
     Hint = 24,
-    /// Last record of a valid hint file: value = applied watermark u64 then the ids (u32) of
-    /// the segments this one replaces (a compaction output), so an interrupted merge can be
-    /// rolled forward.
+    /// Last record of a valid hint file; zxid = the applied watermark the segment covers;
+    /// value = count u32 and ids u32 of the compaction group this segment belongs to, then
+    /// count u32 and ids u32 of the segments that group replaces (both empty for a segment the
+    /// writer sealed), so that an interrupted merge is rolled forward or back at start-up.
     HintFooter = 25,
+    /// The data files' checkpoint: zxid = applied zxid made durable; value = active segment id
+    /// u32 and its synced length u64. Damage below that length is corruption, above it a torn
+    /// tail.
+    Checkpoint = 26,
 
     // Reserved for the state machine's tables, saved beside the data files at checkpoints.
     /// A snapshot of the lock table (encoding owned by `fs-node::locks`).
