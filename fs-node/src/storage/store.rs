@@ -12,7 +12,6 @@
 //! Call [`KvStore::apply`] for every committed entry anyway, so that `applied_zxid` advances.
 
 use crate::storage::error::{Result, StorageError, StoreError};
-use crate::storage::log::valid_record_after;
 use crate::storage::vfs::{VFile, Vfs};
 use bytes::Bytes;
 use protocol::key;
@@ -624,27 +623,11 @@ impl KvStore {
                 let scan = scan_segment(&buf, id);
                 let is_active = Some(id) == active_id;
                 if let Some((offset, detail)) = &scan.damage {
-                    let durable_below = if id == cp_seg {
-                        cp_len
-                    } else if id < cp_seg {
-                        u64::MAX
-                    } else {
-                        0
-                    };
-                    let data_kinds = [
-                        RecordType::DataPut,
-                        RecordType::DataMkdir,
-                        RecordType::DataDelete,
-                        RecordType::BatchEnd,
-                    ];
-                    let torn = is_active
-                        && *offset >= durable_below.min(buf.len() as u64)
-                        && !valid_record_after(
-                            &buf,
-                            *offset as usize + 1,
-                            &data_kinds,
-                            scan.watermark.max(Zxid(1)),
-                        );
+                    // Bytes of the active segment past the checkpoint's synced length were
+                    // never synced: damage there is a torn tail (the data log still holds
+                    // those batches). Damage below it, or in a sealed segment, is corruption.
+                    let durable_len = if id == cp_seg { cp_len } else { 0 };
+                    let torn = is_active && *offset >= durable_len;
                     if !torn {
                         return Err(corrupt(&path, *offset, detail));
                     }
@@ -996,6 +979,11 @@ impl KvStore {
         self.read().checkpoint
     }
 
+    /// Which segment and offset hold `key`'s record (diagnostics and tests).
+    pub fn locate(&self, k: &str) -> Option<(u32, u32)> {
+        self.read().index.get(k).map(|l| (l.seg, l.offset))
+    }
+
     pub fn key_count(&self) -> usize {
         self.read().index.len()
     }
@@ -1161,6 +1149,14 @@ impl KvStore {
                 }
             }
             return Ok(None);
+        }
+        // The outputs leave out records that later writes made dead. Those writes must be
+        // durable before the inputs can go, or a crash could lose the overwrite (its unsynced
+        // tail) after the merge already dropped what it overwrote. Sealed segments are synced
+        // already; sync the active one.
+        {
+            let seg = &inner.segments[&inner.active];
+            seg.file.sync_data().map_err(io("syncing", &seg.path))?;
         }
         // Publish: rename every output into place, then retire the inputs. A crash in
         // between is finished at start-up from the outputs' footers.

@@ -127,6 +127,23 @@ struct SimState {
     dirs: HashSet<PathBuf>,
     /// Writes fail with ENOSPC while set.
     disk_full: bool,
+    /// Mutating operations left before every operation fails as if the process had died there
+    /// (a fail point: the test then calls `crash`).
+    ops_left: Option<u64>,
+}
+
+impl SimState {
+    /// Counts one mutating operation against the fail point.
+    fn tick(&mut self) -> io::Result<()> {
+        match self.ops_left.as_mut() {
+            Some(0) => Err(io::Error::other("simulated crash point reached")),
+            Some(n) => {
+                *n -= 1;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
 }
 
 /// An in-memory file system that separates written bytes from durable bytes.
@@ -153,8 +170,12 @@ impl VFile for SimFile {
         Ok(())
     }
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        if self.state.lock().expect("sim state").disk_full {
-            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        {
+            let mut state = self.state.lock().expect("sim state");
+            state.tick()?;
+            if state.disk_full {
+                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+            }
         }
         let mut inode = self.inode.lock().expect("sim inode");
         let start = offset as usize;
@@ -166,6 +187,7 @@ impl VFile for SimFile {
         Ok(())
     }
     fn sync_data(&self) -> io::Result<()> {
+        self.state.lock().expect("sim state").tick()?;
         let mut inode = self.inode.lock().expect("sim inode");
         inode.durable = inode.data.clone();
         Ok(())
@@ -174,6 +196,7 @@ impl VFile for SimFile {
         Ok(self.inode.lock().expect("sim inode").data.len() as u64)
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
+        self.state.lock().expect("sim state").tick()?;
         self.inode.lock().expect("sim inode").data.resize(len as usize, 0);
         Ok(())
     }
@@ -227,6 +250,24 @@ impl SimFs {
         state.durable_names = names.clone();
         state.names = names;
         state.disk_full = false;
+        state.ops_left = None;
+    }
+
+    /// After `ops` more mutating operations (writes, syncs, creations, renames, removals,
+    /// truncations), every further one fails, as if the process died right there. `None`
+    /// disarms. Pair with [`SimFs::crash`].
+    pub fn fail_after(&self, ops: Option<u64>) {
+        self.state.lock().expect("sim state").ops_left = ops;
+    }
+
+    /// Mutating operations left before the fail point (`None` if disarmed).
+    pub fn ops_left(&self) -> Option<u64> {
+        self.state.lock().expect("sim state").ops_left
+    }
+
+    /// Whether the fail point was reached.
+    pub fn failed(&self) -> bool {
+        self.state.lock().expect("sim state").ops_left == Some(0)
     }
 
     /// The current bytes of a file (for tests that corrupt or inspect files).
@@ -254,6 +295,7 @@ impl Vfs for SimFs {
         let inode = match state.names.get(path) {
             Some(inode) => inode.clone(),
             None if create => {
+                state.tick()?;
                 let parent = path.parent().unwrap_or(Path::new("/"));
                 if !state.dirs.contains(parent) {
                     return Err(not_found(parent));
@@ -289,16 +331,19 @@ impl Vfs for SimFs {
     }
     fn remove(&self, path: &Path) -> io::Result<()> {
         let mut state = self.state.lock().expect("sim state");
+        state.tick()?;
         state.names.remove(path).map(|_| ()).ok_or_else(|| not_found(path))
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut state = self.state.lock().expect("sim state");
+        state.tick()?;
         let inode = state.names.remove(from).ok_or_else(|| not_found(from))?;
         state.names.insert(to.to_path_buf(), inode);
         Ok(())
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut state = self.state.lock().expect("sim state");
+        state.tick()?;
         state.durable_names.retain(|p, _| p.parent() != Some(dir));
         let current: Vec<(PathBuf, Arc<Mutex<Inode>>)> = state
             .names

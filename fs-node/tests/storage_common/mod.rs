@@ -162,7 +162,23 @@ pub fn store_dump(store: &KvStore) -> Vec<(String, Option<(Zxid, Bytes)>)> {
 
 /// Asserts the store equals the model: contents, zxids, and every directory's listing.
 pub fn assert_same(store: &KvStore, model: &Model, context: &str) {
-    assert_eq!(store_dump(store), model.dump(), "contents differ ({context})");
+    let got: BTreeMap<_, _> = store_dump(store).into_iter().collect();
+    let want: BTreeMap<_, _> = model.dump().into_iter().collect();
+    if got != want {
+        let mut diffs = Vec::new();
+        for k in got.keys().chain(want.keys()).collect::<std::collections::BTreeSet<_>>() {
+            let (g, w) = (got.get(k), want.get(k));
+            if g != w {
+                let show = |v: Option<&Option<(Zxid, Bytes)>>| match v {
+                    None => "absent".to_string(),
+                    Some(None) => "dir".to_string(),
+                    Some(Some((z, b))) => format!("file@{z} {}B", b.len()),
+                };
+                diffs.push(format!("{k}: store {} model {}", show(g), show(w)));
+            }
+        }
+        panic!("contents differ ({context}), store applied {}: {diffs:#?}", store.applied_zxid());
+    }
     let mut dirs = vec!["/".to_string()];
     dirs.extend(model.nodes.iter().filter(|(_, n)| n.dir).map(|(k, _)| k.clone()));
     for d in dirs {
