@@ -1,0 +1,1253 @@
+//! The key-value store: data segment files of TLV records, an in-memory index, hint files,
+//! merge compaction, freeze, checkpoint. See `fs-node/STORAGE.md` for the format and its crash
+//! analysis.
+//!
+//! Ops are applied as whole batches at one zxid: the batch's net effect is encoded into one
+//! buffer ending with a `BatchEnd` record and written with one positional write; the index
+//! changes only after that write succeeded. Nothing here calls `fsync` on the write path: the
+//! data log already holds every applied entry durably, so data files are synced at checkpoints
+//! and when a segment is sealed.
+//!
+//! Lock and Session ops are ignored: the state machine's lock and session tables own them.
+//! Call [`KvStore::apply`] for every committed entry anyway, so that `applied_zxid` advances.
+
+use crate::storage::error::{Result, StorageError, StoreError};
+use crate::storage::vfs::{VFile, Vfs};
+use bytes::Bytes;
+use protocol::key;
+use protocol::limits::{BATCH_OPS_MAX, KEY_BYTES_DEFAULT, VALUE_BYTES_DEFAULT};
+use protocol::message::data::{DirEntry, Op, Versioned};
+use protocol::tlv::{self, RecordType};
+use protocol::Zxid;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// Default size at which the active data segment is sealed.
+pub const DATA_SEGMENT_BYTES_DEFAULT: u64 = 128 * 1024 * 1024;
+/// Offsets in the index are u32: a segment never grows past this, whatever the configuration.
+pub const DATA_SEGMENT_BYTES_HARD_MAX: u64 = 2 * 1024 * 1024 * 1024;
+/// Largest encoded batch (a rename of a big subtree copies its values); one batch never spans
+/// two segments, and must fit in u32 offsets above a full segment.
+pub const BATCH_BYTES_MAX: usize = 1024 * 1024 * 1024;
+/// Compaction runs when dead bytes are at least this share of the sealed bytes...
+pub const COMPACTION_DEAD_RATIO_DEFAULT: f64 = 0.5;
+/// ... and at least this many.
+pub const COMPACTION_DEAD_BYTES_MIN_DEFAULT: u64 = 16 * 1024 * 1024;
+
+const DATA_SUFFIX: &str = ".data";
+const HINT_SUFFIX: &str = ".hint";
+const TMP_SUFFIX: &str = ".tmp";
+const CHECKPOINT_NAME: &str = "CHECKPOINT";
+
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    pub segment_bytes_max: u64,
+    pub key_bytes_max: usize,
+    pub value_bytes_max: usize,
+    pub compaction_dead_ratio: f64,
+    pub compaction_dead_bytes_min: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            segment_bytes_max: DATA_SEGMENT_BYTES_DEFAULT,
+            key_bytes_max: KEY_BYTES_DEFAULT,
+            value_bytes_max: VALUE_BYTES_DEFAULT,
+            compaction_dead_ratio: COMPACTION_DEAD_RATIO_DEFAULT,
+            compaction_dead_bytes_min: COMPACTION_DEAD_BYTES_MIN_DEFAULT,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    File,
+    Dir,
+    /// Only while loading: a tombstone that outranks older records of its key.
+    Deleted,
+}
+
+/// Where a key's latest record lives. 24 bytes: memory grows with keys, not values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Loc {
+    zxid: Zxid,
+    seg: u32,
+    offset: u32,
+    len: u32,
+    kind: Kind,
+}
+
+#[derive(Debug)]
+struct Segment {
+    path: PathBuf,
+    file: Arc<dyn VFile>,
+    len: u64,
+    /// Bytes of records no longer pointed at by the index.
+    dead_bytes: u64,
+    sealed: bool,
+}
+
+/// One hint entry: an index entry of a sealed segment.
+#[derive(Clone, Debug)]
+struct HintRec {
+    key: Box<str>,
+    loc: Loc,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Footer {
+    watermark: Zxid,
+    group: Vec<u32>,
+    replaces: Vec<u32>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    index: BTreeMap<Box<str>, Loc>,
+    segments: BTreeMap<u32, Segment>,
+    active: u32,
+    /// Records of the active segment, for its hint file when it is sealed.
+    active_hints: Vec<HintRec>,
+    /// Highest BatchEnd of the active segment.
+    active_watermark: Zxid,
+    next_id: u32,
+    applied: Zxid,
+    checkpoint: Zxid,
+    frozen: Option<Frozen>,
+}
+
+#[derive(Clone, Debug)]
+struct Frozen {
+    zxid: Zxid,
+    /// The sealed segments as of the freeze: what a backup or transfer copies.
+    segments: Vec<u32>,
+}
+
+/// What start-up found and repaired.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoreRecovery {
+    /// A torn tail was cut off: (file, offset where it was cut, bytes dropped).
+    pub torn_tail: Option<(PathBuf, u64, u64)>,
+    /// Segments loaded from their hint files / scanned record by record.
+    pub segments_from_hints: usize,
+    pub segments_scanned: usize,
+    /// An interrupted compaction was finished (true) or undone (false).
+    pub compaction_rolled: Option<bool>,
+    pub keys: usize,
+    pub applied: Zxid,
+}
+
+/// What [`KvStore::apply`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// The batch changed the store at this zxid.
+    Done,
+    /// The zxid was already applied (replay after a crash): nothing changed.
+    AlreadyApplied,
+}
+
+/// Files the frozen store consists of, for a backup or a transfer.
+#[derive(Clone, Debug)]
+pub struct FrozenFiles {
+    pub zxid: Zxid,
+    pub files: Vec<PathBuf>,
+}
+
+/// The key-value store. Share it behind an `Arc`: reads take a shared lock only to look up the
+/// index and then `pread` without it; apply, freeze and checkpoint take it exclusively.
+#[derive(Debug)]
+pub struct KvStore {
+    vfs: Arc<dyn Vfs>,
+    dir: PathBuf,
+    config: StoreConfig,
+    inner: RwLock<Inner>,
+    /// One compaction at a time.
+    compacting: Mutex<()>,
+}
+
+fn data_name(id: u32) -> String {
+    format!("{id:010}{DATA_SUFFIX}")
+}
+fn hint_name(id: u32) -> String {
+    format!("{id:010}{HINT_SUFFIX}")
+}
+
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StorageError + 'a {
+    move |e| StorageError::io(op, path, e)
+}
+
+fn corrupt(path: &Path, offset: u64, detail: impl ToString) -> StorageError {
+    StorageError::Corrupt { file: path.to_path_buf(), offset, detail: detail.to_string() }
+}
+
+fn read_all(file: &dyn VFile, path: &Path) -> Result<Vec<u8>> {
+    let len = file.len().map_err(io("sizing", path))?;
+    let mut buf = vec![0u8; len as usize];
+    file.read_exact_at(&mut buf, 0).map_err(io("reading", path))?;
+    Ok(buf)
+}
+
+/// Splits a data record's value into its key and (for puts) the value bytes.
+fn parse_data(kind: RecordType, value: &[u8]) -> Option<(&str, &[u8])> {
+    match kind {
+        RecordType::DataPut => {
+            let key_len = u32::from_le_bytes(value.get(..4)?.try_into().ok()?) as usize;
+            let key = std::str::from_utf8(value.get(4..4 + key_len)?).ok()?;
+            Some((key, &value[4 + key_len..]))
+        }
+        RecordType::DataMkdir | RecordType::DataDelete => {
+            Some((std::str::from_utf8(value).ok()?, &[][..]))
+        }
+        _ => None,
+    }
+}
+
+fn encode_hint(recs: &[HintRec], footer: &Footer) -> Vec<u8> {
+    let mut out = Vec::with_capacity(recs.len() * 48);
+    for r in recs {
+        let kind = match r.loc.kind {
+            Kind::File => 0u8,
+            Kind::Dir => 1,
+            Kind::Deleted => 2,
+        };
+        tlv::encode_parts(
+            RecordType::Hint,
+            r.loc.zxid,
+            &[&[kind], &r.loc.offset.to_le_bytes(), &r.loc.len.to_le_bytes(), r.key.as_bytes()],
+            &mut out,
+        )
+        .expect("hint fits");
+    }
+    let mut value = Vec::new();
+    value.extend_from_slice(&(footer.group.len() as u32).to_le_bytes());
+    for id in &footer.group {
+        value.extend_from_slice(&id.to_le_bytes());
+    }
+    value.extend_from_slice(&(footer.replaces.len() as u32).to_le_bytes());
+    for id in &footer.replaces {
+        value.extend_from_slice(&id.to_le_bytes());
+    }
+    tlv::encode_into(RecordType::HintFooter, footer.watermark, &value, &mut out).expect("fits");
+    out
+}
+
+/// Parses a hint file; `None` if it is incomplete or damaged (the segment is then scanned).
+fn decode_hint(buf: &[u8], seg: u32) -> Option<(Vec<HintRec>, Footer)> {
+    let mut recs = Vec::new();
+    let mut off = 0;
+    while off < buf.len() {
+        let (rec, used) = tlv::decode(&buf[off..]).ok()?;
+        off += used;
+        match rec.kind {
+            RecordType::Hint => {
+                let v = rec.value;
+                let kind = match *v.first()? {
+                    0 => Kind::File,
+                    1 => Kind::Dir,
+                    2 => Kind::Deleted,
+                    _ => return None,
+                };
+                let offset = u32::from_le_bytes(v.get(1..5)?.try_into().ok()?);
+                let len = u32::from_le_bytes(v.get(5..9)?.try_into().ok()?);
+                let key = std::str::from_utf8(v.get(9..)?).ok()?;
+                recs.push(HintRec {
+                    key: key.into(),
+                    loc: Loc { zxid: rec.zxid, seg, offset, len, kind },
+                });
+            }
+            RecordType::HintFooter if off == buf.len() => {
+                let v = rec.value;
+                let mut pos = 0;
+                let mut ids = || -> Option<Vec<u32>> {
+                    let n = u32::from_le_bytes(v.get(pos..pos + 4)?.try_into().ok()?) as usize;
+                    pos += 4;
+                    let mut out = Vec::with_capacity(n.min(4096));
+                    for _ in 0..n {
+                        out.push(u32::from_le_bytes(v.get(pos..pos + 4)?.try_into().ok()?));
+                        pos += 4;
+                    }
+                    Some(out)
+                };
+                let group = ids()?;
+                let replaces = ids()?;
+                return Some((recs, Footer { watermark: rec.zxid, group, replaces }));
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// Result of scanning a data segment record by record.
+struct Scan {
+    recs: Vec<HintRec>,
+    watermark: Zxid,
+    /// End of the last whole batch.
+    good_len: u64,
+    /// Where and why the scan stopped early.
+    damage: Option<(u64, String)>,
+}
+
+fn scan_segment(buf: &[u8], seg: u32) -> Scan {
+    let mut scan = Scan { recs: Vec::new(), watermark: Zxid::ZERO, good_len: 0, damage: None };
+    let mut pending: Vec<HintRec> = Vec::new();
+    let mut off = 0usize;
+    while off < buf.len() {
+        let (rec, used) = match tlv::decode(&buf[off..]) {
+            Ok(x) => x,
+            Err(e) => {
+                scan.damage = Some((off as u64, e.to_string()));
+                return scan;
+            }
+        };
+        let kind = match rec.kind {
+            RecordType::DataPut => Kind::File,
+            RecordType::DataMkdir => Kind::Dir,
+            RecordType::DataDelete => Kind::Deleted,
+            RecordType::BatchEnd => {
+                scan.recs.append(&mut pending);
+                scan.watermark = scan.watermark.max(rec.zxid);
+                off += used;
+                scan.good_len = off as u64;
+                continue;
+            }
+            other => {
+                scan.damage = Some((off as u64, format!("unexpected {other:?} record")));
+                return scan;
+            }
+        };
+        let Some((key, _)) = parse_data(rec.kind, rec.value) else {
+            scan.damage = Some((off as u64, "malformed data record".into()));
+            return scan;
+        };
+        pending.push(HintRec {
+            key: key.into(),
+            loc: Loc { zxid: rec.zxid, seg, offset: off as u32, len: used as u32, kind },
+        });
+        off += used;
+    }
+    if !pending.is_empty() {
+        // Records of a batch whose BatchEnd never made it: a torn tail.
+        let first = pending[0].loc.offset as u64;
+        scan.damage = Some((first, "batch without its end record".into()));
+    }
+    scan
+}
+
+/// Writes `bytes` to `path` durably and atomically (tmp file, fsync, rename, fsync dir).
+fn write_file_atomic(vfs: &dyn Vfs, dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
+    let path = dir.join(name);
+    let file = vfs.open(&tmp, true).map_err(io("creating", &tmp))?;
+    file.set_len(0).map_err(io("writing", &tmp))?;
+    file.write_all_at(bytes, 0).map_err(io("writing", &tmp))?;
+    file.sync_data().map_err(io("syncing", &tmp))?;
+    vfs.rename(&tmp, &path).map_err(io("renaming", &tmp))?;
+    vfs.sync_dir(dir).map_err(io("syncing", dir))?;
+    Ok(())
+}
+
+/// A view of the state as it evolves through a batch: the index under a plan of changes.
+#[derive(Clone, Debug)]
+enum Planned {
+    File(PlannedValue),
+    Dir,
+    Gone,
+}
+
+#[derive(Clone, Debug)]
+enum PlannedValue {
+    Inline(Bytes),
+    Stored(Loc),
+}
+
+struct Plan<'a> {
+    index: &'a BTreeMap<Box<str>, Loc>,
+    changes: BTreeMap<String, Planned>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum NodeKind {
+    File,
+    Dir,
+}
+
+impl Plan<'_> {
+    fn state(&self, key: &str) -> Option<(NodeKind, Option<PlannedValue>)> {
+        if key == key::ROOT {
+            return Some((NodeKind::Dir, None));
+        }
+        match self.changes.get(key) {
+            Some(Planned::File(v)) => Some((NodeKind::File, Some(v.clone()))),
+            Some(Planned::Dir) => Some((NodeKind::Dir, None)),
+            Some(Planned::Gone) => None,
+            None => match self.index.get(key) {
+                Some(loc) if loc.kind == Kind::File => {
+                    Some((NodeKind::File, Some(PlannedValue::Stored(*loc))))
+                }
+                Some(loc) if loc.kind == Kind::Dir => Some((NodeKind::Dir, None)),
+                _ => None,
+            },
+        }
+    }
+
+    fn parent_is_dir(&self, k: &str) -> Result<(), StoreError> {
+        let parent = key::parent(k).unwrap_or(key::ROOT);
+        match self.state(parent) {
+            Some((NodeKind::Dir, _)) => Ok(()),
+            Some((NodeKind::File, _)) => Err(StoreError::NotADirectory { key: k.to_string() }),
+            None => Err(StoreError::ParentMissing { key: k.to_string() }),
+        }
+    }
+
+    /// Every existing key strictly below `dir`, in order.
+    fn subtree(&self, dir: &str) -> Vec<String> {
+        let prefix = format!("{dir}/");
+        let upper = format!("{dir}0");
+        let mut keys: Vec<String> = self
+            .index
+            .range::<str, _>((Bound::Included(prefix.as_str()), Bound::Excluded(upper.as_str())))
+            .map(|(k, _)| k.to_string())
+            .collect();
+        keys.extend(
+            self.changes
+                .range::<str, _>((
+                    Bound::Included(prefix.as_str()),
+                    Bound::Excluded(upper.as_str()),
+                ))
+                .map(|(k, _)| k.clone()),
+        );
+        keys.sort();
+        keys.dedup();
+        keys.retain(|k| self.state(k).is_some());
+        keys
+    }
+
+    fn add(&mut self, op: &Op, key_max: usize, value_max: usize) -> Result<(), StoreError> {
+        match op {
+            Op::Put { key: k, value, create_only, .. } => {
+                key::validate_mutable(k, key_max)?;
+                if value.len() > value_max {
+                    return Err(StoreError::ValueTooLarge {
+                        key: k.clone(),
+                        len: value.len(),
+                        max: value_max,
+                    });
+                }
+                self.parent_is_dir(k)?;
+                match self.state(k) {
+                    Some((NodeKind::Dir, _)) => {
+                        return Err(StoreError::IsADirectory { key: k.clone() })
+                    }
+                    Some((NodeKind::File, _)) if *create_only => {
+                        return Err(StoreError::AlreadyExists { key: k.clone() })
+                    }
+                    _ => {}
+                }
+                self.changes.insert(k.clone(), Planned::File(PlannedValue::Inline(value.clone())));
+            }
+            Op::Mkdir { key: k } => {
+                key::validate_mutable(k, key_max)?;
+                self.parent_is_dir(k)?;
+                if self.state(k).is_some() {
+                    return Err(StoreError::AlreadyExists { key: k.clone() });
+                }
+                self.changes.insert(k.clone(), Planned::Dir);
+            }
+            Op::Delete { key: k, recursive } => {
+                key::validate_mutable(k, key_max)?;
+                match self.state(k) {
+                    None => return Err(StoreError::NotFound { key: k.clone() }),
+                    Some((NodeKind::Dir, _)) => {
+                        let below = self.subtree(k);
+                        if !below.is_empty() && !recursive {
+                            return Err(StoreError::DirectoryNotEmpty { key: k.clone() });
+                        }
+                        for child in below {
+                            self.changes.insert(child, Planned::Gone);
+                        }
+                    }
+                    Some((NodeKind::File, _)) => {}
+                }
+                self.changes.insert(k.clone(), Planned::Gone);
+            }
+            Op::Rename { from, to } => {
+                key::validate_mutable(from, key_max)?;
+                key::validate_mutable(to, key_max)?;
+                let Some((kind, value)) = self.state(from) else {
+                    return Err(StoreError::NotFound { key: from.clone() });
+                };
+                if from == to {
+                    return Ok(());
+                }
+                if key::is_within(to, from) {
+                    return Err(StoreError::RenameIntoItself {
+                        from: from.clone(),
+                        to: to.clone(),
+                    });
+                }
+                if self.state(to).is_some() {
+                    return Err(StoreError::AlreadyExists { key: to.clone() });
+                }
+                self.parent_is_dir(to)?;
+                let mut moves: Vec<(String, Planned)> = Vec::new();
+                match kind {
+                    NodeKind::File => {
+                        moves.push((to.clone(), Planned::File(value.expect("a file has a value"))))
+                    }
+                    NodeKind::Dir => {
+                        moves.push((to.clone(), Planned::Dir));
+                        for child in self.subtree(from) {
+                            let target = format!("{to}{}", &child[from.len()..]);
+                            key::validate_mutable(&target, key_max)?;
+                            let planned = match self.state(&child) {
+                                Some((NodeKind::File, Some(v))) => Planned::File(v),
+                                _ => Planned::Dir,
+                            };
+                            moves.push((target, planned));
+                        }
+                    }
+                }
+                for child in self.subtree(from) {
+                    self.changes.insert(child, Planned::Gone);
+                }
+                self.changes.insert(from.clone(), Planned::Gone);
+                for (k, planned) in moves {
+                    self.changes.insert(k, planned);
+                }
+            }
+            Op::Lock(_) | Op::Session(_) => {}
+        }
+        Ok(())
+    }
+}
+
+impl KvStore {
+    /// Opens (or creates) the store in `dir`, recovering from any crash: interrupted
+    /// compactions are finished or undone, a torn tail of the active segment is cut off and
+    /// reported, damage anywhere else stops with [`StorageError::Corrupt`].
+    pub fn open(
+        vfs: Arc<dyn Vfs>,
+        dir: &Path,
+        config: StoreConfig,
+    ) -> Result<(KvStore, StoreRecovery)> {
+        let config = StoreConfig {
+            segment_bytes_max: config.segment_bytes_max.min(DATA_SEGMENT_BYTES_HARD_MAX),
+            ..config
+        };
+        vfs.create_dir_all(dir).map_err(io("creating", dir))?;
+        let mut recovery = StoreRecovery::default();
+        let names = vfs.list(dir).map_err(io("listing", dir))?;
+        for name in names.iter().filter(|n| n.ends_with(TMP_SUFFIX)) {
+            let path = dir.join(name);
+            vfs.remove(&path).map_err(io("removing", &path))?;
+        }
+        let ids = |suffix: &str| -> HashSet<u32> {
+            names.iter().filter_map(|n| n.strip_suffix(suffix)?.parse::<u32>().ok()).collect()
+        };
+        let mut data_ids: Vec<u32> = ids(DATA_SUFFIX).into_iter().collect();
+        data_ids.sort();
+        let hint_ids = ids(HINT_SUFFIX);
+
+        let (cp_zxid, cp_seg, cp_len) = read_checkpoint(vfs.as_ref(), dir)?;
+
+        // Hints, and the compaction groups they describe.
+        let mut hints: HashMap<u32, (Vec<HintRec>, Footer)> = HashMap::new();
+        for &id in &data_ids {
+            if hint_ids.contains(&id) {
+                let path = dir.join(hint_name(id));
+                let file = vfs.open(&path, false).map_err(io("opening", &path))?;
+                if let Some(h) = decode_hint(&read_all(file.as_ref(), &path)?, id) {
+                    hints.insert(id, h);
+                }
+            }
+        }
+        let mut remove: HashSet<u32> = HashSet::new();
+        let mut groups: Vec<(Vec<u32>, Vec<u32>)> = hints
+            .values()
+            .filter(|(_, f)| !f.group.is_empty())
+            .map(|(_, f)| (f.group.clone(), f.replaces.clone()))
+            .collect();
+        groups.sort();
+        groups.dedup();
+        for (group, replaces) in groups {
+            let complete = group.iter().all(|id| hints.contains_key(id));
+            let inputs_left = replaces.iter().any(|id| data_ids.contains(id));
+            if !inputs_left {
+                continue;
+            }
+            if complete {
+                remove.extend(replaces.iter().copied());
+                recovery.compaction_rolled = Some(true);
+            } else {
+                remove.extend(group.iter().copied());
+                recovery.compaction_rolled = Some(false);
+            }
+        }
+        for id in &remove {
+            for name in [data_name(*id), hint_name(*id)] {
+                let path = dir.join(name);
+                if vfs.exists(&path) {
+                    vfs.remove(&path).map_err(io("removing", &path))?;
+                }
+            }
+            hints.remove(id);
+        }
+        if !remove.is_empty() {
+            vfs.sync_dir(dir).map_err(io("syncing", dir))?;
+        }
+        data_ids.retain(|id| !remove.contains(id));
+
+        let hintless: Vec<u32> =
+            data_ids.iter().copied().filter(|id| !hints.contains_key(id)).collect();
+        let active_id = hintless.last().copied();
+        let mut index: BTreeMap<Box<str>, Loc> = BTreeMap::new();
+        let mut segments = BTreeMap::new();
+        let mut applied = cp_zxid;
+        let mut active_hints = Vec::new();
+        let mut active_watermark = Zxid::ZERO;
+        let mut total_by_seg: HashMap<u32, u64> = HashMap::new();
+        for &id in &data_ids {
+            let path = dir.join(data_name(id));
+            let file = vfs.open(&path, false).map_err(io("opening", &path))?;
+            let (recs, watermark, len, sealed) = if let Some((recs, footer)) = hints.remove(&id) {
+                recovery.segments_from_hints += 1;
+                let len = file.len().map_err(io("sizing", &path))?;
+                (recs, footer.watermark, len, true)
+            } else {
+                recovery.segments_scanned += 1;
+                let buf = read_all(file.as_ref(), &path)?;
+                let scan = scan_segment(&buf, id);
+                let is_active = Some(id) == active_id;
+                if let Some((offset, detail)) = &scan.damage {
+                    // Bytes of the active segment past the checkpoint's synced length were
+                    // never synced: damage there is a torn tail (the data log still holds
+                    // those batches). Damage below it, or in a sealed segment, is corruption.
+                    let durable_len = if id == cp_seg { cp_len } else { 0 };
+                    let torn = is_active && *offset >= durable_len;
+                    if !torn {
+                        return Err(corrupt(&path, *offset, detail));
+                    }
+                    tracing::warn!(file = %path.display(), offset = scan.good_len,
+                        "data files: torn tail cut off ({detail})");
+                    file.set_len(scan.good_len).map_err(io("truncating", &path))?;
+                    file.sync_data().map_err(io("syncing", &path))?;
+                    recovery.torn_tail =
+                        Some((path.clone(), scan.good_len, buf.len() as u64 - scan.good_len));
+                }
+                if !is_active {
+                    // A sealed segment whose hint is missing: write it again.
+                    let footer = Footer { watermark: scan.watermark, ..Footer::default() };
+                    write_file_atomic(
+                        vfs.as_ref(),
+                        dir,
+                        &hint_name(id),
+                        &encode_hint(&scan.recs, &footer),
+                    )?;
+                }
+                (scan.recs, scan.watermark, scan.good_len, !is_active)
+            };
+            applied = applied.max(watermark);
+            if !sealed {
+                active_hints = recs.clone();
+                active_watermark = watermark;
+            }
+            *total_by_seg.entry(id).or_default() += len;
+            for r in recs {
+                match index.get_mut(&r.key) {
+                    Some(existing) if existing.zxid >= r.loc.zxid => {}
+                    Some(existing) => *existing = r.loc,
+                    None => {
+                        index.insert(r.key, r.loc);
+                    }
+                }
+            }
+            segments.insert(id, Segment { path, file, len, dead_bytes: 0, sealed });
+        }
+        index.retain(|_, loc| loc.kind != Kind::Deleted);
+        // Dead bytes: everything not pointed at by the index.
+        let mut live_by_seg: HashMap<u32, u64> = HashMap::new();
+        for loc in index.values() {
+            *live_by_seg.entry(loc.seg).or_default() += loc.len as u64;
+        }
+        for (id, seg) in segments.iter_mut() {
+            seg.dead_bytes = seg.len.saturating_sub(*live_by_seg.get(id).unwrap_or(&0));
+        }
+        let next_id = data_ids.last().map(|i| i + 1).unwrap_or(1);
+        let mut inner = Inner {
+            index,
+            segments,
+            active: 0,
+            active_hints,
+            active_watermark,
+            next_id,
+            applied,
+            checkpoint: cp_zxid,
+            frozen: None,
+        };
+        let store = match active_id {
+            Some(id) => {
+                inner.active = id;
+                KvStore {
+                    vfs,
+                    dir: dir.to_path_buf(),
+                    config,
+                    inner: RwLock::new(inner),
+                    compacting: Mutex::new(()),
+                }
+            }
+            None => {
+                let store = KvStore {
+                    vfs,
+                    dir: dir.to_path_buf(),
+                    config,
+                    inner: RwLock::new(inner),
+                    compacting: Mutex::new(()),
+                };
+                {
+                    let mut inner = store.write();
+                    store.start_active(&mut inner)?;
+                }
+                store
+            }
+        };
+        {
+            let inner = store.read();
+            recovery.keys = inner.index.len();
+            recovery.applied = inner.applied;
+        }
+        Ok((store, recovery))
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        self.inner.read().expect("store lock poisoned by a panic")
+    }
+    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+        self.inner.write().expect("store lock poisoned by a panic")
+    }
+
+    fn start_active(&self, inner: &mut Inner) -> Result<()> {
+        let id = inner.next_id;
+        inner.next_id += 1;
+        let path = self.dir.join(data_name(id));
+        let file = self.vfs.open(&path, true).map_err(io("creating", &path))?;
+        self.vfs.sync_dir(&self.dir).map_err(io("syncing", &self.dir))?;
+        inner.segments.insert(id, Segment { path, file, len: 0, dead_bytes: 0, sealed: false });
+        inner.active = id;
+        inner.active_hints.clear();
+        inner.active_watermark = Zxid::ZERO;
+        Ok(())
+    }
+
+    /// Seals the active segment (fsync, then its hint file) and starts a new one.
+    fn seal_active(&self, inner: &mut Inner) -> Result<()> {
+        let id = inner.active;
+        let seg = inner.segments.get(&id).expect("active segment");
+        seg.file.sync_data().map_err(io("syncing", &seg.path))?;
+        let footer =
+            Footer { watermark: inner.active_watermark.max(inner.applied), ..Footer::default() };
+        write_file_atomic(
+            self.vfs.as_ref(),
+            &self.dir,
+            &hint_name(id),
+            &encode_hint(&inner.active_hints, &footer),
+        )?;
+        inner.segments.get_mut(&id).expect("active segment").sealed = true;
+        self.start_active(inner)
+    }
+
+    /// Validates a batch against the current state as it would evolve through the batch,
+    /// without changing anything. The state machine calls this before committing an entry.
+    pub fn check(&self, ops: &[Op]) -> Result<(), StoreError> {
+        let inner = self.read();
+        self.plan(&inner, ops).map(|_| ())
+    }
+
+    fn plan<'a>(&self, inner: &'a Inner, ops: &[Op]) -> Result<Plan<'a>, StoreError> {
+        if ops.len() > BATCH_OPS_MAX {
+            return Err(StoreError::BatchTooLarge { len: ops.len(), max: BATCH_OPS_MAX });
+        }
+        let mut plan = Plan { index: &inner.index, changes: BTreeMap::new() };
+        for op in ops {
+            plan.add(op, self.config.key_bytes_max, self.config.value_bytes_max)?;
+        }
+        Ok(plan)
+    }
+
+    /// Applies `ops` atomically as one batch at `zxid`: either all of them or, if any is
+    /// invalid (see [`KvStore::check`]), none. A zxid at or below `applied_zxid` is a replay and
+    /// changes nothing.
+    pub fn apply(&self, zxid: Zxid, ops: &[Op]) -> Result<Applied> {
+        let mut inner = self.write();
+        if zxid <= inner.applied {
+            return Ok(Applied::AlreadyApplied);
+        }
+        let changes = self.plan(&inner, ops)?.changes;
+        // Encode the batch's net effect, one record per key, then its end.
+        let mut buf = Vec::new();
+        let mut placed: Vec<(String, Kind, usize, usize)> = Vec::with_capacity(changes.len());
+        for (k, planned) in &changes {
+            let start = buf.len();
+            let kind = match planned {
+                Planned::File(value) => {
+                    let stored;
+                    let bytes: &[u8] = match value {
+                        PlannedValue::Inline(b) => b,
+                        PlannedValue::Stored(loc) => {
+                            stored = self.read_value(&inner, loc)?;
+                            &stored
+                        }
+                    };
+                    tlv::encode_parts(
+                        RecordType::DataPut,
+                        zxid,
+                        &[&(k.len() as u32).to_le_bytes(), k.as_bytes(), bytes],
+                        &mut buf,
+                    )?;
+                    Kind::File
+                }
+                Planned::Dir => {
+                    tlv::encode_into(RecordType::DataMkdir, zxid, k.as_bytes(), &mut buf)?;
+                    Kind::Dir
+                }
+                Planned::Gone => {
+                    if !inner.index.contains_key(k.as_str()) {
+                        continue;
+                    }
+                    tlv::encode_into(RecordType::DataDelete, zxid, k.as_bytes(), &mut buf)?;
+                    Kind::Deleted
+                }
+            };
+            placed.push((k.clone(), kind, start, buf.len() - start));
+        }
+        tlv::encode_into(RecordType::BatchEnd, zxid, &[], &mut buf)?;
+        if buf.len() > BATCH_BYTES_MAX {
+            return Err(StorageError::State(format!(
+                "batch at {zxid} encodes to {} bytes, over the limit of {BATCH_BYTES_MAX}",
+                buf.len()
+            )));
+        }
+        let active_len = inner.segments[&inner.active].len;
+        if active_len > 0 && active_len + buf.len() as u64 > self.config.segment_bytes_max {
+            if inner.frozen.is_some() {
+                // The frozen set is fixed already; sealing only adds to what comes after it.
+            }
+            self.seal_active(&mut inner)?;
+        }
+        let active = inner.active;
+        let seg = inner.segments.get_mut(&active).expect("active segment");
+        let base = seg.len;
+        if let Err(e) = seg.file.write_all_at(&buf, base) {
+            // Leave the file ending on a whole batch; the index was not touched.
+            let _ = seg.file.set_len(base);
+            return Err(StorageError::io("writing", &seg.path, e));
+        }
+        seg.len += buf.len() as u64;
+        for (k, kind, start, len) in placed {
+            let loc = Loc {
+                zxid,
+                seg: active,
+                offset: (base as usize + start) as u32,
+                len: len as u32,
+                kind,
+            };
+            inner.active_hints.push(HintRec { key: k.as_str().into(), loc });
+            let old = if kind == Kind::Deleted {
+                inner.index.remove(k.as_str())
+            } else {
+                inner.index.insert(k.into_boxed_str(), loc)
+            };
+            if let Some(old) = old {
+                if let Some(s) = inner.segments.get_mut(&old.seg) {
+                    s.dead_bytes += old.len as u64;
+                }
+            }
+            if kind == Kind::Deleted {
+                inner.segments.get_mut(&active).expect("active").dead_bytes += len as u64;
+            }
+        }
+        inner.applied = zxid;
+        inner.active_watermark = zxid;
+        Ok(Applied::Done)
+    }
+
+    fn read_record(&self, file: &dyn VFile, path: &Path, loc: &Loc) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; loc.len as usize];
+        file.read_exact_at(&mut buf, loc.offset as u64).map_err(io("reading", path))?;
+        Ok(buf)
+    }
+
+    fn read_value(&self, inner: &Inner, loc: &Loc) -> Result<Bytes> {
+        let seg = inner.segments.get(&loc.seg).expect("index points at a live segment");
+        let buf = self.read_record(seg.file.as_ref(), &seg.path, loc)?;
+        extract_value(&buf, &seg.path, loc)
+    }
+
+    /// The value of `key` and the zxid that wrote it; `None` if there is no such file.
+    pub fn get(&self, k: &str) -> Result<Option<Versioned>> {
+        let (loc, file, path) = {
+            let inner = self.read();
+            match inner.index.get(k) {
+                Some(loc) if loc.kind == Kind::File => {
+                    let seg = &inner.segments[&loc.seg];
+                    (*loc, seg.file.clone(), seg.path.clone())
+                }
+                _ => return Ok(None),
+            }
+        };
+        // Read without the lock: a compaction may retire the segment meanwhile, but this
+        // handle keeps its bytes readable.
+        let buf = self.read_record(file.as_ref(), &path, &loc)?;
+        let value = extract_value(&buf, &path, &loc)?;
+        Ok(Some(Versioned { zxid: loc.zxid, value }))
+    }
+
+    /// Whether `key` exists (file or directory).
+    pub fn exists(&self, k: &str) -> bool {
+        k == key::ROOT || self.read().index.contains_key(k)
+    }
+
+    pub fn is_dir(&self, k: &str) -> bool {
+        k == key::ROOT || self.read().index.get(k).is_some_and(|l| l.kind == Kind::Dir)
+    }
+
+    /// The zxid of the last write to `key` (file or directory).
+    pub fn zxid_of(&self, k: &str) -> Option<Zxid> {
+        self.read().index.get(k).map(|l| l.zxid)
+    }
+
+    /// The direct children of a directory, in name order. Costs one index seek per child,
+    /// however large the subtrees below them.
+    pub fn list(&self, dir: &str) -> Result<Vec<DirEntry>, StoreError> {
+        let inner = self.read();
+        if dir != key::ROOT {
+            match inner.index.get(dir) {
+                None => return Err(StoreError::NotFound { key: dir.to_string() }),
+                Some(l) if l.kind != Kind::Dir => {
+                    return Err(StoreError::NotADirectory { key: dir.to_string() })
+                }
+                _ => {}
+            }
+        }
+        let prefix = if dir == key::ROOT { "/".to_string() } else { format!("{dir}/") };
+        let mut out = Vec::new();
+        let mut cursor: String = prefix.clone();
+        let mut inclusive = true;
+        loop {
+            let bound = if inclusive {
+                Bound::Included(cursor.as_str())
+            } else {
+                Bound::Excluded(cursor.as_str())
+            };
+            let Some((k, loc)) = inner.index.range::<str, _>((bound, Bound::Unbounded)).next()
+            else {
+                break;
+            };
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let rest = &k[prefix.len()..];
+            match rest.find('/') {
+                None => {
+                    out.push(DirEntry {
+                        name: rest.to_string(),
+                        is_dir: loc.kind == Kind::Dir,
+                        zxid: loc.zxid,
+                    });
+                    cursor = k.to_string();
+                    inclusive = false;
+                }
+                Some(i) => {
+                    // Inside a child's subtree: jump past it ('0' follows '/').
+                    cursor = format!("{prefix}{}0", &rest[..i]);
+                    inclusive = true;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn applied_zxid(&self) -> Zxid {
+        self.read().applied
+    }
+
+    /// The zxid up to which the data files are durable (the last checkpoint).
+    pub fn checkpoint_zxid(&self) -> Zxid {
+        self.read().checkpoint
+    }
+
+    /// Which segment and offset hold `key`'s record (diagnostics and tests).
+    pub fn locate(&self, k: &str) -> Option<(u32, u32)> {
+        self.read().index.get(k).map(|l| (l.seg, l.offset))
+    }
+
+    pub fn key_count(&self) -> usize {
+        self.read().index.len()
+    }
+
+    /// Makes the data files durable up to the applied zxid and records it; returns that zxid.
+    /// Log segments wholly at or below it may then go.
+    pub fn checkpoint(&self) -> Result<Zxid> {
+        let inner = self.write();
+        let seg = &inner.segments[&inner.active];
+        seg.file.sync_data().map_err(io("syncing", &seg.path))?;
+        let mut value = Vec::new();
+        value.extend_from_slice(&inner.active.to_le_bytes());
+        value.extend_from_slice(&seg.len.to_le_bytes());
+        let record = tlv::encode(RecordType::Checkpoint, inner.applied, &value)?;
+        write_file_atomic(self.vfs.as_ref(), &self.dir, CHECKPOINT_NAME, &record)?;
+        let applied = inner.applied;
+        drop(inner);
+        self.write().checkpoint = applied;
+        Ok(applied)
+    }
+
+    /// Freezes the data files: the active segment is sealed, and the sealed set as of now
+    /// (immutable, hinted, synced) is what backups and transfers copy. Compaction stops until
+    /// [`KvStore::unfreeze`]; writes go on into segments created after the freeze. Returns the
+    /// zxid the frozen files hold.
+    pub fn freeze(&self) -> Result<FrozenFiles> {
+        let mut inner = self.write();
+        if inner.frozen.is_none() {
+            if inner.segments[&inner.active].len > 0 {
+                self.seal_active(&mut inner)?;
+            }
+            let segments: Vec<u32> =
+                inner.segments.iter().filter(|(_, s)| s.sealed).map(|(id, _)| *id).collect();
+            inner.frozen = Some(Frozen { zxid: inner.applied, segments });
+        }
+        Ok(self.frozen_files(&inner).expect("frozen"))
+    }
+
+    fn frozen_files(&self, inner: &Inner) -> Option<FrozenFiles> {
+        let frozen = inner.frozen.as_ref()?;
+        let mut files = Vec::new();
+        for id in &frozen.segments {
+            files.push(self.dir.join(data_name(*id)));
+            files.push(self.dir.join(hint_name(*id)));
+        }
+        Some(FrozenFiles { zxid: frozen.zxid, files })
+    }
+
+    /// Ends a freeze. The frozen period's writes already sit in segments after the frozen set,
+    /// so folding them in is only letting compaction merge them again.
+    pub fn unfreeze(&self) {
+        self.write().frozen = None;
+    }
+
+    pub fn is_frozen(&self) -> bool {
+        self.read().frozen.is_some()
+    }
+
+    /// Whether dead bytes justify a merge (see [`StoreConfig`]).
+    pub fn compaction_due(&self) -> bool {
+        let inner = self.read();
+        let (dead, total) = inner
+            .segments
+            .values()
+            .filter(|s| s.sealed)
+            .fold((0, 0), |(d, t), s| (d + s.dead_bytes, t + s.len));
+        inner.frozen.is_none()
+            && dead >= self.config.compaction_dead_bytes_min
+            && dead as f64 >= total as f64 * self.config.compaction_dead_ratio
+    }
+
+    /// Merges every sealed segment into new ones holding only live records, without blocking
+    /// writes (they continue in the active segment). Returns the bytes reclaimed, or `None` if
+    /// the store is frozen or there was nothing to merge.
+    pub fn compact(&self) -> Result<Option<u64>> {
+        let _one = self.compacting.lock().expect("compaction lock");
+        let inputs: Vec<(u32, Arc<dyn VFile>, PathBuf, u64)> = {
+            let inner = self.read();
+            if inner.frozen.is_some() {
+                return Ok(None);
+            }
+            inner
+                .segments
+                .iter()
+                .filter(|(_, s)| s.sealed)
+                .map(|(id, s)| (*id, s.file.clone(), s.path.clone(), s.len))
+                .collect()
+        };
+        if inputs.is_empty() {
+            return Ok(None);
+        }
+        let input_ids: Vec<u32> = inputs.iter().map(|i| i.0).collect();
+        let input_bytes: u64 = inputs.iter().map(|i| i.3).sum();
+        // Outputs are written as .tmp files, then renamed together once all are whole.
+        struct Output {
+            id: u32,
+            file: Arc<dyn VFile>,
+            len: u64,
+            recs: Vec<HintRec>,
+        }
+        let mut outputs: Vec<Output> = Vec::new();
+        let mut moved: Vec<(Box<str>, Loc, Loc)> = Vec::new();
+        let mut watermark = Zxid::ZERO;
+        for (id, file, path, _) in &inputs {
+            let hint_path = self.dir.join(hint_name(*id));
+            let hint_file = self.vfs.open(&hint_path, false).map_err(io("opening", &hint_path))?;
+            let (recs, footer) = decode_hint(&read_all(hint_file.as_ref(), &hint_path)?, *id)
+                .ok_or_else(|| {
+                    corrupt(&hint_path, 0, "hint file of a sealed segment is damaged")
+                })?;
+            watermark = watermark.max(footer.watermark);
+            let live: Vec<HintRec> = {
+                let inner = self.read();
+                recs.into_iter().filter(|r| inner.index.get(&r.key) == Some(&r.loc)).collect()
+            };
+            for r in live {
+                let bytes = self.read_record(file.as_ref(), path, &r.loc)?;
+                tlv::decode(&bytes).map_err(|e| corrupt(path, r.loc.offset as u64, e))?;
+                let need_new = match outputs.last() {
+                    None => true,
+                    Some(o) => {
+                        o.len > 0 && o.len + bytes.len() as u64 > self.config.segment_bytes_max
+                    }
+                };
+                if need_new {
+                    let id = {
+                        let mut inner = self.write();
+                        inner.next_id += 1;
+                        inner.next_id - 1
+                    };
+                    let tmp = self.dir.join(format!("{}{TMP_SUFFIX}", data_name(id)));
+                    let file = self.vfs.open(&tmp, true).map_err(io("creating", &tmp))?;
+                    outputs.push(Output { id, file, len: 0, recs: Vec::new() });
+                }
+                let out = outputs.last_mut().expect("output");
+                let tmp = self.dir.join(format!("{}{TMP_SUFFIX}", data_name(out.id)));
+                out.file.write_all_at(&bytes, out.len).map_err(io("writing", &tmp))?;
+                let new_loc = Loc { seg: out.id, offset: out.len as u32, ..r.loc };
+                out.len += bytes.len() as u64;
+                out.recs.push(HintRec { key: r.key.clone(), loc: new_loc });
+                moved.push((r.key, r.loc, new_loc));
+            }
+        }
+        let group: Vec<u32> = outputs.iter().map(|o| o.id).collect();
+        for out in &outputs {
+            let tmp = self.dir.join(format!("{}{TMP_SUFFIX}", data_name(out.id)));
+            out.file.sync_data().map_err(io("syncing", &tmp))?;
+            let footer = Footer { watermark, group: group.clone(), replaces: input_ids.clone() };
+            let hint_tmp = self.dir.join(format!("{}{TMP_SUFFIX}", hint_name(out.id)));
+            let hf = self.vfs.open(&hint_tmp, true).map_err(io("creating", &hint_tmp))?;
+            hf.write_all_at(&encode_hint(&out.recs, &footer), 0)
+                .map_err(io("writing", &hint_tmp))?;
+            hf.sync_data().map_err(io("syncing", &hint_tmp))?;
+        }
+        let mut inner = self.write();
+        if inner.frozen.is_some() {
+            // A freeze began meanwhile: its set includes the inputs, so they must stay.
+            drop(inner);
+            for out in &outputs {
+                for name in [data_name(out.id), hint_name(out.id)] {
+                    let tmp = self.dir.join(format!("{name}{TMP_SUFFIX}"));
+                    self.vfs.remove(&tmp).map_err(io("removing", &tmp))?;
+                }
+            }
+            return Ok(None);
+        }
+        // The outputs leave out records that later writes made dead. Those writes must be
+        // durable before the inputs can go, or a crash could lose the overwrite (its unsynced
+        // tail) after the merge already dropped what it overwrote. Sealed segments are synced
+        // already; sync the active one.
+        {
+            let seg = &inner.segments[&inner.active];
+            seg.file.sync_data().map_err(io("syncing", &seg.path))?;
+        }
+        // Publish: rename every output into place, then retire the inputs. A crash in
+        // between is finished at start-up from the outputs' footers.
+        for out in &outputs {
+            for name in [data_name(out.id), hint_name(out.id)] {
+                let tmp = self.dir.join(format!("{name}{TMP_SUFFIX}"));
+                self.vfs.rename(&tmp, &self.dir.join(&name)).map_err(io("renaming", &tmp))?;
+            }
+        }
+        self.vfs.sync_dir(&self.dir).map_err(io("syncing", &self.dir))?;
+        for out in &outputs {
+            let path = self.dir.join(data_name(out.id));
+            inner.segments.insert(
+                out.id,
+                Segment { path, file: out.file.clone(), len: out.len, dead_bytes: 0, sealed: true },
+            );
+        }
+        for (k, old, new) in moved {
+            match inner.index.get_mut(&k) {
+                Some(loc) if *loc == old => *loc = new,
+                _ => {
+                    // Overwritten or deleted while we copied: the copy is already dead.
+                    if let Some(s) = inner.segments.get_mut(&new.seg) {
+                        s.dead_bytes += new.len as u64;
+                    }
+                }
+            }
+        }
+        for id in &input_ids {
+            inner.segments.remove(id);
+        }
+        drop(inner);
+        for id in &input_ids {
+            for name in [data_name(*id), hint_name(*id)] {
+                let path = self.dir.join(name);
+                self.vfs.remove(&path).map_err(io("removing", &path))?;
+            }
+        }
+        self.vfs.sync_dir(&self.dir).map_err(io("syncing", &self.dir))?;
+        let output_bytes: u64 = outputs.iter().map(|o| o.len).sum();
+        Ok(Some(input_bytes.saturating_sub(output_bytes)))
+    }
+
+    /// Every key with its kind and zxid, in order (tests and the reference model compare this).
+    pub fn dump(&self) -> Result<Vec<(String, Option<Versioned>)>> {
+        let keys: Vec<(String, Kind)> =
+            self.read().index.iter().map(|(k, l)| (k.to_string(), l.kind)).collect();
+        let mut out = Vec::with_capacity(keys.len());
+        for (k, kind) in keys {
+            match kind {
+                Kind::File => {
+                    let v = self.get(&k)?;
+                    out.push((k, v));
+                }
+                _ => out.push((k, None)),
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub(crate) fn vfs(&self) -> &Arc<dyn Vfs> {
+        &self.vfs
+    }
+}
+
+fn extract_value(buf: &[u8], path: &Path, loc: &Loc) -> Result<Bytes> {
+    let (rec, _) = tlv::decode(buf).map_err(|e| corrupt(path, loc.offset as u64, e))?;
+    if rec.zxid != loc.zxid || rec.kind != RecordType::DataPut {
+        return Err(corrupt(path, loc.offset as u64, "record does not match the index"));
+    }
+    let (_, value) = parse_data(rec.kind, rec.value)
+        .ok_or_else(|| corrupt(path, loc.offset as u64, "malformed put"))?;
+    Ok(Bytes::copy_from_slice(value))
+}
+
+fn read_checkpoint(vfs: &dyn Vfs, dir: &Path) -> Result<(Zxid, u32, u64)> {
+    let path = dir.join(CHECKPOINT_NAME);
+    if !vfs.exists(&path) {
+        return Ok((Zxid::ZERO, 0, 0));
+    }
+    let file = vfs.open(&path, false).map_err(io("opening", &path))?;
+    let buf = read_all(file.as_ref(), &path)?;
+    let (rec, _) = tlv::decode(&buf).map_err(|e| corrupt(&path, 0, e))?;
+    if rec.kind != RecordType::Checkpoint || rec.value.len() != 12 {
+        return Err(corrupt(&path, 0, "not a checkpoint record"));
+    }
+    let seg = u32::from_le_bytes(rec.value[..4].try_into().expect("4"));
+    let len = u64::from_le_bytes(rec.value[4..].try_into().expect("8"));
+    Ok((rec.zxid, seg, len))
+}
