@@ -901,7 +901,7 @@ impl Engine {
         };
         p.last_heard_ms = now;
         p.phase = PeerPhase::Synced;
-        if p.acked.map_or(true, |acked| a.durable > acked) {
+        if p.acked.is_none_or(|acked| a.durable > acked) {
             p.acked = Some(a.durable);
             p.last_progress_ms = now;
         }
