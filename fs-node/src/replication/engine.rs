@@ -677,7 +677,7 @@ impl Engine {
         if self.snapshot_wait.is_some() {
             return;
         }
-        match self.append_after(s.prev, &s.entries, s.done, log) {
+        match self.append_after(s.epoch, s.prev, &s.entries, s.done, log) {
             Err(hint) => self.report_position(s.from, s.epoch, hint),
             Ok(()) if s.done => {
                 if self.hard.current_epoch != s.epoch {
@@ -700,7 +700,7 @@ impl Engine {
             _ => return,
         }
         // A gap (lost proposal) is repaired by the master's retransmission from our ack.
-        if self.append_after(p.prev, &p.entries, false, log).is_ok() {
+        if self.append_after(p.epoch, p.prev, &p.entries, false, log).is_ok() {
             self.commit = self.commit.max(p.commit.min(self.last));
             self.accept_after_persist(p.from, p.epoch);
         }
@@ -714,14 +714,15 @@ impl Engine {
     }
 
     /// Makes the log hold `entries` after `prev`: keeps what it shares with them, truncates a
-    /// divergent tail from the first difference, appends the rest; with `exact`, also drops
-    /// anything after them. `Err(hint)`: `prev` is not in this history; `hint` is the largest
+    /// divergent tail from the first difference, appends the rest; with `exact` (the last
+    /// catch-up chunk of `epoch`), also drops an older-epoch tail after them. `Err(hint)`: `prev` is not in this history; `hint` is the largest
     /// zxid below it that is.
     ///
     /// Two histories that both hold a zxid agree up to it: within an epoch one master numbers
     /// entries, and a log only ever loses a suffix.
     fn append_after(
         &mut self,
+        epoch: u32,
         prev: Zxid,
         entries: &[Entry],
         exact: bool,
@@ -737,7 +738,16 @@ impl Engine {
             matched = entries[i].zxid;
             i += 1;
         }
-        let divergent_tail = self.last > matched && (i < entries.len() || exact);
+        // With `exact`, what follows the chunk is dropped only if it is from an older epoch:
+        // entries of `epoch` come from this master (a reordered, stale `done` chunk must not
+        // drop them), and none can follow an older divergent entry (they are appended only
+        // after a matching prefix).
+        let stale_tail = exact
+            && log
+                .entries_after(matched, 1, 0)
+                .first()
+                .is_some_and(|next| next.zxid.epoch() < epoch);
+        let divergent_tail = self.last > matched && (i < entries.len() || stale_tail);
         if divergent_tail {
             // Nothing committed can be in it: the master's history holds all committed entries.
             assert!(
