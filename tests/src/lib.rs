@@ -2,5 +2,7 @@
 //! checkers.
 //!
 //! - [`linearizability`]: a WGL/porcupine-style checker of per-key register histories.
+//! - [`sim`]: a seeded deterministic simulator of replication engines with faults.
 
 pub mod linearizability;
+pub mod sim;

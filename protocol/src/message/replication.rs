@@ -1,5 +1,6 @@
 //! Replication messages between FS nodes: election votes, heartbeats carrying the master
-//! lease, the prepare phase of a new master, proposals, accepts and commits.
+//! lease, the prepare phase of a new master (Zab's discovery and synchronization), proposals,
+//! accepts and commits. `fs-node::replication` documents the protocol that uses them.
 
 use crate::{NodeId, Zxid};
 use bytes::Bytes;
@@ -12,55 +13,68 @@ pub struct Entry {
     pub data: Bytes,
 }
 
-/// FastLeaderElection vote: (epoch, last zxid, id) compared in that order.
+/// FastLeaderElection notification: the sender's current vote. Votes compare by
+/// (candidate_epoch, candidate_zxid, candidate) in that order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Vote {
     pub from: NodeId,
-    /// The election round of the sender (logical clock).
+    /// The election round of the sender (FLE's logical clock).
     pub round: u64,
     pub candidate: NodeId,
+    /// The candidate's current epoch (the epoch of the history it last synced to).
     pub candidate_epoch: u32,
     pub candidate_zxid: Zxid,
     /// Whether the sender is still looking, or already follows/leads `candidate`.
     pub settled: bool,
+    /// The highest epoch the sender has promised: a new master's epoch goes above it.
+    pub accepted_epoch: u32,
 }
 
-/// Master → followers: I am master of `epoch`; the lease runs `lease_ms` from the send.
+/// Master → synced followers: I am master of `epoch`; the lease runs `lease_ms` from the
+/// moment each follower receives this, on its own clock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Heartbeat {
     pub from: NodeId,
     pub epoch: u32,
     pub commit: Zxid,
     pub lease_ms: u32,
+    /// Numbers heartbeats so that the acks (in [`Accept`]) can be matched to the send time.
+    pub seq: u64,
 }
 
-/// New master → follower: report your last zxid (start of the prepare phase).
+/// New master → peer (Zab NEWEPOCH): promise `epoch` to me and report your history.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Prepare {
     pub from: NodeId,
     pub epoch: u32,
 }
 
-/// Follower → new master.
+/// Peer → master (Zab ACKEPOCH): I promised `epoch` to you; my history ends at `last_zxid`
+/// and was last synced in `current_epoch`. Also sent during catch-up to report the position
+/// the master should continue from (after a chunk, or when a chunk does not fit the log).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PrepareOk {
     pub from: NodeId,
     pub epoch: u32,
+    pub current_epoch: u32,
     pub last_zxid: Zxid,
-    pub accepted_epoch: u32,
 }
 
-/// Master → follower during catch-up: drop everything after `truncate_to` (if set), then append
-/// `entries`; `snapshot` asks the follower to fetch data files (behind retention).
+/// Master → follower during catch-up: `entries` follow `prev` in the master's history. The
+/// follower keeps what it shares with it, truncates an uncommitted divergent tail and appends
+/// the rest. `done`: this chunk ends at the master's last entry; the follower adopts the
+/// epoch. `snapshot`: the follower is behind the master's log retention and must first fetch
+/// the data files up to that zxid.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sync {
     pub from: NodeId,
     pub epoch: u32,
-    pub truncate_to: Option<Zxid>,
+    pub prev: Zxid,
     #[serde(
         deserialize_with = "crate::codec::bounded::vec::<_, _, { crate::limits::RECORDS_PER_MESSAGE_MAX }>"
     )]
     pub entries: Vec<Entry>,
+    pub done: bool,
     pub snapshot: Option<Zxid>,
     pub commit: Zxid,
 }
@@ -79,15 +93,17 @@ pub struct Proposal {
     pub commit: Zxid,
 }
 
-/// Follower → master: I have everything up to `durable` on disk.
+/// Synced follower → master: I have everything up to `durable` on disk, in your epoch.
+/// `heartbeat` is the seq of the heartbeat this answers (0: an answer to entries).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Accept {
     pub from: NodeId,
     pub epoch: u32,
     pub durable: Zxid,
+    pub heartbeat: u64,
 }
 
-/// Master → followers: everything up to `commit` is committed.
+/// Master → followers (multicast): everything up to `commit` is committed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Commit {
     pub from: NodeId,
