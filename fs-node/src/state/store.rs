@@ -246,15 +246,15 @@ impl<S: KvStore + ?Sized> Overlay<'_, S> {
                 self.changes.insert(key.clone(), None);
             }
             Op::Rename { from, to } => {
-                let Some(kind) = self.kind(from) else {
-                    return Err(StoreError::NotFound { key: from.clone() });
-                };
                 if key::is_within(to, from) {
                     return Err(StoreError::RenameIntoItself {
                         from: from.clone(),
                         to: to.clone(),
                     });
                 }
+                let Some(kind) = self.kind(from) else {
+                    return Err(StoreError::NotFound { key: from.clone() });
+                };
                 if self.kind(to).is_some() {
                     return Err(StoreError::AlreadyExists { key: to.clone() });
                 }
