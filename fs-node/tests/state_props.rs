@@ -5,13 +5,13 @@ mod state_support;
 
 use bytes::Bytes;
 use fs_node::locks::LeaseEvent;
+use fs_node::state::conformance::NamespaceModel;
 use fs_node::state::{
     ApplyResult, Command, EntryKind, KvStore, MemStore, RequestConfig, StateConfig, StateMachine,
     Tables,
 };
 use proptest::prelude::*;
-use protocol::key;
-use protocol::message::data::{Condition, ErrorCode, Op, RequestId};
+use protocol::message::data::{Condition, Op, RequestId};
 use protocol::message::lock::{LockOp, SessionOp};
 use protocol::message::replication::Entry;
 use protocol::{SenderId, Zxid};
@@ -256,7 +256,7 @@ proptest! {
     #[test]
     fn mem_store_matches_naive_model(batches in prop::collection::vec(prop::collection::vec(data_op_s(), 1..4), 1..20)) {
         let mut store = MemStore::new();
-        let mut model = Model::default();
+        let mut model = NamespaceModel::default();
         // Start from a populated tree so that random ops hit every rule, not mostly "missing".
         let seed = vec![
             Op::Mkdir { key: "/a".into() },
@@ -276,8 +276,7 @@ proptest! {
                 store.apply(zxid, ops).unwrap();
                 model = next;
             }
-            let dump: Vec<_> = model.0.iter().map(|(k, (kind, z))| (k.clone(), *kind, *z)).collect();
-            prop_assert_eq!(store.dump(), dump);
+            prop_assert_eq!(store.dump(), model.snapshot());
             for dir in ["/", "/a", "/a/x"] {
                 let listed = store.list(dir, usize::MAX).ok().map(|l| {
                     l.into_iter().map(|e| (e.name, e.is_dir, e.zxid)).collect::<Vec<_>>()
@@ -286,103 +285,5 @@ proptest! {
             }
         }
         prop_assert!(refused <= batches.len(), "the seed batch applies");
-    }
-}
-
-/// The naive namespace: key → (kind, zxid), root implicit.
-#[derive(Clone, Debug, Default, PartialEq)]
-struct Model(BTreeMap<String, (EntryKind, Zxid)>);
-
-impl Model {
-    fn kind(&self, key: &str) -> Option<EntryKind> {
-        if key == "/" {
-            return Some(EntryKind::Dir);
-        }
-        self.0.get(key).map(|(k, _)| *k)
-    }
-
-    fn parent_ok(&self, key: &str) -> Result<(), ErrorCode> {
-        match self.kind(key::parent(key).unwrap()) {
-            Some(EntryKind::Dir) => Ok(()),
-            Some(EntryKind::Value) => Err(ErrorCode::NotADirectory),
-            None => Err(ErrorCode::ParentMissing),
-        }
-    }
-
-    fn below(&self, dir: &str) -> Vec<String> {
-        self.0.keys().filter(|k| k.as_str() != dir && key::is_within(k, dir)).cloned().collect()
-    }
-
-    fn apply(&self, ops: &[Op], zxid: Zxid) -> Result<Model, (usize, ErrorCode)> {
-        let mut m = self.clone();
-        for (i, op) in ops.iter().enumerate() {
-            m.step(op, zxid).map_err(|c| (i, c))?;
-        }
-        Ok(m)
-    }
-
-    fn step(&mut self, op: &Op, zxid: Zxid) -> Result<(), ErrorCode> {
-        match op {
-            Op::Put { key, create_only, .. } => {
-                self.parent_ok(key)?;
-                match self.kind(key) {
-                    Some(EntryKind::Dir) => return Err(ErrorCode::IsADirectory),
-                    Some(EntryKind::Value) if *create_only => return Err(ErrorCode::AlreadyExists),
-                    _ => {}
-                }
-                self.0.insert(key.clone(), (EntryKind::Value, zxid));
-            }
-            Op::Mkdir { key } => {
-                self.parent_ok(key)?;
-                if self.kind(key).is_some() {
-                    return Err(ErrorCode::AlreadyExists);
-                }
-                self.0.insert(key.clone(), (EntryKind::Dir, zxid));
-            }
-            Op::Delete { key, recursive } => {
-                let Some(kind) = self.kind(key) else { return Err(ErrorCode::NotFound) };
-                let below = self.below(key);
-                if kind == EntryKind::Dir && !recursive && !below.is_empty() {
-                    return Err(ErrorCode::DirectoryNotEmpty);
-                }
-                for k in below {
-                    self.0.remove(&k);
-                }
-                self.0.remove(key);
-            }
-            Op::Rename { from, to } => {
-                if key::is_within(to, from) {
-                    return Err(ErrorCode::BadKey);
-                }
-                if self.kind(from).is_none() {
-                    return Err(ErrorCode::NotFound);
-                }
-                if self.kind(to).is_some() {
-                    return Err(ErrorCode::AlreadyExists);
-                }
-                self.parent_ok(to)?;
-                let mut moved = self.below(from);
-                moved.push(from.clone());
-                for k in moved {
-                    let (kind, _) = self.0.remove(&k).unwrap();
-                    self.0.insert(format!("{to}{}", &k[from.len()..]), (kind, zxid));
-                }
-            }
-            Op::Lock(_) | Op::Session(_) => {}
-        }
-        Ok(())
-    }
-
-    fn list(&self, dir: &str) -> Option<Vec<(String, bool, Zxid)>> {
-        if self.kind(dir) != Some(EntryKind::Dir) {
-            return None;
-        }
-        Some(
-            self.0
-                .iter()
-                .filter(|(k, _)| key::parent(k) == Some(dir))
-                .map(|(k, (kind, z))| (key::name(k).to_string(), *kind == EntryKind::Dir, *z))
-                .collect(),
-        )
     }
 }

@@ -12,7 +12,7 @@ use super::{LockTable, SessionTable};
 use crate::state::Command;
 use protocol::message::data::{ErrorCode, WireError};
 use protocol::{SenderId, Zxid};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Default lock lease (the design's 5 s).
 pub const LOCK_TTL_MS_DEFAULT: u32 = 5_000;
@@ -59,18 +59,34 @@ struct SessionLease {
     expiring: bool,
 }
 
+/// Names one lease in the deadline index. Sessions order before locks at equal deadlines.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum LeaseId {
+    Session(u64),
+    Lock(String, SenderId),
+}
+
 /// The master's lease deadlines. Deadlines are master-local state, never replicated.
+///
+/// Cost: `tick` is O(due · log n) through a deadline index; `renew` O(k · log n) for k locks.
 #[derive(Clone, Debug)]
 pub struct LeaseKeeper {
     config: LeaseConfig,
     locks: BTreeMap<(String, SenderId), LockLease>,
     sessions: BTreeMap<u64, SessionLease>,
+    /// (deadline, lease) for every lease not yet reported expired.
+    due: BTreeSet<(u64, LeaseId)>,
 }
 
 impl LeaseKeeper {
     /// A keeper with no leases (a cluster's very first master, before any entry).
     pub fn new(config: LeaseConfig) -> LeaseKeeper {
-        LeaseKeeper { config, locks: BTreeMap::new(), sessions: BTreeMap::new() }
+        LeaseKeeper {
+            config,
+            locks: BTreeMap::new(),
+            sessions: BTreeMap::new(),
+            due: BTreeSet::new(),
+        }
     }
 
     /// A new master's keeper: every lock and session in the applied tables gets a full TTL
@@ -83,27 +99,13 @@ impl LeaseKeeper {
         now_ms: u64,
     ) -> LeaseKeeper {
         let mut keeper = LeaseKeeper::new(config);
-        let lock_deadline_ms = now_ms.saturating_add(u64::from(config.lock_ttl_ms));
         for (name, lock) in locks.iter() {
             for (holder, h) in &lock.holders {
-                let lease = LockLease {
-                    auth: lock.auth,
-                    token: h.token,
-                    deadline_ms: lock_deadline_ms,
-                    expiring: false,
-                };
-                keeper.locks.insert((name.clone(), *holder), lease);
+                keeper.put_lock(name.clone(), *holder, lock.auth, h.token, now_ms);
             }
         }
         for (id, s) in sessions.iter() {
-            let lease = SessionLease {
-                client: s.client,
-                ttl_ms: s.ttl_ms,
-                opened: s.opened,
-                deadline_ms: now_ms.saturating_add(u64::from(s.ttl_ms)),
-                expiring: false,
-            };
-            keeper.sessions.insert(*id, lease);
+            keeper.put_session(*id, s.client, s.ttl_ms, s.opened, now_ms);
         }
         keeper
     }
@@ -117,37 +119,57 @@ impl LeaseKeeper {
         (self.locks.len(), self.sessions.len())
     }
 
+    fn lock_deadline_ms(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_add(u64::from(self.config.lock_ttl_ms))
+    }
+
+    fn put_lock(&mut self, lock: String, holder: SenderId, auth: i32, token: Zxid, now_ms: u64) {
+        let deadline_ms = self.lock_deadline_ms(now_ms);
+        let key = (lock, holder);
+        if let Some(old) = self.locks.get(&key) {
+            self.due.remove(&(old.deadline_ms, LeaseId::Lock(key.0.clone(), holder)));
+        }
+        self.due.insert((deadline_ms, LeaseId::Lock(key.0.clone(), holder)));
+        self.locks.insert(key, LockLease { auth, token, deadline_ms, expiring: false });
+    }
+
+    fn put_session(
+        &mut self,
+        session: u64,
+        client: SenderId,
+        ttl_ms: u32,
+        opened: Zxid,
+        now_ms: u64,
+    ) {
+        let deadline_ms = now_ms.saturating_add(u64::from(ttl_ms));
+        if let Some(old) = self.sessions.get(&session) {
+            self.due.remove(&(old.deadline_ms, LeaseId::Session(session)));
+        }
+        self.due.insert((deadline_ms, LeaseId::Session(session)));
+        let lease = SessionLease { client, ttl_ms, opened, deadline_ms, expiring: false };
+        self.sessions.insert(session, lease);
+    }
+
     /// Follows the leases of one applied entry; new leases run from `now_ms`.
     pub fn observe(&mut self, events: &[LeaseEvent], now_ms: u64) {
         for event in events {
             match event {
                 LeaseEvent::LockGranted { lock, holder, auth, token, .. } => {
-                    let lease = LockLease {
-                        auth: *auth,
-                        token: *token,
-                        deadline_ms: now_ms.saturating_add(u64::from(self.config.lock_ttl_ms)),
-                        expiring: false,
-                    };
-                    self.locks.insert((lock.clone(), *holder), lease);
+                    self.put_lock(lock.clone(), *holder, *auth, *token, now_ms);
                 }
                 LeaseEvent::LockReleased { lock, holder, token } => {
                     let key = (lock.clone(), *holder);
-                    if self.locks.get(&key).is_some_and(|l| l.token == *token) {
+                    if let Some(l) = self.locks.get(&key).filter(|l| l.token == *token) {
+                        self.due.remove(&(l.deadline_ms, LeaseId::Lock(lock.clone(), *holder)));
                         self.locks.remove(&key);
                     }
                 }
                 LeaseEvent::SessionOpened { session, client, ttl_ms, opened } => {
-                    let lease = SessionLease {
-                        client: *client,
-                        ttl_ms: *ttl_ms,
-                        opened: *opened,
-                        deadline_ms: now_ms.saturating_add(u64::from(*ttl_ms)),
-                        expiring: false,
-                    };
-                    self.sessions.insert(*session, lease);
+                    self.put_session(*session, *client, *ttl_ms, *opened, now_ms);
                 }
                 LeaseEvent::SessionEnded { session, opened } => {
-                    if self.sessions.get(session).is_some_and(|s| s.opened == *opened) {
+                    if let Some(s) = self.sessions.get(session).filter(|s| s.opened == *opened) {
+                        self.due.remove(&(s.deadline_ms, LeaseId::Session(*session)));
                         self.sessions.remove(session);
                     }
                 }
@@ -157,7 +179,8 @@ impl LeaseKeeper {
 
     /// Renews `session` (0: none) and every listed `(lock, auth)` held by `client`, all or
     /// nothing: if any is not held with that auth, or is already being expired, nothing is
-    /// renewed and the error names it. Returns the shortest lease now granted, in ms.
+    /// renewed and the error names it. Returns the shortest lease now granted, in ms. A
+    /// renewal never shortens a lease.
     pub fn renew(
         &mut self,
         now_ms: u64,
@@ -211,12 +234,18 @@ impl LeaseKeeper {
         }
         // Everything checked: extend.
         if let Some(s) = self.sessions.get_mut(&session) {
-            s.deadline_ms = now_ms.saturating_add(u64::from(s.ttl_ms));
+            let deadline_ms = now_ms.saturating_add(u64::from(s.ttl_ms)).max(s.deadline_ms);
+            self.due.remove(&(s.deadline_ms, LeaseId::Session(session)));
+            self.due.insert((deadline_ms, LeaseId::Session(session)));
+            s.deadline_ms = deadline_ms;
         }
-        let lock_deadline_ms = now_ms.saturating_add(u64::from(self.config.lock_ttl_ms));
+        let lock_deadline_ms = self.lock_deadline_ms(now_ms);
         for (name, _) in locks {
             if let Some(l) = self.locks.get_mut(&(name.clone(), client)) {
-                l.deadline_ms = l.deadline_ms.max(lock_deadline_ms);
+                let deadline_ms = l.deadline_ms.max(lock_deadline_ms);
+                self.due.remove(&(l.deadline_ms, LeaseId::Lock(name.clone(), client)));
+                self.due.insert((deadline_ms, LeaseId::Lock(name.clone(), client)));
+                l.deadline_ms = deadline_ms;
             }
         }
         if lease_ms == u32::MAX {
@@ -225,34 +254,36 @@ impl LeaseKeeper {
         Ok(lease_ms)
     }
 
-    /// The expiry commands due at `now_ms` (a deadline at or before `now_ms` has passed), in a
-    /// fixed order: sessions by id, then locks by (name, holder). Each lease is reported once;
-    /// it is then refused renewal until the applied expiry removes it.
+    /// The expiry commands due at `now_ms` (a deadline at or before `now_ms` has passed), in
+    /// deadline order (ties: sessions by id, then locks by name and holder). Each lease is
+    /// reported once; it is then refused renewal until the applied expiry removes it.
     pub fn tick(&mut self, now_ms: u64) -> Vec<Command> {
-        let mut due = Vec::new();
-        for (id, s) in self.sessions.iter_mut() {
-            if !s.expiring && s.deadline_ms <= now_ms {
-                s.expiring = true;
-                due.push(Command::ExpireSession { session: *id, opened: s.opened });
+        let mut commands = Vec::new();
+        while let Some((deadline_ms, _)) = self.due.first() {
+            if *deadline_ms > now_ms {
+                break;
+            }
+            let Some((_, id)) = self.due.pop_first() else { break };
+            match id {
+                LeaseId::Session(session) => {
+                    if let Some(s) = self.sessions.get_mut(&session) {
+                        s.expiring = true;
+                        commands.push(Command::ExpireSession { session, opened: s.opened });
+                    }
+                }
+                LeaseId::Lock(lock, holder) => {
+                    if let Some(l) = self.locks.get_mut(&(lock.clone(), holder)) {
+                        l.expiring = true;
+                        commands.push(Command::ExpireLock { lock, holder, token: l.token });
+                    }
+                }
             }
         }
-        for ((name, holder), l) in self.locks.iter_mut() {
-            if !l.expiring && l.deadline_ms <= now_ms {
-                l.expiring = true;
-                due.push(Command::ExpireLock {
-                    lock: name.clone(),
-                    holder: *holder,
-                    token: l.token,
-                });
-            }
-        }
-        due
+        commands
     }
 
     /// The earliest deadline not yet reported: when `tick` next has work.
     pub fn next_deadline_ms(&self) -> Option<u64> {
-        let sessions = self.sessions.values().filter(|s| !s.expiring).map(|s| s.deadline_ms);
-        let locks = self.locks.values().filter(|l| !l.expiring).map(|l| l.deadline_ms);
-        sessions.chain(locks).min()
+        self.due.first().map(|(deadline_ms, _)| *deadline_ms)
     }
 }

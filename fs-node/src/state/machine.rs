@@ -20,9 +20,12 @@ use super::store::KvStore;
 use crate::locks::{Grant, LeaseEvent, LockTable, SessionTable};
 use protocol::key;
 use protocol::limits::{KEY_BYTES_DEFAULT, VALUE_BYTES_DEFAULT};
-use protocol::message::data::{Condition, ErrorCode, Op, RequestId, UpdateNotice, WireError};
-use protocol::message::lock::{LockChanged, LockGrant, LockOp, SessionOp};
+use protocol::message::data::{
+    Condition, ErrorCode, Load, Op, RequestId, UpdateNotice, WireError, WriteReply,
+};
+use protocol::message::lock::{LockChanged, LockGrant, LockOp, LockReply, SessionOp};
 use protocol::message::replication::Entry;
+use protocol::message::Message;
 use protocol::{NodeId, ProtocolError, SenderId, Zxid};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -89,6 +92,30 @@ pub struct Reply {
     pub outcome: Outcome,
     /// The request was already applied by an earlier entry; this is its first outcome.
     pub duplicate: bool,
+}
+
+impl Reply {
+    /// The reply message the master sends the client (WriteReply or LockReply).
+    pub fn into_message(self, load: Load) -> Message {
+        match self.outcome {
+            Outcome::Write(result) => {
+                Message::WriteReply(WriteReply { request: self.request, load, result })
+            }
+            Outcome::Lock(result) => {
+                Message::LockReply(LockReply { request: self.request, load, result })
+            }
+        }
+    }
+}
+
+impl Notice {
+    /// The message the master multicasts for this notice.
+    pub fn into_message(self) -> Message {
+        match self {
+            Notice::Update(update) => Message::UpdateNotice(update),
+            Notice::LockChanged(changed) => Message::LockChanged(changed),
+        }
+    }
 }
 
 /// Everything one applied entry produced.

@@ -10,6 +10,8 @@
 //! - [`store`]: the [`KvStore`] trait the store implements, its errors, and the shared batch
 //!   checker.
 //! - [`mem_store`]: [`MemStore`], a complete in-memory store for tests and simulations.
+//! - [`conformance`]: the suite every [`KvStore`] must pass (rule scenarios, and seeded random
+//!   batches against a naive model).
 //!
 //! The lock and session tables live in [`crate::locks`]; they are part of the applied state.
 //!
@@ -28,6 +30,7 @@
 //!   onto a store that is ahead of the tables would evaluate conditions on the wrong state.
 
 pub mod command;
+pub mod conformance;
 pub mod machine;
 pub mod mem_store;
 pub mod requests;
