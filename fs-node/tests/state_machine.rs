@@ -287,3 +287,82 @@ fn out_of_order_and_undecodable_entries_refused() {
     assert_eq!(m.applied(), Zxid::new(1, 5));
     assert_eq!(m.tables().takeover, Some((Zxid::new(1, 5), 1, 1)));
 }
+
+/// A session owns at most `ephemerals_per_session_max` ephemeral keys, so that its end's
+/// deletes fit one notice; overwriting a key it owns does not count again.
+#[test]
+fn ephemerals_per_session_are_bounded() {
+    let config = StateConfig { ephemerals_per_session_max: 2, ..StateConfig::default() };
+    let mut h = Harness::new(config);
+    h.open_session(A, 3, 5_000);
+    h.write(A, vec![], vec![put_ephemeral("/e1", "x", 3), put_ephemeral("/e2", "x", 3)]).unwrap();
+    assert_eq!(code(h.write(A, vec![], vec![put_ephemeral("/e3", "x", 3)])), ErrorCode::TooLarge);
+    h.write(A, vec![], vec![put_ephemeral("/e1", "y", 3)]).expect("overwrite of its own key");
+    assert_eq!(h.machine.tables().sessions.get(3).unwrap().ephemerals.len(), 2);
+}
+
+/// The request table stays within its bounds however many clients write: at most
+/// `clients_max` clients and `tombstones_max` tombstones, the oldest forgotten first.
+#[test]
+fn request_table_stays_within_its_bounds() {
+    let config = StateConfig {
+        requests: RequestConfig { results_per_client_max: 2, clients_max: 3, tombstones_max: 4 },
+        ..StateConfig::default()
+    };
+    let mut h = Harness::new(config);
+    let mut first_requests = Vec::new();
+    for i in 0..20u64 {
+        let client = protocol::CLIENT_ID_MIN + 100 + i;
+        for _ in 0..3 {
+            let request = h.next_request(client);
+            if request.seq == 1 {
+                first_requests.push(request);
+            }
+            h.write_as(request, vec![], vec![put("/k", "v")]).unwrap();
+        }
+        let (clients, tombstones) = h.machine.tables().requests.counts();
+        assert!(clients <= 3 && tombstones <= 4, "{clients} clients, {tombstones} tombstones");
+    }
+    // The three most recent clients are remembered; the four before them are tombstoned.
+    for (i, request) in first_requests.iter().enumerate() {
+        let expected_too_old = (13..20).contains(&i);
+        let lookup = h.machine.lookup(*request);
+        assert_eq!(
+            matches!(lookup, fs_node::state::Lookup::TooOld { .. }),
+            expected_too_old,
+            "client {i}: {lookup:?}"
+        );
+    }
+}
+
+/// End to end with the master's lease clock: a session that is not renewed expires one TTL
+/// after its open, the keeper proposes its expiry, applying it deletes the ephemerals, and the
+/// keeper then forgets the session.
+#[test]
+fn unrenewed_session_expires_through_the_log() {
+    use fs_node::locks::{LeaseConfig, LeaseKeeper};
+    let mut h = Harness::default();
+    let mut keeper = LeaseKeeper::new(LeaseConfig::default());
+    let request = h.next_request(A);
+    let op = protocol::message::lock::SessionOp::Open { session: 8, client: A, ttl_ms: 3_000 };
+    let r = h.apply(Command::Session { request, op });
+    keeper.observe(&r.leases, 100);
+    let r = {
+        let request = h.next_request(A);
+        h.apply(Command::Write {
+            request,
+            conditions: vec![],
+            ops: vec![put_ephemeral("/e", "x", 8)],
+        })
+    };
+    keeper.observe(&r.leases, 200);
+    assert_eq!(keeper.renew(2_000, A, 8, &[]), Ok(3_000));
+    assert!(keeper.tick(4_999).is_empty(), "renewed at 2000: lives to 5000");
+    let due = keeper.tick(5_000);
+    assert_eq!(due.len(), 1);
+    let r = h.apply(due[0].clone());
+    keeper.observe(&r.leases, 5_001);
+    assert_eq!(value(&h, "/e"), None);
+    assert_eq!(keeper.counts(), (0, 0));
+    assert_eq!(keeper.renew(5_002, A, 8, &[]).unwrap_err().code, ErrorCode::SessionExpired);
+}

@@ -287,3 +287,140 @@ proptest! {
         prop_assert!(refused <= batches.len(), "the seed batch applies");
     }
 }
+
+/// One input to the lease clock.
+#[derive(Clone, Debug)]
+enum LeaseInput {
+    Event(LeaseEvent),
+    Renew { client: SenderId, session: u64, locks: Vec<(String, i32)> },
+    Advance(u64),
+}
+
+fn lease_input_s() -> impl Strategy<Value = LeaseInput> {
+    let token = (1u32..6).prop_map(|c| Zxid::new(1, c));
+    prop_oneof![
+        3 => (lock_s(), client_s(), 2i32..4, token.clone()).prop_map(|(lock, holder, auth, token)| {
+            LeaseInput::Event(LeaseEvent::LockGranted { lock, holder, auth, session: 0, token })
+        }),
+        1 => (lock_s(), client_s(), token.clone())
+            .prop_map(|(lock, holder, token)| LeaseInput::Event(LeaseEvent::LockReleased { lock, holder, token })),
+        2 => (1u64..3, client_s(), 1_000u32..4_000, token.clone()).prop_map(|(session, client, ttl_ms, opened)| {
+            LeaseInput::Event(LeaseEvent::SessionOpened { session, client, ttl_ms, opened })
+        }),
+        1 => (1u64..3, token).prop_map(|(session, opened)| LeaseInput::Event(LeaseEvent::SessionEnded { session, opened })),
+        3 => (client_s(), 0u64..3, prop::collection::vec((lock_s(), 2i32..4), 0..3))
+            .prop_map(|(client, session, locks)| LeaseInput::Renew { client, session, locks }),
+        4 => (0u64..3_000).prop_map(LeaseInput::Advance),
+    ]
+}
+
+/// The lease clock written the naive way: scan everything on every tick.
+#[derive(Default)]
+struct KeeperModel {
+    ttl_ms: u64,
+    locks: BTreeMap<(String, SenderId), (i32, Zxid, u64, bool)>,
+    sessions: BTreeMap<u64, (SenderId, u32, Zxid, u64, bool)>,
+}
+
+impl KeeperModel {
+    fn observe(&mut self, event: &LeaseEvent, now: u64) {
+        match event {
+            LeaseEvent::LockGranted { lock, holder, auth, token, .. } => {
+                self.locks
+                    .insert((lock.clone(), *holder), (*auth, *token, now + self.ttl_ms, false));
+            }
+            LeaseEvent::LockReleased { lock, holder, token } => {
+                let key = (lock.clone(), *holder);
+                if self.locks.get(&key).is_some_and(|l| l.1 == *token) {
+                    self.locks.remove(&key);
+                }
+            }
+            LeaseEvent::SessionOpened { session, client, ttl_ms, opened } => {
+                self.sessions
+                    .insert(*session, (*client, *ttl_ms, *opened, now + u64::from(*ttl_ms), false));
+            }
+            LeaseEvent::SessionEnded { session, opened } => {
+                if self.sessions.get(session).is_some_and(|s| s.2 == *opened) {
+                    self.sessions.remove(session);
+                }
+            }
+        }
+    }
+
+    fn renew(&mut self, now: u64, client: SenderId, session: u64, locks: &[(String, i32)]) -> bool {
+        if session != 0 && !self.sessions.get(&session).is_some_and(|s| !s.4 && s.0 == client) {
+            return false;
+        }
+        let ok = locks.iter().all(|(name, auth)| {
+            self.locks.get(&(name.clone(), client)).is_some_and(|l| !l.3 && l.0 == *auth)
+        });
+        if !ok {
+            return false;
+        }
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.3 = s.3.max(now + u64::from(s.1));
+        }
+        for (name, _) in locks {
+            let l = self.locks.get_mut(&(name.clone(), client)).unwrap();
+            l.2 = l.2.max(now + self.ttl_ms);
+        }
+        true
+    }
+
+    fn tick(&mut self, now: u64) -> Vec<Command> {
+        let mut due: Vec<(u64, u8, Command)> = Vec::new();
+        for (id, s) in self.sessions.iter_mut().filter(|(_, s)| !s.4 && s.3 <= now) {
+            s.4 = true;
+            due.push((s.3, 0, Command::ExpireSession { session: *id, opened: s.2 }));
+        }
+        for ((lock, holder), l) in self.locks.iter_mut().filter(|(_, l)| !l.3 && l.2 <= now) {
+            l.3 = true;
+            due.push((
+                l.2,
+                1,
+                Command::ExpireLock { lock: lock.clone(), holder: *holder, token: l.1 },
+            ));
+        }
+        // Stable sort: within a kind, map order (session id; lock name, holder) is kept.
+        due.sort_by_key(|(deadline, kind, _)| (*deadline, *kind));
+        due.into_iter().map(|(_, _, c)| c).collect()
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// The LeaseKeeper's deadline index agrees with a naive scan on every renewal answer, every
+    /// tick's expiries (which and in what order) and the next deadline.
+    #[test]
+    fn lease_keeper_matches_naive_model(inputs in prop::collection::vec(lease_input_s(), 1..80)) {
+        let config = fs_node::locks::LeaseConfig { lock_ttl_ms: 2_000 };
+        let mut keeper = fs_node::locks::LeaseKeeper::new(config);
+        let mut model = KeeperModel { ttl_ms: 2_000, ..KeeperModel::default() };
+        let mut now = 0u64;
+        for input in &inputs {
+            match input {
+                LeaseInput::Event(event) => {
+                    keeper.observe(std::slice::from_ref(event), now);
+                    model.observe(event, now);
+                }
+                LeaseInput::Renew { client, session, locks } => {
+                    let got = keeper.renew(now, *client, *session, locks).is_ok();
+                    prop_assert_eq!(got, model.renew(now, *client, *session, locks));
+                }
+                LeaseInput::Advance(ms) => {
+                    now += ms;
+                    prop_assert_eq!(keeper.tick(now), model.tick(now));
+                }
+            }
+            let model_next = model
+                .sessions
+                .values()
+                .filter(|s| !s.4)
+                .map(|s| s.3)
+                .chain(model.locks.values().filter(|l| !l.3).map(|l| l.2))
+                .min();
+            prop_assert_eq!(keeper.next_deadline_ms(), model_next);
+        }
+    }
+}

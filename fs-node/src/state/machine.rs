@@ -19,7 +19,7 @@ use super::requests::{Lookup, Outcome, RequestConfig, RequestTable};
 use super::store::KvStore;
 use crate::locks::{Grant, LeaseEvent, LockTable, SessionTable};
 use protocol::key;
-use protocol::limits::{KEY_BYTES_DEFAULT, VALUE_BYTES_DEFAULT};
+use protocol::limits::{BATCH_OPS_MAX, KEY_BYTES_DEFAULT, VALUE_BYTES_DEFAULT};
 use protocol::message::data::{
     Condition, ErrorCode, Load, Op, RequestId, UpdateNotice, WireError, WriteReply,
 };
@@ -28,7 +28,7 @@ use protocol::message::replication::Entry;
 use protocol::message::Message;
 use protocol::{NodeId, ProtocolError, SenderId, Zxid};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use thiserror::Error;
 
 /// Shortest session lease a client may ask for.
@@ -39,6 +39,9 @@ pub const SESSION_TTL_MS_MAX: u32 = 600_000;
 pub const LOCKS_MAX_DEFAULT: usize = 1 << 20;
 /// Default: most sessions open at once.
 pub const SESSIONS_MAX_DEFAULT: usize = 1 << 20;
+/// Default: most ephemeral keys one session owns. One batch's worth, so that the deletes of a
+/// session's end fit one Update notice like any other batch.
+pub const EPHEMERALS_PER_SESSION_MAX_DEFAULT: usize = BATCH_OPS_MAX;
 
 /// Limits of the replicated state. Every replica must use the same values (they decide
 /// outcomes), so they come from the cluster configuration, not per node.
@@ -48,6 +51,7 @@ pub struct StateConfig {
     pub value_bytes_max: usize,
     pub locks_max: usize,
     pub sessions_max: usize,
+    pub ephemerals_per_session_max: usize,
     pub requests: RequestConfig,
 }
 
@@ -58,6 +62,7 @@ impl Default for StateConfig {
             value_bytes_max: VALUE_BYTES_DEFAULT,
             locks_max: LOCKS_MAX_DEFAULT,
             sessions_max: SESSIONS_MAX_DEFAULT,
+            ephemerals_per_session_max: EPHEMERALS_PER_SESSION_MAX_DEFAULT,
             requests: RequestConfig::default(),
         }
     }
@@ -342,6 +347,7 @@ impl<S: KvStore> StateMachine<S> {
         let key_max = self.config.key_bytes_max;
         let bad_key = |e: key::KeyError| wire(ErrorCode::BadKey, e.to_string());
         let mut releases = BTreeSet::new();
+        let mut ephemerals: BTreeMap<u64, usize> = BTreeMap::new();
         for (index, op) in ops.iter().enumerate() {
             match op {
                 Op::Put { key, value, ephemeral, .. } => {
@@ -358,6 +364,24 @@ impl<S: KvStore> StateMachine<S> {
                     }
                     if let Some(session) = ephemeral {
                         self.check_session(*session, client)?;
+                        // Counts each put of a key the session does not own yet as new (a
+                        // key put twice in one batch counts twice: a conservative bound).
+                        let count = ephemerals.entry(*session).or_insert_with(|| {
+                            self.tables.sessions.get(*session).map_or(0, |s| s.ephemerals.len())
+                        });
+                        if self.tables.sessions.owner(key) != Some(*session) {
+                            *count += 1;
+                        }
+                        if *count > self.config.ephemerals_per_session_max {
+                            return Err(wire(
+                                ErrorCode::TooLarge,
+                                format!(
+                                    "op {index}: session {session:#x} would own more than {} \
+                                     ephemeral keys",
+                                    self.config.ephemerals_per_session_max
+                                ),
+                            ));
+                        }
                     }
                 }
                 Op::Mkdir { key } | Op::Delete { key, .. } => {
