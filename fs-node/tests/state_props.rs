@@ -6,6 +6,7 @@ mod state_support;
 use bytes::Bytes;
 use fs_node::locks::LeaseEvent;
 use fs_node::state::conformance::NamespaceModel;
+use fs_node::state::store::check_batch;
 use fs_node::state::{
     ApplyResult, Command, EntryKind, KvStore, MemStore, RequestConfig, StateConfig, StateMachine,
     Tables,
@@ -269,7 +270,7 @@ proptest! {
         for (i, ops) in std::iter::once(&seed).chain(batches.iter()).enumerate() {
             let zxid = Zxid::new(1, i as u32 + 1);
             let expected = model.apply(ops, zxid);
-            let got = store.check(ops).map_err(|e| (e.index, e.error.code()));
+            let got = check_batch(&store, ops).map_err(|e| (e.index, e.error.code()));
             prop_assert_eq!(got.err(), expected.clone().err());
             refused += usize::from(expected.is_err());
             if let Ok(next) = expected {

@@ -313,8 +313,8 @@ impl<S: KvStore> StateMachine<S> {
             Ok(releases) => releases,
             Err(refused) => return Ok(Err(refused)),
         };
-        if let Err(e) = self.store.check(ops) {
-            return Ok(Err(e.to_wire()));
+        if let Err(refused) = self.store.check(ops) {
+            return Ok(Err(refused));
         }
         let has_data = ops.iter().any(|op| !matches!(op, Op::Lock(_) | Op::Session(_)));
         if has_data {
@@ -622,7 +622,7 @@ impl<S: KvStore> StateMachine<S> {
             if let Err(e) = self.store.check(&deletes) {
                 return Err(StateError::Invariant {
                     zxid,
-                    detail: format!("ephemeral index out of step with the store: {e}"),
+                    detail: format!("ephemeral index out of step with the store: {}", e.message),
                 });
             }
             self.store

@@ -2,9 +2,9 @@
 //! deterministic simulations of other modules. It follows every rule of the trait; its batches
 //! are atomic because `apply` is only called on a checked batch and cannot fail.
 
-use super::store::{descendant_bounds, rebase, EntryKind, KvStore, StoreError};
+use super::store::{descendant_bounds, rebase, EntryKind, KvStore};
 use protocol::key::{self, ROOT};
-use protocol::message::data::{DirEntry, Op, Versioned};
+use protocol::message::data::{DirEntry, ErrorCode, Op, Versioned, WireError};
 use protocol::Zxid;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -95,14 +95,15 @@ impl KvStore for MemStore {
         })
     }
 
-    fn list(&self, dir: &str, limit: usize) -> Result<Vec<DirEntry>, StoreError> {
+    fn list(&self, dir: &str, limit: usize) -> Result<Vec<DirEntry>, WireError> {
         match self.stat(dir) {
-            None => return Err(StoreError::NotFound { key: dir.to_string() }),
+            None => {
+                let message = format!("{dir} does not exist");
+                return Err(WireError { code: ErrorCode::NotFound, message });
+            }
             Some((EntryKind::Value, _)) => {
-                return Err(StoreError::NotADirectory {
-                    key: dir.to_string(),
-                    parent: dir.to_string(),
-                })
+                let message = format!("{dir} is a value, not a directory");
+                return Err(WireError { code: ErrorCode::NotADirectory, message });
             }
             Some((EntryKind::Dir, _)) => {}
         }

@@ -1,8 +1,8 @@
 //! The key/value store as the state machine sees it: the [`KvStore`] trait, its errors, and
 //! [`check_batch`], the one implementation of the namespace rules that every store shares.
 //!
-//! # Rules a store implements (the conformance suite in `fs-node/tests/state_store.rs` checks
-//! them against [`MemStore`](super::MemStore); the disk store should pass the same suite)
+//! # Rules a store implements ([`conformance`](super::conformance) checks them; every store
+//! runs it: `fs-node/tests/state_store.rs` for [`MemStore`](super::MemStore))
 //! - The root `/` always exists and is a directory. Directories are explicit (`Mkdir`).
 //! - `Put` needs its parent to be an existing directory; it refuses a directory key, and with
 //!   `create_only` an existing key.
@@ -16,6 +16,7 @@
 //! - `Op::Lock` and `Op::Session` are not data: stores ignore them (the lock and session
 //!   tables live in the state machine).
 //! - Keys are validated (`protocol::key`, size limits) by the state machine before `check`.
+//! - [`KvStore::list`] of a missing directory is `NotFound`, of a value `NotADirectory`.
 
 use protocol::key::{self, ROOT};
 use protocol::message::data::{DirEntry, ErrorCode, Op, Versioned, WireError};
@@ -88,6 +89,10 @@ impl OpError {
 ///   grow. Applying a batch whose zxid is at or below what the store already holds must be
 ///   harmless (recovery replays).
 /// - The store keeps no lock, session or ephemeral state; the state machine owns those.
+///
+/// Errors that reach a client are [`WireError`]s, so that a store with its own error enum
+/// (such as the disk store) implements `check` and `list` by mapping its errors with their
+/// codes; [`check_batch`] gives any store with an ordered index the rules for free.
 pub trait KvStore {
     /// An IO failure. The state machine treats it as fatal for this node (it stops applying;
     /// the node then repairs from a peer).
@@ -96,15 +101,36 @@ pub trait KvStore {
     /// Kind and zxid of `key`, from the index. The root is `Some((Dir, Zxid::ZERO))`.
     fn stat(&self, key: &str) -> Option<(EntryKind, Zxid)>;
 
-    /// Visits every key strictly below `dir` (not `dir` itself), in key order, until `visit`
-    /// returns `false`.
-    fn visit_within(&self, dir: &str, visit: &mut dyn FnMut(&str, EntryKind) -> bool);
+    /// Visits every key strictly below `dir` (not `dir` itself), in any order, until `visit`
+    /// returns `false`. The default walks the tree with [`KvStore::list`]; a store with an
+    /// ordered index should override it with a range scan.
+    fn visit_within(&self, dir: &str, visit: &mut dyn FnMut(&str, EntryKind) -> bool) {
+        let mut pending = vec![dir.to_string()];
+        while let Some(parent) = pending.pop() {
+            let Ok(children) = self.list(&parent, usize::MAX) else { continue };
+            for child in children {
+                let key = if parent == ROOT {
+                    format!("/{}", child.name)
+                } else {
+                    format!("{parent}/{}", child.name)
+                };
+                let kind = if child.is_dir { EntryKind::Dir } else { EntryKind::Value };
+                if !visit(&key, kind) {
+                    return;
+                }
+                if child.is_dir {
+                    pending.push(key);
+                }
+            }
+        }
+    }
 
     /// The value of `key`; `None` if absent or a directory.
     fn get(&self, key: &str) -> Result<Option<Versioned>, Self::Error>;
 
-    /// The direct children of `dir`, in name order, at most `limit` of them.
-    fn list(&self, dir: &str, limit: usize) -> Result<Vec<DirEntry>, StoreError>;
+    /// The direct children of `dir`, in name order, at most `limit` of them. A missing `dir`
+    /// is `NotFound`, a value `NotADirectory`.
+    fn list(&self, dir: &str, limit: usize) -> Result<Vec<DirEntry>, WireError>;
 
     /// Applies a batch that [`KvStore::check`] accepted, atomically, stamping `zxid`.
     fn apply(&mut self, zxid: Zxid, ops: &[Op]) -> Result<(), Self::Error>;
@@ -114,9 +140,10 @@ pub trait KvStore {
         matches!(self.stat(key), Some((EntryKind::Dir, _)))
     }
 
-    /// Checks a batch against the state as it evolves through the batch.
-    fn check(&self, ops: &[Op]) -> Result<(), OpError> {
-        check_batch(self, ops)
+    /// Checks a batch against the state as it evolves through the batch; the error's code
+    /// says which rule refused it and its message names the key.
+    fn check(&self, ops: &[Op]) -> Result<(), WireError> {
+        check_batch(self, ops).map_err(|e| e.to_wire())
     }
 }
 
