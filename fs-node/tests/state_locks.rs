@@ -322,3 +322,62 @@ fn transaction_commit_needs_lock_held_and_can_release_it() {
     let zxid = r.zxid;
     assert_eq!(r.reply.unwrap().outcome, fs_node::state::Outcome::Write(Ok(zxid)));
 }
+
+/// Simulated master change, time stepped by 100 ms: a holder that renews every 1.5 s never
+/// loses its lock, even across a 2 s gap with no master; a holder that stops renewing loses its
+/// lock one TTL after its last renewal; a lock granted just before the old master died, never
+/// renewed, lives until one full TTL after the new master's takeover.
+#[test]
+fn renewing_holder_keeps_lock_across_master_change() {
+    let mut h = Harness::default();
+    let config = LeaseConfig { lock_ttl_ms: TTL_MS };
+    let mut keeper = Some(LeaseKeeper::new(config));
+    let (master_dies_ms, takeover_ms) = (10_000u64, 12_000u64);
+    let mut expired: Vec<(u64, String)> = Vec::new();
+    for now_ms in (0..=30_000u64).step_by(100) {
+        if now_ms == master_dies_ms {
+            keeper = None;
+        }
+        if now_ms == takeover_ms {
+            h.apply(Command::Takeover { epoch: 2, master: 2 });
+            let t = h.machine.tables();
+            keeper = Some(LeaseKeeper::takeover(config, &t.locks, &t.sessions, now_ms));
+        }
+        let Some(k) = keeper.as_mut() else { continue };
+        let mut grants = Vec::new();
+        if now_ms == 0 {
+            grants.push((A, "/a"));
+            grants.push((B, "/b"));
+        }
+        if now_ms == 9_000 {
+            grants.push((C, "/c"));
+        }
+        for (client, lock) in grants {
+            let request = h.next_request(client);
+            let op = LockOp::Grant {
+                lock: lock.into(),
+                auth: 2,
+                session: 0,
+                holder: client,
+                host: "h".into(),
+            };
+            let r = h.apply(Command::Lock { request, op });
+            k.observe(&r.leases, now_ms);
+        }
+        if now_ms % 1_500 == 0 && now_ms > 0 {
+            assert_eq!(k.renew(now_ms, A, 0, &[("/a".into(), 2)]), Ok(TTL_MS), "at {now_ms}");
+            if now_ms <= 3_000 {
+                k.renew(now_ms, B, 0, &[("/b".into(), 2)]).unwrap();
+            }
+        }
+        for command in k.tick(now_ms) {
+            if let Command::ExpireLock { lock, .. } = &command {
+                expired.push((now_ms, lock.clone()));
+            }
+            let r = h.apply(command);
+            k.observe(&r.leases, now_ms);
+        }
+    }
+    assert_eq!(expired, vec![(8_000, "/b".to_string()), (takeover_ms + 5_000, "/c".to_string())]);
+    assert!(h.machine.tables().locks.get("/a").is_some_and(|l| l.holders.contains_key(&A)));
+}

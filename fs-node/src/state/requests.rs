@@ -18,6 +18,9 @@
 //!   tombstones_max` other clients to be active between its request and its retry. Clients
 //!   bound their retry time (seconds), which makes this unreachable with the defaults.
 //! - All choices depend only on the applied entries, so every replica evicts the same.
+//! - A client process draws a fresh random client id at start and numbers its requests from
+//!   1; it never reuses an id with a restarted seq (that would be answered from the old
+//!   outcomes).
 
 use protocol::message::data::{RequestId, WireError};
 use protocol::message::lock::LockGrant;
