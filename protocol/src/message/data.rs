@@ -223,4 +223,11 @@ pub enum ErrorCode {
     Behind,
     Unavailable,
     Internal,
+    /// A retried request whose result the master no longer remembers (its seq is at or below
+    /// the client's forgotten horizon): it may or may not have been applied, and was not
+    /// applied again. The client must read to find out.
+    RequestTooOld,
+    /// A request that is well-formed on the wire but not allowed (e.g. a lock grant inside a
+    /// write batch, a lease length out of range).
+    BadRequest,
 }

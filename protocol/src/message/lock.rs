@@ -68,20 +68,29 @@ pub enum LockGrant {
     SessionClosed,
 }
 
-/// Replicated lock changes (through the log).
+/// Replicated lock changes a client asks for (through the log). Renewals are not here: they
+/// touch only the master's in-memory lease clock. Expiries are master records of their own
+/// (`fs-node` `state::Command::ExpireLock`).
+///
+/// A holder is identified by its client id (`holder`): one client holds a lock at most once.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LockOp {
+    /// Take `lock` with `auth` ([`AUTH_SHARED`] for shared, 2..=i32::MAX exclusive), tied to
+    /// `session` (0: no session; the lock then lives by its own lease only).
     Grant { lock: String, auth: i32, session: u64, holder: SenderId, host: String },
-    Release { lock: String, auth: i32, session: u64 },
-    Expire { lock: String, auth: i32, session: u64 },
+    /// Give `lock` up; refused unless `holder` holds it with `auth`.
+    Release { lock: String, auth: i32, holder: SenderId },
 }
 
-/// Replicated session changes (through the log).
+/// Replicated session changes a client asks for (through the log). Expiry is a master record
+/// (`fs-node` `state::Command::ExpireSession`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SessionOp {
+    /// Open `session` (an id the client drew at random) owned by `client`.
     Open { session: u64, client: SenderId, ttl_ms: u32 },
-    Close { session: u64 },
-    Expire { session: u64 },
+    /// Close `session`: its ephemeral entries are deleted and its locks released. Only its
+    /// owning `client` may close it.
+    Close { session: u64, client: SenderId },
 }
 
 /// Master → group when a lock changes hands (drives LockChanged watches and waiters).
