@@ -62,14 +62,18 @@ impl ServerError {
         }
     }
 
-    /// The wire form: the code for programs, the message for people. For `ParentMissing` the
-    /// message names the missing parent, which the client reads back (see
-    /// [`parent_from_wire`]).
+    /// The wire form: the code for programs, the message for people. For the errors about one
+    /// key (not found, exists, parent missing, not/is a directory, not empty) the message is that
+    /// key alone (the missing parent for `ParentMissing`), so that a client can name it without
+    /// parsing prose; see [`key_from_wire`].
     pub fn to_wire(&self) -> WireError {
         let message = match self {
-            // The client needs the parent's name without parsing prose: the message is the
-            // parent path itself.
-            ServerError::ParentMissing { parent, .. } => parent.clone(),
+            ServerError::ParentMissing { parent: key, .. }
+            | ServerError::NotFound { key }
+            | ServerError::AlreadyExists { key }
+            | ServerError::NotADirectory { key }
+            | ServerError::IsADirectory { key }
+            | ServerError::DirectoryNotEmpty { key } => key.clone(),
             other => other.to_string(),
         };
         WireError { code: self.code(), message }
@@ -82,7 +86,16 @@ impl From<ServerError> for WireError {
     }
 }
 
-/// The missing parent named by a `ParentMissing` wire error (its message is the parent path).
-pub fn parent_from_wire(e: &WireError) -> Option<&str> {
-    (e.code == ErrorCode::ParentMissing).then_some(e.message.as_str())
+/// The key a one-key wire error names (the missing parent for `ParentMissing`).
+pub fn key_from_wire(e: &WireError) -> Option<&str> {
+    matches!(
+        e.code,
+        ErrorCode::NotFound
+            | ErrorCode::AlreadyExists
+            | ErrorCode::ParentMissing
+            | ErrorCode::NotADirectory
+            | ErrorCode::IsADirectory
+            | ErrorCode::DirectoryNotEmpty
+    )
+    .then_some(e.message.as_str())
 }
