@@ -615,16 +615,20 @@ impl<T: Transport> Client<T> {
                     return Err(ClientError::Transport("transport closed".into()))
                 }
                 Err(_) => {
+                    // Only the master can take the write, so the retry goes to whoever is the
+                    // master now (often the same node, merely slow); the request id makes it
+                    // safe if the first attempt did commit.
                     st.stats.timeouts += 1;
                     timeouts += 1;
                     if timeouts >= config.attempts_max {
                         return Err(ClientError::Timeout { attempts: timeouts });
                     }
-                    tried.push(address);
                     continue;
                 }
             };
-            st.router.on_reply(&address, reply.load, Zxid::ZERO, now());
+            // An acknowledged write is applied on the master: it is at least that far.
+            let applied = reply.result.as_ref().map_or(Zxid::ZERO, |z| *z);
+            st.router.on_reply(&address, reply.load, applied, now());
             match reply.result {
                 Ok(zxid) => {
                     st.floor = st.floor.max(zxid);

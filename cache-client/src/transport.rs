@@ -65,6 +65,8 @@ struct MemNode {
     handler: Handler,
     /// Requests to a down node are never answered (they time out).
     down: bool,
+    /// The next this many requests are handled but their replies lost (they time out).
+    replies_to_drop: u32,
     requests: u64,
     reads: u64,
 }
@@ -99,7 +101,7 @@ impl MemNetwork {
 
     /// Adds (or replaces) the node at `address`.
     pub fn add_node(&self, address: impl Into<String>, handler: Handler) {
-        let node = MemNode { handler, down: false, requests: 0, reads: 0 };
+        let node = MemNode { handler, down: false, replies_to_drop: 0, requests: 0, reads: 0 };
         self.lock().nodes.insert(address.into(), node);
     }
 
@@ -107,6 +109,14 @@ impl MemNetwork {
     pub fn set_down(&self, address: &str, down: bool) {
         if let Some(node) = self.lock().nodes.get_mut(address) {
             node.down = down;
+        }
+    }
+
+    /// The node at `address` handles its next `count` requests but their replies are lost:
+    /// the write happens, the sender times out (the case retry de-duplication exists for).
+    pub fn drop_replies(&self, address: &str, count: u32) {
+        if let Some(node) = self.lock().nodes.get_mut(address) {
+            node.replies_to_drop = count;
         }
     }
 
@@ -165,7 +175,7 @@ impl Transport for MemTransport {
         message: Message,
         timeout: Duration,
     ) -> Result<Message, TransportError> {
-        let handler = {
+        let (handler, drop_reply) = {
             let mut net = self.network.lock();
             let Some(node) = net.nodes.get_mut(address) else {
                 return Err(TransportError::Unreachable(address.to_string()));
@@ -174,13 +184,19 @@ impl Transport for MemTransport {
             if matches!(message, Message::Request(_)) {
                 node.reads += 1;
             }
-            (!node.down).then(|| Arc::clone(&node.handler))
+            let drop_reply = node.replies_to_drop > 0;
+            node.replies_to_drop = node.replies_to_drop.saturating_sub(1);
+            ((!node.down).then(|| Arc::clone(&node.handler)), drop_reply)
         };
         let Some(handler) = handler else {
             tokio::time::sleep(timeout).await;
             return Err(TransportError::Timeout(timeout));
         };
         match tokio::time::timeout(timeout, handler(message)).await {
+            Ok(Some(_)) if drop_reply => {
+                tokio::time::sleep(timeout).await;
+                Err(TransportError::Timeout(timeout))
+            }
             Ok(Some(reply)) => Ok(reply),
             // A node that does not answer this kind looks like silence on a real network.
             Ok(None) | Err(_) => Err(TransportError::Timeout(timeout)),
