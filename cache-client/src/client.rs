@@ -18,9 +18,9 @@
 //! Group events (FSLive, Freeze, UpdateNotice, LockChanged, Gap) are applied by a background
 //! task and also at the start of every call, under the state lock, in arrival order; so any
 //! notice the transport delivered before a call is in the cache before the call looks at it.
-//! Watch callbacks run after the state lock is released, under a delivery lock that keeps them
-//! in order: they may call the client's synchronous getters, but should hand work to a channel
-//! rather than block.
+//! Watch callbacks run with no lock held, one at a time and in zxid order (deliveries are
+//! queued under the state lock and drained by one thread at a time): they may call the client's
+//! synchronous methods, but should hand slow work to a channel rather than block the pump.
 
 use crate::cache::{ClientCache, NoticeOutcome};
 use crate::error::ClientError;
@@ -38,8 +38,9 @@ use protocol::message::data::{
 use protocol::message::Message;
 use protocol::{SenderId, Zxid, CLIENT_ID_MIN};
 use rand::Rng;
+use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -47,6 +48,9 @@ use tokio::sync::mpsc;
 
 /// Pause before trying again when no node knows a master (an election is under way).
 pub const NO_MASTER_BACKOFF: Duration = Duration::from_millis(200);
+
+/// Least time between two position probes to the master (see `learn_position`).
+pub const POSITION_PROBE_BACKOFF: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReadOptions {
@@ -142,6 +146,8 @@ struct State {
     router: Router,
     watches: WatchRegistry,
     floor: Zxid,
+    /// Not before this instant is the master probed again for a cache position.
+    next_probe: Option<Instant>,
     group: mpsc::Receiver<GroupEvent>,
     stats: ClientStats,
 }
@@ -152,9 +158,11 @@ struct Inner<T> {
     id: SenderId,
     seq: AtomicU64,
     state: Mutex<State>,
-    /// Held while callbacks run, taken before the state lock is released, so that deliveries
-    /// from two pumps never interleave out of zxid order.
-    delivery: Mutex<()>,
+    /// Watch deliveries in zxid order, appended under the state lock.
+    outbox: Mutex<VecDeque<Delivery>>,
+    /// Set while one thread runs callbacks from the outbox; the others leave their deliveries
+    /// to it, so callbacks run one at a time, in order, with no lock held.
+    delivering: AtomicBool,
 }
 
 /// Aborts the event pump when the last clone of the client goes.
@@ -191,6 +199,7 @@ impl<T: Transport> Client<T> {
         let mut rng = <rand::rngs::SmallRng as rand::SeedableRng>::seed_from_u64(seed);
         let id = config.client_id.unwrap_or_else(|| rng.gen_range(CLIENT_ID_MIN..=u64::MAX));
         assert!(id >= CLIENT_ID_MIN, "client ids start at CLIENT_ID_MIN");
+        assert!(config.attempts_max >= 1, "attempts_max must allow one attempt");
         let mut router = Router::new(config.routing.clone(), rng.gen());
         let t = now();
         for seed in &config.seeds {
@@ -202,6 +211,7 @@ impl<T: Transport> Client<T> {
             router,
             watches: WatchRegistry::new(),
             floor: Zxid::ZERO,
+            next_probe: None,
             group,
             stats: ClientStats::default(),
         };
@@ -211,7 +221,8 @@ impl<T: Transport> Client<T> {
             id,
             seq: AtomicU64::new(0),
             state: Mutex::new(state),
-            delivery: Mutex::new(()),
+            outbox: Mutex::new(VecDeque::new()),
+            delivering: AtomicBool::new(false),
         });
         let weak = Arc::downgrade(&inner);
         let pump = tokio::spawn(run_pump(weak));
@@ -352,17 +363,28 @@ impl<T: Transport> Client<T> {
     }
 
     /// After a flush (or at start) the cache accepts nothing until it knows a safe position;
-    /// ask the master once for its linearizable zxid. Failure only delays caching.
+    /// ask the master, once, for its linearizable zxid. Skipped when no master is known or one
+    /// was asked less than [`POSITION_PROBE_BACKOFF`] ago: failure only delays caching.
     async fn learn_position(&self) {
-        let generation = {
-            let st = self.inner.lock();
-            if st.cache.position().is_some() {
+        let (generation, master) = {
+            let mut st = self.inner.lock();
+            let t = now();
+            if st.cache.position().is_some() || st.next_probe.is_some_and(|at| t < at) {
                 return;
             }
-            st.cache.generation()
+            let Some(master) = st.router.master_address(t) else { return };
+            st.next_probe = Some(t + POSITION_PROBE_BACKOFF);
+            (st.cache.generation(), master)
         };
-        if let Ok((_, applied)) = self.send_read(ReadOp::Status, true).await {
-            self.inner.lock().cache.learn_position(applied, generation);
+        let request = ReadRequest { floor: Zxid::ZERO, linearizable: true, op: ReadOp::Status };
+        let timeout = self.inner.config.request_timeout;
+        let reply = self.inner.transport.request(&master, Message::Request(request), timeout).await;
+        if let Ok(Message::ReadReply(reply)) = reply {
+            let mut st = self.inner.lock();
+            st.router.on_reply(&master, reply.load, reply.applied, now());
+            if reply.result.is_ok() {
+                st.cache.learn_position(reply.applied, generation);
+            }
         }
     }
 
@@ -398,14 +420,15 @@ impl<T: Transport> Client<T> {
                 st.stats.reads_sent += 1;
                 (address, floor)
             };
+            let inflight = Inflight { inner: &self.inner, address: &address };
             let request = ReadRequest { floor, linearizable, op: op.clone() };
             let reply = self
                 .inner
                 .transport
                 .request(&address, Message::Request(request), config.request_timeout)
                 .await;
+            drop(inflight);
             let mut st = self.inner.lock();
-            st.router.finish(&address);
             let reply = match reply {
                 Ok(Message::ReadReply(reply)) => reply,
                 Ok(other) => {
@@ -599,13 +622,14 @@ impl<T: Transport> Client<T> {
                     })
                 }
             };
+            let inflight = Inflight { inner: &self.inner, address: &address };
             let reply = self
                 .inner
                 .transport
                 .request(&address, message(request), config.request_timeout)
                 .await;
+            drop(inflight);
             let mut st = self.inner.lock();
-            st.router.finish(&address);
             let reply = match reply {
                 Ok(Message::WriteReply(reply)) if reply.request == request => reply,
                 Ok(other) => {
@@ -689,6 +713,18 @@ impl<T: Transport> Client<T> {
     }
 }
 
+/// One request in flight to `address`, counted for routing until it ends or is cancelled.
+struct Inflight<'a, T: Transport> {
+    inner: &'a Inner<T>,
+    address: &'a str,
+}
+
+impl<T: Transport> Drop for Inflight<'_, T> {
+    fn drop(&mut self) {
+        self.inner.lock().router.finish(self.address);
+    }
+}
+
 fn expect_bool(value: ReadValue) -> Result<bool, ClientError> {
     match value {
         ReadValue::Bool(b) => Ok(b),
@@ -734,15 +770,27 @@ impl<T: Transport> Inner<T> {
         }
     }
 
-    /// Runs callbacks outside the state lock but in order (the delivery lock is taken first).
+    /// Queues `deliveries` (still under the state lock, so in zxid order), releases the lock,
+    /// and runs queued callbacks unless another thread already is.
     fn deliver(&self, state: MutexGuard<'_, State>, deliveries: Vec<Delivery>) {
-        if deliveries.is_empty() {
-            return;
+        if !deliveries.is_empty() {
+            self.outbox.lock().expect("outbox poisoned").extend(deliveries);
         }
-        let _order = self.delivery.lock().expect("delivery lock poisoned");
         drop(state);
-        for (callback, event) in deliveries {
-            callback(&event);
+        loop {
+            if self.delivering.swap(true, Ordering::AcqRel) {
+                return;
+            }
+            loop {
+                let next = self.outbox.lock().expect("outbox poisoned").pop_front();
+                let Some((callback, event)) = next else { break };
+                callback(&event);
+            }
+            self.delivering.store(false, Ordering::Release);
+            // A delivery queued after our last look, by a thread that saw us busy, is ours.
+            if self.outbox.lock().expect("outbox poisoned").is_empty() {
+                return;
+            }
         }
     }
 }

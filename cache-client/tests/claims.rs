@@ -444,3 +444,20 @@ fn blocking_client_round_trip() {
     assert_eq!(client.read("/b/none").unwrap(), None);
     assert_eq!(client.list("/b").unwrap().len(), 1);
 }
+
+/// A watch callback may call back into the client: no lock is held while callbacks run.
+#[tokio::test(start_paused = true)]
+async fn callbacks_may_call_the_client() {
+    let mut cluster = Cluster::new(3);
+    let (a, b) = (cluster.client(21), cluster.client(22));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (inner_client, sink) = (b.clone(), std::sync::Arc::clone(&seen));
+    b.watch(Target::Path("/k".into()), Kinds::ALL, move |event| {
+        sink.lock().unwrap().push((event.zxid(), inner_client.live_nodes().len()));
+    })
+    .unwrap();
+    let zxid = a.write("/k", "1").await.unwrap();
+    cluster.publish();
+    b.pump();
+    assert_eq!(*seen.lock().unwrap(), vec![(zxid, 3)]);
+}
