@@ -19,8 +19,8 @@
 //! # Wiring (done by `fs-node`)
 //! Wrap the backend in a [`Server`], call [`Server::on_applied`] for every applied entry,
 //! spawn [`load::run_sampler`] on [`Server::gauge`], hand each unicast request to
-//! [`Server::handle`] and send back the reply, and multicast [`Server::announcements`] about
-//! once a second.
+//! [`Server::handle`] and send back the reply, and spawn [`server::run_announcer`] with the
+//! node's multicast send.
 
 pub mod backend;
 pub mod cache;

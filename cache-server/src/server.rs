@@ -234,6 +234,27 @@ impl<B: Backend> Server<B> {
     }
 }
 
+/// How often [`run_announcer`] checks whether an announcement is due (a frozen flag or role
+/// change goes out within this).
+pub const ANNOUNCE_TICK_DEFAULT: Duration = Duration::from_secs(1);
+
+/// Checks every `tick` what to announce and hands each FSLive / Freeze to `send` (the node's
+/// multicast). Runs until its task is aborted.
+pub async fn run_announcer<B: Backend>(
+    server: Arc<Server<B>>,
+    tick: Duration,
+    mut send: impl FnMut(Message) + Send,
+) {
+    let mut ticker = tokio::time::interval(tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        for message in server.announcements(tokio::time::Instant::now().into_std()) {
+            send(message);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,6 +321,26 @@ mod tests {
         };
         assert_eq!(reply.result.unwrap_err().code, ErrorCode::Behind);
         assert_eq!(reply.load.mem_permille, 400);
+    }
+
+    /// The announcer sends FSLive at start and every interval, and a Freeze plus FSLive within
+    /// one tick of the node freezing (paused time).
+    #[tokio::test(start_paused = true)]
+    async fn announcer_timer() {
+        let server = serve(MemBackend::follower(2, 1, 1), ServerConfig::new("n2"));
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&sent);
+        let task =
+            tokio::spawn(run_announcer(Arc::clone(&server), Duration::from_secs(1), move |m| {
+                sink.lock().unwrap().push(m.kind())
+            }));
+        tokio::time::sleep(Duration::from_millis(65_500)).await;
+        use protocol::message::MessageKind;
+        assert_eq!(*sent.lock().unwrap(), vec![MessageKind::FsLive; 3], "t = 0, 30, 60 s");
+        server.backend().set_frozen(true);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(sent.lock().unwrap()[3..], [MessageKind::Freeze, MessageKind::FsLive]);
+        task.abort();
     }
 
     /// Bad keys and oversize values are refused with typed errors before anything is written.
