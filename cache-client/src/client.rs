@@ -229,6 +229,10 @@ impl<T: Transport> Client<T> {
         Client { inner, _pump: Arc::new(PumpGuard(pump)) }
     }
 
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
     /// This client's id on the wire (at or above `CLIENT_ID_MIN`).
     pub fn id(&self) -> SenderId {
         self.inner.id

@@ -15,9 +15,12 @@
 //! - [`transport`]: the [`Transport`] trait the client needs from the network, and
 //!   [`transport::MemNetwork`], an in-memory network for tests.
 //! - [`error`]: [`ClientError`]. A missing key on a read is `Ok(None)`, not an error.
+//! - [`cli`]: the `shoal` data commands (`get`, `put`, `rm`, `mv`, `ls`, `mkdir`, `watch`) and
+//!   their exit codes; the binary `src/bin/shoal.rs` only parses flags and calls [`cli::run`].
 
 pub mod blocking;
 pub mod cache;
+pub mod cli;
 pub mod client;
 pub mod error;
 pub mod routing;
