@@ -14,6 +14,7 @@
 //! - [`live`]: when to send FSLive and Freeze, and what they carry. IO-free.
 //! - [`validate`]: key, value-size and batch checks before a write is ordered.
 //! - [`mem`]: [`mem::MemBackend`], a complete single-node backend in memory for tests.
+//! - [`conformance`]: the backend rules as a suite any implementation runs against itself.
 //! - [`error`]: [`ServerError`], each variant one wire error code.
 //!
 //! # Wiring (done by `fs-node`)
@@ -24,6 +25,7 @@
 
 pub mod backend;
 pub mod cache;
+pub mod conformance;
 pub mod error;
 pub mod live;
 pub mod load;

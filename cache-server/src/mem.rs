@@ -557,6 +557,12 @@ mod tests {
         assert_eq!(err, ServerError::NotMaster { master: Some(1) });
     }
 
+    /// MemBackend keeps every rule of the backend conformance suite.
+    #[tokio::test]
+    async fn passes_the_conformance_suite() {
+        crate::conformance::run_all(&MemBackend::master(1, 1)).await.unwrap();
+    }
+
     /// Compare-and-set: a KeyZxid condition that no longer holds refuses the write.
     #[tokio::test]
     async fn key_zxid_condition() {

@@ -36,7 +36,9 @@ use std::time::{Duration, Instant};
 pub struct ServerConfig {
     /// Where clients reach this node, "ip:port" (announced in FSLive).
     pub address: String,
-    /// How long a read waits for the node to reach the request's floor before `Behind`.
+    /// How long a read waits for the node to reach the request's floor before `Behind`. Keep it
+    /// below the clients' request timeout (2 s by default), so that a lagging node answers
+    /// `Behind` before the client gives up on it and the client's next try is informed.
     pub floor_wait: Duration,
     pub cache_bytes_max: usize,
     pub cache_entries_max: usize,
@@ -49,7 +51,7 @@ impl ServerConfig {
     pub fn new(address: impl Into<String>) -> ServerConfig {
         ServerConfig {
             address: address.into(),
-            floor_wait: Duration::from_secs(2),
+            floor_wait: Duration::from_secs(1),
             cache_bytes_max: 64 * 1024 * 1024,
             cache_entries_max: 100_000,
             fs_live_interval: FS_LIVE_INTERVAL_DEFAULT,
