@@ -88,6 +88,8 @@ pub struct ClientCache {
     entries: LruCache<String, Entry>,
     bytes: usize,
     position: Option<Zxid>,
+    /// The highest notice ever applied (not reset by a flush).
+    highest_notice: Option<Zxid>,
     generation: u64,
     stats: CacheStats,
 }
@@ -103,6 +105,7 @@ impl ClientCache {
             entries: LruCache::unbounded(),
             bytes: 0,
             position: None,
+            highest_notice: None,
             generation: 0,
             stats: CacheStats::default(),
         }
@@ -253,19 +256,21 @@ impl ClientCache {
 
     /// Applies one committed entry from the Update stream.
     pub fn apply_notice(&mut self, notice: &UpdateNotice, now: Instant) -> NoticeOutcome {
+        // The high-water mark survives flushes: an old notice replayed after a gap must not
+        // become the position (notices between it and the gap are lost).
+        if self.highest_notice.is_some_and(|h| notice.zxid <= h) {
+            return NoticeOutcome::Duplicate;
+        }
         let mut outcome = NoticeOutcome::Applied;
-        if let Some(position) = self.position {
-            if notice.zxid <= position {
-                return NoticeOutcome::Duplicate;
-            }
-            if notice.zxid.epoch() > position.epoch() {
-                self.flush();
-                outcome = NoticeOutcome::FlushedForEpoch;
-            }
+        let last = self.highest_notice.max(self.position);
+        if last.is_some_and(|last| notice.zxid.epoch() > last.epoch()) {
+            self.flush();
+            outcome = NoticeOutcome::FlushedForEpoch;
         }
         self.stats.notices += 1;
         self.apply_ops(&notice.ops, notice.zxid, false, now);
         self.position = Some(notice.zxid);
+        self.highest_notice = Some(notice.zxid);
         outcome
     }
 
@@ -345,6 +350,20 @@ mod tests {
             c.apply_notice(&UpdateNotice { zxid: z(3), ops: vec![] }, now),
             NoticeOutcome::Duplicate
         );
+    }
+
+    /// A notice replayed after a flush is still a duplicate: it cannot become the position.
+    #[test]
+    fn replay_after_flush_is_not_a_position() {
+        let now = Instant::now();
+        let mut c = cache();
+        c.apply_notice(&UpdateNotice { zxid: z(5), ops: vec![] }, now);
+        c.flush();
+        let out = c.apply_notice(&UpdateNotice { zxid: z(4), ops: vec![] }, now);
+        assert_eq!(out, NoticeOutcome::Duplicate);
+        assert_eq!(c.position(), None);
+        c.apply_notice(&UpdateNotice { zxid: z(9), ops: vec![] }, now);
+        assert_eq!(c.position(), Some(z(9)));
     }
 
     /// A flush empties the cache, forgets the position, and refuses fills prepared before it.
