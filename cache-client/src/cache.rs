@@ -1,0 +1,424 @@
+//! The client-side LRU cache, kept fresh by the multicast Update stream. IO-free: time is
+//! passed in.
+//!
+//! # Why an entry can be trusted
+//! Each entry holds what a node answered (the value, or "absent") and `as_of`, the zxid whose
+//! state it shows. The cache tracks its `position`: the zxid of the last UpdateNotice it applied,
+//! with the promise that every notice above `position` will still reach it (the stream is FIFO
+//! and an unrepairable loss is reported as a gap, which flushes). An entry is inserted only when
+//! `as_of >= position`, so every later change to its key arrives as a notice and is applied to
+//! it: the entry then shows the key's state at `max(as_of, position)`, its *valid-through*
+//! zxid. A lookup with the client's floor F hits only when valid-through >= F, so the cache
+//! never answers older than the client's floor.
+//!
+//! After a flush (gap, epoch change) and at start the position is unknown: fills are refused
+//! until a notice arrives or the client learns a safe position from the master
+//! ([`ClientCache::learn_position`]). Each flush bumps a generation; a fill or write-through
+//! prepared under an older generation is refused, so a reply that raced a flush cannot bring
+//! back what the flush dropped.
+
+use bytes::Bytes;
+use lru::LruCache;
+use protocol::key;
+use protocol::message::data::{Op, UpdateNotice, Versioned};
+use protocol::Zxid;
+use std::time::{Duration, Instant};
+
+/// Bookkeeping bytes charged per entry beside key and value.
+pub const ENTRY_OVERHEAD_BYTES: usize = 96;
+
+#[derive(Clone, Debug)]
+pub struct CacheConfig {
+    pub bytes_max: usize,
+    pub entries_max: usize,
+    /// An entry older than this is a miss, whatever the stream says (the design's maximum age:
+    /// a bound on staleness should every other guard fail).
+    pub age_max: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            bytes_max: 64 * 1024 * 1024,
+            entries_max: 100_000,
+            age_max: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Entry {
+    /// `None`: the key was absent.
+    value: Option<Versioned>,
+    as_of: Zxid,
+    inserted: Instant,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub evictions: u64,
+    pub expired: u64,
+    pub refused_fills: u64,
+    pub flushes: u64,
+    pub notices: u64,
+}
+
+/// A cache hit: the value (or absence) and the zxid the answer is valid through.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hit {
+    pub value: Option<Versioned>,
+    pub as_of: Zxid,
+}
+
+/// What applying a notice did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoticeOutcome {
+    Applied,
+    /// At or below the position: already applied.
+    Duplicate,
+    /// From a later epoch than the position: the cache flushed first (a new master may have
+    /// committed entries of the old epoch whose notices never went out), then applied it.
+    FlushedForEpoch,
+}
+
+pub struct ClientCache {
+    config: CacheConfig,
+    entries: LruCache<String, Entry>,
+    bytes: usize,
+    position: Option<Zxid>,
+    /// The highest notice ever applied (not reset by a flush).
+    highest_notice: Option<Zxid>,
+    generation: u64,
+    stats: CacheStats,
+}
+
+fn charge(key: &str, entry: &Entry) -> usize {
+    key.len() + entry.value.as_ref().map_or(0, |v| v.value.len()) + ENTRY_OVERHEAD_BYTES
+}
+
+impl ClientCache {
+    pub fn new(config: CacheConfig) -> ClientCache {
+        ClientCache {
+            config,
+            entries: LruCache::unbounded(),
+            bytes: 0,
+            position: None,
+            highest_notice: None,
+            generation: 0,
+            stats: CacheStats::default(),
+        }
+    }
+
+    pub fn position(&self) -> Option<Zxid> {
+        self.position
+    }
+
+    /// Bumped by every flush; pass it back to [`Self::fill`] and [`Self::apply_own`].
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        self.stats
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The cached answer for `key` if it is valid through at least `floor` and younger than
+    /// the maximum age.
+    pub fn lookup(&mut self, key: &str, floor: Zxid, now: Instant) -> Option<Hit> {
+        let position = self.position.unwrap_or(Zxid::ZERO);
+        let Some(entry) = self.entries.get(key) else {
+            self.stats.misses += 1;
+            return None;
+        };
+        if now.saturating_duration_since(entry.inserted) > self.config.age_max {
+            self.stats.expired += 1;
+            self.stats.misses += 1;
+            self.remove(key);
+            return None;
+        }
+        let valid_through = entry.as_of.max(position);
+        if valid_through < floor {
+            self.stats.misses += 1;
+            return None;
+        }
+        self.stats.hits += 1;
+        Some(Hit { value: entry.value.clone(), as_of: entry.as_of })
+    }
+
+    /// Offers a node's answer for `key` at `as_of`, read while the cache was at `generation`.
+    /// Refused (false) when the position is unknown or past `as_of`, after a flush, or when the
+    /// entry alone exceeds the byte bound.
+    pub fn fill(
+        &mut self,
+        key: &str,
+        value: Option<Versioned>,
+        as_of: Zxid,
+        generation: u64,
+        now: Instant,
+    ) -> bool {
+        let fresh = self.position.is_some_and(|p| as_of >= p);
+        if generation != self.generation || !fresh {
+            self.stats.refused_fills += 1;
+            return false;
+        }
+        self.insert(key, Entry { value, as_of, inserted: now })
+    }
+
+    /// Sets a safe position learned from the master after a flush or at start: every entry
+    /// committed above `zxid` will still arrive as a notice. Only ever raises the position.
+    pub fn learn_position(&mut self, zxid: Zxid, generation: u64) {
+        if generation == self.generation {
+            self.position = Some(self.position.map_or(zxid, |p| p.max(zxid)));
+        }
+    }
+
+    fn insert(&mut self, key: &str, entry: Entry) -> bool {
+        let cost = charge(key, &entry);
+        if cost > self.config.bytes_max || self.config.entries_max == 0 {
+            self.remove(key);
+            return false;
+        }
+        if let Some(old) = self.entries.put(key.to_string(), entry) {
+            self.bytes -= charge(key, &old);
+        }
+        self.bytes += cost;
+        while self.bytes > self.config.bytes_max || self.entries.len() > self.config.entries_max {
+            let (k, e) = self.entries.pop_lru().expect("over bound implies non-empty");
+            self.bytes -= charge(&k, &e);
+            self.stats.evictions += 1;
+        }
+        true
+    }
+
+    fn remove(&mut self, key: &str) {
+        if let Some(old) = self.entries.pop(key) {
+            self.bytes -= charge(key, &old);
+        }
+    }
+
+    fn remove_within(&mut self, dir: &str) {
+        let doomed: Vec<String> = self
+            .entries
+            .iter()
+            .map(|(k, _)| k)
+            .filter(|k| key::is_within(k, dir))
+            .cloned()
+            .collect();
+        for k in doomed {
+            self.remove(&k);
+        }
+    }
+
+    /// Applies the ops of entry `zxid` to the cached keys. With `create`, puts and deletes also
+    /// make entries for keys not cached (the client's own writes); without, only cached keys
+    /// change (notices must not fill the cache with everyone's writes).
+    fn apply_ops(&mut self, ops: &[Op], zxid: Zxid, create: bool, now: Instant) {
+        for op in ops {
+            match op {
+                Op::Put { key, value, .. } => {
+                    let stale = self.entries.peek(key).map(|e| e.as_of < zxid);
+                    if stale == Some(true) || (stale.is_none() && create) {
+                        let value = Some(Versioned { zxid, value: Bytes::clone(value) });
+                        self.insert(key, Entry { value, as_of: zxid, inserted: now });
+                    }
+                }
+                Op::Delete { key, .. } => {
+                    self.remove_within(key);
+                    if create {
+                        self.insert(key, Entry { value: None, as_of: zxid, inserted: now });
+                    }
+                }
+                // A cached "absent" for a new directory would be wrong (a read of it is an
+                // IsADirectory error, which is not cached).
+                Op::Mkdir { key } => self.remove(key),
+                Op::Rename { from, to } => {
+                    self.remove_within(from);
+                    self.remove_within(to);
+                }
+                Op::Lock(_) | Op::Session(_) => {}
+            }
+        }
+    }
+
+    /// Applies one committed entry from the Update stream.
+    pub fn apply_notice(&mut self, notice: &UpdateNotice, now: Instant) -> NoticeOutcome {
+        // The high-water mark survives flushes: an old notice replayed after a gap must not
+        // become the position (notices between it and the gap are lost).
+        if self.highest_notice.is_some_and(|h| notice.zxid <= h) {
+            return NoticeOutcome::Duplicate;
+        }
+        let mut outcome = NoticeOutcome::Applied;
+        let last = self.highest_notice.max(self.position);
+        if last.is_some_and(|last| notice.zxid.epoch() > last.epoch()) {
+            self.flush();
+            outcome = NoticeOutcome::FlushedForEpoch;
+        }
+        self.stats.notices += 1;
+        self.apply_ops(&notice.ops, notice.zxid, false, now);
+        self.position = Some(notice.zxid);
+        self.highest_notice = Some(notice.zxid);
+        outcome
+    }
+
+    /// Applies this client's own acknowledged write at `zxid` (read-your-writes without a round
+    /// trip), unless a flush happened since the write was sent (`generation`).
+    pub fn apply_own(&mut self, ops: &[Op], zxid: Zxid, generation: u64, now: Instant) {
+        if generation == self.generation {
+            self.apply_ops(ops, zxid, true, now);
+        }
+    }
+
+    /// Drops every entry; the position becomes unknown.
+    pub fn flush(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+        self.position = None;
+        self.generation += 1;
+        self.stats.flushes += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn z(c: u32) -> Zxid {
+        Zxid::new(1, c)
+    }
+
+    fn v(c: u32, s: &str) -> Option<Versioned> {
+        Some(Versioned { zxid: z(c), value: Bytes::from(s.to_string()) })
+    }
+
+    fn put(key: &str, s: &str) -> Op {
+        Op::Put {
+            key: key.into(),
+            value: Bytes::from(s.to_string()),
+            create_only: false,
+            ephemeral: None,
+        }
+    }
+
+    fn cache() -> ClientCache {
+        ClientCache::new(CacheConfig::default())
+    }
+
+    /// Fills are refused while the position is unknown, and from snapshots older than it.
+    #[test]
+    fn fills_need_a_known_position_at_or_below_the_snapshot() {
+        let now = Instant::now();
+        let mut c = cache();
+        assert!(!c.fill("/k", v(1, "a"), z(3), 0, now));
+        c.learn_position(z(3), 0);
+        assert!(!c.fill("/k", v(1, "a"), z(2), 0, now), "snapshot below position accepted");
+        assert!(c.fill("/k", v(1, "a"), z(3), 0, now));
+        assert_eq!(c.lookup("/k", z(3), now).unwrap().value, v(1, "a"));
+    }
+
+    /// A notice updates a cached key in place, and a floor above valid-through is a miss.
+    #[test]
+    fn notices_keep_entries_fresh_and_floor_is_respected() {
+        let now = Instant::now();
+        let mut c = cache();
+        c.learn_position(z(1), 0);
+        assert!(c.fill("/k", v(1, "a"), z(1), 0, now));
+        assert!(c.lookup("/k", z(2), now).is_none(), "entry valid through 1 served floor 2");
+        assert_eq!(
+            c.apply_notice(&UpdateNotice { zxid: z(2), ops: vec![put("/k", "b")] }, now),
+            NoticeOutcome::Applied
+        );
+        assert_eq!(c.lookup("/k", z(2), now).unwrap().value, v(2, "b"));
+        // A notice for another key moves the position, so /k stays valid through 3.
+        c.apply_notice(&UpdateNotice { zxid: z(3), ops: vec![put("/j", "x")] }, now);
+        assert!(c.lookup("/k", z(3), now).is_some());
+        assert!(c.lookup("/j", z(0), now).is_none(), "a notice filled an uncached key");
+        assert_eq!(
+            c.apply_notice(&UpdateNotice { zxid: z(3), ops: vec![] }, now),
+            NoticeOutcome::Duplicate
+        );
+    }
+
+    /// A notice replayed after a flush is still a duplicate: it cannot become the position.
+    #[test]
+    fn replay_after_flush_is_not_a_position() {
+        let now = Instant::now();
+        let mut c = cache();
+        c.apply_notice(&UpdateNotice { zxid: z(5), ops: vec![] }, now);
+        c.flush();
+        let out = c.apply_notice(&UpdateNotice { zxid: z(4), ops: vec![] }, now);
+        assert_eq!(out, NoticeOutcome::Duplicate);
+        assert_eq!(c.position(), None);
+        c.apply_notice(&UpdateNotice { zxid: z(9), ops: vec![] }, now);
+        assert_eq!(c.position(), Some(z(9)));
+    }
+
+    /// A flush empties the cache, forgets the position, and refuses fills prepared before it.
+    #[test]
+    fn flush_refuses_older_generations() {
+        let now = Instant::now();
+        let mut c = cache();
+        c.learn_position(z(1), 0);
+        assert!(c.fill("/k", v(1, "a"), z(1), 0, now));
+        c.flush();
+        assert!(c.is_empty());
+        assert_eq!(c.position(), None);
+        c.learn_position(z(5), 0);
+        assert_eq!(c.position(), None, "position from before the flush accepted");
+        c.learn_position(z(5), 1);
+        assert!(!c.fill("/k", v(1, "a"), z(5), 0, now));
+        c.apply_own(&[put("/k", "b")], z(6), 0, now);
+        assert!(c.is_empty());
+    }
+
+    /// Entries expire after the maximum age; a notice from a new epoch flushes.
+    #[test]
+    fn max_age_and_epoch_change() {
+        let t0 = Instant::now();
+        let mut c = ClientCache::new(CacheConfig {
+            age_max: Duration::from_secs(10),
+            ..CacheConfig::default()
+        });
+        c.learn_position(z(1), 0);
+        assert!(c.fill("/k", v(1, "a"), z(1), 0, t0));
+        assert!(c.lookup("/k", z(1), t0 + Duration::from_secs(10)).is_some());
+        assert!(c.lookup("/k", z(1), t0 + Duration::from_secs(11)).is_none());
+        assert!(c.fill("/k", v(1, "a"), z(1), 0, t0));
+        let out = c.apply_notice(&UpdateNotice { zxid: Zxid::new(2, 1), ops: vec![] }, t0);
+        assert_eq!(out, NoticeOutcome::FlushedForEpoch);
+        assert!(c.is_empty());
+        assert_eq!(c.position(), Some(Zxid::new(2, 1)));
+    }
+
+    /// The byte bound holds; the least recently used entry goes first; own deletes are cached
+    /// as absent.
+    #[test]
+    fn bounded_by_bytes_and_own_writes() {
+        let now = Instant::now();
+        let per = 2 + 10 + ENTRY_OVERHEAD_BYTES;
+        let mut c = ClientCache::new(CacheConfig { bytes_max: 2 * per, ..CacheConfig::default() });
+        c.learn_position(z(1), 0);
+        let ten = Some(Versioned { zxid: z(1), value: Bytes::from(vec![0u8; 10]) });
+        assert!(c.fill("/a", ten.clone(), z(1), 0, now));
+        assert!(c.fill("/b", ten.clone(), z(1), 0, now));
+        c.lookup("/a", z(0), now);
+        assert!(c.fill("/c", ten, z(1), 0, now));
+        assert!(c.bytes() <= 2 * per);
+        assert!(c.lookup("/b", z(0), now).is_none());
+        c.apply_own(&[Op::Delete { key: "/a".into(), recursive: false }], z(2), 0, now);
+        assert_eq!(c.lookup("/a", z(2), now).unwrap().value, None);
+    }
+}

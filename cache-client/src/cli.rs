@@ -1,0 +1,234 @@
+//! The `shoal` data commands: `get`, `put`, `rm`, `mv`, `ls`, `mkdir`, `watch`. The binary
+//! parses flags and calls [`run`]; [`execute`] runs one command on any [`Transport`], so the
+//! commands are tested on the in-memory network.
+//!
+//! # Exit codes
+//! | code | meaning |
+//! | --- | --- |
+//! | 0 | done |
+//! | 1 | not found (`get` of a missing key, `rm`/`mv`/`ls` of something absent) |
+//! | 2 | usage error (bad flags; clap's own code) |
+//! | 3 | refused input: bad key, too large, parent missing, exists, not/is a directory, not empty, condition failed |
+//! | 4 | cluster unreachable: no live node, timeout, no master, or no transport |
+//! | 5 | any other error |
+
+use crate::client::Client;
+use crate::error::ClientError;
+use crate::transport::Transport;
+use crate::watch::{Kinds, Target, WatchEvent};
+use crate::ClientConfig;
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const NOT_FOUND: i32 = 1;
+    pub const USAGE: i32 = 2;
+    pub const REFUSED: i32 = 3;
+    pub const UNREACHABLE: i32 = 4;
+    pub const FAILED: i32 = 5;
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "shoal", about = "Shoal cluster client: data commands")]
+pub struct Cli {
+    /// The cluster's control group ("ip:port"); nodes are found from their FSLive.
+    #[arg(long, env = "SHOAL_CLUSTER", default_value = "239.255.77.1:7700")]
+    pub cluster: String,
+    /// Node addresses to use before the first FSLive arrives.
+    #[arg(long = "seed")]
+    pub seeds: Vec<String>,
+    /// How long one request waits for its reply, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    pub timeout_ms: u64,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Print the value at KEY (raw bytes).
+    Get { key: String },
+    /// Write VALUE (or the contents of --file) at KEY.
+    Put {
+        key: String,
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        value: Option<String>,
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Remove KEY (a directory must be empty unless -r).
+    Rm {
+        key: String,
+        #[arg(short, long)]
+        recursive: bool,
+    },
+    /// Rename FROM to TO (a key or a whole directory).
+    Mv { from: String, to: String },
+    /// List directory DIR (directories end with '/').
+    Ls { dir: String },
+    /// Create directory DIR (its parent must exist).
+    Mkdir { dir: String },
+    /// Print changes to PATH (with --prefix, to everything below it) as they commit.
+    Watch {
+        path: String,
+        #[arg(long)]
+        prefix: bool,
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<u64>,
+    },
+}
+
+/// The exit code for a failed command.
+pub fn exit_code(error: &ClientError) -> i32 {
+    match error {
+        ClientError::NotFound { .. } => exit::NOT_FOUND,
+        ClientError::BadKey(_)
+        | ClientError::TooLarge { .. }
+        | ClientError::ParentMissing { .. }
+        | ClientError::AlreadyExists { .. }
+        | ClientError::NotADirectory { .. }
+        | ClientError::IsADirectory { .. }
+        | ClientError::DirectoryNotEmpty { .. }
+        | ClientError::ConditionFailed { .. } => exit::REFUSED,
+        ClientError::NotMaster { .. }
+        | ClientError::Unavailable { .. }
+        | ClientError::Timeout { .. }
+        | ClientError::Transport(_) => exit::UNREACHABLE,
+        ClientError::Server { .. } | ClientError::UnexpectedReply(_) => exit::FAILED,
+    }
+}
+
+/// Runs one command, writing its output to `out`; returns the exit code.
+pub async fn execute<T: Transport>(
+    client: &Client<T>,
+    command: &Command,
+    out: &mut impl Write,
+) -> Result<i32, ClientError> {
+    let io = |e: std::io::Error| ClientError::Transport(format!("writing output: {e}"));
+    match command {
+        Command::Get { key } => match client.read(key).await? {
+            Some(versioned) => {
+                out.write_all(&versioned.value).map_err(io)?;
+                Ok(exit::OK)
+            }
+            None => {
+                eprintln!("shoal: {key} does not exist");
+                Ok(exit::NOT_FOUND)
+            }
+        },
+        Command::Put { key, value, file } => {
+            let bytes = match (value, file) {
+                (Some(v), _) => Bytes::from(v.clone()),
+                (None, Some(path)) => read_file(path, client_value_max(client))?,
+                (None, None) => unreachable!("clap requires a value or --file"),
+            };
+            let zxid = client.write(key, bytes).await?;
+            writeln!(out, "{zxid}").map_err(io)?;
+            Ok(exit::OK)
+        }
+        Command::Rm { key, recursive } => {
+            client.remove(key, *recursive).await?;
+            Ok(exit::OK)
+        }
+        Command::Mv { from, to } => {
+            client.rename(from, to).await?;
+            Ok(exit::OK)
+        }
+        Command::Ls { dir } => {
+            for entry in client.list(dir).await? {
+                let slash = if entry.is_dir { "/" } else { "" };
+                writeln!(out, "{}{slash}", entry.name).map_err(io)?;
+            }
+            Ok(exit::OK)
+        }
+        Command::Mkdir { dir } => {
+            client.mkdir(dir).await?;
+            Ok(exit::OK)
+        }
+        Command::Watch { path, prefix, count } => {
+            protocol::key::validate(path, client_key_max(client))?;
+            let target =
+                if *prefix { Target::Prefix(path.clone()) } else { Target::Path(path.clone()) };
+            let (id, mut events) = client.watch_channel(target, Kinds::ALL)?;
+            let mut seen = 0u64;
+            while count.is_none_or(|c| seen < c) {
+                let Some(event) = events.recv().await else { break };
+                writeln!(out, "{}", describe(&event)).map_err(io)?;
+                out.flush().map_err(io)?;
+                seen += 1;
+            }
+            client.unwatch(id);
+            Ok(exit::OK)
+        }
+    }
+}
+
+fn client_value_max<T: Transport>(client: &Client<T>) -> usize {
+    client.config().value_bytes_max
+}
+
+fn client_key_max<T: Transport>(client: &Client<T>) -> usize {
+    client.config().key_bytes_max
+}
+
+/// Reads a file for `put --file`, refusing one over the value limit before reading it.
+fn read_file(path: &PathBuf, max: usize) -> Result<Bytes, ClientError> {
+    let unreadable = |e: std::io::Error| ClientError::Transport(format!("{}: {e}", path.display()));
+    let len = std::fs::metadata(path).map_err(unreadable)?.len() as usize;
+    if len > max {
+        return Err(ClientError::TooLarge { what: "value", len, max });
+    }
+    Ok(Bytes::from(std::fs::read(path).map_err(unreadable)?))
+}
+
+/// One line per event: kind, key, zxid.
+pub fn describe(event: &WatchEvent) -> String {
+    match event {
+        WatchEvent::Created { key, zxid } => format!("created {key} {zxid}"),
+        WatchEvent::Removed { key, zxid } => format!("removed {key} {zxid}"),
+        WatchEvent::Changed { key, zxid } => format!("changed {key} {zxid}"),
+        WatchEvent::LockChanged { lock, zxid, holders } => {
+            format!("lock {lock} {zxid} holders={}", holders.join(","))
+        }
+        WatchEvent::Missed { after } => format!("missed after {after} (events may have been lost)"),
+    }
+}
+
+/// Parses nothing, connects, runs: what `main` calls. Returns the process exit code.
+pub fn run(cli: Cli) -> i32 {
+    let config = ClientConfig {
+        seeds: cli.seeds.clone(),
+        request_timeout: Duration::from_millis(cli.timeout_ms),
+        ..ClientConfig::default()
+    };
+    let transport = match crate::transport::connect(&cli.cluster) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("shoal: {e}");
+            return exit_code(&e);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("shoal: cannot start the runtime: {e}");
+            return exit::FAILED;
+        }
+    };
+    runtime.block_on(async {
+        let client = Client::new(transport, config);
+        let mut stdout = std::io::stdout().lock();
+        match execute(&client, &cli.command, &mut stdout).await {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("shoal: {e}");
+                exit_code(&e)
+            }
+        }
+    })
+}

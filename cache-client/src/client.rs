@@ -1,0 +1,842 @@
+//! The async [`Client`]: the data API after the original lock-service design, with the cache,
+//! routing and watches behind it.
+//!
+//! # Guarantees
+//! - **Read-your-writes and monotonic reads.** The client keeps a floor zxid: the highest zxid
+//!   it has written or seen (a reply's applied zxid, a cache hit's as-of zxid). Every read
+//!   carries it, a node answers only once it has applied that much, and the cache answers only
+//!   with entries valid through it (see [`crate::cache`]). Routing prefers nodes known to be at
+//!   the floor; a node that is not answers `Behind` and the client tries another.
+//! - **Linearizable reads** ([`ReadOptions::linearizable`]) skip the cache and go to the master,
+//!   which answers inside its lease.
+//! - **Writes** go to the master (from FSLive, or a `NotMaster` redirect). One write keeps one
+//!   [`RequestId`] across every retry, so a retry after a timeout cannot apply twice.
+//! - **Bad input** (keys outside the namespace rules, oversize values or batches) is refused
+//!   before anything is sent.
+//!
+//! # The event pump
+//! Group events (FSLive, Freeze, UpdateNotice, LockChanged, Gap) are applied by a background
+//! task and also at the start of every call, under the state lock, in arrival order; so any
+//! notice the transport delivered before a call is in the cache before the call looks at it.
+//! Watch callbacks run with no lock held, one at a time and in zxid order (deliveries are
+//! queued under the state lock and drained by one thread at a time): they may call the client's
+//! synchronous methods, but should hand slow work to a channel rather than block the pump.
+
+use crate::cache::{ClientCache, NoticeOutcome};
+use crate::error::ClientError;
+use crate::routing::Router;
+use crate::transport::{GroupEvent, Transport, TransportError};
+use crate::watch::{Callback, Delivery, Kinds, Target, WatchEvent, WatchId, WatchRegistry};
+use crate::ClientConfig;
+use bytes::Bytes;
+use protocol::key;
+use protocol::limits::BATCH_OPS_MAX;
+use protocol::message::data::{
+    Condition, DirEntry, ErrorCode, Op, ReadOp, ReadRequest, ReadValue, RenameRequest, RequestId,
+    UpdateRequest, Versioned,
+};
+use protocol::message::Message;
+use protocol::{SenderId, Zxid, CLIENT_ID_MIN};
+use rand::Rng;
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Pause before trying again when no node knows a master (an election is under way).
+pub const NO_MASTER_BACKOFF: Duration = Duration::from_millis(200);
+
+/// Least time between two position probes to the master (see `learn_position`).
+pub const POSITION_PROBE_BACKOFF: Duration = Duration::from_secs(1);
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// Answer through the master inside its lease; skips the cache.
+    pub linearizable: bool,
+    /// Do not answer from (or fill) the client cache.
+    pub bypass_cache: bool,
+}
+
+impl ReadOptions {
+    pub fn linearizable() -> ReadOptions {
+        ReadOptions { linearizable: true, bypass_cache: true }
+    }
+}
+
+/// Several writes that commit as one entry, atomically, only if every condition holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Batch {
+    ops: Vec<Op>,
+    conditions: Vec<Condition>,
+}
+
+impl Batch {
+    pub fn new() -> Batch {
+        Batch::default()
+    }
+
+    pub fn write(mut self, key: impl Into<String>, value: impl Into<Bytes>) -> Batch {
+        let op =
+            Op::Put { key: key.into(), value: value.into(), create_only: false, ephemeral: None };
+        self.ops.push(op);
+        self
+    }
+
+    pub fn create(
+        mut self,
+        key: impl Into<String>,
+        value: impl Into<Bytes>,
+        ephemeral: Option<u64>,
+    ) -> Batch {
+        self.ops.push(Op::Put {
+            key: key.into(),
+            value: value.into(),
+            create_only: true,
+            ephemeral,
+        });
+        self
+    }
+
+    pub fn mkdir(mut self, key: impl Into<String>) -> Batch {
+        self.ops.push(Op::Mkdir { key: key.into() });
+        self
+    }
+
+    pub fn remove(mut self, key: impl Into<String>, recursive: bool) -> Batch {
+        self.ops.push(Op::Delete { key: key.into(), recursive });
+        self
+    }
+
+    pub fn rename(mut self, from: impl Into<String>, to: impl Into<String>) -> Batch {
+        self.ops.push(Op::Rename { from: from.into(), to: to.into() });
+        self
+    }
+
+    /// Commit only if `key` is still at `zxid` (`Zxid::ZERO`: only if it does not exist).
+    pub fn if_zxid(mut self, key: impl Into<String>, zxid: Zxid) -> Batch {
+        self.conditions.push(Condition::KeyZxid { key: key.into(), zxid });
+        self
+    }
+
+    pub fn ops(&self) -> &[Op] {
+        &self.ops
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// Counters for tests, status and benchmarks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    pub reads_sent: u64,
+    pub writes_sent: u64,
+    pub timeouts: u64,
+    pub redirects: u64,
+    pub behind: u64,
+    pub gaps: u64,
+}
+
+struct State {
+    cache: ClientCache,
+    router: Router,
+    watches: WatchRegistry,
+    floor: Zxid,
+    /// Not before this instant is the master probed again for a cache position.
+    next_probe: Option<Instant>,
+    group: mpsc::Receiver<GroupEvent>,
+    stats: ClientStats,
+}
+
+struct Inner<T> {
+    transport: T,
+    config: ClientConfig,
+    id: SenderId,
+    seq: AtomicU64,
+    state: Mutex<State>,
+    /// Watch deliveries in zxid order, appended under the state lock.
+    outbox: Mutex<VecDeque<Delivery>>,
+    /// Set while one thread runs callbacks from the outbox; the others leave their deliveries
+    /// to it, so callbacks run one at a time, in order, with no lock held.
+    delivering: AtomicBool,
+}
+
+/// Aborts the event pump when the last clone of the client goes.
+struct PumpGuard(tokio::task::JoinHandle<()>);
+
+impl Drop for PumpGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The Shoal client. Cheap to clone; clones share cache, floor and watches.
+pub struct Client<T: Transport> {
+    inner: Arc<Inner<T>>,
+    _pump: Arc<PumpGuard>,
+}
+
+impl<T: Transport> Clone for Client<T> {
+    fn clone(&self) -> Self {
+        Client { inner: Arc::clone(&self.inner), _pump: Arc::clone(&self._pump) }
+    }
+}
+
+/// The monotonic clock: tokio's, so that paused-time tests control it.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+impl<T: Transport> Client<T> {
+    /// Starts a client on `transport`. Must be called inside a tokio runtime (it spawns the
+    /// event pump).
+    pub fn new(transport: T, config: ClientConfig) -> Client<T> {
+        let seed = config.rng_seed.unwrap_or_else(rand::random);
+        let mut rng = <rand::rngs::SmallRng as rand::SeedableRng>::seed_from_u64(seed);
+        let id = config.client_id.unwrap_or_else(|| rng.gen_range(CLIENT_ID_MIN..=u64::MAX));
+        assert!(id >= CLIENT_ID_MIN, "client ids start at CLIENT_ID_MIN");
+        assert!(config.attempts_max >= 1, "attempts_max must allow one attempt");
+        let mut router = Router::new(config.routing.clone(), rng.gen());
+        let t = now();
+        for seed in &config.seeds {
+            router.add_seed(seed, t);
+        }
+        let group = transport.subscribe();
+        let state = State {
+            cache: ClientCache::new(config.cache.clone()),
+            router,
+            watches: WatchRegistry::new(),
+            floor: Zxid::ZERO,
+            next_probe: None,
+            group,
+            stats: ClientStats::default(),
+        };
+        let inner = Arc::new(Inner {
+            transport,
+            config,
+            id,
+            seq: AtomicU64::new(0),
+            state: Mutex::new(state),
+            outbox: Mutex::new(VecDeque::new()),
+            delivering: AtomicBool::new(false),
+        });
+        let weak = Arc::downgrade(&inner);
+        let pump = tokio::spawn(run_pump(weak));
+        Client { inner, _pump: Arc::new(PumpGuard(pump)) }
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// This client's id on the wire (at or above `CLIENT_ID_MIN`).
+    pub fn id(&self) -> SenderId {
+        self.inner.id
+    }
+
+    /// The highest zxid this client has written or seen.
+    pub fn floor(&self) -> Zxid {
+        self.inner.lock().floor
+    }
+
+    pub fn stats(&self) -> ClientStats {
+        self.inner.lock().stats
+    }
+
+    pub fn cache_stats(&self) -> crate::cache::CacheStats {
+        self.inner.lock().cache.stats()
+    }
+
+    /// The nodes the client currently counts as live, by address.
+    pub fn live_nodes(&self) -> Vec<String> {
+        let st = self.inner.lock();
+        st.router.live(now()).map(|n| n.address.clone()).collect()
+    }
+
+    /// Applies every group event delivered so far (also done before every call).
+    pub fn pump(&self) {
+        self.inner.pump_now();
+    }
+
+    // ---- reads ----
+
+    /// The value at `key`, or `Ok(None)` when nothing is there.
+    pub async fn read(&self, key: &str) -> Result<Option<Versioned>, ClientError> {
+        self.read_with(key, ReadOptions::default()).await
+    }
+
+    pub async fn read_with(
+        &self,
+        key: &str,
+        options: ReadOptions,
+    ) -> Result<Option<Versioned>, ClientError> {
+        key::validate(key, self.inner.config.key_bytes_max)?;
+        self.inner.pump_now();
+        let use_cache = !options.linearizable && !options.bypass_cache;
+        if use_cache {
+            let mut st = self.inner.lock();
+            let floor = st.floor;
+            if let Some(hit) = st.cache.lookup(key, floor, now()) {
+                st.floor = st.floor.max(hit.as_of);
+                return Ok(hit.value);
+            }
+        }
+        if use_cache {
+            self.learn_position().await;
+        }
+        let generation = self.inner.lock().cache.generation();
+        let op = ReadOp::Get { key: key.to_string() };
+        let (value, applied) = self.send_read(op, options.linearizable).await?;
+        let ReadValue::Value(value) = value else {
+            return Err(ClientError::UnexpectedReply(format!("{value:?} for a get")));
+        };
+        let mut st = self.inner.lock();
+        st.floor = st.floor.max(applied);
+        if use_cache {
+            st.cache.fill(key, value.clone(), applied, generation, now());
+        }
+        Ok(value)
+    }
+
+    /// Whether a value or directory is at `key`.
+    pub async fn exists(&self, key: &str) -> Result<bool, ClientError> {
+        key::validate(key, self.inner.config.key_bytes_max)?;
+        self.inner.pump_now();
+        {
+            let mut st = self.inner.lock();
+            let floor = st.floor;
+            // A cached value answers; a cached absence does not (a directory is not cached).
+            if let Some(hit) = st.cache.lookup(key, floor, now()) {
+                if hit.value.is_some() {
+                    st.floor = st.floor.max(hit.as_of);
+                    return Ok(true);
+                }
+            }
+        }
+        let read = self.send_read(ReadOp::Exists { key: key.to_string() }, false).await?;
+        expect_bool(self.seen(read))
+    }
+
+    pub async fn is_dir(&self, key: &str) -> Result<bool, ClientError> {
+        key::validate(key, self.inner.config.key_bytes_max)?;
+        self.inner.pump_now();
+        let read = self.send_read(ReadOp::IsDir { key: key.to_string() }, false).await?;
+        expect_bool(self.seen(read))
+    }
+
+    /// The direct children of directory `dir`, sorted by name.
+    pub async fn list(&self, dir: &str) -> Result<Vec<DirEntry>, ClientError> {
+        key::validate(dir, self.inner.config.key_bytes_max)?;
+        self.inner.pump_now();
+        let read = self.send_read(ReadOp::List { dir: dir.to_string() }, false).await?;
+        match self.seen(read) {
+            ReadValue::List(entries) => Ok(entries),
+            other => Err(ClientError::UnexpectedReply(format!("{other:?} for a list"))),
+        }
+    }
+
+    /// Raises the floor to the state a read has shown (monotonic reads).
+    fn seen(&self, (value, applied): (ReadValue, Zxid)) -> ReadValue {
+        let mut st = self.inner.lock();
+        st.floor = st.floor.max(applied);
+        value
+    }
+
+    /// A node's status (for `shoal status`), from the node at `address`.
+    pub async fn status_of(
+        &self,
+        address: &str,
+    ) -> Result<protocol::message::data::NodeStatus, ClientError> {
+        let request = ReadRequest { floor: Zxid::ZERO, linearizable: false, op: ReadOp::Status };
+        let timeout = self.inner.config.request_timeout;
+        let reply = self.inner.transport.request(address, Message::Request(request), timeout).await;
+        match reply {
+            Ok(Message::ReadReply(r)) => match r.result {
+                Ok(ReadValue::Status(s)) => Ok(s),
+                Ok(other) => Err(ClientError::UnexpectedReply(format!("{other:?}"))),
+                Err(e) => Err(ClientError::from_wire(e)),
+            },
+            Ok(other) => Err(ClientError::UnexpectedReply(format!("{:?}", other.kind()))),
+            Err(TransportError::Timeout(_)) => Err(ClientError::Timeout { attempts: 1 }),
+            Err(e) => Err(ClientError::Transport(e.to_string())),
+        }
+    }
+
+    /// After a flush (or at start) the cache accepts nothing until it knows a safe position;
+    /// ask the master, once, for its linearizable zxid. Skipped when no master is known or one
+    /// was asked less than [`POSITION_PROBE_BACKOFF`] ago: failure only delays caching.
+    async fn learn_position(&self) {
+        let (generation, master) = {
+            let mut st = self.inner.lock();
+            let t = now();
+            if st.cache.position().is_some() || st.next_probe.is_some_and(|at| t < at) {
+                return;
+            }
+            let Some(master) = st.router.master_address(t) else { return };
+            st.next_probe = Some(t + POSITION_PROBE_BACKOFF);
+            (st.cache.generation(), master)
+        };
+        let request = ReadRequest { floor: Zxid::ZERO, linearizable: true, op: ReadOp::Status };
+        let timeout = self.inner.config.request_timeout;
+        let reply = self.inner.transport.request(&master, Message::Request(request), timeout).await;
+        if let Ok(Message::ReadReply(reply)) = reply {
+            let mut st = self.inner.lock();
+            st.router.on_reply(&master, reply.load, reply.applied, now());
+            if reply.result.is_ok() {
+                st.cache.learn_position(reply.applied, generation);
+            }
+        }
+    }
+
+    /// Sends a read to a node chosen by the router (the master for linearizable reads), trying
+    /// others on timeout or `Behind`, at most `attempts_max` sends. Callers raise the floor
+    /// with the returned applied zxid (the state they have now seen).
+    async fn send_read(
+        &self,
+        op: ReadOp,
+        linearizable: bool,
+    ) -> Result<(ReadValue, Zxid), ClientError> {
+        let config = &self.inner.config;
+        let mut tried: Vec<String> = Vec::new();
+        let mut redirects = 0;
+        for _ in 0..config.attempts_max {
+            let (address, floor) = {
+                let mut st = self.inner.lock();
+                let t = now();
+                let floor = st.floor;
+                let address = if linearizable {
+                    st.router.master_address(t).or_else(|| st.router.pick_any(&tried, t))
+                } else {
+                    st.router
+                        .pick_read(floor, &tried, t)
+                        .or_else(|| st.router.pick_read(floor, &[], t))
+                };
+                let Some(address) = address else {
+                    return Err(ClientError::Unavailable {
+                        detail: "no live, unfrozen node heard from within the validity".into(),
+                    });
+                };
+                st.router.begin(&address);
+                st.stats.reads_sent += 1;
+                (address, floor)
+            };
+            let inflight = Inflight { inner: &self.inner, address: &address };
+            let request = ReadRequest { floor, linearizable, op: op.clone() };
+            let reply = self
+                .inner
+                .transport
+                .request(&address, Message::Request(request), config.request_timeout)
+                .await;
+            drop(inflight);
+            let mut st = self.inner.lock();
+            let reply = match reply {
+                Ok(Message::ReadReply(reply)) => reply,
+                Ok(other) => {
+                    return Err(ClientError::UnexpectedReply(format!("{:?}", other.kind())))
+                }
+                Err(TransportError::Timeout(_)) | Err(TransportError::Unreachable(_)) => {
+                    st.stats.timeouts += 1;
+                    tried.push(address);
+                    continue;
+                }
+                Err(TransportError::Closed) => {
+                    return Err(ClientError::Transport("transport closed".into()))
+                }
+            };
+            st.router.on_reply(&address, reply.load, reply.applied, now());
+            match reply.result {
+                Ok(value) => return Ok((value, reply.applied)),
+                Err(e) if e.code == ErrorCode::Behind => {
+                    st.stats.behind += 1;
+                    tried.push(address);
+                }
+                Err(e) if linearizable && matches!(e.code, ErrorCode::NotMaster { .. }) => {
+                    let ErrorCode::NotMaster { master } = e.code else { unreachable!() };
+                    st.router.on_redirect(master);
+                    st.stats.redirects += 1;
+                    redirects += 1;
+                    if redirects > config.redirects_max {
+                        return Err(ClientError::NotMaster { master });
+                    }
+                    tried.push(address);
+                }
+                Err(e) => return Err(ClientError::from_wire(e)),
+            }
+        }
+        Err(ClientError::Timeout { attempts: config.attempts_max })
+    }
+
+    // ---- writes ----
+
+    /// Creates `key` with `value`; fails with `AlreadyExists` if it is there. With a session
+    /// id, the key is ephemeral: removed when that session expires.
+    pub async fn create(
+        &self,
+        key: &str,
+        value: impl Into<Bytes>,
+        ephemeral: Option<u64>,
+    ) -> Result<Zxid, ClientError> {
+        self.batch(Batch::new().create(key, value, ephemeral)).await
+    }
+
+    /// Writes `value` at `key`, creating or overwriting it.
+    pub async fn write(&self, key: &str, value: impl Into<Bytes>) -> Result<Zxid, ClientError> {
+        self.batch(Batch::new().write(key, value)).await
+    }
+
+    /// Creates directory `key` (its parent must exist).
+    pub async fn mkdir(&self, key: &str) -> Result<Zxid, ClientError> {
+        self.batch(Batch::new().mkdir(key)).await
+    }
+
+    /// Removes `key`; a directory must be empty unless `recursive`.
+    pub async fn remove(&self, key: &str, recursive: bool) -> Result<Zxid, ClientError> {
+        self.batch(Batch::new().remove(key, recursive)).await
+    }
+
+    /// Renames a key or a directory subtree atomically (sent as the Rename message).
+    pub async fn rename(&self, from: &str, to: &str) -> Result<Zxid, ClientError> {
+        let ops = vec![Op::Rename { from: from.to_string(), to: to.to_string() }];
+        self.validate_ops(&ops, &[])?;
+        let (from, to) = (from.to_string(), to.to_string());
+        self.submit(ops, move |request| {
+            Message::Rename(RenameRequest { request, from: from.clone(), to: to.clone() })
+        })
+        .await
+    }
+
+    /// Commits `batch` as one entry, atomically.
+    pub async fn batch(&self, batch: Batch) -> Result<Zxid, ClientError> {
+        self.validate_ops(&batch.ops, &batch.conditions)?;
+        let Batch { ops, conditions } = batch;
+        let sent_ops = ops.clone();
+        self.submit(ops, move |request| {
+            Message::Update(UpdateRequest {
+                request,
+                conditions: conditions.clone(),
+                ops: sent_ops.clone(),
+            })
+        })
+        .await
+    }
+
+    fn validate_ops(&self, ops: &[Op], conditions: &[Condition]) -> Result<(), ClientError> {
+        let config = &self.inner.config;
+        let key_max = config.key_bytes_max;
+        if ops.is_empty() {
+            return Err(ClientError::ConditionFailed { detail: "an empty batch".into() });
+        }
+        let count = ops.len() + conditions.len();
+        if count > BATCH_OPS_MAX {
+            return Err(ClientError::TooLarge {
+                what: "batch (ops)",
+                len: count,
+                max: BATCH_OPS_MAX,
+            });
+        }
+        for op in ops {
+            match op {
+                Op::Put { key, value, .. } => {
+                    key::validate_mutable(key, key_max)?;
+                    if value.len() > config.value_bytes_max {
+                        return Err(ClientError::TooLarge {
+                            what: "value",
+                            len: value.len(),
+                            max: config.value_bytes_max,
+                        });
+                    }
+                }
+                Op::Mkdir { key } | Op::Delete { key, .. } => key::validate_mutable(key, key_max)?,
+                Op::Rename { from, to } => {
+                    key::validate_mutable(from, key_max)?;
+                    key::validate_mutable(to, key_max)?;
+                }
+                Op::Lock(_) | Op::Session(_) => {
+                    return Err(ClientError::Server {
+                        code: ErrorCode::BadAuth,
+                        message: "lock and session ops go through the lock API".into(),
+                    })
+                }
+            }
+        }
+        for condition in conditions {
+            if let Condition::KeyZxid { key, .. } = condition {
+                key::validate(key, key_max)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends one write to the master with one request id, following redirects and retrying
+    /// on timeout, at most `attempts_max` timeouts and `redirects_max` redirects.
+    async fn submit(
+        &self,
+        ops: Vec<Op>,
+        message: impl Fn(RequestId) -> Message,
+    ) -> Result<Zxid, ClientError> {
+        let config = &self.inner.config;
+        let request = RequestId {
+            client: self.inner.id,
+            seq: self.inner.seq.fetch_add(1, Ordering::Relaxed) + 1,
+        };
+        self.inner.pump_now();
+        let generation = self.inner.lock().cache.generation();
+        let (mut timeouts, mut redirects) = (0, 0);
+        let mut tried: Vec<String> = Vec::new();
+        let mut last_master = None;
+        loop {
+            enum Next {
+                Send(String),
+                WaitForMaster,
+                NoNode,
+            }
+            let next = {
+                let mut st = self.inner.lock();
+                let t = now();
+                let master = st.router.master_address(t).filter(|a| !tried.contains(a));
+                match master.or_else(|| st.router.pick_any(&tried, t)) {
+                    Some(a) => {
+                        st.router.begin(&a);
+                        st.stats.writes_sent += 1;
+                        Next::Send(a)
+                    }
+                    None if !tried.is_empty() => Next::WaitForMaster,
+                    None => Next::NoNode,
+                }
+            };
+            let address = match next {
+                Next::Send(address) => address,
+                Next::WaitForMaster => {
+                    // Everyone was tried: start over after a pause (an election may end).
+                    tried.clear();
+                    redirects += 1;
+                    if redirects > config.redirects_max {
+                        return Err(ClientError::NotMaster { master: last_master });
+                    }
+                    tokio::time::sleep(NO_MASTER_BACKOFF).await;
+                    continue;
+                }
+                Next::NoNode => {
+                    return Err(ClientError::Unavailable {
+                        detail: "no live node heard from within the validity".into(),
+                    })
+                }
+            };
+            let inflight = Inflight { inner: &self.inner, address: &address };
+            let reply = self
+                .inner
+                .transport
+                .request(&address, message(request), config.request_timeout)
+                .await;
+            drop(inflight);
+            let mut st = self.inner.lock();
+            let reply = match reply {
+                Ok(Message::WriteReply(reply)) if reply.request == request => reply,
+                Ok(other) => {
+                    return Err(ClientError::UnexpectedReply(format!("{:?}", other.kind())))
+                }
+                Err(TransportError::Closed) => {
+                    return Err(ClientError::Transport("transport closed".into()))
+                }
+                Err(_) => {
+                    // Only the master can take the write, so the retry goes to whoever is the
+                    // master now (often the same node, merely slow); the request id makes it
+                    // safe if the first attempt did commit.
+                    st.stats.timeouts += 1;
+                    timeouts += 1;
+                    if timeouts >= config.attempts_max {
+                        return Err(ClientError::Timeout { attempts: timeouts });
+                    }
+                    continue;
+                }
+            };
+            // An acknowledged write is applied on the master: it is at least that far.
+            let applied = reply.result.as_ref().map_or(Zxid::ZERO, |z| *z);
+            st.router.on_reply(&address, reply.load, applied, now());
+            match reply.result {
+                Ok(zxid) => {
+                    st.floor = st.floor.max(zxid);
+                    st.cache.apply_own(&ops, zxid, generation, now());
+                    return Ok(zxid);
+                }
+                Err(e) => match e.code {
+                    ErrorCode::NotMaster { master } => {
+                        st.stats.redirects += 1;
+                        redirects += 1;
+                        last_master = master.or(last_master);
+                        if redirects > config.redirects_max {
+                            return Err(ClientError::NotMaster { master: last_master });
+                        }
+                        st.router.on_redirect(master);
+                        tried.push(address);
+                    }
+                    _ => return Err(ClientError::from_wire(e)),
+                },
+            }
+        }
+    }
+
+    // ---- watches ----
+
+    /// Calls `callback` for each event of `kinds` on `target`, in zxid order, and with
+    /// `Missed` after a flush. See [`crate::watch`] for what each kind means.
+    pub fn watch(
+        &self,
+        target: Target,
+        kinds: Kinds,
+        callback: impl Fn(&WatchEvent) + Send + Sync + 'static,
+    ) -> Result<WatchId, ClientError> {
+        let callback: Callback = Arc::new(callback);
+        self.inner.lock().watches.register(target, kinds, callback).ok_or(ClientError::TooLarge {
+            what: "watch count",
+            len: crate::watch::WATCHES_MAX + 1,
+            max: crate::watch::WATCHES_MAX,
+        })
+    }
+
+    /// Like [`Self::watch`], delivering into a channel instead of a callback.
+    pub fn watch_channel(
+        &self,
+        target: Target,
+        kinds: Kinds,
+    ) -> Result<(WatchId, mpsc::UnboundedReceiver<WatchEvent>), ClientError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let id = self.watch(target, kinds, move |event| {
+            let _ = tx.send(event.clone());
+        })?;
+        Ok((id, rx))
+    }
+
+    /// Removes a watch; false when it was not registered.
+    pub fn unwatch(&self, id: WatchId) -> bool {
+        self.inner.lock().watches.clear(id)
+    }
+}
+
+/// One request in flight to `address`, counted for routing until it ends or is cancelled.
+struct Inflight<'a, T: Transport> {
+    inner: &'a Inner<T>,
+    address: &'a str,
+}
+
+impl<T: Transport> Drop for Inflight<'_, T> {
+    fn drop(&mut self) {
+        self.inner.lock().router.finish(self.address);
+    }
+}
+
+fn expect_bool(value: ReadValue) -> Result<bool, ClientError> {
+    match value {
+        ReadValue::Bool(b) => Ok(b),
+        other => Err(ClientError::UnexpectedReply(format!("{other:?} for a bool"))),
+    }
+}
+
+impl<T: Transport> Inner<T> {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().expect("client state poisoned")
+    }
+
+    /// Applies every event already queued.
+    fn pump_now(&self) {
+        let mut st = self.lock();
+        let mut deliveries = Vec::new();
+        while let Ok(event) = st.group.try_recv() {
+            st.apply(event, &mut deliveries);
+        }
+        self.deliver(st, deliveries);
+    }
+
+    /// The background pump's poll: applies what is queued, registers for more.
+    fn poll_group(&self, cx: &mut Context<'_>) -> Poll<bool> {
+        let mut st = self.lock();
+        let mut deliveries = Vec::new();
+        let mut progressed = false;
+        let open = loop {
+            match st.group.poll_recv(cx) {
+                Poll::Ready(Some(event)) => {
+                    st.apply(event, &mut deliveries);
+                    progressed = true;
+                }
+                Poll::Ready(None) => break false,
+                Poll::Pending => break true,
+            }
+        };
+        self.deliver(st, deliveries);
+        match (open, progressed) {
+            (false, _) => Poll::Ready(false),
+            (true, true) => Poll::Ready(true),
+            (true, false) => Poll::Pending,
+        }
+    }
+
+    /// Queues `deliveries` (still under the state lock, so in zxid order), releases the lock,
+    /// and runs queued callbacks unless another thread already is.
+    fn deliver(&self, state: MutexGuard<'_, State>, deliveries: Vec<Delivery>) {
+        if !deliveries.is_empty() {
+            self.outbox.lock().expect("outbox poisoned").extend(deliveries);
+        }
+        drop(state);
+        loop {
+            if self.delivering.swap(true, Ordering::AcqRel) {
+                return;
+            }
+            loop {
+                let next = self.outbox.lock().expect("outbox poisoned").pop_front();
+                let Some((callback, event)) = next else { break };
+                callback(&event);
+            }
+            self.delivering.store(false, Ordering::Release);
+            // A delivery queued after our last look, by a thread that saw us busy, is ours.
+            if self.outbox.lock().expect("outbox poisoned").is_empty() {
+                return;
+            }
+        }
+    }
+}
+
+impl State {
+    fn apply(&mut self, event: GroupEvent, deliveries: &mut Vec<Delivery>) {
+        let t = now();
+        match event {
+            GroupEvent::Message(Message::FsLive(live)) => self.router.on_fs_live(&live, t),
+            GroupEvent::Message(Message::Freeze(freeze)) => self.router.on_freeze(&freeze),
+            GroupEvent::Message(Message::UpdateNotice(notice)) => {
+                match self.cache.apply_notice(&notice, t) {
+                    NoticeOutcome::Duplicate => return,
+                    NoticeOutcome::FlushedForEpoch => deliveries.extend(self.watches.on_flush()),
+                    NoticeOutcome::Applied => {}
+                }
+                deliveries.extend(self.watches.on_notice(&notice));
+            }
+            GroupEvent::Message(Message::LockChanged(change)) => {
+                deliveries.extend(self.watches.on_lock_changed(&change));
+            }
+            GroupEvent::Message(_) => {}
+            GroupEvent::Gap { .. } => {
+                self.stats.gaps += 1;
+                self.cache.flush();
+                deliveries.extend(self.watches.on_flush());
+            }
+        }
+    }
+}
+
+async fn run_pump<T: Transport>(inner: Weak<Inner<T>>) {
+    loop {
+        let open = poll_fn(|cx| match inner.upgrade() {
+            Some(inner) => inner.poll_group(cx),
+            None => Poll::Ready(false),
+        })
+        .await;
+        if !open {
+            return;
+        }
+        // Let callers run between bursts.
+        tokio::task::yield_now().await;
+    }
+}

@@ -1,0 +1,72 @@
+//! The crate's one error enum. A missing key on a read is not an error (`read` returns
+//! `Ok(None)`); everything else a caller may want to match on has its own variant.
+
+use protocol::key::KeyError;
+use protocol::message::data::{ErrorCode, WireError};
+use protocol::NodeId;
+use thiserror::Error;
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum ClientError {
+    /// The key breaks the namespace rules; nothing was sent.
+    #[error(transparent)]
+    BadKey(#[from] KeyError),
+    /// A value, batch or key over its limit; nothing was sent.
+    #[error("{what} is {len} bytes, over the limit of {max}")]
+    TooLarge { what: &'static str, len: usize, max: usize },
+    /// Directories are explicit: `parent` must be created with `mkdir` first.
+    #[error("parent directory {parent} does not exist; create it with mkdir first")]
+    ParentMissing { parent: String },
+    /// A remove, rename or list of something that is not there.
+    #[error("{key} does not exist")]
+    NotFound { key: String },
+    #[error("{key} already exists")]
+    AlreadyExists { key: String },
+    #[error("{key} is not a directory")]
+    NotADirectory { key: String },
+    #[error("{key} is a directory")]
+    IsADirectory { key: String },
+    #[error("directory {key} is not empty")]
+    DirectoryNotEmpty { key: String },
+    /// A condition of a batch (e.g. compare-and-set on a key's zxid) did not hold; nothing
+    /// was written.
+    #[error("condition failed: {detail}")]
+    ConditionFailed { detail: String },
+    /// The write could not reach the master after following redirects.
+    #[error("no master accepted the write (last known master: {master:?}); an election may be under way, retry later")]
+    NotMaster { master: Option<NodeId> },
+    /// No live node to send to (no FSLive heard within the validity and no seed left).
+    #[error("no live node available: {detail}")]
+    Unavailable { detail: String },
+    /// Every attempt timed out. For a write the outcome is unknown; retrying the same call is
+    /// safe only through the same request id, which this client does within its attempts.
+    #[error("request timed out after {attempts} attempts")]
+    Timeout { attempts: usize },
+    /// Another error the server reported (locks, sessions, internal).
+    #[error("server error {code:?}: {message}")]
+    Server { code: ErrorCode, message: String },
+    /// The node answered with a message of the wrong kind: a protocol bug.
+    #[error("unexpected reply: {0}")]
+    UnexpectedReply(String),
+    #[error("transport: {0}")]
+    Transport(String),
+}
+
+impl ClientError {
+    /// Maps a server's error. For the errors about one key the wire message is that key alone
+    /// (the missing parent for `ParentMissing`), by cache-server's convention.
+    pub fn from_wire(error: WireError) -> ClientError {
+        let WireError { code, message } = error;
+        match code {
+            ErrorCode::NotFound => ClientError::NotFound { key: message },
+            ErrorCode::AlreadyExists => ClientError::AlreadyExists { key: message },
+            ErrorCode::ParentMissing => ClientError::ParentMissing { parent: message },
+            ErrorCode::NotADirectory => ClientError::NotADirectory { key: message },
+            ErrorCode::IsADirectory => ClientError::IsADirectory { key: message },
+            ErrorCode::DirectoryNotEmpty => ClientError::DirectoryNotEmpty { key: message },
+            ErrorCode::ConditionFailed => ClientError::ConditionFailed { detail: message },
+            ErrorCode::NotMaster { master } => ClientError::NotMaster { master },
+            code => ClientError::Server { code, message },
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! The `shoal` data commands on the in-memory cluster, their exit codes, flag parsing, and the
+//! binary's honest refusal while no socket transport exists.
+
+mod common;
+
+use cache_client::cli::{execute, exit, Cli, Command};
+use clap::Parser;
+use common::Cluster;
+
+async fn run(
+    client: &cache_client::Client<cache_client::transport::MemTransport>,
+    args: &[&str],
+) -> (i32, String) {
+    let mut argv = vec!["shoal"];
+    argv.extend_from_slice(args);
+    let cli = Cli::try_parse_from(argv).expect("valid flags");
+    let mut out = Vec::new();
+    let code = match execute(client, &cli.command, &mut out).await {
+        Ok(code) => code,
+        Err(e) => cache_client::cli::exit_code(&e),
+    };
+    (code, String::from_utf8(out).unwrap())
+}
+
+/// Each data command does what it says and exits with its documented code.
+#[tokio::test(start_paused = true)]
+async fn data_commands_and_exit_codes() {
+    let cluster = Cluster::new(3);
+    let client = cluster.client(30);
+    assert_eq!(run(&client, &["mkdir", "/app"]).await.0, exit::OK);
+    assert_eq!(run(&client, &["put", "/app/a", "hello"]).await.0, exit::OK);
+    let file = std::env::temp_dir().join(format!("shoal-cli-test-{}", std::process::id()));
+    std::fs::write(&file, b"from file").unwrap();
+    assert_eq!(
+        run(&client, &["put", "/app/f", "--file", file.to_str().unwrap()]).await.0,
+        exit::OK
+    );
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(run(&client, &["get", "/app/a"]).await, (exit::OK, "hello".to_string()));
+    assert_eq!(run(&client, &["get", "/app/f"]).await, (exit::OK, "from file".to_string()));
+    assert_eq!(run(&client, &["mkdir", "/app/sub"]).await.0, exit::OK);
+    assert_eq!(run(&client, &["ls", "/app"]).await, (exit::OK, "a\nf\nsub/\n".to_string()));
+    assert_eq!(run(&client, &["mv", "/app/a", "/app/b"]).await.0, exit::OK);
+    assert_eq!(run(&client, &["get", "/app/a"]).await.0, exit::NOT_FOUND);
+    assert_eq!(run(&client, &["rm", "/app"]).await.0, exit::REFUSED, "non-empty dir removed");
+    assert_eq!(run(&client, &["put", "/none/x", "1"]).await.0, exit::REFUSED);
+    assert_eq!(run(&client, &["get", "no-slash"]).await.0, exit::REFUSED);
+    assert_eq!(run(&client, &["rm", "-r", "/app"]).await.0, exit::OK);
+    assert_eq!(run(&client, &["rm", "/app"]).await.0, exit::NOT_FOUND);
+}
+
+/// `watch --count N` prints N events, one line each, then ends.
+#[tokio::test(start_paused = true)]
+async fn watch_prints_events() {
+    let mut cluster = Cluster::new(3);
+    let (writer, watcher) = (cluster.client(31), cluster.client(32));
+    let task = tokio::spawn(async move {
+        let cli =
+            Cli::try_parse_from(["shoal", "watch", "/w", "--prefix", "--count", "2"]).unwrap();
+        let mut out = Vec::new();
+        let code = execute(&watcher, &cli.command, &mut out).await.unwrap();
+        (code, String::from_utf8(out).unwrap())
+    });
+    tokio::task::yield_now().await;
+    let z1 = writer.mkdir("/w").await.unwrap();
+    let z2 = writer.write("/w/k", "v").await.unwrap();
+    cluster.publish();
+    let (code, out) = task.await.unwrap();
+    assert_eq!(code, exit::OK);
+    assert_eq!(out, format!("created /w {z1}\nchanged /w/k {z2}\n"));
+}
+
+/// `put` needs exactly one of a value and --file (a usage error otherwise).
+#[test]
+fn put_needs_one_source() {
+    let none = Cli::try_parse_from(["shoal", "put", "/k"]).unwrap_err();
+    assert_eq!(none.exit_code(), exit::USAGE);
+    let both = Cli::try_parse_from(["shoal", "put", "/k", "v", "--file", "f"]).unwrap_err();
+    assert_eq!(both.exit_code(), exit::USAGE);
+    let cli = Cli::try_parse_from(["shoal", "--cluster", "239.1.2.3:7000", "get", "/k"]).unwrap();
+    assert_eq!(cli.cluster, "239.1.2.3:7000");
+    assert_eq!(cli.command, Command::Get { key: "/k".into() });
+}
+
+/// Until the socket transport exists the binary says so and exits "unreachable"; it does not
+/// pretend to have talked to a cluster.
+#[test]
+fn binary_refuses_without_socket_transport() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["--cluster", "239.255.77.1:7700", "get", "/k"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(exit::UNREACHABLE));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("socket transport is not built yet"), "{stderr}");
+}

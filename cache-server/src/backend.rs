@@ -1,0 +1,95 @@
+//! The [`Backend`] trait: everything the server needs from storage and replication, and
+//! nothing more. `fs-node` implements it over its storage engine and replication engine;
+//! [`crate::mem::MemBackend`] implements it in memory for tests.
+//!
+//! # Rules every implementation keeps
+//! - **Reads are snapshots.** A read returns its result together with a zxid `applied` such
+//!   that the result is exactly the state after applying every committed entry up to `applied`
+//!   (no torn batch, no later entry mixed in). The server reports that zxid to the client, whose
+//!   floor it becomes, so reporting a zxid *below* what the read saw would break monotonic reads.
+//! - **Applied only grows** (until a file-transfer install, after which the server's cache must
+//!   be flushed with [`crate::Server::flush_cache`]).
+//! - **`submit` acknowledges only durable, committed writes**, returns the entry's zxid, and
+//!   de-duplicates by `RequestId`: a retry of a request already committed returns the first
+//!   result. A follower answers `NotMaster` with the master it knows.
+//! - **`linearizable_zxid`** returns, on the master inside its lease, a zxid at or above every
+//!   write acknowledged so far; the server then waits for it to be applied and reads locally.
+//!   Anywhere else it returns `NotMaster`.
+
+use crate::error::ServerError;
+use protocol::message::data::{DirEntry, Role, UpdateRequest, Versioned};
+use protocol::{NodeId, Zxid};
+use std::future::Future;
+use std::time::Duration;
+
+/// A read result and the applied zxid whose state it shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot<T> {
+    pub value: T,
+    pub applied: Zxid,
+}
+
+/// What FSLive and `shoal status` report about the node's place in the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendStatus {
+    pub node: NodeId,
+    pub role: Role,
+    pub epoch: u32,
+    pub master: Option<NodeId>,
+    pub applied: Zxid,
+    pub committed: Zxid,
+    pub frozen: bool,
+    /// A running file transfer, for `shoal status`.
+    pub transfer: Option<String>,
+}
+
+/// Storage and replication as the server sees them. Futures are `Send` so that a server can
+/// run each request on its own task.
+pub trait Backend: Send + Sync + 'static {
+    /// Role, epoch, master, applied and frozen flag right now (cheap, no IO).
+    fn status(&self) -> BackendStatus;
+
+    /// The zxid applied so far (cheap: called on every cached read).
+    fn applied(&self) -> Zxid;
+
+    /// The value at `key`; `None` when nothing is there. A directory is `IsADirectory`.
+    fn get(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<Snapshot<Option<Versioned>>, ServerError>> + Send;
+
+    /// Whether a value or a directory is at `key`.
+    fn exists(&self, key: &str)
+        -> impl Future<Output = Result<Snapshot<bool>, ServerError>> + Send;
+
+    /// Whether `key` is a directory (`false` when absent or a value).
+    fn is_dir(&self, key: &str)
+        -> impl Future<Output = Result<Snapshot<bool>, ServerError>> + Send;
+
+    /// The direct children of directory `dir`, sorted by name, at most `limit` of them.
+    /// `NotFound` when `dir` is absent, `NotADirectory` when it is a value.
+    fn list(
+        &self,
+        dir: &str,
+        limit: usize,
+    ) -> impl Future<Output = Result<Snapshot<Vec<DirEntry>>, ServerError>> + Send;
+
+    /// Resolves once the node has applied `zxid` (returning what it has applied), or fails with
+    /// `Behind` after `timeout`.
+    fn wait_applied(
+        &self,
+        zxid: Zxid,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Zxid, ServerError>> + Send;
+
+    /// Orders, replicates and applies one write (all ops atomically, only if every condition
+    /// holds). Resolves with the committed entry's zxid once durable on a majority.
+    fn submit(
+        &self,
+        request: UpdateRequest,
+    ) -> impl Future<Output = Result<Zxid, ServerError>> + Send;
+
+    /// On the master inside its lease: a zxid at or above every acknowledged write. Elsewhere
+    /// `NotMaster`.
+    fn linearizable_zxid(&self) -> impl Future<Output = Result<Zxid, ServerError>> + Send;
+}

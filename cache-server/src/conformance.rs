@@ -1,0 +1,144 @@
+//! A conformance suite for [`Backend`] implementations: the rules of [`crate::backend`] checked
+//! against a live backend. `fs-node` runs it against its storage-backed implementation (one
+//! fresh master per call); [`crate::mem::MemBackend`] runs it in this crate's tests.
+//!
+//! Each check returns `Err` naming the rule broken, so a failing implementation learns what to
+//! fix rather than where an assert fired.
+
+use crate::backend::Backend;
+use crate::error::ServerError;
+use bytes::Bytes;
+use protocol::message::data::{Condition, Op, RequestId, UpdateRequest};
+use protocol::Zxid;
+use std::time::Duration;
+
+fn put(key: &str, value: &str) -> Op {
+    Op::Put {
+        key: key.to_string(),
+        value: Bytes::from(value.to_string()),
+        create_only: false,
+        ephemeral: None,
+    }
+}
+
+fn mkdir(key: &str) -> Op {
+    Op::Mkdir { key: key.to_string() }
+}
+
+struct Writer {
+    seq: u64,
+}
+
+impl Writer {
+    fn request(&mut self, ops: Vec<Op>) -> UpdateRequest {
+        self.seq += 1;
+        UpdateRequest {
+            request: RequestId { client: 1 << 40, seq: self.seq },
+            conditions: vec![],
+            ops,
+        }
+    }
+}
+
+fn check(ok: bool, rule: &str) -> Result<(), String> {
+    if ok {
+        Ok(())
+    } else {
+        Err(rule.to_string())
+    }
+}
+
+/// Runs every check against `backend`, which must be a fresh (empty) master.
+pub async fn run_all<B: Backend>(backend: &B) -> Result<(), String> {
+    let mut w = Writer { seq: 0 };
+    let start = backend.applied();
+
+    // Explicit directories; the refusal names the parent; a refused write applies nothing.
+    match backend.submit(w.request(vec![put("/c/a/b", "x")])).await {
+        Err(ServerError::ParentMissing { parent, .. }) if parent == "/c/a" => {}
+        other => return Err(format!("a write under a missing parent gave {other:?}")),
+    }
+    check(backend.applied() == start, "a refused write moved the applied zxid")?;
+
+    // A batch is atomic.
+    let refused = backend.submit(w.request(vec![mkdir("/c"), put("/c/x/y", "1")])).await;
+    check(refused.is_err(), "a batch with a bad op was accepted")?;
+    check(!backend.exists("/c").await.map_err(|e| e.to_string())?.value, "half a batch applied")?;
+
+    // Acknowledged writes are applied, and reads carry the applied zxid they show.
+    let z1 = backend
+        .submit(w.request(vec![mkdir("/c"), put("/c/k", "v1")]))
+        .await
+        .map_err(|e| format!("a valid write was refused: {e}"))?;
+    check(z1 > start, "a write's zxid is not above the start")?;
+    let got = backend.get("/c/k").await.map_err(|e| e.to_string())?;
+    check(got.applied >= z1, "a read after an acknowledged write shows an older applied zxid")?;
+    let value = got.value.ok_or("an acknowledged value is missing")?;
+    check(value.value == "v1" && value.zxid == z1, "the value or its zxid is wrong")?;
+    check(
+        backend.get("/c/none").await.map_err(|e| e.to_string())?.value.is_none(),
+        "a missing key is not None",
+    )?;
+    check(
+        matches!(backend.get("/c").await, Err(ServerError::IsADirectory { .. })),
+        "get of a directory is not IsADirectory",
+    )?;
+    check(backend.is_dir("/c").await.map_err(|e| e.to_string())?.value, "mkdir made no directory")?;
+
+    // Retries are de-duplicated by request id.
+    let retry = w.request(vec![put("/c/once", "1")]);
+    let first = backend.submit(retry.clone()).await.map_err(|e| e.to_string())?;
+    let second = backend.submit(retry).await.map_err(|e| e.to_string())?;
+    check(first == second, "a retry with the same request id got a different zxid")?;
+    check(backend.applied() == first, "a retry applied a second entry")?;
+
+    // Conditions are checked atomically with the ops.
+    let mut cas = w.request(vec![put("/c/k", "v2")]);
+    cas.conditions.push(Condition::KeyZxid { key: "/c/k".into(), zxid: Zxid::ZERO });
+    check(
+        matches!(backend.submit(cas).await, Err(ServerError::ConditionFailed { .. })),
+        "a failed condition did not refuse the write",
+    )?;
+
+    // Listing is sorted and direct children only; rename moves a subtree.
+    backend
+        .submit(w.request(vec![mkdir("/c/d"), put("/c/d/e", "1")]))
+        .await
+        .map_err(|e| e.to_string())?;
+    let names: Vec<String> = backend
+        .list("/c", 100)
+        .await
+        .map_err(|e| e.to_string())?
+        .value
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    check(names == ["d", "k", "once"], "list is not the sorted direct children")?;
+    backend
+        .submit(w.request(vec![Op::Rename { from: "/c/d".into(), to: "/c/m".into() }]))
+        .await
+        .map_err(|e| e.to_string())?;
+    check(
+        backend.get("/c/m/e").await.map_err(|e| e.to_string())?.value.is_some()
+            && !backend.exists("/c/d/e").await.map_err(|e| e.to_string())?.value,
+        "rename did not move the subtree",
+    )?;
+
+    // wait_applied: immediate when reached, Behind after the timeout when not.
+    let applied = backend.applied();
+    let reached = backend.wait_applied(applied, Duration::from_millis(10)).await;
+    check(reached.is_ok_and(|z| z >= applied), "wait_applied of a reached zxid failed")?;
+    let ahead = applied.next().ok_or("counter exhausted")?;
+    check(
+        matches!(
+            backend.wait_applied(ahead, Duration::from_millis(10)).await,
+            Err(ServerError::Behind { .. })
+        ),
+        "wait_applied of a future zxid did not answer Behind",
+    )?;
+
+    // The linearizable zxid on a master covers every acknowledged write.
+    let lin = backend.linearizable_zxid().await.map_err(|e| e.to_string())?;
+    check(lin >= backend.applied(), "the linearizable zxid is below an acknowledged write")?;
+    Ok(())
+}
