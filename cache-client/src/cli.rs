@@ -35,8 +35,9 @@ pub mod exit {
 #[derive(Debug, Parser)]
 #[command(name = "shoal", about = "Shoal cluster client: data commands")]
 pub struct Cli {
-    /// The cluster's control group ("ip:port"); nodes are found from their FSLive.
-    #[arg(long, env = "SHOAL_CLUSTER", default_value = "239.255.77.1:7700")]
+    /// The cluster file (TOML or JSON: cluster id, key, group, members); `shoal dev` writes
+    /// one at shoal-dev/cluster.toml.
+    #[arg(long, env = "SHOAL_CLUSTER", default_value = crate::net::CLUSTER_FILE_DEFAULT)]
     pub cluster: String,
     /// Node addresses to use before the first FSLive arrives.
     #[arg(long = "seed")]
@@ -201,18 +202,6 @@ pub fn describe(event: &WatchEvent) -> String {
 
 /// Parses nothing, connects, runs: what `main` calls. Returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
-    let config = ClientConfig {
-        seeds: cli.seeds.clone(),
-        request_timeout: Duration::from_millis(cli.timeout_ms),
-        ..ClientConfig::default()
-    };
-    let transport = match crate::transport::connect(&cli.cluster) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("shoal: {e}");
-            return exit_code(&e);
-        }
-    };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -221,6 +210,21 @@ pub fn run(cli: Cli) -> i32 {
         }
     };
     runtime.block_on(async {
+        let (transport, mut seeds) =
+            match crate::net::connect(std::path::Path::new(&cli.cluster)).await {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("shoal: {e}");
+                    return exit_code(&e);
+                }
+            };
+        seeds.extend(cli.seeds.iter().cloned());
+        let config = ClientConfig {
+            seeds,
+            request_timeout: Duration::from_millis(cli.timeout_ms),
+            client_id: Some(transport.id()),
+            ..ClientConfig::default()
+        };
         let client = Client::new(transport, config);
         let mut stdout = std::io::stdout().lock();
         match execute(&client, &cli.command, &mut stdout).await {

@@ -14,6 +14,8 @@
 //!   IO-free.
 //! - [`transport`]: the [`Transport`] trait the client needs from the network, and
 //!   [`transport::MemNetwork`], an in-memory network for tests.
+//! - [`net`]: [`net::SocketTransport`], the [`Transport`] over `protocol::messaging`, and the
+//!   cluster file ([`net::ClusterFile`]) that says how to reach a cluster.
 //! - [`error`]: [`ClientError`]. A missing key on a read is `Ok(None)`, not an error.
 //! - [`cli`]: the `shoal` data commands (`get`, `put`, `rm`, `mv`, `ls`, `mkdir`, `watch`) and
 //!   their exit codes; the binary `src/bin/shoal.rs` only parses flags and calls [`cli::run`].
@@ -23,6 +25,7 @@ pub mod cache;
 pub mod cli;
 pub mod client;
 pub mod error;
+pub mod net;
 pub mod routing;
 pub mod transport;
 pub mod watch;
