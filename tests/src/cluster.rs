@@ -8,9 +8,13 @@
 //! [`BUILD_TIMEOUT`]).
 
 use cache_client::net::{ClusterFile, SocketTransport};
+use cache_client::Transport;
 use cache_client::{Client, ClientConfig};
-use protocol::message::data::{NodeStatus, Role};
-use protocol::NodeId;
+use protocol::message::data::{
+    NodeStatus, ReadOp, ReadReply, ReadRequest, ReadValue, Role, Versioned,
+};
+use protocol::message::Message;
+use protocol::{NodeId, Zxid};
 use std::collections::BTreeMap;
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
@@ -197,6 +201,12 @@ impl Cluster {
         Client::new(transport, config)
     }
 
+    /// A bare transport on this cluster, to ask one node directly.
+    pub async fn transport(&self) -> SocketTransport {
+        let (file, auth) = ClusterFile::load(&self.cluster_file).expect("cluster file");
+        SocketTransport::connect(&file, auth, None).await.expect("connect")
+    }
+
     /// Polls every node's status until one is an established master that a majority follows,
     /// or `timeout` passes (then `None`).
     pub async fn wait_master(
@@ -224,6 +234,25 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         None
+    }
+}
+
+/// Reads `key` from the node at `address` only, once it has applied `floor` (the node waits
+/// up to its floor wait, then answers `Behind`).
+pub async fn get_at(
+    transport: &SocketTransport,
+    address: &str,
+    key: &str,
+    floor: Zxid,
+) -> Result<Option<Versioned>, String> {
+    let request = ReadRequest { floor, linearizable: false, op: ReadOp::Get { key: key.into() } };
+    let reply = transport
+        .request(address, Message::Request(request), Duration::from_secs(2))
+        .await
+        .map_err(|e| e.to_string())?;
+    match reply {
+        Message::ReadReply(ReadReply { result: Ok(ReadValue::Value(v)), .. }) => Ok(v),
+        other => Err(format!("{other:?}")),
     }
 }
 

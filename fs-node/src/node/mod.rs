@@ -399,8 +399,10 @@ impl Core {
                 Some(message) = repl_rx.recv() => {
                     let now = self.now_ms();
                     self.engine.step(now, message, &self.log);
-                    // Take what else arrived, so that one Ready answers a burst.
+                    // The engine's next input must see this one's persists in the log, so
+                    // every message is followed by its Ready.
                     for _ in 0..256 {
+                        self.drain()?;
                         let Ok(message) = repl_rx.try_recv() else { break };
                         self.engine.step(now, message, &self.log);
                     }
