@@ -13,6 +13,9 @@ const LOAD_MS: u64 = 2_000;
 const KILL_AFTER_MS: u64 = 700;
 const WRITERS: usize = 4;
 
+/// An acknowledged write: key, value, its zxid, whether it was issued after the kill.
+type Acked = (String, Bytes, Zxid, bool);
+
 /// Claim: after SIGKILL of the master in the middle of a write load, every write the cluster
 /// acknowledged is readable with the value written, writes are acknowledged again by a new
 /// master, and the killed node, restarted, rejoins and serves all of it.
@@ -23,7 +26,7 @@ async fn master_kill_loses_no_acknowledged_write() {
     let master = cluster.wait_master(&client, ELECTION_WAIT).await;
     let Some(master) = master else { panic!("no master elected\n{}", cluster.logs()) };
 
-    let acked: Arc<Mutex<Vec<(String, Bytes, Zxid, bool)>>> = Arc::default();
+    let acked: Arc<Mutex<Vec<Acked>>> = Arc::default();
     let killed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let deadline = tokio::time::Instant::now() + Duration::from_millis(LOAD_MS);
     let mut tasks = Vec::new();
