@@ -16,6 +16,7 @@
 //!   [`transport::MemNetwork`], an in-memory network for tests.
 //! - [`net`]: [`net::SocketTransport`], the [`Transport`] over `protocol::messaging`, and the
 //!   cluster file ([`net::ClusterFile`]) that says how to reach a cluster.
+//! - [`dev`]: `shoal dev`, a local cluster of `shoal-fs` child processes on loopback.
 //! - [`error`]: [`ClientError`]. A missing key on a read is `Ok(None)`, not an error.
 //! - [`cli`]: the `shoal` data commands (`get`, `put`, `rm`, `mv`, `ls`, `mkdir`, `watch`) and
 //!   their exit codes; the binary `src/bin/shoal.rs` only parses flags and calls [`cli::run`].
@@ -24,6 +25,7 @@ pub mod blocking;
 pub mod cache;
 pub mod cli;
 pub mod client;
+pub mod dev;
 pub mod error;
 pub mod net;
 pub mod routing;
