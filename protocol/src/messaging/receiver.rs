@@ -40,7 +40,8 @@ pub struct ReceiverConfig {
     /// the stream's first sequence (so a receiver present from the start misses nothing even if
     /// the first datagrams were lost); otherwise it starts at the first message it sees.
     pub join_backfill_datagrams: u64,
-    /// Most senders tracked at once.
+    /// Most senders tracked at once; when full, the one heard from least recently is
+    /// forgotten (if it speaks again it is met like a late joiner).
     pub senders_max: usize,
 }
 
@@ -74,8 +75,8 @@ pub struct ReceiverStats {
     pub gaps: u64,
     /// Authenticated datagrams that still made no sense (bad fragment order, undecodable).
     pub malformed: u64,
-    /// New senders refused because `senders_max` were tracked.
-    pub senders_refused: u64,
+    /// Senders forgotten to make room for a new one (`senders_max` reached).
+    pub senders_evicted: u64,
 }
 
 #[derive(Debug)]
@@ -113,10 +114,14 @@ struct Stream {
     nak_rounds: u32,
     last_report_ms: Option<u64>,
     reported_below: u64,
+    last_heard_ms: u64,
+    /// Nothing delivered yet: moving past data the sender no longer has is then just a late
+    /// join, not a gap (there is nothing the application could have kept fresh).
+    fresh: bool,
 }
 
 impl Stream {
-    fn new(incarnation: u32, first_seen: u64, backfill: u64) -> Stream {
+    fn new(incarnation: u32, first_seen: u64, backfill: u64, now_ms: u64) -> Stream {
         let start = if first_seen <= FIRST_SEQ + backfill { FIRST_SEQ } else { first_seen };
         Stream {
             incarnation,
@@ -131,6 +136,8 @@ impl Stream {
             nak_rounds: 0,
             last_report_ms: None,
             reported_below: 0,
+            last_heard_ms: now_ms,
+            fresh: true,
         }
     }
 
@@ -181,7 +188,7 @@ pub struct ReceiverSet {
 
 impl ReceiverSet {
     pub fn new(id: SenderId, auth: ClusterAuth, config: ReceiverConfig) -> ReceiverSet {
-        assert!(config.window_datagrams > 0 && config.nak_rounds_max > 0);
+        assert!(config.window_datagrams > 0 && config.nak_rounds_max > 0 && config.senders_max > 0);
         ReceiverSet {
             id,
             auth,
@@ -234,6 +241,7 @@ impl ReceiverSet {
         sender: SenderId,
         incarnation: u32,
         first_seen: u64,
+        now_ms: u64,
     ) -> Option<&mut Stream> {
         let backfill = self.config.join_backfill_datagrams;
         match self.streams.get(&sender).map(|s| s.incarnation) {
@@ -243,7 +251,8 @@ impl ReceiverSet {
             }
             Some(current) if incarnation > current => {
                 let old = self.streams.remove(&sender).expect("present");
-                if old.known_below > old.next_deliver || old.reassembly.is_some() {
+                let undelivered = old.known_below > old.next_deliver || old.reassembly.is_some();
+                if undelivered && !old.fresh {
                     self.stats.gaps += 1;
                     self.deliveries.push_back(Delivery::Gap {
                         sender,
@@ -252,18 +261,26 @@ impl ReceiverSet {
                         resumed_at: None,
                     });
                 }
-                self.streams.insert(sender, Stream::new(incarnation, first_seen, backfill));
+                self.streams.insert(sender, Stream::new(incarnation, first_seen, backfill, now_ms));
             }
             Some(_) => {}
             None => {
                 if self.streams.len() >= self.config.senders_max {
-                    self.stats.senders_refused += 1;
-                    return None;
+                    let oldest = self
+                        .streams
+                        .iter()
+                        .min_by_key(|(_, s)| s.last_heard_ms)
+                        .map(|(id, _)| *id)
+                        .expect("senders_max > 0");
+                    self.streams.remove(&oldest);
+                    self.stats.senders_evicted += 1;
                 }
-                self.streams.insert(sender, Stream::new(incarnation, first_seen, backfill));
+                self.streams.insert(sender, Stream::new(incarnation, first_seen, backfill, now_ms));
             }
         }
-        self.streams.get_mut(&sender)
+        let stream = self.streams.get_mut(&sender)?;
+        stream.last_heard_ms = stream.last_heard_ms.max(now_ms);
+        Some(stream)
     }
 
     /// A datagram of a reliable stream (already authenticated).
@@ -272,7 +289,9 @@ impl ReceiverSet {
         let message_start = header.seq.saturating_sub(header.frag_index as u64);
         let window = self.config.window_datagrams;
         let nak_delay_ms = self.config.nak_delay_ms;
-        let Some(stream) = self.stream_for(header.sender, header.incarnation, message_start) else {
+        let Some(stream) =
+            self.stream_for(header.sender, header.incarnation, message_start, now_ms)
+        else {
             return;
         };
         let seq = header.seq;
@@ -317,7 +336,8 @@ impl ReceiverSet {
     /// A sender's status: learn the tail (so a lost last datagram is NAKed) and what is gone.
     pub fn on_status(&mut self, sender: SenderId, status: &SenderStatus, now_ms: u64) {
         let nak_delay_ms = self.config.nak_delay_ms;
-        let Some(stream) = self.stream_for(sender, status.incarnation, status.sent_below) else {
+        let Some(stream) = self.stream_for(sender, status.incarnation, status.sent_below, now_ms)
+        else {
             return;
         };
         stream.retained_from = stream.retained_from.max(status.retained_from);
@@ -361,6 +381,9 @@ impl ReceiverSet {
         stream.skip_to_message_start = true;
         stream.nak_rounds = 0;
         stream.nak_due_ms = None;
+        if stream.fresh {
+            return;
+        }
         self.stats.gaps += 1;
         self.deliveries.push_back(Delivery::Gap {
             sender,
@@ -517,6 +540,9 @@ impl ReceiverSet {
     }
 
     fn push_message(&mut self, sender: SenderId, incarnation: u32, seq_below: u64, m: Message) {
+        if let Some(stream) = self.streams.get_mut(&sender) {
+            stream.fresh = false;
+        }
         self.stats.messages_delivered += 1;
         self.deliveries.push_back(Delivery::Message { sender, incarnation, seq_below, message: m });
     }

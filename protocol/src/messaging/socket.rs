@@ -640,10 +640,14 @@ async fn receive_task(shared: Arc<Shared>, group: bool) {
                     continue;
                 }
                 if let Ok(header) = state.core.on_datagram(&buffers[i][..n], now) {
-                    if header.sender != shared.id
-                        && (state.addresses.len() < ADDRESSES_MAX
-                            || state.addresses.contains_key(&header.sender))
-                    {
+                    if header.sender != shared.id {
+                        if state.addresses.len() >= ADDRESSES_MAX
+                            && !state.addresses.contains_key(&header.sender)
+                        {
+                            // Rare (client churn): forget all; every live peer is relearned
+                            // from its next datagram (members report every few hundred ms).
+                            state.addresses.clear();
+                        }
                         state.addresses.insert(header.sender, from);
                     }
                 }
