@@ -140,6 +140,10 @@ async fn three_endpoints_multicast_with_20_percent_loss_deliver_exactly_once_in_
         for s in senders {
             s.await.unwrap();
         }
+        for e in &endpoints {
+            assert!(e.flush(Duration::from_secs(20)).await, "{} never became stable", e.id());
+            assert_eq!(e.unstable_datagrams(), 0);
+        }
         for r in receivers {
             let counts = r.await.unwrap();
             assert!(counts.values().all(|n| *n == per_sender));

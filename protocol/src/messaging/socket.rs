@@ -486,11 +486,33 @@ impl Endpoint {
         let now = self.shared.now_ms();
         let state = self.shared.lock();
         let sender = state.core.sender();
-        sender.next_seq() - sender.stable_below(now).min(sender.next_seq())
+        let open_batch = u64::from(sender.has_open_batch());
+        sender.next_seq() - sender.stable_below(now).min(sender.next_seq()) + open_batch
+    }
+
+    /// Waits until everything multicast so far is sent and delivered at every live member
+    /// (stable), or `max_wait` passes. True when stable. Call before [`Endpoint::shutdown`] for
+    /// a graceful stop. With no live member, "stable" means "sent".
+    pub async fn flush(&self, max_wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + max_wait;
+        loop {
+            let progress = self.shared.progress_wake.notified();
+            tokio::pin!(progress);
+            progress.as_mut().enable();
+            if self.unstable_datagrams() == 0 {
+                return true;
+            }
+            self.shared.transmit_wake.notify_one();
+            // The transmit task notifies progress at least every tick.
+            if tokio::time::timeout_at(deadline, progress).await.is_err() {
+                return self.unstable_datagrams() == 0;
+            }
+        }
     }
 
     /// Stops the tasks; pending `recv`, `multicast` and `request` calls return
-    /// [`MessagingError::Shutdown`]. What is still unsent is abandoned.
+    /// [`MessagingError::Shutdown`]. What is still unsent is abandoned (see
+    /// [`Endpoint::flush`]).
     pub async fn shutdown(&self) {
         self.shared.shutdown.send_replace(true);
         let tasks = std::mem::take(&mut *self.tasks.0.lock().expect("tasks mutex"));
