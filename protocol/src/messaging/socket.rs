@@ -333,7 +333,6 @@ impl Endpoint {
     pub async fn multicast(&self, message: Message) -> Result<(), MessagingError> {
         let payload = message.encode_payload()?;
         let kind = message.kind() as u8;
-        let mut shutdown = self.shared.shutdown.subscribe();
         loop {
             let progress = self.shared.progress_wake.notified();
             tokio::pin!(progress);
@@ -359,6 +358,8 @@ impl Endpoint {
             }
             // Make sure what is queued goes out (it frees room once it is stable).
             self.shared.transmit_wake.notify_one();
+            // Subscribing only on the slow path keeps the fast path free of it.
+            let mut shutdown = self.shared.shutdown.subscribe();
             tokio::select! {
                 _ = progress => {}
                 _ = shutdown.wait_for(|s| *s) => return Err(MessagingError::Shutdown),
@@ -448,7 +449,6 @@ impl Endpoint {
     /// The next message or gap. Reliable messages come in order per sender; taking one grants
     /// its sender credit, so a slow caller slows the senders down.
     pub async fn recv(&self) -> Result<Incoming, MessagingError> {
-        let mut shutdown = self.shared.shutdown.subscribe();
         loop {
             let ready = self.shared.deliver_wake.notified();
             tokio::pin!(ready);
@@ -469,6 +469,7 @@ impl Endpoint {
             if self.is_shut_down() {
                 return Err(MessagingError::Shutdown);
             }
+            let mut shutdown = self.shared.shutdown.subscribe();
             tokio::select! {
                 _ = ready => {}
                 _ = shutdown.wait_for(|s| *s) => return Err(MessagingError::Shutdown),
