@@ -19,6 +19,13 @@
 //! (clients) are repaired best-effort from the retransmit buffer. A sender out of credit waits.
 //! A member silent for `member_timeout_ms` stops counting toward credit.
 //!
+//! A receiver meeting a sender for the first time starts at the first datagram it sees (from
+//! the start of the message in progress, whose earlier fragments it repairs if the sender still
+//! has them, else from the next message start), or, when the sender's stream is younger than
+//! `join_backfill_datagrams`, from the stream's first sequence — so endpoints started together
+//! miss nothing even if the very first datagrams are lost. Moving past data the sender no
+//! longer has before anything was delivered is a late join, not a gap.
+//!
 //! # API at a glance (all in [`socket`])
 //! - [`Endpoint::bind`]`(`[`EndpointConfig`]`)`: opens the sockets and starts the tasks.
 //! - [`Endpoint::multicast`]`(Message)`: reliable, FIFO per sender; waits for credit.

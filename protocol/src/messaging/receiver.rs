@@ -350,25 +350,28 @@ impl ReceiverSet {
         self.skip_lost(sender, now_ms);
     }
 
-    /// Moves past holes the sender can no longer fill (below its `retained_from`).
+    /// Moves past holes the sender can no longer fill (below its `retained_from`). Each pass
+    /// skips one hole and delivers what follows it, so the loop is bounded by the window.
     fn skip_lost(&mut self, sender: SenderId, now_ms: u64) {
-        let Some(stream) = self.streams.get_mut(&sender) else { return };
-        if stream.next_deliver >= stream.retained_from
-            || stream.pending.contains_key(&stream.next_deliver)
-            || stream.next_deliver >= stream.known_below
-        {
-            return;
+        for _ in 0..=self.config.window_datagrams {
+            let Some(stream) = self.streams.get_mut(&sender) else { return };
+            if stream.next_deliver >= stream.retained_from
+                || stream.pending.contains_key(&stream.next_deliver)
+                || stream.next_deliver >= stream.known_below
+            {
+                return;
+            }
+            let first_missing = stream.next_deliver;
+            let resume = stream
+                .pending
+                .keys()
+                .next()
+                .copied()
+                .unwrap_or(stream.known_below)
+                .min(stream.retained_from.max(first_missing + 1));
+            self.declare_gap(sender, first_missing, resume);
+            self.drain_pending(sender, now_ms);
         }
-        let first_missing = stream.next_deliver;
-        let resume = stream
-            .pending
-            .keys()
-            .next()
-            .copied()
-            .unwrap_or(stream.known_below)
-            .min(stream.retained_from.max(first_missing + 1));
-        self.declare_gap(sender, first_missing, resume);
-        self.drain_pending(sender, now_ms);
     }
 
     fn declare_gap(&mut self, sender: SenderId, first_missing: u64, resume: u64) {
