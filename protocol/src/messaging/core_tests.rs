@@ -561,3 +561,25 @@ fn returning_member_counts_again() {
     assert!(got.windows(2).all(|w| w[0] + 1 == w[1]), "not contiguous: {got:?}");
     assert_eq!(net.core(3).stats().receiver.beyond_window, 0);
 }
+
+/// When more senders speak than `senders_max`, the least recently heard is forgotten; when it
+/// speaks again it resumes where it was: nothing is delivered twice and nothing is skipped.
+#[test]
+fn evicted_sender_resumes_without_duplicates() {
+    let mut net = Net::new(3, &[], |c| {
+        c.receiver.senders_max = 1;
+        c.sender.batch_bytes_max = 256;
+    });
+    // Node 3 hears sender 1, then sender 2 (evicting 1), then 1 again.
+    net.send_blocking(1, &(0..5).map(|i| msg(1, i, 200)).collect::<Vec<_>>(), 100);
+    net.run_until(200, |net| net.delivered_from(3, 1).len() == 5);
+    net.send_blocking(2, &(0..5).map(|i| msg(2, i, 200)).collect::<Vec<_>>(), 100);
+    net.run_until(200, |net| net.delivered_from(3, 2).len() == 5);
+    net.send_blocking(1, &(5..10).map(|i| msg(1, i, 200)).collect::<Vec<_>>(), 100);
+    net.run_until(500, |net| net.delivered_from(3, 1).len() >= 10);
+    for _ in 0..100 {
+        net.step();
+    }
+    assert_eq!(net.delivered_from(3, 1), (0..10).collect::<Vec<_>>());
+    assert!(net.core(3).stats().receiver.senders_evicted >= 2);
+}

@@ -18,6 +18,9 @@ use crate::SenderId;
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+/// Tombstones kept per `senders_max` slot before they are all forgotten.
+const TOMBSTONES_PER_SENDER_SLOT: usize = 4;
+
 /// Bounds and timers of the receiving side.
 #[derive(Clone, Debug)]
 pub struct ReceiverConfig {
@@ -41,8 +44,12 @@ pub struct ReceiverConfig {
     /// the first datagrams were lost); otherwise it starts at the first message it sees.
     pub join_backfill_datagrams: u64,
     /// Most senders tracked at once; when full, the one heard from least recently is
-    /// forgotten (if it speaks again it is met like a late joiner).
+    /// forgotten, but its position is remembered (a tombstone), so if it speaks again it
+    /// resumes where it was instead of being delivered twice.
     pub senders_max: usize,
+    /// Stop reporting to a sender not heard from for this long (it is gone; its status
+    /// keepalive would otherwise reach us every second).
+    pub sender_silent_ms: u64,
 }
 
 impl Default for ReceiverConfig {
@@ -57,6 +64,7 @@ impl Default for ReceiverConfig {
             report_keepalive_ms: 500,
             join_backfill_datagrams: 1024,
             senders_max: 4096,
+            sender_silent_ms: 5000,
         }
     }
 }
@@ -181,6 +189,8 @@ pub struct ReceiverSet {
     auth: ClusterAuth,
     config: ReceiverConfig,
     streams: HashMap<SenderId, Stream>,
+    /// (incarnation, next sequence to deliver) of evicted streams.
+    tombstones: HashMap<SenderId, (u32, u64)>,
     deliveries: VecDeque<Delivery>,
     control: VecDeque<Transmit>,
     stats: ReceiverStats,
@@ -194,6 +204,7 @@ impl ReceiverSet {
             auth,
             config,
             streams: HashMap::new(),
+            tombstones: HashMap::new(),
             deliveries: VecDeque::new(),
             control: VecDeque::new(),
             stats: ReceiverStats::default(),
@@ -265,6 +276,8 @@ impl ReceiverSet {
             }
             Some(_) => {}
             None => {
+                // Look up the newcomer's tombstone before evicting (which may add one).
+                let tombstone = self.tombstones.remove(&sender);
                 if self.streams.len() >= self.config.senders_max {
                     let oldest = self
                         .streams
@@ -272,10 +285,32 @@ impl ReceiverSet {
                         .min_by_key(|(_, s)| s.last_heard_ms)
                         .map(|(id, _)| *id)
                         .expect("senders_max > 0");
-                    self.streams.remove(&oldest);
+                    let old = self.streams.remove(&oldest).expect("just found");
+                    if self.tombstones.len() >= TOMBSTONES_PER_SENDER_SLOT * self.config.senders_max
+                    {
+                        // Bounded memory; a sender whose tombstone goes is met as a new one.
+                        self.tombstones.clear();
+                    }
+                    self.tombstones.insert(oldest, (old.incarnation, old.next_deliver));
                     self.stats.senders_evicted += 1;
                 }
-                self.streams.insert(sender, Stream::new(incarnation, first_seen, backfill, now_ms));
+                let mut stream = Stream::new(incarnation, first_seen, backfill, now_ms);
+                match tombstone {
+                    Some((inc, next)) if inc == incarnation => {
+                        // We knew this stream: resume where we were (NAK repair or a gap).
+                        stream.next_deliver = next;
+                        stream.known_below = next.max(first_seen);
+                        stream.consumed_below = next;
+                        stream.fresh = false;
+                    }
+                    Some((inc, next)) if inc > incarnation => {
+                        self.tombstones.insert(sender, (inc, next));
+                        self.stats.stale_incarnation += 1;
+                        return None;
+                    }
+                    _ => {}
+                }
+                self.streams.insert(sender, stream);
             }
         }
         let stream = self.streams.get_mut(&sender)?;
@@ -587,10 +622,12 @@ impl ReceiverSet {
                 }
             }
         }
-        if !config.report_stability {
+        let stream = self.streams.get_mut(&sender).expect("listed");
+        if !config.report_stability
+            || now_ms.saturating_sub(stream.last_heard_ms) > config.sender_silent_ms
+        {
             return;
         }
-        let stream = self.streams.get_mut(&sender).expect("listed");
         let since = stream.last_report_ms.map(|t| now_ms.saturating_sub(t));
         let moved = stream.consumed_below != stream.reported_below;
         let due = match since {
