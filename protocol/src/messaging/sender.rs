@@ -168,6 +168,11 @@ impl SenderCore {
         self.sent_below
     }
 
+    /// Whether small messages wait in a batch that has no sequence number yet.
+    pub fn has_open_batch(&self) -> bool {
+        !self.open_batch.is_empty()
+    }
+
     /// Oldest sequence still retransmittable.
     pub fn retained_from(&self) -> u64 {
         self.buffer_low

@@ -333,7 +333,6 @@ impl Endpoint {
     pub async fn multicast(&self, message: Message) -> Result<(), MessagingError> {
         let payload = message.encode_payload()?;
         let kind = message.kind() as u8;
-        let mut shutdown = self.shared.shutdown.subscribe();
         loop {
             let progress = self.shared.progress_wake.notified();
             tokio::pin!(progress);
@@ -359,6 +358,8 @@ impl Endpoint {
             }
             // Make sure what is queued goes out (it frees room once it is stable).
             self.shared.transmit_wake.notify_one();
+            // Subscribing only on the slow path keeps the fast path free of it.
+            let mut shutdown = self.shared.shutdown.subscribe();
             tokio::select! {
                 _ = progress => {}
                 _ = shutdown.wait_for(|s| *s) => return Err(MessagingError::Shutdown),
@@ -448,7 +449,6 @@ impl Endpoint {
     /// The next message or gap. Reliable messages come in order per sender; taking one grants
     /// its sender credit, so a slow caller slows the senders down.
     pub async fn recv(&self) -> Result<Incoming, MessagingError> {
-        let mut shutdown = self.shared.shutdown.subscribe();
         loop {
             let ready = self.shared.deliver_wake.notified();
             tokio::pin!(ready);
@@ -469,6 +469,7 @@ impl Endpoint {
             if self.is_shut_down() {
                 return Err(MessagingError::Shutdown);
             }
+            let mut shutdown = self.shared.shutdown.subscribe();
             tokio::select! {
                 _ = ready => {}
                 _ = shutdown.wait_for(|s| *s) => return Err(MessagingError::Shutdown),
@@ -486,11 +487,33 @@ impl Endpoint {
         let now = self.shared.now_ms();
         let state = self.shared.lock();
         let sender = state.core.sender();
-        sender.next_seq() - sender.stable_below(now).min(sender.next_seq())
+        let open_batch = u64::from(sender.has_open_batch());
+        sender.next_seq() - sender.stable_below(now).min(sender.next_seq()) + open_batch
+    }
+
+    /// Waits until everything multicast so far is sent and delivered at every live member
+    /// (stable), or `max_wait` passes. True when stable. Call before [`Endpoint::shutdown`] for
+    /// a graceful stop. With no live member, "stable" means "sent".
+    pub async fn flush(&self, max_wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + max_wait;
+        loop {
+            let progress = self.shared.progress_wake.notified();
+            tokio::pin!(progress);
+            progress.as_mut().enable();
+            if self.unstable_datagrams() == 0 {
+                return true;
+            }
+            self.shared.transmit_wake.notify_one();
+            // The transmit task notifies progress at least every tick.
+            if tokio::time::timeout_at(deadline, progress).await.is_err() {
+                return self.unstable_datagrams() == 0;
+            }
+        }
     }
 
     /// Stops the tasks; pending `recv`, `multicast` and `request` calls return
-    /// [`MessagingError::Shutdown`]. What is still unsent is abandoned.
+    /// [`MessagingError::Shutdown`]. What is still unsent is abandoned (see
+    /// [`Endpoint::flush`]).
     pub async fn shutdown(&self) {
         self.shared.shutdown.send_replace(true);
         let tasks = std::mem::take(&mut *self.tasks.0.lock().expect("tasks mutex"));
@@ -640,10 +663,14 @@ async fn receive_task(shared: Arc<Shared>, group: bool) {
                     continue;
                 }
                 if let Ok(header) = state.core.on_datagram(&buffers[i][..n], now) {
-                    if header.sender != shared.id
-                        && (state.addresses.len() < ADDRESSES_MAX
-                            || state.addresses.contains_key(&header.sender))
-                    {
+                    if header.sender != shared.id {
+                        if state.addresses.len() >= ADDRESSES_MAX
+                            && !state.addresses.contains_key(&header.sender)
+                        {
+                            // Rare (client churn): forget all; every live peer is relearned
+                            // from its next datagram (members report every few hundred ms).
+                            state.addresses.clear();
+                        }
                         state.addresses.insert(header.sender, from);
                     }
                 }
