@@ -107,7 +107,7 @@ fn truncate_after_drops_the_uncommitted_tail_only() {
     assert_eq!(log.last_zxid(), Zxid::new(1, 12));
     assert_eq!(log.durable_zxid(), Zxid::new(1, 12));
     let divergent = Entry { zxid: Zxid::new(2, 1), data: Bytes::from_static(b"new epoch") };
-    log.append_durable(&[divergent.clone()]).expect("append after truncate");
+    log.append_durable(std::slice::from_ref(&divergent)).expect("append after truncate");
     fs.crash(CrashMode::LoseUnsynced);
     drop(log);
     let log = open(&fs, small());
@@ -160,7 +160,7 @@ fn reset_starts_the_log_after_a_snapshot() {
     assert_eq!(log.last_zxid(), Zxid::new(3, 7));
     assert_eq!(log.first_zxid(), None);
     let next = Entry { zxid: Zxid::new(3, 8), data: Bytes::from_static(b"x") };
-    log.append_durable(&[next.clone()]).expect("append");
+    log.append_durable(std::slice::from_ref(&next)).expect("append");
     drop(log);
     let log = open(&fs, small());
     assert_eq!(log.read_range(Zxid::new(3, 7), 10).expect("read"), vec![next]);
