@@ -127,7 +127,7 @@ fn sigkill_at_random_moments_loses_no_acknowledged_write() {
     let mut rng = SmallRng::seed_from_u64(0x5161_4B11);
     let mut model = Model::default();
     let mut model_zxid = Zxid::ZERO;
-    let mut advance = |model: &mut Model, model_zxid: &mut Zxid, to: Zxid| {
+    let advance = |model: &mut Model, model_zxid: &mut Zxid, to: Zxid| {
         assert!(to >= *model_zxid, "history went backwards: {to} < {model_zxid}");
         while *model_zxid < to {
             *model_zxid = model_zxid.next().expect("zxid");
