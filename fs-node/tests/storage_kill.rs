@@ -51,21 +51,10 @@ fn open(dir: &Path) -> (DataLog, KvStore) {
     (log, store)
 }
 
+/// Single node: every durable entry is committed, so replay up to the log's end.
 fn replay(log: &DataLog, store: &KvStore) {
-    let mut from = store.applied_zxid();
-    loop {
-        let entries = log.read_range(from, 1000).expect("read_range");
-        if entries.is_empty() {
-            return;
-        }
-        for e in entries {
-            match store.apply(e.zxid, &ops_of(&e)) {
-                Ok(_) | Err(StorageError::Rejected(_)) => {}
-                Err(other) => panic!("replay {}: {other}", e.zxid),
-            }
-            from = e.zxid;
-        }
-    }
+    fs_node::storage::replay_committed(log, store, log.last_zxid(), |e| Ok(ops_of(e)))
+        .expect("replay");
 }
 
 /// The child: recover, then write until killed. Not a test on its own.

@@ -1127,6 +1127,19 @@ impl KvStore {
                 moved.push((r.key, r.loc, new_loc));
             }
         }
+        if outputs.is_empty() {
+            // Nothing is live: still write one (empty) output, because its hint footer is what
+            // tells a restart to finish deleting the inputs. Deleting only some of them could
+            // bring back a value whose tombstone was in a deleted one.
+            let id = {
+                let mut inner = self.write();
+                inner.next_id += 1;
+                inner.next_id - 1
+            };
+            let tmp = self.dir.join(format!("{}{TMP_SUFFIX}", data_name(id)));
+            let file = self.vfs.open(&tmp, true).map_err(io("creating", &tmp))?;
+            outputs.push(Output { id, file, len: 0, recs: Vec::new() });
+        }
         let group: Vec<u32> = outputs.iter().map(|o| o.id).collect();
         for out in &outputs {
             let tmp = self.dir.join(format!("{}{TMP_SUFFIX}", data_name(out.id)));
