@@ -72,9 +72,12 @@ fn rss_bytes() -> u64 {
     pages * 4096
 }
 
+/// Entries appended but not yet applied, in zxid order.
+type Pending = Vec<(Zxid, Vec<Op>)>;
+
 /// The log's appends must be in zxid order; writers take this lock to get a zxid and append.
 struct Sequencer {
-    next: Mutex<(u64, Vec<(Zxid, Vec<Op>)>)>,
+    next: Mutex<(u64, Pending)>,
     pending: Condvar,
 }
 
@@ -95,7 +98,7 @@ fn durable_writes(dir: &Path, writers: usize, phase: Duration, compact: bool) ->
     let applier = {
         let (log, store, seq, stop) = (log.clone(), store.clone(), seq.clone(), stop.clone());
         std::thread::spawn(move || loop {
-            let batch: Vec<(Zxid, Vec<Op>)> = {
+            let batch: Pending = {
                 let mut g = seq.next.lock().unwrap();
                 while g.1.is_empty() && !stop.load(Ordering::Relaxed) {
                     g = seq.pending.wait_timeout(g, Duration::from_millis(50)).unwrap().0;
