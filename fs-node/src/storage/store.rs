@@ -851,9 +851,8 @@ impl KvStore {
         }
         let active_len = inner.segments[&inner.active].len;
         if active_len > 0 && active_len + buf.len() as u64 > self.config.segment_bytes_max {
-            if inner.frozen.is_some() {
-                // The frozen set is fixed already; sealing only adds to what comes after it.
-            }
+            // While frozen this is fine too: the frozen set is fixed already, and sealing only
+            // adds segments after it.
             self.seal_active(&mut inner)?;
         }
         let active = inner.active;
