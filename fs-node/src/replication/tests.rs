@@ -159,6 +159,7 @@ fn vote(from: NodeId, round: u64, candidate: NodeId, epoch: u32, zxid: Zxid) -> 
         candidate_zxid: zxid,
         settled: false,
         accepted_epoch: epoch,
+        promised_to: 0,
     })
 }
 
@@ -181,6 +182,7 @@ fn vote_order_is_epoch_then_zxid_then_id() {
                 candidate_zxid: z(1, 5),
                 settled: false,
                 accepted_epoch: 1,
+                promised_to: 0,
             })
         )]
     );
@@ -205,6 +207,7 @@ fn vote_order_is_epoch_then_zxid_then_id() {
                 candidate_zxid: z(1, 6),
                 settled: false,
                 accepted_epoch: 1,
+                promised_to: 0,
             })
         )]
     );
@@ -225,6 +228,7 @@ fn quorum_of_votes_makes_master_with_epoch_above_all_seen() {
         candidate_zxid: Zxid::ZERO,
         settled: false,
         accepted_epoch: 7,
+        promised_to: 0,
     };
     // Still inside the restart no-promise window: it may not promise itself yet.
     n.step(10, Message::Vote(v));
