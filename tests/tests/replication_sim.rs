@@ -25,9 +25,8 @@ fn seeds() -> Vec<u64> {
 fn run_checked(cfg: SimConfig) -> SimReport {
     let seed = cfg.seed;
     let nodes = cfg.nodes;
-    let repro = format!(
-        "SHOAL_SIM_SEED={seed} cargo test -p shoal-tests --release --test replication_sim"
-    );
+    let repro =
+        format!("SHOAL_SIM_SEED={seed} cargo test -p shoal-tests --release --test replication_sim");
     let report = match sim::run(cfg) {
         Ok(r) => r,
         Err(e) => panic!("seed {seed}, {nodes} nodes: {e}\nreproduce: {repro}"),
@@ -55,10 +54,8 @@ fn summary(reports: &[SimReport]) -> String {
 /// everywhere, converges once healed, and its client history is linearizable.
 #[test]
 fn three_nodes_stay_linearizable_under_faults() {
-    let reports: Vec<SimReport> = seeds()
-        .into_iter()
-        .map(|s| run_checked(SimConfig::faulty(s, 3)))
-        .collect();
+    let reports: Vec<SimReport> =
+        seeds().into_iter().map(|s| run_checked(SimConfig::faulty(s, 3))).collect();
     println!("3 nodes: {}", summary(&reports));
     assert!(reports.iter().all(|r| r.ops_ok > 0), "no operation ever succeeded");
 }
@@ -66,10 +63,8 @@ fn three_nodes_stay_linearizable_under_faults() {
 /// The same for 5 nodes.
 #[test]
 fn five_nodes_stay_linearizable_under_faults() {
-    let reports: Vec<SimReport> = seeds()
-        .into_iter()
-        .map(|s| run_checked(SimConfig::faulty(s, 5)))
-        .collect();
+    let reports: Vec<SimReport> =
+        seeds().into_iter().map(|s| run_checked(SimConfig::faulty(s, 5))).collect();
     println!("5 nodes: {}", summary(&reports));
     assert!(reports.iter().all(|r| r.ops_ok > 0), "no operation ever succeeded");
 }

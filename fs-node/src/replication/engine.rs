@@ -445,6 +445,7 @@ impl Engine {
             candidate_zxid: candidate.zxid,
             settled,
             accepted_epoch: self.hard.accepted_epoch,
+            promised_to: self.hard.promised_to,
         })
     }
 
@@ -493,8 +494,11 @@ impl Engine {
                 if v.settled {
                     return;
                 }
-                if v.accepted_epoch > l.epoch {
-                    // It promised a later epoch: only a new, higher epoch can bring it back.
+                if v.accepted_epoch > l.epoch
+                    || (v.accepted_epoch == l.epoch && v.promised_to != self.cfg.id)
+                {
+                    // It promised a later epoch, or ours to a rival candidate: only a new,
+                    // higher epoch can bring it back.
                     self.enter_looking();
                     return;
                 }
@@ -668,6 +672,12 @@ impl Engine {
             return;
         }
         if let Some(base) = s.snapshot {
+            if log.contains(base) {
+                // A stale request (it answered an old position): our history already reaches
+                // the master's base; report where we are instead.
+                self.report_position(s.from, s.epoch, self.last);
+                return;
+            }
             if self.snapshot_wait != Some(base) {
                 self.snapshot_wait = Some(base);
                 self.out.fetch_snapshot = Some((s.from, base));

@@ -159,6 +159,7 @@ fn vote(from: NodeId, round: u64, candidate: NodeId, epoch: u32, zxid: Zxid) -> 
         candidate_zxid: zxid,
         settled: false,
         accepted_epoch: epoch,
+        promised_to: 0,
     })
 }
 
@@ -181,6 +182,7 @@ fn vote_order_is_epoch_then_zxid_then_id() {
                 candidate_zxid: z(1, 5),
                 settled: false,
                 accepted_epoch: 1,
+                promised_to: 0,
             })
         )]
     );
@@ -205,6 +207,7 @@ fn vote_order_is_epoch_then_zxid_then_id() {
                 candidate_zxid: z(1, 6),
                 settled: false,
                 accepted_epoch: 1,
+                promised_to: 0,
             })
         )]
     );
@@ -225,6 +228,7 @@ fn quorum_of_votes_makes_master_with_epoch_above_all_seen() {
         candidate_zxid: Zxid::ZERO,
         settled: false,
         accepted_epoch: 7,
+        promised_to: 0,
     };
     // Still inside the restart no-promise window: it may not promise itself yet.
     n.step(10, Message::Vote(v));
@@ -486,6 +490,45 @@ fn sync_done_drops_a_tail_past_the_master_history() {
     );
     let r = n.ready();
     assert_eq!(r.persist[0], PersistOp::TruncateAfter(z(1, 1)));
+}
+
+/// A reordered, stale `done` chunk does not drop entries the follower already took from the
+/// same master (found by the simulator: it dropped an entry already acked as durable).
+#[test]
+fn stale_done_chunk_keeps_the_master_epoch_entries() {
+    let mine = [entry(z(1, 1), "a"), entry(z(4, 1), "b"), entry(z(4, 2), "c")];
+    let mut n = promised_follower(&mine, 3, 4);
+    // It took the master's up-to-date chunk first ...
+    n.step(
+        LEASE_MS,
+        Message::Sync(Sync {
+            from: 3,
+            epoch: 4,
+            prev: z(4, 2),
+            entries: vec![],
+            done: true,
+            snapshot: None,
+            commit: Zxid::ZERO,
+        }),
+    );
+    n.ready_durable();
+    assert_eq!(n.engine.hard_state().current_epoch, 4);
+    // ... then an older one arrives late.
+    n.step(
+        LEASE_MS,
+        Message::Sync(Sync {
+            from: 3,
+            epoch: 4,
+            prev: z(1, 1),
+            entries: vec![entry(z(4, 1), "b")],
+            done: true,
+            snapshot: None,
+            commit: Zxid::ZERO,
+        }),
+    );
+    let r = n.ready();
+    assert!(r.persist.is_empty(), "changed the log: {:?}", r.persist);
+    assert_eq!(n.engine.last(), z(4, 2));
 }
 
 /// A follower that lacks the chunk's `prev` answers with the largest zxid below it that it

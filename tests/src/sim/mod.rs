@@ -111,26 +111,9 @@ pub struct SimReport {
 /// The simulator's state-machine command (entry data).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 enum Cmd {
-    Write {
-        key: String,
-        value: Value,
-    },
-    Cas {
-        key: String,
-        expected: Option<Value>,
-        new: Value,
-    },
-    Read {
-        key: String,
-    },
-}
-
-impl Cmd {
-    fn key(&self) -> &str {
-        match self {
-            Cmd::Write { key, .. } | Cmd::Cas { key, .. } | Cmd::Read { key } => key,
-        }
-    }
+    Write { key: String, value: Value },
+    Cas { key: String, expected: Option<Value>, new: Value },
+    Read { key: String },
 }
 
 #[derive(Clone, Debug, Default)]
@@ -435,10 +418,7 @@ impl World {
         n.flush_scheduled = false;
         n.sm = n.snapshot.clone();
         n.pending.clear();
-        let restart = RestartState {
-            hard: n.durable.hard,
-            applied: n.sm.applied,
-        };
+        let restart = RestartState { hard: n.durable.hard, applied: n.sm.applied };
         let cfg = engine_config(id, self.cfg.nodes);
         let n = self.node(id);
         n.engine = Some(Engine::new(cfg, restart, &n.view, now).expect("valid config"));
@@ -449,17 +429,10 @@ impl World {
     }
 
     fn crash_some(&mut self) {
-        let up: Vec<NodeId> = self
-            .nodes
-            .iter()
-            .filter(|n| n.engine.is_some())
-            .map(|n| n.id)
-            .collect();
+        let up: Vec<NodeId> =
+            self.nodes.iter().filter(|n| n.engine.is_some()).map(|n| n.id).collect();
         let candidates: Vec<NodeId> = if self.cfg.crash_master_only {
-            up.iter()
-                .copied()
-                .filter(|id| self.is_established_master(*id))
-                .collect()
+            up.iter().copied().filter(|id| self.is_established_master(*id)).collect()
         } else {
             up
         };
@@ -471,13 +444,10 @@ impl World {
             self.master_crash_at = Some(self.now);
         }
         self.report.crashes += 1;
-        let clients: Vec<(usize, u64, u64)> = {
-            let n = self.node(id);
-            n.engine = None;
-            n.incarnation += 1;
-            n.pending.values().copied().collect()
-        };
-        let _ = clients; // their clients time out: the outcome is unknown
+        // Clients waiting on it time out: their outcome is unknown.
+        let n = self.node(id);
+        n.engine = None;
+        n.incarnation += 1;
         let d = self.rng.gen_range(100..1_500);
         self.at(d, Event::Restart(id));
     }
@@ -485,16 +455,19 @@ impl World {
     fn is_established_master(&self, id: NodeId) -> bool {
         matches!(
             self.nodes[id as usize - 1].engine.as_ref().map(|e| e.role()),
-            Some(Role::Leading {
-                established: true,
-                ..
-            })
+            Some(Role::Leading { established: true, .. })
         )
     }
 
+    /// Half the time the master is cut off alone (the case leases and step-down exist for),
+    /// otherwise the nodes split at random.
     fn partition(&mut self) {
         let n = self.cfg.nodes as NodeId;
-        let side: Vec<bool> = (0..n).map(|_| self.rng.gen_bool(0.5)).collect();
+        let master = (1..=n).find(|id| self.is_established_master(*id));
+        let side: Vec<bool> = match master {
+            Some(m) if self.rng.gen_bool(0.5) => (1..=n).map(|id| id == m).collect(),
+            _ => (0..n).map(|_| self.rng.gen_bool(0.5)).collect(),
+        };
         self.blocked.clear();
         for a in 1..=n {
             for b in 1..=n {
@@ -595,11 +568,7 @@ impl World {
                 n.view.apply(op);
             }
             if let Some(seq) = r.persist_seq {
-                n.disk.push_back(DiskWrite {
-                    seq,
-                    ops: r.persist,
-                    after: r.send_after_persist,
-                });
+                n.disk.push_back(DiskWrite { seq, ops: r.persist, after: r.send_after_persist });
                 self.schedule_flush(id);
             }
             for (to, msg) in r.send_now {
@@ -621,11 +590,7 @@ impl World {
     fn on_role(&mut self, id: NodeId, role: Role) -> Result<(), String> {
         // Several candidates may pick the same epoch; only one can gather a quorum of
         // promises for it and become its master.
-        if let Role::Leading {
-            epoch,
-            established: true,
-        } = role
-        {
+        if let Role::Leading { epoch, established: true } = role {
             if let Some(other) = self.leaders.insert(epoch, id) {
                 if other != id {
                     return Err(format!("epoch {epoch} has two masters: {other} and {id}"));
@@ -635,13 +600,7 @@ impl World {
                 self.report.failovers_ms.push(self.now - at);
             }
         }
-        if !matches!(
-            role,
-            Role::Leading {
-                established: true,
-                ..
-            }
-        ) {
+        if !matches!(role, Role::Leading { established: true, .. }) {
             let pending = std::mem::take(&mut self.node(id).pending);
             for (c, op, attempt) in pending.into_values() {
                 self.reply(c, op, attempt, Reply::Unknown);
@@ -712,13 +671,10 @@ impl World {
     }
 
     fn check_converged(&mut self) -> Result<(), String> {
-        let masters: Vec<NodeId> = (1..=self.cfg.nodes as NodeId)
-            .filter(|id| self.is_established_master(*id))
-            .collect();
+        let masters: Vec<NodeId> =
+            (1..=self.cfg.nodes as NodeId).filter(|id| self.is_established_master(*id)).collect();
         if masters.len() != 1 {
-            return Err(format!(
-                "no single master after the healed phase: {masters:?}"
-            ));
+            return Err(format!("no single master after the healed phase: {masters:?}"));
         }
         let master = masters[0];
         let m = &self.nodes[master as usize - 1];
@@ -785,10 +741,7 @@ impl World {
                 Some(self.rng.gen_range(0..self.cfg.clients as u64 + 1) * 1_000_000 + 1)
                     .map(|base| base + self.rng.gen_range(0..20))
             };
-            Input::Cas {
-                expected,
-                new: value,
-            }
+            Input::Cas { expected, new: value }
         };
         let client = &mut self.clients[c];
         client.op = Some(ClientOp {
@@ -840,11 +793,7 @@ impl World {
         let cmd = match op.input {
             Input::Read => Cmd::Read { key: op.key },
             Input::Write(value) => Cmd::Write { key: op.key, value },
-            Input::Cas { expected, new } => Cmd::Cas {
-                key: op.key,
-                expected,
-                new,
-            },
+            Input::Cas { expected, new } => Cmd::Cas { key: op.key, expected, new },
         };
         let data = Bytes::from(serde_json::to_vec(&cmd).map_err(|e| e.to_string())?);
         match engine.propose(data) {
@@ -892,10 +841,7 @@ impl World {
                     (op.id, op.attempt)
                 };
                 self.at(backoff, Event::ClientSend(c, target, id, attempt));
-                self.at(
-                    backoff + CLIENT_TIMEOUT_MS,
-                    Event::ClientTimeout(c, id, attempt),
-                );
+                self.at(backoff + CLIENT_TIMEOUT_MS, Event::ClientTimeout(c, id, attempt));
             }
         }
     }
@@ -929,7 +875,6 @@ fn replay(entries: &[Entry]) -> StateMachine {
     for e in entries {
         if !e.data.is_empty() {
             let cmd: Cmd = serde_json::from_slice(&e.data).expect("simulator command");
-            let _ = cmd.key();
             sm.apply(&cmd);
         }
         sm.applied = e.zxid;
