@@ -243,6 +243,9 @@ impl ClientCache {
     /// make entries for keys not cached (the client's own writes); without, only cached keys
     /// change (notices must not fill the cache with everyone's writes).
     fn apply_ops(&mut self, ops: &[Op], zxid: Zxid, create: bool, now: Instant) {
+        // A new entry must not predate the position: notices between its zxid and the position
+        // have already gone by and would never reach it (the same rule as for fills).
+        let create = create && self.position.is_none_or(|p| zxid >= p);
         for op in ops {
             match op {
                 Op::Put { key, value, .. } => {
@@ -470,9 +473,11 @@ mod model_tests {
         Lookup(usize, u8),
         /// The master's linearizable zxid arrives (the whole history is committed).
         Probe,
-        /// The client's own write is acknowledged: an entry whose notice has not been delivered
-        /// yet (so every later notice will still arrive), chosen by a fraction.
-        Own(u8),
+        /// The client sends its own write: it will commit as an entry whose notice has not
+        /// been delivered yet (so every later notice is still to come), chosen by a fraction.
+        OwnSend(u8),
+        /// The oldest own write sent is acknowledged (a gap may have happened in between).
+        OwnAck,
     }
 
     fn step() -> impl Strategy<Value = Step> {
@@ -482,7 +487,8 @@ mod model_tests {
             3 => (0usize..3, any::<u8>()).prop_map(|(k, at)| Step::Fill(k, at)),
             4 => (0usize..3, any::<u8>()).prop_map(|(k, f)| Step::Lookup(k, f)),
             1 => Just(Step::Probe),
-            2 => any::<u8>().prop_map(Step::Own),
+            2 => any::<u8>().prop_map(Step::OwnSend),
+            2 => Just(Step::OwnAck),
         ]
     }
 
@@ -528,6 +534,7 @@ mod model_tests {
             // The client subscribed before any commit: fills at or above zero are safe.
             cache.learn_position(Zxid::new(1, 0), 0);
             let mut next = 0usize;
+            let mut sent = std::collections::VecDeque::new();
             for step in steps {
                 match step {
                     Step::Deliver if next < n => {
@@ -546,11 +553,15 @@ mod model_tests {
                         let g = cache.generation();
                         cache.fill(KEYS[k], value, Zxid::new(1, applied as u32), g, now);
                     }
-                    Step::Own(o) => {
+                    Step::OwnSend(o) => {
                         let i = next + o as usize * (n - next) / 256;
                         if i < n {
+                            sent.push_back((i, cache.generation()));
+                        }
+                    }
+                    Step::OwnAck => {
+                        if let Some((i, g)) = sent.pop_front() {
                             let own = notice(&history, i);
-                            let g = cache.generation();
                             cache.apply_own(&own.ops, own.zxid, g, now);
                         }
                     }
