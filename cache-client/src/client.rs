@@ -373,7 +373,7 @@ impl<T: Transport> Client<T> {
         let (generation, master) = {
             let mut st = self.inner.lock();
             let t = now();
-            if st.cache.position().is_some() || st.next_probe.is_some_and(|at| t < at) {
+            if st.cache.can_fill() || st.next_probe.is_some_and(|at| t < at) {
                 return;
             }
             let Some(master) = st.router.master_address(t) else { return };
