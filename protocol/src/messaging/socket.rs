@@ -331,6 +331,9 @@ impl Endpoint {
     /// to every receiver (or reported as a gap). Waits while the members grant no credit; it
     /// never drops.
     pub async fn multicast(&self, message: Message) -> Result<(), MessagingError> {
+        if self.is_shut_down() {
+            return Err(MessagingError::Shutdown);
+        }
         let payload = message.encode_payload()?;
         let kind = message.kind() as u8;
         loop {
@@ -396,6 +399,9 @@ impl Endpoint {
         timeout: Duration,
         retries: u32,
     ) -> Result<Message, MessagingError> {
+        if self.is_shut_down() {
+            return Err(MessagingError::Shutdown);
+        }
         let request_id = self.shared.next_request_id.fetch_add(1, Ordering::Relaxed);
         let datagram = seal_unreliable(&self.shared.auth, self.shared.id, request_id, 0, &message)?;
         let (reply_tx, mut reply_rx) = oneshot::channel();
