@@ -602,7 +602,7 @@ async fn transmit_task(shared: Arc<Shared>) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batch: Vec<Transmit> = Vec::with_capacity(SEND_BATCH_MAX);
     loop {
-        let ticked = tokio::select! {
+        let mut ticked = tokio::select! {
             _ = ticker.tick() => true,
             _ = shared.transmit_wake.notified() => false,
         };
@@ -610,8 +610,10 @@ async fn transmit_task(shared: Arc<Shared>) {
             {
                 let now = shared.now_ms();
                 let mut state = shared.lock();
-                if ticked && batch.is_empty() {
+                if ticked {
+                    // Timers once per tick, not once per batch of datagrams.
                     state.core.tick(now);
+                    ticked = false;
                 }
                 while batch.len() < SEND_BATCH_MAX {
                     match state.core.poll_transmit(now) {
