@@ -337,24 +337,15 @@ impl Endpoint {
         let payload = message.encode_payload()?;
         let kind = message.kind() as u8;
         loop {
+            if self.try_multicast_encoded(kind, &payload)? {
+                return Ok(());
+            }
             let progress = self.shared.progress_wake.notified();
             tokio::pin!(progress);
             progress.as_mut().enable();
-            {
-                let now = self.shared.now_ms();
-                let mut state = self.shared.lock();
-                match state.core.try_send_encoded(kind, &payload, now) {
-                    Ok(()) => {
-                        drop(state);
-                        self.shared.transmit_wake.notify_one();
-                        return Ok(());
-                    }
-                    Err(SendError::WouldBlock) => {}
-                    Err(SendError::TooLarge { len, max }) => {
-                        return Err(MessagingError::TooLarge { len, max })
-                    }
-                    Err(SendError::Encode(e)) => return Err(e.into()),
-                }
+            // Re-check after registering, so credit that raced in is not slept through.
+            if self.try_multicast_encoded(kind, &payload)? {
+                return Ok(());
             }
             if self.is_shut_down() {
                 return Err(MessagingError::Shutdown);
@@ -367,6 +358,21 @@ impl Endpoint {
                 _ = progress => {}
                 _ = shutdown.wait_for(|s| *s) => return Err(MessagingError::Shutdown),
             }
+        }
+    }
+
+    /// One attempt at queueing an encoded message: Ok(false) means no credit or room yet.
+    fn try_multicast_encoded(&self, kind: u8, payload: &[u8]) -> Result<bool, MessagingError> {
+        let now = self.shared.now_ms();
+        let result = self.shared.lock().core.try_send_encoded(kind, payload, now);
+        match result {
+            Ok(()) => {
+                self.shared.transmit_wake.notify_one();
+                Ok(true)
+            }
+            Err(SendError::WouldBlock) => Ok(false),
+            Err(SendError::TooLarge { len, max }) => Err(MessagingError::TooLarge { len, max }),
+            Err(SendError::Encode(e)) => Err(e.into()),
         }
     }
 
@@ -456,21 +462,16 @@ impl Endpoint {
     /// its sender credit, so a slow caller slows the senders down.
     pub async fn recv(&self) -> Result<Incoming, MessagingError> {
         loop {
+            // Fast path first: no wake-up registration while deliveries are waiting.
+            if let Some(incoming) = self.try_recv() {
+                return Ok(incoming);
+            }
             let ready = self.shared.deliver_wake.notified();
             tokio::pin!(ready);
             ready.as_mut().enable();
-            {
-                let mut state = self.shared.lock();
-                if let Some(next) = state.core.pop_any() {
-                    let more = state.core.has_deliveries();
-                    let incoming = to_incoming(&state, next);
-                    drop(state);
-                    if more {
-                        // Another receiver may be waiting too.
-                        self.shared.deliver_wake.notify_one();
-                    }
-                    return Ok(incoming);
-                }
+            // Re-check after registering, so a delivery that raced in is not slept through.
+            if let Some(incoming) = self.try_recv() {
+                return Ok(incoming);
             }
             if self.is_shut_down() {
                 return Err(MessagingError::Shutdown);
@@ -481,6 +482,20 @@ impl Endpoint {
                 _ = shutdown.wait_for(|s| *s) => return Err(MessagingError::Shutdown),
             }
         }
+    }
+
+    /// The next message or gap if one is waiting (see [`Endpoint::recv`]).
+    pub fn try_recv(&self) -> Option<Incoming> {
+        let mut state = self.shared.lock();
+        let next = state.core.pop_any()?;
+        let more = state.core.has_deliveries();
+        let incoming = to_incoming(&state, next);
+        drop(state);
+        if more {
+            // Another receiver may be waiting too.
+            self.shared.deliver_wake.notify_one();
+        }
+        Some(incoming)
     }
 
     pub fn stats(&self) -> EndpointStats {
