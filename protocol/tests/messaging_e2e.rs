@@ -262,3 +262,28 @@ async fn unicast_fallback_fans_out_to_peer_list() {
     .await
     .expect("test exceeded its time bound");
 }
+
+/// Shutdown is graceful for callers: a pending `recv`, and any later `recv`, `multicast` or
+/// `request`, return `Shutdown` instead of hanging or pretending to send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_wakes_pending_calls() {
+    let name = "shutdown_wakes_pending_calls";
+    tokio::time::timeout(TEST_BOUND, async {
+        let e = Endpoint::bind(config(name, 9, &[9], 0)).await.unwrap();
+        let waiting = {
+            let e = e.clone();
+            tokio::spawn(async move { e.recv().await })
+        };
+        tokio::task::yield_now().await;
+        e.shutdown().await;
+        let result = waiting.await.unwrap();
+        assert!(matches!(result, Err(MessagingError::Shutdown)), "{result:?}");
+        assert!(matches!(e.recv().await, Err(MessagingError::Shutdown)));
+        assert!(matches!(e.multicast(msg(9, 0, 10)).await, Err(MessagingError::Shutdown)));
+        let to = e.local_addr().unwrap();
+        let request = e.request(to, msg(9, 1, 10), Duration::from_millis(10), 1).await;
+        assert!(matches!(request, Err(MessagingError::Shutdown)));
+    })
+    .await
+    .expect("test exceeded its time bound");
+}

@@ -32,8 +32,10 @@
 //! - [`Endpoint::send_unreliable`] / [`Endpoint::send_unreliable_to`]: best-effort (FSLive).
 //! - [`Endpoint::request`]`(addr, Message, timeout, retries)`: unicast request/reply with a
 //!   request id, retries with doubling back-off; [`RequestHandle::reply`] answers one.
-//! - [`Endpoint::recv`]: the next [`Incoming`] (a [`Received`] message or a gap).
-//! - [`Endpoint::stats`], [`Endpoint::local_addr`], [`Endpoint::shutdown`].
+//! - [`Endpoint::recv`] / [`Endpoint::try_recv`]: the next [`Incoming`] (a [`Received`]
+//!   message or a gap). Taking a reliable message grants its sender credit.
+//! - [`Endpoint::flush`] (wait until what we multicast is stable), [`Endpoint::shutdown`].
+//! - [`Endpoint::stats`] (every drop is counted there), [`Endpoint::local_addr`].
 //!
 //! # Defaults and why
 //! | what | default | why |
