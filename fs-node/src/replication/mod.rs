@@ -85,6 +85,8 @@
 mod engine;
 mod memlog;
 #[cfg(test)]
+mod model;
+#[cfg(test)]
 mod tests;
 mod types;
 
