@@ -1037,6 +1037,12 @@ impl Engine {
                     p.phase = PeerPhase::Prepare;
                     prepare.push(*id);
                 }
+                PeerPhase::Synced if p.acked.is_none() => {
+                    // Its last catch-up chunk may be lost: resend it.
+                    if now >= p.last_progress_ms + retransmit_ms {
+                        resync.push((*id, p.reported));
+                    }
+                }
                 PeerPhase::Synced => {
                     let from = p.acked.unwrap_or(p.reported);
                     if from < self.last && now >= p.last_progress_ms + retransmit_ms {
