@@ -795,3 +795,40 @@ fn cluster_elects_and_applies_the_same_sequence() {
     assert_eq!(first.len(), 5);
     assert!(applied.values().all(|a| *a == first));
 }
+
+/// A master steps down when a looking peer promised the master's own epoch to a rival
+/// candidate: that peer can never accept this master's Prepare, and only a higher epoch can
+/// win it back (found by the simulator: the peer stayed out of the cluster for good).
+#[test]
+fn master_steps_down_for_a_peer_promised_to_a_rival_in_its_epoch() {
+    let mut c = Cluster::fresh();
+    let m = c.elect();
+    let f = if m == 1 { 2 } else { 1 };
+    let rival = 6 - m - f;
+    let epoch = c.node(m).engine.hard_state().current_epoch;
+    let now = c.now_ms;
+    let mut v = Vote {
+        from: f,
+        round: 99,
+        candidate: f,
+        candidate_epoch: epoch - 1,
+        candidate_zxid: Zxid::ZERO,
+        settled: false,
+        accepted_epoch: epoch,
+        promised_to: m,
+    };
+    // Promised to this master: it is brought back with a Prepare, no step-down.
+    c.node(m).step(now, Message::Vote(v));
+    let r = c.node(m).ready();
+    assert!(matches!(c.node(m).engine.role(), Role::Leading { .. }));
+    assert!(r
+        .send_now
+        .iter()
+        .chain(&r.send_after_persist)
+        .any(|(to, msg)| *to == To::Node(f) && matches!(msg, Message::Prepare(_))));
+    // Promised to the rival: step down.
+    v.promised_to = rival;
+    c.node(m).step(now, Message::Vote(v));
+    c.node(m).ready();
+    assert_eq!(c.node(m).engine.role(), Role::Looking);
+}

@@ -14,7 +14,7 @@ pub const CLUSTER_SIZES: [usize; 3] = [3, 5, 7];
 pub const LEASE_HEARTBEATS_TRACKED_MAX: usize = 16;
 
 /// Engine configuration. Times are in milliseconds of the host's monotonic clock.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Config {
     pub id: NodeId,
     /// Every member's id, including `id`; 3, 5 or 7 distinct ids.
@@ -127,7 +127,7 @@ pub struct RestartState {
 }
 
 /// One write the host makes durable, in order.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum PersistOp {
     /// Append these entries (zxids above the log's last) to the log.
     Append(Vec<Entry>),
@@ -146,7 +146,7 @@ pub enum To {
 }
 
 /// The engine's role as the host sees it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
     /// Electing; no master known.
     Looking,
