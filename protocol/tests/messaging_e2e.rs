@@ -287,3 +287,66 @@ async fn shutdown_wakes_pending_calls() {
     .await
     .expect("test exceeded its time bound");
 }
+
+/// A receiver that joins a long-running stream over real sockets starts at the sender's
+/// current position: it gets the messages sent after it joined, in order, and no gap and none
+/// of the history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_joiner_starts_at_current_position() {
+    let name = "late_joiner_starts_at_current_position";
+    tokio::time::timeout(TEST_BOUND, async {
+        let sender = Endpoint::bind(config(name, 1, &[1, 2], 0)).await.unwrap();
+        let member = Endpoint::bind(config(name, 2, &[1, 2], 0)).await.unwrap();
+        // History longer than the join backfill (one datagram per 9 000-byte message).
+        let history = 1_100u64;
+        let consumer = tokio::spawn(collect_quietly(member.clone(), 1, history));
+        for i in 0..history {
+            sender.multicast(msg(1, i, 9_000)).await.unwrap();
+        }
+        consumer.await.unwrap();
+        assert!(sender.flush(Duration::from_secs(20)).await);
+        let late = Endpoint::bind(config(name, 3, &[1, 2], 0)).await.unwrap();
+        // Let the late joiner hear the sender's status keepalive (sent every second).
+        let first = tokio::time::timeout(Duration::from_secs(5), async {
+            sender.multicast(msg(1, history, 100)).await.unwrap();
+            loop {
+                if let Incoming::Message(r) = late.recv().await.unwrap() {
+                    return r;
+                }
+            }
+        })
+        .await
+        .expect("the late joiner heard nothing");
+        let Message::FileTransBlock(b) = &first.message else { panic!("unexpected message") };
+        assert_eq!(b.block, history, "the late joiner did not start at the current position");
+        for i in history + 1..history + 50 {
+            sender.multicast(msg(1, i, 100)).await.unwrap();
+        }
+        for i in history + 1..history + 50 {
+            match late.recv().await.unwrap() {
+                Incoming::Message(r) => {
+                    let Message::FileTransBlock(b) = &r.message else { panic!("unexpected") };
+                    assert_eq!(b.block, i);
+                }
+                gap => panic!("unexpected {gap:?}"),
+            }
+        }
+        for e in [&sender, &member, &late] {
+            e.shutdown().await;
+        }
+    })
+    .await
+    .expect("test exceeded its time bound");
+}
+
+/// Receives `expected` reliable messages from `sender` (any content checks are elsewhere).
+async fn collect_quietly(endpoint: Endpoint, sender: SenderId, expected: u64) {
+    let mut got = 0;
+    while got < expected {
+        if let Incoming::Message(r) = endpoint.recv().await.unwrap() {
+            if r.reliable && r.sender == sender {
+                got += 1;
+            }
+        }
+    }
+}
