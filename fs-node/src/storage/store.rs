@@ -289,13 +289,16 @@ fn decode_hint(buf: &[u8], seg: u32) -> Option<(Vec<HintRec>, Footer)> {
 
 /// Start-up's rule for which record of a key wins: the highest zxid, wherever it is.
 fn merge_into(index: &mut BTreeMap<Box<str>, Loc>, key: &str, loc: Loc) {
-    match index.get_mut(key) {
-        Some(existing) if existing.zxid >= loc.zxid => {}
-        Some(existing) => *existing = loc,
-        None => {
-            index.insert(key.into(), loc);
-        }
-    }
+    // One descent of the tree: most keys at start-up are new, so allocating the key first is
+    // cheaper than a lookup followed by an insert.
+    index
+        .entry(key.into())
+        .and_modify(|existing| {
+            if existing.zxid < loc.zxid {
+                *existing = loc;
+            }
+        })
+        .or_insert(loc);
 }
 
 /// Result of scanning a data segment record by record.
