@@ -832,3 +832,26 @@ fn master_steps_down_for_a_peer_promised_to_a_rival_in_its_epoch() {
     c.node(m).ready();
     assert_eq!(c.node(m).engine.role(), Role::Looking);
 }
+
+/// Configuration is refused unless membership is 3, 5 or 7 distinct ids including this node,
+/// and the lease fits between a heartbeat and an election timeout.
+#[test]
+fn config_requires_static_membership_and_consistent_timeouts() {
+    assert_eq!(config(1).validate(), Ok(()));
+    assert_eq!(Config::new(1, vec![1, 2, 3, 4, 5]).validate(), Ok(()));
+    assert_eq!(Config::new(1, vec![1, 2]).validate(), Err(ConfigError::Membership(vec![1, 2])));
+    assert_eq!(
+        Config::new(1, vec![1, 2, 2]).validate(),
+        Err(ConfigError::Membership(vec![1, 2, 2]))
+    );
+    assert_eq!(Config::new(9, vec![1, 2, 3]).validate(), Err(ConfigError::NotAMember(9)));
+    let mut c = config(1);
+    c.lease_ms = c.election_timeout_ms;
+    assert_eq!(c.validate(), Err(ConfigError::Timeouts));
+    let mut c = config(1);
+    c.drift_margin_ms = c.lease_ms - c.heartbeat_interval_ms;
+    assert_eq!(c.validate(), Err(ConfigError::Drift));
+    let mut c = config(1);
+    c.batch_entries_max = 0;
+    assert_eq!(c.validate(), Err(ConfigError::ZeroLimit));
+}

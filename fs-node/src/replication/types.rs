@@ -73,7 +73,8 @@ impl Config {
         if self.heartbeat_interval_ms == 0 || self.lease_ms >= self.election_timeout_ms {
             return Err(ConfigError::Timeouts);
         }
-        if self.drift_margin_ms >= self.lease_ms {
+        // The lease (less the margin) must outlast a heartbeat interval, or it never holds.
+        if self.drift_margin_ms + self.heartbeat_interval_ms >= self.lease_ms {
             return Err(ConfigError::Drift);
         }
         if self.batch_entries_max == 0
@@ -100,7 +101,7 @@ pub enum ConfigError {
     NotAMember(NodeId),
     #[error("timeouts: heartbeat interval must be > 0 and lease_ms below election_timeout_ms")]
     Timeouts,
-    #[error("drift_margin_ms must be below lease_ms")]
+    #[error("drift_margin_ms plus heartbeat_interval_ms must be below lease_ms")]
     Drift,
     #[error("batch, sync, apply and in-flight limits must be above zero")]
     ZeroLimit,
