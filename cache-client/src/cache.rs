@@ -12,10 +12,13 @@
 //! never answers older than the client's floor.
 //!
 //! After a flush (gap, epoch change) and at start the position is unknown: fills are refused
-//! until a notice arrives or the client learns a safe position from the master
-//! ([`ClientCache::learn_position`]). Each flush bumps a generation; a fill or write-through
-//! prepared under an older generation is refused, so a reply that raced a flush cannot bring
-//! back what the flush dropped.
+//! until a notice arrives or the client learns a safe *fill floor* C from the master
+//! ([`ClientCache::learn_position`]: every entry committed above C will still arrive as a
+//! notice). A fill at `as_of >= C` is then safe, but C is not a position: notices at or below C
+//! may still be on their way, so an entry's valid-through stays its own `as_of` until notices
+//! move the position. Each flush bumps a generation; a fill or write-through prepared under an
+//! older generation is refused, so a reply that raced a flush cannot bring back what the flush
+//! dropped.
 
 use bytes::Bytes;
 use lru::LruCache;
@@ -88,6 +91,8 @@ pub struct ClientCache {
     entries: LruCache<String, Entry>,
     bytes: usize,
     position: Option<Zxid>,
+    /// Fills at or above this are safe while the position is unknown (learned from the master).
+    fill_floor: Option<Zxid>,
     /// The highest notice ever applied (not reset by a flush).
     highest_notice: Option<Zxid>,
     generation: u64,
@@ -105,6 +110,7 @@ impl ClientCache {
             entries: LruCache::unbounded(),
             bytes: 0,
             position: None,
+            fill_floor: None,
             highest_notice: None,
             generation: 0,
             stats: CacheStats::default(),
@@ -113,6 +119,11 @@ impl ClientCache {
 
     pub fn position(&self) -> Option<Zxid> {
         self.position
+    }
+
+    /// Whether a fill can be accepted at all (a position or a fill floor is known).
+    pub fn can_fill(&self) -> bool {
+        self.position.is_some() || self.fill_floor.is_some()
     }
 
     /// Bumped by every flush; pass it back to [`Self::fill`] and [`Self::apply_own`].
@@ -170,7 +181,11 @@ impl ClientCache {
         generation: u64,
         now: Instant,
     ) -> bool {
-        let fresh = self.position.is_some_and(|p| as_of >= p);
+        let fresh = match (self.position, self.fill_floor) {
+            (Some(position), _) => as_of >= position,
+            (None, Some(floor)) => as_of >= floor,
+            (None, None) => false,
+        };
         if generation != self.generation || !fresh {
             self.stats.refused_fills += 1;
             return false;
@@ -178,11 +193,12 @@ impl ClientCache {
         self.insert(key, Entry { value, as_of, inserted: now })
     }
 
-    /// Sets a safe position learned from the master after a flush or at start: every entry
-    /// committed above `zxid` will still arrive as a notice. Only ever raises the position.
+    /// Sets the fill floor learned from the master after a flush or at start: every entry
+    /// committed above `zxid` will still arrive as a notice. Only ever raises it; ignored when
+    /// a flush happened since the master was asked (`generation`).
     pub fn learn_position(&mut self, zxid: Zxid, generation: u64) {
         if generation == self.generation {
-            self.position = Some(self.position.map_or(zxid, |p| p.max(zxid)));
+            self.fill_floor = Some(self.fill_floor.map_or(zxid, |f| f.max(zxid)));
         }
     }
 
@@ -227,6 +243,9 @@ impl ClientCache {
     /// make entries for keys not cached (the client's own writes); without, only cached keys
     /// change (notices must not fill the cache with everyone's writes).
     fn apply_ops(&mut self, ops: &[Op], zxid: Zxid, create: bool, now: Instant) {
+        // A new entry must not predate the position: notices between its zxid and the position
+        // have already gone by and would never reach it (the same rule as for fills).
+        let create = create && self.position.is_none_or(|p| zxid >= p);
         for op in ops {
             match op {
                 Op::Put { key, value, .. } => {
@@ -262,7 +281,7 @@ impl ClientCache {
             return NoticeOutcome::Duplicate;
         }
         let mut outcome = NoticeOutcome::Applied;
-        let last = self.highest_notice.max(self.position);
+        let last = self.highest_notice.max(self.position).max(self.fill_floor);
         if last.is_some_and(|last| notice.zxid.epoch() > last.epoch()) {
             self.flush();
             outcome = NoticeOutcome::FlushedForEpoch;
@@ -287,6 +306,7 @@ impl ClientCache {
         self.entries.clear();
         self.bytes = 0;
         self.position = None;
+        self.fill_floor = None;
         self.generation += 1;
         self.stats.flushes += 1;
     }
@@ -377,11 +397,17 @@ mod tests {
         assert!(c.is_empty());
         assert_eq!(c.position(), None);
         c.learn_position(z(5), 0);
-        assert_eq!(c.position(), None, "position from before the flush accepted");
+        assert!(!c.can_fill(), "a fill floor from before the flush accepted");
         c.learn_position(z(5), 1);
         assert!(!c.fill("/k", v(1, "a"), z(5), 0, now));
+        assert!(c.fill("/k", v(1, "a"), z(5), 1, now));
+        assert!(c.lookup("/k", z(6), now).is_none(), "a fill floor counted as a position");
         c.apply_own(&[put("/k", "b")], z(6), 0, now);
-        assert!(c.is_empty());
+        assert_eq!(
+            c.lookup("/k", z(5), now).unwrap().value,
+            v(1, "a"),
+            "stale write-through applied"
+        );
     }
 
     /// Entries expire after the maximum age; a notice from a new epoch flushes.
@@ -420,5 +446,142 @@ mod tests {
         assert!(c.lookup("/b", z(0), now).is_none());
         c.apply_own(&[Op::Delete { key: "/a".into(), recursive: false }], z(2), 0, now);
         assert_eq!(c.lookup("/a", z(2), now).unwrap().value, None);
+    }
+}
+
+#[cfg(test)]
+mod model_tests {
+    //! The cache against a model of the committed history: whatever the interleaving of
+    //! notices, fills from nodes at any applied zxid, own writes, gaps and probes, a hit for
+    //! floor F shows exactly the key's committed state at its valid-through zxid, which is at
+    //! least F.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    const KEYS: [&str; 3] = ["/a", "/b", "/c"];
+
+    #[derive(Clone, Debug)]
+    enum Step {
+        /// Deliver the next notice.
+        Deliver,
+        /// Lose the next `n` notices and report a gap.
+        Gap(usize),
+        /// A node at applied `at` (a fraction of the history) answers a read of a key.
+        Fill(usize, u8),
+        /// A read of a key with a floor (a fraction of the history).
+        Lookup(usize, u8),
+        /// The master's linearizable zxid arrives (the whole history is committed).
+        Probe,
+        /// The client sends its own write: it will commit as an entry whose notice has not
+        /// been delivered yet (so every later notice is still to come), chosen by a fraction.
+        OwnSend(u8),
+        /// The oldest own write sent is acknowledged (a gap may have happened in between).
+        OwnAck,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            4 => Just(Step::Deliver),
+            1 => (1usize..4).prop_map(Step::Gap),
+            3 => (0usize..3, any::<u8>()).prop_map(|(k, at)| Step::Fill(k, at)),
+            4 => (0usize..3, any::<u8>()).prop_map(|(k, f)| Step::Lookup(k, f)),
+            1 => Just(Step::Probe),
+            2 => any::<u8>().prop_map(Step::OwnSend),
+            2 => Just(Step::OwnAck),
+        ]
+    }
+
+    /// One op per entry: Some(v) puts value v, None deletes.
+    fn history() -> impl Strategy<Value = Vec<(usize, Option<u8>)>> {
+        proptest::collection::vec((0usize..3, proptest::option::of(any::<u8>())), 1..40)
+    }
+
+    /// The state of `key` after entries 1..=upto: (value, zxid of the write that made it).
+    fn state(history: &[(usize, Option<u8>)], key: usize, upto: usize) -> Option<(u8, Zxid)> {
+        let mut out = None;
+        for (i, (k, v)) in history.iter().enumerate().take(upto) {
+            if *k == key {
+                out = v.map(|v| (v, Zxid::new(1, i as u32 + 1)));
+            }
+        }
+        out
+    }
+
+    fn notice(history: &[(usize, Option<u8>)], i: usize) -> UpdateNotice {
+        let (k, v) = history[i];
+        let op = match v {
+            Some(v) => Op::Put {
+                key: KEYS[k].into(),
+                value: Bytes::from(vec![v]),
+                create_only: false,
+                ephemeral: None,
+            },
+            None => Op::Delete { key: KEYS[k].into(), recursive: false },
+        };
+        UpdateNotice { zxid: Zxid::new(1, i as u32 + 1), ops: vec![op] }
+    }
+
+    proptest! {
+        #[test]
+        fn hits_show_the_committed_state_at_valid_through(
+            history in history(),
+            steps in proptest::collection::vec(step(), 1..120),
+        ) {
+            let now = Instant::now();
+            let n = history.len();
+            let mut cache = ClientCache::new(CacheConfig::default());
+            // The client subscribed before any commit: fills at or above zero are safe.
+            cache.learn_position(Zxid::new(1, 0), 0);
+            let mut next = 0usize;
+            let mut sent = std::collections::VecDeque::new();
+            for step in steps {
+                match step {
+                    Step::Deliver if next < n => {
+                        cache.apply_notice(&notice(&history, next), now);
+                        next += 1;
+                    }
+                    Step::Deliver => {}
+                    Step::Gap(lost) => {
+                        next = (next + lost).min(n);
+                        cache.flush();
+                    }
+                    Step::Fill(k, at) => {
+                        let applied = at as usize * n / 255;
+                        let value = state(&history, k, applied)
+                            .map(|(v, z)| Versioned { zxid: z, value: Bytes::from(vec![v]) });
+                        let g = cache.generation();
+                        cache.fill(KEYS[k], value, Zxid::new(1, applied as u32), g, now);
+                    }
+                    Step::OwnSend(o) => {
+                        let i = next + o as usize * (n - next) / 256;
+                        if i < n {
+                            sent.push_back((i, cache.generation()));
+                        }
+                    }
+                    Step::OwnAck => {
+                        if let Some((i, g)) = sent.pop_front() {
+                            let own = notice(&history, i);
+                            cache.apply_own(&own.ops, own.zxid, g, now);
+                        }
+                    }
+                    Step::Probe => {
+                        let g = cache.generation();
+                        cache.learn_position(Zxid::new(1, n as u32), g);
+                    }
+                    Step::Lookup(k, f) => {
+                        let floor = Zxid::new(1, (f as usize * n / 255) as u32);
+                        let position = cache.position().unwrap_or(Zxid::ZERO);
+                        if let Some(hit) = cache.lookup(KEYS[k], floor, now) {
+                            let through = hit.as_of.max(position);
+                            prop_assert!(through >= floor);
+                            let expected = state(&history, k, through.counter() as usize);
+                            let got = hit.value.map(|v| (v.value[0], v.zxid));
+                            prop_assert_eq!(got, expected, "key {} through {}", KEYS[k], through);
+                        }
+                    }
+                }
+            }
+        }
     }
 }

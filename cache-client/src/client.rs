@@ -366,14 +366,15 @@ impl<T: Transport> Client<T> {
         }
     }
 
-    /// After a flush (or at start) the cache accepts nothing until it knows a safe position;
-    /// ask the master, once, for its linearizable zxid. Skipped when no master is known or one
+    /// After a flush (or at start) the cache accepts no fill until a notice arrives or it knows
+    /// a safe fill floor; ask the master, once, for its linearizable zxid (every entry above it
+    /// commits later, so its notice is still to come). Skipped when no master is known or one
     /// was asked less than [`POSITION_PROBE_BACKOFF`] ago: failure only delays caching.
     async fn learn_position(&self) {
         let (generation, master) = {
             let mut st = self.inner.lock();
             let t = now();
-            if st.cache.position().is_some() || st.next_probe.is_some_and(|at| t < at) {
+            if st.cache.can_fill() || st.next_probe.is_some_and(|at| t < at) {
                 return;
             }
             let Some(master) = st.router.master_address(t) else { return };

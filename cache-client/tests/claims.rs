@@ -461,3 +461,37 @@ async fn callbacks_may_call_the_client() {
     b.pump();
     assert_eq!(*seen.lock().unwrap(), vec![(zxid, 3)]);
 }
+
+/// Two choices with in-flight counts: when node 3 is slow (its requests stay in flight), a
+/// burst of concurrent reads mostly avoids it, although its reported load equals the others'.
+#[tokio::test(start_paused = true)]
+async fn concurrent_reads_avoid_a_node_with_requests_in_flight() {
+    let cluster = Cluster::new(3);
+    let slow = std::sync::Arc::clone(cluster.server(3));
+    cluster.network.add_node(
+        address(3),
+        std::sync::Arc::new(move |message| {
+            let server = std::sync::Arc::clone(&slow);
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                server.handle(message).await
+            })
+        }),
+    );
+    let client = cluster.client(23);
+    let (waves, per_wave) = (40u64, 9u64);
+    for _ in 0..waves {
+        let mut burst = tokio::task::JoinSet::new();
+        for _ in 0..per_wave {
+            let c = client.clone();
+            burst.spawn(async move { c.read_with("/k", BYPASS).await.unwrap() });
+        }
+        while let Some(done) = burst.join_next().await {
+            done.unwrap();
+        }
+    }
+    let total = waves * per_wave;
+    assert_eq!((1..=3).map(|n| cluster.reads_to(n)).sum::<u64>(), total);
+    // Load alone would give node 3 a third (120); in-flight counts hold it near one per wave.
+    assert!(cluster.reads_to(3) < total / 6, "slow node got {} of {total}", cluster.reads_to(3));
+}

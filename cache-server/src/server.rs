@@ -345,6 +345,32 @@ mod tests {
         task.abort();
     }
 
+    /// A linearizable read is refused by a follower (NotMaster names the master) and answered by
+    /// the master; Status reports the node's place and load.
+    #[tokio::test]
+    async fn linearizable_reads_and_status() {
+        let master = serve(MemBackend::master(1, 1), ServerConfig::new("n1"));
+        let follower = serve(MemBackend::follower(2, 1, 1), ServerConfig::new("n2"));
+        master.handle(put("/k", "v", 1)).await.unwrap();
+        let lin = |op| Message::Request(ReadRequest { floor: Zxid::ZERO, linearizable: true, op });
+        let get_k = || ReadOp::Get { key: "/k".into() };
+        let Some(Message::ReadReply(reply)) = follower.handle(lin(get_k())).await else { panic!() };
+        assert_eq!(reply.result.unwrap_err().code, ErrorCode::NotMaster { master: Some(1) });
+        let Some(Message::ReadReply(reply)) = master.handle(lin(get_k())).await else { panic!() };
+        assert!(matches!(reply.result, Ok(ReadValue::Value(Some(_)))));
+        assert_eq!(reply.applied, Zxid::new(1, 1));
+        master.gauge().set(250, 500);
+        let Some(Message::ReadReply(reply)) = master.handle(lin(ReadOp::Status)).await else {
+            panic!()
+        };
+        let Ok(ReadValue::Status(status)) = reply.result else { panic!() };
+        assert_eq!(
+            (status.node, status.role, status.master),
+            (1, protocol::message::data::Role::Master, Some(1))
+        );
+        assert_eq!(status.load.cpu_permille, 250);
+    }
+
     /// Bad keys and oversize values are refused with typed errors before anything is written.
     #[tokio::test]
     async fn bad_input_refused() {

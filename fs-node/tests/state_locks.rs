@@ -381,3 +381,32 @@ fn renewing_holder_keeps_lock_across_master_change() {
     assert_eq!(expired, vec![(8_000, "/b".to_string()), (takeover_ms + 5_000, "/c".to_string())]);
     assert!(h.machine.tables().locks.get("/a").is_some_and(|l| l.holders.contains_key(&A)));
 }
+
+/// The master answers a Renew message from its lease clock alone (no log entry), and leaves
+/// every other Lock message to the log.
+#[test]
+fn renew_message_answered_without_the_log() {
+    use protocol::message::data::{Load, RequestId};
+    use protocol::message::lock::{LockGrant, LockRequest, LockRequestOp};
+    let mut h = Harness::default();
+    let mut keeper = LeaseKeeper::new(LeaseConfig { lock_ttl_ms: TTL_MS });
+    let request = h.next_request(A);
+    let acquire = LockRequest {
+        request,
+        op: LockRequestOp::Acquire { lock: "/l".into(), auth: 9, session: 0, host: "h".into() },
+    };
+    assert!(keeper.answer_renewal(0, &acquire, Load::default()).is_none());
+    let command = Command::from_lock_request(acquire).expect("acquire goes through the log");
+    let r = h.apply(command);
+    keeper.observe(&r.leases, 0);
+    let applied = h.machine.applied();
+    let renew = LockRequest {
+        request: RequestId { client: A, seq: 99 },
+        op: LockRequestOp::Renew { session: 0, locks: vec![("/l".into(), 9)] },
+    };
+    assert!(Command::from_lock_request(renew.clone()).is_none());
+    let reply = keeper.answer_renewal(1_000, &renew, Load::default()).unwrap();
+    assert_eq!(reply.result, Ok(LockGrant::Renewed { lease_ms: TTL_MS }));
+    assert_eq!(keeper.next_deadline_ms(), Some(6_000));
+    assert_eq!(h.machine.applied(), applied);
+}

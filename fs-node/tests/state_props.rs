@@ -230,8 +230,8 @@ proptest! {
         let mut last_token: BTreeMap<String, Zxid> = BTreeMap::new();
         for (i, step) in steps.iter().enumerate() {
             if i == snapshot_at {
-                let bytes = protocol::codec::encode(b.tables(), 1 << 20).unwrap();
-                let tables: Tables = protocol::codec::decode(&bytes, "tables", 1 << 20).unwrap();
+                let bytes = b.tables().encode(1 << 20).unwrap();
+                let tables = Tables::decode(&bytes, 1 << 20).unwrap();
                 prop_assert_eq!(&tables, b.tables());
                 b = StateMachine::restore(b.store().clone(), tables, small_config());
             }

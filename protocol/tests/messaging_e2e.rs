@@ -140,6 +140,10 @@ async fn three_endpoints_multicast_with_20_percent_loss_deliver_exactly_once_in_
         for s in senders {
             s.await.unwrap();
         }
+        for e in &endpoints {
+            assert!(e.flush(Duration::from_secs(20)).await, "{} never became stable", e.id());
+            assert_eq!(e.unstable_datagrams(), 0);
+        }
         for r in receivers {
             let counts = r.await.unwrap();
             assert!(counts.values().all(|n| *n == per_sender));
@@ -176,9 +180,11 @@ async fn request_reply_survives_drops_with_retries() {
                 request.reply(&s, Message::FileTransBlock(b)).await.unwrap();
             }
         });
+        // An attempt fails when the request or the reply is dropped: 1 - 0.7² ≈ 0.51. With 25
+        // retries a request fails with p ≈ 0.51^26 ≈ 3e-8, so this test does not flake.
         for i in 0..60u64 {
             let reply = client
-                .request(server_addr, msg(client.id(), i, 64), Duration::from_millis(20), 12)
+                .request(server_addr, msg(client.id(), i, 64), Duration::from_millis(20), 25)
                 .await
                 .expect("a reply within the retries");
             let Message::FileTransBlock(b) = reply else { panic!("wrong reply kind") };
@@ -255,4 +261,92 @@ async fn unicast_fallback_fans_out_to_peer_list() {
     })
     .await
     .expect("test exceeded its time bound");
+}
+
+/// Shutdown is graceful for callers: a pending `recv`, and any later `recv`, `multicast` or
+/// `request`, return `Shutdown` instead of hanging or pretending to send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_wakes_pending_calls() {
+    let name = "shutdown_wakes_pending_calls";
+    tokio::time::timeout(TEST_BOUND, async {
+        let e = Endpoint::bind(config(name, 9, &[9], 0)).await.unwrap();
+        let waiting = {
+            let e = e.clone();
+            tokio::spawn(async move { e.recv().await })
+        };
+        tokio::task::yield_now().await;
+        e.shutdown().await;
+        let result = waiting.await.unwrap();
+        assert!(matches!(result, Err(MessagingError::Shutdown)), "{result:?}");
+        assert!(matches!(e.recv().await, Err(MessagingError::Shutdown)));
+        assert!(matches!(e.multicast(msg(9, 0, 10)).await, Err(MessagingError::Shutdown)));
+        let to = e.local_addr().unwrap();
+        let request = e.request(to, msg(9, 1, 10), Duration::from_millis(10), 1).await;
+        assert!(matches!(request, Err(MessagingError::Shutdown)));
+    })
+    .await
+    .expect("test exceeded its time bound");
+}
+
+/// A receiver that joins a long-running stream over real sockets starts at the sender's
+/// current position: it gets the messages sent after it joined, in order, and no gap and none
+/// of the history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_joiner_starts_at_current_position() {
+    let name = "late_joiner_starts_at_current_position";
+    tokio::time::timeout(TEST_BOUND, async {
+        let sender = Endpoint::bind(config(name, 1, &[1, 2], 0)).await.unwrap();
+        let member = Endpoint::bind(config(name, 2, &[1, 2], 0)).await.unwrap();
+        // History longer than the join backfill (one datagram per 9 000-byte message).
+        let history = 1_100u64;
+        let consumer = tokio::spawn(collect_quietly(member.clone(), 1, history));
+        for i in 0..history {
+            sender.multicast(msg(1, i, 9_000)).await.unwrap();
+        }
+        consumer.await.unwrap();
+        assert!(sender.flush(Duration::from_secs(20)).await);
+        let late = Endpoint::bind(config(name, 3, &[1, 2], 0)).await.unwrap();
+        // Let the late joiner hear the sender's status keepalive (sent every second).
+        let first = tokio::time::timeout(Duration::from_secs(5), async {
+            sender.multicast(msg(1, history, 100)).await.unwrap();
+            loop {
+                if let Incoming::Message(r) = late.recv().await.unwrap() {
+                    return r;
+                }
+            }
+        })
+        .await
+        .expect("the late joiner heard nothing");
+        let Message::FileTransBlock(b) = &first.message else { panic!("unexpected message") };
+        assert_eq!(b.block, history, "the late joiner did not start at the current position");
+        for i in history + 1..history + 50 {
+            sender.multicast(msg(1, i, 100)).await.unwrap();
+        }
+        for i in history + 1..history + 50 {
+            match late.recv().await.unwrap() {
+                Incoming::Message(r) => {
+                    let Message::FileTransBlock(b) = &r.message else { panic!("unexpected") };
+                    assert_eq!(b.block, i);
+                }
+                gap => panic!("unexpected {gap:?}"),
+            }
+        }
+        for e in [&sender, &member, &late] {
+            e.shutdown().await;
+        }
+    })
+    .await
+    .expect("test exceeded its time bound");
+}
+
+/// Receives `expected` reliable messages from `sender` (any content checks are elsewhere).
+async fn collect_quietly(endpoint: Endpoint, sender: SenderId, expected: u64) {
+    let mut got = 0;
+    while got < expected {
+        if let Incoming::Message(r) = endpoint.recv().await.unwrap() {
+            if r.reliable && r.sender == sender {
+                got += 1;
+            }
+        }
+    }
 }

@@ -9,7 +9,7 @@ use shoal_tests::linearizability;
 use shoal_tests::sim::{self, SimConfig, SimReport};
 
 /// Seeds per cluster size in CI.
-const CI_SEEDS: u64 = 12;
+const CI_SEEDS: u64 = 40;
 
 fn seeds() -> Vec<u64> {
     if let Ok(s) = std::env::var("SHOAL_SIM_SEED") {

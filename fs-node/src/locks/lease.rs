@@ -10,7 +10,8 @@
 
 use super::{LockTable, SessionTable};
 use crate::state::Command;
-use protocol::message::data::{ErrorCode, WireError};
+use protocol::message::data::{ErrorCode, Load, WireError};
+use protocol::message::lock::{LockGrant, LockReply, LockRequest, LockRequestOp};
 use protocol::{SenderId, Zxid};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -252,6 +253,21 @@ impl LeaseKeeper {
             lease_ms = self.config.lock_ttl_ms;
         }
         Ok(lease_ms)
+    }
+
+    /// Answers a Lock message if it is a renewal (`None` otherwise: those go through the log
+    /// as [`Command::from_lock_request`] says).
+    pub fn answer_renewal(
+        &mut self,
+        now_ms: u64,
+        request: &LockRequest,
+        load: Load,
+    ) -> Option<LockReply> {
+        let LockRequestOp::Renew { session, locks } = &request.op else { return None };
+        let result = self
+            .renew(now_ms, request.request.client, *session, locks)
+            .map(|lease_ms| LockGrant::Renewed { lease_ms });
+        Some(LockReply { request: request.request, load, result })
     }
 
     /// The expiry commands due at `now_ms` (a deadline at or before `now_ms` has passed), in

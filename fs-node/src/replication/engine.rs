@@ -13,14 +13,14 @@ use protocol::{NodeId, Zxid};
 use std::collections::{BTreeMap, VecDeque};
 
 /// A vote's sort key: (epoch, last zxid, id), compared in that order (derive order).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct VoteKey {
     epoch: u32,
     zxid: Zxid,
     id: NodeId,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug, Hash)]
 struct Looking {
     vote: VoteKey,
     votes: BTreeMap<NodeId, VoteKey>,
@@ -28,7 +28,7 @@ struct Looking {
     last_broadcast_ms: u64,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug, Hash)]
 struct Following {
     master: NodeId,
     /// The epoch promised to `master`, once its Prepare arrived.
@@ -38,7 +38,7 @@ struct Following {
     last_contact_ms: u64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum PeerPhase {
     /// Waiting for its PrepareOk.
     Prepare,
@@ -48,7 +48,7 @@ enum PeerPhase {
     Synced,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug, Hash)]
 struct Progress {
     phase: PeerPhase,
     /// The last position the peer reported (PrepareOk), where a resent catch-up starts.
@@ -59,7 +59,7 @@ struct Progress {
     last_heard_ms: u64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum LeaderPhase {
     /// Collecting promises (PrepareOk) from a quorum.
     Discovering,
@@ -69,7 +69,7 @@ enum LeaderPhase {
     Established,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug, Hash)]
 struct Leading {
     epoch: u32,
     phase: LeaderPhase,
@@ -88,14 +88,14 @@ struct Leading {
     batch: Vec<Entry>,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug, Hash)]
 enum State {
     Looking(Looking),
     Following(Following),
     Leading(Box<Leading>),
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug, Hash)]
 struct PendingPersist {
     seq: u64,
     /// The log's last zxid once this persist is durable (clamped by later truncations).
@@ -104,7 +104,7 @@ struct PendingPersist {
 }
 
 /// The IO-free replication engine of one node.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Engine {
     cfg: Config,
     /// The newest epoch state (maybe not yet durable) and the durable one.
@@ -132,6 +132,23 @@ pub struct Engine {
     out: Ready,
     role_reported: Option<Role>,
     snapshot_wait: Option<Zxid>,
+}
+
+/// Hashes the protocol state (not the configuration nor undrained outputs): for model
+/// checking, where two engines in the same state must hash alike.
+impl std::hash::Hash for Engine {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.hard.hash(h);
+        self.durable_hard.hash(h);
+        (self.last, self.durable, self.commit, self.applied).hash(h);
+        (self.max_seen_epoch, self.round).hash(h);
+        self.state.hash(h);
+        (self.lease_holder, self.lease_until_ms, self.no_promise_until_ms).hash(h);
+        (self.now_ms, self.persist_seq).hash(h);
+        self.pending.hash(h);
+        self.role_reported.hash(h);
+        self.snapshot_wait.hash(h);
+    }
 }
 
 impl Engine {
@@ -445,6 +462,7 @@ impl Engine {
             candidate_zxid: candidate.zxid,
             settled,
             accepted_epoch: self.hard.accepted_epoch,
+            promised_to: self.hard.promised_to,
         })
     }
 
@@ -493,8 +511,11 @@ impl Engine {
                 if v.settled {
                     return;
                 }
-                if v.accepted_epoch > l.epoch {
-                    // It promised a later epoch: only a new, higher epoch can bring it back.
+                if v.accepted_epoch > l.epoch
+                    || (v.accepted_epoch == l.epoch && v.promised_to != self.cfg.id)
+                {
+                    // It promised a later epoch, or ours to a rival candidate: only a new,
+                    // higher epoch can bring it back.
                     self.enter_looking();
                     return;
                 }
@@ -668,6 +689,12 @@ impl Engine {
             return;
         }
         if let Some(base) = s.snapshot {
+            if log.contains(base) {
+                // A stale request (it answered an old position): our history already reaches
+                // the master's base; report where we are instead.
+                self.report_position(s.from, s.epoch, self.last);
+                return;
+            }
             if self.snapshot_wait != Some(base) {
                 self.snapshot_wait = Some(base);
                 self.out.fetch_snapshot = Some((s.from, base));
@@ -1009,6 +1036,12 @@ impl Engine {
                 PeerPhase::Synced if now >= p.last_heard_ms + timeout => {
                     p.phase = PeerPhase::Prepare;
                     prepare.push(*id);
+                }
+                PeerPhase::Synced if p.acked.is_none() => {
+                    // Its last catch-up chunk may be lost: resend it.
+                    if now >= p.last_progress_ms + retransmit_ms {
+                        resync.push((*id, p.reported));
+                    }
                 }
                 PeerPhase::Synced => {
                     let from = p.acked.unwrap_or(p.reported);

@@ -5,7 +5,7 @@ use super::types::{HardState, LogReader, PersistOp};
 use protocol::message::replication::Entry;
 use protocol::Zxid;
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct MemLog {
     base: Zxid,
     entries: Vec<Entry>,

@@ -16,6 +16,7 @@
 //! - `memlog`: [`MemLog`], an in-memory [`LogReader`] that applies [`PersistOp`]s; the
 //!   reference of the log rules, used by the tests and the simulator.
 //! - `tests`: one unit test per protocol rule, asserting the exact outputs.
+//! - `model`: the bounded model check (test only).
 //!
 //! # Protocol (Zab's three phases, with FastLeaderElection in front)
 //!
@@ -42,8 +43,10 @@
 //! (a PrepareOk), so the master walks back to the common point. Two histories holding the same
 //! zxid agree up to it (one master numbers an epoch; logs only lose suffixes), so the follower
 //! keeps what it shares, truncates a divergent tail from the first difference, and appends the
-//! rest. The last chunk is `done`: the follower drops anything past it, adopts the epoch
-//! (persisted after the entries) and acks with Accept only once all that is durable. A follower
+//! rest. The last chunk is `done`: the follower drops an older-epoch tail past it (entries of
+//! the master's own epoch past it are kept: a reordered, stale `done` chunk must not drop
+//! them), adopts the epoch (persisted after the entries) and acks with Accept only once all
+//! that is durable. A follower
 //! behind the master's log retention (`prev` below the log's base) is told to fetch the data
 //! files ([`Ready::fetch_snapshot`]); until file transfer exists the host may copy them by any
 //! bulk means (the simulator copies the committed state directly), then calls
@@ -77,13 +80,25 @@
 //! **Liveness.** A follower that hears nothing from its master for `election_timeout_ms`
 //! looks for a new one; a master that hears from no quorum that long steps down, as does one
 //! not established that long after winning. A master bringing a looking peer back sends it
-//! Prepare again. A peer that promised a later epoch than the master's makes it step down.
+//! Prepare again. A looking peer that promised a later epoch, or the master's epoch to a rival
+//! candidate (votes carry `accepted_epoch` and `promised_to`), makes the master step down, so
+//! that the next epoch can win it back.
+//!
+//! # How it is checked
+//! - `tests`: one unit test per rule above, asserting the exact outputs.
+//! - `model`: a bounded model check of 3 engines (exhaustive breadth-first to a state budget,
+//!   plus seeded deep random walks) under loss, duplication, reordering and one crash: one
+//!   master per epoch, one committed order everywhere, the master holds every committed entry.
+//! - `shoal-tests` `replication_sim`: a seeded simulation of 3 and 5 nodes with partitions,
+//!   crashes, restarts, loss and log compaction, whose client history must be linearizable.
 //!
 //! The client request table (retries that apply once) and applying entries to state belong to
 //! the state-machine layer: to this engine entry data is opaque.
 
 mod engine;
 mod memlog;
+#[cfg(test)]
+mod model;
 #[cfg(test)]
 mod tests;
 mod types;

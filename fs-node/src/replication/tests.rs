@@ -159,6 +159,7 @@ fn vote(from: NodeId, round: u64, candidate: NodeId, epoch: u32, zxid: Zxid) -> 
         candidate_zxid: zxid,
         settled: false,
         accepted_epoch: epoch,
+        promised_to: 0,
     })
 }
 
@@ -181,6 +182,7 @@ fn vote_order_is_epoch_then_zxid_then_id() {
                 candidate_zxid: z(1, 5),
                 settled: false,
                 accepted_epoch: 1,
+                promised_to: 0,
             })
         )]
     );
@@ -205,6 +207,7 @@ fn vote_order_is_epoch_then_zxid_then_id() {
                 candidate_zxid: z(1, 6),
                 settled: false,
                 accepted_epoch: 1,
+                promised_to: 0,
             })
         )]
     );
@@ -225,6 +228,7 @@ fn quorum_of_votes_makes_master_with_epoch_above_all_seen() {
         candidate_zxid: Zxid::ZERO,
         settled: false,
         accepted_epoch: 7,
+        promised_to: 0,
     };
     // Still inside the restart no-promise window: it may not promise itself yet.
     n.step(10, Message::Vote(v));
@@ -486,6 +490,45 @@ fn sync_done_drops_a_tail_past_the_master_history() {
     );
     let r = n.ready();
     assert_eq!(r.persist[0], PersistOp::TruncateAfter(z(1, 1)));
+}
+
+/// A reordered, stale `done` chunk does not drop entries the follower already took from the
+/// same master (found by the simulator: it dropped an entry already acked as durable).
+#[test]
+fn stale_done_chunk_keeps_the_master_epoch_entries() {
+    let mine = [entry(z(1, 1), "a"), entry(z(4, 1), "b"), entry(z(4, 2), "c")];
+    let mut n = promised_follower(&mine, 3, 4);
+    // It took the master's up-to-date chunk first ...
+    n.step(
+        LEASE_MS,
+        Message::Sync(Sync {
+            from: 3,
+            epoch: 4,
+            prev: z(4, 2),
+            entries: vec![],
+            done: true,
+            snapshot: None,
+            commit: Zxid::ZERO,
+        }),
+    );
+    n.ready_durable();
+    assert_eq!(n.engine.hard_state().current_epoch, 4);
+    // ... then an older one arrives late.
+    n.step(
+        LEASE_MS,
+        Message::Sync(Sync {
+            from: 3,
+            epoch: 4,
+            prev: z(1, 1),
+            entries: vec![entry(z(4, 1), "b")],
+            done: true,
+            snapshot: None,
+            commit: Zxid::ZERO,
+        }),
+    );
+    let r = n.ready();
+    assert!(r.persist.is_empty(), "changed the log: {:?}", r.persist);
+    assert_eq!(n.engine.last(), z(4, 2));
 }
 
 /// A follower that lacks the chunk's `prev` answers with the largest zxid below it that it
@@ -751,4 +794,64 @@ fn cluster_elects_and_applies_the_same_sequence() {
     let first = applied.values().next().expect("nodes").clone();
     assert_eq!(first.len(), 5);
     assert!(applied.values().all(|a| *a == first));
+}
+
+/// A master steps down when a looking peer promised the master's own epoch to a rival
+/// candidate: that peer can never accept this master's Prepare, and only a higher epoch can
+/// win it back (found by the simulator: the peer stayed out of the cluster for good).
+#[test]
+fn master_steps_down_for_a_peer_promised_to_a_rival_in_its_epoch() {
+    let mut c = Cluster::fresh();
+    let m = c.elect();
+    let f = if m == 1 { 2 } else { 1 };
+    let rival = 6 - m - f;
+    let epoch = c.node(m).engine.hard_state().current_epoch;
+    let now = c.now_ms;
+    let mut v = Vote {
+        from: f,
+        round: 99,
+        candidate: f,
+        candidate_epoch: epoch - 1,
+        candidate_zxid: Zxid::ZERO,
+        settled: false,
+        accepted_epoch: epoch,
+        promised_to: m,
+    };
+    // Promised to this master: it is brought back with a Prepare, no step-down.
+    c.node(m).step(now, Message::Vote(v));
+    let r = c.node(m).ready();
+    assert!(matches!(c.node(m).engine.role(), Role::Leading { .. }));
+    assert!(r
+        .send_now
+        .iter()
+        .chain(&r.send_after_persist)
+        .any(|(to, msg)| *to == To::Node(f) && matches!(msg, Message::Prepare(_))));
+    // Promised to the rival: step down.
+    v.promised_to = rival;
+    c.node(m).step(now, Message::Vote(v));
+    c.node(m).ready();
+    assert_eq!(c.node(m).engine.role(), Role::Looking);
+}
+
+/// Configuration is refused unless membership is 3, 5 or 7 distinct ids including this node,
+/// and the lease fits between a heartbeat and an election timeout.
+#[test]
+fn config_requires_static_membership_and_consistent_timeouts() {
+    assert_eq!(config(1).validate(), Ok(()));
+    assert_eq!(Config::new(1, vec![1, 2, 3, 4, 5]).validate(), Ok(()));
+    assert_eq!(Config::new(1, vec![1, 2]).validate(), Err(ConfigError::Membership(vec![1, 2])));
+    assert_eq!(
+        Config::new(1, vec![1, 2, 2]).validate(),
+        Err(ConfigError::Membership(vec![1, 2, 2]))
+    );
+    assert_eq!(Config::new(9, vec![1, 2, 3]).validate(), Err(ConfigError::NotAMember(9)));
+    let mut c = config(1);
+    c.lease_ms = c.election_timeout_ms;
+    assert_eq!(c.validate(), Err(ConfigError::Timeouts));
+    let mut c = config(1);
+    c.drift_margin_ms = c.lease_ms - c.heartbeat_interval_ms;
+    assert_eq!(c.validate(), Err(ConfigError::Drift));
+    let mut c = config(1);
+    c.batch_entries_max = 0;
+    assert_eq!(c.validate(), Err(ConfigError::ZeroLimit));
 }

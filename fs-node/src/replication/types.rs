@@ -14,7 +14,7 @@ pub const CLUSTER_SIZES: [usize; 3] = [3, 5, 7];
 pub const LEASE_HEARTBEATS_TRACKED_MAX: usize = 16;
 
 /// Engine configuration. Times are in milliseconds of the host's monotonic clock.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Config {
     pub id: NodeId,
     /// Every member's id, including `id`; 3, 5 or 7 distinct ids.
@@ -73,7 +73,8 @@ impl Config {
         if self.heartbeat_interval_ms == 0 || self.lease_ms >= self.election_timeout_ms {
             return Err(ConfigError::Timeouts);
         }
-        if self.drift_margin_ms >= self.lease_ms {
+        // The lease (less the margin) must outlast a heartbeat interval, or it never holds.
+        if self.drift_margin_ms + self.heartbeat_interval_ms >= self.lease_ms {
             return Err(ConfigError::Drift);
         }
         if self.batch_entries_max == 0
@@ -100,7 +101,7 @@ pub enum ConfigError {
     NotAMember(NodeId),
     #[error("timeouts: heartbeat interval must be > 0 and lease_ms below election_timeout_ms")]
     Timeouts,
-    #[error("drift_margin_ms must be below lease_ms")]
+    #[error("drift_margin_ms plus heartbeat_interval_ms must be below lease_ms")]
     Drift,
     #[error("batch, sync, apply and in-flight limits must be above zero")]
     ZeroLimit,
@@ -127,7 +128,7 @@ pub struct RestartState {
 }
 
 /// One write the host makes durable, in order.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum PersistOp {
     /// Append these entries (zxids above the log's last) to the log.
     Append(Vec<Entry>),
@@ -146,7 +147,7 @@ pub enum To {
 }
 
 /// The engine's role as the host sees it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
     /// Electing; no master known.
     Looking,

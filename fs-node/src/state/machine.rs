@@ -81,6 +81,34 @@ pub struct Tables {
     pub requests: RequestTable,
 }
 
+/// Version byte in front of encoded [`Tables`].
+pub const TABLES_VERSION: u8 = 1;
+
+impl Tables {
+    /// Encodes the tables for a checkpoint (saved with the store at the same zxid).
+    pub fn encode(&self, limit_bytes: usize) -> Result<Vec<u8>, ProtocolError> {
+        let payload = protocol::codec::encode(self, limit_bytes.saturating_sub(1))?;
+        let mut out = Vec::with_capacity(payload.len() + 1);
+        out.push(TABLES_VERSION);
+        out.extend_from_slice(&payload);
+        Ok(out)
+    }
+
+    /// Decodes tables saved by [`Tables::encode`], allocating at most about `limit_bytes`.
+    pub fn decode(bytes: &[u8], limit_bytes: usize) -> Result<Tables, ProtocolError> {
+        match bytes.split_first() {
+            Some((&TABLES_VERSION, payload)) => {
+                protocol::codec::decode(payload, "tables", limit_bytes.saturating_sub(1))
+            }
+            Some((&version, _)) => Err(ProtocolError::Malformed {
+                what: "tables",
+                detail: format!("version {version}, this node reads {TABLES_VERSION}"),
+            }),
+            None => Err(ProtocolError::Incomplete { needed: 1 }),
+        }
+    }
+}
+
 /// What the master multicasts after an entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Notice {

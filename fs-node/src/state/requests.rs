@@ -29,11 +29,12 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Default: outcomes remembered per client (also the most writes a client keeps in flight).
-pub const RESULTS_PER_CLIENT_MAX_DEFAULT: usize = 64;
-/// Default: clients remembered.
-pub const CLIENTS_MAX_DEFAULT: usize = 65_536;
-/// Default: tombstones of forgotten clients.
-pub const TOMBSTONES_MAX_DEFAULT: usize = 1 << 20;
+pub const RESULTS_PER_CLIENT_MAX_DEFAULT: usize = 32;
+/// Default: clients remembered. With the per-client bound, at most 512 Ki outcomes (an
+/// outcome is about 100 bytes with its map entry, more for an error's text): tens of MiB.
+pub const CLIENTS_MAX_DEFAULT: usize = 16_384;
+/// Default: tombstones of forgotten clients (about 64 bytes each with both indexes).
+pub const TOMBSTONES_MAX_DEFAULT: usize = 1 << 18;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RequestConfig {

@@ -470,6 +470,17 @@ impl DataLog {
             seg.file.set_len(offset).map_err(|e| StorageError::io("truncating", &seg.path, e))?;
             seg.len = offset;
         }
+        if inner.commit > Zxid::ZERO {
+            // The cut may have taken the latest commit mark with it: write it again.
+            let commit = inner.commit;
+            let seg = inner.segments.last_mut().expect("segment");
+            let mark = tlv::encode(RecordType::CommitMark, commit, &[]).expect("empty record");
+            seg.file
+                .write_all_at(&mark, seg.len)
+                .map_err(|e| StorageError::io("writing", &seg.path, e))?;
+            seg.len += mark.len() as u64;
+        }
+        let seg = inner.segments.last().expect("segment");
         let path = seg.path.clone();
         let file = seg.file.clone();
         if let Err(e) = file.sync_data() {

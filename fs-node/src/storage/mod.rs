@@ -21,3 +21,42 @@ pub use error::{StorageError, StoreError};
 pub use log::{DataLog, Durable, LogConfig, LogRecovery};
 pub use store::{Applied, FrozenFiles, KvStore, StoreConfig, StoreRecovery};
 pub use vfs::{CrashMode, RealFs, SimFs, Vfs};
+
+use protocol::message::data::Op;
+use protocol::message::replication::Entry;
+use protocol::Zxid;
+
+/// Applies the entries the store has not applied yet, up to `upto` (normally
+/// `log.commit_zxid()`), decoding each with `ops_of` (the state machine's command format).
+/// Call it after opening both at start-up. A batch the store refuses is skipped with a warning:
+/// it was refused the first time too (the state machine checks before committing). Returns how
+/// many entries were applied.
+pub fn replay_committed(
+    log: &DataLog,
+    store: &KvStore,
+    upto: Zxid,
+    mut ops_of: impl FnMut(&Entry) -> Result<Vec<Op>, StorageError>,
+) -> Result<usize, StorageError> {
+    let mut from = store.applied_zxid();
+    let mut applied = 0;
+    while from < upto {
+        let entries = log.read_range(from, log::READ_RANGE_ENTRIES_MAX)?;
+        if entries.is_empty() {
+            break;
+        }
+        for entry in entries.iter().take_while(|e| e.zxid <= upto) {
+            match store.apply(entry.zxid, &ops_of(entry)?) {
+                Ok(_) => applied += 1,
+                Err(StorageError::Rejected(e)) => {
+                    tracing::warn!(zxid = %entry.zxid, "replay: batch refused again: {e}")
+                }
+                Err(e) => return Err(e),
+            }
+            from = entry.zxid;
+        }
+        if entries.last().is_some_and(|e| e.zxid > upto) {
+            break;
+        }
+    }
+    Ok(applied)
+}

@@ -234,9 +234,11 @@ fn encode_hint(recs: &[HintRec], footer: &Footer) -> Vec<u8> {
     out
 }
 
-/// Parses a hint file; `None` if it is incomplete or damaged (the segment is then scanned).
-fn decode_hint(buf: &[u8], seg: u32) -> Option<(Vec<HintRec>, Footer)> {
-    let mut recs = Vec::new();
+/// Walks a hint file, handing every entry to `visit`; returns its footer, or `None` if the file
+/// is incomplete or damaged (the segment is then scanned instead). Entries are handed over as
+/// they are read, so a caller that must not act on a damaged file walks it once with a no-op
+/// visitor first.
+fn visit_hint(buf: &[u8], seg: u32, mut visit: impl FnMut(&str, Loc)) -> Option<Footer> {
     let mut off = 0;
     while off < buf.len() {
         let (rec, used) = tlv::decode(&buf[off..]).ok()?;
@@ -253,10 +255,7 @@ fn decode_hint(buf: &[u8], seg: u32) -> Option<(Vec<HintRec>, Footer)> {
                 let offset = u32::from_le_bytes(v.get(1..5)?.try_into().ok()?);
                 let len = u32::from_le_bytes(v.get(5..9)?.try_into().ok()?);
                 let key = std::str::from_utf8(v.get(9..)?).ok()?;
-                recs.push(HintRec {
-                    key: key.into(),
-                    loc: Loc { zxid: rec.zxid, seg, offset, len, kind },
-                });
+                visit(key, Loc { zxid: rec.zxid, seg, offset, len, kind });
             }
             RecordType::HintFooter if off == buf.len() => {
                 let v = rec.value;
@@ -273,12 +272,33 @@ fn decode_hint(buf: &[u8], seg: u32) -> Option<(Vec<HintRec>, Footer)> {
                 };
                 let group = ids()?;
                 let replaces = ids()?;
-                return Some((recs, Footer { watermark: rec.zxid, group, replaces }));
+                return Some(Footer { watermark: rec.zxid, group, replaces });
             }
             _ => return None,
         }
     }
     None
+}
+
+/// A whole hint file as entries and footer.
+fn decode_hint(buf: &[u8], seg: u32) -> Option<(Vec<HintRec>, Footer)> {
+    let mut recs = Vec::new();
+    let footer = visit_hint(buf, seg, |key, loc| recs.push(HintRec { key: key.into(), loc }))?;
+    Some((recs, footer))
+}
+
+/// Start-up's rule for which record of a key wins: the highest zxid, wherever it is.
+fn merge_into(index: &mut BTreeMap<Box<str>, Loc>, key: &str, loc: Loc) {
+    // One descent of the tree: most keys at start-up are new, so allocating the key first is
+    // cheaper than a lookup followed by an insert.
+    index
+        .entry(key.into())
+        .and_modify(|existing| {
+            if existing.zxid < loc.zxid {
+                *existing = loc;
+            }
+        })
+        .or_insert(loc);
 }
 
 /// Result of scanning a data segment record by record.
@@ -555,21 +575,23 @@ impl KvStore {
         let (cp_zxid, cp_seg, cp_len) = read_checkpoint(vfs.as_ref(), dir)?;
 
         // Hints, and the compaction groups they describe.
-        let mut hints: HashMap<u32, (Vec<HintRec>, Footer)> = HashMap::new();
+        // First pass: which hint files are whole, and their footers (keys are not kept yet, so
+        // that peak memory stays at one index).
+        let mut hints: HashMap<u32, Footer> = HashMap::new();
         for &id in &data_ids {
             if hint_ids.contains(&id) {
                 let path = dir.join(hint_name(id));
                 let file = vfs.open(&path, false).map_err(io("opening", &path))?;
-                if let Some(h) = decode_hint(&read_all(file.as_ref(), &path)?, id) {
-                    hints.insert(id, h);
+                if let Some(footer) = visit_hint(&read_all(file.as_ref(), &path)?, id, |_, _| {}) {
+                    hints.insert(id, footer);
                 }
             }
         }
         let mut remove: HashSet<u32> = HashSet::new();
         let mut groups: Vec<(Vec<u32>, Vec<u32>)> = hints
             .values()
-            .filter(|(_, f)| !f.group.is_empty())
-            .map(|(_, f)| (f.group.clone(), f.replaces.clone()))
+            .filter(|f| !f.group.is_empty())
+            .map(|f| (f.group.clone(), f.replaces.clone()))
             .collect();
         groups.sort();
         groups.dedup();
@@ -609,15 +631,22 @@ impl KvStore {
         let mut applied = cp_zxid;
         let mut active_hints = Vec::new();
         let mut active_watermark = Zxid::ZERO;
-        let mut total_by_seg: HashMap<u32, u64> = HashMap::new();
         for &id in &data_ids {
             let path = dir.join(data_name(id));
             let file = vfs.open(&path, false).map_err(io("opening", &path))?;
-            let (recs, watermark, len, sealed) = if let Some((recs, footer)) = hints.remove(&id) {
+            if let Some(footer) = hints.remove(&id) {
                 recovery.segments_from_hints += 1;
+                let hint_path = dir.join(hint_name(id));
+                let hint_file = vfs.open(&hint_path, false).map_err(io("opening", &hint_path))?;
+                let buf = read_all(hint_file.as_ref(), &hint_path)?;
+                visit_hint(&buf, id, |key, loc| merge_into(&mut index, key, loc))
+                    .ok_or_else(|| corrupt(&hint_path, 0, "hint file changed during start-up"))?;
                 let len = file.len().map_err(io("sizing", &path))?;
-                (recs, footer.watermark, len, true)
-            } else {
+                applied = applied.max(footer.watermark);
+                segments.insert(id, Segment { path, file, len, dead_bytes: 0, sealed: true });
+                continue;
+            }
+            let (recs, watermark, len, sealed) = {
                 recovery.segments_scanned += 1;
                 let buf = read_all(file.as_ref(), &path)?;
                 let scan = scan_segment(&buf, id);
@@ -655,15 +684,8 @@ impl KvStore {
                 active_hints = recs.clone();
                 active_watermark = watermark;
             }
-            *total_by_seg.entry(id).or_default() += len;
             for r in recs {
-                match index.get_mut(&r.key) {
-                    Some(existing) if existing.zxid >= r.loc.zxid => {}
-                    Some(existing) => *existing = r.loc,
-                    None => {
-                        index.insert(r.key, r.loc);
-                    }
-                }
+                merge_into(&mut index, &r.key, r.loc);
             }
             segments.insert(id, Segment { path, file, len, dead_bytes: 0, sealed });
         }
@@ -832,9 +854,8 @@ impl KvStore {
         }
         let active_len = inner.segments[&inner.active].len;
         if active_len > 0 && active_len + buf.len() as u64 > self.config.segment_bytes_max {
-            if inner.frozen.is_some() {
-                // The frozen set is fixed already; sealing only adds to what comes after it.
-            }
+            // While frozen this is fine too: the frozen set is fixed already, and sealing only
+            // adds segments after it.
             self.seal_active(&mut inner)?;
         }
         let active = inner.active;
@@ -1126,6 +1147,19 @@ impl KvStore {
                 out.recs.push(HintRec { key: r.key.clone(), loc: new_loc });
                 moved.push((r.key, r.loc, new_loc));
             }
+        }
+        if outputs.is_empty() {
+            // Nothing is live: still write one (empty) output, because its hint footer is what
+            // tells a restart to finish deleting the inputs. Deleting only some of them could
+            // bring back a value whose tombstone was in a deleted one.
+            let id = {
+                let mut inner = self.write();
+                inner.next_id += 1;
+                inner.next_id - 1
+            };
+            let tmp = self.dir.join(format!("{}{TMP_SUFFIX}", data_name(id)));
+            let file = self.vfs.open(&tmp, true).map_err(io("creating", &tmp))?;
+            outputs.push(Output { id, file, len: 0, recs: Vec::new() });
         }
         let group: Vec<u32> = outputs.iter().map(|o| o.id).collect();
         for out in &outputs {

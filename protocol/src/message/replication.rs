@@ -7,7 +7,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// One log entry: its zxid and the opaque command it carries (the engine does not look inside).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Entry {
     pub zxid: Zxid,
     pub data: Bytes,
@@ -26,8 +26,11 @@ pub struct Vote {
     pub candidate_zxid: Zxid,
     /// Whether the sender is still looking, or already follows/leads `candidate`.
     pub settled: bool,
-    /// The highest epoch the sender has promised: a new master's epoch goes above it.
+    /// The highest epoch the sender has promised: a new master's epoch goes above it ...
     pub accepted_epoch: u32,
+    /// ... and to whom (0: nobody): a master of that epoch that is someone else cannot win
+    /// the sender back.
+    pub promised_to: NodeId,
 }
 
 /// Master → synced followers: I am master of `epoch`; the lease runs `lease_ms` from the

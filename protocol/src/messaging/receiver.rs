@@ -18,6 +18,9 @@ use crate::SenderId;
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+/// Tombstones kept per `senders_max` slot before they are all forgotten.
+const TOMBSTONES_PER_SENDER_SLOT: usize = 4;
+
 /// Bounds and timers of the receiving side.
 #[derive(Clone, Debug)]
 pub struct ReceiverConfig {
@@ -40,8 +43,13 @@ pub struct ReceiverConfig {
     /// the stream's first sequence (so a receiver present from the start misses nothing even if
     /// the first datagrams were lost); otherwise it starts at the first message it sees.
     pub join_backfill_datagrams: u64,
-    /// Most senders tracked at once.
+    /// Most senders tracked at once; when full, the one heard from least recently is
+    /// forgotten, but its position is remembered (a tombstone), so if it speaks again it
+    /// resumes where it was instead of being delivered twice.
     pub senders_max: usize,
+    /// Stop reporting to a sender not heard from for this long (it is gone; its status
+    /// keepalive would otherwise reach us every second).
+    pub sender_silent_ms: u64,
 }
 
 impl Default for ReceiverConfig {
@@ -56,6 +64,7 @@ impl Default for ReceiverConfig {
             report_keepalive_ms: 500,
             join_backfill_datagrams: 1024,
             senders_max: 4096,
+            sender_silent_ms: 5000,
         }
     }
 }
@@ -74,8 +83,8 @@ pub struct ReceiverStats {
     pub gaps: u64,
     /// Authenticated datagrams that still made no sense (bad fragment order, undecodable).
     pub malformed: u64,
-    /// New senders refused because `senders_max` were tracked.
-    pub senders_refused: u64,
+    /// Senders forgotten to make room for a new one (`senders_max` reached).
+    pub senders_evicted: u64,
 }
 
 #[derive(Debug)]
@@ -113,10 +122,14 @@ struct Stream {
     nak_rounds: u32,
     last_report_ms: Option<u64>,
     reported_below: u64,
+    last_heard_ms: u64,
+    /// Nothing delivered yet: moving past data the sender no longer has is then just a late
+    /// join, not a gap (there is nothing the application could have kept fresh).
+    fresh: bool,
 }
 
 impl Stream {
-    fn new(incarnation: u32, first_seen: u64, backfill: u64) -> Stream {
+    fn new(incarnation: u32, first_seen: u64, backfill: u64, now_ms: u64) -> Stream {
         let start = if first_seen <= FIRST_SEQ + backfill { FIRST_SEQ } else { first_seen };
         Stream {
             incarnation,
@@ -131,6 +144,8 @@ impl Stream {
             nak_rounds: 0,
             last_report_ms: None,
             reported_below: 0,
+            last_heard_ms: now_ms,
+            fresh: true,
         }
     }
 
@@ -174,6 +189,8 @@ pub struct ReceiverSet {
     auth: ClusterAuth,
     config: ReceiverConfig,
     streams: HashMap<SenderId, Stream>,
+    /// (incarnation, next sequence to deliver) of evicted streams.
+    tombstones: HashMap<SenderId, (u32, u64)>,
     deliveries: VecDeque<Delivery>,
     control: VecDeque<Transmit>,
     stats: ReceiverStats,
@@ -181,12 +198,13 @@ pub struct ReceiverSet {
 
 impl ReceiverSet {
     pub fn new(id: SenderId, auth: ClusterAuth, config: ReceiverConfig) -> ReceiverSet {
-        assert!(config.window_datagrams > 0 && config.nak_rounds_max > 0);
+        assert!(config.window_datagrams > 0 && config.nak_rounds_max > 0 && config.senders_max > 0);
         ReceiverSet {
             id,
             auth,
             config,
             streams: HashMap::new(),
+            tombstones: HashMap::new(),
             deliveries: VecDeque::new(),
             control: VecDeque::new(),
             stats: ReceiverStats::default(),
@@ -234,6 +252,7 @@ impl ReceiverSet {
         sender: SenderId,
         incarnation: u32,
         first_seen: u64,
+        now_ms: u64,
     ) -> Option<&mut Stream> {
         let backfill = self.config.join_backfill_datagrams;
         match self.streams.get(&sender).map(|s| s.incarnation) {
@@ -243,7 +262,8 @@ impl ReceiverSet {
             }
             Some(current) if incarnation > current => {
                 let old = self.streams.remove(&sender).expect("present");
-                if old.known_below > old.next_deliver || old.reassembly.is_some() {
+                let undelivered = old.known_below > old.next_deliver || old.reassembly.is_some();
+                if undelivered && !old.fresh {
                     self.stats.gaps += 1;
                     self.deliveries.push_back(Delivery::Gap {
                         sender,
@@ -252,18 +272,50 @@ impl ReceiverSet {
                         resumed_at: None,
                     });
                 }
-                self.streams.insert(sender, Stream::new(incarnation, first_seen, backfill));
+                self.streams.insert(sender, Stream::new(incarnation, first_seen, backfill, now_ms));
             }
             Some(_) => {}
             None => {
+                // Look up the newcomer's tombstone before evicting (which may add one).
+                let tombstone = self.tombstones.remove(&sender);
                 if self.streams.len() >= self.config.senders_max {
-                    self.stats.senders_refused += 1;
-                    return None;
+                    let oldest = self
+                        .streams
+                        .iter()
+                        .min_by_key(|(_, s)| s.last_heard_ms)
+                        .map(|(id, _)| *id)
+                        .expect("senders_max > 0");
+                    let old = self.streams.remove(&oldest).expect("just found");
+                    if self.tombstones.len() >= TOMBSTONES_PER_SENDER_SLOT * self.config.senders_max
+                    {
+                        // Bounded memory; a sender whose tombstone goes is met as a new one.
+                        self.tombstones.clear();
+                    }
+                    self.tombstones.insert(oldest, (old.incarnation, old.next_deliver));
+                    self.stats.senders_evicted += 1;
                 }
-                self.streams.insert(sender, Stream::new(incarnation, first_seen, backfill));
+                let mut stream = Stream::new(incarnation, first_seen, backfill, now_ms);
+                match tombstone {
+                    Some((inc, next)) if inc == incarnation => {
+                        // We knew this stream: resume where we were (NAK repair or a gap).
+                        stream.next_deliver = next;
+                        stream.known_below = next.max(first_seen);
+                        stream.consumed_below = next;
+                        stream.fresh = false;
+                    }
+                    Some((inc, next)) if inc > incarnation => {
+                        self.tombstones.insert(sender, (inc, next));
+                        self.stats.stale_incarnation += 1;
+                        return None;
+                    }
+                    _ => {}
+                }
+                self.streams.insert(sender, stream);
             }
         }
-        self.streams.get_mut(&sender)
+        let stream = self.streams.get_mut(&sender)?;
+        stream.last_heard_ms = stream.last_heard_ms.max(now_ms);
+        Some(stream)
     }
 
     /// A datagram of a reliable stream (already authenticated).
@@ -272,7 +324,9 @@ impl ReceiverSet {
         let message_start = header.seq.saturating_sub(header.frag_index as u64);
         let window = self.config.window_datagrams;
         let nak_delay_ms = self.config.nak_delay_ms;
-        let Some(stream) = self.stream_for(header.sender, header.incarnation, message_start) else {
+        let Some(stream) =
+            self.stream_for(header.sender, header.incarnation, message_start, now_ms)
+        else {
             return;
         };
         let seq = header.seq;
@@ -317,7 +371,8 @@ impl ReceiverSet {
     /// A sender's status: learn the tail (so a lost last datagram is NAKed) and what is gone.
     pub fn on_status(&mut self, sender: SenderId, status: &SenderStatus, now_ms: u64) {
         let nak_delay_ms = self.config.nak_delay_ms;
-        let Some(stream) = self.stream_for(sender, status.incarnation, status.sent_below) else {
+        let Some(stream) = self.stream_for(sender, status.incarnation, status.sent_below, now_ms)
+        else {
             return;
         };
         stream.retained_from = stream.retained_from.max(status.retained_from);
@@ -330,25 +385,28 @@ impl ReceiverSet {
         self.skip_lost(sender, now_ms);
     }
 
-    /// Moves past holes the sender can no longer fill (below its `retained_from`).
+    /// Moves past holes the sender can no longer fill (below its `retained_from`). Each pass
+    /// skips one hole and delivers what follows it, so the loop is bounded by the window.
     fn skip_lost(&mut self, sender: SenderId, now_ms: u64) {
-        let Some(stream) = self.streams.get_mut(&sender) else { return };
-        if stream.next_deliver >= stream.retained_from
-            || stream.pending.contains_key(&stream.next_deliver)
-            || stream.next_deliver >= stream.known_below
-        {
-            return;
+        for _ in 0..=self.config.window_datagrams {
+            let Some(stream) = self.streams.get_mut(&sender) else { return };
+            if stream.next_deliver >= stream.retained_from
+                || stream.pending.contains_key(&stream.next_deliver)
+                || stream.next_deliver >= stream.known_below
+            {
+                return;
+            }
+            let first_missing = stream.next_deliver;
+            let resume = stream
+                .pending
+                .keys()
+                .next()
+                .copied()
+                .unwrap_or(stream.known_below)
+                .min(stream.retained_from.max(first_missing + 1));
+            self.declare_gap(sender, first_missing, resume);
+            self.drain_pending(sender, now_ms);
         }
-        let first_missing = stream.next_deliver;
-        let resume = stream
-            .pending
-            .keys()
-            .next()
-            .copied()
-            .unwrap_or(stream.known_below)
-            .min(stream.retained_from.max(first_missing + 1));
-        self.declare_gap(sender, first_missing, resume);
-        self.drain_pending(sender, now_ms);
     }
 
     fn declare_gap(&mut self, sender: SenderId, first_missing: u64, resume: u64) {
@@ -361,6 +419,9 @@ impl ReceiverSet {
         stream.skip_to_message_start = true;
         stream.nak_rounds = 0;
         stream.nak_due_ms = None;
+        if stream.fresh {
+            return;
+        }
         self.stats.gaps += 1;
         self.deliveries.push_back(Delivery::Gap {
             sender,
@@ -517,6 +578,9 @@ impl ReceiverSet {
     }
 
     fn push_message(&mut self, sender: SenderId, incarnation: u32, seq_below: u64, m: Message) {
+        if let Some(stream) = self.streams.get_mut(&sender) {
+            stream.fresh = false;
+        }
         self.stats.messages_delivered += 1;
         self.deliveries.push_back(Delivery::Message { sender, incarnation, seq_below, message: m });
     }
@@ -558,10 +622,12 @@ impl ReceiverSet {
                 }
             }
         }
-        if !config.report_stability {
+        let stream = self.streams.get_mut(&sender).expect("listed");
+        if !config.report_stability
+            || now_ms.saturating_sub(stream.last_heard_ms) > config.sender_silent_ms
+        {
             return;
         }
-        let stream = self.streams.get_mut(&sender).expect("listed");
         let since = stream.last_report_ms.map(|t| now_ms.saturating_sub(t));
         let moved = stream.consumed_below != stream.reported_below;
         let due = match since {

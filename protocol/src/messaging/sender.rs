@@ -16,6 +16,10 @@ use crate::SenderId;
 use bytes::Bytes;
 use std::collections::VecDeque;
 
+/// Most status answers waiting to be sent; NAKs beyond it get no status answer now (the
+/// periodic status and the receiver's next NAK round cover them).
+const STATUS_QUEUE_MAX: usize = 1024;
+
 /// Bounds and timers of the sending side.
 #[derive(Clone, Debug)]
 pub struct SenderConfig {
@@ -166,6 +170,11 @@ impl SenderCore {
     /// Datagrams below this have gone out at least once.
     pub fn sent_below(&self) -> u64 {
         self.sent_below
+    }
+
+    /// Whether small messages wait in a batch that has no sequence number yet.
+    pub fn has_open_batch(&self) -> bool {
+        !self.open_batch.is_empty()
     }
 
     /// Oldest sequence still retransmittable.
@@ -347,7 +356,7 @@ impl SenderCore {
         self.stats.naks_received += 1;
         if nak.incarnation != self.incarnation {
             // It speaks of an incarnation we no longer have: our status tells it to move on.
-            self.status_queue.push_back(Dest::Sender(from));
+            self.queue_status(Dest::Sender(from));
             return;
         }
         let mut gone = false;
@@ -367,7 +376,7 @@ impl SenderCore {
         }
         if gone {
             self.stats.naks_unserviceable += 1;
-            self.status_queue.push_back(Dest::Sender(from));
+            self.queue_status(Dest::Sender(from));
         }
     }
 
@@ -386,7 +395,13 @@ impl SenderCore {
         if due {
             self.last_status_ms = Some(now_ms);
             self.last_status_sent_below = self.sent_below;
-            self.status_queue.push_back(Dest::Group);
+            self.queue_status(Dest::Group);
+        }
+    }
+
+    fn queue_status(&mut self, dest: Dest) {
+        if self.status_queue.len() < STATUS_QUEUE_MAX && !self.status_queue.contains(&dest) {
+            self.status_queue.push_back(dest);
         }
     }
 

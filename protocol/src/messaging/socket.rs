@@ -331,38 +331,48 @@ impl Endpoint {
     /// to every receiver (or reported as a gap). Waits while the members grant no credit; it
     /// never drops.
     pub async fn multicast(&self, message: Message) -> Result<(), MessagingError> {
+        if self.is_shut_down() {
+            return Err(MessagingError::Shutdown);
+        }
         let payload = message.encode_payload()?;
         let kind = message.kind() as u8;
-        let mut shutdown = self.shared.shutdown.subscribe();
         loop {
+            if self.try_multicast_encoded(kind, &payload)? {
+                return Ok(());
+            }
             let progress = self.shared.progress_wake.notified();
             tokio::pin!(progress);
             progress.as_mut().enable();
-            {
-                let now = self.shared.now_ms();
-                let mut state = self.shared.lock();
-                match state.core.try_send_encoded(kind, &payload, now) {
-                    Ok(()) => {
-                        drop(state);
-                        self.shared.transmit_wake.notify_one();
-                        return Ok(());
-                    }
-                    Err(SendError::WouldBlock) => {}
-                    Err(SendError::TooLarge { len, max }) => {
-                        return Err(MessagingError::TooLarge { len, max })
-                    }
-                    Err(SendError::Encode(e)) => return Err(e.into()),
-                }
+            // Re-check after registering, so credit that raced in is not slept through.
+            if self.try_multicast_encoded(kind, &payload)? {
+                return Ok(());
             }
             if self.is_shut_down() {
                 return Err(MessagingError::Shutdown);
             }
             // Make sure what is queued goes out (it frees room once it is stable).
             self.shared.transmit_wake.notify_one();
+            // Subscribing only on the slow path keeps the fast path free of it.
+            let mut shutdown = self.shared.shutdown.subscribe();
             tokio::select! {
                 _ = progress => {}
                 _ = shutdown.wait_for(|s| *s) => return Err(MessagingError::Shutdown),
             }
+        }
+    }
+
+    /// One attempt at queueing an encoded message: Ok(false) means no credit or room yet.
+    fn try_multicast_encoded(&self, kind: u8, payload: &[u8]) -> Result<bool, MessagingError> {
+        let now = self.shared.now_ms();
+        let result = self.shared.lock().core.try_send_encoded(kind, payload, now);
+        match result {
+            Ok(()) => {
+                self.shared.transmit_wake.notify_one();
+                Ok(true)
+            }
+            Err(SendError::WouldBlock) => Ok(false),
+            Err(SendError::TooLarge { len, max }) => Err(MessagingError::TooLarge { len, max }),
+            Err(SendError::Encode(e)) => Err(e.into()),
         }
     }
 
@@ -395,6 +405,9 @@ impl Endpoint {
         timeout: Duration,
         retries: u32,
     ) -> Result<Message, MessagingError> {
+        if self.is_shut_down() {
+            return Err(MessagingError::Shutdown);
+        }
         let request_id = self.shared.next_request_id.fetch_add(1, Ordering::Relaxed);
         let datagram = seal_unreliable(&self.shared.auth, self.shared.id, request_id, 0, &message)?;
         let (reply_tx, mut reply_rx) = oneshot::channel();
@@ -448,32 +461,41 @@ impl Endpoint {
     /// The next message or gap. Reliable messages come in order per sender; taking one grants
     /// its sender credit, so a slow caller slows the senders down.
     pub async fn recv(&self) -> Result<Incoming, MessagingError> {
-        let mut shutdown = self.shared.shutdown.subscribe();
         loop {
+            // Fast path first: no wake-up registration while deliveries are waiting.
+            if let Some(incoming) = self.try_recv() {
+                return Ok(incoming);
+            }
             let ready = self.shared.deliver_wake.notified();
             tokio::pin!(ready);
             ready.as_mut().enable();
-            {
-                let mut state = self.shared.lock();
-                if let Some(next) = state.core.pop_any() {
-                    let more = state.core.has_deliveries();
-                    let incoming = to_incoming(&state, next);
-                    drop(state);
-                    if more {
-                        // Another receiver may be waiting too.
-                        self.shared.deliver_wake.notify_one();
-                    }
-                    return Ok(incoming);
-                }
+            // Re-check after registering, so a delivery that raced in is not slept through.
+            if let Some(incoming) = self.try_recv() {
+                return Ok(incoming);
             }
             if self.is_shut_down() {
                 return Err(MessagingError::Shutdown);
             }
+            let mut shutdown = self.shared.shutdown.subscribe();
             tokio::select! {
                 _ = ready => {}
                 _ = shutdown.wait_for(|s| *s) => return Err(MessagingError::Shutdown),
             }
         }
+    }
+
+    /// The next message or gap if one is waiting (see [`Endpoint::recv`]).
+    pub fn try_recv(&self) -> Option<Incoming> {
+        let mut state = self.shared.lock();
+        let next = state.core.pop_any()?;
+        let more = state.core.has_deliveries();
+        let incoming = to_incoming(&state, next);
+        drop(state);
+        if more {
+            // Another receiver may be waiting too.
+            self.shared.deliver_wake.notify_one();
+        }
+        Some(incoming)
     }
 
     pub fn stats(&self) -> EndpointStats {
@@ -486,11 +508,33 @@ impl Endpoint {
         let now = self.shared.now_ms();
         let state = self.shared.lock();
         let sender = state.core.sender();
-        sender.next_seq() - sender.stable_below(now).min(sender.next_seq())
+        let open_batch = u64::from(sender.has_open_batch());
+        sender.next_seq() - sender.stable_below(now).min(sender.next_seq()) + open_batch
+    }
+
+    /// Waits until everything multicast so far is sent and delivered at every live member
+    /// (stable), or `max_wait` passes. True when stable. Call before [`Endpoint::shutdown`] for
+    /// a graceful stop. With no live member, "stable" means "sent".
+    pub async fn flush(&self, max_wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + max_wait;
+        loop {
+            let progress = self.shared.progress_wake.notified();
+            tokio::pin!(progress);
+            progress.as_mut().enable();
+            if self.unstable_datagrams() == 0 {
+                return true;
+            }
+            self.shared.transmit_wake.notify_one();
+            // The transmit task notifies progress at least every tick.
+            if tokio::time::timeout_at(deadline, progress).await.is_err() {
+                return self.unstable_datagrams() == 0;
+            }
+        }
     }
 
     /// Stops the tasks; pending `recv`, `multicast` and `request` calls return
-    /// [`MessagingError::Shutdown`]. What is still unsent is abandoned.
+    /// [`MessagingError::Shutdown`]. What is still unsent is abandoned (see
+    /// [`Endpoint::flush`]).
     pub async fn shutdown(&self) {
         self.shared.shutdown.send_replace(true);
         let tasks = std::mem::take(&mut *self.tasks.0.lock().expect("tasks mutex"));
@@ -573,7 +617,7 @@ async fn transmit_task(shared: Arc<Shared>) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batch: Vec<Transmit> = Vec::with_capacity(SEND_BATCH_MAX);
     loop {
-        let ticked = tokio::select! {
+        let mut ticked = tokio::select! {
             _ = ticker.tick() => true,
             _ = shared.transmit_wake.notified() => false,
         };
@@ -581,8 +625,10 @@ async fn transmit_task(shared: Arc<Shared>) {
             {
                 let now = shared.now_ms();
                 let mut state = shared.lock();
-                if ticked && batch.is_empty() {
+                if ticked {
+                    // Timers once per tick, not once per batch of datagrams.
                     state.core.tick(now);
+                    ticked = false;
                 }
                 while batch.len() < SEND_BATCH_MAX {
                     match state.core.poll_transmit(now) {
@@ -640,10 +686,14 @@ async fn receive_task(shared: Arc<Shared>, group: bool) {
                     continue;
                 }
                 if let Ok(header) = state.core.on_datagram(&buffers[i][..n], now) {
-                    if header.sender != shared.id
-                        && (state.addresses.len() < ADDRESSES_MAX
-                            || state.addresses.contains_key(&header.sender))
-                    {
+                    if header.sender != shared.id {
+                        if state.addresses.len() >= ADDRESSES_MAX
+                            && !state.addresses.contains_key(&header.sender)
+                        {
+                            // Rare (client churn): forget all; every live peer is relearned
+                            // from its next datagram (members report every few hundred ms).
+                            state.addresses.clear();
+                        }
                         state.addresses.insert(header.sender, from);
                     }
                 }

@@ -37,6 +37,9 @@ pub const CLIENT_TIMEOUT_MS: u64 = 1_000;
 pub const CLIENT_REDIRECTS_MAX: u32 = 20;
 /// Bound on the events of one run (a runaway run is a failure, not a hang).
 pub const EVENTS_MAX: u64 = 20_000_000;
+/// Node clocks run fast or slow by up to this much (2%: 6 ms over a 300 ms lease, inside the
+/// 30 ms drift margin).
+pub const CLOCK_PPM_MAX: i64 = 20_000;
 /// Committed entries kept in the log behind a compaction point.
 pub const RETENTION_ENTRIES: usize = 16;
 
@@ -114,14 +117,6 @@ enum Cmd {
     Write { key: String, value: Value },
     Cas { key: String, expected: Option<Value>, new: Value },
     Read { key: String },
-}
-
-impl Cmd {
-    fn key(&self) -> &str {
-        match self {
-            Cmd::Write { key, .. } | Cmd::Cas { key, .. } | Cmd::Read { key } => key,
-        }
-    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -225,6 +220,8 @@ struct World {
     nodes: Vec<SimNode>,
     clients: Vec<Client>,
     blocked: BTreeSet<(NodeId, NodeId)>,
+    /// Per node: clock offset (ms) and rate error (parts per million).
+    clocks: Vec<(u64, i64)>,
     faults: bool,
     committed: Vec<Entry>,
     leaders: BTreeMap<u32, NodeId>,
@@ -245,7 +242,10 @@ pub fn run(cfg: SimConfig) -> Result<SimReport, String> {
 
 impl World {
     fn new(cfg: SimConfig) -> World {
-        let rng = SmallRng::seed_from_u64(cfg.seed);
+        let mut rng = SmallRng::seed_from_u64(cfg.seed);
+        let clocks = (0..cfg.nodes)
+            .map(|_| (rng.gen_range(0..100_000), rng.gen_range(-CLOCK_PPM_MAX..=CLOCK_PPM_MAX)))
+            .collect();
         let nodes = (1..=cfg.nodes as NodeId)
             .map(|id| SimNode {
                 id,
@@ -277,6 +277,7 @@ impl World {
             nodes,
             clients,
             blocked: BTreeSet::new(),
+            clocks,
             faults: true,
             committed: Vec::new(),
             leaders: BTreeMap::new(),
@@ -288,6 +289,14 @@ impl World {
     fn at(&mut self, delay: u64, event: Event) {
         self.seq += 1;
         self.queue.insert((self.now + delay, self.seq), event);
+    }
+
+    /// Node `id`'s clock: its own offset and rate (the engine only ever compares times of
+    /// one node, but leases must hold across rates that differ by up to `CLOCK_PPM_MAX`).
+    fn local_ms(&self, id: NodeId) -> u64 {
+        let (offset, ppm) = self.clocks[id as usize - 1];
+        let scaled = (self.now as i128 * (1_000_000 + ppm as i128)) / 1_000_000;
+        offset + scaled as u64
     }
 
     fn node(&mut self, id: NodeId) -> &mut SimNode {
@@ -339,7 +348,7 @@ impl World {
     fn handle(&mut self, ev: Event) -> Result<(), String> {
         match ev {
             Event::Tick(id, inc) => {
-                let now = self.now;
+                let now = self.local_ms(id);
                 let n = self.node(id);
                 if n.incarnation != inc {
                     return Ok(());
@@ -351,7 +360,7 @@ impl World {
                 }
             }
             Event::Deliver(id, msg) => {
-                let now = self.now;
+                let now = self.local_ms(id);
                 if std::env::var("SHOAL_SIM_TRACE").is_ok() {
                     eprintln!("{now} -> {id}: {msg:?}");
                 }
@@ -418,7 +427,7 @@ impl World {
     // ---- Nodes -------------------------------------------------------------------------
 
     fn restart(&mut self, id: NodeId) {
-        let now = self.now;
+        let now = self.local_ms(id);
         let n = self.node(id);
         n.incarnation += 1;
         n.view = n.durable.clone();
@@ -452,13 +461,10 @@ impl World {
             self.master_crash_at = Some(self.now);
         }
         self.report.crashes += 1;
-        let clients: Vec<(usize, u64, u64)> = {
-            let n = self.node(id);
-            n.engine = None;
-            n.incarnation += 1;
-            n.pending.values().copied().collect()
-        };
-        let _ = clients; // their clients time out: the outcome is unknown
+        // Clients waiting on it time out: their outcome is unknown.
+        let n = self.node(id);
+        n.engine = None;
+        n.incarnation += 1;
         let d = self.rng.gen_range(100..1_500);
         self.at(d, Event::Restart(id));
     }
@@ -470,9 +476,15 @@ impl World {
         )
     }
 
+    /// Half the time the master is cut off alone (the case leases and step-down exist for),
+    /// otherwise the nodes split at random.
     fn partition(&mut self) {
         let n = self.cfg.nodes as NodeId;
-        let side: Vec<bool> = (0..n).map(|_| self.rng.gen_bool(0.5)).collect();
+        let master = (1..=n).find(|id| self.is_established_master(*id));
+        let side: Vec<bool> = match master {
+            Some(m) if self.rng.gen_bool(0.5) => (1..=n).map(|id| id == m).collect(),
+            _ => (0..n).map(|_| self.rng.gen_bool(0.5)).collect(),
+        };
         self.blocked.clear();
         for a in 1..=n {
             for b in 1..=n {
@@ -785,7 +797,7 @@ impl World {
         if op.id != op_id || op.attempt != attempt {
             return Ok(());
         }
-        let now = self.now;
+        let now = self.local_ms(id);
         let n = self.node(id);
         let Some(engine) = n.engine.as_mut() else {
             return Ok(()); // down: the client times out
@@ -880,7 +892,6 @@ fn replay(entries: &[Entry]) -> StateMachine {
     for e in entries {
         if !e.data.is_empty() {
             let cmd: Cmd = serde_json::from_slice(&e.data).expect("simulator command");
-            let _ = cmd.key();
             sm.apply(&cmd);
         }
         sm.applied = e.zxid;
