@@ -61,41 +61,21 @@ pub fn run(args: DevArgs) -> i32 {
         Ok(b) => b,
         Err(e) => return fail(e),
     };
-    let (file, cluster_path) = match prepare(&args) {
-        Ok(f) => f,
+    let mut cluster = match DevCluster::start(binary, &args.dir, args.nodes) {
+        Ok(c) => c,
         Err(e) => return fail(e),
     };
-    let mut children = BTreeMap::new();
-    for id in 1..=args.nodes as u8 {
-        match spawn_node(&binary, &args.dir, &file, id) {
-            Ok(child) => {
-                children.insert(id, child);
-            }
-            Err(e) => {
-                stop_all(&mut children);
-                return fail(e);
-            }
-        }
-    }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
-        Err(e) => {
-            stop_all(&mut children);
-            return fail(format!("cannot start the runtime: {e}"));
-        }
+        Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };
-    let code = runtime.block_on(supervise(&file, &cluster_path, &args, &mut children));
-    stop_all(&mut children);
+    let code = runtime.block_on(supervise(&mut cluster, &args));
+    cluster.stop_all();
     println!("shoal dev: stopped; data kept in {}", args.dir.display());
     code
 }
 
-async fn supervise(
-    file: &ClusterFile,
-    cluster_path: &Path,
-    args: &DevArgs,
-    children: &mut BTreeMap<u8, Child>,
-) -> i32 {
+async fn supervise(cluster: &mut DevCluster, args: &DevArgs) -> i32 {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) =
         (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
@@ -103,7 +83,7 @@ async fn supervise(
         return fail("cannot install signal handlers".into());
     };
     let master = tokio::select! {
-        m = wait_master(file, cluster_path) => m,
+        m = cluster.wait_master(MASTER_WAIT) => m,
         _ = term.recv() => return 0,
         _ = int.recv() => return 0,
     };
@@ -112,7 +92,7 @@ async fn supervise(
             let flag = if args.dir == Path::new("shoal-dev") {
                 String::new()
             } else {
-                format!("--cluster {} ", cluster_path.display())
+                format!("--cluster {} ", cluster.cluster_path.display())
             };
             println!(
                 "{READY_LINE} master node {master} of {}; try: shoal {flag}put /hello world \
@@ -129,17 +109,124 @@ async fn supervise(
             _ = term.recv() => return 0,
             _ = int.recv() => return 0,
             _ = check.tick() => {
-                for (id, child) in children.iter_mut() {
-                    if let Ok(Some(status)) = child.try_wait() {
-                        eprintln!(
-                            "shoal dev: node {id} exited ({status}); see {}",
-                            args.dir.join(format!("node{id}.log")).display()
-                        );
-                    }
+                for id in cluster.exited() {
+                    eprintln!(
+                        "shoal dev: node {id} exited; see {}",
+                        args.dir.join(format!("node{id}.log")).display()
+                    );
                 }
-                children.retain(|_, c| !matches!(c.try_wait(), Ok(Some(_))));
             }
         }
+    }
+}
+
+/// A local cluster of `shoal-fs` children (what `shoal dev` runs; benchmarks drive it too).
+/// Every child is stopped when it is dropped.
+pub struct DevCluster {
+    pub dir: PathBuf,
+    pub file: ClusterFile,
+    pub cluster_path: PathBuf,
+    binary: PathBuf,
+    children: BTreeMap<u8, Child>,
+}
+
+impl DevCluster {
+    /// Prepares `dir` (key and cluster file, reused when present) and starts `nodes` nodes.
+    pub fn start(binary: PathBuf, dir: &Path, nodes: usize) -> Result<DevCluster, String> {
+        let (file, cluster_path) = prepare(dir, nodes)?;
+        let mut cluster = DevCluster {
+            dir: dir.to_path_buf(),
+            file,
+            cluster_path,
+            binary,
+            children: BTreeMap::new(),
+        };
+        for id in 1..=nodes as u8 {
+            cluster.spawn(id)?;
+        }
+        Ok(cluster)
+    }
+
+    /// Starts node `id` (again).
+    pub fn spawn(&mut self, id: u8) -> Result<(), String> {
+        let child = spawn_node(&self.binary, &self.dir, &self.file, id)?;
+        self.children.insert(id, child);
+        Ok(())
+    }
+
+    /// SIGKILL node `id` and reap it.
+    pub fn kill(&mut self, id: u8) {
+        if let Some(mut child) = self.children.remove(&id) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Ids of nodes that exited by themselves since the last call (they are forgotten).
+    pub fn exited(&mut self) -> Vec<u8> {
+        let mut gone = Vec::new();
+        for (id, child) in self.children.iter_mut() {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                gone.push(*id);
+            }
+        }
+        for id in &gone {
+            self.children.remove(id);
+        }
+        gone
+    }
+
+    /// A client of this cluster with the given request timeout.
+    pub async fn client(
+        &self,
+        request_timeout: Duration,
+    ) -> Result<Client<SocketTransport>, String> {
+        let (file, auth) = ClusterFile::load(&self.cluster_path).map_err(|e| e.to_string())?;
+        let transport =
+            SocketTransport::connect(&file, auth, None).await.map_err(|e| e.to_string())?;
+        let config = ClientConfig {
+            seeds: file.seeds(),
+            request_timeout,
+            client_id: Some(transport.id()),
+            ..ClientConfig::default()
+        };
+        Ok(Client::new(transport, config))
+    }
+
+    /// Waits until a master is elected and every running node has applied what the master had
+    /// committed when asked (so a first read anywhere sees the previous run's data).
+    pub async fn wait_master(&self, wait: Duration) -> Result<u8, String> {
+        let client = self.client(Duration::from_millis(300)).await?;
+        let running: Vec<String> =
+            self.children.keys().map(|id| self.file.members[&id.to_string()].clone()).collect();
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            let mut statuses = Vec::new();
+            for address in &running {
+                if let Ok(status) = client.status_of(address).await {
+                    statuses.push(status);
+                }
+            }
+            if let Some(master) = statuses.iter().find(|s| s.role == Role::Master) {
+                let caught_up = statuses.iter().filter(|s| s.applied >= master.committed).count();
+                if caught_up == running.len() {
+                    return Ok(master.node);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(format!("no master elected within {wait:?}; see the node logs"))
+    }
+
+    /// SIGTERM to every node, then waits (SIGKILL after [`STOP_WAIT`]).
+    pub fn stop_all(&mut self) {
+        stop_all(&mut self.children);
+    }
+}
+
+impl Drop for DevCluster {
+    fn drop(&mut self) {
+        self.stop_all();
     }
 }
 
@@ -164,8 +251,7 @@ fn free_port() -> Result<u16, String> {
 }
 
 /// Creates the directory, the key (once) and the cluster file (reused when it fits).
-fn prepare(args: &DevArgs) -> Result<(ClusterFile, PathBuf), String> {
-    let dir = &args.dir;
+fn prepare(dir: &Path, nodes: usize) -> Result<(ClusterFile, PathBuf), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let key_path = dir.join("cluster.key");
     if !key_path.exists() {
@@ -176,12 +262,12 @@ fn prepare(args: &DevArgs) -> Result<(ClusterFile, PathBuf), String> {
     let cluster_path = dir.join("cluster.toml");
     if cluster_path.exists() {
         let (file, _) = ClusterFile::load(&cluster_path).map_err(|e| e.to_string())?;
-        if file.members.len() == args.nodes {
+        if file.members.len() == nodes {
             return Ok((file, cluster_path));
         }
     }
     let mut members = BTreeMap::new();
-    for id in 1..=args.nodes {
+    for id in 1..=nodes {
         members.insert(id.to_string(), format!("127.0.0.1:{}", free_port()?));
     }
     let group = format!(
@@ -243,37 +329,6 @@ fn spawn_node(binary: &Path, dir: &Path, file: &ClusterFile, id: u8) -> Result<C
         });
     }
     cmd.spawn().map_err(|e| format!("starting {}: {e}", binary.display()))
-}
-
-async fn wait_master(file: &ClusterFile, cluster_path: &Path) -> Result<u8, String> {
-    let (_, auth) = ClusterFile::load(cluster_path).map_err(|e| e.to_string())?;
-    let transport = SocketTransport::connect(file, auth, None).await.map_err(|e| e.to_string())?;
-    let config = ClientConfig {
-        seeds: file.seeds(),
-        request_timeout: Duration::from_millis(300),
-        client_id: Some(transport.id()),
-        ..ClientConfig::default()
-    };
-    let client = Client::new(transport, config);
-    let deadline = Instant::now() + MASTER_WAIT;
-    while Instant::now() < deadline {
-        let mut statuses = Vec::new();
-        for address in file.members.values() {
-            if let Ok(status) = client.status_of(address).await {
-                statuses.push(status);
-            }
-        }
-        // Up means: a master, and every node has applied what it had committed when asked (so
-        // that a first read anywhere sees the data of the previous run).
-        if let Some(master) = statuses.iter().find(|s| s.role == Role::Master) {
-            let caught_up = statuses.iter().filter(|s| s.applied >= master.committed).count();
-            if caught_up == file.members.len() {
-                return Ok(master.node);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Err(format!("no master elected within {MASTER_WAIT:?}; see the node logs"))
 }
 
 /// SIGTERM to every child, then waits (SIGKILL after [`STOP_WAIT`]).
