@@ -230,10 +230,26 @@ impl Drop for DevCluster {
     }
 }
 
-/// `shoal-fs` next to the running executable.
+/// `shoal-fs` next to the running executable. Under `cargo run` (which sets `CARGO`) it is
+/// built first (same profile; a no-op when fresh), so `cargo run --release --bin shoal -- dev`
+/// works from a clean checkout.
 pub fn shoal_fs_binary() -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot locate shoal itself: {e}"))?;
     let path = exe.with_file_name("shoal-fs");
+    if let Ok(cargo) = std::env::var("CARGO") {
+        let release = exe.parent().and_then(|p| p.file_name()).is_some_and(|n| n == "release");
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", "fs-node", "--bin", "shoal-fs"]);
+        if release {
+            cmd.arg("--release");
+        }
+        eprintln!("shoal dev: building shoal-fs ({})", if release { "release" } else { "debug" });
+        match cmd.status() {
+            Ok(status) if status.success() => {}
+            Ok(status) => eprintln!("shoal dev: building shoal-fs failed ({status})"),
+            Err(e) => eprintln!("shoal dev: cannot run cargo to build shoal-fs: {e}"),
+        }
+    }
     if path.exists() {
         Ok(path)
     } else {
