@@ -49,17 +49,31 @@ fn shoal_fs() -> PathBuf {
 #[tokio::main]
 async fn main() {
     let secs = arg("--secs", 5);
+    let skip_throughput = std::env::args().any(|a| a == "--failover-only");
     let trials = arg("--trials", 20);
     let dir = std::env::temp_dir().join(format!("shoal-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let mut cluster = DevCluster::start(shoal_fs(), &dir, 3).expect("start the cluster");
+    // Optional engine timing for every node, e.g. `--election-timeout-ms 150 --lease-ms 100`.
+    let mut extra = Vec::new();
+    for flag in
+        ["--election-timeout-ms", "--lease-ms", "--heartbeat-interval-ms", "--drift-margin-ms"]
+    {
+        if let Some(v) = std::env::args().skip_while(|a| a != flag).nth(1) {
+            extra.push(flag.to_string());
+            extra.push(v);
+        }
+    }
+    let mut cluster =
+        DevCluster::start_with(shoal_fs(), &dir, 3, extra).expect("start the cluster");
     let master = cluster.wait_master(Duration::from_secs(30)).await.expect("a master");
     println!("cluster up, master {master}; data in {}", dir.display());
 
     println!("| writers | writes/s | p50 ms | p99 ms | max ms | errors |");
     println!("|---|---|---|---|---|---|");
     for c in CONCURRENCY {
-        throughput(&cluster, c, Duration::from_secs(secs)).await;
+        if !skip_throughput {
+            throughput(&cluster, c, Duration::from_secs(secs)).await;
+        }
     }
 
     if trials > 0 {

@@ -127,18 +127,31 @@ pub struct DevCluster {
     pub file: ClusterFile,
     pub cluster_path: PathBuf,
     binary: PathBuf,
+    /// Extra `shoal-fs` flags given to every node (e.g. timeouts for a benchmark).
+    pub extra_args: Vec<String>,
     children: BTreeMap<u8, Child>,
 }
 
 impl DevCluster {
     /// Prepares `dir` (key and cluster file, reused when present) and starts `nodes` nodes.
     pub fn start(binary: PathBuf, dir: &Path, nodes: usize) -> Result<DevCluster, String> {
+        DevCluster::start_with(binary, dir, nodes, Vec::new())
+    }
+
+    /// [`DevCluster::start`] with extra `shoal-fs` flags for every node.
+    pub fn start_with(
+        binary: PathBuf,
+        dir: &Path,
+        nodes: usize,
+        extra_args: Vec<String>,
+    ) -> Result<DevCluster, String> {
         let (file, cluster_path) = prepare(dir, nodes)?;
         let mut cluster = DevCluster {
             dir: dir.to_path_buf(),
             file,
             cluster_path,
             binary,
+            extra_args,
             children: BTreeMap::new(),
         };
         for id in 1..=nodes as u8 {
@@ -149,7 +162,7 @@ impl DevCluster {
 
     /// Starts node `id` (again).
     pub fn spawn(&mut self, id: u8) -> Result<(), String> {
-        let child = spawn_node(&self.binary, &self.dir, &self.file, id)?;
+        let child = spawn_node(&self.binary, &self.dir, &self.file, id, &self.extra_args)?;
         self.children.insert(id, child);
         Ok(())
     }
@@ -305,7 +318,13 @@ fn prepare(dir: &Path, nodes: usize) -> Result<(ClusterFile, PathBuf), String> {
     Ok((file, cluster_path))
 }
 
-fn spawn_node(binary: &Path, dir: &Path, file: &ClusterFile, id: u8) -> Result<Child, String> {
+fn spawn_node(
+    binary: &Path,
+    dir: &Path,
+    file: &ClusterFile,
+    id: u8,
+    extra_args: &[String],
+) -> Result<Child, String> {
     let members: Vec<String> = file.members.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let key_file = dir.join(file.key_file.as_ref().expect("dev cluster files name a key file"));
     let log_path = dir.join(format!("node{id}.log"));
@@ -331,6 +350,7 @@ fn spawn_node(binary: &Path, dir: &Path, file: &ClusterFile, id: u8) -> Result<C
         .arg(&file.interface)
         .arg("--fslive-interval-ms")
         .arg(DEV_FSLIVE_INTERVAL_MS.to_string())
+        .args(extra_args)
         .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
