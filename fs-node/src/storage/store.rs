@@ -497,18 +497,17 @@ impl Plan<'_> {
             Op::Rename { from, to } => {
                 key::validate_mutable(from, key_max)?;
                 key::validate_mutable(to, key_max)?;
-                let Some((kind, value)) = self.state(from) else {
-                    return Err(StoreError::NotFound { key: from.clone() });
-                };
-                if from == to {
-                    return Ok(());
-                }
+                // `to == from` counts as inside: a rename onto itself is refused, as the state
+                // machine's rules (`state::store`) say.
                 if key::is_within(to, from) {
                     return Err(StoreError::RenameIntoItself {
                         from: from.clone(),
                         to: to.clone(),
                     });
                 }
+                let Some((kind, value)) = self.state(from) else {
+                    return Err(StoreError::NotFound { key: from.clone() });
+                };
                 if self.state(to).is_some() {
                     return Err(StoreError::AlreadyExists { key: to.clone() });
                 }
@@ -998,6 +997,36 @@ impl KvStore {
     /// The zxid up to which the data files are durable (the last checkpoint).
     pub fn checkpoint_zxid(&self) -> Zxid {
         self.read().checkpoint
+    }
+
+    /// Visits every key strictly below `dir` with whether it is a directory, in key order,
+    /// until `visit` returns `false`. One range scan of the index; no IO.
+    pub fn visit_within(&self, dir: &str, visit: &mut dyn FnMut(&str, bool) -> bool) {
+        let inner = self.read();
+        let prefix = format!("{dir}/");
+        let upper = format!("{dir}0");
+        let range: Box<dyn Iterator<Item = (&Box<str>, &Loc)>> = if dir == key::ROOT {
+            Box::new(inner.index.iter())
+        } else {
+            Box::new(inner.index.range::<str, _>((
+                Bound::Included(prefix.as_str()),
+                Bound::Excluded(upper.as_str()),
+            )))
+        };
+        for (k, loc) in range {
+            if !visit(k, loc.kind == Kind::Dir) {
+                return;
+            }
+        }
+    }
+
+    /// Whether `key` is a directory, and the zxid that last wrote it; `None` if absent. The
+    /// root is a directory at zxid zero.
+    pub fn stat(&self, k: &str) -> Option<(bool, Zxid)> {
+        if k == key::ROOT {
+            return Some((true, Zxid::ZERO));
+        }
+        self.read().index.get(k).map(|l| (l.kind == Kind::Dir, l.zxid))
     }
 
     /// Which segment and offset hold `key`'s record (diagnostics and tests).
