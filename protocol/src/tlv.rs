@@ -64,6 +64,9 @@ record_types! {
     /// First record of every log segment; its zxid is the last zxid before the segment, so a
     /// reader knows whether the retained log starts where a follower needs it.
     SegmentStart = 3,
+    /// The replication engine's durable epoch state (opaque to the log); the last one wins.
+    /// Rewritten at the start of every new segment so that retention never drops it.
+    HardState = 4,
 
     // Data files (fs-node/src/storage/data.rs).
     /// A file value: value = key length (u32 LE), key, value bytes.

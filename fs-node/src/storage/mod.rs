@@ -14,6 +14,7 @@
 pub mod backup;
 pub mod error;
 pub mod log;
+mod replication_log;
 mod state_store;
 pub mod store;
 pub mod vfs;
