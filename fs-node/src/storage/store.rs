@@ -1087,6 +1087,11 @@ impl KvStore {
         self.read().frozen.is_some()
     }
 
+    /// Bytes in sealed segments (what a merge works on).
+    pub fn sealed_bytes(&self) -> u64 {
+        self.read().segments.values().filter(|s| s.sealed).map(|s| s.len).sum()
+    }
+
     /// Whether dead bytes justify a merge (see [`StoreConfig`]).
     pub fn compaction_due(&self) -> bool {
         let inner = self.read();
@@ -1308,4 +1313,46 @@ fn read_checkpoint(vfs: &dyn Vfs, dir: &Path) -> Result<(Zxid, u32, u64)> {
     let seg = u32::from_le_bytes(rec.value[..4].try_into().expect("4"));
     let len = u64::from_le_bytes(rec.value[4..].try_into().expect("8"));
     Ok((rec.zxid, seg, len))
+}
+
+/// A background thread that merges whenever [`KvStore::compaction_due`] says so, checking every
+/// `check_every`. Writes never wait for it. Dropping the handle stops the thread (after the
+/// merge in progress, if any).
+#[derive(Debug)]
+pub struct Compactor {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Compactor {
+    pub fn spawn(store: Arc<KvStore>, check_every: std::time::Duration) -> Compactor {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("shoal-compactor".into())
+            .spawn(move || loop {
+                match stopped.recv_timeout(check_every) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => return,
+                }
+                if store.compaction_due() {
+                    match store.compact() {
+                        Ok(Some(bytes)) => tracing::info!(bytes, "compaction reclaimed space"),
+                        Ok(None) => {}
+                        // The store stays consistent (inputs are kept); try again later.
+                        Err(e) => tracing::error!("compaction failed: {e}"),
+                    }
+                }
+            })
+            .expect("spawning the compactor thread");
+        Compactor { stop: Some(stop), thread: Some(thread) }
+    }
+}
+
+impl Drop for Compactor {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
