@@ -180,6 +180,15 @@ impl DataLog {
                     Ok((rec, used)) => {
                         match rec.kind {
                             RecordType::SegmentStart if off == 0 => {
+                                let version = rec.value.first().copied().unwrap_or(0);
+                                if version > tlv::FORMAT_VERSION {
+                                    return Err(StorageError::State(format!(
+                                        "{} was written in on-disk format {version}; this build \
+                                         reads up to {}: run a newer shoal-fs",
+                                        path.display(),
+                                        tlv::FORMAT_VERSION
+                                    )));
+                                }
                                 seg.prev = rec.zxid;
                                 last = rec.zxid;
                             }
@@ -225,8 +234,13 @@ impl DataLog {
             if seg.len == 0 {
                 // A segment whose header never reached the disk (crash while rolling).
                 let mut header = Vec::new();
-                tlv::encode_into(RecordType::SegmentStart, seg.prev, &[], &mut header)
-                    .expect("empty record");
+                tlv::encode_into(
+                    RecordType::SegmentStart,
+                    seg.prev,
+                    &[tlv::FORMAT_VERSION],
+                    &mut header,
+                )
+                .expect("empty record");
                 seg.file
                     .write_all_at(&header, 0)
                     .map_err(|e| StorageError::io("writing", &path, e))?;
@@ -705,7 +719,8 @@ fn corrupt(path: &Path, offset: u64, e: impl ToString) -> StorageError {
 fn create_segment(vfs: &dyn Vfs, dir: &Path, seq: u64, prev: Zxid) -> Result<Segment> {
     let path = dir.join(segment_name(seq));
     let file = vfs.open(&path, true).map_err(|e| StorageError::io("creating", &path, e))?;
-    let header = tlv::encode(RecordType::SegmentStart, prev, &[]).expect("empty record");
+    let header =
+        tlv::encode(RecordType::SegmentStart, prev, &[tlv::FORMAT_VERSION]).expect("small record");
     file.set_len(0).map_err(|e| StorageError::io("creating", &path, e))?;
     file.write_all_at(&header, 0).map_err(|e| StorageError::io("writing", &path, e))?;
     file.sync_data().map_err(|e| StorageError::io("syncing", &path, e))?;

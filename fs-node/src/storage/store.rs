@@ -1042,6 +1042,7 @@ impl KvStore {
         let mut value = Vec::new();
         value.extend_from_slice(&inner.active.to_le_bytes());
         value.extend_from_slice(&seg.len.to_le_bytes());
+        value.push(tlv::FORMAT_VERSION);
         let record = tlv::encode(RecordType::Checkpoint, inner.applied, &value)?;
         write_file_atomic(self.vfs.as_ref(), &self.dir, CHECKPOINT_NAME, &record)?;
         let applied = inner.applied;
@@ -1307,11 +1308,19 @@ fn read_checkpoint(vfs: &dyn Vfs, dir: &Path) -> Result<(Zxid, u32, u64)> {
     let file = vfs.open(&path, false).map_err(io("opening", &path))?;
     let buf = read_all(file.as_ref(), &path)?;
     let (rec, _) = tlv::decode(&buf).map_err(|e| corrupt(&path, 0, e))?;
-    if rec.kind != RecordType::Checkpoint || rec.value.len() != 12 {
+    if rec.kind != RecordType::Checkpoint || rec.value.len() != 13 {
         return Err(corrupt(&path, 0, "not a checkpoint record"));
     }
+    if rec.value[12] > tlv::FORMAT_VERSION {
+        return Err(StorageError::State(format!(
+            "{} was written in on-disk format {}; this build reads up to {}: run a newer shoal-fs",
+            path.display(),
+            rec.value[12],
+            tlv::FORMAT_VERSION
+        )));
+    }
     let seg = u32::from_le_bytes(rec.value[..4].try_into().expect("4"));
-    let len = u64::from_le_bytes(rec.value[4..].try_into().expect("8"));
+    let len = u64::from_le_bytes(rec.value[4..12].try_into().expect("8"));
     Ok((rec.zxid, seg, len))
 }
 
