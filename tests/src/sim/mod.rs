@@ -109,6 +109,8 @@ pub struct SimReport {
     pub ops_unknown: usize,
     pub crashes: usize,
     pub snapshots_installed: usize,
+    /// Reads the master answered inside its lease (the rest went through the log).
+    pub lease_reads: usize,
 }
 
 /// The simulator's state-machine command (entry data).
@@ -803,6 +805,8 @@ impl World {
             return Ok(()); // down: the client times out
         };
         if op.input == Input::Read && engine.lease_read_ok(now) {
+            self.report.lease_reads += 1;
+            let n = self.node(id);
             let v = n.sm.values.get(&op.key).copied();
             self.reply(c, op_id, attempt, Reply::Done(Output::Read(v)));
             return Ok(());
