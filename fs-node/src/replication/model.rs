@@ -484,9 +484,14 @@ fn model_replication_and_failover_from_established_master() {
 #[test]
 fn model_random_walks_from_fresh_cluster() {
     let start = ModelState::fresh(1, 3).expect("start");
-    let walks = if cfg!(debug_assertions) { 300 } else { 3_000 };
-    let masters =
-        random_walks(&start, 1, walks, 250, 40).unwrap_or_else(|e| panic!("invariant broken: {e}"));
+    // SHOAL_MODEL_WALKS=N runs more (and SHOAL_MODEL_SEED=S another seed).
+    let walks = std::env::var("SHOAL_MODEL_WALKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if cfg!(debug_assertions) { 300 } else { 3_000 });
+    let seed = std::env::var("SHOAL_MODEL_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    let masters = random_walks(&start, seed, walks, 250, 40)
+        .unwrap_or_else(|e| panic!("invariant broken: {e}"));
     println!("random walks: {walks} walks, {masters} epochs with an established master");
     assert!(masters > walks / 2, "walks rarely elected anyone: {masters}");
 }
