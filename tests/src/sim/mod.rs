@@ -744,6 +744,11 @@ impl World {
             return;
         }
         let key = format!("k{}", self.rng.gen_range(0..self.cfg.keys));
+        // Now and then try any node, as a client routing reads by load would: so that some
+        // clients reach a new master while others still talk to a deposed one.
+        if self.rng.gen_bool(0.3) {
+            self.clients[c].target = self.rng.gen_range(1..=self.cfg.nodes as NodeId);
+        }
         let client = &mut self.clients[c];
         client.next_value += 1;
         client.next_op += 1;
