@@ -105,21 +105,27 @@ pub async fn spawn_donor<F: Freezer + 'static>(
     let group = endpoint.group.to_string();
     let donor = Donor::new(config, transfer, me, set.zxid, files, group, 0)?;
     let endpoint = Endpoint::bind(endpoint).await?;
-    let (handle, task) = spawn_donor_with(donor, endpoint, Box::new(source));
-    let task = tokio::spawn(async move {
-        let outcome = task.await.map_err(|e| TransferError::State(format!("donor task: {e}")))?;
-        guard.unfreeze();
-        outcome
-    });
-    Ok((handle, task))
+    Ok(spawn(donor, endpoint, Box::new(source), Some(Box::new(guard))))
 }
 
 /// Runs `donor` (created at time 0) over `endpoint` (bound to the offer's group) reading from
-/// `source`, until it finishes. The lower-level form of [`spawn_donor`], for any source.
+/// `source`, until it finishes. The lower-level form of [`spawn_donor`], for any source; the
+/// caller freezes and unfreezes. Aborting the task stops the donor (a crash, for tests).
 pub fn spawn_donor_with(
     donor: Donor,
     endpoint: Endpoint,
     source: Box<dyn BlockSource>,
+) -> (DonorHandle, JoinHandle<Result<DonorOutcome>>) {
+    spawn(donor, endpoint, source, None)
+}
+
+/// `freeze` is dropped (unfreezing) when the task ends, however it ends: finished, failed,
+/// aborted or panicked.
+fn spawn(
+    donor: Donor,
+    endpoint: Endpoint,
+    source: Box<dyn BlockSource>,
+    freeze: Option<Box<dyn Send>>,
 ) -> (DonorHandle, JoinHandle<Result<DonorOutcome>>) {
     let shared = Arc::new(DonorShared {
         donor: Mutex::new(donor),
@@ -130,6 +136,10 @@ pub fn spawn_donor_with(
     let task = tokio::spawn(async move {
         let result = run_donor(&shared, &endpoint, source).await;
         endpoint.shutdown().await;
+        drop(freeze);
+        if let Err(e) = &result {
+            tracing::warn!(error = %e, "donor stopped");
+        }
         result
     });
     (handle, task)
