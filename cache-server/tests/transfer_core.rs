@@ -556,3 +556,66 @@ fn progress_reports_bytes_rate_and_time_left() {
 
 #[allow(dead_code)]
 fn assert_sink_is_object_safe(_: &dyn BlockSink) {}
+
+/// A receiver that keeps asking for blocks (it loses nearly everything) is dropped once it
+/// has asked for `repair_factor_max` times the data set, so it cannot keep the donor frozen.
+#[test]
+fn endlessly_repairing_receiver_is_dropped() {
+    let source = data_set(14);
+    let config = DonorConfig::default();
+    let factor = config.repair_factor_max;
+    let mut d = donor(&source, config);
+    let mut source_reader = source.clone();
+    d.add_receiver(&request_file(2), 0).expect("joins");
+    let mut now = 0;
+    while d.stats().stream_blocks_sent < d.total_blocks() {
+        now += 1;
+        while d.poll_transmit(now, &mut source_reader).expect("reads").is_some() {}
+    }
+    let everything: Vec<(u32, u64, u32)> = source
+        .files
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, data))| !data.is_empty())
+        .map(|(f, (_, data))| {
+            (f as u32, 0, (data.len() as u64).div_ceil(u64::from(BLOCK_BYTES)) as u32)
+        })
+        .collect();
+    let mut requests = 0;
+    while !d.is_finished() {
+        requests += 1;
+        assert!(requests <= factor + 1, "still not dropped after {requests} full requests");
+        let request = FileTransRequest {
+            transfer: TRANSFER,
+            receiver: 2,
+            ranges: everything.clone(),
+            done: false,
+        };
+        d.on_request(&request, now);
+        while d.poll_transmit(now, &mut source_reader).expect("reads").is_some() {}
+        now += 1000;
+    }
+    assert_eq!(requests, factor + 1);
+    assert_eq!(d.stats().receivers_gave_up, 1);
+    assert!(matches!(d.outcome(), Some(DonorOutcome::Aborted { .. })));
+}
+
+/// A receiver that stays alive but never finishes cannot hold the donor frozen past the
+/// transfer's deadline (`deadline_min_ms` here, the data set being small).
+#[test]
+fn receiver_that_never_finishes_is_dropped_at_the_deadline() {
+    let config = DonorConfig { deadline_min_ms: 2_000, ..DonorConfig::default() };
+    let mut sim = Sim::new(15, config);
+    // It loses every block but keeps sending keepalives and requests.
+    sim.join(2, ReceiverConfig::default(), 0, 0);
+    sim.receivers[0].loss_ppm = 0;
+    sim.receivers[0].corrupt_ppm = 1_000_000;
+    while !sim.donor.is_finished() {
+        assert!(sim.now < SIM_MS_MAX);
+        sim.step();
+    }
+    assert_eq!(sim.now, 2_001, "ended at the deadline");
+    assert_eq!(sim.donor.stats().receivers_past_deadline, 1);
+    assert!(matches!(sim.donor.outcome(), Some(DonorOutcome::Aborted { .. })));
+    assert_eq!(sim.receivers[0].sink.installed, None);
+}

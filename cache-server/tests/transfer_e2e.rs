@@ -4,7 +4,9 @@
 //! test's name so that tests running at the same time never share a group.
 
 use cache_server::transfer::files::{FrozenSet, FsSink, MemFreezer};
-use cache_server::transfer::net::{request_offer, run_receiver, spawn_donor, spawn_donor_with};
+use cache_server::transfer::net::{
+    request_offer, run_receiver, spawn_donor, spawn_donor_with, transfer_endpoint_config,
+};
 use cache_server::transfer::receiver::ReceiverOutcome;
 use cache_server::transfer::{
     Donor, DonorConfig, DonorOutcome, FsSource, ReceiverConfig, TransferError,
@@ -37,8 +39,7 @@ fn group_for(name: &str) -> SocketAddrV4 {
 }
 
 fn endpoint_config(group: SocketAddrV4, id: SenderId, drop_percent: u32) -> EndpointConfig {
-    let mut c = EndpointConfig::new(id, 1, auth());
-    c.group = group;
+    let mut c = transfer_endpoint_config(&EndpointConfig::new(id, 1, auth()), group);
     c.interface = Ipv4Addr::LOCALHOST;
     c.unicast_bind = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     c.fault = FaultConfig::drop_receive_percent(u64::from(group.port()) * 31 + id, drop_percent);
@@ -90,14 +91,14 @@ fn request(receiver: u8) -> RequestFile {
 async fn two_receivers_with_ten_percent_loss_install_identical_files() {
     let name = "two_receivers_with_ten_percent_loss_install_identical_files";
     let dir = tempfile::tempdir().expect("tempdir");
-    let sizes = [12 * 1024 * 1024, 7 * 1024 * 1024 + 5, 1_000_001, 0, 4096];
+    let sizes = [10 * 1024 * 1024, 5 * 1024 * 1024 + 5, 1_000_001, 0, 4096];
     let files = write_files(&dir.path().join("donor"), &sizes, 1);
     let freezer = MemFreezer::new(FrozenSet { zxid: Zxid(4242), files: files.clone() });
     let transfer_group = group_for(name);
     let main_group = group_for(&format!("{name} main"));
 
     let run = async {
-        let config = DonorConfig { rate_bytes_per_s: 64 * 1024 * 1024, ..DonorConfig::default() };
+        let config = DonorConfig::default();
         let (handle, donor_task) =
             spawn_donor(config, endpoint_config(transfer_group, 1, 0), 9, 1, freezer.clone())
                 .await
@@ -170,7 +171,11 @@ async fn two_receivers_with_ten_percent_loss_install_identical_files() {
         assert_same_files(&files, &root.join("data"));
         assert!(no_partial_left(root));
     }
-    assert_eq!(outcome, DonorOutcome::Completed { done: vec![2, 3], dropped: vec![] });
+    assert_eq!(
+        outcome,
+        DonorOutcome::Completed { done: vec![2, 3], dropped: vec![] },
+        "donor {stats:?}"
+    );
     assert!(stats.repair_blocks_sent > 0);
     assert!(!freezer.is_frozen(), "the donor unfroze");
 }
@@ -184,7 +189,7 @@ async fn donor_killed_mid_transfer_then_another_donor_completes() {
     let files = write_files(&dir.path().join("donor"), &[6 * 1024 * 1024, 300_000], 2);
     let root = dir.path().join("r2");
     std::fs::create_dir_all(&root).expect("receiver dir");
-    let receiver_config = ReceiverConfig { donor_timeout_ms: 500, ..ReceiverConfig::default() };
+    let receiver_config = ReceiverConfig { donor_timeout_ms: 1_500, ..ReceiverConfig::default() };
 
     let run = async {
         // First donor: slow, so it is surely mid-transfer when killed.
@@ -258,11 +263,65 @@ async fn donor_killed_mid_transfer_then_another_donor_completes() {
                 .expect("second donor completes");
         receiving.shutdown().await;
         let outcome = task.await.expect("task").expect("donor ends");
-        (second, outcome)
+        (second, outcome, handle.stats())
     };
-    let (second, outcome) = tokio::time::timeout(TEST_BOUND, run).await.expect("bounded");
+    let (second, outcome, stats) = tokio::time::timeout(TEST_BOUND, run).await.expect("bounded");
     assert!(matches!(second.outcome, ReceiverOutcome::Installed));
     assert_same_files(&files, &root.join("data"));
     assert!(no_partial_left(&root));
-    assert_eq!(outcome, DonorOutcome::Completed { done: vec![2], dropped: vec![] });
+    assert_eq!(
+        outcome,
+        DonorOutcome::Completed { done: vec![2], dropped: vec![] },
+        "donor {stats:?}, receiver {:?}",
+        second.stats
+    );
+}
+
+/// A receiver that crashes mid-transfer does not keep the donor frozen: the donor drops it
+/// after `receiver_timeout_ms` of silence, ends the transfer and unfreezes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receiver_crash_lets_the_donor_unfreeze_within_the_bound() {
+    let name = "receiver_crash_lets_the_donor_unfreeze_within_the_bound";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let files = write_files(&dir.path().join("donor"), &[4 * 1024 * 1024], 3);
+    let freezer = MemFreezer::new(FrozenSet { zxid: Zxid(1), files: files.clone() });
+    let group = group_for(name);
+    let timeout_ms = 500;
+    let run = async {
+        let config = DonorConfig {
+            rate_bytes_per_s: 1024 * 1024,
+            receiver_timeout_ms: timeout_ms,
+            ..DonorConfig::default()
+        };
+        let (handle, task) =
+            spawn_donor(config, endpoint_config(group, 1, 0), 3, 1, freezer.clone())
+                .await
+                .expect("donor starts");
+        let offer = handle.add_receiver(&request(2)).expect("joins");
+        let endpoint = Endpoint::bind(endpoint_config(group, 2, 0)).await.expect("bind");
+        let root = dir.path().join("r2");
+        std::fs::create_dir_all(&root).expect("dir");
+        let mut sink = FsSink::new(root.join("data"));
+        // The receiver runs for a while, then its process "dies" (the future is dropped).
+        let receiving = run_receiver(
+            ReceiverConfig::default(),
+            2,
+            &offer,
+            u64::MAX,
+            &mut sink,
+            &endpoint,
+            None,
+        );
+        assert!(tokio::time::timeout(Duration::from_millis(300), receiving).await.is_err());
+        endpoint.shutdown().await;
+        assert!(freezer.is_frozen(), "still frozen while the receiver may come back");
+        let died = std::time::Instant::now();
+        let outcome = task.await.expect("task").expect("donor ends");
+        (outcome, died.elapsed())
+    };
+    let (outcome, after) = tokio::time::timeout(TEST_BOUND, run).await.expect("bounded");
+    assert!(matches!(outcome, DonorOutcome::Aborted { .. }), "{outcome:?}");
+    assert!(!freezer.is_frozen(), "the donor unfroze");
+    // The bound plus scheduling slack on a loaded machine.
+    assert!(after < Duration::from_millis(timeout_ms + 2_000), "unfroze {after:?} after the crash");
 }

@@ -6,8 +6,9 @@
 //! and finishes through repairs after the pass, when they get the whole rate. The
 //! offer is repeated on the group every `heartbeat_interval_ms`, so receivers know the donor is
 //! alive even when nothing is left to send. The transfer ends when every receiver is done or
-//! has been dropped (silent for `receiver_timeout_ms`, or over `repair_requests_max`): the
-//! caller then unfreezes, so a dead receiver holds the donor frozen at most that long.
+//! has been dropped (silent for `receiver_timeout_ms`, over `repair_factor_max`, or not done
+//! by the deadline): the caller then unfreezes, so a dead receiver holds the donor frozen at
+//! most `receiver_timeout_ms`, and no receiver can hold it past the deadline.
 
 use super::files::BlockSource;
 use super::{block_count, block_len, md5_of, offer_bytes, Progress, ReceiverStatus};
@@ -35,9 +36,15 @@ pub struct DonorConfig {
     pub heartbeat_interval_ms: u64,
     /// A receiver not heard from for this long is dropped; with none left the transfer ends.
     pub receiver_timeout_ms: u64,
-    /// Repair requests one receiver may make before it is dropped (it keeps losing: it should
-    /// start over, not hold the donor frozen forever).
-    pub repair_requests_max: u32,
+    /// A receiver is dropped once the blocks it asked for exceed this many times the data
+    /// set (it keeps losing: it should start over, not hold the donor frozen forever). A count
+    /// of blocks, not of requests: a receiver starved of CPU asks often and for little.
+    pub repair_factor_max: u64,
+    /// The transfer ends at the latest this many times the stream's nominal duration (data
+    /// set ÷ rate) after it starts, or after `deadline_min_ms` if that is longer: receivers
+    /// not done by then are dropped. This bounds the freeze whatever the receivers do.
+    pub deadline_stream_factor: u64,
+    pub deadline_min_ms: u64,
     /// Most blocks waiting for repair; requests beyond are dropped (receivers ask again).
     pub repair_queue_blocks_max: usize,
 }
@@ -49,7 +56,9 @@ impl Default for DonorConfig {
             burst_bytes: 256 * 1024,
             heartbeat_interval_ms: 250,
             receiver_timeout_ms: 5_000,
-            repair_requests_max: 2_000,
+            repair_factor_max: 32,
+            deadline_stream_factor: 10,
+            deadline_min_ms: 60_000,
             repair_queue_blocks_max: 65_536,
         }
     }
@@ -78,6 +87,7 @@ pub struct DonorStats {
     pub repair_queue_full: u64,
     pub receivers_timed_out: u64,
     pub receivers_gave_up: u64,
+    pub receivers_past_deadline: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -85,6 +95,7 @@ struct Entry {
     last_heard_ms: u64,
     done: bool,
     repair_requests: u32,
+    blocks_asked: u64,
 }
 
 #[derive(Debug)]
@@ -107,6 +118,7 @@ pub struct Donor {
     refilled_ms: u64,
     next_heartbeat_ms: u64,
     started_ms: u64,
+    deadline_ms: u64,
     outcome: Option<DonorOutcome>,
     stats: DonorStats,
     buf: Vec<u8>,
@@ -139,7 +151,11 @@ impl Donor {
             starts.push(total_blocks);
             total_blocks += block_count(f.size, BLOCK_BYTES);
         }
+        let stream_ms = offer_bytes(&offer).saturating_mul(1000) / config.rate_bytes_per_s;
+        let deadline_ms = now_ms
+            + stream_ms.saturating_mul(config.deadline_stream_factor).max(config.deadline_min_ms);
         Ok(Donor {
+            deadline_ms,
             starts,
             total_blocks,
             receivers: BTreeMap::new(),
@@ -218,6 +234,7 @@ impl Donor {
             last_heard_ms: now_ms,
             done: false,
             repair_requests: 0,
+            blocks_asked: 0,
         });
         entry.last_heard_ms = now_ms;
         entry.done = false;
@@ -261,18 +278,7 @@ impl Donor {
             return;
         }
         entry.repair_requests += 1;
-        if entry.repair_requests > self.config.repair_requests_max {
-            tracing::warn!(
-                transfer = self.offer.transfer,
-                receiver = request.receiver,
-                "receiver made too many repair requests; dropping it (it should start over)"
-            );
-            self.receivers.remove(&request.receiver);
-            self.dropped.push(request.receiver);
-            self.stats.receivers_gave_up += 1;
-            self.check_complete();
-            return;
-        }
+        let mut asked = 0u64;
         for &(file, first, count) in request.ranges.iter().take(protocol::limits::NAK_RANGES_MAX) {
             let Some(f) = self.offer.files.get(file as usize) else {
                 self.stats.ranges_out_of_range += 1;
@@ -284,6 +290,7 @@ impl Donor {
                 self.stats.ranges_out_of_range += 1;
                 continue;
             }
+            asked += u64::from(count);
             let start = self.starts[file as usize];
             for g in start + first..start + first + u64::from(count) {
                 if g >= self.cursor {
@@ -295,11 +302,27 @@ impl Donor {
                 }
                 if self.repair.len() >= self.config.repair_queue_blocks_max {
                     self.stats.repair_queue_full += 1;
-                    return;
+                    break;
                 }
                 set_bit(&mut self.queued, g, true);
                 self.repair.push_back(g);
             }
+        }
+        let entry = self.receivers.get_mut(&request.receiver).expect("checked above");
+        entry.blocks_asked = entry.blocks_asked.saturating_add(asked);
+        let limit = self.config.repair_factor_max.saturating_mul(self.total_blocks.max(1));
+        if entry.blocks_asked > limit {
+            tracing::warn!(
+                transfer = self.offer.transfer,
+                receiver = request.receiver,
+                blocks_asked = entry.blocks_asked,
+                "receiver asked for the data set {} times over; dropping it (it should start over)",
+                self.config.repair_factor_max
+            );
+            self.receivers.remove(&request.receiver);
+            self.dropped.push(request.receiver);
+            self.stats.receivers_gave_up += 1;
+            self.check_complete();
         }
     }
 
@@ -309,6 +332,20 @@ impl Donor {
             return;
         }
         let timeout = self.config.receiver_timeout_ms;
+        if now_ms >= self.deadline_ms {
+            let late: Vec<NodeId> =
+                self.receivers.iter().filter(|(_, e)| !e.done).map(|(n, _)| *n).collect();
+            for node in late {
+                tracing::warn!(
+                    transfer = self.offer.transfer,
+                    receiver = node,
+                    "receiver not done by the transfer's deadline; dropping it"
+                );
+                self.receivers.remove(&node);
+                self.dropped.push(node);
+                self.stats.receivers_past_deadline += 1;
+            }
+        }
         let silent: Vec<NodeId> = self
             .receivers
             .iter()
@@ -434,7 +471,8 @@ impl Donor {
             wake = wake.min(now_ms + short.div_ceil(self.config.rate_bytes_per_s));
         }
         for e in self.receivers.values().filter(|e| !e.done) {
-            wake = wake.min(e.last_heard_ms + self.config.receiver_timeout_ms);
+            wake =
+                wake.min(e.last_heard_ms + self.config.receiver_timeout_ms).min(self.deadline_ms);
         }
         wake.max(now_ms)
     }

@@ -37,6 +37,22 @@ const SEND_BATCH_MAX: usize = 64;
 pub const PROGRESS_LOG_INTERVAL_MS: u64 = 2_000;
 /// The receiver's timer tick (repair and keepalive granularity).
 pub const RECEIVER_TICK_MS: u64 = 5;
+/// Most received datagrams a transfer endpoint queues for the application (32 MiB of blocks);
+/// beyond, they are dropped and repaired, instead of growing memory.
+pub const TRANSFER_QUEUE_DATAGRAMS_MAX: usize = 4096;
+
+/// The endpoint configuration for a transfer: the node's `base` (id, key, interface) on the
+/// transfer's own `group`, with a bounded receive queue.
+pub fn transfer_endpoint_config(
+    base: &EndpointConfig,
+    group: std::net::SocketAddrV4,
+) -> EndpointConfig {
+    let mut config = base.clone();
+    config.group = group;
+    config.members = Vec::new();
+    config.core.unreliable_queue_max = TRANSFER_QUEUE_DATAGRAMS_MAX;
+    config
+}
 
 struct DonorShared {
     donor: Mutex<Donor>,
@@ -180,6 +196,8 @@ async fn run_donor(
         }
         let sleep = Duration::from_millis(wake_at.saturating_sub(shared.now_ms()));
         tokio::select! {
+            // Requests first: `done` ends the transfer, repairs jump the queue.
+            biased;
             incoming = endpoint.recv() => {
                 if let Incoming::Message(received) = incoming? {
                     if let Message::FileTransRequest(request) = &received.message {
@@ -213,6 +231,9 @@ pub struct ReceiverRun {
     pub outcome: ReceiverOutcome,
     pub stats: ReceiverStats,
     pub progress: Progress,
+    /// From the start of the run to the install (the run itself lingers a little longer to
+    /// make sure the donor hears `done`).
+    pub installed_after: Duration,
 }
 
 /// Receives `offer` into `sink` over `endpoint` (bound to the offer's group) until it is
@@ -235,6 +256,9 @@ pub async fn run_receiver(
     let mut next_log_ms = PROGRESS_LOG_INTERVAL_MS;
     loop {
         tokio::select! {
+            // What has arrived first: a receiver starved of CPU must not take its own backlog
+            // for donor silence.
+            biased;
             incoming = endpoint.recv() => {
                 if let Incoming::Message(received) = incoming? {
                     let now = now_ms();
@@ -274,6 +298,7 @@ pub async fn run_receiver(
         if receiver.is_finished(now) {
             let stats = receiver.stats();
             let progress = receiver.progress(now);
+            let installed_after = Duration::from_millis(receiver.installed_at_ms().unwrap_or(now));
             let outcome = match receiver.outcome() {
                 Some(ReceiverOutcome::Installed) => ReceiverOutcome::Installed,
                 _ => {
@@ -284,7 +309,7 @@ pub async fn run_receiver(
                     return Err(e);
                 }
             };
-            return Ok(ReceiverRun { outcome, stats, progress });
+            return Ok(ReceiverRun { outcome, stats, progress, installed_after });
         }
     }
 }

@@ -23,7 +23,9 @@ use std::collections::HashSet;
 pub struct ReceiverConfig {
     /// Least time between two repair requests.
     pub repair_interval_ms: u64,
-    /// A block asked for is not asked for again before this (its repair may be on its way).
+    /// A block asked for is not asked for again before this, or before twice the measured
+    /// repair round trip if that is longer (a receiver with a backlog of datagrams to process
+    /// would otherwise ask again for repairs already on their way, and feed its own backlog).
     pub repair_retry_ms: u64,
     /// No block for this long: the stream is over or stalled; ask for everything missing.
     pub stall_ms: u64,
@@ -114,6 +116,8 @@ pub struct Receiver {
     frontier: u64,
     last_request_ms: Option<u64>,
     last_sent_ms: u64,
+    /// Smoothed round trip of a repair (request to block), ms.
+    repair_rtt_ms: u64,
     outcome: Option<ReceiverOutcome>,
     installed_ms: Option<u64>,
     done_pending: bool,
@@ -187,6 +191,7 @@ impl Receiver {
             frontier: 0,
             last_request_ms: None,
             last_sent_ms: now_ms,
+            repair_rtt_ms: 0,
             outcome: None,
             installed_ms: None,
             done_pending: false,
@@ -218,6 +223,11 @@ impl Receiver {
     /// Takes the outcome out (the receiver then counts as running; for drivers that are done).
     pub fn take_outcome(&mut self) -> Option<ReceiverOutcome> {
         self.outcome.take()
+    }
+
+    /// When the files were installed (the `now_ms` of that moment).
+    pub fn installed_at_ms(&self) -> Option<u64> {
+        self.installed_ms
     }
 
     pub fn is_installed(&self) -> bool {
@@ -297,6 +307,11 @@ impl Receiver {
         {
             self.fail(e, sink);
             return BlockVerdict::Ignored;
+        }
+        let asked = self.asked_at[global as usize];
+        if asked != 0 {
+            let sample = self.stamp(now_ms).saturating_sub(asked);
+            self.repair_rtt_ms = (7 * self.repair_rtt_ms + u64::from(sample)) / 8;
         }
         set_bit(&mut self.have, global, true);
         self.have_count += 1;
@@ -435,12 +450,23 @@ impl Receiver {
         None
     }
 
+    fn stamp(&self, now_ms: u64) -> u32 {
+        (now_ms.saturating_sub(self.started_ms) + 1).min(u64::from(u32::MAX)) as u32
+    }
+
+    /// The current wait before a block is asked for again.
+    pub fn repair_retry_ms(&self) -> u64 {
+        (2 * self.repair_rtt_ms)
+            .max(self.config.repair_retry_ms)
+            .min(self.config.donor_timeout_ms / 2)
+    }
+
     /// Missing blocks below `limit` not asked for within `repair_retry_ms`, as ranges per file,
     /// at most [`NAK_RANGES_MAX`] ranges and `repair_blocks_per_request_max` blocks. Marks them
     /// asked.
     fn missing_ranges(&mut self, limit: u64, now_ms: u64) -> Vec<(u32, u64, u32)> {
-        let stamp = (now_ms.saturating_sub(self.started_ms) + 1).min(u64::from(u32::MAX)) as u32;
-        let retry = self.config.repair_retry_ms;
+        let stamp = self.stamp(now_ms);
+        let retry = self.repair_retry_ms();
         let mut ranges: Vec<(u32, u64, u32)> = Vec::new();
         let mut blocks = 0u64;
         let mut g = 0u64;
