@@ -47,8 +47,8 @@ impl Default for ReceiverConfig {
     fn default() -> Self {
         ReceiverConfig {
             repair_interval_ms: 20,
-            repair_retry_ms: 200,
-            stall_ms: 100,
+            repair_retry_ms: 50,
+            stall_ms: 200,
             status_interval_ms: 500,
             donor_timeout_ms: 3_000,
             repair_blocks_per_request_max: 4096,
