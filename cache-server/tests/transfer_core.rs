@@ -3,9 +3,7 @@
 
 use bytes::Bytes;
 use cache_server::transfer::donor::{Donor, DonorConfig, DonorOutcome};
-use cache_server::transfer::files::{
-    BlockSink, FreezeGuard, FrozenSet, MemFreezer, MemSink, MemSource,
-};
+use cache_server::transfer::files::{FreezeGuard, FrozenSet, MemFreezer, MemSink, MemSource};
 use cache_server::transfer::receiver::{BlockVerdict, Receiver, ReceiverConfig, ReceiverOutcome};
 use cache_server::transfer::{md5_of, TransferError, BLOCK_BYTES};
 use protocol::limits::NAK_RANGES_MAX;
@@ -553,9 +551,6 @@ fn progress_reports_bytes_rate_and_time_left() {
     assert_eq!(p.done_bytes, p.total_bytes);
     assert_eq!(p.eta_ms, Some(0));
 }
-
-#[allow(dead_code)]
-fn assert_sink_is_object_safe(_: &dyn BlockSink) {}
 
 /// A receiver that keeps asking for blocks (it loses nearly everything) is dropped once it
 /// has asked for `repair_factor_max` times the data set, so it cannot keep the donor frozen.

@@ -201,7 +201,7 @@ impl Receiver {
         // Empty files are complete already.
         for file in 0..offer.files.len() {
             if receiver.file_missing[file] == 0 {
-                receiver.file_complete(file, sink, now_ms);
+                receiver.file_complete(file, sink);
             }
         }
         receiver.maybe_install(sink, now_ms);
@@ -318,7 +318,7 @@ impl Receiver {
         self.stats.blocks_stored += 1;
         self.file_missing[file] -= 1;
         if self.file_missing[file] == 0 {
-            self.file_complete(file, sink, now_ms);
+            self.file_complete(file, sink);
             self.maybe_install(sink, now_ms);
         }
         BlockVerdict::Stored
@@ -350,7 +350,7 @@ impl Receiver {
     }
 
     /// Every block of `file` is staged: check the whole file as stored.
-    fn file_complete(&mut self, file: usize, sink: &mut dyn BlockSink, _now_ms: u64) {
+    fn file_complete(&mut self, file: usize, sink: &mut dyn BlockSink) {
         let offered = &self.offer.files[file];
         let md5 = match sink.staged_md5(file as u32) {
             Ok(m) => m,
