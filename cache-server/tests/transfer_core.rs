@@ -662,3 +662,24 @@ fn many_seeds_converge_to_identical_files() {
         );
     }
 }
+
+/// Before any receiver joins, the donor only announces its offer; the stream starts with the
+/// first receiver.
+#[test]
+fn stream_waits_for_the_first_receiver() {
+    let source = data_set(17);
+    let mut reader = source.clone();
+    let mut d = donor(&source, DonorConfig::default());
+    let mut sent = Vec::new();
+    for now in 0..100 {
+        while let Some(m) = d.poll_transmit(now, &mut reader).expect("reads") {
+            sent.push(m.kind());
+        }
+    }
+    assert!(
+        !sent.is_empty() && sent.iter().all(|k| *k == protocol::message::MessageKind::TransFile)
+    );
+    d.add_receiver(&request_file(2), 100).expect("joins");
+    let m = d.poll_transmit(100, &mut reader).expect("reads").expect("a block");
+    assert!(matches!(m, Message::FileTransBlock(FileTransBlock { file: 1, block: 0, .. })));
+}

@@ -392,7 +392,8 @@ impl Donor {
     }
 
     fn has_block_work(&self) -> bool {
-        !self.repair.is_empty() || self.cursor < self.total_blocks
+        // The stream waits for its first receiver.
+        !self.receivers.is_empty() && (!self.repair.is_empty() || self.cursor < self.total_blocks)
     }
 
     /// The next datagram to multicast on the transfer group, if one is due now: the offer
