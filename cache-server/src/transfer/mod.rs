@@ -22,9 +22,18 @@
 //! 3. Receiver → donor (unicast, best effort): `FileTransRequest` with missing ranges, at most
 //!    every `repair_interval_ms`; an empty one every `status_interval_ms` as a keepalive; one
 //!    with `done` once every file is installed. The donor serves repairs before the stream.
-//! 4. The donor finishes when every receiver it knows is done (or has gone silent for
-//!    `receiver_timeout_ms`): the node unfreezes and folds in the frozen period's log; each
-//!    receiver catches up from the offer's `snapshot_zxid`.
+//! 4. The donor finishes when every receiver it knows is done or dropped (silent for
+//!    `receiver_timeout_ms`, asked for more than `repair_factor_max` times the data set, or not
+//!    done by the deadline, `deadline_stream_factor` × the nominal stream time): the node
+//!    unfreezes and folds in the frozen period's log; each receiver catches up from the
+//!    offer's `snapshot_zxid`.
+//!
+//! # Limits (all named in [`DonorConfig`] / [`ReceiverConfig`] / [`net`])
+//! Ranges per request: [`protocol::limits::NAK_RANGES_MAX`]; blocks per request:
+//! `repair_blocks_per_request_max`; donor repair queue: `repair_queue_blocks_max`; a transfer
+//! endpoint's receive queue: [`net::TRANSFER_QUEUE_DATAGRAMS_MAX`]; the offer must fit one
+//! datagram (about 1 500 files with the store's 15-character names), checked by
+//! [`Donor::new`].
 //!
 //! # Why unreliable datagrams and not the reliable stream
 //! Blocks are individually checked and individually repaired, so the messaging layer's
