@@ -157,9 +157,13 @@ fn background_compactor_merges_when_due() {
         ephemeral: None,
     };
     // Overwrites of four keys: almost everything sealed becomes dead. Bounded: stop as soon as
-    // a merge has shrunk the sealed bytes, or after 20 000 writes.
+    // a merge has shrunk the sealed bytes, or after 100 000 writes (the writer yields now and
+    // then so that a busy machine still schedules the compactor).
     let mut merged = false;
-    for n in 1..=20_000u32 {
+    for n in 1..=100_000u32 {
+        if n % 64 == 0 {
+            std::thread::yield_now();
+        }
         let zxid = Zxid::new(1, n);
         model.apply(zxid, &[put(n)]).expect("valid");
         store.apply(zxid, &[put(n)]).expect("apply");

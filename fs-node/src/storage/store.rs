@@ -166,6 +166,8 @@ pub struct KvStore {
     inner: RwLock<Inner>,
     /// One compaction at a time.
     compacting: Mutex<()>,
+    /// Set when publishing a merge failed half-way: no more merges until restart.
+    merge_disabled: Mutex<Option<String>>,
 }
 
 fn data_name(id: u32) -> String {
@@ -713,6 +715,7 @@ impl KvStore {
                     config,
                     inner: RwLock::new(inner),
                     compacting: Mutex::new(()),
+                    merge_disabled: Mutex::new(None),
                 }
             }
             None => {
@@ -722,6 +725,7 @@ impl KvStore {
                     config,
                     inner: RwLock::new(inner),
                     compacting: Mutex::new(()),
+                    merge_disabled: Mutex::new(None),
                 };
                 {
                     let mut inner = store.write();
@@ -1111,6 +1115,25 @@ impl KvStore {
     /// the store is frozen or there was nothing to merge.
     pub fn compact(&self) -> Result<Option<u64>> {
         let _one = self.compacting.lock().expect("compaction lock");
+        if let Some(why) = self.merge_disabled.lock().expect("merge flag").clone() {
+            return Err(StorageError::State(format!(
+                "merges are off until restart ({why}); the store is otherwise fine"
+            )));
+        }
+        let mut unpublished = Vec::new();
+        let result = self.compact_locked(&mut unpublished);
+        if result.is_err() {
+            // Best effort: start-up deletes whatever is left.
+            for path in unpublished {
+                let _ = self.vfs.remove(&path);
+            }
+        }
+        result
+    }
+
+    /// The merge itself; `unpublished` collects the `.tmp` files it creates until they are
+    /// renamed into place.
+    fn compact_locked(&self, unpublished: &mut Vec<PathBuf>) -> Result<Option<u64>> {
         let inputs: Vec<(u32, Arc<dyn VFile>, PathBuf, u64)> = {
             let inner = self.read();
             if inner.frozen.is_some() {
@@ -1167,6 +1190,7 @@ impl KvStore {
                     };
                     let tmp = self.dir.join(format!("{}{TMP_SUFFIX}", data_name(id)));
                     let file = self.vfs.open(&tmp, true).map_err(io("creating", &tmp))?;
+                    unpublished.push(tmp);
                     outputs.push(Output { id, file, len: 0, recs: Vec::new() });
                 }
                 let out = outputs.last_mut().expect("output");
@@ -1189,6 +1213,7 @@ impl KvStore {
             };
             let tmp = self.dir.join(format!("{}{TMP_SUFFIX}", data_name(id)));
             let file = self.vfs.open(&tmp, true).map_err(io("creating", &tmp))?;
+            unpublished.push(tmp);
             outputs.push(Output { id, file, len: 0, recs: Vec::new() });
         }
         let group: Vec<u32> = outputs.iter().map(|o| o.id).collect();
@@ -1198,6 +1223,7 @@ impl KvStore {
             let footer = Footer { watermark, group: group.clone(), replaces: input_ids.clone() };
             let hint_tmp = self.dir.join(format!("{}{TMP_SUFFIX}", hint_name(out.id)));
             let hf = self.vfs.open(&hint_tmp, true).map_err(io("creating", &hint_tmp))?;
+            unpublished.push(hint_tmp.clone());
             hf.write_all_at(&encode_hint(&out.recs, &footer), 0)
                 .map_err(io("writing", &hint_tmp))?;
             hf.sync_data().map_err(io("syncing", &hint_tmp))?;
@@ -1227,10 +1253,18 @@ impl KvStore {
         for out in &outputs {
             for name in [data_name(out.id), hint_name(out.id)] {
                 let tmp = self.dir.join(format!("{name}{TMP_SUFFIX}"));
-                self.vfs.rename(&tmp, &self.dir.join(&name)).map_err(io("renaming", &tmp))?;
+                if let Err(e) = self.vfs.rename(&tmp, &self.dir.join(&name)) {
+                    // Some outputs may now sit beside their inputs. Start-up sorts that out
+                    // (finish or undo by the footers), but only if no later merge drops the
+                    // tombstones those outputs may predate: no more merges in this process.
+                    *self.merge_disabled.lock().expect("merge flag") =
+                        Some(format!("publishing a merge failed: {e}"));
+                    return Err(StorageError::io("renaming", &tmp, e));
+                }
             }
         }
         self.vfs.sync_dir(&self.dir).map_err(io("syncing", &self.dir))?;
+        unpublished.clear();
         for out in &outputs {
             let path = self.dir.join(data_name(out.id));
             inner.segments.insert(
