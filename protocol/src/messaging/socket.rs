@@ -32,8 +32,9 @@ use tokio::net::UdpSocket;
 use tokio::sync::{oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 
-/// Most datagrams a receive task handles per wake-up (one lock, fewer wake-ups).
-pub const RECV_BATCH_MAX: usize = 64;
+/// Most datagrams a receive task handles per wake-up (one lock, fewer wake-ups). Each slot
+/// is a 64 KiB buffer, so this also sets the task's memory (2 MiB).
+pub const RECV_BATCH_MAX: usize = 32;
 /// Most datagrams the transmit task takes from the core per lock.
 pub const SEND_BATCH_MAX: usize = 64;
 /// A request's wait grows by doubling after each timeout, up to this many times the first.
@@ -692,7 +693,7 @@ async fn receive_task(shared: Arc<Shared>, group: bool) {
         if received.is_empty() {
             continue;
         }
-        let (deliver, transmit, progress) = {
+        let (deliver, progress) = {
             let now = shared.now_ms();
             let mut state = shared.lock();
             let before = state.core.sender().credit_limit(now);
@@ -724,14 +725,13 @@ async fn receive_task(shared: Arc<Shared>, group: bool) {
                 }
             }
             let progress = state.core.sender().credit_limit(now) != before;
-            (state.core.has_deliveries(), true, progress)
+            (state.core.has_deliveries(), progress)
         };
         if deliver {
             shared.deliver_wake.notify_one();
         }
-        if transmit {
-            shared.transmit_wake.notify_one();
-        }
+        // NAKs may want retransmissions, data may want reports: let the transmit task look.
+        shared.transmit_wake.notify_one();
         if progress {
             shared.progress_wake.notify_waiters();
         }
