@@ -208,7 +208,7 @@ fn report(label: &str, r: &WriteResult) {
 fn writes() {
     println!("\n## durable writes, 256-byte values, fdatasync on ({WRITE_PHASE:?} each)");
     println!("| writers | throughput | p50 | p99 |");
-    for writers in [1, 16, 256] {
+    for writers in [1, 16, 64, 256] {
         let dir = tempfile::tempdir_in(bench_dir()).unwrap();
         let r = durable_writes(dir.path(), StoreConfig::default(), writers, WRITE_PHASE, false);
         report(&format!("{writers}"), &r);

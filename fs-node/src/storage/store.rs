@@ -166,6 +166,8 @@ pub struct KvStore {
     inner: RwLock<Inner>,
     /// One compaction at a time.
     compacting: Mutex<()>,
+    /// Set when publishing a merge failed half-way: no more merges until restart.
+    merge_disabled: Mutex<Option<String>>,
 }
 
 fn data_name(id: u32) -> String {
@@ -287,18 +289,15 @@ fn decode_hint(buf: &[u8], seg: u32) -> Option<(Vec<HintRec>, Footer)> {
     Some((recs, footer))
 }
 
-/// Start-up's rule for which record of a key wins: the highest zxid, wherever it is.
-fn merge_into(index: &mut BTreeMap<Box<str>, Loc>, key: &str, loc: Loc) {
-    // One descent of the tree: most keys at start-up are new, so allocating the key first is
-    // cheaper than a lookup followed by an insert.
-    index
-        .entry(key.into())
-        .and_modify(|existing| {
-            if existing.zxid < loc.zxid {
-                *existing = loc;
-            }
-        })
-        .or_insert(loc);
+/// Builds the index from every record of every segment: for each key the record with the
+/// highest zxid wins, wherever it is (start-up's rule), and tombstones are dropped at the end.
+/// Sorting once and bulk-building the tree is several times faster than inserting keys one by
+/// one into a growing tree.
+fn build_index(mut records: Vec<(Box<str>, Loc)>) -> BTreeMap<Box<str>, Loc> {
+    records.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.zxid.cmp(&a.1.zxid)));
+    records.dedup_by(|later, kept| later.0 == kept.0);
+    records.retain(|(_, loc)| loc.kind != Kind::Deleted);
+    records.into_iter().collect()
 }
 
 /// Result of scanning a data segment record by record.
@@ -497,18 +496,17 @@ impl Plan<'_> {
             Op::Rename { from, to } => {
                 key::validate_mutable(from, key_max)?;
                 key::validate_mutable(to, key_max)?;
-                let Some((kind, value)) = self.state(from) else {
-                    return Err(StoreError::NotFound { key: from.clone() });
-                };
-                if from == to {
-                    return Ok(());
-                }
+                // `to == from` counts as inside: a rename onto itself is refused, as the state
+                // machine's rules (`state::store`) say.
                 if key::is_within(to, from) {
                     return Err(StoreError::RenameIntoItself {
                         from: from.clone(),
                         to: to.clone(),
                     });
                 }
+                let Some((kind, value)) = self.state(from) else {
+                    return Err(StoreError::NotFound { key: from.clone() });
+                };
                 if self.state(to).is_some() {
                     return Err(StoreError::AlreadyExists { key: to.clone() });
                 }
@@ -575,8 +573,8 @@ impl KvStore {
         let (cp_zxid, cp_seg, cp_len) = read_checkpoint(vfs.as_ref(), dir)?;
 
         // Hints, and the compaction groups they describe.
-        // First pass: which hint files are whole, and their footers (keys are not kept yet, so
-        // that peak memory stays at one index).
+        // First pass: which hint files are whole, and their footers (a damaged hint file is
+        // found before any of its entries is used; its segment is scanned instead).
         let mut hints: HashMap<u32, Footer> = HashMap::new();
         for &id in &data_ids {
             if hint_ids.contains(&id) {
@@ -626,7 +624,7 @@ impl KvStore {
         let hintless: Vec<u32> =
             data_ids.iter().copied().filter(|id| !hints.contains_key(id)).collect();
         let active_id = hintless.last().copied();
-        let mut index: BTreeMap<Box<str>, Loc> = BTreeMap::new();
+        let mut records: Vec<(Box<str>, Loc)> = Vec::new();
         let mut segments = BTreeMap::new();
         let mut applied = cp_zxid;
         let mut active_hints = Vec::new();
@@ -639,7 +637,7 @@ impl KvStore {
                 let hint_path = dir.join(hint_name(id));
                 let hint_file = vfs.open(&hint_path, false).map_err(io("opening", &hint_path))?;
                 let buf = read_all(hint_file.as_ref(), &hint_path)?;
-                visit_hint(&buf, id, |key, loc| merge_into(&mut index, key, loc))
+                visit_hint(&buf, id, |key, loc| records.push((key.into(), loc)))
                     .ok_or_else(|| corrupt(&hint_path, 0, "hint file changed during start-up"))?;
                 let len = file.len().map_err(io("sizing", &path))?;
                 applied = applied.max(footer.watermark);
@@ -684,12 +682,10 @@ impl KvStore {
                 active_hints = recs.clone();
                 active_watermark = watermark;
             }
-            for r in recs {
-                merge_into(&mut index, &r.key, r.loc);
-            }
+            records.extend(recs.into_iter().map(|r| (r.key, r.loc)));
             segments.insert(id, Segment { path, file, len, dead_bytes: 0, sealed });
         }
-        index.retain(|_, loc| loc.kind != Kind::Deleted);
+        let index = build_index(records);
         // Dead bytes: everything not pointed at by the index.
         let mut live_by_seg: HashMap<u32, u64> = HashMap::new();
         for loc in index.values() {
@@ -719,6 +715,7 @@ impl KvStore {
                     config,
                     inner: RwLock::new(inner),
                     compacting: Mutex::new(()),
+                    merge_disabled: Mutex::new(None),
                 }
             }
             None => {
@@ -728,6 +725,7 @@ impl KvStore {
                     config,
                     inner: RwLock::new(inner),
                     compacting: Mutex::new(()),
+                    merge_disabled: Mutex::new(None),
                 };
                 {
                     let mut inner = store.write();
@@ -1000,6 +998,36 @@ impl KvStore {
         self.read().checkpoint
     }
 
+    /// Visits every key strictly below `dir` with whether it is a directory, in key order,
+    /// until `visit` returns `false`. One range scan of the index; no IO.
+    pub fn visit_within(&self, dir: &str, visit: &mut dyn FnMut(&str, bool) -> bool) {
+        let inner = self.read();
+        let prefix = format!("{dir}/");
+        let upper = format!("{dir}0");
+        let range: Box<dyn Iterator<Item = (&Box<str>, &Loc)>> = if dir == key::ROOT {
+            Box::new(inner.index.iter())
+        } else {
+            Box::new(inner.index.range::<str, _>((
+                Bound::Included(prefix.as_str()),
+                Bound::Excluded(upper.as_str()),
+            )))
+        };
+        for (k, loc) in range {
+            if !visit(k, loc.kind == Kind::Dir) {
+                return;
+            }
+        }
+    }
+
+    /// Whether `key` is a directory, and the zxid that last wrote it; `None` if absent. The
+    /// root is a directory at zxid zero.
+    pub fn stat(&self, k: &str) -> Option<(bool, Zxid)> {
+        if k == key::ROOT {
+            return Some((true, Zxid::ZERO));
+        }
+        self.read().index.get(k).map(|l| (l.kind == Kind::Dir, l.zxid))
+    }
+
     /// Which segment and offset hold `key`'s record (diagnostics and tests).
     pub fn locate(&self, k: &str) -> Option<(u32, u32)> {
         self.read().index.get(k).map(|l| (l.seg, l.offset))
@@ -1018,6 +1046,7 @@ impl KvStore {
         let mut value = Vec::new();
         value.extend_from_slice(&inner.active.to_le_bytes());
         value.extend_from_slice(&seg.len.to_le_bytes());
+        value.push(tlv::FORMAT_VERSION);
         let record = tlv::encode(RecordType::Checkpoint, inner.applied, &value)?;
         write_file_atomic(self.vfs.as_ref(), &self.dir, CHECKPOINT_NAME, &record)?;
         let applied = inner.applied;
@@ -1063,6 +1092,11 @@ impl KvStore {
         self.read().frozen.is_some()
     }
 
+    /// Bytes in sealed segments (what a merge works on).
+    pub fn sealed_bytes(&self) -> u64 {
+        self.read().segments.values().filter(|s| s.sealed).map(|s| s.len).sum()
+    }
+
     /// Whether dead bytes justify a merge (see [`StoreConfig`]).
     pub fn compaction_due(&self) -> bool {
         let inner = self.read();
@@ -1081,6 +1115,25 @@ impl KvStore {
     /// the store is frozen or there was nothing to merge.
     pub fn compact(&self) -> Result<Option<u64>> {
         let _one = self.compacting.lock().expect("compaction lock");
+        if let Some(why) = self.merge_disabled.lock().expect("merge flag").clone() {
+            return Err(StorageError::State(format!(
+                "merges are off until restart ({why}); the store is otherwise fine"
+            )));
+        }
+        let mut unpublished = Vec::new();
+        let result = self.compact_locked(&mut unpublished);
+        if result.is_err() {
+            // Best effort: start-up deletes whatever is left.
+            for path in unpublished {
+                let _ = self.vfs.remove(&path);
+            }
+        }
+        result
+    }
+
+    /// The merge itself; `unpublished` collects the `.tmp` files it creates until they are
+    /// renamed into place.
+    fn compact_locked(&self, unpublished: &mut Vec<PathBuf>) -> Result<Option<u64>> {
         let inputs: Vec<(u32, Arc<dyn VFile>, PathBuf, u64)> = {
             let inner = self.read();
             if inner.frozen.is_some() {
@@ -1137,6 +1190,7 @@ impl KvStore {
                     };
                     let tmp = self.dir.join(format!("{}{TMP_SUFFIX}", data_name(id)));
                     let file = self.vfs.open(&tmp, true).map_err(io("creating", &tmp))?;
+                    unpublished.push(tmp);
                     outputs.push(Output { id, file, len: 0, recs: Vec::new() });
                 }
                 let out = outputs.last_mut().expect("output");
@@ -1159,6 +1213,7 @@ impl KvStore {
             };
             let tmp = self.dir.join(format!("{}{TMP_SUFFIX}", data_name(id)));
             let file = self.vfs.open(&tmp, true).map_err(io("creating", &tmp))?;
+            unpublished.push(tmp);
             outputs.push(Output { id, file, len: 0, recs: Vec::new() });
         }
         let group: Vec<u32> = outputs.iter().map(|o| o.id).collect();
@@ -1168,6 +1223,7 @@ impl KvStore {
             let footer = Footer { watermark, group: group.clone(), replaces: input_ids.clone() };
             let hint_tmp = self.dir.join(format!("{}{TMP_SUFFIX}", hint_name(out.id)));
             let hf = self.vfs.open(&hint_tmp, true).map_err(io("creating", &hint_tmp))?;
+            unpublished.push(hint_tmp.clone());
             hf.write_all_at(&encode_hint(&out.recs, &footer), 0)
                 .map_err(io("writing", &hint_tmp))?;
             hf.sync_data().map_err(io("syncing", &hint_tmp))?;
@@ -1197,10 +1253,18 @@ impl KvStore {
         for out in &outputs {
             for name in [data_name(out.id), hint_name(out.id)] {
                 let tmp = self.dir.join(format!("{name}{TMP_SUFFIX}"));
-                self.vfs.rename(&tmp, &self.dir.join(&name)).map_err(io("renaming", &tmp))?;
+                if let Err(e) = self.vfs.rename(&tmp, &self.dir.join(&name)) {
+                    // Some outputs may now sit beside their inputs. Start-up sorts that out
+                    // (finish or undo by the footers), but only if no later merge drops the
+                    // tombstones those outputs may predate: no more merges in this process.
+                    *self.merge_disabled.lock().expect("merge flag") =
+                        Some(format!("publishing a merge failed: {e}"));
+                    return Err(StorageError::io("renaming", &tmp, e));
+                }
             }
         }
         self.vfs.sync_dir(&self.dir).map_err(io("syncing", &self.dir))?;
+        unpublished.clear();
         for out in &outputs {
             let path = self.dir.join(data_name(out.id));
             inner.segments.insert(
@@ -1278,10 +1342,60 @@ fn read_checkpoint(vfs: &dyn Vfs, dir: &Path) -> Result<(Zxid, u32, u64)> {
     let file = vfs.open(&path, false).map_err(io("opening", &path))?;
     let buf = read_all(file.as_ref(), &path)?;
     let (rec, _) = tlv::decode(&buf).map_err(|e| corrupt(&path, 0, e))?;
-    if rec.kind != RecordType::Checkpoint || rec.value.len() != 12 {
+    if rec.kind != RecordType::Checkpoint || rec.value.len() != 13 {
         return Err(corrupt(&path, 0, "not a checkpoint record"));
     }
+    if rec.value[12] > tlv::FORMAT_VERSION {
+        return Err(StorageError::State(format!(
+            "{} was written in on-disk format {}; this build reads up to {}: run a newer shoal-fs",
+            path.display(),
+            rec.value[12],
+            tlv::FORMAT_VERSION
+        )));
+    }
     let seg = u32::from_le_bytes(rec.value[..4].try_into().expect("4"));
-    let len = u64::from_le_bytes(rec.value[4..].try_into().expect("8"));
+    let len = u64::from_le_bytes(rec.value[4..12].try_into().expect("8"));
     Ok((rec.zxid, seg, len))
+}
+
+/// A background thread that merges whenever [`KvStore::compaction_due`] says so, checking every
+/// `check_every`. Writes never wait for it. Dropping the handle stops the thread (after the
+/// merge in progress, if any).
+#[derive(Debug)]
+pub struct Compactor {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Compactor {
+    pub fn spawn(store: Arc<KvStore>, check_every: std::time::Duration) -> Compactor {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("shoal-compactor".into())
+            .spawn(move || loop {
+                match stopped.recv_timeout(check_every) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => return,
+                }
+                if store.compaction_due() {
+                    match store.compact() {
+                        Ok(Some(bytes)) => tracing::info!(bytes, "compaction reclaimed space"),
+                        Ok(None) => {}
+                        // The store stays consistent (inputs are kept); try again later.
+                        Err(e) => tracing::error!("compaction failed: {e}"),
+                    }
+                }
+            })
+            .expect("spawning the compactor thread");
+        Compactor { stop: Some(stop), thread: Some(thread) }
+    }
+}
+
+impl Drop for Compactor {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
