@@ -101,12 +101,19 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub cluster_file: PathBuf,
     pub file: ClusterFile,
+    /// Extra `shoal-fs` flags every node gets.
+    pub extra_args: Vec<String>,
     children: BTreeMap<NodeId, Child>,
 }
 
 impl Cluster {
     /// Writes the key and cluster file for `n` nodes and starts them all.
     pub fn start(n: usize) -> Cluster {
+        Cluster::start_with(n, &[])
+    }
+
+    /// [`Cluster::start`] with extra `shoal-fs` flags for every node.
+    pub fn start_with(n: usize, extra_args: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let key: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
         std::fs::write(dir.path().join("cluster.key"), &key).expect("write key");
@@ -124,7 +131,9 @@ impl Cluster {
         };
         let cluster_file = dir.path().join("cluster.toml");
         file.save(&cluster_file).expect("write cluster file");
-        let mut cluster = Cluster { dir, cluster_file, file, children: BTreeMap::new() };
+        let extra_args = extra_args.iter().map(|a| a.to_string()).collect();
+        let mut cluster =
+            Cluster { dir, cluster_file, file, extra_args, children: BTreeMap::new() };
         for id in 1..=n as NodeId {
             cluster.spawn(id);
         }
@@ -154,6 +163,7 @@ impl Cluster {
             .expect("node log file");
         let child = Command::new(binary("shoal-fs"))
             .args(self.node_args(id))
+            .args(&self.extra_args)
             .env("RUST_LOG", std::env::var("SHOAL_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
