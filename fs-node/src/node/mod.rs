@@ -47,7 +47,9 @@ use crate::storage::{DataLog, KvStore as StorageKv, LogConfig, RealFs, StorageEr
 use bytes::Bytes;
 use cache_server::{Server, ServerConfig, ServerError};
 use disk::{DiskKv, LogView};
-use protocol::message::data::{ErrorCode, Role as WireRole, UpdateNotice, WireError};
+use protocol::message::data::{
+    ErrorCode, ReadOp, ReadReply, Role as WireRole, UpdateNotice, WireError,
+};
 use protocol::message::lock::{LockGrant, LockReply, LockRequestOp};
 use protocol::message::Message;
 use protocol::messaging::{Endpoint, EndpointConfig, Incoming, MessagingError, RequestHandle};
@@ -165,6 +167,17 @@ pub(crate) struct Shared {
     pub applied_tx: watch::Sender<Zxid>,
     pub status: Mutex<StatusView>,
     pub cmds: mpsc::UnboundedSender<Cmd>,
+    /// The commit point the log recorded before this start. Until the rebuilt store reaches
+    /// it, this node answers reads with `Behind` (the client asks another node), so that a
+    /// restart never shows a client with no floor an older state than before the restart.
+    pub recovered_commit: Zxid,
+}
+
+impl Shared {
+    /// Whether the rebuilt store is still below the commit point recorded before this start.
+    pub fn recovering(&self) -> bool {
+        *self.applied.read().expect("applied lock poisoned") < self.recovered_commit
+    }
 }
 
 fn wire_role(role: Role) -> (WireRole, Option<NodeId>) {
@@ -273,6 +286,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             committed: Zxid::ZERO,
         }),
         cmds: cmd_tx,
+        recovered_commit: log.commit_zxid(),
     });
     let server_config = ServerConfig {
         fs_live_interval: Duration::from_millis(config.fslive_interval_ms),
@@ -331,6 +345,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         takeover: None,
         lease_config: LeaseConfig { lock_ttl_ms: config.lock_ttl_ms as u32 },
         start,
+        marked_commit: log.commit_zxid(),
     };
     let result = core.run(repl_rx, cmd_rx, shutdown).await;
     // Drain: whatever was written becomes durable before the process goes.
@@ -367,6 +382,8 @@ struct Core {
     takeover: Option<Zxid>,
     lease_config: LeaseConfig,
     start: Instant,
+    /// The last commit mark written to the log.
+    marked_commit: Zxid,
 }
 
 impl Core {
@@ -436,6 +453,18 @@ impl Core {
     }
 
     fn drain(&mut self) -> Result<(), NodeError> {
+        let result = self.drain_ready();
+        // Record the commit point in the log (it rides with the next group sync): a restart
+        // then knows how far the rebuilt store must get before it serves reads.
+        let commit = self.engine.commit().min(self.engine.applied());
+        if commit > self.marked_commit {
+            self.log.log().mark_commit(commit)?;
+            self.marked_commit = commit;
+        }
+        result
+    }
+
+    fn drain_ready(&mut self) -> Result<(), NodeError> {
         for _ in 0..READY_ROUNDS_MAX {
             self.check_persisted();
             let ready: Ready = self.engine.ready(&self.log);
@@ -735,6 +764,18 @@ async fn answer(
             let request = lock.request;
             let result = lock_command(&shared, lock).await;
             Some(Message::LockReply(LockReply { request, load: server.gauge().load(), result }))
+        }
+        Message::Request(r) if !matches!(r.op, ReadOp::Status) && shared.recovering() => {
+            let applied = *shared.applied.read().expect("applied lock poisoned");
+            let result = Err(WireError {
+                code: ErrorCode::Behind,
+                message: format!(
+                    "node {} is rebuilding its state from its log ({applied} of {}); try \
+                     another node",
+                    shared.node, shared.recovered_commit
+                ),
+            });
+            Some(Message::ReadReply(ReadReply { applied, load: server.gauge().load(), result }))
         }
         other => server.handle(other).await,
     };
