@@ -114,6 +114,9 @@ pub struct EchoConfig {
     pub lifetime_ms: u64,
     /// How long after creation the processes begin to send (all at once).
     pub start_delay_ms: u64,
+    /// NAK rounds before a receiver declares a hole lost (None: the layer's default, 40
+    /// rounds of 30 ms).
+    pub nak_rounds_max: Option<u32>,
 }
 
 impl Default for EchoConfig {
@@ -126,6 +129,7 @@ impl Default for EchoConfig {
             large_bytes: 100_000,
             lifetime_ms: 120_000,
             start_delay_ms: 1_000,
+            nak_rounds_max: None,
         }
     }
 }
@@ -138,7 +142,7 @@ pub fn echo_nodes(network: &Network, program: &Path, config: &EchoConfig) -> Vec
         .hosts()
         .iter()
         .map(|host| {
-            let args = vec![
+            let mut args = vec![
                 format!("--id={}", host.index),
                 format!("--members={}", members.join(",")),
                 format!("--bind={}", host.address),
@@ -150,6 +154,9 @@ pub fn echo_nodes(network: &Network, program: &Path, config: &EchoConfig) -> Vec
                 format!("--start-at-unix-ms={start_at_unix_ms}"),
                 format!("--lifetime-ms={}", config.lifetime_ms),
             ];
+            if let Some(rounds) = config.nak_rounds_max {
+                args.push(format!("--nak-rounds-max={rounds}"));
+            }
             Node::new(
                 host.clone(),
                 NodeSpec { program: program.to_path_buf(), args, data_dir: None },
@@ -196,6 +203,10 @@ fn last_starts(histories: &Histories) -> BTreeMap<SenderId, u32> {
 /// True when every node's last start has finished sending, and has delivered the last
 /// message of every other node's last incarnation.
 pub fn converged(histories: &Histories, count: u64) -> bool {
+    // A node that has printed nothing yet is not converged (and "all of nothing" is not done).
+    if histories.is_empty() || histories.values().any(BTreeMap::is_empty) {
+        return false;
+    }
     let last = last_starts(histories);
     last.iter().all(|(id, start)| {
         let events = &histories[id][start].events;
@@ -257,6 +268,9 @@ pub fn check(histories: &Histories, count: u64, strict: bool) -> CheckReport {
     let mut report = CheckReport::default();
     let last = last_starts(histories);
     for (receiver, starts) in histories {
+        if starts.is_empty() {
+            report.violations.push(format!("h{receiver} printed nothing"));
+        }
         for (start, events) in starts {
             if events.malformed_lines > 0 {
                 report.violations.push(format!(
@@ -392,6 +406,16 @@ mod tests {
                 (id, BTreeMap::from([(1, StartEvents { events, malformed_lines: 0 })]))
             })
             .collect()
+    }
+
+    /// A node that printed nothing blocks convergence and fails the check.
+    #[test]
+    fn silent_node_is_neither_converged_nor_ok() {
+        let mut h = histories(vec![(1, vec![Event::Done { stable: true, t_us: 0 }])]);
+        h.insert(2, BTreeMap::new());
+        assert!(!converged(&h, 0));
+        assert!(!converged(&Histories::new(), 0));
+        assert!(check(&h, 0, false).violations.iter().any(|v| v.contains("h2 printed nothing")));
     }
 
     /// A complete, ordered history of two nodes passes the strict check.

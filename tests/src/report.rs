@@ -222,7 +222,7 @@ pub fn svg(title: &str, history: &[Sample], windows: &[FaultWindow]) -> String {
     for s in history {
         if s.ok {
             ok_seen += 1;
-            if (ok_seen - 1) % keep_every != 0 {
+            if !(ok_seen - 1).is_multiple_of(keep_every) {
                 continue;
             }
         }
@@ -336,7 +336,7 @@ mod tests {
             .collect();
         let svg = svg("big", &history, &[]);
         let ok = svg.matches(r#"class="ok""#).count();
-        assert!(ok <= POINTS_MAX && ok >= POINTS_MAX / 2, "{ok} ok points");
+        assert!((POINTS_MAX / 2..=POINTS_MAX).contains(&ok), "{ok} ok points");
         assert_eq!(svg.matches(r#"class="failed""#).count(), 100);
     }
 

@@ -47,6 +47,9 @@ struct Args {
     /// Hard bound on the process's life.
     #[arg(long, default_value_t = 120_000)]
     lifetime_ms: u64,
+    /// NAK rounds before a hole is declared lost (default: the layer's own).
+    #[arg(long)]
+    nak_rounds_max: Option<u32>,
     #[arg(long, default_value = "shoal netns test key")]
     key: String,
 }
@@ -71,6 +74,9 @@ async fn main() {
     config.interface = args.bind;
     config.unicast_bind = SocketAddr::from((args.bind, 0));
     config.members = args.members.clone();
+    if let Some(rounds) = args.nak_rounds_max {
+        config.core.receiver.nak_rounds_max = rounds;
+    }
     let endpoint = match Endpoint::bind(config).await {
         Ok(e) => e,
         Err(e) => {
