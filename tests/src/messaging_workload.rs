@@ -11,15 +11,16 @@
 //! - `strict` (no process was killed, paused or restarted): every receiver delivered every
 //!   message of every other sender exactly once, and no gap was reported at all.
 
+use crate::nemesis::{FaultKind, FaultWindow, Nemesis, Schedule, ScheduleBounds};
 use crate::netns::{Line, NetnsError, Network, Node, NodeSpec};
-use crate::report::Sample;
+use crate::report::{self, Sample, Summary};
 use bytes::Bytes;
 use protocol::message::transfer::FileTransBlock;
 use protocol::message::Message;
 use protocol::SenderId;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Microseconds since the unix epoch: every namespace shares the machine's clock, so times
@@ -389,6 +390,109 @@ pub fn history(histories: &Histories, run_start_unix_us: u64) -> Vec<Sample> {
     }
     samples.sort_by_key(|s| s.at_ms);
     samples
+}
+
+/// One seeded run of the messaging workload under a nemesis schedule.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub seed: u64,
+    pub hosts: usize,
+    pub bounds: ScheduleBounds,
+    pub kinds: Vec<FaultKind>,
+    pub echo: EchoConfig,
+    /// After the schedule, how long the endpoints get to converge.
+    pub converge_ms: u64,
+    /// Judge strictly (every message exactly once, no gap) instead of "no duplicate, no
+    /// reorder, skips only after reported gaps, streams complete at the end".
+    pub strict: bool,
+    /// Where the report (SVG and summary) goes.
+    pub out_dir: PathBuf,
+}
+
+impl RunOptions {
+    /// A CI-sized run: 3 hosts, network faults for about 12 s, layer defaults.
+    pub fn new(seed: u64) -> RunOptions {
+        RunOptions {
+            seed,
+            hosts: 3,
+            bounds: ScheduleBounds { run_ms: 12_000, ..ScheduleBounds::default() },
+            kinds: FaultKind::NETWORK.to_vec(),
+            echo: EchoConfig::default(),
+            converge_ms: 40_000,
+            strict: false,
+            out_dir: PathBuf::from("target/jepsen"),
+        }
+    }
+}
+
+/// What a run produced.
+#[derive(Debug)]
+pub struct RunOutcome {
+    pub schedule: Schedule,
+    pub windows: Vec<FaultWindow>,
+    pub converged: bool,
+    pub check: CheckReport,
+    pub summary: Summary,
+    pub svg: PathBuf,
+    /// True when `stop()` ended the run early.
+    pub interrupted: bool,
+}
+
+impl RunOutcome {
+    pub fn passed(&self) -> bool {
+        self.converged && self.check.ok() && !self.interrupted
+    }
+}
+
+/// Builds the network, starts one `program` (shoal-echo) per host, sends so that the sending
+/// spans the schedule, runs the schedule, waits for convergence, stops the endpoints, checks
+/// what they delivered and writes the report. `stop()` (e.g. set by SIGINT) ends it early;
+/// everything is torn down on every path.
+pub fn run_messaging(
+    options: &RunOptions,
+    program: &Path,
+    stop: &dyn Fn() -> bool,
+) -> Result<RunOutcome, NetnsError> {
+    let schedule = Schedule::generate(options.seed, options.hosts, &options.bounds, &options.kinds);
+    println!("{schedule}");
+    let network = Network::create(options.hosts)?;
+    let mut echo = options.echo.clone();
+    // Keep sending until a little after the last fault, so every fault meets traffic.
+    echo.count = echo.count.max((options.bounds.run_ms + 2_000) / echo.interval_ms.max(1));
+    echo.lifetime_ms = echo.start_delay_ms + options.bounds.run_ms + options.converge_ms + 30_000;
+    let mut nodes = echo_nodes(&network, program, &echo);
+    for node in nodes.iter_mut() {
+        node.start()?;
+    }
+    let run_start = Instant::now();
+    let run_start_unix_us = unix_us();
+    let mut nemesis = Nemesis::new(&network);
+    let windows = nemesis.run_schedule(&schedule, &mut nodes, run_start, stop)?;
+    let deadline = Instant::now() + Duration::from_millis(options.converge_ms);
+    let converged = wait_converged(&nodes, echo.count, deadline, stop);
+    let interrupted = stop();
+    stop_nodes(&mut nodes)?;
+    let histories = parse_nodes(&nodes);
+    let mut check = check(&histories, echo.count, options.strict);
+    if !converged {
+        check
+            .violations
+            .push(format!("not converged within {} ms after the schedule", options.converge_ms));
+    }
+    let samples = history(&histories, run_start_unix_us);
+    let name = format!("messaging-seed{}-n{}", options.seed, options.hosts);
+    let title = format!(
+        "messaging, {} hosts, seed {}: {} deliveries, {} gaps, {}",
+        options.hosts,
+        options.seed,
+        check.deliveries,
+        check.gaps,
+        if check.ok() && converged { "PASS" } else { "FAIL" }
+    );
+    let (svg, summary) = report::write(&options.out_dir, &name, &title, &samples, &windows)?;
+    drop(nodes);
+    drop(network);
+    Ok(RunOutcome { schedule, windows, converged, check, summary, svg, interrupted })
 }
 
 #[cfg(test)]

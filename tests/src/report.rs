@@ -211,7 +211,7 @@ pub fn svg(title: &str, history: &[Sample], windows: &[FaultWindow]) -> String {
     }
     let _ = writeln!(
         out,
-        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">time since start (latency: log scale; green ok, red failed)</text>"#,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">time since start (latency: log scale; red: failed)</text>"#,
         MARGIN_LEFT_PX + plot_w / 2.0,
         HEIGHT_PX - 10.0
     );
@@ -219,6 +219,15 @@ pub fn svg(title: &str, history: &[Sample], windows: &[FaultWindow]) -> String {
     let ok_count = history.iter().filter(|s| s.ok).count();
     let keep_every = ok_count.div_ceil(POINTS_MAX).max(1);
     let mut ok_seen = 0usize;
+    // Successful operations are coloured by the op's first word ("deliver", "multicast",
+    // "write", ...), in order of first appearance, with a legend.
+    let mut families: Vec<&str> = Vec::new();
+    for s in history.iter().filter(|s| s.ok) {
+        let family = op_family(&s.op);
+        if !families.contains(&family) {
+            families.push(family);
+        }
+    }
     for s in history {
         if s.ok {
             ok_seen += 1;
@@ -226,7 +235,12 @@ pub fn svg(title: &str, history: &[Sample], windows: &[FaultWindow]) -> String {
                 continue;
             }
         }
-        let (fill, class) = if s.ok { ("#2a8a2a", "ok") } else { ("#d02020", "failed") };
+        let (fill, class) = if s.ok {
+            let i = families.iter().position(|f| *f == op_family(&s.op)).unwrap_or(0);
+            (PALETTE[i % PALETTE.len()], "ok")
+        } else {
+            ("#d02020", "failed")
+        };
         let _ = writeln!(
             out,
             r#"<circle class="{class}" cx="{:.1}" cy="{:.1}" r="1.6" fill="{fill}"/>"#,
@@ -234,8 +248,39 @@ pub fn svg(title: &str, history: &[Sample], windows: &[FaultWindow]) -> String {
             y(s.latency_us)
         );
     }
+    // The legend last, above the points.
+    let mut legend = String::new();
+    if !families.is_empty() {
+        let height = 14.0 * families.len() as f64 + 6.0;
+        let _ = writeln!(
+            legend,
+            r##"<rect x="{:.1}" y="{:.1}" width="100" height="{height:.1}" fill="white" fill-opacity="0.85" stroke="#999"/>"##,
+            MARGIN_LEFT_PX + plot_w - 118.0,
+            MARGIN_TOP_PX + plot_h - 8.0 - height
+        );
+    }
+    for (i, family) in families.iter().enumerate() {
+        let lx = MARGIN_LEFT_PX + plot_w - 110.0;
+        let ly = MARGIN_TOP_PX + plot_h - 10.0 - 14.0 * (families.len() - 1 - i) as f64;
+        let _ = writeln!(
+            legend,
+            r#"<circle cx="{lx:.1}" cy="{:.1}" r="4" fill="{}"/><text x="{:.1}" y="{ly:.1}">{}</text>"#,
+            ly - 4.0,
+            PALETTE[i % PALETTE.len()],
+            lx + 8.0,
+            escape(family)
+        );
+    }
+    out.push_str(&legend);
     out.push_str("</svg>\n");
     out
+}
+
+/// Colours of successful operations, by op family (red is kept for failures).
+const PALETTE: [&str; 5] = ["#2a8a2a", "#2060c0", "#8040a0", "#008080", "#806020"];
+
+fn op_family(op: &str) -> &str {
+    op.split_whitespace().next().unwrap_or("")
 }
 
 /// A round tick step giving about 10 ticks over `end_ms`.
