@@ -24,7 +24,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -52,8 +52,8 @@ pub const NODE_LINES_MAX: usize = 2_000_000;
 #[derive(Debug, thiserror::Error)]
 pub enum NetnsError {
     #[error(
-        "network-namespace tests need root (uid 0, or CAP_NET_ADMIN + CAP_SYS_ADMIN); \
-         run them as root, e.g. through .ci/run"
+        "network-namespace tests need root (effective uid 0) to create namespaces, links and \
+         nft rules; run them as root, e.g. through .ci/run"
     )]
     NotRoot,
     #[error(
@@ -165,6 +165,14 @@ fn creator_pid(namespace: &str) -> Option<i32> {
     namespace.strip_prefix(NAME_PREFIX)?.split('-').next()?.parse().ok()
 }
 
+/// True while `pid` is a live process (a zombie is dead: it only waits to be reaped).
+fn process_alive(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    // "pid (comm) S ...": the state follows the last ')' (comm may contain anything).
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
+    !matches!(state, Some('Z') | Some('X') | None)
+}
+
 /// Removes the namespaces (and the processes in them) of earlier runs whose creating process is
 /// gone — what a run killed with SIGKILL leaves behind. Namespaces of live runs are left alone.
 /// Returns the names removed.
@@ -172,7 +180,7 @@ pub fn cleanup_stale() -> Result<Vec<String>, NetnsError> {
     let mut removed = Vec::new();
     for namespace in list_namespaces()? {
         let Some(pid) = creator_pid(&namespace) else { continue };
-        if Path::new(&format!("/proc/{pid}")).exists() {
+        if process_alive(pid) {
             continue;
         }
         match remove_namespace(&namespace) {

@@ -106,6 +106,9 @@ fn main() {
         options.out_dir = args.out.clone();
         let stop = || STOP.load(Ordering::SeqCst);
         match run_messaging(&options, &echo, &stop) {
+            Ok(outcome) if outcome.interrupted => {
+                println!("seed {seed}: INTERRUPTED; partial picture: {}", outcome.svg.display());
+            }
             Ok(outcome) => {
                 println!("{}", outcome.summary);
                 for v in &outcome.check.violations {
