@@ -135,6 +135,10 @@ fn loss_run(nak_rounds_max: Option<u32>, partition_ms: Option<u64>, strict: bool
             }
         }
     }
+    eprintln!(
+        "loss run (nak rounds {nak_rounds_max:?}, partition {partition_ms:?} ms): {} deliveries, {} gaps, {} retransmits, {} NAKs",
+        report.deliveries, report.gaps, report.retransmits, report.naks_sent
+    );
     assert!(report.ok(), "violations: {:#?}", report.violations);
     if strict {
         assert_eq!(
