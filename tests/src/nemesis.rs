@@ -270,18 +270,25 @@ impl HostRules {
             let list: Vec<String> = self.blocked_from.iter().map(Ipv4Addr::to_string).collect();
             script.push_str(&format!("    ip saddr {{ {} }} drop\n", list.join(", ")));
         }
-        if self.loss_percent > 0 {
-            script.push_str(&format!("    numgen random mod 100 < {} drop\n", self.loss_percent));
+        match self.loss_percent {
+            0 => {}
+            // numgen's values are 0..=99: "< 100" is out of its range, so total loss is a
+            // plain drop.
+            100.. => script.push_str("    drop\n"),
+            p => script.push_str(&format!("    numgen random mod 100 < {p} drop\n")),
         }
         script.push_str("  }\n}\n");
         script
     }
 }
 
-/// Applies and heals faults on one network and its nodes.
+/// Applies and heals faults on one network and its nodes. Hosts are 1..=N; index 0 names the
+/// client namespace, which the primitives ([`Nemesis::drop_from`], [`Nemesis::set_link`])
+/// accept too, so that a test can cut clients off; drawn faults and partitions involve hosts
+/// only.
 pub struct Nemesis<'a> {
     network: &'a Network,
-    /// Rules of host i+1 at position i.
+    /// Rules of the client at position 0, of host i at position i.
     rules: Vec<HostRules>,
     links_down: BTreeSet<usize>,
 }
@@ -290,18 +297,18 @@ impl<'a> Nemesis<'a> {
     pub fn new(network: &'a Network) -> Nemesis<'a> {
         Nemesis {
             network,
-            rules: vec![HostRules::default(); network.hosts().len()],
+            rules: vec![HostRules::default(); network.hosts().len() + 1],
             links_down: BTreeSet::new(),
         }
     }
 
-    /// The current nft model of host `index`.
+    /// The current nft model of host `index` (0: the client).
     pub fn rules(&self, index: usize) -> Option<&HostRules> {
-        index.checked_sub(1).and_then(|i| self.rules.get(i))
+        self.rules.get(index)
     }
 
     fn address(&self, index: usize) -> Result<Ipv4Addr, NetnsError> {
-        Ok(self.network.host(index)?.address)
+        Ok(self.network.host_or_client(index)?.address)
     }
 
     fn update(
@@ -309,13 +316,13 @@ impl<'a> Nemesis<'a> {
         index: usize,
         change: impl FnOnce(&mut HostRules),
     ) -> Result<(), NetnsError> {
-        let host = self.network.host(index)?;
-        let rules = &mut self.rules[index - 1];
+        let host = self.network.host_or_client(index)?;
+        let rules = &mut self.rules[index];
         change(rules);
         nft_script(&host.namespace, &rules.nft_script())
     }
 
-    /// Host `to` drops every packet from the hosts in `from` (one way).
+    /// Host `to` drops every packet from the hosts in `from` (one way; 0 is the client).
     pub fn drop_from(&mut self, to: usize, from: &[usize]) -> Result<(), NetnsError> {
         let addresses = from.iter().map(|h| self.address(*h)).collect::<Result<Vec<_>, _>>()?;
         self.update(to, |r| r.blocked_from.extend(addresses))
@@ -355,7 +362,10 @@ impl<'a> Nemesis<'a> {
 
     /// Removes every nft rule and brings every link up (processes are not touched).
     pub fn heal_network(&mut self) -> Result<(), NetnsError> {
-        for index in 1..=self.network.hosts().len() {
+        for index in 0..=self.network.hosts().len() {
+            if self.rules[index] == HostRules::default() {
+                continue;
+            }
             self.update(index, |r| *r = HostRules::default())?;
         }
         for host in std::mem::take(&mut self.links_down) {
@@ -521,5 +531,7 @@ mod tests {
         assert!(script.contains("iif \"lo\" accept"));
         assert!(script.contains("ip saddr { 198.18.77.2, 198.18.77.3 } drop"));
         assert!(script.contains("numgen random mod 100 < 10 drop"));
+        let total = HostRules { loss_percent: 100, ..HostRules::default() }.nft_script();
+        assert!(total.contains("    drop\n") && !total.contains("numgen"));
     }
 }

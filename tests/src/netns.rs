@@ -191,6 +191,28 @@ pub fn cleanup_stale() -> Result<Vec<String>, NetnsError> {
     Ok(removed)
 }
 
+/// Opens a UDP socket inside `namespace`, bound to `addr`, from this process: a helper thread
+/// enters the namespace (setns) and binds; the socket stays in that namespace after the thread
+/// is gone. For probes and in-process clients.
+pub fn bind_udp_in(
+    namespace: &str,
+    addr: std::net::SocketAddr,
+) -> Result<std::net::UdpSocket, NetnsError> {
+    let path = format!("/run/netns/{namespace}");
+    std::thread::spawn(move || -> Result<std::net::UdpSocket, NetnsError> {
+        let file = std::fs::File::open(&path)?;
+        use std::os::fd::AsRawFd;
+        // SAFETY: setns on a valid namespace fd changes only this (short-lived) thread's
+        // network namespace.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        Ok(std::net::UdpSocket::bind(addr)?)
+    })
+    .join()
+    .expect("setns thread panicked")
+}
+
 /// One host: its namespace, address, and the bridge-side end of its link.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Host {
@@ -325,6 +347,15 @@ impl Network {
         &self.client
     }
 
+    /// Host `index`, or the client namespace for index 0.
+    pub fn host_or_client(&self, index: usize) -> Result<&Host, NetnsError> {
+        if index == 0 {
+            Ok(&self.client)
+        } else {
+            self.host(index)
+        }
+    }
+
     /// Every namespace of this network, bridge last.
     pub fn namespaces(&self) -> Vec<String> {
         let mut names: Vec<String> = self
@@ -337,9 +368,9 @@ impl Network {
         names
     }
 
-    /// Sets the bridge-side end of host `index`'s link up or down.
+    /// Sets the bridge-side end of host `index`'s link (0: the client's) up or down.
     pub fn set_link(&self, index: usize, up: bool) -> Result<(), NetnsError> {
-        let host = self.host(index)?;
+        let host = self.host_or_client(index)?;
         let state = if up { "up" } else { "down" };
         ip(&["-n", &self.bridge_namespace, "link", "set", &host.bridge_port, state]).map(|_| ())
     }
