@@ -503,6 +503,12 @@ impl Node {
         self.lines.lock().expect("lines mutex").clone()
     }
 
+    /// The output lines from position `cursor` on (for readers that keep their place).
+    pub fn lines_from(&self, cursor: usize) -> Vec<Line> {
+        let lines = self.lines.lock().expect("lines mutex");
+        lines.get(cursor..).map(<[Line]>::to_vec).unwrap_or_default()
+    }
+
     /// The shared line buffer (for a monitor that must not hold the node).
     pub fn line_buffer(&self) -> Arc<Mutex<Vec<Line>>> {
         self.lines.clone()

@@ -7,8 +7,8 @@
 //! every wait; the processes have a hard lifetime too.
 
 use shoal_tests::messaging_workload::{
-    check, converged, echo_nodes, parse_nodes, stop_nodes, unix_us, CheckReport, EchoConfig, Event,
-    Histories,
+    check, echo_nodes, parse_nodes, stop_nodes, unix_us, CheckReport, Convergence, EchoConfig,
+    Event, Histories,
 };
 use shoal_tests::nemesis::{Fault, Nemesis};
 use shoal_tests::netns::{list_namespaces, run, skip_reason, Network, Node};
@@ -44,7 +44,8 @@ fn start_all(nodes: &mut [Node]) {
 /// Polls until converged or the test's bound; panics with the nodes' state on timeout.
 fn wait_converged(nodes: &[Node], count: u64, test_start: Instant) {
     let deadline = test_start + TEST_BOUND;
-    while !converged(&parse_nodes(nodes), count) {
+    let mut convergence = Convergence::new(count);
+    while !convergence.update(nodes) {
         if Instant::now() >= deadline {
             let report = check(&parse_nodes(nodes), count, false);
             panic!("not converged within {TEST_BOUND:?}: {:?}", report.violations);
