@@ -3,6 +3,15 @@
 //!
 //! - [`linearizability`]: a WGL/porcupine-style checker of per-key register histories.
 //! - [`sim`]: a seeded deterministic simulator of replication engines with faults.
+//! - [`netns`]: network-namespace hosts joined by a bridge, and supervised processes on them.
+//! - [`nemesis`]: network faults (nft, links) and process faults (signals), seeded schedules.
+//! - [`messaging_workload`]: `shoal-echo` processes on those hosts and the checker of what
+//!   they delivered.
+//! - [`report`]: a run's summary and an SVG of latency over time with fault windows shaded.
 
 pub mod linearizability;
+pub mod messaging_workload;
+pub mod nemesis;
+pub mod netns;
+pub mod report;
 pub mod sim;
