@@ -1,0 +1,287 @@
+//! Client locks, sessions and transactions against the product's lock rules, in one process:
+//! `cache-client` over the in-memory network to a `cache-server` `Server` over `StateBackend`
+//! (the real `StateMachine` and `LeaseKeeper`, an immediate single-node log). Paused time,
+//! seeded clients.
+//!
+//! Not here (they need the real cluster; the integration harness runs them): contention while
+//! the master process is killed or partitioned, and the time for a killed client's lock to
+//! free over real sockets. The takeover test below covers the lease rule a new master keeps.
+
+use bytes::Bytes;
+use cache_client::{Batch, ClientError, SessionState};
+use shoal_tests::state_backend::Harness;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+const TTL: Duration = Duration::from_secs(5);
+
+/// Mutual exclusion: 8 clients contend for one lock; every critical-section entry finds no
+/// one else inside, its fencing token is strictly above every earlier entry's, and a write
+/// fenced by the token commits.
+#[tokio::test(start_paused = true)]
+async fn mutual_exclusion_and_growing_tokens() {
+    let h = Harness::new(TTL);
+    let inside = Arc::new(AtomicU32::new(0));
+    let tokens = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for seed in 0..8u64 {
+        let client = h.client(100 + seed);
+        let (inside, tokens) = (Arc::clone(&inside), Arc::clone(&tokens));
+        tasks.push(tokio::spawn(async move {
+            for round in 0..5u64 {
+                let guard = client.lock_wait("/mutex", false, Duration::from_secs(120)).await?;
+                assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two holders at once");
+                {
+                    let mut tokens = tokens.lock().unwrap();
+                    if let Some(last) = tokens.last() {
+                        assert!(guard.token() > *last, "token {} after {last}", guard.token());
+                    }
+                    tokens.push(guard.token());
+                }
+                let value = format!("{seed}:{round}");
+                client
+                    .batch(Batch::new().write("/fenced", value).if_token("/mutex", guard.token()))
+                    .await?;
+                tokio::time::sleep(Duration::from_millis(10 + seed)).await;
+                inside.fetch_sub(1, Ordering::SeqCst);
+                guard.release().await?;
+            }
+            Ok::<(), ClientError>(())
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    assert_eq!(tokens.lock().unwrap().len(), 40);
+    assert!(h.holders("/mutex").is_empty());
+}
+
+/// Shared holders coexist; an exclusive request on a shared lock is refused naming the holders
+/// (not queued); a release with a wrong auth word, and a bad lock name, are refused and change
+/// nothing.
+#[tokio::test(start_paused = true)]
+async fn shared_exclusive_and_bad_input() {
+    let h = Harness::new(TTL);
+    let (a, b, c) = (h.client(1), h.client(2), h.client(3));
+    let ga = a.lock("/shared", true).await.unwrap();
+    let gb = b.lock("/shared", true).await.unwrap();
+    assert_eq!(h.holders("/shared").len(), 2);
+    match c.lock("/shared", false).await {
+        Err(ClientError::LockHeld { detail }) => {
+            assert!(detail.contains("host1") && detail.contains("host2"), "{detail}")
+        }
+        other => panic!("exclusive on a shared lock gave {other:?}"),
+    }
+    let entries = h.backend().entries();
+    let gx = c.lock("/excl", false).await.unwrap();
+    let before = h.backend().entries();
+    assert!(before > entries);
+    match c.unlock_with_auth("/excl", 1).await {
+        Err(ClientError::BadAuth { .. }) => {}
+        other => panic!("a wrong auth word gave {other:?}"),
+    }
+    match a.unlock_with_auth("/excl", 7).await {
+        Err(ClientError::LockLost { .. }) => {}
+        other => panic!("another client's release gave {other:?}"),
+    }
+    assert_eq!(h.holders("/excl"), vec![c.id()], "a refused release changed the lock");
+    assert!(matches!(c.lock("no-slash", false).await, Err(ClientError::BadKey(_))));
+    gx.release().await.unwrap();
+    ga.release().await.unwrap();
+    gb.release().await.unwrap();
+    assert!(h.holders("/shared").is_empty() && h.holders("/excl").is_empty());
+}
+
+/// `lock_wait` wakes on the LockChanged of a release, this client's waiters in arrival order,
+/// and gives up with `WaitTimeout` after its bound.
+#[tokio::test(start_paused = true)]
+async fn lock_wait_order_and_timeout() {
+    let h = Harness::new(TTL);
+    let (holder, waiter) = (h.client(1), h.client(2));
+    let guard = holder.lock("/q", false).await.unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for i in 0..3 {
+        let (waiter, order) = (waiter.clone(), Arc::clone(&order));
+        tasks.push(tokio::spawn(async move {
+            let g = waiter.lock_wait("/q", false, Duration::from_secs(30)).await.unwrap();
+            order.lock().unwrap().push(i);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            g.release().await.unwrap();
+        }));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let released_at = Instant::now();
+    guard.release().await.unwrap();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), vec![0, 1, 2]);
+    assert!(released_at.elapsed() < Duration::from_secs(1), "waiters were not woken promptly");
+    let _g = holder.lock("/q", false).await.unwrap();
+    let start = Instant::now();
+    match waiter.lock_wait("/q", false, Duration::from_secs(2)).await {
+        Err(ClientError::WaitTimeout { .. }) => {}
+        other => panic!("a wait on a held lock gave {other:?}"),
+    }
+    let waited = start.elapsed();
+    assert!(waited >= Duration::from_secs(2) && waited < Duration::from_secs(3), "{waited:?}");
+}
+
+/// A client cut off from the master loses its lock and ephemeral entry within TTL plus a
+/// bounded slack; its session state goes InDanger, then Lost; the lock frees for others.
+#[tokio::test(start_paused = true)]
+async fn session_loss_releases_locks_and_ephemerals() {
+    let h = Harness::new(TTL);
+    let (client, transport) = h.client_with(h.config(9));
+    let other = h.client(10);
+    let guard = client.lock("/session-lock", false).await.unwrap();
+    client.create_ephemeral("/eph", "x").await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(guard.is_held(), "renewals keep the lock");
+    let mut state = client.session_state();
+    let cut_at = Instant::now();
+    transport.cut_switch().store(true, Ordering::SeqCst);
+    state.wait_for(|s| *s == SessionState::InDanger).await.unwrap();
+    let danger_at = cut_at.elapsed();
+    state.wait_for(|s| *s == SessionState::Lost).await.unwrap();
+    let lost_at = cut_at.elapsed();
+    assert!(danger_at < lost_at && lost_at <= TTL, "danger {danger_at:?}, lost {lost_at:?}");
+    assert!(!guard.is_held());
+    // The master's own expiry: within TTL (from the last renewal it got) plus one tick.
+    let slack = Duration::from_millis(200);
+    tokio::time::sleep_until(cut_at + TTL + slack).await;
+    assert!(h.holders("/session-lock").is_empty(), "lock outlived its session");
+    assert_eq!(other.read("/eph").await.unwrap(), None, "ephemeral outlived its session");
+    other.lock("/session-lock", false).await.unwrap();
+}
+
+/// A new master honours every lease for one full TTL from its takeover, whatever was left of
+/// it under the old master; then the lease expires through the log.
+#[tokio::test(start_paused = true)]
+async fn takeover_honours_leases_for_one_ttl() {
+    let h = Harness::new(TTL);
+    let (client, transport) = h.client_with(h.config(4));
+    client.lock("/lease", false).await.map(std::mem::forget).unwrap();
+    transport.cut_switch().store(true, Ordering::SeqCst);
+    let cut_at = Instant::now();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    h.backend().takeover();
+    let takeover_at = Instant::now();
+    tokio::time::sleep_until(cut_at + TTL + Duration::from_secs(1)).await;
+    assert_eq!(h.holders("/lease"), vec![client.id()], "old deadline applied after takeover");
+    tokio::time::sleep_until(takeover_at + TTL - Duration::from_millis(100)).await;
+    assert_eq!(h.holders("/lease"), vec![client.id()], "lease cut short after takeover");
+    tokio::time::sleep_until(takeover_at + TTL + Duration::from_millis(200)).await;
+    assert!(h.holders("/lease").is_empty(), "lease not expired one TTL after takeover");
+}
+
+async fn total(client: &cache_client::Client<cache_client::transport::MemTransport>) -> i64 {
+    let mut txn = client.transaction();
+    for i in 0..ACCOUNTS {
+        txn = txn.read(format!("/bank/a{i}"));
+    }
+    let txn = txn.begin().await.unwrap();
+    let mut sum = 0;
+    for i in 0..ACCOUNTS {
+        let v = txn.read(&format!("/bank/a{i}")).await.unwrap().unwrap();
+        sum += std::str::from_utf8(&v).unwrap().parse::<i64>().unwrap();
+    }
+    txn.cancel().await.unwrap();
+    sum
+}
+
+const ACCOUNTS: usize = 5;
+
+/// Bank: concurrent transfers in transactions from several clients, some cancelled and some
+/// dropped mid-way; audits under shared locks and at the end always see the same total (no
+/// transfer is ever half applied).
+#[tokio::test(start_paused = true)]
+async fn bank_transfers_keep_the_total() {
+    let h = Harness::new(TTL);
+    let setup = h.client(50);
+    setup.mkdir("/bank").await.unwrap();
+    for i in 0..ACCOUNTS {
+        setup.write(&format!("/bank/a{i}"), "100").await.unwrap();
+    }
+    let mut tasks = Vec::new();
+    for seed in 0..4u64 {
+        let client = h.client(60 + seed);
+        tasks.push(tokio::spawn(async move {
+            let mut committed = 0;
+            for round in 0..12u64 {
+                let x = ((seed * 7 + round * 3) % ACCOUNTS as u64) as usize;
+                let y = (x + 1 + (round as usize % (ACCOUNTS - 1))) % ACCOUNTS;
+                let (from, to) = (format!("/bank/a{x}"), format!("/bank/a{y}"));
+                let mut txn = client
+                    .transaction()
+                    .write(from.clone())
+                    .write(to.clone())
+                    .wait(Duration::from_secs(60))
+                    .begin()
+                    .await
+                    .unwrap();
+                let parse = |v: Option<Bytes>| -> i64 {
+                    std::str::from_utf8(&v.unwrap()).unwrap().parse().unwrap()
+                };
+                let a = parse(txn.read(&from).await.unwrap());
+                let b = parse(txn.read(&to).await.unwrap());
+                let amount = (round as i64 % 7) + 1;
+                txn.write(&from, (a - amount).to_string()).unwrap();
+                assert!(matches!(
+                    txn.write("/bank/undeclared", "1"),
+                    Err(ClientError::Undeclared { .. })
+                ));
+                match round % 6 {
+                    4 => txn.cancel().await.unwrap(),
+                    5 => drop(txn), // mid-way: one of two writes buffered
+                    _ => {
+                        txn.write(&to, (b + amount).to_string()).unwrap();
+                        txn.commit().await.unwrap();
+                        committed += 1;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(round % 3)).await;
+            }
+            committed
+        }));
+    }
+    let auditor = h.client(70);
+    for _ in 0..5 {
+        assert_eq!(total(&auditor).await, 100 * ACCOUNTS as i64);
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let mut committed = 0;
+    for t in tasks {
+        committed += t.await.unwrap();
+    }
+    assert_eq!(committed, 4 * 8);
+    assert_eq!(total(&auditor).await, 100 * ACCOUNTS as i64);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!((0..ACCOUNTS).all(|i| h.holders(&format!("/bank/a{i}")).is_empty()), "locks leaked");
+}
+
+/// Committing after the locks expired is refused and changes nothing, both a transaction
+/// (caught by the client before sending) and a write fenced by an expired token (refused by the
+/// master).
+#[tokio::test(start_paused = true)]
+async fn commit_after_expiry_is_refused() {
+    let h = Harness::new(TTL);
+    let mut config = h.config(5);
+    config.locks.renew_interval = Duration::from_secs(3600); // this client never renews
+    let (client, _) = h.client_with(config);
+    client.write("/k", "before").await.unwrap();
+    let mut txn = client.transaction().write("/k").begin().await.unwrap();
+    txn.write("/k", "after").unwrap();
+    let guard = client.lock("/fence", false).await.unwrap();
+    let token = guard.token();
+    tokio::time::sleep(TTL + Duration::from_secs(1)).await;
+    assert!(h.holders("/k").is_empty() && h.holders("/fence").is_empty(), "leases expired");
+    assert!(matches!(txn.commit().await, Err(ClientError::LockLost { .. })));
+    let fenced = client.batch(Batch::new().write("/k", "fenced").if_token("/fence", token)).await;
+    assert!(matches!(fenced, Err(ClientError::LockLost { .. })), "{fenced:?}");
+    let reader = h.client(6);
+    assert_eq!(reader.read("/k").await.unwrap().unwrap().value, Bytes::from("before"));
+}
