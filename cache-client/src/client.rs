@@ -700,15 +700,18 @@ fn expect_bool(value: ReadValue) -> Result<bool, ClientError> {
     }
 }
 
-fn take_write(message: Message) -> Result<(RequestId, Load, Result<Zxid, WireError>), Message> {
+/// A reply unpacked: its request id, the node's load, and the result; or the message itself
+/// when it is not the kind expected.
+type Unpacked<R> = Result<(RequestId, Load, Result<R, WireError>), Message>;
+
+fn take_write(message: Message) -> Unpacked<Zxid> {
     match message {
         Message::WriteReply(r) => Ok((r.request, r.load, r.result)),
         other => Err(other),
     }
 }
 
-#[allow(clippy::type_complexity)]
-fn take_lock(message: Message) -> Result<(RequestId, Load, Result<LockGrant, WireError>), Message> {
+fn take_lock(message: Message) -> Unpacked<LockGrant> {
     match message {
         Message::LockReply(r) => Ok((r.request, r.load, r.result)),
         other => Err(other),
@@ -750,7 +753,7 @@ impl<T: Transport> Inner<T> {
         &self,
         request: RequestId,
         message: impl Fn(RequestId) -> Message,
-        take: fn(Message) -> Result<(RequestId, Load, Result<R, WireError>), Message>,
+        take: fn(Message) -> Unpacked<R>,
         applied_of: impl Fn(&R) -> Zxid,
         attempts: usize,
         timeout: Duration,

@@ -182,7 +182,7 @@ impl StateBackend {
         );
         let changed = !result.notices.is_empty()
             || !result.leases.is_empty()
-            || matches!(&result.reply, Some(_) if !refusal)
+            || (result.reply.is_some() && !refusal)
             || matches!(inner.machine.tables().takeover, Some((z, _, _)) if z == zxid);
         if let Some(hook) = &inner.hook {
             for notice in &result.notices {
