@@ -14,15 +14,15 @@
 //!   IO-free.
 //! - [`transport`]: the [`Transport`] trait the client needs from the network, and
 //!   [`transport::MemNetwork`], an in-memory network for tests.
+//! - [`error`]: [`ClientError`]. A missing key on a read is `Ok(None)`, not an error.
+//! - [`cli`]: the `shoal` data commands (`get`, `put`, `rm`, `mv`, `ls`, `mkdir`, `watch`) and
+//!   their exit codes; the binary `src/bin/shoal.rs` only parses flags and calls [`cli::run`].
 //! - [`locks`]: named locks with fencing tokens ([`LockGuard`]), `lock_wait`, and the one
 //!   background renewal of the session and every held lock; [`SessionState`] tells the
 //!   application when its leases are in danger or lost.
 //! - [`session`]: the client's session (opened on first use) and ephemeral entries.
 //! - [`txn`]: transactions: declared keys, locks in one global order, reads under them, writes
 //!   buffered in a local TLV log, one atomic commit conditioned on every lock.
-//! - [`error`]: [`ClientError`]. A missing key on a read is `Ok(None)`, not an error.
-//! - [`cli`]: the `shoal` data commands (`get`, `put`, `rm`, `mv`, `ls`, `mkdir`, `watch`) and
-//!   their exit codes; the binary `src/bin/shoal.rs` only parses flags and calls [`cli::run`].
 
 pub mod blocking;
 pub mod cache;

@@ -225,7 +225,7 @@ impl<T: Transport> Txn<T> {
             // A shared lock other local holders still use is not released by this commit.
             if let Some(auth) = registry.unref(guard.name(), guard.token()) {
                 batch = batch.release(guard.name(), auth, holder);
-                releases.push(guard.name().to_string());
+                releases.push((guard.name().to_string(), auth));
             }
         }
         for guard in &mut self.guards {
@@ -235,9 +235,16 @@ impl<T: Transport> Txn<T> {
         match self.client.batch(batch).await {
             Ok(zxid) => Ok(zxid),
             Err(e) => {
-                // Nothing committed: the locks this commit meant to release may still be held
-                // on the master; they lapse within a TTL since they are no longer renewed.
-                tracing::debug!("transaction commit refused: {e}; {} locks lapse", releases.len());
+                // Nothing committed (or, after a timeout, perhaps everything): release what may
+                // still be held. A lock already gone is refused harmlessly; one whose release
+                // is lost lapses within a TTL, since it is no longer renewed.
+                let _gate = registry.gate.read().await;
+                for (lock, auth) in releases {
+                    let op = protocol::message::lock::LockRequestOp::Release { lock, auth };
+                    if let Err(release) = self.client.lock_call(op).await {
+                        tracing::debug!("release after a refused commit: {release}");
+                    }
+                }
                 Err(e)
             }
         }

@@ -285,3 +285,30 @@ async fn commit_after_expiry_is_refused() {
     let reader = h.client(6);
     assert_eq!(reader.read("/k").await.unwrap().unwrap().value, Bytes::from("before"));
 }
+
+/// A transaction whose locks the master expired while the client still counted on them (a
+/// client configured with a longer lease than the master's) is refused by the master as one
+/// entry: nothing changes, and the key's lock is free afterwards.
+#[tokio::test(start_paused = true)]
+async fn commit_refused_by_the_master_changes_nothing() {
+    let h = Harness::new(TTL);
+    let mut config = h.config(7);
+    config.locks.ttl = Duration::from_secs(60); // the session lives 60 s, the locks 5 s
+    config.locks.renew_interval = Duration::from_secs(3600);
+    let (client, _) = h.client_with(config);
+    client.write("/m", "before").await.unwrap();
+    client.write("/n", "before").await.unwrap();
+    let mut txn = client.transaction().write("/m").write("/n").begin().await.unwrap();
+    txn.write("/m", "after").unwrap();
+    txn.write("/n", "after").unwrap();
+    tokio::time::sleep(TTL + Duration::from_secs(1)).await;
+    let entries = h.backend().entries();
+    let refused = txn.commit().await;
+    assert!(matches!(refused, Err(ClientError::LockLost { .. })), "{refused:?}");
+    assert!(h.backend().entries() > entries, "the commit did not reach the master");
+    let reader = h.client(8);
+    for key in ["/m", "/n"] {
+        assert_eq!(reader.read(key).await.unwrap().unwrap().value, Bytes::from("before"));
+        assert!(h.holders(key).is_empty());
+    }
+}
