@@ -1,6 +1,8 @@
 //! A conformance suite for [`Backend`] implementations: the rules of [`crate::backend`] checked
 //! against a live backend. `fs-node` runs it against its storage-backed implementation (one
 //! fresh master per call); [`crate::mem::MemBackend`] runs it in this crate's tests.
+//! [`run_locks`] checks the Lock path of a backend with a lock table (`shoal-tests`'
+//! `state_backend` runs it; MemBackend has no lock table).
 //!
 //! Each check returns `Err` naming the rule broken, so a failing implementation learns what to
 //! fix rather than where an assert fired.

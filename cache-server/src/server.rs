@@ -1,5 +1,7 @@
-//! [`Server`]: answers Request, Update, Rename and Lock for one node, with the server LRU in front of
-//! the backend and the node's load in every reply.
+//! [`Server`]: answers Request, Update, Rename and Lock for one node, with the server LRU in
+//! front of the backend and the node's load in every reply. Lock messages go to
+//! [`Backend::lock`]: the lock rules are the backend's (the master's state machine and lease
+//! clock), never the server's.
 //!
 //! # Writes on a follower: redirect, not forward
 //! A follower answers a write with `NotMaster { master }` and the client resends it to the
