@@ -312,3 +312,29 @@ async fn commit_refused_by_the_master_changes_nothing() {
         assert!(h.holders(key).is_empty());
     }
 }
+
+/// Fencing under a fault: a holder cut off (a long pause) past its lease loses the lock to a
+/// waiter with a larger token; when it comes back it no longer counts on the lock, and its
+/// write fenced by the old token is refused, leaving the new holder's write in place.
+#[tokio::test(start_paused = true)]
+async fn fencing_refuses_a_paused_holder() {
+    let h = Harness::new(TTL);
+    let (paused, transport) = h.client_with(h.config(11));
+    let waiter = h.client(12);
+    let old = paused.lock("/fence-lock", false).await.unwrap();
+    transport.cut_switch().store(true, Ordering::SeqCst);
+    let new = waiter.lock_wait("/fence-lock", false, Duration::from_secs(30)).await.unwrap();
+    assert!(new.token() > old.token(), "tokens did not grow across holders");
+    waiter
+        .batch(Batch::new().write("/guarded", "new").if_token("/fence-lock", new.token()))
+        .await
+        .unwrap();
+    transport.cut_switch().store(false, Ordering::SeqCst);
+    assert!(!old.is_held(), "the paused holder still counts on an expired lock");
+    let stale = paused
+        .batch(Batch::new().write("/guarded", "old").if_token("/fence-lock", old.token()))
+        .await;
+    assert!(matches!(stale, Err(ClientError::LockLost { .. })), "{stale:?}");
+    assert_eq!(waiter.read("/guarded").await.unwrap().unwrap().value, Bytes::from("new"));
+    assert_eq!(h.holders("/fence-lock"), vec![waiter.id()]);
+}
