@@ -117,6 +117,49 @@ pub struct Txn<T: Transport> {
 const TAG_PUT: u8 = 0;
 const TAG_DELETE: u8 = 1;
 
+/// Appends one buffered write to the transaction log: a `TxnWrite` TLV record (zxid zero: not
+/// committed) whose value is the tag (put or delete), the key length (u32 LE), the key and the
+/// value. The record's CRC makes a damaged buffer an error at commit, never a wrong write.
+fn encode_write(log: &mut Vec<u8>, tag: u8, key: &str, value: &[u8]) -> Result<(), ClientError> {
+    let key_len = (key.len() as u32).to_le_bytes();
+    let parts: [&[u8]; 4] = [&[tag], &key_len, key.as_bytes(), value];
+    let len = 5 + key.len() + value.len();
+    tlv::encode_parts(RecordType::TxnWrite, Zxid::ZERO, &parts, log).map_err(|_| {
+        ClientError::TooLarge { what: "transaction write", len, max: tlv::RECORD_VALUE_BYTES_MAX }
+    })
+}
+
+/// Decodes a whole transaction log into its ops, in order.
+fn decode_log(log: &[u8]) -> Result<Vec<Op>, ClientError> {
+    let mut ops = Vec::new();
+    let mut rest = log;
+    let corrupt = |what: String| ClientError::UnexpectedReply(format!("transaction log: {what}"));
+    while !rest.is_empty() {
+        let (record, used) = tlv::decode(rest).map_err(|e| corrupt(e.to_string()))?;
+        rest = &rest[used..];
+        let v = record.value;
+        if record.kind != RecordType::TxnWrite || v.len() < 5 {
+            return Err(corrupt("not a transaction write".into()));
+        }
+        let key_len = u32::from_le_bytes([v[1], v[2], v[3], v[4]]) as usize;
+        let key_end = 5usize.checked_add(key_len).filter(|end| *end <= v.len());
+        let key_end = key_end.ok_or_else(|| corrupt("key past the record".into()))?;
+        let key =
+            std::str::from_utf8(&v[5..key_end]).map_err(|e| corrupt(e.to_string()))?.to_string();
+        ops.push(match v[0] {
+            TAG_PUT => Op::Put {
+                key,
+                value: Bytes::copy_from_slice(&v[key_end..]),
+                create_only: false,
+                ephemeral: None,
+            },
+            TAG_DELETE => Op::Delete { key, recursive: false },
+            tag => return Err(corrupt(format!("unknown tag {tag}"))),
+        });
+    }
+    Ok(ops)
+}
+
 impl<T: Transport> Txn<T> {
     /// The fencing tokens of the transaction's locks, by key.
     pub fn tokens(&self) -> Vec<(String, Zxid)> {
@@ -157,44 +200,12 @@ impl<T: Transport> Txn<T> {
         if self.keys.get(key) != Some(&Intent::Write) {
             return Err(ClientError::Undeclared { key: key.to_string(), intent: "writing" });
         }
-        let key_len = (key.len() as u32).to_le_bytes();
-        let parts: [&[u8]; 4] = [&[tag], &key_len, key.as_bytes(), value];
-        tlv::encode_parts(RecordType::TxnWrite, Zxid::ZERO, &parts, &mut self.log).map_err(|e| {
-            ClientError::TooLarge { what: "transaction write", len: 0, max: e.to_string().len() }
-        })
+        encode_write(&mut self.log, tag, key, value)
     }
 
     /// The buffered writes, decoded from the TLV log in order.
     fn ops(&self) -> Result<Vec<Op>, ClientError> {
-        let mut ops = Vec::new();
-        let mut rest = &self.log[..];
-        let corrupt =
-            |what: String| ClientError::UnexpectedReply(format!("transaction log: {what}"));
-        while !rest.is_empty() {
-            let (record, used) = tlv::decode(rest).map_err(|e| corrupt(e.to_string()))?;
-            rest = &rest[used..];
-            let v = record.value;
-            if record.kind != RecordType::TxnWrite || v.len() < 5 {
-                return Err(corrupt("not a transaction write".into()));
-            }
-            let key_len = u32::from_le_bytes([v[1], v[2], v[3], v[4]]) as usize;
-            let key_end = 5usize.checked_add(key_len).filter(|end| *end <= v.len());
-            let key_end = key_end.ok_or_else(|| corrupt("key past the record".into()))?;
-            let key = std::str::from_utf8(&v[5..key_end])
-                .map_err(|e| corrupt(e.to_string()))?
-                .to_string();
-            ops.push(match v[0] {
-                TAG_PUT => Op::Put {
-                    key,
-                    value: Bytes::copy_from_slice(&v[key_end..]),
-                    create_only: false,
-                    ephemeral: None,
-                },
-                TAG_DELETE => Op::Delete { key, recursive: false },
-                tag => return Err(corrupt(format!("unknown tag {tag}"))),
-            });
-        }
-        Ok(ops)
+        decode_log(&self.log)
     }
 
     /// Commits the buffered writes as one entry, only if every lock is still held with its
@@ -261,5 +272,36 @@ impl<T: Transport> Txn<T> {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The TLV transaction log gives back exactly the writes buffered, in order (puts with
+    /// binary values and deletes), and a damaged or torn log is an error, never other writes.
+    #[test]
+    fn log_round_trip_and_damage() {
+        let mut log = Vec::new();
+        encode_write(&mut log, TAG_PUT, "/a", &[0, 255, 7]).unwrap();
+        encode_write(&mut log, TAG_DELETE, "/b", &[]).unwrap();
+        encode_write(&mut log, TAG_PUT, "/a", b"again").unwrap();
+        let put = |key: &str, value: &[u8]| Op::Put {
+            key: key.into(),
+            value: Bytes::copy_from_slice(value),
+            create_only: false,
+            ephemeral: None,
+        };
+        let expected = vec![
+            put("/a", &[0, 255, 7]),
+            Op::Delete { key: "/b".into(), recursive: false },
+            put("/a", b"again"),
+        ];
+        assert_eq!(decode_log(&log).unwrap(), expected);
+        let mut damaged = log.clone();
+        damaged[20] ^= 1;
+        assert!(decode_log(&damaged).is_err());
+        assert!(decode_log(&log[..log.len() - 1]).is_err(), "a torn log decoded");
     }
 }
