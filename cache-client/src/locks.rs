@@ -299,7 +299,9 @@ impl<T: Transport> Client<T> {
         if shared {
             let mut leases = registry.leases();
             let generation = leases.generation;
-            if let Some(held) = leases.held.get_mut(name).filter(|h| h.auth == AUTH_SHARED) {
+            let valid = leases.valid_until.is_some_and(|until| now() < until);
+            let held = leases.held.get_mut(name).filter(|h| h.auth == AUTH_SHARED && valid);
+            if let Some(held) = held {
                 held.refs += 1;
                 let token = held.token;
                 return Ok(self.guard(name, token, true, generation));
@@ -439,7 +441,10 @@ async fn renew_once<T: Transport>(inner: &Inner<T>) -> Duration {
     match result {
         Ok(LockGrant::Renewed { lease_ms }) => {
             let until = sent + Duration::from_millis(u64::from(lease_ms));
-            leases.valid_until = Some(leases.valid_until.map_or(until, |u| u.max(until)));
+            // The renewal covered everything held (the gate kept acquires out), so its lease is
+            // the validity now, shorter or not: a master with a shorter TTL than the client's
+            // configuration corrects the client here.
+            leases.valid_until = Some(until);
             drop(leases);
             registry.state_tx.send_if_modified(|s| {
                 let changed = *s != SessionState::Healthy;
