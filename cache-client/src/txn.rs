@@ -210,7 +210,8 @@ impl<T: Transport> Txn<T> {
 
     /// Commits the buffered writes as one entry, only if every lock is still held with its
     /// auth word; the locks are released in the same entry. Refused with `LockLost` (nothing
-    /// changed) if a lock was lost.
+    /// changed) if a lock was lost. A read-only transaction whose read locks other local
+    /// transactions still share sends nothing and returns the client's floor.
     pub async fn commit(mut self) -> Result<Zxid, ClientError> {
         if let Some(lost) = self.guards.iter().find(|g| !g.is_held()) {
             return Err(ClientError::LockLost {
@@ -243,6 +244,11 @@ impl<T: Transport> Txn<T> {
             guard.disarm();
         }
         drop(_gate);
+        if batch.is_empty() {
+            // Read-only, and every lock is still shared by another local transaction: there is
+            // nothing to write or release; the reads were made under locks still held.
+            return Ok(self.client.floor());
+        }
         match self.client.batch(batch).await {
             Ok(zxid) => Ok(zxid),
             Err(e) => {

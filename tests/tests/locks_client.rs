@@ -393,3 +393,29 @@ async fn fenced_writes_never_go_backwards_under_pauses() {
     assert!(accepted.windows(2).all(|w| w[0].1 <= w[1].1), "fenced writes went backwards");
     assert!(accepted.len() < count, "no pause outlived its lease: the faults did not bite");
 }
+
+/// Shared holds are counted per client: two transactions of one client reading the same key
+/// share one master holder; the first commit does not release it under the second, so a
+/// writer from another client waits for both.
+#[tokio::test(start_paused = true)]
+async fn shared_read_locks_are_counted_per_client() {
+    let h = Harness::new(TTL);
+    let (reader, writer) = (h.client(30), h.client(31));
+    reader.write("/r", "1").await.unwrap();
+    let first = reader.transaction().read("/r").begin().await.unwrap();
+    let second = reader.transaction().read("/r").begin().await.unwrap();
+    assert_eq!(h.holders("/r"), vec![reader.id()]);
+    assert_eq!(first.read("/r").await.unwrap().unwrap(), Bytes::from("1"));
+    first.commit().await.unwrap();
+    assert_eq!(h.holders("/r"), vec![reader.id()], "one commit released the other's read lock");
+    match writer.lock("/r", false).await {
+        Err(ClientError::LockHeld { .. }) => {}
+        other => panic!("a write lock under a live read lock gave {other:?}"),
+    }
+    second.commit().await.unwrap();
+    assert!(h.holders("/r").is_empty());
+    let mut txn = writer.transaction().write("/r").begin().await.unwrap();
+    txn.write("/r", "2").unwrap();
+    txn.commit().await.unwrap();
+    assert_eq!(reader.read("/r").await.unwrap().unwrap().value, Bytes::from("2"));
+}
