@@ -419,3 +419,21 @@ async fn shared_read_locks_are_counted_per_client() {
     txn.commit().await.unwrap();
     assert_eq!(reader.read("/r").await.unwrap().unwrap().value, Bytes::from("2"));
 }
+
+/// Closing the session deletes its ephemeral entries and releases its locks in one entry; the
+/// next use opens a new session.
+#[tokio::test(start_paused = true)]
+async fn close_session_ends_ephemerals_and_locks() {
+    let h = Harness::new(TTL);
+    let client = h.client(40);
+    let guard = client.lock("/closing", false).await.unwrap();
+    client.create_ephemeral("/eph-close", "x").await.unwrap();
+    let first = client.ensure_session().await.unwrap();
+    client.close_session().await.unwrap();
+    assert!(!guard.is_held());
+    assert!(h.holders("/closing").is_empty());
+    assert_eq!(client.read("/eph-close").await.unwrap(), None);
+    let second = client.ensure_session().await.unwrap();
+    assert_ne!(first, second);
+    assert_eq!(*client.session_state().borrow(), SessionState::Healthy);
+}
