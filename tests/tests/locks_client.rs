@@ -437,3 +437,30 @@ async fn close_session_ends_ephemerals_and_locks() {
     assert_ne!(first, second);
     assert_eq!(*client.session_state().borrow(), SessionState::Healthy);
 }
+
+/// Fairness among one client's waiters: a waiter arriving just as the lock frees does not
+/// overtake the one already waiting (it queues behind it in arrival order).
+#[tokio::test(start_paused = true)]
+async fn a_late_waiter_does_not_overtake() {
+    let h = Harness::new(TTL);
+    let (holder, waiter) = (h.client(20), h.client(21));
+    let guard = holder.lock("/fair", false).await.unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let early = {
+        let (waiter, order) = (waiter.clone(), Arc::clone(&order));
+        tokio::spawn(async move {
+            let g = waiter.lock_wait("/fair", false, Duration::from_secs(30)).await.unwrap();
+            order.lock().unwrap().push("early");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            g.release().await.unwrap();
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    // Released and asked for again with no yield in between: the early waiter has not run yet.
+    guard.release().await.unwrap();
+    let late = waiter.lock_wait("/fair", false, Duration::from_secs(30)).await.unwrap();
+    order.lock().unwrap().push("late");
+    early.await.unwrap();
+    assert_eq!(*order.lock().unwrap(), vec!["early", "late"]);
+    late.release().await.unwrap();
+}
