@@ -40,6 +40,10 @@ pub enum ServerError {
     Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// A refusal decided by the replicated state machine (lock, session, request-table and
+    /// store rules), passed through with its wire code and message unchanged.
+    #[error("{}", .0.message)]
+    Refused(WireError),
 }
 
 impl ServerError {
@@ -59,6 +63,7 @@ impl ServerError {
             ServerError::Behind { .. } => ErrorCode::Behind,
             ServerError::Unavailable(_) => ErrorCode::Unavailable,
             ServerError::Internal(_) => ErrorCode::Internal,
+            ServerError::Refused(e) => e.code,
         }
     }
 
@@ -74,6 +79,7 @@ impl ServerError {
             | ServerError::NotADirectory { key }
             | ServerError::IsADirectory { key }
             | ServerError::DirectoryNotEmpty { key } => key.clone(),
+            ServerError::Refused(e) => e.message.clone(),
             other => other.to_string(),
         };
         WireError { code: self.code(), message }

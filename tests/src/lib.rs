@@ -8,6 +8,8 @@
 //! - [`messaging_workload`]: `shoal-echo` processes on those hosts and the checker of what
 //!   they delivered.
 //! - [`report`]: a run's summary and an SVG of latency over time with fault windows shaded.
+//! - [`state_backend`]: a one-process `cache_server::Backend` over the real state machine and
+//!   lease clock, for client lock, session and transaction tests.
 
 pub mod linearizability;
 pub mod messaging_workload;
@@ -15,3 +17,4 @@ pub mod nemesis;
 pub mod netns;
 pub mod report;
 pub mod sim;
+pub mod state_backend;
