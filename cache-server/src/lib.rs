@@ -31,6 +31,7 @@ pub mod live;
 pub mod load;
 pub mod mem;
 pub mod server;
+pub mod transfer;
 pub mod validate;
 
 pub use backend::{Backend, BackendStatus, Snapshot};

@@ -18,8 +18,9 @@ const DATA_DIR: &str = "/node/data";
 /// Every test entry carries this many data bytes, so its record is 17 + 10 bytes.
 const ENTRY_DATA_BYTES: usize = 10;
 const ENTRY_RECORD_BYTES: u64 = (tlv::OVERHEAD_BYTES + ENTRY_DATA_BYTES) as u64;
-/// The SegmentStart record that opens every log segment.
-const SEGMENT_HEADER_BYTES: u64 = tlv::OVERHEAD_BYTES as u64;
+/// The SegmentStart record that opens every log segment
+/// (its value is the format version byte).
+const SEGMENT_HEADER_BYTES: u64 = tlv::OVERHEAD_BYTES as u64 + 1;
 
 fn vfs(fs: &SimFs) -> Arc<dyn Vfs> {
     Arc::new(fs.clone())
@@ -302,4 +303,21 @@ fn permission_errors_name_the_fix() {
     );
     assert!(matches!(e, StorageError::PermissionDenied { .. }));
     assert!(e.to_string().contains("must be able to read and write"), "{e}");
+}
+
+/// A log written by a newer on-disk format is refused with a message saying to upgrade, not
+/// misread.
+#[test]
+fn newer_log_format_is_refused() {
+    let fs = SimFs::new();
+    let path = logged(&fs, 2, 1 << 20).remove(0);
+    let mut bytes = fs.read_file(&path).expect("read");
+    let header =
+        tlv::encode(tlv::RecordType::SegmentStart, Zxid::ZERO, &[tlv::FORMAT_VERSION + 1]).unwrap();
+    bytes.splice(..SEGMENT_HEADER_BYTES as usize, header);
+    fs.write_file_durably(&path, &bytes).expect("write");
+    match open_log(&fs, 1 << 20) {
+        Err(e @ StorageError::State(_)) => assert!(e.to_string().contains("newer"), "{e}"),
+        other => panic!("expected a format error, got {other:?}"),
+    }
 }

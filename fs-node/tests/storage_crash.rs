@@ -6,9 +6,12 @@
 
 mod storage_common;
 
+use bytes::Bytes;
 use fs_node::storage::{
     CrashMode, DataLog, KvStore, LogConfig, LogRecovery, SimFs, StoreConfig, StoreRecovery, Vfs,
 };
+use protocol::message::data::Op;
+use protocol::message::replication::Entry;
 use protocol::Zxid;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -55,28 +58,71 @@ fn replay(log: &DataLog, store: &KvStore) {
     }
 }
 
-/// Runs the scenario until the first error (the fail point); returns the highest zxid whose
-/// durability was acknowledged, and the model after every zxid.
-fn scenario(log: &DataLog, store: &KvStore, seed: u64) -> (Zxid, BTreeMap<Zxid, Model>) {
+/// What a scenario run acknowledged before it stopped.
+struct Outcome {
+    /// The highest zxid whose durability was acknowledged.
+    acked: Zxid,
+    /// The model after every zxid.
+    models: BTreeMap<Zxid, Model>,
+    /// A divergent (uncommitted) entry that was logged and whose truncation did not complete:
+    /// recovery may still find it, as a follower would, and the master would cut it.
+    divergent: Option<Entry>,
+    /// The hard state, if `set_hard_state` returned (it is durable on return).
+    hard_state: Option<Vec<u8>>,
+}
+
+const HARD_STATE: &[u8] = b"epoch state";
+
+/// Runs the scenario until the first error (the fail point).
+fn scenario(log: &DataLog, store: &KvStore, seed: u64) -> Outcome {
     let mut work = Workload::new(seed);
     let mut model = Model::default();
-    let mut models = BTreeMap::from([(Zxid::ZERO, model.clone())]);
-    let mut acked = Zxid::ZERO;
+    let mut out = Outcome {
+        acked: Zxid::ZERO,
+        models: BTreeMap::from([(Zxid::ZERO, model.clone())]),
+        divergent: None,
+        hard_state: None,
+    };
     for step in 1..=90u32 {
         let zxid = Zxid::new(1, step);
+        if step % 30 == 10 {
+            // A divergent tail: logged durably, then cut; the real entry reuses its zxid.
+            let bogus = vec![Op::Put {
+                key: "/divergent".into(),
+                value: Bytes::from_static(b"must never apply"),
+                create_only: false,
+                ephemeral: None,
+            }];
+            let divergent = entry(zxid, &bogus);
+            out.divergent = Some(divergent.clone());
+            if log.append(&[divergent]).is_err()
+                || log.wait_durable(zxid).is_err()
+                || log.truncate_after(out.acked).is_err()
+            {
+                break;
+            }
+            out.divergent = None;
+        }
         let ops = work.valid_batch(&model, zxid);
         model.apply(zxid, &ops).expect("valid batch");
-        models.insert(zxid, model.clone());
+        out.models.insert(zxid, model.clone());
         if log.append(&[entry(zxid, &ops)]).is_err() || log.wait_durable(zxid).is_err() {
             break;
         }
-        acked = zxid;
+        out.acked = zxid;
         if log.mark_commit(zxid).is_err() || store.apply(zxid, &ops).is_err() {
             break;
         }
         let ok = match step {
             s if s % 20 == 0 => store.checkpoint().and_then(|cp| log.release_through(cp)).is_ok(),
             s if s % 25 == 0 => store.compact().is_ok(),
+            33 => {
+                let ok = log.set_hard_state(HARD_STATE).is_ok();
+                if ok {
+                    out.hard_state = Some(HARD_STATE.to_vec());
+                }
+                ok
+            }
             45 => store.freeze().is_ok(),
             65 => {
                 store.unfreeze();
@@ -88,26 +134,42 @@ fn scenario(log: &DataLog, store: &KvStore, seed: u64) -> (Zxid, BTreeMap<Zxid, 
             break;
         }
     }
-    (acked, models)
+    out
 }
 
-fn check_recovery(fs: &SimFs, acked: Zxid, models: &BTreeMap<Zxid, Model>, context: &str) {
+fn check_recovery(fs: &SimFs, out: &Outcome, context: &str) {
     let (log, store, _, _) = open_both(fs);
     let applied = store.applied_zxid();
-    assert_same(&store, &models[&applied], &format!("{context}: before replay (half-applied?)"));
+    assert_same(
+        &store,
+        &out.models[&applied],
+        &format!("{context}: before replay (half-applied?)"),
+    );
     assert!(
-        log.last_zxid() >= acked,
-        "{context}: acknowledged {acked} lost, log ends at {}",
+        log.last_zxid() >= out.acked,
+        "{context}: acknowledged {} lost, log ends at {}",
+        out.acked,
         log.last_zxid()
     );
+    if let Some(h) = &out.hard_state {
+        assert_eq!(log.hard_state().as_deref(), Some(&h[..]), "{context}: hard state lost");
+    }
+    if let Some(d) = &out.divergent {
+        // The master would tell this follower to cut its uncommitted tail.
+        if log.last_zxid() == d.zxid {
+            assert_eq!(log.read_range(Zxid(d.zxid.0 - 1), 1).expect("read"), vec![d.clone()]);
+            log.truncate_after(Zxid(d.zxid.0 - 1)).expect("truncate divergent tail");
+        }
+    }
     replay(&log, &store);
     assert_eq!(store.applied_zxid(), log.last_zxid(), "{context}");
-    assert_same(&store, &models[&log.last_zxid()], &format!("{context}: after replay"));
+    assert_same(&store, &out.models[&log.last_zxid()], &format!("{context}: after replay"));
 }
 
 /// A crash at each mutating file operation of a scenario with writes, group commits, segment
-/// seals, checkpoints with log retention, a freeze, and compactions recovers every
-/// acknowledged write, with the store equal to the model at exactly one zxid.
+/// seals, checkpoints with log retention, divergent-tail truncations, a hard state change, a
+/// freeze, and compactions recovers every acknowledged write, the hard state once stored, no
+/// truncated entry, and the store equal to the model at exactly one zxid.
 #[test]
 fn crash_at_every_file_operation_recovers_acknowledged_state() {
     // Count the scenario's operations once, without a fail point.
@@ -115,10 +177,11 @@ fn crash_at_every_file_operation_recovers_acknowledged_state() {
         let fs = SimFs::new();
         let (log, store, _, _) = open_both(&fs);
         fs.fail_after(Some(u64::MAX));
-        let (acked, models) = scenario(&log, &store, 7);
-        assert_eq!(acked, Zxid::new(1, 90));
+        let out = scenario(&log, &store, 7);
+        assert_eq!(out.acked, Zxid::new(1, 90));
+        assert!(out.hard_state.is_some() && out.divergent.is_none());
         drop((log, store));
-        check_recovery(&fs, acked, &models, "no crash");
+        check_recovery(&fs, &out, "no crash");
         // The fail point counts down from u64::MAX: what was used is the scenario's length.
         u64::MAX - ops_left(&fs)
     };
@@ -130,10 +193,10 @@ fn crash_at_every_file_operation_recovers_acknowledged_state() {
             let fs = SimFs::new();
             let (log, store, _, _) = open_both(&fs);
             fs.fail_after(Some(n));
-            let (acked, models) = scenario(&log, &store, 7);
+            let out = scenario(&log, &store, 7);
             fs.crash(mode);
             drop((log, store));
-            check_recovery(&fs, acked, &models, &format!("crash at op {n} ({mode:?})"));
+            check_recovery(&fs, &out, &format!("crash at op {n} ({mode:?})"));
         }
         n += stride;
     }

@@ -139,3 +139,38 @@ fn list_returns_direct_children_only() {
     assert!(store.list("/nope").is_err());
     assert!(store.list("/d-x").is_err());
 }
+
+/// The background compactor merges once dead bytes pass the threshold, without the writer
+/// calling it, and the store still equals the model; dropping it stops it.
+#[test]
+fn background_compactor_merges_when_due() {
+    use fs_node::storage::Compactor;
+    let fs = SimFs::new();
+    let store = Arc::new(open(&fs));
+    let compactor = Compactor::spawn(store.clone(), std::time::Duration::from_millis(1));
+    let mut model = Model::default();
+    let value = bytes::Bytes::from(vec![9u8; 500]);
+    let put = |n: u32| protocol::message::data::Op::Put {
+        key: format!("/k{}", n % 4),
+        value: value.clone(),
+        create_only: false,
+        ephemeral: None,
+    };
+    // Overwrites of four keys: almost everything sealed becomes dead. Bounded: stop as soon as
+    // a merge has shrunk the sealed bytes, or after 20 000 writes.
+    let mut merged = false;
+    for n in 1..=20_000u32 {
+        let zxid = Zxid::new(1, n);
+        model.apply(zxid, &[put(n)]).expect("valid");
+        store.apply(zxid, &[put(n)]).expect("apply");
+        // 200 writes of 500 bytes fill more than 12 segments of 8 KiB; fewer than 4 sealed
+        // segments' worth afterwards means merges ran.
+        if n > 200 && store.sealed_bytes() < 4 * 8 * 1024 {
+            merged = true;
+            break;
+        }
+    }
+    drop(compactor);
+    assert!(merged, "the compactor never brought sealed bytes down");
+    assert_same(&store, &model, "after background compaction");
+}

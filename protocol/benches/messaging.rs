@@ -143,6 +143,54 @@ async fn scenario(index: u8, payload_bytes: usize, loss_percent: u32, per_sender
     }
 }
 
+/// Unicast request/reply between two endpoints: `concurrency` requests in flight, each a
+/// 100-byte message echoed back. Returns (requests per second, CPU µs per request).
+async fn request_reply(concurrency: usize, requests: u64) -> (f64, f64) {
+    let bind = |id: SenderId| {
+        let mut c = EndpointConfig::new(id, 1, auth());
+        c.group = SocketAddrV4::new(Ipv4Addr::new(239, 255, 201, 99), 31_099);
+        c.interface = Ipv4Addr::LOCALHOST;
+        c.unicast_bind = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        Endpoint::bind(c)
+    };
+    let server = bind(1).await.expect("bind");
+    let client = bind(1 << 40).await.expect("bind");
+    let to = server.local_addr().unwrap();
+    let s = server.clone();
+    let serving = tokio::spawn(async move {
+        while let Ok(incoming) = s.recv().await {
+            if let Incoming::Message(r) = incoming {
+                if let Some(request) = r.request {
+                    let _ = request.reply(&s, r.message).await;
+                }
+            }
+        }
+    });
+    let cpu0 = cpu_seconds();
+    let t0 = Instant::now();
+    let per_task = requests / concurrency as u64;
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let c = client.clone();
+        let m = message_of(1, 100);
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..per_task {
+                c.request(to, m.clone(), Duration::from_millis(200), 5).await.expect("reply");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu0;
+    let total = per_task * concurrency as u64;
+    serving.abort();
+    server.shutdown().await;
+    client.shutdown().await;
+    (total as f64 / secs, cpu * 1e6 / total as f64)
+}
+
 /// Seal + open of one datagram of `payload` bytes: the inherent HMAC cost.
 fn hmac_cost(payload: usize, rounds: u32) -> Duration {
     let auth = auth();
@@ -235,6 +283,14 @@ fn main() {
             f.retransmits,
             f.dropped,
             f.gaps,
+        );
+    }
+    println!();
+    for concurrency in [1usize, 64] {
+        let (rate, cpu) = runtime.block_on(request_reply(concurrency, 100_000 / scale));
+        println!(
+            "unicast request/reply, 100 B, {concurrency} in flight: {rate:.0} requests/s, \
+             {cpu:.1} CPU µs per request (both ends)"
         );
     }
     println!();

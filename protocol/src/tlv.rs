@@ -23,6 +23,11 @@ use crate::error::ProtocolError;
 use crate::limits::MESSAGE_BYTES_MAX;
 use crate::Zxid;
 
+/// The on-disk format version (framing and record type table), written in every log
+/// segment's `SegmentStart` and in the data files' `Checkpoint`. A reader refuses a higher one.
+/// Independent of the wire version: a wire version bump does not rewrite disks.
+pub const FORMAT_VERSION: u8 = 1;
+
 /// Bytes before the value: type, length, zxid.
 pub const HEADER_BYTES: usize = 13;
 /// Bytes after the value: the CRC32C.
@@ -62,8 +67,12 @@ record_types! {
     /// Everything up to this record's zxid is committed. Empty value.
     CommitMark = 2,
     /// First record of every log segment; its zxid is the last zxid before the segment, so a
-    /// reader knows whether the retained log starts where a follower needs it.
+    /// reader knows whether the retained log starts where a follower needs it. Value: the
+    /// format version byte.
     SegmentStart = 3,
+    /// The replication engine's durable epoch state (opaque to the log); the last one wins.
+    /// Rewritten at the start of every new segment so that retention never drops it.
+    HardState = 4,
 
     // Data files (fs-node/src/storage/data.rs).
     /// A file value: value = key length (u32 LE), key, value bytes.
@@ -85,7 +94,7 @@ record_types! {
     /// writer sealed), so that an interrupted merge is rolled forward or back at start-up.
     HintFooter = 25,
     /// The data files' checkpoint: zxid = applied zxid made durable; value = active segment id
-    /// u32 and its synced length u64. Damage below that length is corruption, above it a torn
+    /// u32, its synced length u64, and the format version byte. Damage below that length is corruption, above it a torn
     /// tail.
     Checkpoint = 26,
 

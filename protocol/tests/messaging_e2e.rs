@@ -350,3 +350,36 @@ async fn collect_quietly(endpoint: Endpoint, sender: SenderId, expected: u64) {
         }
     }
 }
+
+/// A reply of 1.5 MB (25 fragments) crosses a path dropping 5 % of the requester's received
+/// datagrams: retries fill in the lost fragments and the reply arrives whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_reply_is_fragmented_and_completed_by_retries() {
+    let name = "large_reply_is_fragmented_and_completed_by_retries";
+    tokio::time::timeout(TEST_BOUND, async {
+        let server = Endpoint::bind(config(name, 1, &[], 0)).await.unwrap();
+        let client = Endpoint::bind(config(name, 1 << 42, &[], 5)).await.unwrap();
+        let to = server.local_addr().unwrap();
+        let s = server.clone();
+        let serving = tokio::spawn(async move {
+            while let Ok(Incoming::Message(r)) = s.recv().await {
+                if let (Some(request), Message::FileTransBlock(b)) = (r.request, &r.message) {
+                    let reply = msg(1, b.block, 1_500_000);
+                    request.reply(&s, reply).await.unwrap();
+                }
+            }
+        });
+        for i in 0..3 {
+            let reply = client
+                .request(to, msg(client.id(), i, 10), Duration::from_millis(500), 30)
+                .await
+                .expect("the large reply completes");
+            assert_eq!(reply, msg(1, i, 1_500_000));
+        }
+        serving.abort();
+        server.shutdown().await;
+        client.shutdown().await;
+    })
+    .await
+    .expect("test exceeded its time bound");
+}

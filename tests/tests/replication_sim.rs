@@ -43,9 +43,10 @@ fn summary(reports: &[SimReport]) -> String {
     let committed: usize = reports.iter().map(|r| r.committed_entries).sum();
     let crashes: usize = reports.iter().map(|r| r.crashes).sum();
     let snapshots: usize = reports.iter().map(|r| r.snapshots_installed).sum();
+    let lease_reads: usize = reports.iter().map(|r| r.lease_reads).sum();
     format!(
-        "{} runs: {ok} ops answered, {unknown} unknown, {committed} entries committed, \
-         {crashes} crashes, {snapshots} snapshot installs",
+        "{} runs: {ok} ops answered ({lease_reads} lease reads), {unknown} unknown, \
+         {committed} entries committed, {crashes} crashes, {snapshots} snapshot installs",
         reports.len()
     )
 }

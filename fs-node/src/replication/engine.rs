@@ -562,8 +562,13 @@ impl Engine {
     }
 
     fn become_leader(&mut self) {
-        let epoch =
-            self.max_seen_epoch.max(self.hard.accepted_epoch).max(self.hard.current_epoch) + 1;
+        let highest =
+            self.max_seen_epoch.max(self.hard.accepted_epoch).max(self.hard.current_epoch);
+        let Some(epoch) = highest.checked_add(1) else {
+            // Epochs are exhausted (4 billion elections): no master can be made safely.
+            tracing::error!("replication epochs exhausted; this cluster cannot elect a master");
+            return;
+        };
         self.max_seen_epoch = epoch;
         self.hard.accepted_epoch = epoch;
         self.hard.promised_to = self.cfg.id;

@@ -93,6 +93,8 @@ enum Action {
 }
 
 struct Bounds {
+    /// Whether messages may also be lost or duplicated (reordering is always on).
+    lossy: bool,
     ticks_per_node: u64,
     depth: usize,
     states: usize,
@@ -211,8 +213,10 @@ impl ModelState {
         let mut out = Vec::new();
         for i in 0..self.net.len() {
             out.push(Action::Deliver(i, false));
-            out.push(Action::Deliver(i, true));
-            out.push(Action::Drop(i));
+            if bounds.lossy {
+                out.push(Action::Deliver(i, true));
+                out.push(Action::Drop(i));
+            }
         }
         for n in &self.nodes {
             let id = n.engine.id();
@@ -375,7 +379,7 @@ fn random_walks(
     use rand::rngs::SmallRng;
     use rand::{Rng, SeedableRng};
     let mut rng = SmallRng::seed_from_u64(seed);
-    let bounds = Bounds { ticks_per_node: ticks, depth: steps, states: usize::MAX };
+    let bounds = Bounds { lossy: true, ticks_per_node: ticks, depth: steps, states: usize::MAX };
     let mut masters_seen = 0;
     for walk in 0..walks {
         let mut s = start.clone();
@@ -416,7 +420,7 @@ fn random_walks(
 /// State budget per check; debug builds (CI) explore fewer.
 fn budget() -> usize {
     if cfg!(debug_assertions) {
-        40_000
+        20_000
     } else {
         400_000
     }
@@ -427,7 +431,7 @@ fn budget() -> usize {
 #[test]
 fn model_election_from_fresh_cluster() {
     let start = ModelState::fresh(1, 0).expect("start");
-    let bounds = Bounds { ticks_per_node: 4, depth: 40, states: budget() };
+    let bounds = Bounds { lossy: true, ticks_per_node: 4, depth: 40, states: budget() };
     let c = explore(start, &bounds).unwrap_or_else(|e| panic!("invariant broken: {e}"));
     println!(
         "election from fresh: {} states, depth {}, exhausted {}",
@@ -459,14 +463,20 @@ fn model_replication_and_failover_from_established_master() {
     let mut start = start;
     start.proposals_left = 2;
     let base_clock = start.nodes.iter().map(|n| n.clock).max().unwrap_or(0);
-    let bounds =
-        Bounds { ticks_per_node: base_clock / QUANTUM_MS + 5, depth: 40, states: budget() };
-    let c = explore(start, &bounds).unwrap_or_else(|e| panic!("invariant broken: {e}"));
-    println!(
-        "replication and failover: {} states, depth {}, exhausted {}",
-        c.states, c.depth, c.exhausted
-    );
-    assert!(c.states > 1_000, "explored too little: {c:?}");
+    for lossy in [true, false] {
+        let bounds = Bounds {
+            lossy,
+            ticks_per_node: base_clock / QUANTUM_MS + 5,
+            depth: 60,
+            states: budget(),
+        };
+        let c = explore(start.clone(), &bounds).unwrap_or_else(|e| panic!("invariant broken: {e}"));
+        println!(
+            "replication and failover (lossy {lossy}): {} states, depth {}, exhausted {}",
+            c.states, c.depth, c.exhausted
+        );
+        assert!(c.states > 1_000, "explored too little: {c:?}");
+    }
 }
 
 /// Deep random walks over the same model from a fresh cluster (two proposals, one crash):
@@ -474,9 +484,14 @@ fn model_replication_and_failover_from_established_master() {
 #[test]
 fn model_random_walks_from_fresh_cluster() {
     let start = ModelState::fresh(1, 3).expect("start");
-    let walks = if cfg!(debug_assertions) { 300 } else { 3_000 };
-    let masters =
-        random_walks(&start, 1, walks, 250, 40).unwrap_or_else(|e| panic!("invariant broken: {e}"));
+    // SHOAL_MODEL_WALKS=N runs more (and SHOAL_MODEL_SEED=S another seed).
+    let walks = std::env::var("SHOAL_MODEL_WALKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if cfg!(debug_assertions) { 300 } else { 3_000 });
+    let seed = std::env::var("SHOAL_MODEL_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    let masters = random_walks(&start, seed, walks, 250, 40)
+        .unwrap_or_else(|e| panic!("invariant broken: {e}"));
     println!("random walks: {walks} walks, {masters} epochs with an established master");
     assert!(masters > walks / 2, "walks rarely elected anyone: {masters}");
 }

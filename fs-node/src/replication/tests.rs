@@ -855,3 +855,44 @@ fn config_requires_static_membership_and_consistent_timeouts() {
     c.batch_entries_max = 0;
     assert_eq!(c.validate(), Err(ConfigError::ZeroLimit));
 }
+
+/// When the commit point advances, the master multicasts it (the Commit doubles as the Update
+/// notification caches listen to) and hands the entry to its own state machine.
+#[test]
+fn commit_is_multicast_to_all_followers() {
+    let mut c = Cluster::fresh();
+    let m = c.elect();
+    let f = if m == 1 { 2 } else { 1 };
+    let epoch = c.node(m).engine.hard_state().current_epoch;
+    let master = c.node(m);
+    let zx = master.engine.propose(Bytes::from_static(b"w")).expect("taken");
+    master.ready_durable();
+    master.step(0, Message::Accept(Accept { from: f, epoch, durable: zx, heartbeat: 0 }));
+    let r = master.ready();
+    assert_eq!(
+        r.send_now,
+        vec![(
+            To::Peers,
+            Message::Commit(protocol::message::replication::Commit { from: m, epoch, commit: zx })
+        )]
+    );
+    assert_eq!(r.commits, vec![entry(zx, "w")]);
+}
+
+/// A new master counts its own history toward the establishing quorum only once its epoch
+/// adoption is durable: a follower's ack alone does not establish it.
+#[test]
+fn master_counts_itself_only_after_its_epoch_adoption_is_durable() {
+    let mut n = leader_in_discovery(log_with(&[entry(z(1, 1), "a")], 1, 1));
+    let epoch = n.engine.hard_state().accepted_epoch;
+    n.step(
+        LEASE_MS,
+        Message::PrepareOk(PrepareOk { from: 1, epoch, current_epoch: 1, last_zxid: z(1, 1) }),
+    );
+    let r = n.ready(); // adoption written, not durable
+    n.step(LEASE_MS, Message::Accept(Accept { from: 1, epoch, durable: z(1, 1), heartbeat: 0 }));
+    n.ready();
+    assert_eq!(n.engine.role(), Role::Leading { epoch, established: false });
+    n.engine.persisted(r.persist_seq.expect("seq"));
+    assert_eq!(n.engine.role(), Role::Leading { epoch, established: true });
+}

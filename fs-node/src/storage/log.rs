@@ -90,6 +90,8 @@ struct Inner {
     synced_gen: u64,
     poisoned: Option<String>,
     shutdown: bool,
+    /// The latest HardState record's value.
+    hard_state: Option<bytes::Bytes>,
 }
 
 #[derive(Debug)]
@@ -160,6 +162,7 @@ impl DataLog {
         let mut recovery = LogRecovery::default();
         let mut segments = Vec::new();
         let mut commit = Zxid::ZERO;
+        let mut hard_state = None;
         let count = names.len();
         for (i, (seq, name)) in names.into_iter().enumerate() {
             let path = dir.join(&name);
@@ -177,6 +180,15 @@ impl DataLog {
                     Ok((rec, used)) => {
                         match rec.kind {
                             RecordType::SegmentStart if off == 0 => {
+                                let version = rec.value.first().copied().unwrap_or(0);
+                                if version > tlv::FORMAT_VERSION {
+                                    return Err(StorageError::State(format!(
+                                        "{} was written in on-disk format {version}; this build \
+                                         reads up to {}: run a newer shoal-fs",
+                                        path.display(),
+                                        tlv::FORMAT_VERSION
+                                    )));
+                                }
                                 seg.prev = rec.zxid;
                                 last = rec.zxid;
                             }
@@ -185,6 +197,9 @@ impl DataLog {
                                 last = rec.zxid;
                             }
                             RecordType::CommitMark if off > 0 => commit = commit.max(rec.zxid),
+                            RecordType::HardState if off > 0 => {
+                                hard_state = Some(bytes::Bytes::copy_from_slice(rec.value))
+                            }
                             other => {
                                 damage = Some(format!(
                                     "unexpected {other:?} record with zxid {} (after {last})",
@@ -202,7 +217,7 @@ impl DataLog {
                 }
             }
             if let Some(detail) = damage {
-                let kinds = [RecordType::LogEntry, RecordType::CommitMark];
+                let kinds = [RecordType::LogEntry, RecordType::CommitMark, RecordType::HardState];
                 let torn = is_last && !valid_record_after(&buf, off + 1, &kinds, last);
                 if !torn {
                     return Err(StorageError::Corrupt { file: path, offset: off as u64, detail });
@@ -219,8 +234,13 @@ impl DataLog {
             if seg.len == 0 {
                 // A segment whose header never reached the disk (crash while rolling).
                 let mut header = Vec::new();
-                tlv::encode_into(RecordType::SegmentStart, seg.prev, &[], &mut header)
-                    .expect("empty record");
+                tlv::encode_into(
+                    RecordType::SegmentStart,
+                    seg.prev,
+                    &[tlv::FORMAT_VERSION],
+                    &mut header,
+                )
+                .expect("empty record");
                 seg.file
                     .write_all_at(&header, 0)
                     .map_err(|e| StorageError::io("writing", &path, e))?;
@@ -245,6 +265,7 @@ impl DataLog {
             synced_gen: 0,
             poisoned: None,
             shutdown: false,
+            hard_state,
         };
         let (durable_tx, _) = watch::channel(Durable { zxid: written, failed: false });
         let shared = Arc::new(Shared {
@@ -326,7 +347,8 @@ impl DataLog {
         inner.synced_gen = inner.written_gen;
         inner.durable = inner.written;
         self.publish(inner);
-        Ok(())
+        // After the bookkeeping above: the rewritten record is new work for the sync thread.
+        self.rewrite_hard_state(inner)
     }
 
     fn poison(
@@ -348,6 +370,70 @@ impl DataLog {
         self.shared
             .durable_tx
             .send_replace(Durable { zxid: inner.durable, failed: inner.poisoned.is_some() });
+    }
+
+    /// Writes the current hard state (if any) into the active segment, unsynced: used when a
+    /// segment is started or cut, so that the newest segment always carries it.
+    fn rewrite_hard_state(&self, inner: &mut Inner) -> Result<()> {
+        let Some(hard) = inner.hard_state.clone() else { return Ok(()) };
+        let written = inner.written;
+        let seg = inner.segments.last_mut().expect("one segment");
+        let buf = tlv::encode(RecordType::HardState, written, &hard)?;
+        seg.file
+            .write_all_at(&buf, seg.len)
+            .map_err(|e| StorageError::io("writing", &seg.path, e))?;
+        seg.len += buf.len() as u64;
+        inner.written_gen += 1;
+        self.shared.work.notify_one();
+        Ok(())
+    }
+
+    /// Stores the replication engine's epoch state (opaque bytes), durably before returning
+    /// (it changes once per election; one fsync is cheap there). Everything appended before it
+    /// is durable too.
+    pub fn set_hard_state(&self, value: &[u8]) -> Result<()> {
+        let mut inner = self.lock();
+        if let Some(detail) = &inner.poisoned {
+            return Err(StorageError::Poisoned { detail: detail.clone() });
+        }
+        let written = inner.written;
+        let seg = inner.segments.last_mut().expect("one segment");
+        let buf = tlv::encode(RecordType::HardState, written, value)?;
+        if let Err(e) = seg.file.write_all_at(&buf, seg.len) {
+            let _ = seg.file.set_len(seg.len);
+            return Err(StorageError::io("appending to", &seg.path, e));
+        }
+        seg.len += buf.len() as u64;
+        let (file, path) = (seg.file.clone(), seg.path.clone());
+        if let Err(e) = file.sync_data() {
+            return Err(self.poison(&mut inner, "syncing", &path, e));
+        }
+        inner.hard_state = Some(bytes::Bytes::copy_from_slice(value));
+        inner.written_gen += 1;
+        inner.synced_gen = inner.written_gen;
+        inner.durable = inner.written;
+        self.publish(&inner);
+        Ok(())
+    }
+
+    /// The last hard state stored, if any.
+    pub fn hard_state(&self) -> Option<bytes::Bytes> {
+        self.lock().hard_state.clone()
+    }
+
+    /// Whether an entry with exactly this zxid is retained.
+    pub fn has_entry(&self, zxid: Zxid) -> bool {
+        let inner = self.lock();
+        inner.segments.iter().any(|s| s.entries.binary_search_by(|e| e.0.cmp(&zxid)).is_ok())
+    }
+
+    /// The largest retained entry zxid at or below `zxid`, if any.
+    pub fn floor_entry(&self, zxid: Zxid) -> Option<Zxid> {
+        let inner = self.lock();
+        inner.segments.iter().rev().find_map(|s| {
+            let i = s.entries.partition_point(|e| e.0 <= zxid);
+            (i > 0).then(|| s.entries[i - 1].0)
+        })
     }
 
     /// Records that everything up to `zxid` is committed. The mark rides along with the next
@@ -470,6 +556,7 @@ impl DataLog {
             seg.file.set_len(offset).map_err(|e| StorageError::io("truncating", &seg.path, e))?;
             seg.len = offset;
         }
+        self.rewrite_hard_state(&mut inner)?;
         if inner.commit > Zxid::ZERO {
             // The cut may have taken the latest commit mark with it: write it again.
             let commit = inner.commit;
@@ -499,6 +586,17 @@ impl DataLog {
     /// Entries after `from_exclusive`, at most `max_entries` (and [`READ_RANGE_ENTRIES_MAX`]),
     /// for a follower's catch-up. `Compacted` if retention already dropped some of them.
     pub fn read_range(&self, from_exclusive: Zxid, max_entries: usize) -> Result<Vec<Entry>> {
+        self.read_range_bytes(from_exclusive, max_entries, usize::MAX)
+    }
+
+    /// Like [`DataLog::read_range`], also stopping before the entries' data passes about
+    /// `max_bytes` (at least one entry is returned when there is one).
+    pub fn read_range_bytes(
+        &self,
+        from_exclusive: Zxid,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry>> {
         let max_entries = max_entries.min(READ_RANGE_ENTRIES_MAX);
         let mut wanted: Vec<(Arc<dyn VFile>, PathBuf, Zxid, u64)> = Vec::new();
         {
@@ -518,6 +616,7 @@ impl DataLog {
             }
         }
         let mut out = Vec::with_capacity(wanted.len());
+        let mut bytes_total = 0usize;
         for (file, path, zxid, off) in wanted {
             let mut header = [0u8; tlv::HEADER_BYTES];
             file.read_exact_at(&mut header, off)
@@ -529,6 +628,10 @@ impl DataLog {
             if rec.kind != RecordType::LogEntry || rec.zxid != zxid {
                 return Err(corrupt(&path, off, "record changed under the index"));
             }
+            if !out.is_empty() && bytes_total + rec.value.len() > max_bytes {
+                break;
+            }
+            bytes_total += rec.value.len();
             let data = bytes::Bytes::copy_from_slice(rec.value);
             out.push(Entry { zxid, data });
         }
@@ -589,6 +692,11 @@ impl DataLog {
             .sync_dir(&self.shared.dir)
             .map_err(|e| StorageError::io("syncing", &self.shared.dir, e))?;
         inner.segments.push(fresh);
+        self.rewrite_hard_state(&mut inner)?;
+        if let Err(e) = inner.segments.last().expect("segment").file.sync_data() {
+            let path = inner.segments.last().expect("segment").path.clone();
+            return Err(self.poison(&mut inner, "syncing", &path, e));
+        }
         inner.written = prev;
         inner.durable = prev;
         inner.commit = prev;
@@ -611,7 +719,8 @@ fn corrupt(path: &Path, offset: u64, e: impl ToString) -> StorageError {
 fn create_segment(vfs: &dyn Vfs, dir: &Path, seq: u64, prev: Zxid) -> Result<Segment> {
     let path = dir.join(segment_name(seq));
     let file = vfs.open(&path, true).map_err(|e| StorageError::io("creating", &path, e))?;
-    let header = tlv::encode(RecordType::SegmentStart, prev, &[]).expect("empty record");
+    let header =
+        tlv::encode(RecordType::SegmentStart, prev, &[tlv::FORMAT_VERSION]).expect("small record");
     file.set_len(0).map_err(|e| StorageError::io("creating", &path, e))?;
     file.write_all_at(&header, 0).map_err(|e| StorageError::io("writing", &path, e))?;
     file.sync_data().map_err(|e| StorageError::io("syncing", &path, e))?;

@@ -8,18 +8,24 @@
 //! - [`backup`]: consistent backups of a frozen store with an MD5 manifest; restore; verify.
 //! - [`vfs`]: the file layer, real or simulated (written vs durable bytes, for crash tests).
 //! - [`error`]: [`StorageError`] (operating errors) and [`StoreError`] (a refused batch).
+//! - `replication_log` (impls only): [`DataLog`] as the replication engine's
+//!   [`LogReader`](crate::replication::LogReader), and `DataLog::persist` for `PersistOp`s.
+//! - `state_store` (impls only): [`KvStore`] as the state machine's
+//!   [`state::KvStore`](crate::state::KvStore).
 //!
 //! The format and its crash analysis are in `fs-node/STORAGE.md`.
 
 pub mod backup;
 pub mod error;
 pub mod log;
+mod replication_log;
+mod state_store;
 pub mod store;
 pub mod vfs;
 
 pub use error::{StorageError, StoreError};
 pub use log::{DataLog, Durable, LogConfig, LogRecovery};
-pub use store::{Applied, FrozenFiles, KvStore, StoreConfig, StoreRecovery};
+pub use store::{Applied, Compactor, FrozenFiles, KvStore, StoreConfig, StoreRecovery};
 pub use vfs::{CrashMode, RealFs, SimFs, Vfs};
 
 use protocol::message::data::Op;
@@ -59,4 +65,13 @@ pub fn replay_committed(
         }
     }
     Ok(applied)
+}
+
+/// A checkpoint: makes the data files durable up to the applied zxid, then lets log retention
+/// drop segments at or below it (keeping the retention window). Returns the checkpoint zxid and
+/// how many log segments went.
+pub fn checkpoint(log: &DataLog, store: &KvStore) -> Result<(Zxid, usize), StorageError> {
+    let zxid = store.checkpoint()?;
+    let released = log.release_through(zxid)?;
+    Ok((zxid, released))
 }

@@ -287,18 +287,15 @@ fn decode_hint(buf: &[u8], seg: u32) -> Option<(Vec<HintRec>, Footer)> {
     Some((recs, footer))
 }
 
-/// Start-up's rule for which record of a key wins: the highest zxid, wherever it is.
-fn merge_into(index: &mut BTreeMap<Box<str>, Loc>, key: &str, loc: Loc) {
-    // One descent of the tree: most keys at start-up are new, so allocating the key first is
-    // cheaper than a lookup followed by an insert.
-    index
-        .entry(key.into())
-        .and_modify(|existing| {
-            if existing.zxid < loc.zxid {
-                *existing = loc;
-            }
-        })
-        .or_insert(loc);
+/// Builds the index from every record of every segment: for each key the record with the
+/// highest zxid wins, wherever it is (start-up's rule), and tombstones are dropped at the end.
+/// Sorting once and bulk-building the tree is several times faster than inserting keys one by
+/// one into a growing tree.
+fn build_index(mut records: Vec<(Box<str>, Loc)>) -> BTreeMap<Box<str>, Loc> {
+    records.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.zxid.cmp(&a.1.zxid)));
+    records.dedup_by(|later, kept| later.0 == kept.0);
+    records.retain(|(_, loc)| loc.kind != Kind::Deleted);
+    records.into_iter().collect()
 }
 
 /// Result of scanning a data segment record by record.
@@ -497,18 +494,17 @@ impl Plan<'_> {
             Op::Rename { from, to } => {
                 key::validate_mutable(from, key_max)?;
                 key::validate_mutable(to, key_max)?;
-                let Some((kind, value)) = self.state(from) else {
-                    return Err(StoreError::NotFound { key: from.clone() });
-                };
-                if from == to {
-                    return Ok(());
-                }
+                // `to == from` counts as inside: a rename onto itself is refused, as the state
+                // machine's rules (`state::store`) say.
                 if key::is_within(to, from) {
                     return Err(StoreError::RenameIntoItself {
                         from: from.clone(),
                         to: to.clone(),
                     });
                 }
+                let Some((kind, value)) = self.state(from) else {
+                    return Err(StoreError::NotFound { key: from.clone() });
+                };
                 if self.state(to).is_some() {
                     return Err(StoreError::AlreadyExists { key: to.clone() });
                 }
@@ -575,8 +571,8 @@ impl KvStore {
         let (cp_zxid, cp_seg, cp_len) = read_checkpoint(vfs.as_ref(), dir)?;
 
         // Hints, and the compaction groups they describe.
-        // First pass: which hint files are whole, and their footers (keys are not kept yet, so
-        // that peak memory stays at one index).
+        // First pass: which hint files are whole, and their footers (a damaged hint file is
+        // found before any of its entries is used; its segment is scanned instead).
         let mut hints: HashMap<u32, Footer> = HashMap::new();
         for &id in &data_ids {
             if hint_ids.contains(&id) {
@@ -626,7 +622,7 @@ impl KvStore {
         let hintless: Vec<u32> =
             data_ids.iter().copied().filter(|id| !hints.contains_key(id)).collect();
         let active_id = hintless.last().copied();
-        let mut index: BTreeMap<Box<str>, Loc> = BTreeMap::new();
+        let mut records: Vec<(Box<str>, Loc)> = Vec::new();
         let mut segments = BTreeMap::new();
         let mut applied = cp_zxid;
         let mut active_hints = Vec::new();
@@ -639,7 +635,7 @@ impl KvStore {
                 let hint_path = dir.join(hint_name(id));
                 let hint_file = vfs.open(&hint_path, false).map_err(io("opening", &hint_path))?;
                 let buf = read_all(hint_file.as_ref(), &hint_path)?;
-                visit_hint(&buf, id, |key, loc| merge_into(&mut index, key, loc))
+                visit_hint(&buf, id, |key, loc| records.push((key.into(), loc)))
                     .ok_or_else(|| corrupt(&hint_path, 0, "hint file changed during start-up"))?;
                 let len = file.len().map_err(io("sizing", &path))?;
                 applied = applied.max(footer.watermark);
@@ -684,12 +680,10 @@ impl KvStore {
                 active_hints = recs.clone();
                 active_watermark = watermark;
             }
-            for r in recs {
-                merge_into(&mut index, &r.key, r.loc);
-            }
+            records.extend(recs.into_iter().map(|r| (r.key, r.loc)));
             segments.insert(id, Segment { path, file, len, dead_bytes: 0, sealed });
         }
-        index.retain(|_, loc| loc.kind != Kind::Deleted);
+        let index = build_index(records);
         // Dead bytes: everything not pointed at by the index.
         let mut live_by_seg: HashMap<u32, u64> = HashMap::new();
         for loc in index.values() {
@@ -1000,6 +994,36 @@ impl KvStore {
         self.read().checkpoint
     }
 
+    /// Visits every key strictly below `dir` with whether it is a directory, in key order,
+    /// until `visit` returns `false`. One range scan of the index; no IO.
+    pub fn visit_within(&self, dir: &str, visit: &mut dyn FnMut(&str, bool) -> bool) {
+        let inner = self.read();
+        let prefix = format!("{dir}/");
+        let upper = format!("{dir}0");
+        let range: Box<dyn Iterator<Item = (&Box<str>, &Loc)>> = if dir == key::ROOT {
+            Box::new(inner.index.iter())
+        } else {
+            Box::new(inner.index.range::<str, _>((
+                Bound::Included(prefix.as_str()),
+                Bound::Excluded(upper.as_str()),
+            )))
+        };
+        for (k, loc) in range {
+            if !visit(k, loc.kind == Kind::Dir) {
+                return;
+            }
+        }
+    }
+
+    /// Whether `key` is a directory, and the zxid that last wrote it; `None` if absent. The
+    /// root is a directory at zxid zero.
+    pub fn stat(&self, k: &str) -> Option<(bool, Zxid)> {
+        if k == key::ROOT {
+            return Some((true, Zxid::ZERO));
+        }
+        self.read().index.get(k).map(|l| (l.kind == Kind::Dir, l.zxid))
+    }
+
     /// Which segment and offset hold `key`'s record (diagnostics and tests).
     pub fn locate(&self, k: &str) -> Option<(u32, u32)> {
         self.read().index.get(k).map(|l| (l.seg, l.offset))
@@ -1018,6 +1042,7 @@ impl KvStore {
         let mut value = Vec::new();
         value.extend_from_slice(&inner.active.to_le_bytes());
         value.extend_from_slice(&seg.len.to_le_bytes());
+        value.push(tlv::FORMAT_VERSION);
         let record = tlv::encode(RecordType::Checkpoint, inner.applied, &value)?;
         write_file_atomic(self.vfs.as_ref(), &self.dir, CHECKPOINT_NAME, &record)?;
         let applied = inner.applied;
@@ -1061,6 +1086,11 @@ impl KvStore {
 
     pub fn is_frozen(&self) -> bool {
         self.read().frozen.is_some()
+    }
+
+    /// Bytes in sealed segments (what a merge works on).
+    pub fn sealed_bytes(&self) -> u64 {
+        self.read().segments.values().filter(|s| s.sealed).map(|s| s.len).sum()
     }
 
     /// Whether dead bytes justify a merge (see [`StoreConfig`]).
@@ -1278,10 +1308,60 @@ fn read_checkpoint(vfs: &dyn Vfs, dir: &Path) -> Result<(Zxid, u32, u64)> {
     let file = vfs.open(&path, false).map_err(io("opening", &path))?;
     let buf = read_all(file.as_ref(), &path)?;
     let (rec, _) = tlv::decode(&buf).map_err(|e| corrupt(&path, 0, e))?;
-    if rec.kind != RecordType::Checkpoint || rec.value.len() != 12 {
+    if rec.kind != RecordType::Checkpoint || rec.value.len() != 13 {
         return Err(corrupt(&path, 0, "not a checkpoint record"));
     }
+    if rec.value[12] > tlv::FORMAT_VERSION {
+        return Err(StorageError::State(format!(
+            "{} was written in on-disk format {}; this build reads up to {}: run a newer shoal-fs",
+            path.display(),
+            rec.value[12],
+            tlv::FORMAT_VERSION
+        )));
+    }
     let seg = u32::from_le_bytes(rec.value[..4].try_into().expect("4"));
-    let len = u64::from_le_bytes(rec.value[4..].try_into().expect("8"));
+    let len = u64::from_le_bytes(rec.value[4..12].try_into().expect("8"));
     Ok((rec.zxid, seg, len))
+}
+
+/// A background thread that merges whenever [`KvStore::compaction_due`] says so, checking every
+/// `check_every`. Writes never wait for it. Dropping the handle stops the thread (after the
+/// merge in progress, if any).
+#[derive(Debug)]
+pub struct Compactor {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Compactor {
+    pub fn spawn(store: Arc<KvStore>, check_every: std::time::Duration) -> Compactor {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("shoal-compactor".into())
+            .spawn(move || loop {
+                match stopped.recv_timeout(check_every) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => return,
+                }
+                if store.compaction_due() {
+                    match store.compact() {
+                        Ok(Some(bytes)) => tracing::info!(bytes, "compaction reclaimed space"),
+                        Ok(None) => {}
+                        // The store stays consistent (inputs are kept); try again later.
+                        Err(e) => tracing::error!("compaction failed: {e}"),
+                    }
+                }
+            })
+            .expect("spawning the compactor thread");
+        Compactor { stop: Some(stop), thread: Some(thread) }
+    }
+}
+
+impl Drop for Compactor {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }

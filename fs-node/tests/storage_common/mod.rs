@@ -86,14 +86,11 @@ impl Model {
                 self.nodes.remove(key);
             }
             Op::Rename { from, to } => {
+                if to == from || within(to, from) {
+                    return Err(ErrorCode::BadKey);
+                }
                 if !self.nodes.contains_key(from) {
                     return Err(ErrorCode::NotFound);
-                }
-                if from == to {
-                    return Ok(());
-                }
-                if within(to, from) {
-                    return Err(ErrorCode::BadKey);
                 }
                 if self.nodes.contains_key(to) {
                     return Err(ErrorCode::AlreadyExists);

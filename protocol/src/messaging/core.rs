@@ -10,7 +10,26 @@ use crate::error::ProtocolError;
 use crate::header::{flags, open, ClusterAuth, Header};
 use crate::message::Message;
 use crate::SenderId;
-use std::collections::VecDeque;
+use bytes::Bytes;
+use std::collections::{HashMap, VecDeque};
+
+/// Most fragmented requests/replies reassembled at once.
+pub const PARTIALS_MAX: usize = 256;
+/// Most bytes held by partial requests/replies (the oldest goes first beyond it).
+pub const PARTIAL_BYTES_MAX: usize = 256 * 1024 * 1024;
+/// A partial request/reply not completed within this long is dropped (its requester has
+/// given up or will retry with all fragments anyway).
+pub const PARTIAL_AGE_MAX_MS: u64 = 30_000;
+
+/// A fragmented best-effort message being reassembled.
+#[derive(Debug)]
+struct Partial {
+    kind: u8,
+    parts: Vec<Option<Bytes>>,
+    have: usize,
+    bytes: usize,
+    started_ms: u64,
+}
 
 /// Configuration of the core.
 #[derive(Clone, Debug, Default)]
@@ -65,6 +84,9 @@ pub struct Core {
     unreliable: VecDeque<Unreliable>,
     replies: VecDeque<Unreliable>,
     unreliable_queue_max: usize,
+    /// Fragmented requests/replies being reassembled, by (sender, request id, is reply).
+    partials: HashMap<(SenderId, u64, bool), Partial>,
+    partial_bytes: usize,
     stats: CoreStats,
     /// Alternates the two delivery queues so neither starves the other.
     prefer_unreliable: bool,
@@ -96,6 +118,8 @@ impl Core {
             auth,
             unreliable: VecDeque::new(),
             replies: VecDeque::new(),
+            partials: HashMap::new(),
+            partial_bytes: 0,
             unreliable_queue_max: config.unreliable_queue_max,
             stats: CoreStats::default(),
             prefer_unreliable: false,
@@ -160,7 +184,15 @@ impl Core {
             self.receivers.on_data(&header, payload, now_ms);
             return Ok(header);
         }
-        let message = match Message::decode_payload(header.kind, payload) {
+        let decoded = if header.frag_count > 1 {
+            match self.reassemble(&header, payload, now_ms) {
+                Some(bytes) => Message::decode_payload(header.kind, &bytes),
+                None => return Ok(header),
+            }
+        } else {
+            Message::decode_payload(header.kind, payload)
+        };
+        let message = match decoded {
             Ok(m) => m,
             Err(e) => {
                 self.stats.datagrams_rejected += 1;
@@ -194,10 +226,80 @@ impl Core {
         Ok(header)
     }
 
+    /// Collects one fragment of a fragmented request or reply; returns the whole payload once
+    /// every fragment is in. Partial messages survive retries of the same request id (a retry
+    /// only fills holes) and are bounded in number, bytes and age.
+    fn reassemble(&mut self, header: &Header, payload: &[u8], now_ms: u64) -> Option<Vec<u8>> {
+        if header.seq == 0 {
+            // Only requests and replies (which have an id) may be fragmented.
+            self.stats.datagrams_rejected += 1;
+            return None;
+        }
+        let key = (header.sender, header.seq, header.flags & flags::REPLY != 0);
+        let count = header.frag_count as usize;
+        let fits = |p: &Partial| p.kind == header.kind && p.parts.len() == count;
+        if !self.partials.get(&key).is_some_and(fits) {
+            if let Some(old) = self.partials.remove(&key) {
+                self.partial_bytes -= old.bytes;
+            }
+            while self.partials.len() >= PARTIALS_MAX
+                || self.partial_bytes + payload.len() > PARTIAL_BYTES_MAX
+            {
+                let Some(oldest) =
+                    self.partials.iter().min_by_key(|(_, p)| p.started_ms).map(|(k, _)| *k)
+                else {
+                    break;
+                };
+                let gone = self.partials.remove(&oldest).expect("just found");
+                self.partial_bytes -= gone.bytes;
+                self.stats.unreliable_dropped += 1;
+            }
+            let partial = Partial {
+                kind: header.kind,
+                parts: vec![None; count],
+                have: 0,
+                bytes: 0,
+                started_ms: now_ms,
+            };
+            self.partials.insert(key, partial);
+        }
+        let partial = self.partials.get_mut(&key).expect("just ensured");
+        let slot = &mut partial.parts[header.frag_index as usize];
+        if slot.is_none() {
+            *slot = Some(Bytes::copy_from_slice(payload));
+            partial.have += 1;
+            partial.bytes += payload.len();
+            self.partial_bytes += payload.len();
+        }
+        if partial.have < count {
+            return None;
+        }
+        let partial = self.partials.remove(&key).expect("present");
+        self.partial_bytes -= partial.bytes;
+        let mut whole = Vec::with_capacity(partial.bytes);
+        for part in partial.parts.into_iter().flatten() {
+            whole.extend_from_slice(&part);
+        }
+        Some(whole)
+    }
+
     /// Timers of both halves. Call every few milliseconds.
     pub fn tick(&mut self, now_ms: u64) {
         self.sender.tick(now_ms);
         self.receivers.tick(now_ms);
+        if !self.partials.is_empty() {
+            let before = self.partials.len();
+            let mut freed = 0;
+            self.partials.retain(|_, p| {
+                let keep = now_ms.saturating_sub(p.started_ms) <= PARTIAL_AGE_MAX_MS;
+                if !keep {
+                    freed += p.bytes;
+                }
+                keep
+            });
+            self.partial_bytes -= freed;
+            self.stats.unreliable_dropped += (before - self.partials.len()) as u64;
+        }
     }
 
     /// The next datagram to send: control (NAKs, reports) first, then the sender's.

@@ -655,3 +655,34 @@ fn seeded_simulation_keeps_fifo_exactly_once() {
         }
     }
 }
+
+/// A request or reply larger than one datagram is fragmented under its request id; the
+/// receiver keeps the fragments it has across retries, so two attempts that each lose
+/// different fragments still complete the message, and it is delivered once, intact.
+#[test]
+fn fragmented_reply_completes_across_retries() {
+    let auth = auth();
+    let big = msg(1, 7, 500_000); // 9 fragments
+    let datagrams =
+        super::seal_unreliable(&auth, 1, 42, crate::header::flags::REPLY, &big).unwrap();
+    assert!(datagrams.len() > 1);
+    let mut requester = Core::new(2, 1, auth.clone(), CoreConfig::default(), 0);
+    // First attempt: the odd fragments are lost.
+    for (i, d) in datagrams.iter().enumerate() {
+        if i % 2 == 0 {
+            requester.on_datagram(d, 1).unwrap();
+        }
+    }
+    assert!(requester.pop_reply().is_none());
+    // The retry: the even fragments are lost this time.
+    for (i, d) in datagrams.iter().enumerate() {
+        if i % 2 == 1 {
+            requester.on_datagram(d, 2).unwrap();
+        }
+    }
+    let reply = requester.pop_reply().expect("reply complete");
+    assert_eq!((reply.request_id, reply.is_reply, reply.message), (42, true, big));
+    assert!(requester.pop_reply().is_none());
+    // A best-effort message without a request id may not be fragmented.
+    assert!(super::seal_unreliable(&auth, 1, 0, 0, &msg(1, 0, 100_000)).is_err());
+}

@@ -32,6 +32,9 @@
 //! - [`Endpoint::send_unreliable`] / [`Endpoint::send_unreliable_to`]: best-effort (FSLive).
 //! - [`Endpoint::request`]`(addr, Message, timeout, retries)`: unicast request/reply with a
 //!   request id, retries with doubling back-off; [`RequestHandle::reply`] answers one.
+//!   Requests and replies of any size up to the message limit (a 16 MiB value) are
+//!   fragmented; the receiver keeps fragments across retries, so a retry fills the holes.
+//!   There is no flow control on this path: a multi-megabyte reply is a burst.
 //! - [`Endpoint::recv`] / [`Endpoint::try_recv`]: the next [`Incoming`] (a [`Received`]
 //!   message or a gap). Taking a reliable message grants its sender credit.
 //! - [`Endpoint::flush`] (wait until what we multicast is stable), [`Endpoint::shutdown`].
@@ -58,7 +61,8 @@
 //! message kind, or [`KIND_BATCH`] for a datagram that packs several small messages as
 //! `kind u8 | length u32 BE | payload` repeated. Best-effort datagrams (requests, replies,
 //! FSLive, NAK, Stability, SenderStatus) have no `RELIABLE` flag; there `seq` is the request id
-//! (0: not a request) and `flags::REPLY` marks a reply.
+//! (0: not a request) and `flags::REPLY` marks a reply; a fragmented request or reply carries
+//! `frag_index`/`frag_count` under its request id (id 0 is never fragmented).
 //!
 //! # Example
 //! ```no_run
@@ -105,6 +109,7 @@ pub use socket::{
 
 use crate::error::ProtocolError;
 use crate::header::{seal, ClusterAuth, Header, VERSION};
+use crate::limits::FRAGMENT_PAYLOAD_BYTES_MAX;
 use crate::message::Message;
 use crate::SenderId;
 use bytes::Bytes;
@@ -157,31 +162,55 @@ pub enum SendError {
 
 /// Seals a best-effort control datagram (no `RELIABLE` flag, `seq` 0).
 pub(crate) fn seal_control(auth: &ClusterAuth, sender: SenderId, message: &Message) -> Bytes {
-    seal_unreliable(auth, sender, 0, 0, message).expect("control messages are small")
+    let mut datagrams = seal_unreliable(auth, sender, 0, 0, message).expect("control is small");
+    debug_assert_eq!(datagrams.len(), 1);
+    datagrams.pop().expect("one datagram")
 }
 
-/// Seals a best-effort datagram: `seq` is the request id (0: none), `flags` 0 or REPLY.
+/// Seals a best-effort message: `seq` is the request id (0: none), `flags` 0 or REPLY.
+///
+/// A request or reply larger than one datagram is cut into fragments sharing its request id
+/// (`frag_index`/`frag_count` as on the reliable stream); the receiver reassembles them and
+/// keeps what it has across retries of the same request, so a retry only has to fill in the
+/// fragments that were lost. Other best-effort messages (request id 0) must fit one datagram.
 pub(crate) fn seal_unreliable(
     auth: &ClusterAuth,
     sender: SenderId,
     seq: u64,
     flags: u16,
     message: &Message,
-) -> Result<Bytes, ProtocolError> {
+) -> Result<Vec<Bytes>, ProtocolError> {
     let payload = message.encode_payload()?;
-    let header = Header {
-        version: VERSION,
-        kind: message.kind() as u8,
-        flags,
-        cluster_id: auth.cluster_id,
-        sender,
-        incarnation: 0,
-        seq,
-        frag_index: 0,
-        frag_count: 1,
-        payload_len: payload.len() as u32,
+    let fragments = payload.len().div_ceil(FRAGMENT_PAYLOAD_BYTES_MAX).max(1);
+    if fragments > 1 && seq == 0 {
+        return Err(ProtocolError::TooLarge {
+            what: "best-effort message (only requests and replies are fragmented)",
+            len: payload.len(),
+            max: FRAGMENT_PAYLOAD_BYTES_MAX,
+        });
+    }
+    let mut datagrams = Vec::with_capacity(fragments);
+    let chunks: Vec<&[u8]> = if payload.is_empty() {
+        vec![&payload[..]]
+    } else {
+        payload.chunks(FRAGMENT_PAYLOAD_BYTES_MAX).collect()
     };
-    let mut out = Vec::new();
-    seal(auth, &header, &payload, &mut out)?;
-    Ok(Bytes::from(out))
+    for (index, chunk) in chunks.into_iter().enumerate() {
+        let header = Header {
+            version: VERSION,
+            kind: message.kind() as u8,
+            flags,
+            cluster_id: auth.cluster_id,
+            sender,
+            incarnation: 0,
+            seq,
+            frag_index: index as u16,
+            frag_count: fragments as u16,
+            payload_len: chunk.len() as u32,
+        };
+        let mut out = Vec::new();
+        seal(auth, &header, chunk, &mut out)?;
+        datagrams.push(Bytes::from(out));
+    }
+    Ok(datagrams)
 }

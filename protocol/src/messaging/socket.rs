@@ -21,6 +21,7 @@ use crate::header::{flags, ClusterAuth};
 use crate::limits::DATAGRAM_BYTES_MAX;
 use crate::message::Message;
 use crate::SenderId;
+use bytes::Bytes;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -301,7 +302,9 @@ impl Endpoint {
             transmit_wake: Notify::new(),
             deliver_wake: Notify::new(),
             progress_wake: Notify::new(),
-            next_request_id: AtomicU64::new(1),
+            // A random start, so that a restarted requester's ids do not meet fragments of its
+            // previous life still held by a peer (partial replies are keyed by request id).
+            next_request_id: AtomicU64::new(u64::from(rand::random::<u32>()) << 20 | 1),
             shutdown,
         });
         let mut tasks = vec![
@@ -378,8 +381,9 @@ impl Endpoint {
 
     /// Sends `message` best-effort (no sequence, no repair) to the group, e.g. FSLive.
     pub async fn send_unreliable(&self, message: &Message) -> Result<(), MessagingError> {
-        let datagram = seal_unreliable(&self.shared.auth, self.shared.id, 0, 0, message)?;
-        send_to_dest(&self.shared, Dest::Group, &datagram).await;
+        for datagram in seal_unreliable(&self.shared.auth, self.shared.id, 0, 0, message)? {
+            send_to_dest(&self.shared, Dest::Group, &datagram).await;
+        }
         Ok(())
     }
 
@@ -389,8 +393,9 @@ impl Endpoint {
         to: SocketAddr,
         message: &Message,
     ) -> Result<(), MessagingError> {
-        let datagram = seal_unreliable(&self.shared.auth, self.shared.id, 0, 0, message)?;
-        send_datagram(&self.shared, to, &datagram).await;
+        for datagram in seal_unreliable(&self.shared.auth, self.shared.id, 0, 0, message)? {
+            send_datagram(&self.shared, to, &datagram).await;
+        }
         Ok(())
     }
 
@@ -409,7 +414,8 @@ impl Endpoint {
             return Err(MessagingError::Shutdown);
         }
         let request_id = self.shared.next_request_id.fetch_add(1, Ordering::Relaxed);
-        let datagram = seal_unreliable(&self.shared.auth, self.shared.id, request_id, 0, &message)?;
+        let datagrams =
+            seal_unreliable(&self.shared.auth, self.shared.id, request_id, 0, &message)?;
         let (reply_tx, mut reply_rx) = oneshot::channel();
         {
             let mut state = self.shared.lock();
@@ -431,7 +437,7 @@ impl Endpoint {
             if attempt > 0 {
                 self.shared.lock().stats.request_retries += 1;
             }
-            send_datagram(&self.shared, to, &datagram).await;
+            send_all(&self.shared, to, &datagrams).await;
             match tokio::time::timeout(wait, &mut reply_rx).await {
                 Ok(Ok(reply)) => return Ok(reply),
                 Ok(Err(_)) => return Err(MessagingError::Shutdown),
@@ -447,14 +453,14 @@ impl Endpoint {
         request: &RequestHandle,
         reply: Message,
     ) -> Result<(), MessagingError> {
-        let datagram = seal_unreliable(
+        let datagrams = seal_unreliable(
             &self.shared.auth,
             self.shared.id,
             request.request_id,
             flags::REPLY,
             &reply,
         )?;
-        send_datagram(&self.shared, request.to, &datagram).await;
+        send_all(&self.shared, request.to, &datagrams).await;
         Ok(())
     }
 
@@ -589,6 +595,17 @@ async fn send_datagram(shared: &Shared, to: SocketAddr, datagram: &[u8]) {
     if let Err(e) = shared.unicast.send_to(datagram, to).await {
         tracing::debug!(%to, error = %e, "datagram not sent");
         shared.lock().stats.send_errors += 1;
+    }
+}
+
+/// Sends the fragments of one request or reply, yielding now and then so that a receiver in
+/// the same process gets to drain its socket during a long burst.
+async fn send_all(shared: &Shared, to: SocketAddr, datagrams: &[Bytes]) {
+    for (i, datagram) in datagrams.iter().enumerate() {
+        if i > 0 && i % 16 == 0 {
+            tokio::task::yield_now().await;
+        }
+        send_datagram(shared, to, datagram).await;
     }
 }
 

@@ -109,6 +109,8 @@ pub struct SimReport {
     pub ops_unknown: usize,
     pub crashes: usize,
     pub snapshots_installed: usize,
+    /// Reads the master answered inside its lease (the rest went through the log).
+    pub lease_reads: usize,
 }
 
 /// The simulator's state-machine command (entry data).
@@ -742,6 +744,11 @@ impl World {
             return;
         }
         let key = format!("k{}", self.rng.gen_range(0..self.cfg.keys));
+        // Now and then try any node, as a client routing reads by load would: so that some
+        // clients reach a new master while others still talk to a deposed one.
+        if self.rng.gen_bool(0.3) {
+            self.clients[c].target = self.rng.gen_range(1..=self.cfg.nodes as NodeId);
+        }
         let client = &mut self.clients[c];
         client.next_value += 1;
         client.next_op += 1;
@@ -803,6 +810,8 @@ impl World {
             return Ok(()); // down: the client times out
         };
         if op.input == Input::Read && engine.lease_read_ok(now) {
+            self.report.lease_reads += 1;
+            let n = self.node(id);
             let v = n.sm.values.get(&op.key).copied();
             self.reply(c, op_id, attempt, Reply::Done(Output::Read(v)));
             return Ok(());
