@@ -82,6 +82,14 @@ pub enum Command {
         #[arg(long)]
         count: Option<u64>,
     },
+    /// Show every node: role, epoch, zxids, load, last seen (exit 4 if none answers).
+    Status {
+        /// One JSON object with stable field names (see `cache_client::status`).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure put/get/mixed throughput and latency, or failover time (see `cache_client::bench`).
+    Bench(crate::bench::BenchArgs),
 }
 
 /// The exit code for a failed command.
@@ -166,6 +174,10 @@ pub async fn execute<T: Transport>(
             client.unwatch(id);
             Ok(exit::OK)
         }
+        Command::Status { json } => crate::status::execute(client, *json, out).await,
+        Command::Bench(args) => {
+            crate::bench::execute(std::slice::from_ref(client), args, out).await
+        }
     }
 }
 
@@ -210,6 +222,9 @@ pub fn run(cli: Cli) -> i32 {
         }
     };
     runtime.block_on(async {
+        if let Command::Bench(args) = &cli.command {
+            return crate::bench::run_cli(&cli, args).await;
+        }
         let (transport, mut seeds) =
             match crate::net::connect(std::path::Path::new(&cli.cluster)).await {
                 Ok(t) => t,

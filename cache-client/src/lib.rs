@@ -19,8 +19,9 @@
 //! - [`dev`]: `shoal dev`, a local cluster of `shoal-fs` child processes on loopback.
 //! - [`error`]: [`ClientError`]. A missing key on a read is `Ok(None)`, not an error.
 //! - [`cli`]: the `shoal` data commands (`get`, `put`, `rm`, `mv`, `ls`, `mkdir`, `watch`) and
-//!   their exit codes; the binary `src/bin/shoal.rs` only parses flags and calls [`cli::run`].
+//!   their exit codes (plus `status` in [`status`] and `bench` in [`bench`]); the binary `src/bin/shoal.rs` only parses flags and calls [`cli::run`].
 
+pub mod bench;
 pub mod blocking;
 pub mod cache;
 pub mod cli;
@@ -29,6 +30,7 @@ pub mod dev;
 pub mod error;
 pub mod net;
 pub mod routing;
+pub mod status;
 pub mod transport;
 pub mod watch;
 
