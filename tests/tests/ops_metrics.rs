@@ -77,7 +77,8 @@ fn scrape(addr: SocketAddr) -> BTreeMap<String, f64> {
 async fn metrics_endpoint_serves_prometheus_text_that_moves_with_writes() {
     let mut cluster = Cluster::start(3);
     // Node 1 again, this time with a metrics address.
-    assert!(cluster.stop(1).is_some(), "node 1 was running");
+    // Stopped and reaped (its exit code does not matter: it may not have set up its handlers).
+    cluster.stop(1);
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let log = std::fs::File::create(cluster.dir.path().join("node1-metrics.log")).expect("log");

@@ -566,6 +566,8 @@ impl Core {
         {
             let mut status = self.shared.status.lock().expect("status poisoned");
             status.committed = self.engine.commit();
+            // A follower learns the new epoch after its role changed: keep status current.
+            status.epoch = self.engine.hard_state().current_epoch;
             let tables = self.sm.tables();
             status.locks = tables.locks.len() as u64;
             status.sessions = tables.sessions.len() as u64;
