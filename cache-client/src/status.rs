@@ -262,3 +262,77 @@ pub async fn execute<T: Transport>(
     }
     Ok(exit::OK)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::message::data::Load;
+    use protocol::Zxid;
+
+    fn status(node: NodeId, role: Role) -> NodeStatus {
+        NodeStatus {
+            node,
+            role,
+            epoch: 2,
+            applied: Zxid::new(2, 5),
+            committed: Zxid::new(2, 5),
+            frozen: false,
+            load: Load { cpu_permille: 100, mem_permille: 200, inflight: 1 },
+            master: Some(1),
+            transfer: None,
+        }
+    }
+
+    #[test]
+    fn report_sorts_by_id_counts_reachable_and_keeps_the_reason_of_a_silent_node() {
+        let answers = vec![
+            ("b:2".to_string(), Ok(status(2, Role::Follower))),
+            ("c:3".to_string(), Err(ClientError::Timeout { attempts: 1 })),
+            ("a:1".to_string(), Ok(status(1, Role::Master))),
+        ];
+        let r = report(answers, &[], Instant::now());
+        assert_eq!(r.members, 3);
+        assert_eq!(r.reachable, 2);
+        assert_eq!(r.master, Some(1));
+        let order: Vec<&str> = r.nodes.iter().map(|n| n.address.as_str()).collect();
+        assert_eq!(order, ["a:1", "b:2", "c:3"], "known ids first, the unnamed silent node last");
+        assert_eq!(r.nodes[0].applied.as_deref(), Some("2:5"));
+        assert_eq!(r.nodes[0].applied_zxid, Some(Zxid::new(2, 5).0));
+        assert!(!r.nodes[2].reachable);
+        assert!(r.nodes[2].error.is_some());
+        let table = render_table(&r);
+        assert!(table.contains("unreachable"), "{table}");
+        assert!(table.contains("2 of 3 nodes reachable; master: 1"), "{table}");
+        assert!(table.contains("cpu 10% mem 20% inflight 1"), "{table}");
+    }
+
+    #[test]
+    fn json_field_names_are_the_documented_ones() {
+        let r = report(vec![("a:1".into(), Ok(status(1, Role::Master)))], &[], Instant::now());
+        let v = serde_json::to_value(&r).unwrap();
+        for field in ["members", "reachable", "master", "nodes"] {
+            assert!(v.get(field).is_some(), "{field}");
+        }
+        let n = &v["nodes"][0];
+        for field in [
+            "address",
+            "id",
+            "reachable",
+            "role",
+            "epoch",
+            "applied",
+            "applied_zxid",
+            "committed",
+            "committed_zxid",
+            "frozen",
+            "master",
+            "load",
+            "last_seen_ms",
+            "transfer",
+            "error",
+        ] {
+            assert!(n.get(field).is_some(), "{field}");
+        }
+        assert_eq!(n["role"], "master");
+    }
+}
