@@ -222,3 +222,32 @@ fn bad_input_prints_one_line_and_the_documented_exit_code() {
         assert!(text(&out.stderr).starts_with("error: "), "{args:?}");
     }
 }
+
+/// Claim: `bench failover --trials 1 --json` starts its own dev cluster, SIGKILLs the master
+/// once, and reports the completed trial with a time to a new master and to the first
+/// acknowledged write (exit 0); the cluster's temporary directory is gone afterwards.
+#[test]
+fn bench_failover_measures_one_trial_on_its_own_dev_cluster() {
+    binary("shoal-fs");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = Command::new(binary("shoal"))
+        .args(["bench", "failover", "--trials", "1", "--json"])
+        .env("TMPDIR", dir.path())
+        .output()
+        .expect("run shoal");
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(EXIT_OK), "{stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(&out.stdout)));
+    assert_eq!(v["workload"], "failover");
+    assert_eq!(v["trials"], 1);
+    assert_eq!(v["completed"], 1);
+    for field in ["to_master_ms", "to_write_ms"] {
+        let times = v[field].as_array().expect(field);
+        assert_eq!(times.len(), 1, "{v}");
+        assert!(times[0].as_f64().is_some_and(|ms| ms > 0.0 && ms < 20_000.0), "{v}");
+    }
+    assert!(stderr.contains("trial 0: killed"), "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).expect("read temp dir").collect();
+    assert!(left.is_empty(), "the dev cluster's directory was removed: {left:?}");
+}
