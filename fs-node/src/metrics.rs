@@ -13,7 +13,7 @@
 //! | `shoal_ops_total` | counter | `kind` | requests served, by kind (see [`OpKind`]) |
 //! | `shoal_write_latency_seconds` | histogram | | submit → commit+apply of a write, on the node that took it |
 //! | `shoal_commit_batch_entries` | histogram | | entries applied per engine Ready |
-//! | `shoal_log_fsyncs_total` | counter | | advances of the log's durable watermark (one per group-commit fsync) |
+//! | `shoal_log_fsyncs_total` | counter | | durable-watermark advances seen by the core (each follows at least one group-commit fsync; advances close together count once, so this is a lower bound) |
 //! | `shoal_elections_total` | counter | | times this node became an established master |
 //! | `shoal_role_changes_total` | counter | | role changes seen by this node |
 //! | `shoal_role` | gauge | `role` | 1 for the current role (looking, follower, master) |
@@ -208,7 +208,7 @@ impl Metrics {
         counter(
             out,
             "shoal_log_fsyncs_total",
-            "Advances of the log's durable watermark (one per group-commit fsync).",
+            "Durable-watermark advances the core observed (each after at least one group-commit fsync; advances close together count once).",
             self.log_fsyncs.get(),
         );
         counter(
