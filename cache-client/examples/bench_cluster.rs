@@ -64,10 +64,12 @@ async fn main() {
             value_bytes: 256,
             keys: 1024,
             trials: 0,
+            no_cache: false,
+            linearizable: false,
             json: false,
         };
         let r = bench::measure(&clients, &args, false).await.expect("measure");
-        let ms = |us: u64| us as f64 / 1000.0;
+        let ms = |us: f64| us / 1000.0;
         println!(
             "| {writers} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
             r.throughput_ops_per_s,

@@ -5,7 +5,8 @@
 //! - `put`: `Client::write` of `--value-bytes` bytes to one of `--keys` keys under `/bench/`.
 //! - `get`: `Client::read` of those keys (written once before the clock starts). Reads go
 //!   through the client's LRU, kept fresh by the update stream, so repeated reads of a hot key
-//!   are mostly cache hits: this measures what an application sees.
+//!   are mostly cache hits: this measures what an application sees. `--no-cache` sends every
+//!   read to a node (the router's choice), `--linearizable` through the master.
 //! - `mixed`: [`MIXED_READ_PERCENT`]% reads, the rest writes, over the same keys.
 //! - `lock`, `txn`: refused with "not available yet" while the client has no lock or
 //!   transaction API (nothing is measured, no number is made up).
@@ -21,8 +22,8 @@
 //! # `--json`
 //! ```json
 //! {"workload": "put", "clients": 16, "duration_s": 2.0, "value_bytes": 256, "keys": 1024,
-//!  "ops": 12345, "errors": 0, "throughput_ops_per_s": 6172.5,
-//!  "latency_us": {"p50": 2100, "p99": 5400, "p999": 9100, "max": 12000, "mean": 2300.5}}
+//!  "reads": "cached", "ops": 12345, "errors": 0, "throughput_ops_per_s": 6172.5,
+//!  "latency_us": {"p50": 2100.2, "p99": 5400.1, "p999": 9100.5, "max": 12000.0, "mean": 2300.5}}
 //! ```
 //! Field names are stable. `failover` prints
 //! `{"workload": "failover", "trials": N, "completed": M, "to_master_ms": [..], "to_write_ms": [..]}`.
@@ -101,6 +102,12 @@ pub struct BenchArgs {
     /// Failover only: how many SIGKILLs of the master.
     #[arg(long, default_value_t = 5)]
     pub trials: u64,
+    /// Reads skip the client cache (each goes to a node the router picks).
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Reads are linearizable (answered through the master; skips the cache).
+    #[arg(long)]
+    pub linearizable: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -126,13 +133,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// Latency quantiles in microseconds.
+/// Latency quantiles in microseconds (recorded in nanoseconds: a cache hit takes well under
+/// one microsecond).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Latency {
-    pub p50: u64,
-    pub p99: u64,
-    pub p999: u64,
-    pub max: u64,
+    pub p50: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
     pub mean: f64,
 }
 
@@ -144,6 +152,8 @@ pub struct BenchReport {
     pub duration_s: f64,
     pub value_bytes: usize,
     pub keys: u64,
+    /// How reads were made: "cached", "no_cache" or "linearizable".
+    pub reads: &'static str,
     pub ops: u64,
     pub errors: u64,
     pub throughput_ops_per_s: f64,
@@ -159,27 +169,35 @@ impl BenchReport {
             duration_s: secs,
             value_bytes: args.value_bytes,
             keys: args.keys,
+            reads: if args.linearizable {
+                "linearizable"
+            } else if args.no_cache {
+                "no_cache"
+            } else {
+                "cached"
+            },
             ops: hist.len(),
             errors,
             throughput_ops_per_s: hist.len() as f64 / secs,
             latency_us: Latency {
-                p50: hist.value_at_quantile(0.5),
-                p99: hist.value_at_quantile(0.99),
-                p999: hist.value_at_quantile(0.999),
-                max: hist.max(),
-                mean: hist.mean(),
+                p50: us(hist.value_at_quantile(0.5)),
+                p99: us(hist.value_at_quantile(0.99)),
+                p999: us(hist.value_at_quantile(0.999)),
+                max: us(hist.max()),
+                mean: hist.mean() / 1000.0,
             },
         }
     }
 
     /// The text form: one line of figures.
     pub fn text(&self) -> String {
-        let ms = |us: u64| us as f64 / 1000.0;
+        let ms = |us: f64| us / 1000.0;
         format!(
-            "{} clients={} {:.1}s: {} ops, {:.0} ops/s, p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} \
-             ms, max {:.2} ms, {} errors",
+            "{} clients={} reads={} {:.1}s: {} ops, {:.0} ops/s, p50 {:.3} ms, p99 {:.3} ms, \
+             p99.9 {:.3} ms, max {:.3} ms, {} errors",
             self.workload.name(),
             self.clients,
+            self.reads,
             self.duration_s,
             self.ops,
             self.throughput_ops_per_s,
@@ -205,6 +223,11 @@ pub fn unavailable(workload: Workload) -> Option<&'static str> {
         ),
         _ => None,
     }
+}
+
+/// Nanoseconds as microseconds.
+fn us(ns: u64) -> f64 {
+    ns as f64 / 1000.0
 }
 
 fn key(i: u64) -> String {
@@ -267,6 +290,11 @@ pub async fn measure<T: Transport>(
         let client = clients[w as usize % clients.len()].clone();
         let (counters, value, workload, keys) =
             (counters.clone(), value.clone(), args.workload, args.keys);
+        let read_options = if args.linearizable {
+            crate::ReadOptions::linearizable()
+        } else {
+            crate::ReadOptions { bypass_cache: args.no_cache, ..crate::ReadOptions::default() }
+        };
         workers.spawn(async move {
             let mut hist = Histogram::<u64>::new(3).expect("3 significant digits is valid");
             let mut errors = 0u64;
@@ -287,12 +315,12 @@ pub async fn measure<T: Transport>(
                     _ => false,
                 };
                 let ok = if read {
-                    client.read(&k).await.is_ok()
+                    client.read_with(&k, read_options).await.is_ok()
                 } else {
                     client.write(&k, value.clone()).await.is_ok()
                 };
                 if ok {
-                    let _ = hist.record(t0.elapsed().as_micros() as u64);
+                    let _ = hist.record(t0.elapsed().as_nanos() as u64);
                     counters.ops.fetch_add(1, Ordering::Relaxed);
                 } else {
                     errors += 1;
@@ -599,7 +627,7 @@ mod tests {
     fn report_quantiles_come_from_the_histogram() {
         let mut h = Histogram::<u64>::new(3).unwrap();
         for v in 1..=1000u64 {
-            h.record(v).unwrap();
+            h.record(v * 1000).unwrap();
         }
         let args = BenchArgs {
             workload: Workload::Put,
@@ -608,18 +636,22 @@ mod tests {
             value_bytes: 10,
             keys: 5,
             trials: 0,
+            no_cache: false,
+            linearizable: false,
             json: true,
         };
         let r = BenchReport::new(&args, &h, 3, Duration::from_secs(2));
         assert_eq!(r.ops, 1000);
         assert_eq!(r.errors, 3);
         assert_eq!(r.throughput_ops_per_s, 500.0);
-        assert_eq!(r.latency_us.p50, 500);
-        assert_eq!(r.latency_us.p99, 990);
-        assert_eq!(r.latency_us.max, 1000);
+        // Recorded in ns with 3 significant digits: quantiles are exact to 0.1 %.
+        assert!((r.latency_us.p50 - 500.0).abs() <= 0.5, "{:?}", r.latency_us);
+        assert!((r.latency_us.p99 - 990.0).abs() <= 1.0, "{:?}", r.latency_us);
+        assert!((r.latency_us.max - 1000.0).abs() <= 1.0, "{:?}", r.latency_us);
+        assert_eq!(r.reads, "cached");
         let json: serde_json::Value = serde_json::to_value(&r).unwrap();
         assert_eq!(json["workload"], "put");
-        assert_eq!(json["latency_us"]["p999"], 999);
+        assert!(json["latency_us"]["p999"].as_f64().is_some_and(|p| (p - 999.0).abs() <= 1.0));
     }
 
     #[test]

@@ -157,9 +157,10 @@ async fn bench_json_reports_throughput_and_latency_quantiles() {
         let rate = v["throughput_ops_per_s"].as_f64().expect("throughput");
         assert!((rate - ops as f64 / secs).abs() < 1.0, "{v}");
         let l = &v["latency_us"];
-        let q = |name: &str| l[name].as_u64().unwrap_or_else(|| panic!("latency {name}: {v}"));
+        let q = |name: &str| l[name].as_f64().unwrap_or_else(|| panic!("latency {name}: {v}"));
         assert!(q("p50") <= q("p99") && q("p99") <= q("p999") && q("p999") <= q("max"), "{v}");
-        assert!(q("p50") > 0);
+        assert!(q("p50") > 0.0);
+        assert_eq!(v["reads"], "cached");
         // Not a terminal: the progress lines are plain lines on stderr.
         assert!(stderr.lines().all(|l| l.starts_with("bench: ")), "{stderr}");
     }
