@@ -115,7 +115,7 @@ async fn status_json_lists_every_node_and_marks_a_dead_one_unreachable() {
     assert!(table.contains("2 of 3 nodes reachable"), "{table}");
 }
 
-/// Claim: `bench put` and `bench mixed --json` run for the asked duration against a real
+/// Claim: `bench put`, `bench mixed` and `bench get --no-cache` (all `--json`) run for the asked duration against a real
 /// cluster and print one JSON object with the documented fields; the quantiles are ordered
 /// and operations were counted; `bench lock` is refused with "not available yet" (exit 5)
 /// rather than made-up numbers.
@@ -126,8 +126,8 @@ async fn bench_json_reports_throughput_and_latency_quantiles() {
     assert!(cluster.wait_master(&client, ELECTION_WAIT).await.is_some(), "{}", cluster.logs());
     settled_status(&cluster);
 
-    for workload in ["put", "mixed"] {
-        let args = [
+    for (workload, reads) in [("put", "cached"), ("mixed", "cached"), ("get", "no_cache")] {
+        let mut args = vec![
             "bench",
             workload,
             "--clients",
@@ -140,6 +140,9 @@ async fn bench_json_reports_throughput_and_latency_quantiles() {
             "64",
             "--json",
         ];
+        if reads == "no_cache" {
+            args.push("--no-cache");
+        }
         let out = shoal(&cluster.cluster_file, &args);
         let stderr = text(&out.stderr);
         assert_eq!(out.status.code(), Some(EXIT_OK), "{stderr}\n{}", cluster.logs());
@@ -160,7 +163,7 @@ async fn bench_json_reports_throughput_and_latency_quantiles() {
         let q = |name: &str| l[name].as_f64().unwrap_or_else(|| panic!("latency {name}: {v}"));
         assert!(q("p50") <= q("p99") && q("p99") <= q("p999") && q("p999") <= q("max"), "{v}");
         assert!(q("p50") > 0.0);
-        assert_eq!(v["reads"], "cached");
+        assert_eq!(v["reads"], reads);
         // Not a terminal: the progress lines are plain lines on stderr.
         assert!(stderr.lines().all(|l| l.starts_with("bench: ")), "{stderr}");
     }
