@@ -39,6 +39,8 @@ pub const REQUEST_BYTES_MAX: usize = 4096;
 pub const CONNECTIONS_MAX: usize = 8;
 /// How long a connection may take to send its request head.
 pub const REQUEST_WAIT: Duration = Duration::from_secs(5);
+/// Pause after a failed accept.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Upper bounds of the write latency buckets, in microseconds.
 pub const WRITE_LATENCY_BUCKETS_US: [u64; 12] =
     [250, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 250_000, 500_000, 1_000_000];
@@ -363,7 +365,15 @@ where
     let permits = Arc::new(Semaphore::new(CONNECTIONS_MAX));
     loop {
         let Ok(permit) = permits.clone().acquire_owned().await else { return };
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors and the like: back off instead of spinning.
+                tracing::warn!("metrics accept failed: {e}");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
         let render = render.clone();
         tokio::spawn(async move {
             let _permit = permit;
