@@ -50,8 +50,9 @@ pub mod exit {
 #[derive(Debug, Parser)]
 #[command(name = "shoal", about = "Shoal cluster client: data commands")]
 pub struct Cli {
-    /// The cluster's control group ("ip:port"); nodes are found from their FSLive.
-    #[arg(long, env = "SHOAL_CLUSTER", default_value = "239.255.77.1:7700")]
+    /// The cluster file (TOML or JSON: cluster id, key, group, members); `shoal dev` writes
+    /// one at shoal-dev/cluster.toml.
+    #[arg(long, env = "SHOAL_CLUSTER", default_value = crate::net::CLUSTER_FILE_DEFAULT)]
     pub cluster: String,
     /// Node addresses to use before the first FSLive arrives.
     #[arg(long = "seed")]
@@ -126,6 +127,14 @@ pub enum Command {
         #[arg(long)]
         count: Option<u64>,
     },
+    /// Show every node: role, epoch, zxids, load, last seen (exit 4 if none answers).
+    Status {
+        /// One JSON object with stable field names (see `cache_client::status`).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure put/get/mixed throughput and latency, or failover time (see `cache_client::bench`).
+    Bench(crate::bench::BenchArgs),
 }
 
 /// The exit code for a failed command.
@@ -285,6 +294,10 @@ pub async fn execute<T: Transport>(
             client.unwatch(id);
             Ok(exit::OK)
         }
+        Command::Status { json } => crate::status::execute(client, *json, out).await,
+        Command::Bench(args) => {
+            crate::bench::execute(std::slice::from_ref(client), args, out).await
+        }
     }
 }
 
@@ -326,18 +339,6 @@ pub fn describe(event: &WatchEvent) -> String {
 
 /// Parses nothing, connects, runs: what `main` calls. Returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
-    let config = ClientConfig {
-        seeds: cli.seeds.clone(),
-        request_timeout: Duration::from_millis(cli.timeout_ms),
-        ..ClientConfig::default()
-    };
-    let transport = match crate::transport::connect(&cli.cluster) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("shoal: {e}");
-            return exit_code(&e);
-        }
-    };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -346,6 +347,24 @@ pub fn run(cli: Cli) -> i32 {
         }
     };
     runtime.block_on(async {
+        if let Command::Bench(args) = &cli.command {
+            return crate::bench::run_cli(&cli, args).await;
+        }
+        let (transport, mut seeds) =
+            match crate::net::connect(std::path::Path::new(&cli.cluster)).await {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("shoal: {e}");
+                    return exit_code(&e);
+                }
+            };
+        seeds.extend(cli.seeds.iter().cloned());
+        let config = ClientConfig {
+            seeds,
+            request_timeout: Duration::from_millis(cli.timeout_ms),
+            client_id: Some(transport.id()),
+            ..ClientConfig::default()
+        };
         let client = Client::new(transport, config);
         let mut stdout = std::io::stdout().lock();
         match execute(&client, &cli.command, &mut stdout).await {

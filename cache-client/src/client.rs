@@ -289,6 +289,11 @@ impl<T: Transport> Client<T> {
         st.router.live(now()).map(|n| n.address.clone()).collect()
     }
 
+    /// What the client knows of every node it has heard of (FSLive, seeds), for `shoal status`.
+    pub fn node_views(&self) -> Vec<crate::routing::NodeView> {
+        self.inner.lock().router.nodes().to_vec()
+    }
+
     /// Applies every group event delivered so far (also done before every call).
     pub fn pump(&self) {
         self.inner.pump_now();

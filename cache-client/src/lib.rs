@@ -14,9 +14,13 @@
 //!   IO-free.
 //! - [`transport`]: the [`Transport`] trait the client needs from the network, and
 //!   [`transport::MemNetwork`], an in-memory network for tests.
+//! - [`net`]: [`net::SocketTransport`], the [`Transport`] over `protocol::messaging`, and the
+//!   cluster file ([`net::ClusterFile`]) that says how to reach a cluster.
+//! - [`dev`]: `shoal dev`, a local cluster of `shoal-fs` child processes on loopback.
 //! - [`error`]: [`ClientError`]. A missing key on a read is `Ok(None)`, not an error.
-//! - [`cli`]: the `shoal` data commands (`get`, `put`, `rm`, `mv`, `ls`, `mkdir`, `watch`) and
-//!   their exit codes; the binary `src/bin/shoal.rs` only parses flags and calls [`cli::run`].
+//! - [`cli`]: the `shoal` data commands (`get`, `put`, `rm`, `mv`, `ls`, `mkdir`, `watch`,
+//!   `lock`, `unlock`, `txn`) and their exit codes, plus `status` in [`status`] and `bench` in
+//!   [`bench`]; the binary `src/bin/shoal.rs` only parses flags and calls [`cli::run`].
 //! - [`locks`]: named locks with fencing tokens ([`LockGuard`]), `lock_wait`, and the one
 //!   background renewal of the session and every held lock; [`SessionState`] tells the
 //!   application when its leases are in danger or lost.
@@ -24,14 +28,18 @@
 //! - [`txn`]: transactions: declared keys, locks in one global order, reads under them, writes
 //!   buffered in a local TLV log, one atomic commit conditioned on every lock.
 
+pub mod bench;
 pub mod blocking;
 pub mod cache;
 pub mod cli;
 pub mod client;
+pub mod dev;
 pub mod error;
 pub mod locks;
+pub mod net;
 pub mod routing;
 pub mod session;
+pub mod status;
 pub mod transport;
 pub mod txn;
 pub mod watch;

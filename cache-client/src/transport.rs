@@ -4,7 +4,7 @@
 //! A [`Transport`] sends one unicast request to a node address and waits (with a timeout) for
 //! its reply, and delivers the cache group's messages — FSLive, UpdateNotice, LockChanged,
 //! Freeze — plus [`GroupEvent::Gap`] when the messaging layer gives up repairing a loss. The
-//! socket transport over `protocol::messaging` plugs in here once that layer exists.
+//! socket transport over `protocol::messaging` is [`crate::net::SocketTransport`].
 
 use protocol::message::Message;
 use protocol::SenderId;
@@ -222,38 +222,6 @@ impl Transport for MemTransport {
         self.network.lock().subscribers.push(Subscriber { tx, lost: false });
         rx
     }
-}
-
-/// The socket transport over `protocol::messaging` (multicast group, unicast request/reply,
-/// gap reports). **Not built yet**: the messaging layer is still being written, so this type
-/// has no values and [`connect`] says so. It becomes a struct when that layer lands.
-#[derive(Debug)]
-pub enum SocketTransport {}
-
-impl Transport for SocketTransport {
-    async fn request(
-        &self,
-        _address: &str,
-        _message: Message,
-        _timeout: Duration,
-    ) -> Result<Message, TransportError> {
-        match *self {}
-    }
-
-    fn subscribe(&self) -> mpsc::Receiver<GroupEvent> {
-        match *self {}
-    }
-}
-
-/// Joins the cluster whose control group is `cluster` ("ip:port"). Until the socket transport
-/// exists this always fails with `Unavailable`, naming why.
-pub fn connect(cluster: &str) -> Result<SocketTransport, crate::ClientError> {
-    Err(crate::ClientError::Unavailable {
-        detail: format!(
-            "cannot join {cluster}: the socket transport is not built yet (it waits for \
-             protocol::messaging); only the in-memory transport exists in this build"
-        ),
-    })
 }
 
 #[cfg(test)]

@@ -82,15 +82,15 @@ fn put_needs_one_source() {
     assert_eq!(cli.command, Command::Get { key: "/k".into() });
 }
 
-/// Until the socket transport exists the binary says so and exits "unreachable"; it does not
-/// pretend to have talked to a cluster.
+/// Without a readable cluster file the binary says which file and exits "unreachable"; it does
+/// not pretend to have talked to a cluster.
 #[test]
-fn binary_refuses_without_socket_transport() {
+fn binary_refuses_without_cluster_file() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
         .args(["--cluster", "239.255.77.1:7700", "get", "/k"])
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(exit::UNREACHABLE));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("socket transport is not built yet"), "{stderr}");
+    assert!(stderr.contains("cluster file 239.255.77.1:7700"), "{stderr}");
 }

@@ -1,6 +1,7 @@
 //! Shared helpers for Shoal's multi-node tests: process harness, fault injection, history
 //! checkers.
 //!
+//! - [`cluster`]: a harness running real `shoal-fs` processes on loopback multicast.
 //! - [`linearizability`]: a WGL/porcupine-style checker of per-key register histories.
 //! - [`sim`]: a seeded deterministic simulator of replication engines with faults.
 //! - [`netns`]: network-namespace hosts joined by a bridge, and supervised processes on them.
@@ -11,6 +12,7 @@
 //! - [`state_backend`]: a one-process `cache_server::Backend` over the real state machine and
 //!   lease clock, for client lock, session and transaction tests.
 
+pub mod cluster;
 pub mod linearizability;
 pub mod messaging_workload;
 pub mod nemesis;

@@ -1,4 +1,52 @@
+//! `shoal-fs`: one Shoal file-server node. Parses the configuration (file, flags, `SHOAL_*`
+//! environment), logs with `tracing` (`RUST_LOG`, default `info`), runs the node until SIGINT
+//! or SIGTERM, then drains, syncs and exits 0. A start-up or fatal error prints one line and
+//! exits 1.
+
+use clap::Parser;
+use fs_node::config::Args;
+
 fn main() {
-    eprintln!("shoal-fs: not wired yet");
-    std::process::exit(2);
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let config = match args.load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("shoal-fs: {e}");
+            std::process::exit(1);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("shoal-fs: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let result = runtime.block_on(fs_node::node::run(config, stop_signal()));
+    match result {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("shoal-fs: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        // Without signal handlers the node runs until killed.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
 }

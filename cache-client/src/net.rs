@@ -1,0 +1,270 @@
+//! The socket [`Transport`]: unicast requests and the cache group over
+//! `protocol::messaging::Endpoint`, and the cluster file that says how to reach a cluster.
+//!
+//! # Cluster file
+//! TOML (or JSON, by extension `.json`), written by `shoal dev` or by hand:
+//! ```toml
+//! cluster_id = 7
+//! key_file = "cluster.key"        # relative to this file's directory; or `key = "..."`
+//! group = "239.255.77.1:7700"
+//! interface = "127.0.0.1"
+//! loopback = true
+//! [members]                       # node id = unicast "ip:port"
+//! 1 = "127.0.0.1:7701"
+//! 2 = "127.0.0.1:7702"
+//! 3 = "127.0.0.1:7703"
+//! ```
+//! The members become the client's seeds; the rest of the live set comes from FSLive.
+//!
+//! # Group stream
+//! The client's endpoint joins the group like a node but is not a member (it grants no credit).
+//! FSLive, UpdateNotice, LockChanged and Freeze go to every subscriber; replication traffic is
+//! dropped here. A gap in a member's reliable stream becomes [`GroupEvent::Gap`], and so does an
+//! overflow of a subscriber's queue (sender 0), so a cache never trusts a stream with holes.
+
+use crate::error::ClientError;
+use crate::transport::{GroupEvent, Transport, TransportError, GROUP_QUEUE_MAX};
+use protocol::header::{cluster_key_from_file_contents, ClusterAuth};
+use protocol::message::Message;
+use protocol::messaging::{Endpoint, EndpointConfig, Incoming, MessagingError};
+use protocol::{SenderId, CLIENT_ID_MIN};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Where `shoal` looks for the cluster file when neither `--cluster` nor `SHOAL_CLUSTER` is
+/// given (what `shoal dev` writes).
+pub const CLUSTER_FILE_DEFAULT: &str = "shoal-dev/cluster.toml";
+
+/// How to reach a cluster (see the module docs).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    pub cluster_id: u32,
+    /// Path of the key file, relative to the cluster file's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+    /// The key inline (instead of `key_file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    pub group: String,
+    #[serde(default = "default_interface")]
+    pub interface: String,
+    #[serde(default = "default_true")]
+    pub loopback: bool,
+    /// Node id (as a string) → unicast "ip:port".
+    pub members: BTreeMap<String, String>,
+}
+
+fn default_interface() -> String {
+    "0.0.0.0".into()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn bad(path: &Path, detail: impl std::fmt::Display) -> ClientError {
+    ClientError::Unavailable { detail: format!("cluster file {}: {detail}", path.display()) }
+}
+
+impl ClusterFile {
+    /// Reads and checks a cluster file, and its key.
+    pub fn load(path: &Path) -> Result<(ClusterFile, ClusterAuth), ClientError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            bad(
+                path,
+                format!(
+                    "{e}; start a local cluster with `shoal dev`, or name the file with \
+                     --cluster FILE / SHOAL_CLUSTER"
+                ),
+            )
+        })?;
+        let file: ClusterFile = if path.extension().is_some_and(|e| e == "json") {
+            serde_json::from_str(&text).map_err(|e| bad(path, e))?
+        } else {
+            toml::from_str(&text).map_err(|e| bad(path, e))?
+        };
+        let key: Vec<u8> = match (&file.key, &file.key_file) {
+            (Some(k), _) => k.as_bytes().to_vec(),
+            (None, Some(kf)) => {
+                let kf = path.parent().unwrap_or(Path::new(".")).join(kf);
+                let bytes = std::fs::read(&kf)
+                    .map_err(|e| bad(path, format!("key file {}: {e}", kf.display())))?;
+                cluster_key_from_file_contents(&bytes).to_vec()
+            }
+            (None, None) => return Err(bad(path, "neither `key` nor `key_file` is set")),
+        };
+        file.group_addr().map_err(|e| bad(path, e))?;
+        file.interface_addr().map_err(|e| bad(path, e))?;
+        let auth = ClusterAuth::new(file.cluster_id, &key);
+        Ok((file, auth))
+    }
+
+    /// Writes the file as TOML.
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let text = toml::to_string(self).map_err(std::io::Error::other)?;
+        std::fs::write(path, text)
+    }
+
+    pub fn group_addr(&self) -> Result<SocketAddrV4, String> {
+        self.group.parse().map_err(|e| format!("group {:?}: {e}", self.group))
+    }
+
+    pub fn interface_addr(&self) -> Result<Ipv4Addr, String> {
+        self.interface.parse().map_err(|e| format!("interface {:?}: {e}", self.interface))
+    }
+
+    /// The members' unicast addresses (the client's seeds).
+    pub fn seeds(&self) -> Vec<String> {
+        self.members.values().cloned().collect()
+    }
+}
+
+struct Subscriber {
+    tx: mpsc::Sender<GroupEvent>,
+    lost: bool,
+}
+
+type Subscribers = Arc<Mutex<Vec<Subscriber>>>;
+
+/// The socket transport. Dropping it stops its endpoint.
+pub struct SocketTransport {
+    endpoint: Endpoint,
+    subscribers: Subscribers,
+    pump: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for SocketTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketTransport").field("id", &self.endpoint.id()).finish()
+    }
+}
+
+impl Drop for SocketTransport {
+    fn drop(&mut self) {
+        self.pump.abort();
+    }
+}
+
+impl SocketTransport {
+    /// Joins the cluster's group as client `id` (at or above `CLIENT_ID_MIN`; random when
+    /// `None`). Must run inside a tokio runtime.
+    pub async fn connect(
+        cluster: &ClusterFile,
+        auth: ClusterAuth,
+        id: Option<SenderId>,
+    ) -> Result<SocketTransport, ClientError> {
+        let id = id.unwrap_or_else(|| {
+            rand::Rng::gen_range(&mut rand::thread_rng(), CLIENT_ID_MIN..=u64::MAX)
+        });
+        let unreachable = |e: String| ClientError::Unavailable { detail: e };
+        // Distinct per start, so that nodes tell a new client from a replay.
+        let incarnation = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u32)
+            .unwrap_or(1)
+            .max(1);
+        let mut config = EndpointConfig::new(id, incarnation, auth);
+        config.group = cluster.group_addr().map_err(unreachable)?;
+        config.interface = cluster.interface_addr().map_err(unreachable)?;
+        config.loopback = cluster.loopback;
+        if !config.interface.is_unspecified() {
+            config.unicast_bind = SocketAddr::from((config.interface, 0));
+        }
+        let members: Vec<SenderId> =
+            cluster.members.keys().filter_map(|k| k.parse::<SenderId>().ok()).collect();
+        let endpoint = Endpoint::bind(config)
+            .await
+            .map_err(|e| unreachable(format!("cannot join the cluster group: {e}")))?;
+        let subscribers: Subscribers = Arc::default();
+        let pump = tokio::spawn(pump(endpoint.clone(), subscribers.clone(), members));
+        Ok(SocketTransport { endpoint, subscribers, pump })
+    }
+
+    /// This client's sender id.
+    pub fn id(&self) -> SenderId {
+        self.endpoint.id()
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+}
+
+fn deliver(subscribers: &Subscribers, event: GroupEvent) {
+    let mut subs = subscribers.lock().expect("subscribers poisoned");
+    subs.retain(|s| !s.tx.is_closed());
+    for sub in subs.iter_mut() {
+        if sub.lost {
+            if sub.tx.try_send(GroupEvent::Gap { sender: 0 }).is_err() {
+                continue;
+            }
+            sub.lost = false;
+        }
+        if sub.tx.try_send(event.clone()).is_err() {
+            sub.lost = true;
+        }
+    }
+}
+
+async fn pump(endpoint: Endpoint, subscribers: Subscribers, members: Vec<SenderId>) {
+    loop {
+        match endpoint.recv().await {
+            Ok(Incoming::Message(received)) => {
+                if matches!(
+                    received.message,
+                    Message::FsLive(_)
+                        | Message::UpdateNotice(_)
+                        | Message::LockChanged(_)
+                        | Message::Freeze(_)
+                ) {
+                    deliver(&subscribers, GroupEvent::Message(received.message));
+                }
+            }
+            Ok(Incoming::Gap { sender, .. }) => {
+                if members.contains(&sender) {
+                    deliver(&subscribers, GroupEvent::Gap { sender });
+                }
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+impl Transport for SocketTransport {
+    async fn request(
+        &self,
+        address: &str,
+        message: Message,
+        timeout: Duration,
+    ) -> Result<Message, TransportError> {
+        let to: SocketAddr =
+            address.parse().map_err(|_| TransportError::Unreachable(address.to_string()))?;
+        match self.endpoint.request(to, message, timeout, 0).await {
+            Ok(reply) => Ok(reply),
+            Err(MessagingError::Timeout { .. }) => Err(TransportError::Timeout(timeout)),
+            Err(MessagingError::Shutdown) => Err(TransportError::Closed),
+            Err(e) => Err(TransportError::Unreachable(format!("{address}: {e}"))),
+        }
+    }
+
+    fn subscribe(&self) -> mpsc::Receiver<GroupEvent> {
+        let (tx, rx) = mpsc::channel(GROUP_QUEUE_MAX);
+        self.subscribers.lock().expect("subscribers poisoned").push(Subscriber { tx, lost: false });
+        rx
+    }
+}
+
+/// Loads the cluster file at `path` and joins the cluster: a transport and the seeds to give
+/// the client.
+pub async fn connect(path: &Path) -> Result<(SocketTransport, Vec<String>), ClientError> {
+    let (file, auth) = ClusterFile::load(path)?;
+    let transport = SocketTransport::connect(&file, auth, None).await?;
+    Ok((transport, file.seeds()))
+}

@@ -1,0 +1,139 @@
+//! [`NodeBackend`]: the cache server's view of this node. Reads go straight to the store under
+//! the applied lock (a snapshot at exactly the reported zxid); writes and linearizable-read
+//! barriers go to the core task, which proposes them and answers once they commit.
+
+use super::{server_error, Cmd, Shared, Waiter};
+use crate::metrics::OpKind;
+use crate::state::Command;
+use crate::storage::StoreError;
+use bytes::Bytes;
+use cache_server::{Backend, BackendStatus, ServerError, Snapshot};
+use protocol::key::ROOT;
+use protocol::message::data::{DirEntry, UpdateRequest, Versioned};
+use protocol::Zxid;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// The node as a [`Backend`]. Cheap to clone.
+#[derive(Clone)]
+pub struct NodeBackend {
+    shared: Arc<Shared>,
+}
+
+impl NodeBackend {
+    pub(crate) fn new(shared: Arc<Shared>) -> NodeBackend {
+        NodeBackend { shared }
+    }
+}
+
+fn stopping() -> ServerError {
+    ServerError::Unavailable("the node is stopping".into())
+}
+
+fn store_error(e: StoreError) -> ServerError {
+    match e {
+        StoreError::NotFound { key } => ServerError::NotFound { key },
+        StoreError::NotADirectory { key } => ServerError::NotADirectory { key },
+        StoreError::IsADirectory { key } => ServerError::IsADirectory { key },
+        other => ServerError::Internal(other.to_string()),
+    }
+}
+
+impl Backend for NodeBackend {
+    fn status(&self) -> BackendStatus {
+        let status = *self.shared.status.lock().expect("status poisoned");
+        BackendStatus {
+            node: self.shared.node,
+            role: status.role,
+            epoch: status.epoch,
+            master: status.master,
+            applied: self.applied(),
+            committed: status.committed,
+            frozen: false,
+            transfer: None,
+        }
+    }
+
+    fn applied(&self) -> Zxid {
+        *self.shared.applied.read().expect("applied lock poisoned")
+    }
+
+    async fn get(&self, key: &str) -> Result<Snapshot<Option<Versioned>>, ServerError> {
+        self.shared.metrics.op(OpKind::Get);
+        let applied = self.shared.applied.read().expect("applied lock poisoned");
+        if key == ROOT || self.shared.store.is_dir(key) {
+            return Err(ServerError::IsADirectory { key: key.to_string() });
+        }
+        let value = self.shared.store.get(key).map_err(|e| ServerError::Internal(e.to_string()))?;
+        Ok(Snapshot { value, applied: *applied })
+    }
+
+    async fn exists(&self, key: &str) -> Result<Snapshot<bool>, ServerError> {
+        self.shared.metrics.op(OpKind::Exists);
+        let applied = self.shared.applied.read().expect("applied lock poisoned");
+        let value = key == ROOT || self.shared.store.exists(key);
+        Ok(Snapshot { value, applied: *applied })
+    }
+
+    async fn is_dir(&self, key: &str) -> Result<Snapshot<bool>, ServerError> {
+        self.shared.metrics.op(OpKind::IsDir);
+        let applied = self.shared.applied.read().expect("applied lock poisoned");
+        let value = key == ROOT || self.shared.store.is_dir(key);
+        Ok(Snapshot { value, applied: *applied })
+    }
+
+    async fn list(&self, dir: &str, limit: usize) -> Result<Snapshot<Vec<DirEntry>>, ServerError> {
+        self.shared.metrics.op(OpKind::List);
+        let applied = self.shared.applied.read().expect("applied lock poisoned");
+        let mut value: Vec<DirEntry> = self.shared.store.list(dir).map_err(store_error)?;
+        value.truncate(limit);
+        Ok(Snapshot { value, applied: *applied })
+    }
+
+    async fn wait_applied(&self, zxid: Zxid, timeout: Duration) -> Result<Zxid, ServerError> {
+        let mut rx = self.shared.applied_tx.subscribe();
+        let reached = tokio::time::timeout(timeout, rx.wait_for(|a| *a >= zxid)).await;
+        match reached {
+            Ok(Ok(applied)) => Ok(*applied),
+            Ok(Err(_)) => Err(stopping()),
+            Err(_) => Err(ServerError::Behind { floor: zxid, applied: self.applied() }),
+        }
+    }
+
+    async fn submit(&self, request: UpdateRequest) -> Result<Zxid, ServerError> {
+        self.shared.metrics.op(OpKind::Write);
+        let data = Command::from_update(request).encode().map_err(encode_error)?;
+        let (tx, rx) = oneshot::channel();
+        let started = std::time::Instant::now();
+        self.shared
+            .cmds
+            .send(Cmd::Propose { data: Bytes::from(data), waiter: Waiter::Write(tx) })
+            .map_err(|_| stopping())?;
+        let result = rx.await.map_err(|_| stopping())?;
+        if result.is_ok() {
+            self.shared.metrics.write_latency_us.record(started.elapsed().as_micros() as u64);
+        }
+        result
+    }
+
+    async fn linearizable_zxid(&self) -> Result<Zxid, ServerError> {
+        self.shared.metrics.op(OpKind::Linearizable);
+        let (tx, rx) = oneshot::channel();
+        self.shared.cmds.send(Cmd::Linearizable(tx)).map_err(|_| stopping())?;
+        rx.await.map_err(|_| stopping())?
+    }
+}
+
+/// An encoding failure names its own cause.
+fn encode_error(e: protocol::ProtocolError) -> ServerError {
+    match e {
+        protocol::ProtocolError::TooLarge { what, len, max } => {
+            ServerError::TooLarge { what, len, max }
+        }
+        other => server_error(protocol::message::data::WireError {
+            code: protocol::message::data::ErrorCode::BadRequest,
+            message: other.to_string(),
+        }),
+    }
+}

@@ -1,0 +1,208 @@
+//! The node's disk: a [`LogReader`] over the [`DataLog`] (with an in-memory zxid index and a
+//! bounded window of recent entries, so that catch-up and apply rarely read the disk), the
+//! epoch-state file, and the adapter that makes the storage [`KvStore`](StorageKv) a
+//! [`state::KvStore`](crate::state::KvStore).
+
+use crate::replication::{HardState, LogReader};
+use crate::state::store::{EntryKind, KvStore as StateKv};
+use crate::storage::{DataLog, KvStore as StorageKv, StorageError};
+use protocol::key::ROOT;
+use protocol::message::data::{DirEntry, Op, Versioned, WireError};
+use protocol::message::replication::Entry;
+use protocol::Zxid;
+use std::collections::VecDeque;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Recent entries kept in memory for apply and catch-up (older ones are read from the log).
+pub const RECENT_ENTRIES_MAX: usize = 65_536;
+/// ... and at most this many bytes of them.
+pub const RECENT_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Name of the epoch-state file in the data directory.
+pub const HARD_STATE_FILE: &str = "epoch.state";
+
+/// The data log as the replication engine reads it. Every zxid in the log is indexed in
+/// memory (8 bytes each; the log is never compacted by this node yet).
+pub struct LogView {
+    log: Arc<DataLog>,
+    zxids: Vec<Zxid>,
+    recent: VecDeque<Entry>,
+    recent_bytes: usize,
+}
+
+impl LogView {
+    /// Indexes what `log` holds (read once at start-up).
+    pub fn open(log: Arc<DataLog>) -> Result<LogView, StorageError> {
+        let mut zxids = Vec::new();
+        let mut after = log.start_zxid();
+        loop {
+            let chunk = log.read_range(after, 4096)?;
+            let Some(last) = chunk.last() else { break };
+            after = last.zxid;
+            zxids.extend(chunk.iter().map(|e| e.zxid));
+        }
+        Ok(LogView { log, zxids, recent: VecDeque::new(), recent_bytes: 0 })
+    }
+
+    pub fn log(&self) -> &Arc<DataLog> {
+        &self.log
+    }
+
+    /// Appends (written, not yet durable).
+    pub fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+        self.log.append(entries)?;
+        for e in entries {
+            self.zxids.push(e.zxid);
+            self.recent_bytes += e.data.len();
+            self.recent.push_back(e.clone());
+        }
+        while self.recent.len() > RECENT_ENTRIES_MAX || self.recent_bytes > RECENT_BYTES_MAX {
+            let Some(old) = self.recent.pop_front() else { break };
+            self.recent_bytes -= old.data.len();
+        }
+        Ok(())
+    }
+
+    /// Drops every entry above `zxid`, durably.
+    pub fn truncate_after(&mut self, zxid: Zxid) -> Result<(), StorageError> {
+        self.log.truncate_after(zxid)?;
+        let keep = self.zxids.partition_point(|z| *z <= zxid);
+        self.zxids.truncate(keep);
+        while self.recent.back().is_some_and(|e| e.zxid > zxid) {
+            let e = self.recent.pop_back().expect("back exists");
+            self.recent_bytes -= e.data.len();
+        }
+        Ok(())
+    }
+}
+
+impl LogReader for LogView {
+    fn base(&self) -> Zxid {
+        self.log.start_zxid()
+    }
+
+    fn last(&self) -> Zxid {
+        self.zxids.last().copied().unwrap_or_else(|| self.base())
+    }
+
+    fn contains(&self, zxid: Zxid) -> bool {
+        zxid <= self.base() || self.zxids.binary_search(&zxid).is_ok()
+    }
+
+    fn floor(&self, zxid: Zxid) -> Zxid {
+        if zxid <= self.base() {
+            return zxid;
+        }
+        let i = self.zxids.partition_point(|z| *z <= zxid);
+        if i == 0 {
+            self.base()
+        } else {
+            self.zxids[i - 1]
+        }
+    }
+
+    fn entries_after(&self, zxid: Zxid, max_entries: usize, max_bytes: usize) -> Vec<Entry> {
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let mut push = |e: Entry, out: &mut Vec<Entry>| -> bool {
+            if !out.is_empty() && (out.len() >= max_entries || bytes + e.data.len() > max_bytes) {
+                return false;
+            }
+            bytes += e.data.len();
+            out.push(e);
+            true
+        };
+        let i = self.zxids.partition_point(|z| *z <= zxid);
+        let Some(&next) = self.zxids.get(i) else { return out };
+        if self.recent.front().is_some_and(|f| f.zxid <= next) {
+            let start = self.recent.partition_point(|e| e.zxid <= zxid);
+            for e in self.recent.iter().skip(start) {
+                if !push(e.clone(), &mut out) {
+                    break;
+                }
+            }
+            return out;
+        }
+        // Older than the window: read from the log.
+        match self.log.read_range(zxid, max_entries.max(1)) {
+            Ok(entries) => {
+                for e in entries {
+                    if !push(e, &mut out) {
+                        break;
+                    }
+                }
+            }
+            Err(e) => tracing::error!("reading the data log after {zxid}: {e}"),
+        }
+        out
+    }
+}
+
+/// Reads the epoch state (all zero when the file does not exist: a new node).
+pub fn read_hard_state(dir: &Path) -> Result<HardState, String> {
+    let path = dir.join(HARD_STATE_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HardState::default()),
+        Err(e) => return Err(format!("reading {}: {e}", path.display())),
+    };
+    let nums: Vec<u64> = text.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    match nums.as_slice() {
+        [a, p, c] => Ok(HardState {
+            accepted_epoch: *a as u32,
+            promised_to: *p as u8,
+            current_epoch: *c as u32,
+        }),
+        _ => Err(format!("{} is damaged: {text:?}", path.display())),
+    }
+}
+
+/// Replaces the epoch state durably (temporary file, fsync, rename, fsync of the directory).
+pub fn write_hard_state(dir: &Path, hard: HardState) -> std::io::Result<()> {
+    let tmp: PathBuf = dir.join(format!("{HARD_STATE_FILE}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    writeln!(f, "{} {} {}", hard.accepted_epoch, hard.promised_to, hard.current_epoch)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(HARD_STATE_FILE))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// The storage engine's key-value store as the state machine's [`StateKv`].
+#[derive(Clone)]
+pub struct DiskKv(pub Arc<StorageKv>);
+
+impl std::fmt::Debug for DiskKv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiskKv").finish_non_exhaustive()
+    }
+}
+
+impl StateKv for DiskKv {
+    type Error = StorageError;
+
+    fn stat(&self, key: &str) -> Option<(EntryKind, Zxid)> {
+        if key == ROOT {
+            return Some((EntryKind::Dir, Zxid::ZERO));
+        }
+        let zxid = self.0.zxid_of(key)?;
+        let kind = if self.0.is_dir(key) { EntryKind::Dir } else { EntryKind::Value };
+        Some((kind, zxid))
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Versioned>, StorageError> {
+        self.0.get(key)
+    }
+
+    fn list(&self, dir: &str, limit: usize) -> Result<Vec<DirEntry>, WireError> {
+        let mut entries =
+            self.0.list(dir).map_err(|e| WireError { code: e.code(), message: e.to_string() })?;
+        entries.truncate(limit);
+        Ok(entries)
+    }
+
+    fn apply(&mut self, zxid: Zxid, ops: &[Op]) -> Result<(), StorageError> {
+        self.0.apply(zxid, ops).map(|_| ())
+    }
+}

@@ -1,0 +1,806 @@
+//! The node runtime: one tokio process composing the messaging [`Endpoint`], the data log and
+//! key-value store, the replication [`Engine`], the [`StateMachine`], the master's
+//! [`LeaseKeeper`] and the cache-server [`Server`] (through [`NodeBackend`]).
+//!
+//! # Tasks
+//! - **core** (one task, owns the engine, the log view, the state machine and the lease
+//!   keeper): ticks the engine every [`TICK_MS`], steps it with received replication
+//!   messages, proposes client commands, and carries out every [`Ready`]: persist ops go to the
+//!   data log (appends become durable by the log's group commit; truncations and the epoch
+//!   state file are synced in place), `send_now` goes out at once, `send_after_persist` once
+//!   the log's durable zxid covers the Ready, commits are applied to the state machine in
+//!   order, replies go to the waiting request, and on the master the notices (UpdateNotice,
+//!   LockChanged) are multicast to the group, where caches listen.
+//! - **receive**: takes everything the endpoint delivers; unicast requests are answered on
+//!   their own task ([`Server::handle`] for Request/Update/Rename, this module for Lock),
+//!   replication messages from members go to the core.
+//! - **outbound**: sends in order — group messages on the reliable multicast stream, messages
+//!   to one node best-effort by unicast to its configured address (the engine repairs losses),
+//!   FSLive best-effort to the group.
+//! - the cache-server announcer (FSLive/Freeze) and load sampler.
+//!
+//! # Durability and restart
+//! The data log is the durable truth. The key-value store is rebuilt at every start (its
+//! directory is emptied and the engine hands out every committed entry again from the start of
+//! the log), because the lock, session and request tables are not saved yet and must sit at
+//! the same zxid as the store. This node never compacts its log, so the engine's base is
+//! always the log's start and no file transfer is ever needed.
+//!
+//! # Limits
+//! Messages to one node go as single unicast datagrams, so catch-up chunks are bounded by
+//! [`UNICAST_BATCH_BYTES_MAX`]; an entry larger than one datagram cannot be sent to one node
+//! (catch-up of such an entry fails; the proposal path, multicast, is not limited).
+
+pub mod backend;
+pub mod disk;
+
+pub use backend::NodeBackend;
+
+use crate::config::Config;
+use crate::locks::{LeaseConfig, LeaseKeeper};
+use crate::replication::{
+    Config as EngineConfig, ConfigError as EngineConfigError, Engine, LogReader, PersistOp,
+    ProposeError, Ready, RestartState, Role, To,
+};
+use crate::state::{Command, Outcome, StateConfig, StateError, StateMachine};
+use crate::storage::{DataLog, KvStore as StorageKv, LogConfig, RealFs, StorageError, StoreConfig};
+use bytes::Bytes;
+use cache_server::{Server, ServerConfig, ServerError};
+use disk::{DiskKv, LogView};
+use protocol::message::data::{ErrorCode, Role as WireRole, UpdateNotice, WireError};
+use protocol::message::lock::{LockGrant, LockReply, LockRequestOp};
+use protocol::message::Message;
+use protocol::messaging::{Endpoint, EndpointConfig, Incoming, MessagingError, RequestHandle};
+use protocol::{NodeId, SenderId, Zxid};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// How often the core ticks the engine and the lease keeper.
+pub const TICK_MS: u64 = 10;
+/// Most Ready rounds handled in one go before the core looks at its inputs again.
+pub const READY_ROUNDS_MAX: usize = 64;
+/// Data bytes of one catch-up chunk or proposal: below one unicast datagram (65 000 bytes).
+pub const UNICAST_BATCH_BYTES_MAX: usize = 48 * 1024;
+/// How long shutdown waits for written log entries to become durable.
+pub const SHUTDOWN_SYNC_WAIT: Duration = Duration::from_secs(5);
+/// How often the announcer checks whether FSLive or Freeze is due.
+pub const ANNOUNCE_TICK: Duration = Duration::from_millis(200);
+/// How often the load gauge is sampled.
+pub const LOAD_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Error)]
+pub enum NodeError {
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("messaging: {0}")]
+    Messaging(#[from] MessagingError),
+    #[error("replication configuration: {0}")]
+    Engine(#[from] EngineConfigError),
+    #[error("state machine stopped: {0}")]
+    State(#[from] StateError),
+    #[error("{what} {path}: {source}")]
+    Io { what: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// What a proposal's proposer waits for.
+pub(crate) enum Waiter {
+    Write(oneshot::Sender<Result<Zxid, ServerError>>),
+    Lock(oneshot::Sender<Result<LockGrant, WireError>>),
+    /// An empty entry ordering a linearizable read.
+    Barrier(oneshot::Sender<Result<Zxid, ServerError>>),
+}
+
+impl Waiter {
+    fn fail(self, master: Option<NodeId>, unknown: bool) {
+        let detail = if unknown {
+            "the master changed before this command committed; its outcome is unknown (a \
+             retry with the same request id applies it at most once)"
+        } else {
+            "this node is not the master"
+        };
+        match self {
+            Waiter::Write(tx) | Waiter::Barrier(tx) => {
+                let e = if unknown {
+                    ServerError::Unavailable(detail.into())
+                } else {
+                    ServerError::NotMaster { master }
+                };
+                let _ = tx.send(Err(e));
+            }
+            Waiter::Lock(tx) => {
+                let code =
+                    if unknown { ErrorCode::Unavailable } else { ErrorCode::NotMaster { master } };
+                let _ = tx.send(Err(WireError { code, message: detail.into() }));
+            }
+        }
+    }
+}
+
+/// Commands from request tasks to the core.
+pub(crate) enum Cmd {
+    Propose {
+        data: Bytes,
+        waiter: Waiter,
+    },
+    Linearizable(oneshot::Sender<Result<Zxid, ServerError>>),
+    Renew {
+        client: SenderId,
+        session: u64,
+        locks: Vec<(String, i32)>,
+        reply: oneshot::Sender<Result<u32, WireError>>,
+    },
+}
+
+/// What the outbound task sends.
+enum Out {
+    Group(Message),
+    GroupUnreliable(Message),
+    Node(NodeId, Message),
+}
+
+/// Role, epoch and master as the backend reports them.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StatusView {
+    pub role: WireRole,
+    pub epoch: u32,
+    pub master: Option<NodeId>,
+    pub committed: Zxid,
+    /// Held locks and open sessions in the applied state (for metrics).
+    pub locks: u64,
+    pub sessions: u64,
+}
+
+/// State shared by the core (writer) and the request tasks (readers).
+pub(crate) struct Shared {
+    pub node: NodeId,
+    pub store: Arc<StorageKv>,
+    /// The applied zxid. The core holds it for writing while it applies an entry, a read holds
+    /// it for reading while it reads the store: a read sees exactly the state at this zxid.
+    pub applied: RwLock<Zxid>,
+    pub applied_tx: watch::Sender<Zxid>,
+    pub status: Mutex<StatusView>,
+    pub cmds: mpsc::UnboundedSender<Cmd>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+fn wire_role(role: Role) -> (WireRole, Option<NodeId>) {
+    match role {
+        Role::Looking => (WireRole::Looking, None),
+        Role::Following { master } => (WireRole::Follower, Some(master)),
+        Role::Leading { established: true, .. } => (WireRole::Master, None),
+        Role::Leading { established: false, .. } => (WireRole::Looking, None),
+    }
+}
+
+fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> NodeError + 'a {
+    move |source| NodeError::Io { what, path: path.to_path_buf(), source }
+}
+
+/// Reads, bumps and durably stores the start counter: the messaging incarnation, so that
+/// receivers tell this start from a replay of the previous one.
+fn next_incarnation(dir: &Path) -> Result<u32, NodeError> {
+    let path = dir.join("incarnation");
+    let old =
+        std::fs::read_to_string(&path).ok().and_then(|t| t.trim().parse::<u32>().ok()).unwrap_or(0);
+    let next = old.wrapping_add(1).max(1);
+    let tmp = dir.join("incarnation.tmp");
+    std::fs::write(&tmp, format!("{next}\n")).map_err(io_err("writing", &tmp))?;
+    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io_err("syncing", &tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io_err("renaming", &path))?;
+    Ok(next)
+}
+
+/// Runs one FS node until `shutdown` resolves (or a fatal error), then drains: written log
+/// entries are made durable and the endpoint closed.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
+    if config.is_single_node() {
+        return Err(NodeError::Other(
+            "a single-member cluster is not supported by this build; list 3, 5 or 7 members".into(),
+        ));
+    }
+    let dir = config.data_dir.clone();
+    std::fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
+    let incarnation = next_incarnation(&dir)?;
+    let vfs: Arc<dyn crate::storage::Vfs> = Arc::new(RealFs);
+    let (log, recovery) = DataLog::open(vfs.clone(), &dir.join("log"), LogConfig::default())?;
+    if recovery.torn_tail.is_some() {
+        tracing::warn!(?recovery, "data log recovered a torn tail");
+    }
+    let log = Arc::new(log);
+    let view = LogView::open(log.clone())?;
+    // The store is rebuilt from the log at every start (see the module docs).
+    let store_dir = dir.join("store");
+    if store_dir.exists() {
+        std::fs::remove_dir_all(&store_dir).map_err(io_err("emptying", &store_dir))?;
+    }
+    let store_config = StoreConfig {
+        key_bytes_max: config.key_bytes_max,
+        value_bytes_max: config.value_bytes_max,
+        ..StoreConfig::default()
+    };
+    let (store, _) = StorageKv::open(vfs, &store_dir, store_config)?;
+    let store = Arc::new(store);
+    let hard = disk::read_hard_state(&dir).map_err(NodeError::Other)?;
+
+    let members: Vec<NodeId> = config.members.keys().copied().collect();
+    let mut engine_config = EngineConfig::new(config.node_id, members.clone());
+    engine_config.heartbeat_interval_ms = config.heartbeat_interval_ms;
+    engine_config.election_timeout_ms = config.election_timeout_ms;
+    engine_config.lease_ms = config.lease_ms;
+    engine_config.drift_margin_ms = config.drift_margin_ms;
+    engine_config.batch_bytes_max = UNICAST_BATCH_BYTES_MAX;
+    engine_config.sync_entries_max = 256;
+    let start = Instant::now();
+    let engine = Engine::new(engine_config, RestartState { hard, applied: Zxid::ZERO }, &view, 0)?;
+    tracing::info!(
+        node = config.node_id,
+        incarnation,
+        log_last = %view.last(),
+        ?hard,
+        "node starting"
+    );
+
+    let mut endpoint_config =
+        EndpointConfig::new(config.node_id as SenderId, incarnation, config.cluster_auth());
+    endpoint_config.group = config.multicast_group;
+    endpoint_config.interface = config.multicast_interface;
+    endpoint_config.ttl = config.multicast_ttl;
+    endpoint_config.loopback = config.multicast_loopback;
+    endpoint_config.unicast_bind = config.own_addr();
+    endpoint_config.members = members.iter().map(|m| *m as SenderId).collect();
+    if !config.multicast {
+        let mut peers: Vec<SocketAddr> = config.members.values().copied().collect();
+        peers.extend(config.unicast_peers.iter().copied());
+        endpoint_config.peers = Some(peers);
+    }
+    let endpoint = Endpoint::bind(endpoint_config).await?;
+
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    let (applied_tx, _) = watch::channel(Zxid::ZERO);
+    let shared = Arc::new(Shared {
+        node: config.node_id,
+        store: store.clone(),
+        applied: RwLock::new(Zxid::ZERO),
+        applied_tx,
+        status: Mutex::new(StatusView {
+            role: WireRole::Looking,
+            epoch: hard.current_epoch,
+            master: None,
+            committed: Zxid::ZERO,
+            locks: 0,
+            sessions: 0,
+        }),
+        cmds: cmd_tx,
+        metrics: Arc::new(crate::metrics::Metrics::new()),
+    });
+    let server_config = ServerConfig {
+        fs_live_interval: Duration::from_millis(config.fslive_interval_ms),
+        key_bytes_max: config.key_bytes_max,
+        value_bytes_max: config.value_bytes_max,
+        ..ServerConfig::new(config.own_addr().to_string())
+    };
+    let server = Arc::new(Server::new(NodeBackend::new(shared.clone()), server_config));
+
+    let (out_tx, out_rx) = mpsc::unbounded_channel();
+    let (repl_tx, repl_rx) = mpsc::unbounded_channel();
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(outbound(endpoint.clone(), config.members.clone(), out_rx)));
+    tasks.push(tokio::spawn(receive(
+        endpoint.clone(),
+        server.clone(),
+        shared.clone(),
+        repl_tx,
+        members.clone(),
+    )));
+    let announce_tx = out_tx.clone();
+    tasks.push(tokio::spawn(cache_server::server::run_announcer(
+        server.clone(),
+        ANNOUNCE_TICK,
+        move |m| {
+            let out = match m {
+                Message::FsLive(_) => Out::GroupUnreliable(m),
+                other => Out::Group(other),
+            };
+            let _ = announce_tx.send(out);
+        },
+    )));
+    if let Some(addr) = config.metrics_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| NodeError::Other(format!("metrics address {addr}: {e}")))?;
+        let (shared, server, endpoint) = (shared.clone(), server.clone(), endpoint.clone());
+        tasks.push(tokio::spawn(crate::metrics::serve(listener, move || {
+            crate::metrics::render_node(&shared, &server, &endpoint)
+        })));
+    }
+    tasks.push(tokio::spawn(cache_server::load::run_sampler(
+        server.gauge().clone(),
+        LOAD_SAMPLE_INTERVAL,
+    )));
+
+    let mut core = Core {
+        data_dir: dir.clone(),
+        engine,
+        log: view,
+        sm: StateMachine::new(
+            DiskKv(store.clone()),
+            StateConfig {
+                key_bytes_max: config.key_bytes_max,
+                value_bytes_max: config.value_bytes_max,
+                ..StateConfig::default()
+            },
+        ),
+        shared: shared.clone(),
+        server: server.clone(),
+        out: out_tx,
+        pending: HashMap::new(),
+        persists: VecDeque::new(),
+        keeper: None,
+        takeover: None,
+        lease_config: LeaseConfig { lock_ttl_ms: config.lock_ttl_ms as u32 },
+        start,
+    };
+    let result = core.run(repl_rx, cmd_rx, shutdown).await;
+    // Drain: whatever was written becomes durable before the process goes.
+    let last = log.last_zxid();
+    match tokio::time::timeout(SHUTDOWN_SYNC_WAIT, log.wait_durable_async(last)).await {
+        Ok(Ok(())) => tracing::info!(%last, "log synced"),
+        Ok(Err(e)) => tracing::error!("final log sync failed: {e}"),
+        Err(_) => tracing::error!("final log sync did not finish within {SHUTDOWN_SYNC_WAIT:?}"),
+    }
+    for task in &tasks {
+        task.abort();
+    }
+    endpoint.shutdown().await;
+    result
+}
+
+/// (persist_seq, the log zxid whose durability covers it, what to send once it is durable).
+type PendingPersist = (u64, Zxid, Vec<(To, Message)>);
+
+struct Core {
+    data_dir: PathBuf,
+    engine: Engine,
+    log: LogView,
+    sm: StateMachine<DiskKv>,
+    shared: Arc<Shared>,
+    server: Arc<Server<NodeBackend>>,
+    out: mpsc::UnboundedSender<Out>,
+    pending: HashMap<Zxid, Waiter>,
+    /// Readys whose persist is not yet durable: (persist_seq, log zxid that covers it, what to
+    /// send once it is).
+    persists: VecDeque<PendingPersist>,
+    keeper: Option<LeaseKeeper>,
+    /// The zxid of this master's Takeover record; the lease keeper starts when it applies.
+    takeover: Option<Zxid>,
+    lease_config: LeaseConfig,
+    start: Instant,
+}
+
+impl Core {
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    async fn run(
+        &mut self,
+        mut repl_rx: mpsc::UnboundedReceiver<Message>,
+        mut cmd_rx: mpsc::UnboundedReceiver<Cmd>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), NodeError> {
+        let mut ticker = tokio::time::interval(Duration::from_millis(TICK_MS));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut durable_rx = self.log.log().subscribe_durable();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => {
+                    tracing::info!("shutting down");
+                    self.fail_pending(true);
+                    return Ok(());
+                }
+                _ = ticker.tick() => {
+                    let now = self.now_ms();
+                    self.engine.tick(now, &self.log);
+                    self.tick_leases(now);
+                }
+                Some(message) = repl_rx.recv() => {
+                    let now = self.now_ms();
+                    self.engine.step(now, message, &self.log);
+                    // The engine's next input must see this one's persists in the log, so
+                    // every message is followed by its Ready.
+                    for _ in 0..256 {
+                        self.drain()?;
+                        let Ok(message) = repl_rx.try_recv() else { break };
+                        self.engine.step(now, message, &self.log);
+                    }
+                }
+                Some(cmd) = cmd_rx.recv() => {
+                    self.command(cmd);
+                    for _ in 0..1024 {
+                        let Ok(cmd) = cmd_rx.try_recv() else { break };
+                        self.command(cmd);
+                    }
+                }
+                changed = durable_rx.changed() => {
+                    self.shared.metrics.log_fsyncs.inc();
+                    if changed.is_err() || durable_rx.borrow().failed {
+                        return Err(NodeError::Other(
+                            "the data log can no longer sync (fsync failed); restart the node"
+                                .into(),
+                        ));
+                    }
+                }
+            }
+            self.drain()?;
+        }
+    }
+
+    fn send(&self, to: To, message: Message) {
+        let out = match to {
+            To::Peers => Out::Group(message),
+            To::Node(id) => Out::Node(id, message),
+        };
+        let _ = self.out.send(out);
+    }
+
+    fn drain(&mut self) -> Result<(), NodeError> {
+        for _ in 0..READY_ROUNDS_MAX {
+            self.check_persisted();
+            let ready: Ready = self.engine.ready(&self.log);
+            if ready.is_empty() {
+                return Ok(());
+            }
+            for op in ready.persist {
+                match op {
+                    PersistOp::Append(entries) => self.log.append(&entries)?,
+                    PersistOp::TruncateAfter(zxid) => self.log.truncate_after(zxid)?,
+                    PersistOp::HardState(hard) => disk::write_hard_state(&self.data_dir, hard)
+                        .map_err(io_err("writing the epoch state in", &self.data_dir))?,
+                }
+            }
+            for (to, message) in ready.send_now {
+                self.send(to, message);
+            }
+            if let Some(seq) = ready.persist_seq {
+                let covers = self.log.log().last_zxid();
+                self.persists.push_back((seq, covers, ready.send_after_persist));
+            }
+            if !ready.commits.is_empty() {
+                self.shared.metrics.commit_batch.record(ready.commits.len() as u64);
+            }
+            for entry in ready.commits {
+                self.apply(entry)?;
+            }
+            if let Some(role) = ready.role {
+                self.on_role(role);
+            }
+            if let Some((donor, base)) = ready.fetch_snapshot {
+                tracing::error!(donor, %base, "asked to fetch data files, which this build cannot");
+            }
+        }
+        Ok(())
+    }
+
+    fn check_persisted(&mut self) {
+        let durable = self.log.log().durable_zxid();
+        while self.persists.front().is_some_and(|p| p.1 <= durable) {
+            let (seq, _, after) = self.persists.pop_front().expect("front exists");
+            self.engine.persisted(seq);
+            for (to, message) in after {
+                self.send(to, message);
+            }
+        }
+    }
+
+    fn update_status(&self) {
+        let (role, master) = wire_role(self.engine.role());
+        let mut status = self.shared.status.lock().expect("status poisoned");
+        status.role = role;
+        status.master = if role == WireRole::Master { Some(self.shared.node) } else { master };
+        status.epoch = self.engine.hard_state().current_epoch;
+        status.committed = self.engine.commit();
+    }
+
+    fn on_role(&mut self, role: Role) {
+        tracing::info!(?role, "role changed");
+        self.shared.metrics.role_changes.inc();
+        self.update_status();
+        match role {
+            Role::Leading { epoch, established: true } => {
+                self.shared.metrics.elections.inc();
+                let command = Command::Takeover { epoch, master: self.shared.node };
+                match command.encode().map(Bytes::from).map(|d| self.engine.propose(d)) {
+                    Ok(Ok(zxid)) => self.takeover = Some(zxid),
+                    other => tracing::warn!("could not propose the takeover record: {other:?}"),
+                }
+            }
+            _ => {
+                self.keeper = None;
+                self.takeover = None;
+                self.fail_pending(true);
+            }
+        }
+    }
+
+    fn fail_pending(&mut self, unknown: bool) {
+        let master = self.engine.master();
+        for (_, waiter) in self.pending.drain() {
+            waiter.fail(master, unknown);
+        }
+    }
+
+    fn is_master(&self) -> bool {
+        matches!(self.engine.role(), Role::Leading { established: true, .. })
+    }
+
+    fn apply(&mut self, entry: protocol::message::replication::Entry) -> Result<(), NodeError> {
+        let zxid = entry.zxid;
+        let now = self.now_ms();
+        let result = {
+            let mut applied = self.shared.applied.write().expect("applied lock poisoned");
+            let result = if entry.data.is_empty() { None } else { Some(self.sm.apply(&entry)?) };
+            let mut followed = false;
+            for notice in result.iter().flat_map(|r| &r.notices) {
+                if let crate::state::Notice::Update(update) = notice {
+                    self.server.on_applied(update);
+                    followed = true;
+                }
+            }
+            if !followed {
+                // Keeps the server cache's position at the applied zxid, so it keeps serving.
+                self.server.on_applied(&UpdateNotice { zxid, ops: Vec::new() });
+            }
+            *applied = zxid;
+            result
+        };
+        self.shared.applied_tx.send_replace(zxid);
+        {
+            let mut status = self.shared.status.lock().expect("status poisoned");
+            status.committed = self.engine.commit();
+            // A follower learns the new epoch after its role changed: keep status current.
+            status.epoch = self.engine.hard_state().current_epoch;
+            let tables = self.sm.tables();
+            status.locks = tables.locks.len() as u64;
+            status.sessions = tables.sessions.len() as u64;
+        }
+        let Some(result) = result else {
+            if let Some(waiter) = self.pending.remove(&zxid) {
+                match waiter {
+                    Waiter::Barrier(tx) | Waiter::Write(tx) => {
+                        let _ = tx.send(Ok(zxid));
+                    }
+                    Waiter::Lock(_) => {}
+                }
+            }
+            return Ok(());
+        };
+        let master = self.is_master();
+        if master {
+            for notice in result.notices {
+                let _ = self.out.send(Out::Group(notice.into_message()));
+            }
+        }
+        if let Some(keeper) = self.keeper.as_mut() {
+            keeper.observe(&result.leases, now);
+        }
+        if master && self.takeover == Some(zxid) {
+            let tables = self.sm.tables();
+            self.keeper = Some(LeaseKeeper::takeover(
+                self.lease_config,
+                &tables.locks,
+                &tables.sessions,
+                now,
+            ));
+            tracing::info!(%zxid, "master takeover applied; lock and session leases start");
+        }
+        if let Some(waiter) = self.pending.remove(&zxid) {
+            match (waiter, result.reply.map(|r| r.outcome)) {
+                (Waiter::Write(tx), Some(Outcome::Write(r))) => {
+                    let _ = tx.send(r.map_err(server_error));
+                }
+                (Waiter::Lock(tx), Some(Outcome::Lock(r))) => {
+                    let _ = tx.send(r);
+                }
+                (waiter, other) => {
+                    tracing::error!(%zxid, ?other, "entry outcome does not match its proposer");
+                    waiter.fail(self.engine.master(), true);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn propose(&mut self, data: Bytes, waiter: Option<Waiter>) {
+        match self.engine.propose(data) {
+            Ok(zxid) => {
+                if let Some(w) = waiter {
+                    self.pending.insert(zxid, w);
+                }
+            }
+            Err(ProposeError::NotMaster { master }) => {
+                if let Some(w) = waiter {
+                    w.fail(master, false);
+                }
+            }
+            Err(ProposeError::Busy) => {
+                if let Some(w) = waiter {
+                    w.fail(Some(self.shared.node), true);
+                }
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: Cmd) {
+        let now = self.now_ms();
+        match cmd {
+            Cmd::Propose { data, waiter } => self.propose(data, Some(waiter)),
+            Cmd::Linearizable(tx) => {
+                if self.engine.lease_read_ok(now) {
+                    let _ = tx.send(Ok(self.engine.commit()));
+                } else if self.is_master() {
+                    self.propose(Bytes::new(), Some(Waiter::Barrier(tx)));
+                } else {
+                    let _ = tx.send(Err(ServerError::NotMaster { master: self.engine.master() }));
+                }
+            }
+            Cmd::Renew { client, session, locks, reply } => {
+                let result = match self.keeper.as_mut() {
+                    Some(keeper) => keeper.renew(now, client, session, &locks),
+                    None => Err(WireError {
+                        code: if self.is_master() {
+                            ErrorCode::Unavailable
+                        } else {
+                            ErrorCode::NotMaster { master: self.engine.master() }
+                        },
+                        message: "renewals go to the established master".into(),
+                    }),
+                };
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    fn tick_leases(&mut self, now: u64) {
+        let Some(keeper) = self.keeper.as_mut() else { return };
+        for command in keeper.tick(now) {
+            match command.encode() {
+                Ok(data) => self.propose(Bytes::from(data), None),
+                Err(e) => tracing::error!("cannot encode lease expiry {command:?}: {e}"),
+            }
+        }
+    }
+}
+
+/// A state-machine refusal as the server's error (the wire code and message unchanged).
+pub(crate) fn server_error(e: WireError) -> ServerError {
+    match e.code {
+        ErrorCode::NotMaster { master } => ServerError::NotMaster { master },
+        _ => ServerError::Refused(e),
+    }
+}
+
+async fn outbound(
+    endpoint: Endpoint,
+    members: BTreeMap<NodeId, SocketAddr>,
+    mut rx: mpsc::UnboundedReceiver<Out>,
+) {
+    while let Some(out) = rx.recv().await {
+        let result = match out {
+            Out::Group(message) => endpoint.multicast(message).await,
+            Out::GroupUnreliable(message) => endpoint.send_unreliable(&message).await,
+            Out::Node(id, message) => match members.get(&id) {
+                Some(addr) => endpoint.send_unreliable_to(*addr, &message).await,
+                None => Ok(()),
+            },
+        };
+        match result {
+            Ok(()) => {}
+            Err(MessagingError::Shutdown) => return,
+            Err(e) => tracing::warn!("send failed: {e}"),
+        }
+    }
+}
+
+fn is_replication(message: &Message) -> bool {
+    matches!(
+        message,
+        Message::Vote(_)
+            | Message::Prepare(_)
+            | Message::PrepareOk(_)
+            | Message::Sync(_)
+            | Message::Proposal(_)
+            | Message::Accept(_)
+            | Message::Heartbeat(_)
+            | Message::Commit(_)
+    )
+}
+
+async fn receive(
+    endpoint: Endpoint,
+    server: Arc<Server<NodeBackend>>,
+    shared: Arc<Shared>,
+    repl_tx: mpsc::UnboundedSender<Message>,
+    members: Vec<NodeId>,
+) {
+    loop {
+        let received = match endpoint.recv().await {
+            Ok(Incoming::Message(r)) => r,
+            Ok(Incoming::Gap { sender, .. }) => {
+                tracing::debug!(sender, "gap in a sender's stream (the engine repairs)");
+                continue;
+            }
+            Err(_) => return,
+        };
+        if let Some(handle) = received.request {
+            let (endpoint, server, shared) = (endpoint.clone(), server.clone(), shared.clone());
+            tokio::spawn(answer(endpoint, server, shared, handle, received.message));
+            continue;
+        }
+        let from_member = received.sender != shared.node as SenderId
+            && members.iter().any(|m| *m as SenderId == received.sender);
+        if from_member && is_replication(&received.message) {
+            let _ = repl_tx.send(received.message);
+        }
+    }
+}
+
+async fn answer(
+    endpoint: Endpoint,
+    server: Arc<Server<NodeBackend>>,
+    shared: Arc<Shared>,
+    handle: RequestHandle,
+    message: Message,
+) {
+    let reply = match message {
+        Message::Lock(lock) => {
+            shared.metrics.op(crate::metrics::OpKind::Lock);
+            let request = lock.request;
+            let result = lock_command(&shared, lock).await;
+            Some(Message::LockReply(LockReply { request, load: server.gauge().load(), result }))
+        }
+        other => server.handle(other).await,
+    };
+    if let Some(reply) = reply {
+        if let Err(e) = handle.reply(&endpoint, reply).await {
+            tracing::debug!("reply not sent: {e}");
+        }
+    }
+}
+
+async fn lock_command(
+    shared: &Shared,
+    lock: protocol::message::lock::LockRequest,
+) -> Result<LockGrant, WireError> {
+    let closed = || WireError { code: ErrorCode::Unavailable, message: "node stopping".into() };
+    if let LockRequestOp::Renew { session, locks } = lock.op {
+        let (tx, rx) = oneshot::channel();
+        let cmd = Cmd::Renew { client: lock.request.client, session, locks, reply: tx };
+        shared.cmds.send(cmd).map_err(|_| closed())?;
+        let lease_ms = rx.await.map_err(|_| closed())??;
+        return Ok(LockGrant::Renewed { lease_ms });
+    }
+    let Some(command) = Command::from_lock_request(lock) else {
+        return Err(WireError {
+            code: ErrorCode::BadRequest,
+            message: "not a lock command".into(),
+        });
+    };
+    let data = command
+        .encode()
+        .map_err(|e| WireError { code: ErrorCode::TooLarge, message: e.to_string() })?;
+    let (tx, rx) = oneshot::channel();
+    shared
+        .cmds
+        .send(Cmd::Propose { data: Bytes::from(data), waiter: Waiter::Lock(tx) })
+        .map_err(|_| closed())?;
+    rx.await.map_err(|_| closed())?
+}
