@@ -3,6 +3,7 @@
 //! barriers go to the core task, which proposes them and answers once they commit.
 
 use super::{server_error, Cmd, Shared, Waiter};
+use crate::metrics::OpKind;
 use crate::state::Command;
 use crate::storage::StoreError;
 use bytes::Bytes;
@@ -59,6 +60,7 @@ impl Backend for NodeBackend {
     }
 
     async fn get(&self, key: &str) -> Result<Snapshot<Option<Versioned>>, ServerError> {
+        self.shared.metrics.op(OpKind::Get);
         let applied = self.shared.applied.read().expect("applied lock poisoned");
         if key == ROOT || self.shared.store.is_dir(key) {
             return Err(ServerError::IsADirectory { key: key.to_string() });
@@ -68,18 +70,21 @@ impl Backend for NodeBackend {
     }
 
     async fn exists(&self, key: &str) -> Result<Snapshot<bool>, ServerError> {
+        self.shared.metrics.op(OpKind::Exists);
         let applied = self.shared.applied.read().expect("applied lock poisoned");
         let value = key == ROOT || self.shared.store.exists(key);
         Ok(Snapshot { value, applied: *applied })
     }
 
     async fn is_dir(&self, key: &str) -> Result<Snapshot<bool>, ServerError> {
+        self.shared.metrics.op(OpKind::IsDir);
         let applied = self.shared.applied.read().expect("applied lock poisoned");
         let value = key == ROOT || self.shared.store.is_dir(key);
         Ok(Snapshot { value, applied: *applied })
     }
 
     async fn list(&self, dir: &str, limit: usize) -> Result<Snapshot<Vec<DirEntry>>, ServerError> {
+        self.shared.metrics.op(OpKind::List);
         let applied = self.shared.applied.read().expect("applied lock poisoned");
         let mut value: Vec<DirEntry> = self.shared.store.list(dir).map_err(store_error)?;
         value.truncate(limit);
@@ -97,16 +102,23 @@ impl Backend for NodeBackend {
     }
 
     async fn submit(&self, request: UpdateRequest) -> Result<Zxid, ServerError> {
+        self.shared.metrics.op(OpKind::Write);
         let data = Command::from_update(request).encode().map_err(encode_error)?;
         let (tx, rx) = oneshot::channel();
+        let started = std::time::Instant::now();
         self.shared
             .cmds
             .send(Cmd::Propose { data: Bytes::from(data), waiter: Waiter::Write(tx) })
             .map_err(|_| stopping())?;
-        rx.await.map_err(|_| stopping())?
+        let result = rx.await.map_err(|_| stopping())?;
+        if result.is_ok() {
+            self.shared.metrics.write_latency_us.record(started.elapsed().as_micros() as u64);
+        }
+        result
     }
 
     async fn linearizable_zxid(&self) -> Result<Zxid, ServerError> {
+        self.shared.metrics.op(OpKind::Linearizable);
         let (tx, rx) = oneshot::channel();
         self.shared.cmds.send(Cmd::Linearizable(tx)).map_err(|_| stopping())?;
         rx.await.map_err(|_| stopping())?

@@ -155,6 +155,9 @@ pub(crate) struct StatusView {
     pub epoch: u32,
     pub master: Option<NodeId>,
     pub committed: Zxid,
+    /// Held locks and open sessions in the applied state (for metrics).
+    pub locks: u64,
+    pub sessions: u64,
 }
 
 /// State shared by the core (writer) and the request tasks (readers).
@@ -167,6 +170,7 @@ pub(crate) struct Shared {
     pub applied_tx: watch::Sender<Zxid>,
     pub status: Mutex<StatusView>,
     pub cmds: mpsc::UnboundedSender<Cmd>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// The commit point the log recorded before this start. Until the rebuilt store reaches
     /// it, this node answers reads with `Behind` (the client asks another node), so that a
     /// restart never shows a client with no floor an older state than before the restart.
@@ -284,9 +288,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             epoch: hard.current_epoch,
             master: None,
             committed: Zxid::ZERO,
+            locks: 0,
+            sessions: 0,
         }),
         cmds: cmd_tx,
         recovered_commit: log.commit_zxid(),
+        metrics: Arc::new(crate::metrics::Metrics::new()),
     });
     let server_config = ServerConfig {
         fs_live_interval: Duration::from_millis(config.fslive_interval_ms),
@@ -319,6 +326,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             let _ = announce_tx.send(out);
         },
     )));
+    if let Some(addr) = config.metrics_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| NodeError::Other(format!("metrics address {addr}: {e}")))?;
+        let (shared, server, endpoint) = (shared.clone(), server.clone(), endpoint.clone());
+        tasks.push(tokio::spawn(crate::metrics::serve(listener, move || {
+            crate::metrics::render_node(&shared, &server, &endpoint)
+        })));
+    }
     tasks.push(tokio::spawn(cache_server::load::run_sampler(
         server.gauge().clone(),
         LOAD_SAMPLE_INTERVAL,
@@ -432,6 +448,7 @@ impl Core {
                     }
                 }
                 changed = durable_rx.changed() => {
+                    self.shared.metrics.log_fsyncs.inc();
                     if changed.is_err() || durable_rx.borrow().failed {
                         return Err(NodeError::Other(
                             "the data log can no longer sync (fsync failed); restart the node"
@@ -486,6 +503,9 @@ impl Core {
                 let covers = self.log.log().last_zxid();
                 self.persists.push_back((seq, covers, ready.send_after_persist));
             }
+            if !ready.commits.is_empty() {
+                self.shared.metrics.commit_batch.record(ready.commits.len() as u64);
+            }
             for entry in ready.commits {
                 self.apply(entry)?;
             }
@@ -521,9 +541,11 @@ impl Core {
 
     fn on_role(&mut self, role: Role) {
         tracing::info!(?role, "role changed");
+        self.shared.metrics.role_changes.inc();
         self.update_status();
         match role {
             Role::Leading { epoch, established: true } => {
+                self.shared.metrics.elections.inc();
                 let command = Command::Takeover { epoch, master: self.shared.node };
                 match command.encode().map(Bytes::from).map(|d| self.engine.propose(d)) {
                     Ok(Ok(zxid)) => self.takeover = Some(zxid),
@@ -570,7 +592,15 @@ impl Core {
             result
         };
         self.shared.applied_tx.send_replace(zxid);
-        self.shared.status.lock().expect("status poisoned").committed = self.engine.commit();
+        {
+            let mut status = self.shared.status.lock().expect("status poisoned");
+            status.committed = self.engine.commit();
+            // A follower learns the new epoch after its role changed: keep status current.
+            status.epoch = self.engine.hard_state().current_epoch;
+            let tables = self.sm.tables();
+            status.locks = tables.locks.len() as u64;
+            status.sessions = tables.sessions.len() as u64;
+        }
         let Some(result) = result else {
             if let Some(waiter) = self.pending.remove(&zxid) {
                 match waiter {
@@ -761,6 +791,7 @@ async fn answer(
 ) {
     let reply = match message {
         Message::Lock(lock) => {
+            shared.metrics.op(crate::metrics::OpKind::Lock);
             let request = lock.request;
             let result = lock_command(&shared, lock).await;
             Some(Message::LockReply(LockReply { request, load: server.gauge().load(), result }))

@@ -1,0 +1,182 @@
+//! The node's Prometheus endpoint on a real cluster: scraped over HTTP, parsed, and seen to
+//! move after writes.
+
+use bytes::Bytes;
+use shoal_tests::cluster::{binary, free_port, terminate, Cluster};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const ELECTION_WAIT: Duration = Duration::from_secs(20);
+const IO_WAIT: Duration = Duration::from_secs(5);
+
+/// A node this test started itself (with a metrics address); SIGTERM on drop.
+struct Node(Child);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        terminate(&mut self.0, Duration::from_secs(10));
+    }
+}
+
+/// One HTTP/1.1 request; returns (status line, body).
+fn http(addr: SocketAddr, request: &str) -> (String, String) {
+    let mut s = TcpStream::connect_timeout(&addr, IO_WAIT).expect("connect to metrics");
+    s.set_read_timeout(Some(IO_WAIT)).expect("timeout");
+    s.write_all(request.as_bytes()).expect("send");
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).expect("read reply");
+    let (head, body) = reply.split_once("\r\n\r\n").expect("a head and a body");
+    (head.lines().next().unwrap_or("").to_string(), body.to_string())
+}
+
+/// Parses the text format: sample name with labels → value; checks every sample has a TYPE.
+fn parse(body: &str) -> BTreeMap<String, f64> {
+    let mut typed = Vec::new();
+    let mut samples = BTreeMap::new();
+    for line in body.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split(' ');
+            let name = parts.next().expect("name").to_string();
+            let kind = parts.next().expect("type");
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+            typed.push(name);
+            continue;
+        }
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let (name, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad line {line:?}"));
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        let family = name.split('{').next().unwrap_or(name);
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| family.strip_suffix(s).filter(|b| typed.iter().any(|t| t == b)))
+            .unwrap_or(family);
+        assert!(typed.iter().any(|t| t == base), "sample {name} has no TYPE line");
+        assert!(samples.insert(name.to_string(), value).is_none(), "duplicate sample {name}");
+    }
+    samples
+}
+
+fn scrape(addr: SocketAddr) -> BTreeMap<String, f64> {
+    let (status, body) = http(addr, "GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    parse(&body)
+}
+
+/// Claim: a node started with `--metrics-addr` serves `GET /metrics` in the Prometheus text
+/// format with the documented families (ops by kind, write latency and commit batch
+/// histograms, fsyncs, role, zxids, locks, cache and messaging counters); after writes through
+/// that node's cluster the applied zxid, the commit batch count and the fsync count move, and
+/// on the master the write counter and latency histogram count every write it took. Other
+/// paths are 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_endpoint_serves_prometheus_text_that_moves_with_writes() {
+    let mut cluster = Cluster::start(3);
+    // Node 1 again, this time with a metrics address.
+    // Stopped and reaped (its exit code does not matter: it may not have set up its handlers).
+    cluster.stop(1);
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let log = std::fs::File::create(cluster.dir.path().join("node1-metrics.log")).expect("log");
+    let _node = Node(
+        Command::new(binary("shoal-fs"))
+            .args(cluster.node_args(1))
+            .arg("--metrics-addr")
+            .arg(addr.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start node 1"),
+    );
+    let client = cluster.client().await;
+    assert!(cluster.wait_master(&client, ELECTION_WAIT).await.is_some(), "{}", cluster.logs());
+    // Node 1 must have joined (it answers status) before its counters mean anything.
+    let mut joined = false;
+    for _ in 0..100 {
+        if client.status_of(&cluster.address(1)).await.is_ok_and(|s| s.master.is_some()) {
+            joined = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(joined, "node 1 never followed a master\n{}", cluster.logs());
+
+    let before = scrape(addr);
+    for name in [
+        "shoal_ops_total{kind=\"write\"}",
+        "shoal_ops_total{kind=\"get\"}",
+        "shoal_ops_total{kind=\"lock\"}",
+        "shoal_write_latency_seconds_count",
+        "shoal_write_latency_seconds_bucket{le=\"+Inf\"}",
+        "shoal_commit_batch_entries_count",
+        "shoal_log_fsyncs_total",
+        "shoal_elections_total",
+        "shoal_role{role=\"master\"}",
+        "shoal_role{role=\"follower\"}",
+        "shoal_epoch",
+        "shoal_applied_zxid",
+        "shoal_committed_zxid",
+        "shoal_locks",
+        "shoal_sessions",
+        "shoal_transfer_in_progress",
+        "shoal_cache_hits_total",
+        "shoal_cache_misses_total",
+        "shoal_messaging_retransmits_total",
+        "shoal_messaging_naks_sent_total",
+        "shoal_messaging_naks_received_total",
+        "shoal_messaging_dropped_total{reason=\"rejected\"}",
+    ] {
+        assert!(before.contains_key(name), "{name} missing from {before:?}");
+    }
+    let roles: f64 = ["looking", "follower", "master"]
+        .iter()
+        .map(|r| before[&format!("shoal_role{{role=\"{r}\"}}")])
+        .sum();
+    assert_eq!(roles, 1.0, "exactly one role is current");
+
+    const WRITES: u64 = 20;
+    for i in 0..WRITES {
+        client.write(&format!("/m{i}"), Bytes::from_static(b"v")).await.expect("write");
+    }
+    // Node 1 applies the writes (bounded wait on its applied zxid).
+    let mut after = scrape(addr);
+    for _ in 0..50 {
+        if after["shoal_applied_zxid"] >= before["shoal_applied_zxid"] + WRITES as f64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        after = scrape(addr);
+    }
+    assert!(
+        after["shoal_applied_zxid"] >= before["shoal_applied_zxid"] + WRITES as f64,
+        "applied zxid did not move: {} -> {}",
+        before["shoal_applied_zxid"],
+        after["shoal_applied_zxid"]
+    );
+    assert!(after["shoal_committed_zxid"] >= after["shoal_applied_zxid"]);
+    assert!(after["shoal_commit_batch_entries_count"] > before["shoal_commit_batch_entries_count"]);
+    assert!(
+        after["shoal_commit_batch_entries_sum"]
+            >= before["shoal_commit_batch_entries_sum"] + WRITES as f64
+    );
+    assert!(after["shoal_log_fsyncs_total"] > before["shoal_log_fsyncs_total"]);
+    if after["shoal_role{role=\"master\"}"] == 1.0 {
+        // Writes go to the master, which times each one.
+        let took =
+            after["shoal_ops_total{kind=\"write\"}"] - before["shoal_ops_total{kind=\"write\"}"];
+        assert!(took >= WRITES as f64, "master counted {took} writes");
+        let timed = after["shoal_write_latency_seconds_count"]
+            - before["shoal_write_latency_seconds_count"];
+        assert!(timed >= WRITES as f64);
+    }
+
+    let (status, _) = http(addr, "GET / HTTP/1.1\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+    let (status, _) = http(addr, "POST /metrics HTTP/1.1\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 405 Method Not Allowed");
+}
