@@ -180,6 +180,8 @@ impl Core {
                 return Err(e);
             }
         };
+        // Any authenticated datagram proves the sender is heard (its NAK rounds count).
+        self.receivers.heard_from(header.sender, now_ms);
         if header.flags & flags::RELIABLE != 0 {
             self.receivers.on_data(&header, payload, now_ms);
             return Ok(header);

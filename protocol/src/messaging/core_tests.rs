@@ -686,3 +686,206 @@ fn fragmented_reply_completes_across_retries() {
     // A best-effort message without a request id may not be fragmented.
     assert!(super::seal_unreliable(&auth, 1, 0, 0, &msg(1, 0, 100_000)).is_err());
 }
+
+/// The sequence of message `i` when every message is one datagram (`batch_bytes_max` 256,
+/// messages of 200 bytes).
+fn seq_of(i: u64) -> u64 {
+    FIRST_SEQ + i
+}
+
+/// Where the partition tests stand: node 2 never gets message `hole` (first transmission and
+/// retransmissions) in `Hole`, gets nothing at all and sends nothing in `Cut`, and everything
+/// is delivered in `Healed`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Hole,
+    Cut,
+    Healed,
+}
+
+/// The filter of the partition tests (see [`Phase`]); only incarnation 1 has the hole.
+fn hole_and_partition(hole: u64, phase: std::rc::Rc<std::cell::Cell<Phase>>) -> Filter {
+    Box::new(move |p| {
+        let reliable = p.header.flags & crate::header::flags::RELIABLE != 0;
+        let drop = match phase.get() {
+            Phase::Hole => {
+                p.to == 2 && reliable && p.header.incarnation == 1 && p.header.seq == seq_of(hole)
+            }
+            Phase::Cut => p.to == 2 || p.header.sender == 2,
+            Phase::Healed => false,
+        };
+        if drop {
+            Fate::Drop
+        } else {
+            Fate::Deliver
+        }
+    })
+}
+
+/// Default NAK horizon of the receiving side: `nak_rounds_max × nak_retry_ms`.
+fn default_nak_horizon_ms() -> u64 {
+    let r = super::receiver::ReceiverConfig::default();
+    r.nak_rounds_max as u64 * r.nak_retry_ms
+}
+
+/// Claim (1): a receiver with a hole open, cut off from the sender for three times the NAK
+/// horizon (longer than `nak_rounds_max × nak_retry_ms`), repairs the hole after the heal with
+/// no gap, because the sender still holds the data: NAK rounds do not count while the sender
+/// is silent. (Before the fix this reported a gap ~1.2 s into the partition.)
+#[test]
+fn partition_longer_than_nak_horizon_heals_without_gap() {
+    let mut net = Net::new(2, &[1], |c| c.sender.batch_bytes_max = 256);
+    let phase = std::rc::Rc::new(std::cell::Cell::new(Phase::Hole));
+    net.filter = hole_and_partition(3, phase.clone());
+    let before: Vec<Message> = (0..20).map(|i| msg(1, i, 200)).collect();
+    net.send_blocking(1, &before, 100);
+    net.run_until(100, |net| net.delivered_from(2, 1).len() == 3);
+    // Let a few NAK rounds go unanswered (the hole is not repaired before the cut).
+    for _ in 0..100 {
+        net.step();
+    }
+    assert_eq!(net.delivered_from(2, 1), vec![0, 1, 2]);
+    phase.set(Phase::Cut);
+    let partition_ms = 3 * default_nak_horizon_ms();
+    let during: Vec<Message> = (20..40).map(|i| msg(1, i, 200)).collect();
+    net.send_blocking(1, &during, 100);
+    for _ in 0..partition_ms {
+        net.step();
+    }
+    assert_eq!(net.delivered(2), (vec![(1, 0), (1, 1), (1, 2)], 0), "gave up while cut off");
+    let stats = net.core(2).stats().receiver;
+    let rounds_max = super::receiver::ReceiverConfig::default().nak_rounds_max as u64;
+    assert!(stats.naks_sent > 2 * rounds_max, "the partition did not outlast the horizon");
+    assert!(stats.nak_rounds_unheard > rounds_max, "silent rounds were counted");
+    phase.set(Phase::Healed);
+    net.run_until(1_000, |net| net.delivered_from(2, 1).len() == 40);
+    assert_eq!(net.delivered_from(2, 1), (0..40).collect::<Vec<_>>());
+    assert_eq!(net.delivered(2).1, 0, "a hole the sender still held became a gap");
+}
+
+/// Claim (2): the same partition, but meanwhile the sender evicted the missing data (a small
+/// buffer and plenty of traffic): the receiver reports the gap after the heal — from the
+/// sender's status, not from counting silent rounds — and then continues in order.
+#[test]
+fn partition_then_eviction_reports_gap_after_heal() {
+    let mut net = Net::new(2, &[1], |c| {
+        c.sender.batch_bytes_max = 256;
+        c.sender.buffer_datagrams_max = 16;
+    });
+    let phase = std::rc::Rc::new(std::cell::Cell::new(Phase::Hole));
+    net.filter = hole_and_partition(3, phase.clone());
+    let before: Vec<Message> = (0..10).map(|i| msg(1, i, 200)).collect();
+    net.send_blocking(1, &before, 100);
+    net.run_until(100, |net| net.delivered_from(2, 1).len() == 3);
+    phase.set(Phase::Cut);
+    let during: Vec<Message> = (10..100).map(|i| msg(1, i, 200)).collect();
+    net.send_blocking(1, &during, 1_000);
+    for _ in 0..3 * default_nak_horizon_ms() {
+        net.step();
+    }
+    assert_eq!(net.delivered(2).1, 0, "the gap must not come from silent rounds");
+    assert!(net.core(1).sender().stats().datagrams_sent > 16);
+    phase.set(Phase::Healed);
+    let after: Vec<Message> = (100..110).map(|i| msg(1, i, 200)).collect();
+    net.send_blocking(1, &after, 1_000);
+    net.run_until(2_000, |net| net.delivered_from(2, 1).contains(&109));
+    let gap = net.nodes[1].log.iter().find(|d| matches!(d, Delivery::Gap { .. })).cloned();
+    assert!(
+        matches!(gap, Some(Delivery::Gap { sender: 1, first_missing, .. })
+            if first_missing == seq_of(3)),
+        "{gap:?}"
+    );
+    let got = net.delivered_from(2, 1);
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "out of order: {got:?}");
+    assert!(got.starts_with(&[0, 1, 2]) && got.ends_with(&(100..110).collect::<Vec<_>>()));
+}
+
+/// Claim (3): a sender that dies with a hole open at a receiver never makes that receiver's
+/// memory grow (the window holds at most `window_datagrams`), and it is presumed gone after
+/// `sender_gone_ms` of silence: the hole then becomes a gap within `nak_rounds_max` rounds,
+/// what was held behind it is delivered and freed, and the NAKs stop.
+#[test]
+fn dead_sender_ends_in_gap_after_gone_horizon_with_bounded_memory() {
+    let window = 32;
+    let mut net = Net::new(2, &[1], |c| {
+        c.sender.batch_bytes_max = 256;
+        c.receiver.window_datagrams = window;
+    });
+    let phase = std::rc::Rc::new(std::cell::Cell::new(Phase::Hole));
+    net.filter = hole_and_partition(3, phase);
+    let msgs: Vec<Message> = (0..20).map(|i| msg(1, i, 200)).collect();
+    net.send_blocking(1, &msgs, 100);
+    net.run_until(100, |net| net.delivered_from(2, 1).len() == 3);
+    for _ in 0..100 {
+        net.step();
+    }
+    assert_eq!(net.core(2).receivers().held_datagrams(), 16, "messages 4..20 wait for 3");
+    net.nodes[0].core = None; // the sender dies for good
+    let died_ms = net.now_ms;
+    let config = super::receiver::ReceiverConfig::default();
+    let deadline_ms = config.sender_gone_ms + default_nak_horizon_ms() + 1_000;
+    let mut gap_at_ms = None;
+    for _ in 0..deadline_ms {
+        net.step();
+        let held = net.core(2).receivers().held_datagrams();
+        assert!(held <= window as usize, "the window grew to {held}");
+        if gap_at_ms.is_none() && net.delivered(2).1 > 0 {
+            gap_at_ms = Some(net.now_ms - died_ms);
+        }
+    }
+    let gap_at_ms = gap_at_ms.expect("a dead sender's hole never became a gap");
+    assert!(gap_at_ms > config.sender_gone_ms, "gave up before the sender was presumed gone");
+    let gap = net.nodes[1].log.iter().find(|d| matches!(d, Delivery::Gap { .. })).cloned();
+    assert_eq!(
+        gap,
+        Some(Delivery::Gap {
+            sender: 1,
+            incarnation: 1,
+            first_missing: seq_of(3),
+            resumed_at: Some(seq_of(4)),
+        })
+    );
+    assert_eq!(net.delivered_from(2, 1), (0..20).filter(|i| *i != 3).collect::<Vec<_>>());
+    assert_eq!(net.core(2).receivers().held_datagrams(), 0);
+    let naks = net.core(2).stats().receiver.naks_sent;
+    for _ in 0..1_000 {
+        net.step();
+    }
+    assert_eq!(net.core(2).stats().receiver.naks_sent, naks, "still NAKing a dead sender");
+}
+
+/// A sender that dies with a hole open and comes back as a new incarnation (before it would
+/// be presumed gone) makes the receiver report the old incarnation's hole as a gap at once,
+/// and the new stream is delivered from its start.
+#[test]
+fn restarted_sender_reports_old_hole_as_gap() {
+    let mut net = Net::new(2, &[1], |c| c.sender.batch_bytes_max = 256);
+    let phase = std::rc::Rc::new(std::cell::Cell::new(Phase::Hole));
+    net.filter = hole_and_partition(3, phase);
+    let msgs: Vec<Message> = (0..10).map(|i| msg(1, i, 200)).collect();
+    net.send_blocking(1, &msgs, 100);
+    net.run_until(100, |net| net.delivered_from(2, 1).len() == 3);
+    net.nodes[0].core = None;
+    for _ in 0..2 * default_nak_horizon_ms() {
+        net.step();
+    }
+    assert_eq!(net.delivered(2).1, 0, "gave up on a silent sender");
+    let mut c = CoreConfig::with_members(vec![1]);
+    c.sender.batch_bytes_max = 256;
+    net.nodes[0].core = Some(Core::new(1, 2, auth(), c, net.now_ms));
+    let new: Vec<Message> = (100..105).map(|i| msg(1, i, 200)).collect();
+    net.send_blocking(1, &new, 100);
+    net.run_until(200, |net| net.delivered_from(2, 1).len() == 8);
+    let gaps: Vec<&Delivery> =
+        net.nodes[1].log.iter().filter(|d| matches!(d, Delivery::Gap { .. })).collect();
+    assert_eq!(
+        gaps,
+        vec![&Delivery::Gap {
+            sender: 1,
+            incarnation: 1,
+            first_missing: seq_of(3),
+            resumed_at: None
+        }]
+    );
+    assert_eq!(net.delivered_from(2, 1), vec![0, 1, 2, 100, 101, 102, 103, 104]);
+}

@@ -15,7 +15,11 @@
 //! For every sender, the messages it multicasts with [`Endpoint::multicast`] are delivered to
 //! each receiver exactly once and in the order sent, or a [`Incoming::Gap`] says that some were
 //! lost for good (the sender no longer held them, or NAK repair gave up, or it restarted with
-//! undelivered data). Credit is granted by the configured `members` only; other receivers
+//! undelivered data). NAK repair gives up only after `nak_rounds_max` rounds *during which the
+//! sender was heard* (a sender answers every NAK with its status): a partition does not use up
+//! the rounds, so a hole the sender still holds is repaired after the heal, however long the
+//! partition. A sender silent for `sender_gone_ms` (10 s) is presumed gone, and its hole then
+//! becomes a gap within `nak_rounds_max` rounds; the window stays bounded meanwhile. Credit is granted by the configured `members` only; other receivers
 //! (clients) are repaired best-effort from the retransmit buffer. A sender out of credit waits.
 //! A member silent for `member_timeout_ms` stops counting toward credit.
 //!
@@ -47,7 +51,8 @@
 //! | retransmit buffer | 8192 datagrams, 64 MiB | several windows, so clients can still repair after members moved on |
 //! | batch | 8 KiB | below jumbo-frame size; tens of 100-byte messages per datagram and syscall |
 //! | send backlog | 256 datagrams | the application feels a lack of credit promptly |
-//! | NAK delay / retry / rounds | 5 ms / 30 ms / 40 | reordering on a LAN is sub-millisecond; 40 rounds of 30 ms ride out 1 s of trouble, and 20 % loss fails a round with p ≈ 0.36, so 40 in a row ≈ 1e-18 |
+//! | NAK delay / retry / rounds | 5 ms / 30 ms / 40 | reordering on a LAN is sub-millisecond; 40 rounds of 30 ms ride out 1 s of trouble, and 20 % loss fails a round with p ≈ 0.36, so 40 in a row ≈ 1e-18; a round only counts if the sender was heard since the previous one, so silence (a partition) spends none |
+//! | sender presumed gone | 10 s of silence | longer than any partition we mean to ride out without a gap (the harness's are ≤ 4 s) and than the member timeout; a dead sender's hole holds later messages back at most this long plus 1.2 s |
 //! | stability report | every 5 ms while moving, 500 ms keepalive, at once after a quarter window | credit flows before the sender runs dry |
 //! | member timeout | 3 s | a dead node blocks senders at most this long |
 //! | tick | 2 ms | the granularity of the timers above |

@@ -6,6 +6,21 @@
 //! A gap that cannot be repaired (the sender no longer has the data, or the NAK rounds ran out)
 //! becomes an explicit [`Delivery::Gap`]: the client cache flushes on it.
 //!
+//! NAK rounds only count while the sender is heard. A round counts toward `nak_rounds_max`
+//! only if some datagram of that sender (data, retransmission, `SenderStatus`, or any other
+//! authenticated datagram, see [`ReceiverSet::heard_from`]) arrived since the previous round.
+//! During a partition the receiver keeps NAKing at the retry interval (so the first NAK after
+//! the heal asks for the repair) but spends nothing, so a partition longer than
+//! `nak_rounds_max × nak_retry_ms` does not turn a hole the sender still holds into a gap.
+//! What the sender no longer holds still ends in a gap at once: its answer to a NAK (or its
+//! periodic status) carries `retained_from`. A sender that restarts is met as a new
+//! incarnation, which reports the old one's undelivered rest as a gap. A sender that never
+//! comes back is presumed gone after `sender_gone_ms` of silence: from then on every round
+//! counts again, so its hole becomes a gap after at most `sender_gone_ms` plus
+//! `nak_rounds_max` rounds, the datagrams held behind it are delivered and freed, and the NAKs
+//! stop. Memory never grows meanwhile: the out-of-order window holds at most
+//! `window_datagrams` per sender whatever happens.
+//!
 //! Credit counts what the *application* has taken ([`ReceiverSet::consumed`]), not what the
 //! window holds, so that a slow application slows the senders instead of losing data.
 
@@ -31,7 +46,8 @@ pub struct ReceiverConfig {
     pub nak_delay_ms: u64,
     /// Repeat an unanswered NAK after this long.
     pub nak_retry_ms: u64,
-    /// After this many NAK rounds without progress the hole is declared irreparable.
+    /// After this many NAK rounds without progress the hole is declared irreparable. Only a
+    /// round during which the sender was heard counts (see the module docs).
     pub nak_rounds_max: u32,
     /// Whether this endpoint reports stability/credit (true for members: FS nodes).
     pub report_stability: bool,
@@ -50,6 +66,10 @@ pub struct ReceiverConfig {
     /// Stop reporting to a sender not heard from for this long (it is gone; its status
     /// keepalive would otherwise reach us every second).
     pub sender_silent_ms: u64,
+    /// A sender not heard from for this long is presumed gone for good: NAK rounds count again
+    /// even though it is silent, so its open hole ends in a gap within `nak_rounds_max` more
+    /// rounds. Longer than any partition we mean to ride out without a gap.
+    pub sender_gone_ms: u64,
 }
 
 impl Default for ReceiverConfig {
@@ -65,6 +85,7 @@ impl Default for ReceiverConfig {
             join_backfill_datagrams: 1024,
             senders_max: 4096,
             sender_silent_ms: 5000,
+            sender_gone_ms: 10_000,
         }
     }
 }
@@ -80,6 +101,8 @@ pub struct ReceiverStats {
     /// Datagrams beyond the window (the sender outran our credit; NAK repairs them later).
     pub beyond_window: u64,
     pub naks_sent: u64,
+    /// NAK rounds not counted toward `nak_rounds_max` because the sender was silent.
+    pub nak_rounds_unheard: u64,
     pub gaps: u64,
     /// Authenticated datagrams that still made no sense (bad fragment order, undecodable).
     pub malformed: u64,
@@ -120,6 +143,9 @@ struct Stream {
     retained_from: u64,
     nak_due_ms: Option<u64>,
     nak_rounds: u32,
+    /// Some datagram of the sender arrived since the last NAK round (or since the stream
+    /// began): the next round counts toward `nak_rounds_max`.
+    heard_since_round: bool,
     last_report_ms: Option<u64>,
     reported_below: u64,
     last_heard_ms: u64,
@@ -142,6 +168,7 @@ impl Stream {
             retained_from: 0,
             nak_due_ms: None,
             nak_rounds: 0,
+            heard_since_round: true,
             last_report_ms: None,
             reported_below: 0,
             last_heard_ms: now_ms,
@@ -239,6 +266,22 @@ impl ReceiverSet {
         }
     }
 
+    /// Notes that an authenticated datagram of `sender` arrived (any kind: the core calls this
+    /// for best-effort datagrams, too). It proves the sender can be heard, so the next NAK
+    /// round for its stream counts (see the module docs). Creates no stream.
+    pub fn heard_from(&mut self, sender: SenderId, now_ms: u64) {
+        if let Some(s) = self.streams.get_mut(&sender) {
+            s.last_heard_ms = s.last_heard_ms.max(now_ms);
+            s.heard_since_round = true;
+        }
+    }
+
+    /// Datagrams held in the out-of-order windows of all senders (at most `window_datagrams`
+    /// per sender).
+    pub fn held_datagrams(&self) -> usize {
+        self.streams.values().map(|s| s.pending.len()).sum()
+    }
+
     /// Where delivery of `sender` stands: (incarnation, next sequence to deliver).
     pub fn position(&self, sender: SenderId) -> Option<(u32, u64)> {
         self.streams.get(&sender).map(|s| (s.incarnation, s.next_deliver))
@@ -315,6 +358,7 @@ impl ReceiverSet {
         }
         let stream = self.streams.get_mut(&sender)?;
         stream.last_heard_ms = stream.last_heard_ms.max(now_ms);
+        stream.heard_since_round = true;
         Some(stream)
     }
 
@@ -600,7 +644,13 @@ impl ReceiverSet {
             if !stream.has_missing() {
                 stream.nak_due_ms = None;
             } else if now_ms >= due && stream.head_nakable(config.window_datagrams) {
-                if stream.nak_rounds >= config.nak_rounds_max {
+                // A round spent while the sender is silent (a partition) would turn a hole it
+                // still holds into a gap: only rounds with the sender heard count, unless it
+                // has been silent so long that it is presumed gone.
+                let gone = now_ms.saturating_sub(stream.last_heard_ms) > config.sender_gone_ms;
+                let counts = stream.heard_since_round || gone;
+                stream.heard_since_round = false;
+                if counts && stream.nak_rounds >= config.nak_rounds_max {
                     // The head of the line never came: give up on it, say so, and resume at
                     // the next datagram we hold (or the end of what is known).
                     let first_missing = stream.next_deliver;
@@ -609,7 +659,11 @@ impl ReceiverSet {
                     self.declare_gap(sender, first_missing, resume);
                     self.drain_pending(sender, now_ms);
                 } else {
-                    stream.nak_rounds += 1;
+                    if counts {
+                        stream.nak_rounds += 1;
+                    } else {
+                        self.stats.nak_rounds_unheard += 1;
+                    }
                     stream.nak_due_ms = Some(now_ms + config.nak_retry_ms);
                     let nak = Nak {
                         target: sender,

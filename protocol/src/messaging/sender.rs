@@ -346,8 +346,11 @@ impl SenderCore {
         }
     }
 
-    /// A negative ack: queue what we still have for retransmission to the NAKer, and tell it
-    /// our status if part of it is gone.
+    /// A negative ack: queue what we still have for retransmission to the NAKer, and answer
+    /// with our status every time. The status tells it what is gone, and it is a small answer
+    /// that proves the NAKer is heard even when every retransmission to it is lost: only a NAK
+    /// round during which the receiver hears us counts toward its give-up limit (see
+    /// `receiver`), so this keeps a lossy link from looking like a partition.
     pub fn on_nak(&mut self, from: SenderId, nak: &Nak, now_ms: u64) {
         let _ = now_ms;
         if nak.target != self.id {
@@ -376,8 +379,8 @@ impl SenderCore {
         }
         if gone {
             self.stats.naks_unserviceable += 1;
-            self.queue_status(Dest::Sender(from));
         }
+        self.queue_status(Dest::Sender(from));
     }
 
     /// Timers: schedules the periodic status announcement.
