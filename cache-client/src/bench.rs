@@ -21,8 +21,8 @@
 //!   temporary directory, and `--trials` times SIGKILLs the master and measures the time to a
 //!   new established master and to the first acknowledged write.
 //! - `lock-failover`: starts a dev cluster the same way and `--trials` times runs a child
-//!   `shoal lock /bench/failover-lock --hold 600`, SIGKILLs it once it printed its token, and
-//!   measures the time from the kill to the grant of the same lock to a waiter (`lock_wait`)
+//!   `shoal lock /bench/failover-lock --hold 600`, SIGKILLs it 0, 0.5 or 1 s (by trial,
+//!   [`LOCK_FAILOVER_PHASE`]) after it printed its token, and measures the time from the kill to the grant of the same lock to a waiter (`lock_wait`)
 //!   in this process: the killed holder's lease must lapse (about the 5 s TTL, minus the time
 //!   since its last renewal, plus the master's expiry check).
 //!
@@ -79,6 +79,10 @@ pub const TXN_LOCK_WAIT: Duration = Duration::from_secs(2);
 pub const FAILOVER_LOCK: &str = "/bench/failover-lock";
 /// How long the `lock-failover` child would hold the lock if it were not killed (seconds).
 pub const FAILOVER_HOLD_S: u64 = 600;
+/// Trial `i` of `lock-failover` kills the holder `(i % 3) × this` after its grant, so the kill
+/// lands at different points of the holder's renewal cycle (1.5 s): right after the grant
+/// (the last lease extension) the wait is a whole TTL, later it is shorter.
+pub const LOCK_FAILOVER_PHASE: Duration = Duration::from_millis(500);
 /// How long `lock-failover` waits for the child's token line, and the waiter for its grant.
 pub const LOCK_FAILOVER_WAIT: Duration = Duration::from_secs(30);
 
@@ -708,6 +712,7 @@ async fn lock_failover_trial(
     shoal: &std::path::Path,
     cluster_path: &std::path::Path,
     waiter: &Client<crate::net::SocketTransport>,
+    hold: Duration,
 ) -> Result<Duration, String> {
     use tokio::io::AsyncBufReadExt;
     let mut child = tokio::process::Command::new(shoal)
@@ -737,6 +742,7 @@ async fn lock_failover_trial(
         Ok(_) => return Err("the lock was free while the child held it".into()),
         Err(e) => return Err(format!("probe of the held lock: {e}")),
     }
+    tokio::time::sleep(hold).await;
     child.start_kill().map_err(|e| format!("SIGKILL of the holder: {e}"))?;
     let killed_at = Instant::now();
     let _ = child.wait().await;
@@ -770,11 +776,14 @@ pub async fn lock_failover(
         kill_to_grant_ms: Vec::new(),
     };
     for trial in 0..trials {
-        match lock_failover_trial(shoal, &cluster.cluster_path, &waiter).await {
+        let hold = LOCK_FAILOVER_PHASE * (trial % 3) as u32;
+        match lock_failover_trial(shoal, &cluster.cluster_path, &waiter, hold).await {
             Ok(d) => {
                 let ms = d.as_secs_f64() * 1000.0;
                 eprintln!(
-                    "trial {trial}: killed the holder; lock granted to the waiter after {ms:.0} ms"
+                    "trial {trial}: killed the holder {} ms after its grant; lock granted to the \
+                     waiter after {ms:.0} ms",
+                    hold.as_millis()
                 );
                 report.completed += 1;
                 report.kill_to_grant_ms.push(ms);
