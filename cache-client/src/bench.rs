@@ -8,11 +8,23 @@
 //!   are mostly cache hits: this measures what an application sees. `--no-cache` sends every
 //!   read to a node (the router's choice), `--linearizable` through the master.
 //! - `mixed`: [`MIXED_READ_PERCENT`]% reads, the rest writes, over the same keys.
-//! - `lock`, `txn`: refused with "not available yet" while the client has no lock or
-//!   transaction API (nothing is measured, no number is made up).
+//! - `lock`: uncontended acquire+release pairs: worker `w` takes and releases its own
+//!   exclusive lock `/bench/lock-<w>` (so workers never wait for each other on the master);
+//!   one latency sample per pair, from the acquire call to the release's answer.
+//! - `txn`: transactions of [`TXN_KEYS`] keys, each written (`--value-bytes`), the keys drawn
+//!   from the `--keys` keys under `/bench/`: begin (locks in key order) + writes + commit is
+//!   one sample. With many keys (the default 1024) transactions rarely share a key; with few
+//!   (`--keys 8`) they contend and wait for each other's locks. A commit is an op; a
+//!   transaction refused for its locks (`LockHeld`, `WaitTimeout`, `LockLost`) is counted in
+//!   `refused`, any other failure in `errors`. Neither is recorded as a latency.
 //! - `failover`: starts a three-node dev cluster of `shoal-fs` (next to `shoal`) in a
 //!   temporary directory, and `--trials` times SIGKILLs the master and measures the time to a
 //!   new established master and to the first acknowledged write.
+//! - `lock-failover`: starts a dev cluster the same way and `--trials` times runs a child
+//!   `shoal lock /bench/failover-lock --hold 600`, SIGKILLs it 0, 0.5 or 1 s (by trial,
+//!   [`LOCK_FAILOVER_PHASE`]) after it printed its token, and measures the time from the kill to the grant of the same lock to a waiter (`lock_wait`)
+//!   in this process: the killed holder's lease must lapse (about the 5 s TTL, minus the time
+//!   since its last renewal, plus the master's expiry check).
 //!
 //! `--clients` workers run at once, sharing at most [`ENDPOINTS_MAX`] socket endpoints. Each
 //! operation's latency, from the call to its answer, goes into an HDR histogram (microseconds,
@@ -22,11 +34,13 @@
 //! # `--json`
 //! ```json
 //! {"workload": "put", "clients": 16, "duration_s": 2.0, "value_bytes": 256, "keys": 1024,
-//!  "reads": "cached", "ops": 12345, "errors": 0, "throughput_ops_per_s": 6172.5,
+//!  "reads": "cached", "ops": 12345, "errors": 0, "refused": 0, "throughput_ops_per_s": 6172.5,
 //!  "latency_us": {"p50": 2100.2, "p99": 5400.1, "p999": 9100.5, "max": 12000.0, "mean": 2300.5}}
 //! ```
 //! Field names are stable. `failover` prints
-//! `{"workload": "failover", "trials": N, "completed": M, "to_master_ms": [..], "to_write_ms": [..]}`.
+//! `{"workload": "failover", "trials": N, "completed": M, "to_master_ms": [..], "to_write_ms": [..]}`;
+//! `lock-failover` prints
+//! `{"workload": "lock-failover", "trials": N, "completed": M, "kill_to_grant_ms": [..]}`.
 
 use crate::cli::exit;
 use crate::client::Client;
@@ -57,9 +71,23 @@ pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 pub const BENCH_DIR: &str = "/bench";
 /// How long failover waits for each trial's new master and first write.
 pub const FAILOVER_WAIT: Duration = Duration::from_secs(20);
+/// Keys written by each `txn` transaction (fewer only if `--keys` is smaller).
+pub const TXN_KEYS: u64 = 4;
+/// How long a `txn` transaction waits for each contended lock before it counts as refused.
+pub const TXN_LOCK_WAIT: Duration = Duration::from_secs(2);
+/// The lock `lock-failover` has a child hold and a waiter take after the kill.
+pub const FAILOVER_LOCK: &str = "/bench/failover-lock";
+/// How long the `lock-failover` child would hold the lock if it were not killed (seconds).
+pub const FAILOVER_HOLD_S: u64 = 600;
+/// Trial `i` of `lock-failover` kills the holder `(i % 3) × this` after its grant, so the kill
+/// lands at different points of the holder's renewal cycle (1.5 s): right after the grant
+/// (the last lease extension) the wait is a whole TTL, later it is shorter.
+pub const LOCK_FAILOVER_PHASE: Duration = Duration::from_millis(500);
+/// How long `lock-failover` waits for the child's token line, and the waiter for its grant.
+pub const LOCK_FAILOVER_WAIT: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Workload {
     Put,
     Get,
@@ -67,6 +95,7 @@ pub enum Workload {
     Lock,
     Txn,
     Failover,
+    LockFailover,
 }
 
 impl Workload {
@@ -78,13 +107,14 @@ impl Workload {
             Workload::Lock => "lock",
             Workload::Txn => "txn",
             Workload::Failover => "failover",
+            Workload::LockFailover => "lock-failover",
         }
     }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Args)]
 pub struct BenchArgs {
-    /// put, get, mixed, lock, txn, or failover (starts its own dev cluster).
+    /// put, get, mixed, lock, txn; failover or lock-failover (start their own dev cluster).
     #[arg(value_enum)]
     pub workload: Workload,
     /// Concurrent workers.
@@ -99,7 +129,7 @@ pub struct BenchArgs {
     /// Distinct keys.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=KEYS_MAX))]
     pub keys: u64,
-    /// Failover only: how many SIGKILLs of the master.
+    /// failover / lock-failover only: how many SIGKILLs (of the master / of the lock holder).
     #[arg(long, default_value_t = 5)]
     pub trials: u64,
     /// Reads skip the client cache (each goes to a node the router picks).
@@ -156,12 +186,20 @@ pub struct BenchReport {
     pub reads: &'static str,
     pub ops: u64,
     pub errors: u64,
+    /// `txn` only: transactions refused for their locks (held, wait timed out, lost).
+    pub refused: u64,
     pub throughput_ops_per_s: f64,
     pub latency_us: Latency,
 }
 
 impl BenchReport {
-    fn new(args: &BenchArgs, hist: &Histogram<u64>, errors: u64, elapsed: Duration) -> BenchReport {
+    fn new(
+        args: &BenchArgs,
+        hist: &Histogram<u64>,
+        errors: u64,
+        refused: u64,
+        elapsed: Duration,
+    ) -> BenchReport {
         let secs = elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
         BenchReport {
             workload: args.workload,
@@ -178,6 +216,7 @@ impl BenchReport {
             },
             ops: hist.len(),
             errors,
+            refused,
             throughput_ops_per_s: hist.len() as f64 / secs,
             latency_us: Latency {
                 p50: us(hist.value_at_quantile(0.5)),
@@ -194,7 +233,7 @@ impl BenchReport {
         let ms = |us: f64| us / 1000.0;
         format!(
             "{} clients={} reads={} {:.1}s: {} ops, {:.0} ops/s, p50 {:.3} ms, p99 {:.3} ms, \
-             p99.9 {:.3} ms, max {:.3} ms, {} errors",
+             p99.9 {:.3} ms, max {:.3} ms, {} errors, {} refused",
             self.workload.name(),
             self.clients,
             self.reads,
@@ -205,23 +244,9 @@ impl BenchReport {
             ms(self.latency_us.p99),
             ms(self.latency_us.p999),
             ms(self.latency_us.max),
-            self.errors
+            self.errors,
+            self.refused
         )
-    }
-}
-
-/// Why a workload cannot run in this build, if it cannot.
-pub fn unavailable(workload: Workload) -> Option<&'static str> {
-    match workload {
-        Workload::Lock => Some(
-            "bench lock: not available yet: this client has no lock API (acquire/release); \
-             nothing was measured",
-        ),
-        Workload::Txn => Some(
-            "bench txn: not available yet: this client has no transaction API; nothing was \
-             measured",
-        ),
-        _ => None,
     }
 }
 
@@ -256,17 +281,62 @@ struct Progress {
     errors: AtomicU64,
 }
 
-/// Runs a put/get/mixed workload on `clients` (workers share them round-robin) and returns
-/// what it measured. `lock`, `txn` and `failover` are refused here.
+/// What one operation of a worker came to.
+enum Outcome {
+    Done,
+    Refused,
+    Failed,
+}
+
+/// Whether `e` refuses a transaction for its locks (rather than failing it).
+fn is_lock_refusal(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::LockHeld { .. }
+            | ClientError::WaitTimeout { .. }
+            | ClientError::LockLost { .. }
+    )
+}
+
+/// One acquire+release pair of `name`.
+async fn lock_pair<T: Transport>(client: &Client<T>, name: &str) -> Outcome {
+    match client.lock(name, false).await {
+        Ok(guard) => match guard.release().await {
+            Ok(()) => Outcome::Done,
+            Err(_) => Outcome::Failed,
+        },
+        Err(_) => Outcome::Failed,
+    }
+}
+
+/// One transaction writing `keys` (begin, writes, commit).
+async fn txn_once<T: Transport>(client: &Client<T>, keys: &[String], value: &Bytes) -> Outcome {
+    let attempt = async {
+        let mut builder = client.transaction().wait(TXN_LOCK_WAIT);
+        for k in keys {
+            builder = builder.write(k.clone());
+        }
+        let mut txn = builder.begin().await?;
+        for k in keys {
+            txn.write(k, value.clone())?;
+        }
+        txn.commit().await
+    };
+    match attempt.await {
+        Ok(_) => Outcome::Done,
+        Err(e) if is_lock_refusal(&e) => Outcome::Refused,
+        Err(_) => Outcome::Failed,
+    }
+}
+
+/// Runs a put/get/mixed/lock/txn workload on `clients` (workers share them round-robin) and
+/// returns what it measured. `failover` and `lock-failover` are refused here.
 pub async fn measure<T: Transport>(
     clients: &[Client<T>],
     args: &BenchArgs,
     progress: bool,
 ) -> Result<BenchReport, ClientError> {
-    if let Some(why) = unavailable(args.workload) {
-        return Err(ClientError::Unavailable { detail: why.into() });
-    }
-    if args.workload == Workload::Failover {
+    if matches!(args.workload, Workload::Failover | Workload::LockFailover) {
         return Err(ClientError::Transport("failover runs against its own dev cluster".into()));
     }
     let Some(first) = clients.first() else {
@@ -298,6 +368,8 @@ pub async fn measure<T: Transport>(
         workers.spawn(async move {
             let mut hist = Histogram::<u64>::new(3).expect("3 significant digits is valid");
             let mut errors = 0u64;
+            let mut refused = 0u64;
+            let lock_name = format!("{BENCH_DIR}/lock-{w}");
             // A per-worker xorshift: key and op choice need no quality, only spread.
             let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ (w + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9);
             loop {
@@ -309,34 +381,61 @@ pub async fn measure<T: Transport>(
                 x ^= x >> 7;
                 x ^= x << 17;
                 let k = key(x % keys);
-                let read = match workload {
-                    Workload::Get => true,
-                    Workload::Mixed => (x >> 32) % 100 < MIXED_READ_PERCENT,
-                    _ => false,
+                let outcome = match workload {
+                    Workload::Lock => lock_pair(&client, &lock_name).await,
+                    Workload::Txn => {
+                        // TXN_KEYS keys from successive xorshift draws (duplicates collapse).
+                        let mut ks = vec![k];
+                        for _ in 1..TXN_KEYS {
+                            x ^= x << 13;
+                            x ^= x >> 7;
+                            x ^= x << 17;
+                            ks.push(key(x % keys));
+                        }
+                        txn_once(&client, &ks, &value).await
+                    }
+                    _ => {
+                        let read = match workload {
+                            Workload::Get => true,
+                            Workload::Mixed => (x >> 32) % 100 < MIXED_READ_PERCENT,
+                            _ => false,
+                        };
+                        let ok = if read {
+                            client.read_with(&k, read_options).await.is_ok()
+                        } else {
+                            client.write(&k, value.clone()).await.is_ok()
+                        };
+                        if ok {
+                            Outcome::Done
+                        } else {
+                            Outcome::Failed
+                        }
+                    }
                 };
-                let ok = if read {
-                    client.read_with(&k, read_options).await.is_ok()
-                } else {
-                    client.write(&k, value.clone()).await.is_ok()
-                };
-                if ok {
-                    let _ = hist.record(t0.elapsed().as_nanos() as u64);
-                    counters.ops.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    errors += 1;
-                    counters.errors.fetch_add(1, Ordering::Relaxed);
+                match outcome {
+                    Outcome::Done => {
+                        let _ = hist.record(t0.elapsed().as_nanos() as u64);
+                        counters.ops.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Outcome::Refused => refused += 1,
+                    Outcome::Failed => {
+                        errors += 1;
+                        counters.errors.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
-            (hist, errors)
+            (hist, errors, refused)
         });
     }
     let reporter = progress.then(|| tokio::spawn(report_progress(counters.clone(), start, end)));
     let mut hist = Histogram::<u64>::new(3).expect("3 significant digits is valid");
-    let mut errors = 0;
+    let (mut errors, mut refused) = (0, 0);
     while let Some(joined) = workers.join_next().await {
-        let (h, e) = joined.map_err(|e| ClientError::Transport(format!("worker failed: {e}")))?;
+        let (h, e, r) =
+            joined.map_err(|e| ClientError::Transport(format!("worker failed: {e}")))?;
         let _ = hist.add(&h);
         errors += e;
+        refused += r;
     }
     let elapsed = start.elapsed();
     if let Some(r) = reporter {
@@ -345,7 +444,7 @@ pub async fn measure<T: Transport>(
             eprintln!();
         }
     }
-    Ok(BenchReport::new(args, &hist, errors, elapsed))
+    Ok(BenchReport::new(args, &hist, errors, refused, elapsed))
 }
 
 async fn report_progress(counters: Arc<Progress>, start: Instant, end: Instant) {
@@ -380,10 +479,6 @@ pub async fn execute<T: Transport>(
     args: &BenchArgs,
     out: &mut impl Write,
 ) -> Result<i32, ClientError> {
-    if let Some(why) = unavailable(args.workload) {
-        eprintln!("shoal: {why}");
-        return Ok(exit::FAILED);
-    }
     let report = measure(clients, args, true).await?;
     let io = |e: std::io::Error| ClientError::Transport(format!("writing output: {e}"));
     if args.json {
@@ -581,6 +676,169 @@ pub async fn run_failover(args: &BenchArgs, out: &mut impl Write) -> i32 {
     }
 }
 
+/// What the lock-failover measurement found.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LockFailoverReport {
+    pub workload: Workload,
+    pub trials: u64,
+    pub completed: u64,
+    /// Per completed trial: from the SIGKILL of the holder to the waiter's grant.
+    pub kill_to_grant_ms: Vec<f64>,
+}
+
+impl LockFailoverReport {
+    pub fn text(&self) -> String {
+        let mut v = self.kill_to_grant_ms.clone();
+        v.sort_by(f64::total_cmp);
+        let stats = match (v.first(), v.last()) {
+            (Some(min), Some(max)) => format!(
+                "median {:.0} ms, max {max:.0} ms, min {min:.0} ms over {} trials",
+                v[v.len() / 2],
+                v.len()
+            ),
+            _ => "n/a".into(),
+        };
+        format!(
+            "SIGKILL of the holder -> lock granted to a waiter: {stats}\n{} of {} trials completed",
+            self.completed, self.trials
+        )
+    }
+}
+
+/// One lock-failover trial: a child `shoal lock` takes [`FAILOVER_LOCK`], is SIGKILLed once
+/// it printed its token, and `waiter` waits for the lock. Returns the time from the kill to
+/// the grant.
+async fn lock_failover_trial(
+    shoal: &std::path::Path,
+    cluster_path: &std::path::Path,
+    waiter: &Client<crate::net::SocketTransport>,
+    hold: Duration,
+) -> Result<Duration, String> {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(shoal)
+        .arg("--cluster")
+        .arg(cluster_path)
+        .args(["lock", FAILOVER_LOCK, "--wait", "30", "--hold"])
+        .arg(FAILOVER_HOLD_S.to_string())
+        .env_remove("SHOAL_CLUSTER")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", shoal.display()))?;
+    let stdout = child.stdout.take().ok_or("the holder has no stdout")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(LOCK_FAILOVER_WAIT, lines.next_line())
+        .await
+        .map_err(|_| format!("the holder printed no token within {LOCK_FAILOVER_WAIT:?}"))?
+        .map_err(|e| format!("reading the holder's output: {e}"))?
+        .ok_or("the holder exited without taking the lock")?;
+    if !line.starts_with("token ") {
+        return Err(format!("the holder printed {line:?}, not a token"));
+    }
+    // Held now: the waiter is refused (proves the child really holds it).
+    match waiter.lock(FAILOVER_LOCK, false).await {
+        Err(ClientError::LockHeld { .. }) => {}
+        Ok(_) => return Err("the lock was free while the child held it".into()),
+        Err(e) => return Err(format!("probe of the held lock: {e}")),
+    }
+    tokio::time::sleep(hold).await;
+    child.start_kill().map_err(|e| format!("SIGKILL of the holder: {e}"))?;
+    let killed_at = Instant::now();
+    let _ = child.wait().await;
+    let guard = waiter
+        .lock_wait(FAILOVER_LOCK, false, LOCK_FAILOVER_WAIT)
+        .await
+        .map_err(|e| format!("the waiter was not granted the lock: {e}"))?;
+    let granted = killed_at.elapsed();
+    guard.release().await.map_err(|e| format!("release by the waiter: {e}"))?;
+    Ok(granted)
+}
+
+/// `trials` lock-failover trials on `cluster` (see the module docs).
+pub async fn lock_failover(
+    cluster: &crate::dev::DevCluster,
+    shoal: &std::path::Path,
+    trials: u64,
+) -> Result<LockFailoverReport, String> {
+    cluster.wait_master(crate::dev::MASTER_WAIT).await?;
+    let waiter = cluster.client(Duration::from_millis(500)).await?;
+    // The waiter's session is open before the clock starts.
+    waiter.ensure_session().await.map_err(|e| format!("waiter session: {e}"))?;
+    match waiter.mkdir(BENCH_DIR).await {
+        Ok(_) | Err(ClientError::AlreadyExists { .. }) => {}
+        Err(e) => return Err(format!("mkdir {BENCH_DIR}: {e}")),
+    }
+    let mut report = LockFailoverReport {
+        workload: Workload::LockFailover,
+        trials,
+        completed: 0,
+        kill_to_grant_ms: Vec::new(),
+    };
+    for trial in 0..trials {
+        let hold = LOCK_FAILOVER_PHASE * (trial % 3) as u32;
+        match lock_failover_trial(shoal, &cluster.cluster_path, &waiter, hold).await {
+            Ok(d) => {
+                let ms = d.as_secs_f64() * 1000.0;
+                eprintln!(
+                    "trial {trial}: killed the holder {} ms after its grant; lock granted to the \
+                     waiter after {ms:.0} ms",
+                    hold.as_millis()
+                );
+                report.completed += 1;
+                report.kill_to_grant_ms.push(ms);
+            }
+            Err(e) => eprintln!("trial {trial}: {e}"),
+        }
+    }
+    Ok(report)
+}
+
+/// `shoal bench lock-failover`: a dev cluster in a temporary directory, measured, then removed.
+pub async fn run_lock_failover(args: &BenchArgs, out: &mut impl Write) -> i32 {
+    let (binary, shoal) = match (crate::dev::shoal_fs_binary(), std::env::current_exe()) {
+        (Ok(b), Ok(s)) => (b, s),
+        (Err(e), _) => {
+            eprintln!("shoal: {e}");
+            return exit::FAILED;
+        }
+        (_, Err(e)) => {
+            eprintln!("shoal: cannot locate shoal itself: {e}");
+            return exit::FAILED;
+        }
+    };
+    let dir = std::env::temp_dir().join(format!("shoal-bench-lock-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let result = match crate::dev::DevCluster::start(binary, &dir, 3) {
+        Ok(mut cluster) => {
+            let r = lock_failover(&cluster, &shoal, args.trials).await;
+            cluster.stop_all();
+            r
+        }
+        Err(e) => Err(e),
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    match result {
+        Ok(report) => {
+            let text = if args.json {
+                serde_json::to_string(&report).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+            } else {
+                report.text()
+            };
+            let _ = writeln!(out, "{text}");
+            if report.completed == report.trials {
+                exit::OK
+            } else {
+                exit::FAILED
+            }
+        }
+        Err(e) => {
+            eprintln!("shoal: bench lock-failover: {e}");
+            exit::FAILED
+        }
+    }
+}
+
 /// What `shoal bench` runs from the command line: connects its own endpoints (or starts a dev
 /// cluster for failover). Returns the exit code.
 pub async fn run_cli(cli: &crate::cli::Cli, args: &BenchArgs) -> i32 {
@@ -588,9 +846,8 @@ pub async fn run_cli(cli: &crate::cli::Cli, args: &BenchArgs) -> i32 {
     if args.workload == Workload::Failover {
         return run_failover(args, &mut stdout).await;
     }
-    if let Some(why) = unavailable(args.workload) {
-        eprintln!("shoal: {why}");
-        return exit::FAILED;
+    if args.workload == Workload::LockFailover {
+        return run_lock_failover(args, &mut stdout).await;
     }
     let timeout = Duration::from_millis(cli.timeout_ms);
     let path = std::path::Path::new(&cli.cluster);
@@ -640,9 +897,10 @@ mod tests {
             linearizable: false,
             json: true,
         };
-        let r = BenchReport::new(&args, &h, 3, Duration::from_secs(2));
+        let r = BenchReport::new(&args, &h, 3, 1, Duration::from_secs(2));
         assert_eq!(r.ops, 1000);
         assert_eq!(r.errors, 3);
+        assert_eq!(r.refused, 1);
         assert_eq!(r.throughput_ops_per_s, 500.0);
         // Recorded in ns with 3 significant digits: quantiles are exact to 0.1 %.
         assert!((r.latency_us.p50 - 500.0).abs() <= 0.5, "{:?}", r.latency_us);
@@ -652,12 +910,5 @@ mod tests {
         let json: serde_json::Value = serde_json::to_value(&r).unwrap();
         assert_eq!(json["workload"], "put");
         assert!(json["latency_us"]["p999"].as_f64().is_some_and(|p| (p - 999.0).abs() <= 1.0));
-    }
-
-    #[test]
-    fn lock_and_txn_say_why_they_are_unavailable() {
-        assert!(unavailable(Workload::Lock).unwrap().contains("not available yet"));
-        assert!(unavailable(Workload::Txn).unwrap().contains("not available yet"));
-        assert_eq!(unavailable(Workload::Put), None);
     }
 }

@@ -12,7 +12,6 @@ const ELECTION_WAIT: Duration = Duration::from_secs(20);
 const EXIT_OK: i32 = 0;
 const EXIT_USAGE: i32 = 2;
 const EXIT_UNREACHABLE: i32 = 4;
-const EXIT_FAILED: i32 = 5;
 
 fn shoal(cluster_file: &Path, args: &[&str]) -> Output {
     Command::new(binary("shoal"))
@@ -117,8 +116,9 @@ async fn status_json_lists_every_node_and_marks_a_dead_one_unreachable() {
 
 /// Claim: `bench put`, `bench mixed` and `bench get --no-cache` (all `--json`) run for the asked duration against a real
 /// cluster and print one JSON object with the documented fields; the quantiles are ordered
-/// and operations were counted; `bench lock` is refused with "not available yet" (exit 5)
-/// rather than made-up numbers.
+/// and operations were counted. `bench lock` and `bench txn` run real acquire+release pairs
+/// and 4-key transactions (ops > 0, no errors on a healthy cluster) and report `refused`
+/// separately.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_json_reports_throughput_and_latency_quantiles() {
     let cluster = Cluster::start(3);
@@ -170,11 +170,34 @@ async fn bench_json_reports_throughput_and_latency_quantiles() {
     let read = client.read("/bench/k0").await.expect("read").expect("bench wrote its keys");
     assert_eq!(read.value.len(), 64);
 
-    let out = shoal(&cluster.cluster_file, &["bench", "lock", "--duration", "1s"]);
-    assert_eq!(out.status.code(), Some(EXIT_FAILED));
-    let stderr = text(&out.stderr);
-    assert!(stderr.contains("not available yet"), "{stderr}");
-    assert!(out.stdout.is_empty(), "no numbers for an unavailable workload");
+    for workload in ["lock", "txn"] {
+        let args =
+            ["bench", workload, "--clients", "4", "--duration", "1s", "--keys", "64", "--json"];
+        let out = shoal(&cluster.cluster_file, &args);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(EXIT_OK), "{workload}: {stderr}\n{}", cluster.logs());
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(&out.stdout)));
+        assert_eq!(v["workload"], workload);
+        assert_eq!(v["clients"], 4);
+        let ops = v["ops"].as_u64().expect("ops");
+        assert!(ops > 0, "{v}");
+        assert_eq!(v["errors"], 0, "a healthy cluster fails no lock or transaction: {v}");
+        assert!(v["refused"].as_u64().is_some(), "{v}");
+        let l = &v["latency_us"];
+        let q = |name: &str| l[name].as_f64().unwrap_or_else(|| panic!("latency {name}: {v}"));
+        assert!(q("p50") > 0.0 && q("p50") <= q("p99") && q("p99") <= q("max"), "{v}");
+    }
+    // The transactions really committed their writes: over 64 keys, some of /bench/k16..k63
+    // (which the put runs above never touched) hold a value of the default 256 bytes.
+    let mut written = 0;
+    for i in 16..64 {
+        if let Some(read) = client.read(&format!("/bench/k{i}")).await.expect("read") {
+            assert_eq!(read.value.len(), 256, "/bench/k{i}");
+            written += 1;
+        }
+    }
+    assert!(written > 0, "no transaction wrote a 256-byte value");
 }
 
 /// Claim: bad input gets one clear line on stderr and the documented code: a missing cluster
@@ -252,6 +275,36 @@ fn bench_failover_measures_one_trial_on_its_own_dev_cluster() {
         assert!(times[0].as_f64().is_some_and(|ms| ms > 0.0 && ms < 20_000.0), "{v}");
     }
     assert!(stderr.contains("trial 0: killed"), "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).expect("read temp dir").collect();
+    assert!(left.is_empty(), "the dev cluster's directory was removed: {left:?}");
+}
+
+/// Claim: `bench lock-failover --trials 1 --json` starts its own dev cluster, has a child
+/// `shoal lock` take a lock, SIGKILLs it, and reports the time until a waiter is granted that
+/// lock (exit 0). A killed holder never releases, so the grant comes only once its lease
+/// lapsed: at least TTL (5 s) minus one renewal interval (1.5 s) after the kill.
+#[test]
+fn bench_lock_failover_grants_the_lock_only_after_the_killed_holders_lease() {
+    binary("shoal-fs");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = Command::new(binary("shoal"))
+        .args(["bench", "lock-failover", "--trials", "1", "--json"])
+        .env("TMPDIR", dir.path())
+        .env_remove("SHOAL_CLUSTER")
+        .output()
+        .expect("run shoal");
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(EXIT_OK), "{stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(&out.stdout)));
+    assert_eq!(v["workload"], "lock-failover");
+    assert_eq!(v["trials"], 1);
+    assert_eq!(v["completed"], 1);
+    let times = v["kill_to_grant_ms"].as_array().expect("kill_to_grant_ms");
+    assert_eq!(times.len(), 1, "{v}");
+    let ms = times[0].as_f64().expect("a number");
+    assert!((3_000.0..30_000.0).contains(&ms), "granted {ms} ms after the kill: {v}");
+    assert!(stderr.contains("trial 0: killed the holder 0 ms after its grant"), "{stderr}");
     let left: Vec<_> = std::fs::read_dir(dir.path()).expect("read temp dir").collect();
     assert!(left.is_empty(), "the dev cluster's directory was removed: {left:?}");
 }
