@@ -133,7 +133,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Measure put/get/mixed throughput and latency, or failover time (see `cache_client::bench`).
+    /// Measure put/get/mixed/lock/txn throughput and latency, or failover and lock-failover time
+    /// (see `cache_client::bench`).
     Bench(crate::bench::BenchArgs),
 }
 
