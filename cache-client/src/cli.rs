@@ -11,6 +11,20 @@
 //! | 3 | refused input: bad key, too large, parent missing, exists, not/is a directory, not empty, condition failed |
 //! | 4 | cluster unreachable: no live node, timeout, no master, or no transport |
 //! | 5 | any other error |
+//! | 6 | lock: held by another (`lock` without `--wait`), not free within `--wait`, lost (expired, session lost) or refused auth word |
+//!
+//! # Locks and transactions
+//! - `lock NAME [--shared] [--wait SECS] [--hold SECS]` takes the lock (waiting up to `--wait`
+//!   for it to free), prints `token <zxid>` (the fencing token), holds it while renewing until
+//!   `--hold` elapses (or Ctrl-C), then releases it. A killed `shoal lock` lets the lease lapse
+//!   within the TTL.
+//! - `unlock NAME --auth N` sends a release with auth word N from this process. Auth words are
+//!   per-process secrets (never printed) and a lock belongs to the client that took it, so this
+//!   only succeeds for a lock this same client holds; elsewhere the master refuses it with a
+//!   clear error (exit 6) and nothing changes. The normal way to release is to end `shoal lock`.
+//! - `txn [--read K]... [--write K=V]... [--wait SECS]` runs one transaction: locks every key in
+//!   order, prints each read key as `K=value` (`K` alone when absent), commits the writes as one
+//!   entry and prints its zxid.
 
 use crate::client::Client;
 use crate::error::ClientError;
@@ -30,6 +44,7 @@ pub mod exit {
     pub const REFUSED: i32 = 3;
     pub const UNREACHABLE: i32 = 4;
     pub const FAILED: i32 = 5;
+    pub const LOCK: i32 = 6;
 }
 
 #[derive(Debug, Parser)]
@@ -73,6 +88,36 @@ pub enum Command {
     Ls { dir: String },
     /// Create directory DIR (its parent must exist).
     Mkdir { dir: String },
+    /// Take lock NAME, print its fencing token, hold it (renewing), then release it.
+    Lock {
+        name: String,
+        /// Take it shared (auth word 1) instead of exclusive.
+        #[arg(long)]
+        shared: bool,
+        /// Wait up to this many seconds for the lock to free (default: fail at once if held).
+        #[arg(long)]
+        wait: Option<u64>,
+        /// Hold it this many seconds (default: until Ctrl-C).
+        #[arg(long)]
+        hold: Option<u64>,
+    },
+    /// Release lock NAME held by this client with auth word N (see the module docs).
+    Unlock {
+        name: String,
+        #[arg(long)]
+        auth: i32,
+    },
+    /// Run one transaction: read keys, write K=V pairs, commit atomically.
+    Txn {
+        #[arg(long = "read")]
+        reads: Vec<String>,
+        /// KEY=VALUE
+        #[arg(long = "write")]
+        writes: Vec<String>,
+        /// Seconds to wait for each contended lock.
+        #[arg(long, default_value_t = 10)]
+        wait: u64,
+    },
     /// Print changes to PATH (with --prefix, to everything below it) as they commit.
     Watch {
         path: String,
@@ -95,7 +140,13 @@ pub fn exit_code(error: &ClientError) -> i32 {
         | ClientError::NotADirectory { .. }
         | ClientError::IsADirectory { .. }
         | ClientError::DirectoryNotEmpty { .. }
-        | ClientError::ConditionFailed { .. } => exit::REFUSED,
+        | ClientError::ConditionFailed { .. }
+        | ClientError::Undeclared { .. } => exit::REFUSED,
+        ClientError::LockHeld { .. }
+        | ClientError::WaitTimeout { .. }
+        | ClientError::LockLost { .. }
+        | ClientError::BadAuth { .. }
+        | ClientError::SessionLost { .. } => exit::LOCK,
         ClientError::NotMaster { .. }
         | ClientError::Unavailable { .. }
         | ClientError::Timeout { .. }
@@ -151,6 +202,75 @@ pub async fn execute<T: Transport>(
             client.mkdir(dir).await?;
             Ok(exit::OK)
         }
+        Command::Lock { name, shared, wait, hold } => {
+            let guard = match wait {
+                Some(secs) => client.lock_wait(name, *shared, seconds(*secs)?).await?,
+                None => client.lock(name, *shared).await?,
+            };
+            writeln!(out, "token {}", guard.token()).map_err(io)?;
+            out.flush().map_err(io)?;
+            let mut state = client.session_state();
+            let held = async {
+                match hold {
+                    Some(secs) => tokio::time::sleep(seconds(*secs)?).await,
+                    None => {
+                        let _ = tokio::signal::ctrl_c().await;
+                    }
+                }
+                Ok::<(), ClientError>(())
+            };
+            let lost = state.wait_for(|s| *s == crate::locks::SessionState::Lost);
+            tokio::select! {
+                done = held => done?,
+                _ = lost => {
+                    return Err(ClientError::LockLost {
+                        detail: format!("lock {name} was lost while held (renewals failed)"),
+                    })
+                }
+            }
+            guard.release().await?;
+            Ok(exit::OK)
+        }
+        Command::Unlock { name, auth } => {
+            client.unlock_with_auth(name, *auth).await?;
+            Ok(exit::OK)
+        }
+        Command::Txn { reads, writes, wait } => {
+            let mut pairs = Vec::new();
+            for pair in writes {
+                let Some((key, value)) = pair.split_once('=') else {
+                    return Err(ClientError::Undeclared {
+                        key: pair.clone(),
+                        intent: "writing (use KEY=VALUE)",
+                    });
+                };
+                pairs.push((key.to_string(), value.to_string()));
+            }
+            let mut builder = client.transaction().wait(seconds(*wait)?);
+            for key in reads {
+                builder = builder.read(key.clone());
+            }
+            for (key, _) in &pairs {
+                builder = builder.write(key.clone());
+            }
+            let mut txn = builder.begin().await?;
+            for key in reads {
+                match txn.read(key).await? {
+                    Some(value) => {
+                        write!(out, "{key}=").map_err(io)?;
+                        out.write_all(&value).map_err(io)?;
+                        writeln!(out).map_err(io)?;
+                    }
+                    None => writeln!(out, "{key}").map_err(io)?,
+                }
+            }
+            for (key, value) in &pairs {
+                txn.write(key, Bytes::from(value.clone()))?;
+            }
+            let zxid = txn.commit().await?;
+            writeln!(out, "{zxid}").map_err(io)?;
+            Ok(exit::OK)
+        }
         Command::Watch { path, prefix, count } => {
             protocol::key::validate(path, client_key_max(client))?;
             let target =
@@ -167,6 +287,11 @@ pub async fn execute<T: Transport>(
             Ok(exit::OK)
         }
     }
+}
+
+/// A duration from a count of seconds on the command line.
+fn seconds(secs: u64) -> Result<Duration, ClientError> {
+    Ok(Duration::from_secs(secs))
 }
 
 fn client_value_max<T: Transport>(client: &Client<T>) -> usize {

@@ -31,10 +31,12 @@ use crate::ClientConfig;
 use bytes::Bytes;
 use protocol::key;
 use protocol::limits::BATCH_OPS_MAX;
+use protocol::limits::NAME_BYTES_MAX;
 use protocol::message::data::{
-    Condition, DirEntry, ErrorCode, Op, ReadOp, ReadRequest, ReadValue, RenameRequest, RequestId,
-    UpdateRequest, Versioned,
+    Condition, DirEntry, ErrorCode, Load, Op, ReadOp, ReadRequest, ReadValue, RenameRequest,
+    RequestId, UpdateRequest, Versioned, WireError,
 };
+use protocol::message::lock::{LockGrant, LockOp, LockRequest, LockRequestOp};
 use protocol::message::Message;
 use protocol::{SenderId, Zxid, CLIENT_ID_MIN};
 use rand::Rng;
@@ -121,6 +123,33 @@ impl Batch {
         self
     }
 
+    /// Commit only if `lock` is still held with the fencing `token` (see
+    /// [`crate::locks::LockGuard::token`]): a holder whose lock expired cannot write.
+    pub fn if_token(mut self, lock: impl Into<String>, token: Zxid) -> Batch {
+        self.conditions.push(Condition::LockToken { lock: lock.into(), token });
+        self
+    }
+
+    /// Commit only if this client still holds `lock` with `auth` (transactions).
+    pub(crate) fn if_held(mut self, lock: impl Into<String>, auth: i32) -> Batch {
+        self.conditions.push(Condition::LockHeld { lock: lock.into(), auth });
+        self
+    }
+
+    /// Releases `lock` (held by `holder`, this client) in the same entry (transactions).
+    pub(crate) fn release(mut self, lock: impl Into<String>, auth: i32, holder: SenderId) -> Batch {
+        self.ops.push(Op::Lock(LockOp::Release { lock: lock.into(), auth, holder }));
+        self
+    }
+
+    pub(crate) fn push(&mut self, op: Op) {
+        self.ops.push(op);
+    }
+
+    pub fn conditions(&self) -> &[Condition] {
+        &self.conditions
+    }
+
     pub fn ops(&self) -> &[Op] {
         &self.ops
     }
@@ -152,11 +181,13 @@ struct State {
     stats: ClientStats,
 }
 
-struct Inner<T> {
+pub(crate) struct Inner<T> {
     transport: T,
-    config: ClientConfig,
-    id: SenderId,
+    pub(crate) config: ClientConfig,
+    pub(crate) id: SenderId,
     seq: AtomicU64,
+    /// Locks and the session this client holds (see [`crate::locks`]).
+    pub(crate) locks: crate::locks::Registry,
     state: Mutex<State>,
     /// Watch deliveries in zxid order, appended under the state lock.
     outbox: Mutex<VecDeque<Delivery>>,
@@ -176,7 +207,7 @@ impl Drop for PumpGuard {
 
 /// The Shoal client. Cheap to clone; clones share cache, floor and watches.
 pub struct Client<T: Transport> {
-    inner: Arc<Inner<T>>,
+    pub(crate) inner: Arc<Inner<T>>,
     _pump: Arc<PumpGuard>,
 }
 
@@ -187,7 +218,7 @@ impl<T: Transport> Clone for Client<T> {
 }
 
 /// The monotonic clock: tokio's, so that paused-time tests control it.
-fn now() -> Instant {
+pub(crate) fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
@@ -220,6 +251,7 @@ impl<T: Transport> Client<T> {
             config,
             id,
             seq: AtomicU64::new(0),
+            locks: crate::locks::Registry::new(),
             state: Mutex::new(state),
             outbox: Mutex::new(VecDeque::new()),
             delivering: AtomicBool::new(false),
@@ -556,6 +588,10 @@ impl<T: Transport> Client<T> {
                     key::validate_mutable(from, key_max)?;
                     key::validate_mutable(to, key_max)?;
                 }
+                // Transactions release their locks in their commit entry.
+                Op::Lock(LockOp::Release { lock, holder, .. }) if *holder == self.inner.id => {
+                    key::validate_mutable(lock, NAME_BYTES_MAX)?
+                }
                 Op::Lock(_) | Op::Session(_) => {
                     return Err(ClientError::Server {
                         code: ErrorCode::BadAuth,
@@ -565,8 +601,11 @@ impl<T: Transport> Client<T> {
             }
         }
         for condition in conditions {
-            if let Condition::KeyZxid { key, .. } = condition {
-                key::validate(key, key_max)?;
+            match condition {
+                Condition::KeyZxid { key, .. } => key::validate(key, key_max)?,
+                Condition::LockToken { lock, .. } | Condition::LockHeld { lock, .. } => {
+                    key::validate_mutable(lock, NAME_BYTES_MAX)?
+                }
             }
         }
         Ok(())
@@ -579,106 +618,30 @@ impl<T: Transport> Client<T> {
         ops: Vec<Op>,
         message: impl Fn(RequestId) -> Message,
     ) -> Result<Zxid, ClientError> {
-        let config = &self.inner.config;
-        let request = RequestId {
-            client: self.inner.id,
-            seq: self.inner.seq.fetch_add(1, Ordering::Relaxed) + 1,
-        };
         self.inner.pump_now();
         let generation = self.inner.lock().cache.generation();
-        let (mut timeouts, mut redirects) = (0, 0);
-        let mut tried: Vec<String> = Vec::new();
-        let mut last_master = None;
-        loop {
-            enum Next {
-                Send(String),
-                WaitForMaster,
-                NoNode,
-            }
-            let next = {
-                let mut st = self.inner.lock();
-                let t = now();
-                let master = st.router.master_address(t).filter(|a| !tried.contains(a));
-                match master.or_else(|| st.router.pick_any(&tried, t)) {
-                    Some(a) => {
-                        st.router.begin(&a);
-                        st.stats.writes_sent += 1;
-                        Next::Send(a)
-                    }
-                    None if !tried.is_empty() => Next::WaitForMaster,
-                    None => Next::NoNode,
-                }
-            };
-            let address = match next {
-                Next::Send(address) => address,
-                Next::WaitForMaster => {
-                    // Everyone was tried: start over after a pause (an election may end).
-                    tried.clear();
-                    redirects += 1;
-                    if redirects > config.redirects_max {
-                        return Err(ClientError::NotMaster { master: last_master });
-                    }
-                    tokio::time::sleep(NO_MASTER_BACKOFF).await;
-                    continue;
-                }
-                Next::NoNode => {
-                    return Err(ClientError::Unavailable {
-                        detail: "no live node heard from within the validity".into(),
-                    })
-                }
-            };
-            let inflight = Inflight { inner: &self.inner, address: &address };
-            let reply = self
-                .inner
-                .transport
-                .request(&address, message(request), config.request_timeout)
-                .await;
-            drop(inflight);
-            let mut st = self.inner.lock();
-            let reply = match reply {
-                Ok(Message::WriteReply(reply)) if reply.request == request => reply,
-                Ok(other) => {
-                    return Err(ClientError::UnexpectedReply(format!("{:?}", other.kind())))
-                }
-                Err(TransportError::Closed) => {
-                    return Err(ClientError::Transport("transport closed".into()))
-                }
-                Err(_) => {
-                    // Only the master can take the write, so the retry goes to whoever is the
-                    // master now (often the same node, merely slow); the request id makes it
-                    // safe if the first attempt did commit.
-                    st.stats.timeouts += 1;
-                    timeouts += 1;
-                    if timeouts >= config.attempts_max {
-                        return Err(ClientError::Timeout { attempts: timeouts });
-                    }
-                    continue;
-                }
-            };
-            // An acknowledged write is applied on the master: it is at least that far.
-            let applied = reply.result.as_ref().map_or(Zxid::ZERO, |z| *z);
-            st.router.on_reply(&address, reply.load, applied, now());
-            match reply.result {
-                Ok(zxid) => {
-                    st.floor = st.floor.max(zxid);
-                    st.cache.apply_own(&ops, zxid, generation, now());
-                    return Ok(zxid);
-                }
-                Err(e) => match e.code {
-                    ErrorCode::NotMaster { master } => {
-                        st.stats.redirects += 1;
-                        redirects += 1;
-                        last_master = master.or(last_master);
-                        if redirects > config.redirects_max {
-                            return Err(ClientError::NotMaster { master: last_master });
-                        }
-                        st.router.on_redirect(master);
-                        tried.push(address);
-                    }
-                    _ => return Err(ClientError::from_wire(e)),
-                },
-            }
-        }
+        let request = self.inner.next_request();
+        let attempts = self.inner.config.attempts_max;
+        let timeout = self.inner.config.request_timeout;
+        let zxid =
+            self.inner.to_master(request, message, take_write, |z| *z, attempts, timeout).await?;
+        let mut st = self.inner.lock();
+        st.floor = st.floor.max(zxid);
+        st.cache.apply_own(&ops, zxid, generation, now());
+        Ok(zxid)
+    }
+
+    /// Sends one Lock message to the master (see [`Inner::lock_call`]).
+    pub(crate) async fn lock_call(&self, op: LockRequestOp) -> Result<LockGrant, ClientError> {
+        let timeout = self.inner.config.request_timeout;
+        self.inner.lock_call(op, self.inner.config.attempts_max, timeout).await
+    }
+
+    /// Raises the floor to `zxid` (a lock grant's token: reads under the lock see every write
+    /// committed before the grant).
+    pub(crate) fn raise_floor(&self, zxid: Zxid) {
+        let mut st = self.inner.lock();
+        st.floor = st.floor.max(zxid);
     }
 
     // ---- watches ----
@@ -719,7 +682,7 @@ impl<T: Transport> Client<T> {
 }
 
 /// One request in flight to `address`, counted for routing until it ends or is cancelled.
-struct Inflight<'a, T: Transport> {
+pub(crate) struct Inflight<'a, T: Transport> {
     inner: &'a Inner<T>,
     address: &'a str,
 }
@@ -737,9 +700,153 @@ fn expect_bool(value: ReadValue) -> Result<bool, ClientError> {
     }
 }
 
+/// A reply unpacked: its request id, the node's load, and the result; or the message itself
+/// when it is not the kind expected.
+type Unpacked<R> = Result<(RequestId, Load, Result<R, WireError>), Message>;
+
+fn take_write(message: Message) -> Unpacked<Zxid> {
+    match message {
+        Message::WriteReply(r) => Ok((r.request, r.load, r.result)),
+        other => Err(other),
+    }
+}
+
+fn take_lock(message: Message) -> Unpacked<LockGrant> {
+    match message {
+        Message::LockReply(r) => Ok((r.request, r.load, r.result)),
+        other => Err(other),
+    }
+}
+
 impl<T: Transport> Inner<T> {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().expect("client state poisoned")
+    }
+
+    /// The next request id of this client.
+    pub(crate) fn next_request(&self) -> RequestId {
+        RequestId { client: self.id, seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1 }
+    }
+
+    /// Sends one Lock message to the master with one request id (retries keep it, so a
+    /// grant is never applied twice), at most `attempts` timeouts of `timeout` each.
+    pub(crate) async fn lock_call(
+        &self,
+        op: LockRequestOp,
+        attempts: usize,
+        timeout: Duration,
+    ) -> Result<LockGrant, ClientError> {
+        self.pump_now();
+        let request = self.next_request();
+        let message = move |request| Message::Lock(LockRequest { request, op: op.clone() });
+        let applied = |grant: &LockGrant| match grant {
+            LockGrant::Granted { token } => *token,
+            _ => Zxid::ZERO,
+        };
+        self.to_master(request, message, take_lock, applied, attempts, timeout).await
+    }
+
+    /// Sends `request` to the master, following `NotMaster` redirects and retrying on timeout
+    /// (at most `attempts` timeouts and `redirects_max` redirects); `take` unpacks the reply
+    /// kind expected, `applied_of` says how far a success shows the master has applied.
+    async fn to_master<R>(
+        &self,
+        request: RequestId,
+        message: impl Fn(RequestId) -> Message,
+        take: fn(Message) -> Unpacked<R>,
+        applied_of: impl Fn(&R) -> Zxid,
+        attempts: usize,
+        timeout: Duration,
+    ) -> Result<R, ClientError> {
+        let config = &self.config;
+        let (mut timeouts, mut redirects) = (0, 0);
+        let mut tried: Vec<String> = Vec::new();
+        let mut last_master = None;
+        loop {
+            enum Next {
+                Send(String),
+                WaitForMaster,
+                NoNode,
+            }
+            let next = {
+                let mut st = self.lock();
+                let t = now();
+                let master = st.router.master_address(t).filter(|a| !tried.contains(a));
+                match master.or_else(|| st.router.pick_any(&tried, t)) {
+                    Some(a) => {
+                        st.router.begin(&a);
+                        st.stats.writes_sent += 1;
+                        Next::Send(a)
+                    }
+                    None if !tried.is_empty() => Next::WaitForMaster,
+                    None => Next::NoNode,
+                }
+            };
+            let address = match next {
+                Next::Send(address) => address,
+                Next::WaitForMaster => {
+                    // Everyone was tried: start over after a pause (an election may end).
+                    tried.clear();
+                    redirects += 1;
+                    if redirects > config.redirects_max {
+                        return Err(ClientError::NotMaster { master: last_master });
+                    }
+                    tokio::time::sleep(NO_MASTER_BACKOFF).await;
+                    continue;
+                }
+                Next::NoNode => {
+                    return Err(ClientError::Unavailable {
+                        detail: "no live node heard from within the validity".into(),
+                    })
+                }
+            };
+            let inflight = Inflight { inner: self, address: &address };
+            let reply = self.transport.request(&address, message(request), timeout).await;
+            drop(inflight);
+            let mut st = self.lock();
+            let (load, result) = match reply.map(take) {
+                Ok(Ok((id, load, result))) if id == request => (load, result),
+                Ok(Ok(_)) => {
+                    return Err(ClientError::UnexpectedReply("another request's reply".into()))
+                }
+                Ok(Err(other)) => {
+                    return Err(ClientError::UnexpectedReply(format!("{:?}", other.kind())))
+                }
+                Err(TransportError::Closed) => {
+                    return Err(ClientError::Transport("transport closed".into()))
+                }
+                Err(_) => {
+                    // Only the master can take the write, so the retry goes to whoever is the
+                    // master now (often the same node, merely slow); the request id makes it
+                    // safe if the first attempt did commit.
+                    st.stats.timeouts += 1;
+                    timeouts += 1;
+                    if timeouts >= attempts {
+                        return Err(ClientError::Timeout { attempts: timeouts });
+                    }
+                    continue;
+                }
+            };
+            // An acknowledged write is applied on the master: it is at least that far.
+            let applied = result.as_ref().map_or(Zxid::ZERO, &applied_of);
+            st.router.on_reply(&address, load, applied, now());
+            match result {
+                Ok(value) => return Ok(value),
+                Err(e) => match e.code {
+                    ErrorCode::NotMaster { master } => {
+                        st.stats.redirects += 1;
+                        redirects += 1;
+                        last_master = master.or(last_master);
+                        if redirects > config.redirects_max {
+                            return Err(ClientError::NotMaster { master: last_master });
+                        }
+                        st.router.on_redirect(master);
+                        tried.push(address);
+                    }
+                    _ => return Err(ClientError::from_wire(e)),
+                },
+            }
+        }
     }
 
     /// Applies every event already queued.

@@ -42,6 +42,27 @@ pub enum ClientError {
     /// safe only through the same request id, which this client does within its attempts.
     #[error("request timed out after {attempts} attempts")]
     Timeout { attempts: usize },
+    /// The lock is held by another holder (or by this client with another auth word); the
+    /// detail names the holders. Nothing was queued: wait with `lock_wait`.
+    #[error("lock held: {detail}")]
+    LockHeld { detail: String },
+    /// `lock_wait` gave up: `lock` did not become free within the wait.
+    #[error("lock {lock} did not become free within {waited:?}")]
+    WaitTimeout { lock: String, waited: std::time::Duration },
+    /// The lock is no longer held by this client (it expired, its session was lost, or it was
+    /// released); anything conditioned on it was refused and changed nothing.
+    #[error("lock not held: {detail}")]
+    LockLost { detail: String },
+    /// A release or renewal named the wrong auth word; nothing changed.
+    #[error("wrong auth word: {detail}")]
+    BadAuth { detail: String },
+    /// The session expired (or was never opened): its locks and ephemeral entries are gone.
+    #[error("session lost: {detail}")]
+    SessionLost { detail: String },
+    /// A transaction touched a key it did not declare (or wrote one declared for reading);
+    /// nothing was sent.
+    #[error("transaction did not declare {key} for {intent}: declare every key before begin")]
+    Undeclared { key: String, intent: &'static str },
     /// Another error the server reported (locks, sessions, internal).
     #[error("server error {code:?}: {message}")]
     Server { code: ErrorCode, message: String },
@@ -66,6 +87,10 @@ impl ClientError {
             ErrorCode::DirectoryNotEmpty => ClientError::DirectoryNotEmpty { key: message },
             ErrorCode::ConditionFailed => ClientError::ConditionFailed { detail: message },
             ErrorCode::NotMaster { master } => ClientError::NotMaster { master },
+            ErrorCode::LockHeld => ClientError::LockHeld { detail: message },
+            ErrorCode::LockNotHeld => ClientError::LockLost { detail: message },
+            ErrorCode::BadAuth => ClientError::BadAuth { detail: message },
+            ErrorCode::SessionExpired => ClientError::SessionLost { detail: message },
             code => ClientError::Server { code, message },
         }
     }

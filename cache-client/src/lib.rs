@@ -20,6 +20,12 @@
 //! - [`error`]: [`ClientError`]. A missing key on a read is `Ok(None)`, not an error.
 //! - [`cli`]: the `shoal` data commands (`get`, `put`, `rm`, `mv`, `ls`, `mkdir`, `watch`) and
 //!   their exit codes; the binary `src/bin/shoal.rs` only parses flags and calls [`cli::run`].
+//! - [`locks`]: named locks with fencing tokens ([`LockGuard`]), `lock_wait`, and the one
+//!   background renewal of the session and every held lock; [`SessionState`] tells the
+//!   application when its leases are in danger or lost.
+//! - [`session`]: the client's session (opened on first use) and ephemeral entries.
+//! - [`txn`]: transactions: declared keys, locks in one global order, reads under them, writes
+//!   buffered in a local TLV log, one atomic commit conditioned on every lock.
 
 pub mod blocking;
 pub mod cache;
@@ -27,15 +33,20 @@ pub mod cli;
 pub mod client;
 pub mod dev;
 pub mod error;
+pub mod locks;
 pub mod net;
 pub mod routing;
+pub mod session;
 pub mod transport;
+pub mod txn;
 pub mod watch;
 
 pub use blocking::BlockingClient;
 pub use client::{Batch, Client, ClientStats, ReadOptions};
 pub use error::ClientError;
+pub use locks::{LockConfig, LockGuard, SessionState};
 pub use transport::{GroupEvent, Transport, TransportError};
+pub use txn::{Txn, TxnBuilder};
 pub use watch::{EventKind, Kinds, Target, WatchEvent, WatchId};
 
 use protocol::limits::{KEY_BYTES_DEFAULT, VALUE_BYTES_DEFAULT};
@@ -61,6 +72,8 @@ pub struct ClientConfig {
     pub rng_seed: Option<u64>,
     /// A fixed client id (at or above `protocol::CLIENT_ID_MIN`); random when `None`.
     pub client_id: Option<SenderId>,
+    /// Lock and session leases and their renewal.
+    pub locks: locks::LockConfig,
 }
 
 impl Default for ClientConfig {
@@ -76,6 +89,7 @@ impl Default for ClientConfig {
             routing: routing::RoutingConfig::default(),
             rng_seed: None,
             client_id: None,
+            locks: locks::LockConfig::default(),
         }
     }
 }

@@ -159,13 +159,23 @@ impl MemNetwork {
 
     /// A transport on this network for one client.
     pub fn transport(&self) -> MemTransport {
-        MemTransport { network: self.clone() }
+        MemTransport { network: self.clone(), cut: Arc::default() }
     }
 }
 
 #[derive(Clone)]
 pub struct MemTransport {
     network: MemNetwork,
+    /// While set, this transport's requests go unanswered (a client cut off from the nodes).
+    cut: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl MemTransport {
+    /// A switch that cuts this transport's requests off (they time out) while it is set; the
+    /// group stream keeps flowing. Tests use it for a client partitioned from the master.
+    pub fn cut_switch(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        Arc::clone(&self.cut)
+    }
 }
 
 impl Transport for MemTransport {
@@ -175,6 +185,10 @@ impl Transport for MemTransport {
         message: Message,
         timeout: Duration,
     ) -> Result<Message, TransportError> {
+        if self.cut.load(std::sync::atomic::Ordering::Relaxed) {
+            tokio::time::sleep(timeout).await;
+            return Err(TransportError::Timeout(timeout));
+        }
         let (handler, drop_reply) = {
             let mut net = self.network.lock();
             let Some(node) = net.nodes.get_mut(address) else {

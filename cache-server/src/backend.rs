@@ -15,9 +15,17 @@
 //! - **`linearizable_zxid`** returns, on the master inside its lease, a zxid at or above every
 //!   write acknowledged so far; the server then waits for it to be applied and reads locally.
 //!   Anywhere else it returns `NotMaster`.
+//! - **`lock`** answers a Lock message on the master: `Renew` from the master's lease clock
+//!   (`fs_node::locks::LeaseKeeper::answer_renewal`, never a log record); `Acquire`, `Release`,
+//!   `OpenSession` and `CloseSession` through the log like any write (de-duplicated by
+//!   `RequestId`, acknowledged once committed). The lock rules themselves live in `fs-node`
+//!   (`fs_node::locks`); a backend passes the state machine's refusals through unchanged as
+//!   [`ServerError::Refused`]. A follower answers `NotMaster`. A backend without a lock table
+//!   keeps the default, which answers `Unavailable`.
 
 use crate::error::ServerError;
 use protocol::message::data::{DirEntry, Role, UpdateRequest, Versioned};
+use protocol::message::lock::{LockGrant, LockRequest};
 use protocol::{NodeId, Zxid};
 use std::future::Future;
 use std::time::Duration;
@@ -92,4 +100,14 @@ pub trait Backend: Send + Sync + 'static {
     /// On the master inside its lease: a zxid at or above every acknowledged write. Elsewhere
     /// `NotMaster`.
     fn linearizable_zxid(&self) -> impl Future<Output = Result<Zxid, ServerError>> + Send;
+
+    /// Answers a Lock message (see the module rules): renewals from the master's lease clock,
+    /// everything else through the log. The default is for backends with no lock table.
+    fn lock(
+        &self,
+        request: LockRequest,
+    ) -> impl Future<Output = Result<LockGrant, ServerError>> + Send {
+        let _ = request;
+        async { Err(ServerError::Unavailable("this backend has no lock table".to_string())) }
+    }
 }

@@ -1,6 +1,8 @@
 //! A conformance suite for [`Backend`] implementations: the rules of [`crate::backend`] checked
 //! against a live backend. `fs-node` runs it against its storage-backed implementation (one
 //! fresh master per call); [`crate::mem::MemBackend`] runs it in this crate's tests.
+//! [`run_locks`] checks the Lock path of a backend with a lock table (`shoal-tests`'
+//! `state_backend` runs it; MemBackend has no lock table).
 //!
 //! Each check returns `Err` naming the rule broken, so a failing implementation learns what to
 //! fix rather than where an assert fired.
@@ -8,7 +10,8 @@
 use crate::backend::Backend;
 use crate::error::ServerError;
 use bytes::Bytes;
-use protocol::message::data::{Condition, Op, RequestId, UpdateRequest};
+use protocol::message::data::{Condition, ErrorCode, Op, RequestId, UpdateRequest};
+use protocol::message::lock::{LockGrant, LockRequest, LockRequestOp};
 use protocol::Zxid;
 use std::time::Duration;
 
@@ -140,5 +143,66 @@ pub async fn run_all<B: Backend>(backend: &B) -> Result<(), String> {
     // The linearizable zxid on a master covers every acknowledged write.
     let lin = backend.linearizable_zxid().await.map_err(|e| e.to_string())?;
     check(lin >= backend.applied(), "the linearizable zxid is below an acknowledged write")?;
+    Ok(())
+}
+
+fn lock_request(client: u64, seq: u64, op: LockRequestOp) -> LockRequest {
+    LockRequest { request: RequestId { client, seq }, op }
+}
+
+fn refused_with(result: &Result<LockGrant, ServerError>, code: ErrorCode) -> bool {
+    matches!(result, Err(e) if e.code() == code)
+}
+
+/// The Lock path of a backend with a lock table (`run_all` does not need one): grants carry a
+/// growing fencing token, a different auth word on a held lock is refused with who holds it,
+/// a wrong auth word changes nothing, renewals are answered, release frees the lock. `backend`
+/// must be a fresh master.
+pub async fn run_locks<B: Backend>(backend: &B) -> Result<(), String> {
+    let (a, b) = ((1u64 << 40) + 1, (1u64 << 40) + 2);
+    let acquire = |auth: i32| LockRequestOp::Acquire {
+        lock: "/conformance-lock".into(),
+        auth,
+        session: 0,
+        host: "conformance".into(),
+    };
+    let before = backend.applied();
+    let first = match backend.lock(lock_request(a, 1, acquire(1234))).await {
+        Ok(LockGrant::Granted { token }) => token,
+        other => return Err(format!("acquiring a free lock gave {other:?}")),
+    };
+    check(first > before, "a grant's fencing token is not above what was applied before it")?;
+    let refused = backend.lock(lock_request(b, 1, acquire(99))).await;
+    check(refused_with(&refused, ErrorCode::LockHeld), "a held lock was granted to another")?;
+    check(
+        matches!(&refused, Err(e) if e.to_wire().message.contains("conformance")),
+        "the LockHeld refusal does not name the holder's host",
+    )?;
+    let release = |auth: i32| LockRequestOp::Release { lock: "/conformance-lock".into(), auth };
+    let wrong = backend.lock(lock_request(a, 2, release(4321))).await;
+    check(refused_with(&wrong, ErrorCode::BadAuth), "a release with a wrong auth word")?;
+    let renew = |auth: i32| LockRequestOp::Renew {
+        session: 0,
+        locks: vec![("/conformance-lock".to_string(), auth)],
+    };
+    let renewed = backend.lock(lock_request(a, 3, renew(1234))).await;
+    check(matches!(renewed, Ok(LockGrant::Renewed { .. })), "a renewal by the holder failed")?;
+    let wrong = backend.lock(lock_request(a, 4, renew(1))).await;
+    check(refused_with(&wrong, ErrorCode::BadAuth), "a renewal with a wrong auth word")?;
+    let released = backend.lock(lock_request(a, 5, release(1234))).await;
+    check(matches!(released, Ok(LockGrant::Released)), "the holder's release failed")?;
+    let second = match backend.lock(lock_request(b, 2, acquire(99))).await {
+        Ok(LockGrant::Granted { token }) => token,
+        other => return Err(format!("acquiring a released lock gave {other:?}")),
+    };
+    check(second > first, "fencing tokens did not grow")?;
+    let bad_name = LockRequestOp::Acquire {
+        lock: "no-slash".into(),
+        auth: 5,
+        session: 0,
+        host: "conformance".into(),
+    };
+    let refused = backend.lock(lock_request(b, 3, bad_name)).await;
+    check(refused_with(&refused, ErrorCode::BadKey), "a lock name outside the namespace rules")?;
     Ok(())
 }

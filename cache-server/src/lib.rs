@@ -1,6 +1,6 @@
-//! The storage host's front: answers Request / Update / Rename, keeps a server-side LRU of hot
-//! values, reports the node's load in every reply and announces FSLive. It reaches storage and
-//! replication only through the [`Backend`] trait that `fs-node` implements.
+//! The storage host's front: answers Request / Update / Rename / Lock, keeps a server-side LRU
+//! of hot values, reports the node's load in every reply and announces FSLive. It reaches
+//! storage and replication only through the [`Backend`] trait that `fs-node` implements.
 //!
 //! # Layout
 //! - [`backend`]: the [`Backend`] trait (snapshot reads, waiting for an applied zxid, submitting
@@ -14,7 +14,8 @@
 //! - [`live`]: when to send FSLive and Freeze, and what they carry. IO-free.
 //! - [`validate`]: key, value-size and batch checks before a write is ordered.
 //! - [`mem`]: [`mem::MemBackend`], a complete single-node backend in memory for tests.
-//! - [`conformance`]: the backend rules as a suite any implementation runs against itself.
+//! - [`conformance`]: the backend rules as a suite any implementation runs against itself
+//!   (`run_all`; `run_locks` for the Lock path of a backend with a lock table).
 //! - [`error`]: [`ServerError`], each variant one wire error code.
 //!
 //! # Wiring (done by `fs-node`)

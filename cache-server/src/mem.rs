@@ -6,8 +6,9 @@
 //! Replication is simulated, not implemented: a *master* orders and applies writes itself and
 //! records each committed entry as an [`UpdateNotice`]; a *follower* refuses writes with
 //! `NotMaster` and applies the notices a test hands it ([`MemBackend::apply_notice`]), so a test
-//! decides how far each follower trails. Locks and sessions are not implemented (their ops are
-//! refused with `Unavailable`).
+//! decides how far each follower trails. Locks and sessions are not implemented: their ops, lock
+//! conditions and Lock messages are refused with `Unavailable` (the lock rules live in `fs-node`
+//! alone; `shoal-tests`' `state_backend` runs them in one process for client tests).
 
 use crate::backend::{Backend, BackendStatus, Snapshot};
 use crate::error::ServerError;
@@ -453,6 +454,14 @@ impl Backend for MemBackend {
             Err(ServerError::NotMaster { master: state.master })
         }
     }
+
+    /// Locks are refused: the lock rules are `fs-node`'s alone and are not duplicated here.
+    async fn lock(
+        &self,
+        _request: protocol::message::lock::LockRequest,
+    ) -> Result<protocol::message::lock::LockGrant, ServerError> {
+        Err(ServerError::Unavailable("MemBackend has no lock table".to_string()))
+    }
 }
 
 #[cfg(test)]
@@ -561,6 +570,25 @@ mod tests {
     #[tokio::test]
     async fn passes_the_conformance_suite() {
         crate::conformance::run_all(&MemBackend::master(1, 1)).await.unwrap();
+    }
+
+    /// A Lock message to a MemBackend server is answered with a clear `Unavailable`, not
+    /// silence (the client learns why instead of timing out).
+    #[tokio::test]
+    async fn lock_messages_are_refused_clearly() {
+        use protocol::message::lock::{LockRequest, LockRequestOp};
+        use protocol::message::Message;
+        let server = serve(MemBackend::master(1, 1), ServerConfig::new("n1"));
+        let request = LockRequest {
+            request: RequestId { client: 1 << 40, seq: 1 },
+            op: LockRequestOp::Acquire { lock: "/l".into(), auth: 7, session: 0, host: "h".into() },
+        };
+        let Some(Message::LockReply(reply)) = server.handle(Message::Lock(request)).await else {
+            panic!("no LockReply")
+        };
+        let error = reply.result.unwrap_err();
+        assert_eq!(error.code, protocol::message::data::ErrorCode::Unavailable);
+        assert!(error.message.contains("no lock table"), "{}", error.message);
     }
 
     /// Compare-and-set: a KeyZxid condition that no longer holds refuses the write.

@@ -1,5 +1,7 @@
-//! [`Server`]: answers Request, Update and Rename for one node, with the server LRU in front of
-//! the backend and the node's load in every reply.
+//! [`Server`]: answers Request, Update, Rename and Lock for one node, with the server LRU in
+//! front of the backend and the node's load in every reply. Lock messages go to
+//! [`Backend::lock`]: the lock rules are the backend's (the master's state machine and lease
+//! clock), never the server's.
 //!
 //! # Writes on a follower: redirect, not forward
 //! A follower answers a write with `NotMaster { master }` and the client resends it to the
@@ -27,6 +29,7 @@ use protocol::message::data::{
     UpdateRequest, WriteReply,
 };
 use protocol::message::live::FsLive;
+use protocol::message::lock::{LockReply, LockRequest};
 use protocol::message::Message;
 use protocol::Zxid;
 use std::sync::{Arc, Mutex};
@@ -141,6 +144,7 @@ impl<B: Backend> Server<B> {
                 };
                 Some(Message::WriteReply(self.write(update).await))
             }
+            Message::Lock(request) => Some(Message::LockReply(self.lock(request).await)),
             _ => None,
         }
     }
@@ -233,6 +237,17 @@ impl<B: Backend> Server<B> {
             Err(e) => Err(e),
         };
         WriteReply { request: id, load: self.gauge.load(), result: result.map_err(|e| e.to_wire()) }
+    }
+}
+
+impl<B: Backend> Server<B> {
+    /// Answers a Lock message through the backend (the lock rules are the backend's: the
+    /// master's state machine and lease clock). The reply carries the node's load.
+    pub async fn lock(&self, request: LockRequest) -> LockReply {
+        let _inflight = self.gauge.begin();
+        let id = request.request;
+        let result = self.backend.lock(request).await.map_err(|e| e.to_wire());
+        LockReply { request: id, load: self.gauge.load(), result }
     }
 }
 

@@ -1,6 +1,8 @@
 //! Throughput and CPU cost of the messaging layer, printed as a table for BENCHMARKS.md.
 //!
 //! Run: `cargo bench -p protocol --bench messaging` (options: `-- --quick` for a short run).
+//! Without `--bench` (which `cargo bench` passes), e.g. under `cargo test --benches`, it is a
+//! smoke run with 1000× fewer messages.
 //!
 //! Scenarios: three endpoints in this process on loopback multicast (127.0.0.1), all members,
 //! every endpoint multicasting concurrently to the two others; 100-byte and 8 KiB messages
@@ -255,8 +257,18 @@ fn core_only(payload_bytes: usize, messages: u64) -> (Duration, u64) {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
-    let scale = if quick { 10 } else { 1 };
+    let args: Vec<String> = std::env::args().collect();
+    // `cargo bench` passes `--bench`; without it (e.g. `cargo test --all-targets`) this is a
+    // smoke run that only checks the benchmark still works.
+    let smoke = !args.iter().any(|a| a == "--bench");
+    let quick = args.iter().any(|a| a == "--quick");
+    let scale = if smoke {
+        1000
+    } else if quick {
+        10
+    } else {
+        1
+    };
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     println!("Messaging layer, 3 endpoints on loopback multicast, 2 tokio workers");

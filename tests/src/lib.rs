@@ -4,7 +4,19 @@
 //! - [`cluster`]: a harness running real `shoal-fs` processes on loopback multicast.
 //! - [`linearizability`]: a WGL/porcupine-style checker of per-key register histories.
 //! - [`sim`]: a seeded deterministic simulator of replication engines with faults.
+//! - [`netns`]: network-namespace hosts joined by a bridge, and supervised processes on them.
+//! - [`nemesis`]: network faults (nft, links) and process faults (signals), seeded schedules.
+//! - [`messaging_workload`]: `shoal-echo` processes on those hosts and the checker of what
+//!   they delivered.
+//! - [`report`]: a run's summary and an SVG of latency over time with fault windows shaded.
+//! - [`state_backend`]: a one-process `cache_server::Backend` over the real state machine and
+//!   lease clock, for client lock, session and transaction tests.
 
 pub mod cluster;
 pub mod linearizability;
+pub mod messaging_workload;
+pub mod nemesis;
+pub mod netns;
+pub mod report;
 pub mod sim;
+pub mod state_backend;

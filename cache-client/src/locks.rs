@@ -1,0 +1,500 @@
+//! Named locks kept by the master: acquire (exclusive or shared), wait, release, fencing tokens,
+//! and the one background task that renews the session and every held lock in one message.
+//!
+//! # Rules (the master's are in `fs_node::locks`; these are the client's side of them)
+//! - An exclusive acquire draws a random auth word in 2..=i32::MAX; a shared one uses 1. The
+//!   auth word is a per-process secret: it is never logged, and a [`LockGuard`] does not show
+//!   it in `Debug`.
+//! - Every lock is tied to this client's session ([`crate::session`]), opened on first use.
+//! - The grant's fencing token (the zxid of the grant) is raised into the client's floor, so
+//!   reads made under the lock see every write committed before the grant.
+//! - A held lock is refused, not queued: [`Client::lock`] fails with `LockHeld` naming the
+//!   holders. [`Client::lock_wait`] waits (bounded) for a `LockChanged` of that lock and tries
+//!   again; this client's waiters for one name try in arrival order (a FIFO async mutex).
+//! - One renewal task per client sends `Renew { session, locks }` every
+//!   [`LockConfig::renew_interval`] (TTL / 3.3 by default). A success makes the leases valid
+//!   until `sent + lease`: measured from when the renewal was *sent*, since the master extended
+//!   from a later instant, so the client never believes a lease the master has already expired.
+//! - A renewal refused with `SessionExpired`, `LockNotHeld` or `BadAuth` means the leases are
+//!   gone: every lock is marked lost and the state becomes [`SessionState::Lost`]. A renewal
+//!   that cannot reach the master is retried faster; once less than half a TTL of validity is
+//!   left the state is [`SessionState::InDanger`], and when the validity runs out, `Lost`.
+//! - Renewals never race a release of a listed lock: acquires and releases hold a shared gate,
+//!   a renewal the exclusive one (a release applied before a renewal that still lists the lock
+//!   would make the master refuse the whole renewal).
+//! - Shared holds are counted per client: the master knows one holder per client, so the
+//!   client releases a shared lock when its last local holder lets go.
+//! - Dropping a [`LockGuard`] releases the lock in a spawned task; [`LockGuard::release`]
+//!   waits for the answer.
+
+use crate::client::{now, Client, Inner};
+use crate::error::ClientError;
+use crate::transport::Transport;
+use crate::watch::{EventKind, Kinds, Target};
+use protocol::key;
+use protocol::limits::NAME_BYTES_MAX;
+use protocol::message::data::Condition;
+use protocol::message::lock::{LockGrant, LockRequestOp, AUTH_SHARED};
+use protocol::Zxid;
+use rand::Rng;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Default lease of locks and the session (the design's 5 s).
+pub const LOCK_TTL_DEFAULT: Duration = Duration::from_secs(5);
+/// Default renewal period: about TTL / 3.3, so two renewals can be lost before the lease ends.
+pub const RENEW_INTERVAL_DEFAULT: Duration = Duration::from_millis(1500);
+/// `lock_wait` tries again at least this often even without a `LockChanged` (the notice may
+/// have been lost in a gap that the cache flush reported as `Missed`).
+pub const LOCK_WAIT_RECHECK: Duration = Duration::from_secs(1);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LockConfig {
+    /// The lease the client asks for its session; the master's lock TTL should match.
+    pub ttl: Duration,
+    /// How often the renewal task renews the session and every held lock.
+    pub renew_interval: Duration,
+    /// The host name shown to clients refused by a lock this client holds.
+    pub host: String,
+}
+
+impl Default for LockConfig {
+    fn default() -> LockConfig {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "unknown-host".to_string());
+        LockConfig { ttl: LOCK_TTL_DEFAULT, renew_interval: RENEW_INTERVAL_DEFAULT, host }
+    }
+}
+
+/// How this client's leases stand, as a watch channel ([`Client::session_state`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionState {
+    /// Renewed within the last half TTL (or nothing held yet).
+    Healthy,
+    /// Renewals are failing and less than half a TTL of validity is left.
+    InDanger,
+    /// The leases are gone (refused renewal or validity ran out): every lock this client held
+    /// must be treated as lost, and its ephemeral entries are (or soon will be) deleted. The
+    /// next lock or ephemeral use opens a new session.
+    Lost,
+}
+
+#[derive(Clone, Debug)]
+struct Held {
+    auth: i32,
+    token: Zxid,
+    /// Local holders of a shared lock (1 for exclusive).
+    refs: u32,
+}
+
+#[derive(Default)]
+struct Leases {
+    held: BTreeMap<String, Held>,
+    session: Option<u64>,
+    /// Until when the client may count on its leases (the last renewal's send time + lease).
+    valid_until: Option<Instant>,
+    /// Bumped whenever everything is lost, so guards of earlier grants know.
+    generation: u64,
+    renewer: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Per lock name: the FIFO queue of this client's waiters and the gate of its acquire/release.
+#[derive(Default)]
+struct Slot {
+    queue: tokio::sync::Mutex<()>,
+    op: tokio::sync::Mutex<()>,
+}
+
+/// The locks and session of one client (inside the client's shared state).
+pub(crate) struct Registry {
+    leases: Mutex<Leases>,
+    state_tx: watch::Sender<SessionState>,
+    /// Shared by acquires, releases and commits; exclusive for a renewal.
+    pub(crate) gate: tokio::sync::RwLock<()>,
+    /// Serializes session opens.
+    pub(crate) opening: tokio::sync::Mutex<()>,
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        if let Some(task) = self.leases.get_mut().ok().and_then(|l| l.renewer.take()) {
+            task.abort();
+        }
+    }
+}
+
+impl Registry {
+    pub(crate) fn new() -> Registry {
+        Registry {
+            leases: Mutex::new(Leases::default()),
+            state_tx: watch::channel(SessionState::Healthy).0,
+            gate: tokio::sync::RwLock::new(()),
+            opening: tokio::sync::Mutex::new(()),
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn leases(&self) -> MutexGuard<'_, Leases> {
+        self.leases.lock().expect("lock registry poisoned")
+    }
+
+    fn slot(&self, name: &str) -> Arc<Slot> {
+        let mut slots = self.slots.lock().expect("lock slots poisoned");
+        // Forget idle slots so the map stays bounded by the names in use.
+        if slots.len() > 1024 {
+            slots.retain(|_, s| Arc::strong_count(s) > 1);
+        }
+        Arc::clone(slots.entry(name.to_string()).or_default())
+    }
+
+    pub(crate) fn session(&self) -> Option<u64> {
+        self.leases().session
+    }
+
+    /// Records an opened session valid until `valid_until`.
+    pub(crate) fn session_opened(&self, session: u64, valid_until: Instant) {
+        let mut leases = self.leases();
+        leases.session = Some(session);
+        leases.valid_until = Some(valid_until);
+        drop(leases);
+        self.state_tx.send_replace(SessionState::Healthy);
+    }
+
+    /// Forgets the session and every lock (closed, or lost when `lost`).
+    pub(crate) fn forget_all(&self, lost: bool) {
+        let mut leases = self.leases();
+        leases.held.clear();
+        leases.session = None;
+        leases.valid_until = None;
+        leases.generation += 1;
+        drop(leases);
+        if lost {
+            self.state_tx.send_replace(SessionState::Lost);
+        }
+    }
+
+    /// Whether this client still counts on `name` with `token` (granted in `generation`).
+    fn holds(&self, name: &str, token: Zxid, generation: u64) -> bool {
+        let leases = self.leases();
+        leases.generation == generation
+            && leases.held.get(name).is_some_and(|h| h.token == token)
+            && leases.valid_until.is_some_and(|until| now() < until)
+    }
+
+    /// Takes one local reference of `name` for release: `Some(auth)` when the lock is to be
+    /// released on the master now (the last local holder), `None` when it is not held with
+    /// `token` any more or other local holders remain.
+    pub(crate) fn unref(&self, name: &str, token: Zxid) -> Option<i32> {
+        let mut leases = self.leases();
+        let held = leases.held.get_mut(name).filter(|h| h.token == token)?;
+        if held.refs > 1 {
+            held.refs -= 1;
+            return None;
+        }
+        let auth = held.auth;
+        leases.held.remove(name);
+        Some(auth)
+    }
+}
+
+/// Draws an exclusive auth word in 2..=i32::MAX.
+fn exclusive_auth() -> i32 {
+    rand::thread_rng().gen_range(AUTH_SHARED + 1..=i32::MAX)
+}
+
+/// A held lock. Dropping it releases the lock (in a spawned task); [`LockGuard::release`]
+/// waits for the master's answer.
+pub struct LockGuard<T: Transport> {
+    client: Client<T>,
+    name: String,
+    token: Zxid,
+    shared: bool,
+    generation: u64,
+    released: bool,
+}
+
+impl<T: Transport> std::fmt::Debug for LockGuard<T> {
+    /// No auth word: it is the holder's secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockGuard")
+            .field("name", &self.name)
+            .field("token", &self.token)
+            .field("shared", &self.shared)
+            .finish()
+    }
+}
+
+impl<T: Transport> LockGuard<T> {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The fencing token: the zxid of the grant. Tokens of one lock only grow.
+    pub fn token(&self) -> Zxid {
+        self.token
+    }
+
+    pub fn is_shared(&self) -> bool {
+        self.shared
+    }
+
+    /// Whether the client still counts on this lock: not released, not lost, and inside the
+    /// validity of its last renewal.
+    pub fn is_held(&self) -> bool {
+        !self.released && self.client.inner.locks.holds(&self.name, self.token, self.generation)
+    }
+
+    /// The write condition "this lock is still held with this token" (fencing).
+    pub fn condition(&self) -> Condition {
+        Condition::LockToken { lock: self.name.clone(), token: self.token }
+    }
+
+    /// The auth word, for the few callers that must name it on the wire themselves (the
+    /// `shoal` CLI). Never log it.
+    pub(crate) fn auth(&self) -> Option<i32> {
+        let leases = self.client.inner.locks.leases();
+        leases.held.get(&self.name).filter(|h| h.token == self.token).map(|h| h.auth)
+    }
+
+    /// Marks the guard as released by a transaction commit (no release of its own).
+    pub(crate) fn disarm(&mut self) {
+        self.released = true;
+    }
+
+    /// Releases the lock and waits for the master's answer. A lock already lost is `LockLost`.
+    pub async fn release(mut self) -> Result<(), ClientError> {
+        self.released = true;
+        self.client.release_lock(&self.name, self.token).await
+    }
+}
+
+impl<T: Transport> Drop for LockGuard<T> {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        self.released = true;
+        let (client, name, token) = (self.client.clone(), self.name.clone(), self.token);
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                if let Err(e) = client.release_lock(&name, token).await {
+                    tracing::debug!(lock = %name, "release on drop failed: {e}");
+                }
+            });
+        }
+    }
+}
+
+impl<T: Transport> Client<T> {
+    /// Takes `name` now: exclusive with a random auth word, or shared (auth 1). A held lock is
+    /// refused with `LockHeld` naming its holders (not queued; see [`Client::lock_wait`]).
+    pub async fn lock(&self, name: &str, shared: bool) -> Result<LockGuard<T>, ClientError> {
+        key::validate_mutable(name, NAME_BYTES_MAX)?;
+        let session = self.ensure_session().await?;
+        let registry = &self.inner.locks;
+        let slot = registry.slot(name);
+        let _op = slot.op.lock().await;
+        if shared {
+            let mut leases = registry.leases();
+            let generation = leases.generation;
+            let valid = leases.valid_until.is_some_and(|until| now() < until);
+            let held = leases.held.get_mut(name).filter(|h| h.auth == AUTH_SHARED && valid);
+            if let Some(held) = held {
+                held.refs += 1;
+                let token = held.token;
+                return Ok(self.guard(name, token, true, generation));
+            }
+        }
+        let auth = if shared { AUTH_SHARED } else { exclusive_auth() };
+        let _gate = registry.gate.read().await;
+        let host = format!("{}/{:x}", self.inner.config.locks.host, self.inner.id);
+        let op = LockRequestOp::Acquire { lock: name.to_string(), auth, session, host };
+        match self.lock_call(op).await? {
+            LockGrant::Granted { token } => {
+                self.raise_floor(token);
+                let mut leases = registry.leases();
+                let generation = leases.generation;
+                leases.held.insert(name.to_string(), Held { auth, token, refs: 1 });
+                Ok(self.guard(name, token, shared, generation))
+            }
+            other => Err(ClientError::UnexpectedReply(format!("{other:?} for an acquire"))),
+        }
+    }
+
+    fn guard(&self, name: &str, token: Zxid, shared: bool, generation: u64) -> LockGuard<T> {
+        let client = self.clone();
+        LockGuard { client, name: name.to_string(), token, shared, generation, released: false }
+    }
+
+    /// Like [`Client::lock`], but while the lock is held by others waits (at most `wait`) for
+    /// its `LockChanged` and tries again. This client's waiters for one name try in arrival
+    /// order. Gives up with `WaitTimeout`.
+    pub async fn lock_wait(
+        &self,
+        name: &str,
+        shared: bool,
+        wait: Duration,
+    ) -> Result<LockGuard<T>, ClientError> {
+        key::validate_mutable(name, NAME_BYTES_MAX)?;
+        let deadline = tokio::time::Instant::now() + wait;
+        let timed_out = || ClientError::WaitTimeout { lock: name.to_string(), waited: wait };
+        let slot = self.inner.locks.slot(name);
+        let _turn =
+            tokio::time::timeout_at(deadline, slot.queue.lock()).await.map_err(|_| timed_out())?;
+        // Watch before trying, so that a release between the refusal and the wait is seen.
+        let kinds = Kinds::of(&[EventKind::LockChanged]);
+        let (id, mut changes) = self.watch_channel(Target::Path(name.to_string()), kinds)?;
+        let result = loop {
+            match self.lock(name, shared).await {
+                Err(ClientError::LockHeld { .. }) => {}
+                other => break other,
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                break Err(timed_out());
+            }
+            let wake = deadline.min(now + LOCK_WAIT_RECHECK);
+            let _ = tokio::time::timeout_at(wake, changes.recv()).await;
+        };
+        self.unwatch(id);
+        result
+    }
+
+    /// Releases `name` if this client holds it with `token` (the last local holder of a
+    /// shared lock releases it on the master).
+    pub(crate) async fn release_lock(&self, name: &str, token: Zxid) -> Result<(), ClientError> {
+        let registry = &self.inner.locks;
+        let slot = registry.slot(name);
+        let _op = slot.op.lock().await;
+        let was_held = registry.leases().held.get(name).is_some_and(|h| h.token == token);
+        let Some(auth) = registry.unref(name, token) else {
+            return if was_held {
+                Ok(())
+            } else {
+                Err(ClientError::LockLost { detail: format!("lock {name} was no longer held") })
+            };
+        };
+        let _gate = registry.gate.read().await;
+        match self.lock_call(LockRequestOp::Release { lock: name.to_string(), auth }).await? {
+            LockGrant::Released => Ok(()),
+            other => Err(ClientError::UnexpectedReply(format!("{other:?} for a release"))),
+        }
+    }
+
+    /// Sends a release of `name` with an auth word the caller names (the `shoal unlock`
+    /// command). The master refuses it unless this client holds the lock with that word.
+    pub async fn unlock_with_auth(&self, name: &str, auth: i32) -> Result<(), ClientError> {
+        key::validate_mutable(name, NAME_BYTES_MAX)?;
+        let _gate = self.inner.locks.gate.read().await;
+        match self.lock_call(LockRequestOp::Release { lock: name.to_string(), auth }).await? {
+            LockGrant::Released => {
+                self.inner.locks.leases().held.remove(name);
+                Ok(())
+            }
+            other => Err(ClientError::UnexpectedReply(format!("{other:?} for a release"))),
+        }
+    }
+
+    /// The state of this client's leases; changes are pushed as they happen.
+    pub fn session_state(&self) -> watch::Receiver<SessionState> {
+        self.inner.locks.state_tx.subscribe()
+    }
+
+    /// Lock names this client holds (for status and tests).
+    pub fn held_locks(&self) -> Vec<String> {
+        self.inner.locks.leases().held.keys().cloned().collect()
+    }
+
+    /// Starts the renewal task if it is not running.
+    pub(crate) fn start_renewer(&self) {
+        let mut leases = self.inner.locks.leases();
+        if leases.renewer.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        let weak = Arc::downgrade(&self.inner);
+        leases.renewer = Some(tokio::spawn(run_renewer(weak)));
+    }
+}
+
+/// What one renewal round decided about when to run next.
+async fn renew_once<T: Transport>(inner: &Inner<T>) -> Duration {
+    let config = &inner.config.locks;
+    let registry = &inner.locks;
+    let _gate = registry.gate.write().await;
+    let (session, locks, generation) = {
+        let leases = registry.leases();
+        let locks: Vec<(String, i32)> =
+            leases.held.iter().map(|(name, h)| (name.clone(), h.auth)).collect();
+        (leases.session, locks, leases.generation)
+    };
+    let Some(session) = session else { return config.renew_interval };
+    let sent = now();
+    // One attempt, bounded by the renewal period: a late answer is worth less than a fresh try.
+    let timeout = inner.config.request_timeout.min(config.renew_interval);
+    let result = inner.lock_call(LockRequestOp::Renew { session, locks }, 1, timeout).await;
+    let mut leases = registry.leases();
+    if leases.generation != generation {
+        return config.renew_interval;
+    }
+    match result {
+        Ok(LockGrant::Renewed { lease_ms }) => {
+            let until = sent + Duration::from_millis(u64::from(lease_ms));
+            // The renewal covered everything held (the gate kept acquires out), so its lease is
+            // the validity now, shorter or not: a master with a shorter TTL than the client's
+            // configuration corrects the client here.
+            leases.valid_until = Some(until);
+            drop(leases);
+            registry.state_tx.send_if_modified(|s| {
+                let changed = *s != SessionState::Healthy;
+                *s = SessionState::Healthy;
+                changed
+            });
+            config.renew_interval
+        }
+        Err(
+            ClientError::SessionLost { .. }
+            | ClientError::LockLost { .. }
+            | ClientError::BadAuth { .. },
+        ) => {
+            drop(leases);
+            tracing::warn!("lock renewal refused: session and locks lost");
+            registry.forget_all(true);
+            config.renew_interval
+        }
+        other => {
+            let left =
+                leases.valid_until.map_or(Duration::ZERO, |u| u.saturating_duration_since(now()));
+            drop(leases);
+            if left.is_zero() {
+                tracing::warn!("lock renewals failed for a whole lease ({other:?}): locks lost");
+                registry.forget_all(true);
+                return config.renew_interval;
+            }
+            if left < config.ttl / 2 {
+                registry.state_tx.send_if_modified(|s| {
+                    let changed = *s == SessionState::Healthy;
+                    if changed {
+                        *s = SessionState::InDanger;
+                    }
+                    changed
+                });
+            }
+            // Try again sooner, but never past the end of the validity.
+            (config.renew_interval / 3).min(left)
+        }
+    }
+}
+
+async fn run_renewer<T: Transport>(inner: Weak<Inner<T>>) {
+    let mut pause = match inner.upgrade() {
+        Some(inner) => inner.config.locks.renew_interval,
+        None => return,
+    };
+    loop {
+        tokio::time::sleep(pause).await;
+        let Some(inner) = inner.upgrade() else { return };
+        pause = renew_once(&inner).await;
+    }
+}

@@ -1,0 +1,537 @@
+//! Faults on a [`Network`]: network faults through `nft` rules inside each host's own
+//! namespace (never the root namespace's ruleset) and `ip link` on the bridge side, process
+//! faults through signals to [`Node`]s; and a [`Schedule`] of them drawn from a seed.
+//!
+//! Every host namespace has at most one table, `inet shoal_nemesis`, with one `input` chain,
+//! rewritten atomically from a model ([`HostRules`]) on every change, so faults compose
+//! (a partition during packet loss) and healing is exact. Loopback traffic is never touched.
+//!
+//! A schedule runs its faults one after another (each healed before the next starts), within a
+//! bounded time, and records when each fault really started and ended ([`FaultWindow`]) for the
+//! report. The same seed, host count and bounds give the same schedule.
+
+use crate::netns::{nft_script, NetnsError, Network, Node};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+/// The nft table the nemesis owns in every host namespace.
+pub const NFT_TABLE: &str = "shoal_nemesis";
+/// How often a running schedule checks its stop flag while it waits.
+pub const STOP_POLL_MS: u64 = 20;
+
+/// One fault. Hosts are 1-based, like node ids.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Two sides: `minority` and every other host; each drops what comes from the other.
+    Partition { minority: Vec<usize> },
+    /// One host cut off in both directions (pick the master's host for "isolated master").
+    Isolate { host: usize },
+    /// `to` drops what comes from `from`; the other direction works.
+    OneWay { from: usize, to: usize },
+    /// The bridge-side end of `host`'s link is down.
+    LinkDown { host: usize },
+    /// Every host drops `percent` % of the packets it receives, at random.
+    Loss { percent: u8 },
+    /// SIGKILL at the start; started again at the end.
+    Kill { host: usize },
+    /// SIGSTOP at the start; SIGCONT at the end.
+    Pause { host: usize },
+    /// SIGKILL at the start; at the end its data directory is wiped and it starts again.
+    WipeRestart { host: usize },
+}
+
+/// The kinds of [`Fault`], to choose which a schedule may draw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FaultKind {
+    Partition,
+    Isolate,
+    OneWay,
+    LinkDown,
+    Loss,
+    Kill,
+    Pause,
+    WipeRestart,
+}
+
+impl FaultKind {
+    /// Faults of the network only: no process is touched.
+    pub const NETWORK: [FaultKind; 5] = [
+        FaultKind::Partition,
+        FaultKind::Isolate,
+        FaultKind::OneWay,
+        FaultKind::LinkDown,
+        FaultKind::Loss,
+    ];
+    pub const ALL: [FaultKind; 8] = [
+        FaultKind::Partition,
+        FaultKind::Isolate,
+        FaultKind::OneWay,
+        FaultKind::LinkDown,
+        FaultKind::Loss,
+        FaultKind::Kill,
+        FaultKind::Pause,
+        FaultKind::WipeRestart,
+    ];
+}
+
+impl Fault {
+    /// A short label for schedules and reports.
+    pub fn label(&self) -> String {
+        match self {
+            Fault::Partition { minority } => format!("partition {minority:?} | rest"),
+            Fault::Isolate { host } => format!("isolate h{host}"),
+            Fault::OneWay { from, to } => format!("drop h{from} -> h{to}"),
+            Fault::LinkDown { host } => format!("link down h{host}"),
+            Fault::Loss { percent } => format!("loss {percent}%"),
+            Fault::Kill { host } => format!("kill -9 h{host}"),
+            Fault::Pause { host } => format!("pause h{host}"),
+            Fault::WipeRestart { host } => format!("wipe+restart h{host}"),
+        }
+    }
+
+    /// True for faults that stop or restart a process (a restarted sender begins a new
+    /// incarnation, so its old stream may end in a gap).
+    pub fn touches_processes(&self) -> bool {
+        matches!(self, Fault::Kill { .. } | Fault::Pause { .. } | Fault::WipeRestart { .. })
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.label())
+    }
+}
+
+/// What a schedule may contain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScheduleBounds {
+    pub faults_max: usize,
+    /// No fault starts or lasts past this, from the start of the run.
+    pub run_ms: u64,
+    pub fault_ms_min: u64,
+    pub fault_ms_max: u64,
+    /// Healthy time before each fault.
+    pub quiet_ms_min: u64,
+    pub quiet_ms_max: u64,
+    /// Loss faults draw their percentage from 1..=this.
+    pub loss_percent_max: u8,
+}
+
+impl Default for ScheduleBounds {
+    /// About 20 s of faults: a CI-sized run.
+    fn default() -> ScheduleBounds {
+        ScheduleBounds {
+            faults_max: 6,
+            run_ms: 20_000,
+            fault_ms_min: 1_000,
+            fault_ms_max: 4_000,
+            quiet_ms_min: 500,
+            quiet_ms_max: 2_000,
+            loss_percent_max: 30,
+        }
+    }
+}
+
+/// One fault of a schedule and when it is meant to happen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScheduledFault {
+    pub at_ms: u64,
+    pub duration_ms: u64,
+    pub fault: Fault,
+}
+
+/// Faults drawn from a seed: same seed, hosts and bounds, same schedule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Schedule {
+    pub seed: u64,
+    pub hosts: usize,
+    pub faults: Vec<ScheduledFault>,
+}
+
+impl Schedule {
+    /// Draws up to `bounds.faults_max` faults of the given kinds, one after another with quiet
+    /// time between, all ending by `bounds.run_ms`.
+    pub fn generate(
+        seed: u64,
+        hosts: usize,
+        bounds: &ScheduleBounds,
+        kinds: &[FaultKind],
+    ) -> Schedule {
+        assert!(hosts >= 1, "a schedule needs a host");
+        assert!(
+            bounds.fault_ms_min <= bounds.fault_ms_max
+                && bounds.quiet_ms_min <= bounds.quiet_ms_max
+        );
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut faults = Vec::new();
+        let mut now_ms = 0u64;
+        // Kinds that need two hosts are left out of a one-host network.
+        let usable: Vec<FaultKind> = kinds
+            .iter()
+            .copied()
+            .filter(|k| hosts >= 2 || !matches!(k, FaultKind::Partition | FaultKind::OneWay))
+            .collect();
+        while faults.len() < bounds.faults_max && !usable.is_empty() {
+            let quiet = rng.gen_range(bounds.quiet_ms_min..=bounds.quiet_ms_max);
+            let duration = rng.gen_range(bounds.fault_ms_min..=bounds.fault_ms_max);
+            let at_ms = now_ms + quiet;
+            if at_ms + duration > bounds.run_ms {
+                break;
+            }
+            let kind = usable[rng.gen_range(0..usable.len())];
+            let host = rng.gen_range(1..=hosts);
+            let fault = match kind {
+                FaultKind::Partition => {
+                    // A minority: fewer than half of the hosts, at least one.
+                    let size = rng.gen_range(1..=((hosts - 1) / 2).max(1));
+                    let mut all: Vec<usize> = (1..=hosts).collect();
+                    let mut minority = Vec::new();
+                    for _ in 0..size {
+                        minority.push(all.remove(rng.gen_range(0..all.len())));
+                    }
+                    minority.sort_unstable();
+                    Fault::Partition { minority }
+                }
+                FaultKind::Isolate => Fault::Isolate { host },
+                FaultKind::OneWay => {
+                    let mut to = rng.gen_range(1..hosts);
+                    if to >= host {
+                        to += 1;
+                    }
+                    Fault::OneWay { from: host, to }
+                }
+                FaultKind::LinkDown => Fault::LinkDown { host },
+                FaultKind::Loss => {
+                    Fault::Loss { percent: rng.gen_range(1..=bounds.loss_percent_max.max(1)) }
+                }
+                FaultKind::Kill => Fault::Kill { host },
+                FaultKind::Pause => Fault::Pause { host },
+                FaultKind::WipeRestart => Fault::WipeRestart { host },
+            };
+            faults.push(ScheduledFault { at_ms, duration_ms: duration, fault });
+            now_ms = at_ms + duration;
+        }
+        Schedule { seed, hosts, faults }
+    }
+
+    /// When the last fault ends.
+    pub fn end_ms(&self) -> u64 {
+        self.faults.last().map_or(0, |f| f.at_ms + f.duration_ms)
+    }
+}
+
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "schedule seed={} hosts={} faults={}",
+            self.seed,
+            self.hosts,
+            self.faults.len()
+        )?;
+        for s in &self.faults {
+            writeln!(f, "  {:>6} ms +{:>5} ms  {}", s.at_ms, s.duration_ms, s.fault)?;
+        }
+        Ok(())
+    }
+}
+
+/// When a fault really was in force, in ms from the start of the run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FaultWindow {
+    pub label: String,
+    pub start_ms: u64,
+    pub end_ms: u64,
+}
+
+/// The nft model of one host: whose packets it drops, and how much random loss.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostRules {
+    pub blocked_from: BTreeSet<Ipv4Addr>,
+    pub loss_percent: u8,
+}
+
+impl HostRules {
+    /// The nft script that replaces the host's table with these rules, in one transaction
+    /// ("table; delete table" makes it idempotent whether or not the table exists).
+    pub fn nft_script(&self) -> String {
+        let mut script = format!("table inet {NFT_TABLE}\ndelete table inet {NFT_TABLE}\n");
+        if self.blocked_from.is_empty() && self.loss_percent == 0 {
+            return script;
+        }
+        script.push_str(&format!(
+            "table inet {NFT_TABLE} {{\n  chain input {{\n    type filter hook input priority -10; policy accept;\n    iif \"lo\" accept\n"
+        ));
+        if !self.blocked_from.is_empty() {
+            let list: Vec<String> = self.blocked_from.iter().map(Ipv4Addr::to_string).collect();
+            script.push_str(&format!("    ip saddr {{ {} }} drop\n", list.join(", ")));
+        }
+        match self.loss_percent {
+            0 => {}
+            // numgen's values are 0..=99: "< 100" is out of its range, so total loss is a
+            // plain drop.
+            100.. => script.push_str("    drop\n"),
+            p => script.push_str(&format!("    numgen random mod 100 < {p} drop\n")),
+        }
+        script.push_str("  }\n}\n");
+        script
+    }
+}
+
+/// Applies and heals faults on one network and its nodes. Hosts are 1..=N; index 0 names the
+/// client namespace, which the primitives ([`Nemesis::drop_from`], [`Nemesis::set_link`])
+/// accept too, so that a test can cut clients off; drawn faults and partitions involve hosts
+/// only.
+pub struct Nemesis<'a> {
+    network: &'a Network,
+    /// Rules of the client at position 0, of host i at position i.
+    rules: Vec<HostRules>,
+    links_down: BTreeSet<usize>,
+}
+
+impl<'a> Nemesis<'a> {
+    pub fn new(network: &'a Network) -> Nemesis<'a> {
+        Nemesis {
+            network,
+            rules: vec![HostRules::default(); network.hosts().len() + 1],
+            links_down: BTreeSet::new(),
+        }
+    }
+
+    /// The current nft model of host `index` (0: the client).
+    pub fn rules(&self, index: usize) -> Option<&HostRules> {
+        self.rules.get(index)
+    }
+
+    fn address(&self, index: usize) -> Result<Ipv4Addr, NetnsError> {
+        Ok(self.network.host_or_client(index)?.address)
+    }
+
+    fn update(
+        &mut self,
+        index: usize,
+        change: impl FnOnce(&mut HostRules),
+    ) -> Result<(), NetnsError> {
+        let host = self.network.host_or_client(index)?;
+        let rules = &mut self.rules[index];
+        change(rules);
+        nft_script(&host.namespace, &rules.nft_script())
+    }
+
+    /// Host `to` drops every packet from the hosts in `from` (one way; 0 is the client).
+    pub fn drop_from(&mut self, to: usize, from: &[usize]) -> Result<(), NetnsError> {
+        let addresses = from.iter().map(|h| self.address(*h)).collect::<Result<Vec<_>, _>>()?;
+        self.update(to, |r| r.blocked_from.extend(addresses))
+    }
+
+    /// Cuts every host in `side` off from every host not in it, both ways.
+    pub fn partition(&mut self, side: &[usize]) -> Result<(), NetnsError> {
+        let other: Vec<usize> =
+            (1..=self.network.hosts().len()).filter(|h| !side.contains(h)).collect();
+        for &h in side {
+            self.drop_from(h, &other)?;
+        }
+        for &h in &other {
+            self.drop_from(h, side)?;
+        }
+        Ok(())
+    }
+
+    /// Every host drops `percent` % of what it receives (0 heals).
+    pub fn set_loss_everywhere(&mut self, percent: u8) -> Result<(), NetnsError> {
+        for index in 1..=self.network.hosts().len() {
+            self.update(index, |r| r.loss_percent = percent.min(100))?;
+        }
+        Ok(())
+    }
+
+    /// Takes the bridge side of `host`'s link down or up.
+    pub fn set_link(&mut self, host: usize, up: bool) -> Result<(), NetnsError> {
+        self.network.set_link(host, up)?;
+        if up {
+            self.links_down.remove(&host);
+        } else {
+            self.links_down.insert(host);
+        }
+        Ok(())
+    }
+
+    /// Removes every nft rule and brings every link up (processes are not touched).
+    pub fn heal_network(&mut self) -> Result<(), NetnsError> {
+        for index in 0..=self.network.hosts().len() {
+            if self.rules[index] == HostRules::default() {
+                continue;
+            }
+            self.update(index, |r| *r = HostRules::default())?;
+        }
+        for host in std::mem::take(&mut self.links_down) {
+            self.network.set_link(host, true)?;
+        }
+        Ok(())
+    }
+
+    /// Heals the network, resumes paused nodes and starts nodes that are not running.
+    pub fn heal_all(&mut self, nodes: &mut [Node]) -> Result<(), NetnsError> {
+        self.heal_network()?;
+        for node in nodes.iter_mut() {
+            if node.is_paused() {
+                node.resume();
+            }
+            if !node.is_running() {
+                node.start()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts `fault` in force.
+    pub fn begin(&mut self, fault: &Fault, nodes: &mut [Node]) -> Result<(), NetnsError> {
+        match fault {
+            Fault::Partition { minority } => self.partition(minority),
+            Fault::Isolate { host } => self.partition(&[*host]),
+            Fault::OneWay { from, to } => self.drop_from(*to, &[*from]),
+            Fault::LinkDown { host } => self.set_link(*host, false),
+            Fault::Loss { percent } => self.set_loss_everywhere(*percent),
+            Fault::Kill { host } | Fault::WipeRestart { host } => node_on(nodes, *host)?.kill(),
+            Fault::Pause { host } => {
+                node_on(nodes, *host)?.pause();
+                Ok(())
+            }
+        }
+    }
+
+    /// Ends `fault` (network faults heal the whole network: one fault is in force at a time).
+    pub fn end(&mut self, fault: &Fault, nodes: &mut [Node]) -> Result<(), NetnsError> {
+        match fault {
+            Fault::Kill { host } => node_on(nodes, *host)?.start().map(|_| ()),
+            Fault::WipeRestart { host } => node_on(nodes, *host)?.restart(true).map(|_| ()),
+            Fault::Pause { host } => {
+                node_on(nodes, *host)?.resume();
+                Ok(())
+            }
+            _ => self.heal_network(),
+        }
+    }
+
+    /// Runs `schedule` from `run_start`, faults one after another, and returns when each was
+    /// in force. Stops early (healing what is in force) when `stop()` turns true. Ends with the
+    /// network healed and every process running.
+    pub fn run_schedule(
+        &mut self,
+        schedule: &Schedule,
+        nodes: &mut [Node],
+        run_start: Instant,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Vec<FaultWindow>, NetnsError> {
+        let mut windows = Vec::new();
+        let since = |t: Instant| t.duration_since(run_start).as_millis() as u64;
+        for scheduled in &schedule.faults {
+            if !wait_until(run_start + Duration::from_millis(scheduled.at_ms), stop) {
+                break;
+            }
+            let start_ms = since(Instant::now());
+            self.begin(&scheduled.fault, nodes)?;
+            let end_at = run_start + Duration::from_millis(scheduled.at_ms + scheduled.duration_ms);
+            let stopped = !wait_until(end_at, stop);
+            self.end(&scheduled.fault, nodes)?;
+            windows.push(FaultWindow {
+                label: scheduled.fault.label(),
+                start_ms,
+                end_ms: since(Instant::now()),
+            });
+            if stopped {
+                break;
+            }
+        }
+        self.heal_all(nodes)?;
+        Ok(windows)
+    }
+}
+
+fn node_on(nodes: &mut [Node], host: usize) -> Result<&mut Node, NetnsError> {
+    nodes.iter_mut().find(|n| n.host.index == host).ok_or(NetnsError::NoSuchHost(host))
+}
+
+/// Sleeps until `deadline` in short steps; false when `stop()` turned true first.
+pub fn wait_until(deadline: Instant, stop: &dyn Fn() -> bool) -> bool {
+    loop {
+        if stop() {
+            return false;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return true;
+        }
+        std::thread::sleep((deadline - now).min(Duration::from_millis(STOP_POLL_MS)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The same seed gives the same schedule; another seed gives another one; every fault
+    /// stays inside the bounds and faults do not overlap.
+    #[test]
+    fn schedules_are_reproducible_from_the_seed_and_bounded() {
+        let bounds = ScheduleBounds::default();
+        let a = Schedule::generate(42, 3, &bounds, &FaultKind::ALL);
+        let b = Schedule::generate(42, 3, &bounds, &FaultKind::ALL);
+        assert_eq!(a, b);
+        assert_eq!(a.to_string(), b.to_string());
+        let differs = (43..53).any(|s| Schedule::generate(s, 3, &bounds, &FaultKind::ALL) != a);
+        assert!(differs, "ten other seeds all gave the same schedule");
+        for seed in 0..200 {
+            let s = Schedule::generate(seed, 5, &bounds, &FaultKind::ALL);
+            assert!(!s.faults.is_empty() && s.faults.len() <= bounds.faults_max);
+            let mut previous_end = 0;
+            for f in &s.faults {
+                assert!(f.at_ms >= previous_end + bounds.quiet_ms_min, "overlap in seed {seed}");
+                assert!((bounds.fault_ms_min..=bounds.fault_ms_max).contains(&f.duration_ms));
+                previous_end = f.at_ms + f.duration_ms;
+                match &f.fault {
+                    Fault::Partition { minority } => {
+                        assert!(!minority.is_empty() && minority.len() <= 2, "not a minority");
+                    }
+                    Fault::OneWay { from, to } => assert_ne!(from, to),
+                    Fault::Loss { percent } => {
+                        assert!((1..=bounds.loss_percent_max).contains(percent))
+                    }
+                    _ => {}
+                }
+            }
+            assert!(s.end_ms() <= bounds.run_ms);
+        }
+    }
+
+    /// Network-only schedules never touch a process.
+    #[test]
+    fn network_kinds_draw_no_process_fault() {
+        for seed in 0..100 {
+            let s = Schedule::generate(seed, 3, &ScheduleBounds::default(), &FaultKind::NETWORK);
+            assert!(s.faults.iter().all(|f| !f.fault.touches_processes()));
+        }
+    }
+
+    /// The nft script drops the blocked sources and the loss share, keeps loopback, and an
+    /// empty model only deletes the table.
+    #[test]
+    fn nft_script_renders_the_model() {
+        let empty = HostRules::default().nft_script();
+        assert_eq!(empty, format!("table inet {NFT_TABLE}\ndelete table inet {NFT_TABLE}\n"));
+        let rules = HostRules {
+            blocked_from: [Ipv4Addr::new(198, 18, 77, 2), Ipv4Addr::new(198, 18, 77, 3)].into(),
+            loss_percent: 10,
+        };
+        let script = rules.nft_script();
+        assert!(script.contains("iif \"lo\" accept"));
+        assert!(script.contains("ip saddr { 198.18.77.2, 198.18.77.3 } drop"));
+        assert!(script.contains("numgen random mod 100 < 10 drop"));
+        let total = HostRules { loss_percent: 100, ..HostRules::default() }.nft_script();
+        assert!(total.contains("    drop\n") && !total.contains("numgen"));
+    }
+}
