@@ -771,3 +771,94 @@ async fn final_reads(
     }
     problems
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recorded(client: u64, call: u64, end_us: u64, input: Input, output: Output) -> Recorded {
+        Recorded {
+            op: Operation {
+                client,
+                key: "/r0".into(),
+                call,
+                ret: Some(end_us),
+                input,
+                output: Some(output),
+            },
+            outcome: Outcome::Ok,
+            end_us,
+            error: None,
+        }
+    }
+
+    /// The gap is the longest stretch inside the window without an acknowledged write; reads
+    /// and failed compare-and-sets do not count as writes; recovery is measured from the end.
+    #[test]
+    fn unavailability_is_the_longest_gap_between_acknowledged_writes_in_a_window() {
+        let history = vec![
+            recorded(0, 0, 1_000_000, Input::Write(1), Output::Write),
+            recorded(0, 0, 1_500_000, Input::Read, Output::Read(Some(1))),
+            recorded(0, 0, 1_600_000, Input::Cas { expected: Some(9), new: 2 }, Output::Cas(false)),
+            recorded(1, 0, 1_700_000, Input::Cas { expected: Some(1), new: 3 }, Output::Cas(true)),
+            recorded(0, 0, 2_900_000, Input::Write(4), Output::Write),
+        ];
+        let window = FaultWindow { label: "isolate h1".into(), start_ms: 900, end_ms: 2_000 };
+        let u = unavailability(&history, std::slice::from_ref(&window));
+        assert_eq!(u.len(), 1);
+        // Writes inside at 1000 and 1700: the longest stretch is 1700 - 1000.
+        assert_eq!(u[0].longest_gap_ms, 700);
+        assert_eq!(u[0].recovery_ms, Some(900));
+        let empty = FaultWindow { label: "pause h2".into(), start_ms: 3_000, end_ms: 4_000 };
+        let u = unavailability(&history, &[empty]);
+        assert_eq!(u[0].longest_gap_ms, 1_000);
+        assert_eq!(u[0].recovery_ms, None);
+    }
+
+    /// A register holding anything but a decimal number becomes a value no client wrote, so
+    /// the checker cannot explain a read of it.
+    #[test]
+    fn garbage_values_are_unexplainable() {
+        let v = |b: &'static [u8]| Versioned { zxid: Zxid::ZERO, value: bytes::Bytes::from(b) };
+        assert_eq!(parse_value(&v(b"1099511627777")), 1_099_511_627_777);
+        assert_eq!(parse_value(&v(b"x1")), Value::MAX);
+        let history = [
+            recorded(0, 0, 10, Input::Write(1), Output::Write),
+            recorded(1, 20, 30, Input::Read, Output::Read(Some(parse_value(&v(b"?"))))),
+        ];
+        let ops: Vec<Operation> = history.iter().map(|r| r.op.clone()).collect();
+        assert!(linearizability::check(&ops).is_err());
+    }
+
+    /// A final read that misses an acknowledged write (the write returned before the read was
+    /// called) is a violation, and the excerpt names the key's operations.
+    #[test]
+    fn a_lost_acknowledged_write_fails_the_check_and_is_excerpted() {
+        let history = vec![
+            recorded(0, 0, 10, Input::Write(1), Output::Write),
+            recorded(1, 20, 30, Input::Write(2), Output::Write),
+            recorded(u64::MAX, 40, 50, Input::Read, Output::Read(Some(1))),
+        ];
+        let ops: Vec<Operation> = history.iter().map(|r| r.op.clone()).collect();
+        let check = linearizability::check(&ops);
+        assert!(matches!(check, Err(Violation::NotLinearizable { .. })));
+        let outcome = RegistersOutcome {
+            schedule: Schedule { seed: 0, hosts: 3, faults: Vec::new() },
+            windows: Vec::new(),
+            history,
+            ok: 3,
+            failed: 0,
+            unknown: 0,
+            check,
+            final_problems: Vec::new(),
+            unavailability: Vec::new(),
+            summary: report::summarize(&[], &[]),
+            svg: PathBuf::new(),
+            interrupted: false,
+        };
+        assert!(!outcome.passed());
+        let excerpt = outcome.excerpt();
+        assert_eq!(excerpt.len(), 3);
+        assert!(excerpt[2].contains("read") && excerpt[2].contains("ok Some(1)"), "{excerpt:?}");
+    }
+}
