@@ -15,7 +15,7 @@ use shoal_tests::jepsen::{run_registers, RegistersOptions};
 use shoal_tests::netns::skip_reason;
 use std::path::Path;
 
-/// The seeds CI runs (about 30 s each: start, 15 s of faults, quiet period, final reads).
+/// The seeds CI runs (about 17 s each: start, up to 15 s of faults, quiet period, final reads).
 const CI_SEEDS: [u64; 2] = [1, 2];
 
 fn seeds() -> Vec<u64> {
