@@ -401,7 +401,8 @@ pub fn run_registers(
 
 /// The nemesis's schedule, as [`Nemesis::run_schedule`], except that an `Isolate` fault cuts
 /// off the host of the current master (when the monitor knows one): the fault that matters
-/// most for a master-based protocol.
+/// most for a master-based protocol; and a process fault on the master's host says so in its
+/// label.
 fn run_schedule(
     nemesis: &mut Nemesis<'_>,
     schedule: &Schedule,
@@ -418,12 +419,20 @@ fn run_schedule(
         }
         let mut fault = scheduled.fault.clone();
         let mut label = fault.label();
-        if let Fault::Isolate { .. } = fault {
-            let master = shared.master.load(Ordering::SeqCst);
-            if master != 0 {
+        let master = shared.master.load(Ordering::SeqCst);
+        match fault {
+            Fault::Isolate { .. } if master != 0 => {
                 fault = Fault::Isolate { host: master };
                 label = format!("isolate master h{master}");
             }
+            // Process faults keep their host; the label says when it was the master's, so
+            // the unavailability per fault can be told apart.
+            Fault::Kill { host } | Fault::Pause { host } | Fault::WipeRestart { host }
+                if host == master =>
+            {
+                label = format!("{label} (master)");
+            }
+            _ => {}
         }
         let start_ms = since(Instant::now());
         nemesis.begin(&fault, nodes)?;
