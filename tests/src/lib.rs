@@ -2,6 +2,8 @@
 //! checkers.
 //!
 //! - [`cluster`]: a harness running real `shoal-fs` processes on loopback multicast.
+//! - [`jepsen`]: real `shoal-fs` nodes on namespace hosts, a register workload under a seeded
+//!   nemesis, checked for linearizability.
 //! - [`linearizability`]: a WGL/porcupine-style checker of per-key register histories.
 //! - [`sim`]: a seeded deterministic simulator of replication engines with faults.
 //! - [`netns`]: network-namespace hosts joined by a bridge, and supervised processes on them.
@@ -13,6 +15,7 @@
 //!   lease clock, for client lock, session and transaction tests.
 
 pub mod cluster;
+pub mod jepsen;
 pub mod linearizability;
 pub mod messaging_workload;
 pub mod nemesis;

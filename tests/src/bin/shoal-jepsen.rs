@@ -3,19 +3,31 @@
 //! ```text
 //! cargo run -p shoal-tests --bin shoal-jepsen -- --seed 7 --nodes 3
 //! cargo run -p shoal-tests --bin shoal-jepsen -- --seed 1 --seeds 20 --nodes 5 --faults all --run-ms 60000
+//! cargo build -p fs-node --bins && \
+//!   cargo run -p shoal-tests --bin shoal-jepsen -- --workload registers --seed 1 --seeds 10
 //! ```
 //!
-//! Today's workload is the messaging layer (`shoal-echo` endpoints); `shoal-fs` workloads
-//! plug in beside it. Prints the schedule, the checker's verdict and the summary, writes an SVG
+//! Workloads: `messaging` (the messaging layer, `shoal-echo` endpoints) and `registers` (real
+//! `shoal-fs` nodes, register reads/writes/compare-and-set checked for linearizability, see
+//! `shoal_tests::jepsen`). Prints the schedule, the checker's verdict and the summary, writes an SVG
 //! of latency over time with the fault windows shaded, exits 1 when a run fails. Ctrl-C stops
 //! the run and tears the namespaces down.
 
 use clap::{Parser, ValueEnum};
+use shoal_tests::jepsen::{run_registers, RegistersOptions};
 use shoal_tests::messaging_workload::{run_messaging, RunOptions};
 use shoal_tests::nemesis::FaultKind;
 use shoal_tests::netns::{cleanup_stale, skip_reason};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Workload {
+    /// `shoal-echo` endpoints: delivery, order and gaps of the messaging layer.
+    Messaging,
+    /// `shoal-fs` nodes: linearizability of register reads, writes and compare-and-set.
+    Registers,
+}
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Faults {
@@ -23,6 +35,8 @@ enum Faults {
     Network,
     /// Network faults plus kill -9, SIGSTOP and restarts with a wiped data directory.
     All,
+    /// The register runs' set: kill -9, SIGSTOP, partitions, master isolation, packet loss.
+    Registers,
 }
 
 #[derive(Parser, Debug)]
@@ -36,8 +50,11 @@ struct Args {
     seeds: u64,
     #[arg(long, default_value_t = 3)]
     nodes: usize,
-    #[arg(long, value_enum, default_value_t = Faults::Network)]
-    faults: Faults,
+    #[arg(long, value_enum, default_value_t = Workload::Messaging)]
+    workload: Workload,
+    /// Default: `network` for messaging, `registers` for registers.
+    #[arg(long, value_enum)]
+    faults: Option<Faults>,
     /// How long the fault schedule lasts.
     #[arg(long, default_value_t = 12_000)]
     run_ms: u64,
@@ -55,6 +72,93 @@ struct Args {
     /// The endpoint binary (default: shoal-echo next to this binary).
     #[arg(long)]
     echo: Option<PathBuf>,
+    /// The node binary of the registers workload (default: shoal-fs next to this binary).
+    #[arg(long)]
+    shoal_fs: Option<PathBuf>,
+    /// Concurrent clients of the registers workload.
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    /// Registers (keys) of the registers workload.
+    #[arg(long, default_value_t = 3)]
+    keys: usize,
+}
+
+fn kinds(faults: Faults) -> Vec<FaultKind> {
+    match faults {
+        Faults::Network => FaultKind::NETWORK.to_vec(),
+        Faults::All => FaultKind::ALL.to_vec(),
+        Faults::Registers => FaultKind::REGISTERS.to_vec(),
+    }
+}
+
+/// Seeded register runs; returns the failing seeds.
+fn registers(args: &Args) -> Vec<u64> {
+    let shoal_fs = args
+        .shoal_fs
+        .clone()
+        .unwrap_or_else(|| std::env::current_exe().expect("own path").with_file_name("shoal-fs"));
+    if !shoal_fs.exists() {
+        eprintln!(
+            "shoal-jepsen: {} not found; build it: cargo build -p fs-node --bins",
+            shoal_fs.display()
+        );
+        std::process::exit(2);
+    }
+    let mut failed = Vec::new();
+    for seed in args.seed..args.seed + args.seeds.max(1) {
+        let mut options = RegistersOptions::new(seed);
+        options.hosts = args.nodes;
+        options.bounds.run_ms = args.run_ms;
+        options.bounds.faults_max = args.faults_max;
+        options.kinds = kinds(args.faults.unwrap_or(Faults::Registers));
+        options.clients = args.clients;
+        options.keys = args.keys;
+        options.out_dir = args.out.clone();
+        let stop = || STOP.load(Ordering::SeqCst);
+        match run_registers(&options, &shoal_fs, &stop) {
+            Ok(outcome) if outcome.interrupted => {
+                println!("seed {seed}: INTERRUPTED; partial picture: {}", outcome.svg.display());
+            }
+            Ok(outcome) => {
+                println!("{}", outcome.summary);
+                for u in &outcome.unavailability {
+                    println!(
+                        "{:<28} longest gap without an acknowledged write {} ms, recovery {:?} ms",
+                        u.window.label, u.longest_gap_ms, u.recovery_ms
+                    );
+                }
+                if let Err(v) = &outcome.check {
+                    println!("VIOLATION: {v}");
+                    for line in outcome.excerpt() {
+                        println!("  {line}");
+                    }
+                }
+                for p in &outcome.final_problems {
+                    println!("FINAL: {p}");
+                }
+                println!(
+                    "seed {seed}: {} ({} ok, {} fail, {} unknown); picture: {}",
+                    if outcome.passed() { "PASS" } else { "FAIL" },
+                    outcome.ok,
+                    outcome.failed,
+                    outcome.unknown,
+                    outcome.svg.display()
+                );
+                if !outcome.passed() {
+                    failed.push(seed);
+                }
+            }
+            Err(e) => {
+                eprintln!("seed {seed}: harness error: {e}");
+                failed.push(seed);
+            }
+        }
+        if STOP.load(Ordering::SeqCst) {
+            eprintln!("interrupted; namespaces torn down");
+            std::process::exit(130);
+        }
+    }
+    failed
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -80,6 +184,14 @@ fn main() {
         Ok(_) => {}
         Err(e) => eprintln!("cleanup of stale namespaces failed: {e}"),
     }
+    if args.workload == Workload::Registers {
+        let failed = registers(&args);
+        if !failed.is_empty() {
+            println!("failed seeds: {failed:?} (rerun one with --seed N --seeds 1)");
+            std::process::exit(1);
+        }
+        return;
+    }
     let echo = args
         .echo
         .clone()
@@ -97,10 +209,7 @@ fn main() {
         options.hosts = args.nodes;
         options.bounds.run_ms = args.run_ms;
         options.bounds.faults_max = args.faults_max;
-        options.kinds = match args.faults {
-            Faults::Network => FaultKind::NETWORK.to_vec(),
-            Faults::All => FaultKind::ALL.to_vec(),
-        };
+        options.kinds = kinds(args.faults.unwrap_or(Faults::Network));
         options.echo.nak_rounds_max = args.nak_rounds_max;
         options.strict = args.strict;
         options.out_dir = args.out.clone();

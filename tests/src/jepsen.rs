@@ -1,0 +1,873 @@
+//! A Jepsen-style run of real `shoal-fs` processes on network-namespace hosts: one node per
+//! host namespace, multicast across the bridge (each node's interface is its host's address),
+//! and in-process clients in the client namespace running a register workload while a seeded
+//! nemesis kills, pauses, partitions and drops packets. The history (every operation's call and
+//! return time and outcome) is checked with the WGL [`linearizability`] checker.
+//!
+//! Workload: a handful of keys, each a register holding unique numbers; several concurrent
+//! clients, each doing one operation at a time: a linearizable read, a write, or a
+//! compare-and-set (a linearizable read, then a batch conditioned on the key's zxid with
+//! [`Batch::if_zxid`]). Values are unique, so "the key's zxid is the one read" is the same as
+//! "the register holds the value read", which is the checker's compare-and-set.
+//!
+//! Outcomes: `ok` (the client saw the answer), `fail` (a read that got no answer, or a
+//! compare-and-set whose condition failed: nothing was written), `unknown` (a write or
+//! compare-and-set without a definite answer: it may or may not have taken effect; the checker
+//! lets it take effect at any time after its call, or never).
+//!
+//! After the schedule every fault is healed, the workload goes on through a quiet period, then
+//! every key is read once more (linearizably, retried until it answers); those final reads are
+//! part of the checked history, so an acknowledged write that was lost shows as a violation.
+//! Each node is also asked directly, at the final reads' zxid, whether it holds the same value
+//! (replica convergence).
+//!
+//! The clients run on one thread that entered the client namespace with `setns`, on a
+//! current-thread tokio runtime, so every socket they open lives in that namespace.
+
+use crate::cluster::{get_at, node_args};
+use crate::linearizability::{self, Input, Operation, Output, Value, Violation};
+use crate::nemesis::{
+    wait_until, Fault, FaultKind, FaultWindow, Nemesis, Schedule, ScheduleBounds,
+};
+use crate::netns::{NetnsError, Network, Node, NodeSpec};
+use crate::report::{self, Sample, Summary};
+use cache_client::net::{ClusterFile, SocketTransport};
+use cache_client::{Batch, Client, ClientConfig, ClientError, ReadOptions};
+use protocol::message::data::{Role, Versioned};
+use protocol::Zxid;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The unicast port every node listens on (each host has its own address).
+pub const NODE_PORT: u16 = 7400;
+/// The cluster's multicast group (each network is its own set of namespaces, so a fixed group
+/// never meets another run's).
+pub const GROUP: &str = "239.77.77.1:7401";
+/// The cluster id of these runs.
+pub const CLUSTER_ID: u32 = 7777;
+/// FSLive interval of the nodes (fast, so clients learn a new master quickly).
+pub const FSLIVE_INTERVAL_MS: u64 = 500;
+/// Longest the cluster gets to elect a master a majority follows before the run starts.
+pub const READY_TIMEOUT_MS: u64 = 30_000;
+/// One unicast request's timeout in the clients.
+pub const REQUEST_TIMEOUT_MS: u64 = 500;
+/// Timeouts one client call tolerates before giving up (a write's outcome is then unknown).
+pub const ATTEMPTS_MAX: usize = 6;
+/// A guard over one whole client call (redirects and no-master pauses included).
+pub const OP_TIMEOUT_MS: u64 = 10_000;
+/// How long the final read of one key is retried before it counts as unavailable.
+pub const FINAL_READ_TIMEOUT_MS: u64 = 30_000;
+/// How often the monitor asks every node who the master is.
+pub const MONITOR_INTERVAL_MS: u64 = 250;
+/// Most history lines quoted around a violation in the report.
+pub const EXCERPT_OPS_MAX: usize = 40;
+
+/// What one seeded run does.
+#[derive(Clone, Debug)]
+pub struct RegistersOptions {
+    pub seed: u64,
+    pub hosts: usize,
+    pub bounds: ScheduleBounds,
+    pub kinds: Vec<FaultKind>,
+    pub clients: usize,
+    pub keys: usize,
+    /// Pause between two operations of one client (bounds the history's size).
+    pub think_ms: u64,
+    /// Healthy time after the schedule (workload still running) before the final reads.
+    pub quiet_ms: u64,
+    pub out_dir: PathBuf,
+}
+
+impl RegistersOptions {
+    /// A CI-sized run: 3 hosts, about 15 s of process and network faults, 4 clients, 3 keys.
+    pub fn new(seed: u64) -> RegistersOptions {
+        RegistersOptions {
+            seed,
+            hosts: 3,
+            bounds: ScheduleBounds { run_ms: 15_000, faults_max: 5, ..ScheduleBounds::default() },
+            kinds: FaultKind::REGISTERS.to_vec(),
+            clients: 4,
+            keys: 3,
+            think_ms: 10,
+            quiet_ms: 3_000,
+            out_dir: PathBuf::from("target/jepsen"),
+        }
+    }
+}
+
+impl FaultKind {
+    /// The faults of the register runs: kill -9 and restart, SIGSTOP/SIGCONT, partitions,
+    /// isolation (of the master, see [`run_registers`]) and packet loss.
+    pub const REGISTERS: [FaultKind; 5] = [
+        FaultKind::Kill,
+        FaultKind::Pause,
+        FaultKind::Partition,
+        FaultKind::Isolate,
+        FaultKind::Loss,
+    ];
+}
+
+/// How one operation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Fail,
+    Unknown,
+}
+
+/// One operation as the client saw it, with times in µs from the start of the run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recorded {
+    pub op: Operation,
+    pub outcome: Outcome,
+    /// When the client gave up or saw the answer.
+    pub end_us: u64,
+    /// The error, when there was one.
+    pub error: Option<String>,
+}
+
+/// The longest time without an acknowledged write inside one fault window.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unavailability {
+    pub window: FaultWindow,
+    pub longest_gap_ms: u64,
+    /// From the end of the window to the first acknowledged write after it.
+    pub recovery_ms: Option<u64>,
+}
+
+/// What a run produced.
+#[derive(Debug)]
+pub struct RegistersOutcome {
+    pub schedule: Schedule,
+    pub windows: Vec<FaultWindow>,
+    pub history: Vec<Recorded>,
+    pub ok: usize,
+    pub failed: usize,
+    pub unknown: usize,
+    /// The checker's verdict on the whole history, final reads included.
+    pub check: Result<(), Violation>,
+    /// Keys whose final read never answered, nodes that disagree at the final zxid.
+    pub final_problems: Vec<String>,
+    pub unavailability: Vec<Unavailability>,
+    pub summary: Summary,
+    pub svg: PathBuf,
+    pub interrupted: bool,
+}
+
+impl RegistersOutcome {
+    pub fn passed(&self) -> bool {
+        self.check.is_ok() && self.final_problems.is_empty() && !self.interrupted
+    }
+
+    /// The operations of the violating key around the point where the checker failed, as
+    /// text lines (for a report); empty when there is no violation.
+    pub fn excerpt(&self) -> Vec<String> {
+        let Err(Violation::NotLinearizable { key, .. }) = &self.check else { return Vec::new() };
+        let ops: Vec<&Recorded> = self.history.iter().filter(|r| &r.op.key == key).collect();
+        let skip = ops.len().saturating_sub(EXCERPT_OPS_MAX);
+        ops.into_iter().skip(skip).map(describe).collect()
+    }
+}
+
+/// One history line: client, times, input, outcome, output.
+pub fn describe(r: &Recorded) -> String {
+    let input = match r.op.input {
+        Input::Read => "read".to_string(),
+        Input::Write(v) => format!("write {v}"),
+        Input::Cas { expected, new } => format!("cas {expected:?}->{new}"),
+    };
+    let output = match (r.outcome, r.op.output) {
+        (Outcome::Ok, Some(Output::Read(v))) => format!("ok {v:?}"),
+        (Outcome::Ok, Some(Output::Cas(b))) => format!("ok {b}"),
+        (Outcome::Ok, _) => "ok".into(),
+        (Outcome::Fail, _) => format!("fail {}", r.error.as_deref().unwrap_or("")),
+        (Outcome::Unknown, _) => format!("unknown {}", r.error.as_deref().unwrap_or("")),
+    };
+    format!(
+        "c{} {} {:>9.3}..{:>9.3} ms {input:<24} {output}",
+        r.op.client,
+        r.op.key,
+        r.op.call as f64 / 1000.0,
+        r.end_us as f64 / 1000.0
+    )
+}
+
+/// The keys of a run: registers at the root.
+pub fn keys(count: usize) -> Vec<String> {
+    (0..count).map(|k| format!("/r{k}")).collect()
+}
+
+/// The value a register holds, from its bytes (decimal); garbage becomes `Value::MAX`, which
+/// no client writes, so the checker flags it.
+pub fn parse_value(v: &Versioned) -> Value {
+    std::str::from_utf8(&v.value).ok().and_then(|s| s.parse().ok()).unwrap_or(Value::MAX)
+}
+
+/// The longest stretch inside each window without an acknowledged write (write or successful
+/// compare-and-set), and the time from the window's end to the next one.
+pub fn unavailability(history: &[Recorded], windows: &[FaultWindow]) -> Vec<Unavailability> {
+    let mut acked_ms: Vec<u64> = history
+        .iter()
+        .filter(|r| r.outcome == Outcome::Ok)
+        .filter(|r| {
+            matches!(
+                (r.op.input, r.op.output),
+                (Input::Write(_), _) | (Input::Cas { .. }, Some(Output::Cas(true)))
+            )
+        })
+        .map(|r| r.end_us / 1000)
+        .collect();
+    acked_ms.sort_unstable();
+    windows
+        .iter()
+        .map(|w| {
+            let mut previous = w.start_ms;
+            let mut longest = 0;
+            for &t in acked_ms.iter().filter(|t| (w.start_ms..=w.end_ms).contains(*t)) {
+                longest = longest.max(t - previous);
+                previous = t;
+            }
+            longest = longest.max(w.end_ms - previous);
+            let recovery_ms = acked_ms.iter().find(|t| **t >= w.end_ms).map(|t| t - w.end_ms);
+            Unavailability { window: w.clone(), longest_gap_ms: longest, recovery_ms }
+        })
+        .collect()
+}
+
+/// What the main thread and the client thread share.
+struct Shared {
+    /// The host index of the master the monitor saw last (0: none known).
+    master: AtomicUsize,
+    /// Set when the workload should stop and the final reads begin.
+    finish: AtomicBool,
+    /// Set when the run is interrupted: the client thread returns at once.
+    abort: AtomicBool,
+}
+
+/// What the client thread returns.
+struct ClientResult {
+    history: Vec<Recorded>,
+    final_problems: Vec<String>,
+}
+
+/// Builds the network, starts `shoal-fs` on every host, runs clients in the client namespace
+/// under the seeded schedule, heals, waits a quiet period, reads every key, checks the history
+/// and writes the report. `stop()` (e.g. set by SIGINT) ends it early; everything is torn down
+/// on every path (the nodes when `nodes` drops, the namespaces when `network` drops).
+pub fn run_registers(
+    options: &RegistersOptions,
+    shoal_fs: &Path,
+    stop: &dyn Fn() -> bool,
+) -> Result<RegistersOutcome, NetnsError> {
+    let schedule = Schedule::generate(options.seed, options.hosts, &options.bounds, &options.kinds);
+    println!("{schedule}");
+    let network = Network::create(options.hosts)?;
+    let dir = tempfile::tempdir()?;
+    let key: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
+    std::fs::write(dir.path().join("cluster.key"), &key)?;
+    let members = network
+        .hosts()
+        .iter()
+        .map(|h| (h.index.to_string(), format!("{}:{NODE_PORT}", h.address)))
+        .collect();
+    let mut file = ClusterFile {
+        cluster_id: CLUSTER_ID,
+        key_file: Some("cluster.key".into()),
+        key: None,
+        group: GROUP.into(),
+        interface: network.client().address.to_string(),
+        loopback: false,
+        members,
+    };
+    // The clients' file: the client namespace's address as the multicast interface.
+    let client_file = dir.path().join("cluster.toml");
+    file.save(&client_file)?;
+    let log_filter = std::env::var("SHOAL_TEST_LOG").unwrap_or_else(|_| "error".into());
+    let mut nodes: Vec<Node> = Vec::new();
+    for host in network.hosts() {
+        file.interface = host.address.to_string();
+        let data_dir = dir.path().join(format!("node{}", host.index));
+        std::fs::create_dir_all(&data_dir)?;
+        let id = host.index as protocol::NodeId;
+        // `env` execs shoal-fs, so the pid the harness signals is the node's own.
+        let mut args = vec![format!("RUST_LOG={log_filter}"), shoal_fs.display().to_string()];
+        args.extend(node_args(&file, dir.path(), id, &data_dir, FSLIVE_INTERVAL_MS));
+        let spec = NodeSpec { program: "env".into(), args, data_dir: Some(data_dir) };
+        nodes.push(Node::new(host.clone(), spec));
+    }
+    for node in nodes.iter_mut() {
+        node.start()?;
+    }
+
+    let shared = Arc::new(Shared {
+        master: AtomicUsize::new(0),
+        finish: AtomicBool::new(false),
+        abort: AtomicBool::new(false),
+    });
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let (start_tx, start_rx) = tokio::sync::oneshot::channel::<Instant>();
+    let client_thread = {
+        let namespace = network.client().namespace.clone();
+        let shared = shared.clone();
+        let options = options.clone();
+        std::thread::spawn(move || {
+            client_main(&namespace, &client_file, &options, &shared, ready_tx, start_rx)
+        })
+    };
+    let abort = |shared: &Shared| shared.abort.store(true, Ordering::SeqCst);
+    let ready = ready_rx
+        .recv()
+        .unwrap_or_else(|_| Err("client thread ended before the cluster was ready".into()));
+    if let Err(e) = ready {
+        abort(&shared);
+        let _ = client_thread.join();
+        return Err(NetnsError::Io(std::io::Error::other(format!("cluster not ready: {e}"))));
+    }
+    let run_start = Instant::now();
+    let _ = start_tx.send(run_start);
+
+    let mut nemesis = Nemesis::new(&network);
+    let windows = run_schedule(&mut nemesis, &schedule, &mut nodes, run_start, &shared, stop);
+    let windows = match windows {
+        Ok(w) => w,
+        Err(e) => {
+            abort(&shared);
+            let _ = client_thread.join();
+            return Err(e);
+        }
+    };
+    let quiet_end = Instant::now() + Duration::from_millis(options.quiet_ms);
+    let interrupted = !wait_until(quiet_end, stop);
+    if interrupted {
+        abort(&shared);
+    }
+    shared.finish.store(true, Ordering::SeqCst);
+    let result = client_thread.join().unwrap_or_else(|_| {
+        Err(NetnsError::Io(std::io::Error::other("the client thread panicked")))
+    })?;
+    drop(nodes);
+    drop(network);
+
+    let mut history = result.history;
+    history.sort_by_key(|r| r.op.call);
+    let ops: Vec<Operation> = history.iter().map(|r| r.op.clone()).collect();
+    let check = linearizability::check(&ops);
+    let count = |o: Outcome| history.iter().filter(|r| r.outcome == o).count();
+    let (ok, failed, unknown) = (count(Outcome::Ok), count(Outcome::Fail), count(Outcome::Unknown));
+    let samples: Vec<Sample> = history
+        .iter()
+        .map(|r| Sample {
+            at_ms: r.end_us / 1000,
+            op: match r.op.input {
+                Input::Read => "read".into(),
+                Input::Write(_) => "write".into(),
+                Input::Cas { .. } => "cas".into(),
+            },
+            latency_us: r.end_us.saturating_sub(r.op.call),
+            ok: r.outcome == Outcome::Ok,
+        })
+        .collect();
+    let passed = check.is_ok() && result.final_problems.is_empty() && !interrupted;
+    let name = format!("registers-seed{}-n{}", options.seed, options.hosts);
+    let title = format!(
+        "shoal-fs registers, {} hosts, seed {}: {ok} ok, {failed} fail, {unknown} unknown, {}",
+        options.hosts,
+        options.seed,
+        if passed { "PASS" } else { "FAIL" }
+    );
+    let (svg, summary) = report::write(&options.out_dir, &name, &title, &samples, &windows)?;
+    let lines: Vec<String> = history.iter().map(describe).collect();
+    std::fs::write(options.out_dir.join(format!("{name}.history")), lines.join("\n") + "\n")?;
+    let unavailability = unavailability(&history, &windows);
+    Ok(RegistersOutcome {
+        schedule,
+        windows,
+        history,
+        ok,
+        failed,
+        unknown,
+        check,
+        final_problems: result.final_problems,
+        unavailability,
+        summary,
+        svg,
+        interrupted,
+    })
+}
+
+/// The nemesis's schedule, as [`Nemesis::run_schedule`], except that an `Isolate` fault cuts
+/// off the host of the current master (when the monitor knows one): the fault that matters
+/// most for a master-based protocol; and a process fault on the master's host says so in its
+/// label.
+fn run_schedule(
+    nemesis: &mut Nemesis<'_>,
+    schedule: &Schedule,
+    nodes: &mut [Node],
+    run_start: Instant,
+    shared: &Shared,
+    stop: &dyn Fn() -> bool,
+) -> Result<Vec<FaultWindow>, NetnsError> {
+    let mut windows = Vec::new();
+    let since = |t: Instant| t.duration_since(run_start).as_millis() as u64;
+    for scheduled in &schedule.faults {
+        if !wait_until(run_start + Duration::from_millis(scheduled.at_ms), stop) {
+            break;
+        }
+        let mut fault = scheduled.fault.clone();
+        let mut label = fault.label();
+        let master = shared.master.load(Ordering::SeqCst);
+        match fault {
+            Fault::Isolate { .. } if master != 0 => {
+                fault = Fault::Isolate { host: master };
+                label = format!("isolate master h{master}");
+            }
+            // Process faults keep their host; the label says when it was the master's, so
+            // the unavailability per fault can be told apart.
+            Fault::Kill { host } | Fault::Pause { host } | Fault::WipeRestart { host }
+                if host == master =>
+            {
+                label = format!("{label} (master)");
+            }
+            _ => {}
+        }
+        let start_ms = since(Instant::now());
+        nemesis.begin(&fault, nodes)?;
+        let end_at = run_start + Duration::from_millis(scheduled.at_ms + scheduled.duration_ms);
+        let stopped = !wait_until(end_at, stop);
+        nemesis.end(&fault, nodes)?;
+        windows.push(FaultWindow { label, start_ms, end_ms: since(Instant::now()) });
+        if stopped {
+            break;
+        }
+    }
+    nemesis.heal_all(nodes)?;
+    Ok(windows)
+}
+
+/// Enters `namespace` (this thread only) and runs the clients there on a current-thread
+/// runtime: waits for a master, reports ready, runs the workload from the start instant until
+/// `finish`, then the final reads.
+fn client_main(
+    namespace: &str,
+    cluster_file: &Path,
+    options: &RegistersOptions,
+    shared: &Shared,
+    ready: std::sync::mpsc::Sender<Result<(), String>>,
+    start: tokio::sync::oneshot::Receiver<Instant>,
+) -> Result<ClientResult, NetnsError> {
+    let fail = |e: String| {
+        let _ = ready.send(Err(e.clone()));
+        NetnsError::Io(std::io::Error::other(e))
+    };
+    let ns = std::fs::File::open(format!("/run/netns/{namespace}"))?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: setns on a valid namespace fd changes only this thread's network namespace; this
+    // thread is the clients' own and every socket they open is opened from it.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(fail(format!("setns: {}", std::io::Error::last_os_error())));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(format!("runtime: {e}")))?;
+    runtime.block_on(async {
+        let (file, _) = ClusterFile::load(cluster_file).map_err(|e| fail(e.to_string()))?;
+        let monitor = connect(cluster_file).await.map_err(|e| fail(e.to_string()))?;
+        let ready_by = Instant::now() + Duration::from_millis(READY_TIMEOUT_MS);
+        loop {
+            if shared.abort.load(Ordering::SeqCst) {
+                return Err(fail("aborted".into()));
+            }
+            if established_master(&monitor, &file).await.is_some() {
+                break;
+            }
+            if Instant::now() > ready_by {
+                return Err(fail(format!("no master within {READY_TIMEOUT_MS} ms")));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut clients = Vec::new();
+        for _ in 0..options.clients {
+            clients.push(connect(cluster_file).await.map_err(|e| fail(e.to_string()))?);
+        }
+        let _ = ready.send(Ok(()));
+        let Ok(run_start) = start.await else {
+            return Err(NetnsError::Io(std::io::Error::other("no start signal")));
+        };
+        let keys = keys(options.keys);
+        let mut workers = Vec::new();
+        for (index, client) in clients.iter().enumerate() {
+            let worker = Worker {
+                index: index as u64,
+                client: client.clone(),
+                keys: keys.clone(),
+                rng: StdRng::seed_from_u64(options.seed ^ ((index as u64 + 1) << 40)),
+                run_start,
+                think_ms: options.think_ms,
+                next_value: 0,
+            };
+            workers.push(worker.run(shared));
+        }
+        // The monitor tells the nemesis who the master is, while the workers run.
+        let watch_master = async {
+            while !shared.finish.load(Ordering::SeqCst) && !shared.abort.load(Ordering::SeqCst) {
+                if let Some(master) = established_master(&monitor, &file).await {
+                    shared.master.store(master, Ordering::SeqCst);
+                }
+                tokio::time::sleep(Duration::from_millis(MONITOR_INTERVAL_MS)).await;
+            }
+        };
+        let (histories, ()) = tokio::join!(join_all(workers), watch_master);
+        let mut history: Vec<Recorded> = histories.into_iter().flatten().collect();
+        let mut final_problems = Vec::new();
+        if !shared.abort.load(Ordering::SeqCst) {
+            let reads = final_reads(&monitor, cluster_file, &keys, run_start, &mut history);
+            final_problems = reads.await;
+        }
+        Ok(ClientResult { history, final_problems })
+    })
+}
+
+/// Awaits every future, in order, concurrently.
+async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut pinned: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = (0..pinned.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in pinned.iter_mut().enumerate() {
+            if outputs[i].is_some() {
+                continue;
+            }
+            match f.as_mut().poll(cx) {
+                std::task::Poll::Ready(out) => outputs[i] = Some(out),
+                std::task::Poll::Pending => pending = true,
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().map(|o| o.expect("every future finished")).collect()
+}
+
+/// A client on the cluster of `cluster_file` with short timeouts, so that an operation during
+/// a fault ends (as unknown) within a few seconds.
+async fn connect(cluster_file: &Path) -> Result<Client<SocketTransport>, ClientError> {
+    let (file, auth) = ClusterFile::load(cluster_file)?;
+    let transport = SocketTransport::connect(&file, auth, None).await?;
+    let config = ClientConfig {
+        seeds: file.seeds(),
+        request_timeout: Duration::from_millis(REQUEST_TIMEOUT_MS),
+        attempts_max: ATTEMPTS_MAX,
+        redirects_max: 10,
+        client_id: Some(transport.id()),
+        ..ClientConfig::default()
+    };
+    Ok(Client::new(transport, config))
+}
+
+/// The node id of a master that a majority of the nodes that answered follow.
+async fn established_master(client: &Client<SocketTransport>, file: &ClusterFile) -> Option<usize> {
+    let mut statuses = Vec::new();
+    for address in file.members.values() {
+        if let Ok(s) = client.status_of(address).await {
+            statuses.push(s);
+        }
+    }
+    let master = statuses.iter().find(|s| s.role == Role::Master)?;
+    let following =
+        statuses.iter().filter(|s| s.node == master.node || s.master == Some(master.node)).count();
+    (following > file.members.len() / 2).then_some(master.node as usize)
+}
+
+/// One client's sequential workload.
+struct Worker {
+    index: u64,
+    client: Client<SocketTransport>,
+    keys: Vec<String>,
+    rng: StdRng,
+    run_start: Instant,
+    think_ms: u64,
+    next_value: u64,
+}
+
+impl Worker {
+    fn now_us(&self) -> u64 {
+        self.run_start.elapsed().as_micros() as u64
+    }
+
+    /// A value no other write of the run uses: the client's index in the high bits.
+    fn unique_value(&mut self) -> Value {
+        self.next_value += 1;
+        ((self.index + 1) << 40) | self.next_value
+    }
+
+    async fn run(mut self, shared: &Shared) -> Vec<Recorded> {
+        let mut history = Vec::new();
+        while !shared.finish.load(Ordering::SeqCst) && !shared.abort.load(Ordering::SeqCst) {
+            let key = self.keys[self.rng.gen_range(0..self.keys.len())].clone();
+            match self.rng.gen_range(0..100) {
+                0..=39 => {
+                    self.read(&key, &mut history).await;
+                }
+                40..=74 => self.write(&key, &mut history).await,
+                _ => self.cas(&key, &mut history).await,
+            }
+            tokio::time::sleep(Duration::from_millis(self.think_ms)).await;
+        }
+        history
+    }
+
+    fn record(
+        &self,
+        key: &str,
+        call: u64,
+        input: Input,
+        result: Result<Output, (Outcome, String)>,
+        history: &mut Vec<Recorded>,
+    ) {
+        let end_us = self.now_us();
+        let (ret, output, outcome, error) = match result {
+            Ok(output) => (Some(end_us), Some(output), Outcome::Ok, None),
+            // A definite failure: nothing happened, and a failed read tells nothing; the
+            // checker needs a return time only for operations whose output it must explain.
+            Err((Outcome::Fail, e)) => match input {
+                Input::Cas { .. } => {
+                    (Some(end_us), Some(Output::Cas(false)), Outcome::Fail, Some(e))
+                }
+                _ => (None, None, Outcome::Fail, Some(e)),
+            },
+            Err((outcome, e)) => (None, None, outcome, Some(e)),
+        };
+        let op = Operation { client: self.index, key: key.to_string(), call, ret, input, output };
+        history.push(Recorded { op, outcome, end_us, error });
+    }
+
+    /// A linearizable read; returns what it saw (`None` when it failed).
+    async fn read(&mut self, key: &str, history: &mut Vec<Recorded>) -> Option<Option<Versioned>> {
+        let call = self.now_us();
+        let result = guarded(self.client.read_with(key, ReadOptions::linearizable())).await;
+        match result {
+            Ok(v) => {
+                let output = Output::Read(v.as_ref().map(parse_value));
+                self.record(key, call, Input::Read, Ok(output), history);
+                Some(v)
+            }
+            Err(e) => {
+                self.record(key, call, Input::Read, Err((Outcome::Fail, e)), history);
+                None
+            }
+        }
+    }
+
+    async fn write(&mut self, key: &str, history: &mut Vec<Recorded>) {
+        let value = self.unique_value();
+        let call = self.now_us();
+        let result = guarded(self.client.write(key, value.to_string())).await;
+        let result = result.map(|_| Output::Write).map_err(|e| (Outcome::Unknown, e));
+        self.record(key, call, Input::Write(value), result, history);
+    }
+
+    /// Read, then write a new value conditioned on the zxid read.
+    async fn cas(&mut self, key: &str, history: &mut Vec<Recorded>) {
+        let Some(current) = self.read(key, history).await else { return };
+        let expected = current.as_ref().map(parse_value);
+        let zxid = current.as_ref().map_or(Zxid::ZERO, |v| v.zxid);
+        let new = self.unique_value();
+        let batch = Batch::new().if_zxid(key, zxid).write(key, new.to_string());
+        let call = self.now_us();
+        let result =
+            tokio::time::timeout(Duration::from_millis(OP_TIMEOUT_MS), self.client.batch(batch))
+                .await;
+        let result = match result {
+            Ok(Ok(_)) => Ok(Output::Cas(true)),
+            Ok(Err(ClientError::ConditionFailed { detail })) => Err((Outcome::Fail, detail)),
+            Ok(Err(e)) => Err((Outcome::Unknown, e.to_string())),
+            Err(_) => Err((Outcome::Unknown, format!("no answer within {OP_TIMEOUT_MS} ms"))),
+        };
+        self.record(key, call, Input::Cas { expected, new }, result, history);
+    }
+}
+
+/// A client call bounded by [`OP_TIMEOUT_MS`]; errors as text.
+async fn guarded<T>(
+    call: impl std::future::Future<Output = Result<T, ClientError>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(Duration::from_millis(OP_TIMEOUT_MS), call).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {OP_TIMEOUT_MS} ms")),
+    }
+}
+
+/// Reads every key linearizably (retried until it answers or [`FINAL_READ_TIMEOUT_MS`]),
+/// adds the reads to the history, then asks every node directly for the key at the highest
+/// zxid read, which must give the same value.
+async fn final_reads(
+    client: &Client<SocketTransport>,
+    cluster_file: &Path,
+    keys: &[String],
+    run_start: Instant,
+    history: &mut Vec<Recorded>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let final_client = u64::MAX;
+    let mut seen: Vec<(String, Option<Versioned>)> = Vec::new();
+    for key in keys {
+        let deadline = Instant::now() + Duration::from_millis(FINAL_READ_TIMEOUT_MS);
+        let mut last_error;
+        loop {
+            let call = run_start.elapsed().as_micros() as u64;
+            match guarded(client.read_with(key, ReadOptions::linearizable())).await {
+                Ok(v) => {
+                    let end_us = run_start.elapsed().as_micros() as u64;
+                    let op = Operation {
+                        client: final_client,
+                        key: key.clone(),
+                        call,
+                        ret: Some(end_us),
+                        input: Input::Read,
+                        output: Some(Output::Read(v.as_ref().map(parse_value))),
+                    };
+                    history.push(Recorded { op, outcome: Outcome::Ok, end_us, error: None });
+                    seen.push((key.clone(), v));
+                    break;
+                }
+                Err(e) => last_error = e,
+            }
+            if Instant::now() > deadline {
+                problems.push(format!(
+                    "final read of {key} got no answer within {FINAL_READ_TIMEOUT_MS} ms after \
+                     healing: {last_error}"
+                ));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let floor = seen.iter().filter_map(|(_, v)| v.as_ref().map(|v| v.zxid)).max();
+    let floor = floor.unwrap_or(Zxid::ZERO).max(client.floor());
+    let transport = match ClusterFile::load(cluster_file) {
+        Ok((file, auth)) => SocketTransport::connect(&file, auth, None).await.map(|t| (file, t)),
+        Err(e) => Err(e),
+    };
+    let (file, transport) = match transport {
+        Ok(ft) => ft,
+        Err(e) => {
+            problems.push(format!("cannot open a transport for the replica check: {e}"));
+            return problems;
+        }
+    };
+    for (id, address) in &file.members {
+        for (key, expected) in &seen {
+            match get_at(&transport, address, key, floor).await {
+                Ok(v) if v.as_ref().map(parse_value) == expected.as_ref().map(parse_value) => {}
+                Ok(v) => problems.push(format!(
+                    "node {id} holds {:?} at {key} at zxid {floor:?}, the master {:?}",
+                    v.as_ref().map(parse_value),
+                    expected.as_ref().map(parse_value)
+                )),
+                Err(e) => problems.push(format!("node {id} did not answer for {key}: {e}")),
+            }
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recorded(client: u64, call: u64, end_us: u64, input: Input, output: Output) -> Recorded {
+        Recorded {
+            op: Operation {
+                client,
+                key: "/r0".into(),
+                call,
+                ret: Some(end_us),
+                input,
+                output: Some(output),
+            },
+            outcome: Outcome::Ok,
+            end_us,
+            error: None,
+        }
+    }
+
+    /// The gap is the longest stretch inside the window without an acknowledged write; reads
+    /// and failed compare-and-sets do not count as writes; recovery is measured from the end.
+    #[test]
+    fn unavailability_is_the_longest_gap_between_acknowledged_writes_in_a_window() {
+        let history = vec![
+            recorded(0, 0, 1_000_000, Input::Write(1), Output::Write),
+            recorded(0, 0, 1_500_000, Input::Read, Output::Read(Some(1))),
+            recorded(0, 0, 1_600_000, Input::Cas { expected: Some(9), new: 2 }, Output::Cas(false)),
+            recorded(1, 0, 1_700_000, Input::Cas { expected: Some(1), new: 3 }, Output::Cas(true)),
+            recorded(0, 0, 2_900_000, Input::Write(4), Output::Write),
+        ];
+        let window = FaultWindow { label: "isolate h1".into(), start_ms: 900, end_ms: 2_000 };
+        let u = unavailability(&history, std::slice::from_ref(&window));
+        assert_eq!(u.len(), 1);
+        // Writes inside at 1000 and 1700: the longest stretch is 1700 - 1000.
+        assert_eq!(u[0].longest_gap_ms, 700);
+        assert_eq!(u[0].recovery_ms, Some(900));
+        let empty = FaultWindow { label: "pause h2".into(), start_ms: 3_000, end_ms: 4_000 };
+        let u = unavailability(&history, &[empty]);
+        assert_eq!(u[0].longest_gap_ms, 1_000);
+        assert_eq!(u[0].recovery_ms, None);
+    }
+
+    /// A register holding anything but a decimal number becomes a value no client wrote, so
+    /// the checker cannot explain a read of it.
+    #[test]
+    fn garbage_values_are_unexplainable() {
+        let v = |b: &'static [u8]| Versioned { zxid: Zxid::ZERO, value: bytes::Bytes::from(b) };
+        assert_eq!(parse_value(&v(b"1099511627777")), 1_099_511_627_777);
+        assert_eq!(parse_value(&v(b"x1")), Value::MAX);
+        let history = [
+            recorded(0, 0, 10, Input::Write(1), Output::Write),
+            recorded(1, 20, 30, Input::Read, Output::Read(Some(parse_value(&v(b"?"))))),
+        ];
+        let ops: Vec<Operation> = history.iter().map(|r| r.op.clone()).collect();
+        assert!(linearizability::check(&ops).is_err());
+    }
+
+    /// A final read that misses an acknowledged write (the write returned before the read was
+    /// called) is a violation, and the excerpt names the key's operations.
+    #[test]
+    fn a_lost_acknowledged_write_fails_the_check_and_is_excerpted() {
+        let history = vec![
+            recorded(0, 0, 10, Input::Write(1), Output::Write),
+            recorded(1, 20, 30, Input::Write(2), Output::Write),
+            recorded(u64::MAX, 40, 50, Input::Read, Output::Read(Some(1))),
+        ];
+        let ops: Vec<Operation> = history.iter().map(|r| r.op.clone()).collect();
+        let check = linearizability::check(&ops);
+        assert!(matches!(check, Err(Violation::NotLinearizable { .. })));
+        let outcome = RegistersOutcome {
+            schedule: Schedule { seed: 0, hosts: 3, faults: Vec::new() },
+            windows: Vec::new(),
+            history,
+            ok: 3,
+            failed: 0,
+            unknown: 0,
+            check,
+            final_problems: Vec::new(),
+            unavailability: Vec::new(),
+            summary: report::summarize(&[], &[]),
+            svg: PathBuf::new(),
+            interrupted: false,
+        };
+        assert!(!outcome.passed());
+        let excerpt = outcome.excerpt();
+        assert_eq!(excerpt.len(), 3);
+        assert!(excerpt[2].contains("read") && excerpt[2].contains("ok Some(1)"), "{excerpt:?}");
+    }
+}
