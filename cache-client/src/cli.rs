@@ -284,6 +284,9 @@ pub async fn execute<T: Transport>(
             protocol::key::validate(path, client_key_max(client))?;
             let target =
                 if *prefix { Target::Prefix(path.clone()) } else { Target::Path(path.clone()) };
+            // A read first raises the floor to what a node has applied now, so the watch
+            // reports changes from here on, not a replay of the update stream's history.
+            client.exists(path).await?;
             let (id, mut events) = client.watch_channel(target, Kinds::ALL)?;
             let mut seen = 0u64;
             while count.is_none_or(|c| seen < c) {

@@ -653,6 +653,11 @@ impl<T: Transport> Client<T> {
 
     /// Calls `callback` for each event of `kinds` on `target`, in zxid order, and with
     /// `Missed` after a flush. See [`crate::watch`] for what each kind means.
+    ///
+    /// Only changes above this client's floor at registration are reported: what it has
+    /// already seen is not news. A client that has not read or written yet has floor zero and
+    /// may be told of entries committed before the watch; read the path first to start from
+    /// now (the `shoal watch` command does).
     pub fn watch(
         &self,
         target: Target,
@@ -660,7 +665,9 @@ impl<T: Transport> Client<T> {
         callback: impl Fn(&WatchEvent) + Send + Sync + 'static,
     ) -> Result<WatchId, ClientError> {
         let callback: Callback = Arc::new(callback);
-        self.inner.lock().watches.register(target, kinds, callback).ok_or(ClientError::TooLarge {
+        let mut st = self.inner.lock();
+        let after = st.floor;
+        st.watches.register_after(target, kinds, after, callback).ok_or(ClientError::TooLarge {
             what: "watch count",
             len: crate::watch::WATCHES_MAX + 1,
             max: crate::watch::WATCHES_MAX,

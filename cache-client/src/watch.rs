@@ -148,6 +148,10 @@ struct Watch {
     target: Target,
     kinds: Kinds,
     callback: Callback,
+    /// Only events above this zxid reach the watch: what the client had already seen when the
+    /// watch was registered is not news. (A new client's update stream may start with a replay
+    /// of entries committed before the watch existed.)
+    after: Zxid,
 }
 
 /// Watches and the zxid of the last event delivered.
@@ -167,11 +171,23 @@ impl WatchRegistry {
         WatchRegistry::default()
     }
 
-    /// Registers a watch; `None` when [`WATCHES_MAX`] are already registered.
+    /// Registers a watch for every matching event; `None` when [`WATCHES_MAX`] are already
+    /// registered.
     pub fn register(
         &mut self,
         target: Target,
         kinds: Kinds,
+        callback: Callback,
+    ) -> Option<WatchId> {
+        self.register_after(target, kinds, Zxid::ZERO, callback)
+    }
+
+    /// Registers a watch that receives only events of entries above `after`.
+    pub fn register_after(
+        &mut self,
+        target: Target,
+        kinds: Kinds,
+        after: Zxid,
         callback: Callback,
     ) -> Option<WatchId> {
         if self.watches.len() >= WATCHES_MAX {
@@ -179,7 +195,7 @@ impl WatchRegistry {
         }
         self.next_id += 1;
         let id = WatchId(self.next_id);
-        self.watches.insert(id, Watch { target, kinds, callback });
+        self.watches.insert(id, Watch { target, kinds, callback, after });
         Some(id)
     }
 
@@ -253,7 +269,11 @@ impl WatchRegistry {
             if let Target::Path(p) = &watch.target {
                 let event = make(p.clone());
                 let kind = event.kind().expect("data events have a kind");
-                if p != dir && key::is_within(p, dir) && watch.kinds.contains(kind) {
+                if p != dir
+                    && key::is_within(p, dir)
+                    && watch.kinds.contains(kind)
+                    && event.zxid() > watch.after
+                {
                     out.push((Arc::clone(&watch.callback), event));
                 }
             }
@@ -277,7 +297,10 @@ impl WatchRegistry {
     fn route(&self, event: WatchEvent, out: &mut Vec<Delivery>) {
         let kind = event.kind().expect("data and lock events have a kind");
         for watch in self.watches.values() {
-            if watch.kinds.contains(kind) && watch.target.matches(event.key()) {
+            if watch.kinds.contains(kind)
+                && watch.target.matches(event.key())
+                && event.zxid() > watch.after
+            {
                 out.push((Arc::clone(&watch.callback), event.clone()));
             }
         }
@@ -367,5 +390,31 @@ mod tests {
         assert!(reg.clear(id));
         deliver(reg.on_notice(&notice(6, vec![put("/k", false)])));
         assert_eq!(seen.lock().unwrap().len(), 2);
+    }
+
+    /// A watch registered after zxid Z is not told of entries at or below Z (a replay of the
+    /// update stream's history is not news), and is told of every entry above it.
+    #[test]
+    fn watch_reports_only_entries_after_its_registration_point() {
+        let mut reg = WatchRegistry::new();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&seen);
+        let cb: Callback = Arc::new(move |e: &WatchEvent| sink.lock().unwrap().push(e.zxid()));
+        reg.register_after(Target::Prefix("/a".into()), Kinds::ALL, Zxid::new(1, 5), cb).unwrap();
+        for counter in [3, 5, 6, 7] {
+            let notice = UpdateNotice {
+                zxid: Zxid::new(1, counter),
+                ops: vec![Op::Put {
+                    key: "/a/x".into(),
+                    value: Bytes::from_static(b"v"),
+                    create_only: false,
+                    ephemeral: None,
+                }],
+            };
+            for (callback, event) in reg.on_notice(&notice) {
+                callback(&event);
+            }
+        }
+        assert_eq!(*seen.lock().unwrap(), vec![Zxid::new(1, 6), Zxid::new(1, 7)]);
     }
 }
