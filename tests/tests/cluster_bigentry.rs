@@ -13,6 +13,12 @@ const ELECTION_WAIT: Duration = Duration::from_secs(20);
 const CATCH_UP_WAIT: Duration = Duration::from_secs(30);
 /// Sizes of the big values written while the follower is down: all over one datagram.
 const BIG_VALUE_BYTES: [usize; 4] = [200_000, 450_000, 700_000, 1_000_000];
+/// Small writes made before the kill, by [`FILLER_WRITERS`] clients each: they age the
+/// master's multicast stream past the messaging layer's join backfill (1024 datagrams), so the
+/// restarted follower joins that stream late and cannot get the big proposals by multicast
+/// repair; it must get them by catch-up (`Sync` to it alone), the path under test.
+const FILLER_WRITES: usize = 400;
+const FILLER_WRITERS: usize = 4;
 /// Seed of the value contents (deterministic, distinct per key).
 const SEED: u64 = 0x5eed_b16e;
 
@@ -40,6 +46,25 @@ async fn restarted_follower_catches_up_entries_over_one_datagram() {
         panic!("no master elected\n{}", cluster.logs())
     };
     let follower = cluster.ids().into_iter().find(|id| *id != master).expect("a follower");
+    let mut fillers = Vec::new();
+    for w in 0..FILLER_WRITERS {
+        let client = cluster.client().await;
+        fillers.push(tokio::spawn(async move {
+            for i in 0..FILLER_WRITES {
+                let key = format!("/f{w}-{i}");
+                client
+                    .write(&key, Bytes::from(key.clone()))
+                    .await
+                    .map_err(|e| format!("{key}: {e}"))?;
+            }
+            Ok::<(), String>(())
+        }));
+    }
+    for f in fillers {
+        f.await
+            .expect("filler task")
+            .unwrap_or_else(|e| panic!("filler write {e}\n{}", cluster.logs()));
+    }
     client.write("/before", Bytes::from_static(b"before")).await.expect("write before");
     cluster.kill(follower);
 
