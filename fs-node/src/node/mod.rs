@@ -13,10 +13,12 @@
 //!   LockChanged) are multicast to the group, where caches listen.
 //! - **receive**: takes everything the endpoint delivers; unicast requests are answered on
 //!   their own task ([`Server::handle`] for Request/Update/Rename, this module for Lock),
-//!   replication messages from members go to the core.
+//!   replication messages from members go to the core (a replication message that came as a
+//!   request — an oversize one, see below — is also acknowledged with a small reply).
 //! - **outbound**: sends in order — group messages on the reliable multicast stream, messages
 //!   to one node best-effort by unicast to its configured address (the engine repairs losses),
-//!   FSLive best-effort to the group.
+//!   FSLive best-effort to the group. A message to one node too big for one datagram goes as
+//!   a fragmented unicast request instead (see Limits).
 //! - the cache-server announcer (FSLive/Freeze) and load sampler.
 //!
 //! # Durability and restart
@@ -27,9 +29,16 @@
 //! always the log's start and no file transfer is ever needed.
 //!
 //! # Limits
-//! Messages to one node go as single unicast datagrams, so catch-up chunks are bounded by
-//! [`UNICAST_BATCH_BYTES_MAX`]; an entry larger than one datagram cannot be sent to one node
-//! (catch-up of such an entry fails; the proposal path, multicast, is not limited).
+//! Messages to one node normally go as single unicast datagrams, so catch-up chunks are bounded
+//! by [`UNICAST_BATCH_BYTES_MAX`]. A chunk always holds at least one entry, so a single entry
+//! bigger than one datagram (a value over ~60 KB; values go up to 16 MiB) makes a chunk that
+//! does not fit: such a message is sent with [`Endpoint::request`], which fragments it and
+//! retries until the receiver acknowledges it (a [`ReadReply`] carrying `ReadValue::Bool(true)`
+//! and the receiver's applied zxid; the requester only checks that a reply came). At most
+//! [`LARGE_UNICAST_IN_FLIGHT_MAX`] such sends run at once, each on its own task so the
+//! outbound order of everything else is not held up; beyond that one is dropped, which is
+//! safe because the engine re-sends catch-up chunks on its own timers. The proposal path
+//! (multicast, fragmented by the reliable stream) is not limited.
 
 pub mod backend;
 pub mod disk;
@@ -48,12 +57,12 @@ use bytes::Bytes;
 use cache_server::{Server, ServerConfig, ServerError};
 use disk::{DiskKv, LogView};
 use protocol::message::data::{
-    ErrorCode, ReadOp, ReadReply, Role as WireRole, UpdateNotice, WireError,
+    ErrorCode, ReadOp, ReadReply, ReadValue, Role as WireRole, UpdateNotice, WireError,
 };
 use protocol::message::lock::{LockGrant, LockReply, LockRequestOp};
 use protocol::message::Message;
 use protocol::messaging::{Endpoint, EndpointConfig, Incoming, MessagingError, RequestHandle};
-use protocol::{NodeId, SenderId, Zxid};
+use protocol::{NodeId, ProtocolError, SenderId, Zxid};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -61,14 +70,25 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use thiserror::Error;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 /// How often the core ticks the engine and the lease keeper.
 pub const TICK_MS: u64 = 10;
 /// Most Ready rounds handled in one go before the core looks at its inputs again.
 pub const READY_ROUNDS_MAX: usize = 64;
-/// Data bytes of one catch-up chunk or proposal: below one unicast datagram (65 000 bytes).
+/// Data bytes of one catch-up chunk or proposal: below one unicast datagram (65 000 bytes), so
+/// chunks of ordinary entries stay on the cheap single-datagram path. Kept at this size rather
+/// than raised: it also bounds proposal batches, and a chunk holding one bigger entry is sent
+/// reliably anyway (see the module's Limits).
 pub const UNICAST_BATCH_BYTES_MAX: usize = 48 * 1024;
+/// Oversize messages to one node (see the module's Limits) being sent at once.
+pub const LARGE_UNICAST_IN_FLIGHT_MAX: usize = 4;
+/// First wait for the acknowledgement of an oversize message to one node; doubles per retry.
+/// A 16 MiB chunk is ~260 datagrams, a few ms on a LAN; the retries re-send the lost
+/// fragments (the receiver keeps what it already has).
+pub const LARGE_UNICAST_TIMEOUT: Duration = Duration::from_millis(250);
+/// Retries of an oversize message to one node before giving up (the engine re-sends later).
+pub const LARGE_UNICAST_RETRIES: u32 = 4;
 /// How long shutdown waits for written log entries to become durable.
 pub const SHUTDOWN_SYNC_WAIT: Duration = Duration::from_secs(5);
 /// How often the announcer checks whether FSLive or Freeze is due.
@@ -722,12 +742,21 @@ async fn outbound(
     members: BTreeMap<NodeId, SocketAddr>,
     mut rx: mpsc::UnboundedReceiver<Out>,
 ) {
+    let large_permits = Arc::new(Semaphore::new(LARGE_UNICAST_IN_FLIGHT_MAX));
     while let Some(out) = rx.recv().await {
         let result = match out {
             Out::Group(message) => endpoint.multicast(message).await,
             Out::GroupUnreliable(message) => endpoint.send_unreliable(&message).await,
             Out::Node(id, message) => match members.get(&id) {
-                Some(addr) => endpoint.send_unreliable_to(*addr, &message).await,
+                Some(addr) => match endpoint.send_unreliable_to(*addr, &message).await {
+                    // Does not fit one datagram (only requests and replies are fragmented):
+                    // send it reliably as a request instead (see the module's Limits).
+                    Err(MessagingError::Protocol(ProtocolError::TooLarge { len, .. })) => {
+                        send_large(&endpoint, &large_permits, id, *addr, message, len);
+                        Ok(())
+                    }
+                    other => other,
+                },
                 None => Ok(()),
             },
         };
@@ -737,6 +766,32 @@ async fn outbound(
             Err(e) => tracing::warn!("send failed: {e}"),
         }
     }
+}
+
+/// Sends an oversize message to node `id` as a fragmented unicast request on its own task,
+/// unless [`LARGE_UNICAST_IN_FLIGHT_MAX`] are already under way (then it is dropped: the
+/// engine re-sends). The reply is only an acknowledgement; its content is not used.
+fn send_large(
+    endpoint: &Endpoint,
+    permits: &Arc<Semaphore>,
+    id: NodeId,
+    addr: SocketAddr,
+    message: Message,
+    len: usize,
+) {
+    let Ok(permit) = permits.clone().try_acquire_owned() else {
+        tracing::debug!(to = id, len, "oversize message dropped: too many in flight");
+        return;
+    };
+    let endpoint = endpoint.clone();
+    tokio::spawn(async move {
+        let _permit = permit;
+        let sent =
+            endpoint.request(addr, message, LARGE_UNICAST_TIMEOUT, LARGE_UNICAST_RETRIES).await;
+        if let Err(e) = sent {
+            tracing::debug!(to = id, len, "oversize message not acknowledged: {e}");
+        }
+    });
 }
 
 fn is_replication(message: &Message) -> bool {
@@ -769,14 +824,34 @@ async fn receive(
             }
             Err(_) => return,
         };
+        let from_member = received.sender != shared.node as SenderId
+            && members.iter().any(|m| *m as SenderId == received.sender);
+        let replication = from_member && is_replication(&received.message);
         if let Some(handle) = received.request {
+            if replication {
+                // An oversize message from a member's engine (see the module's Limits): hand
+                // it to the core like any other and acknowledge it so the sender stops
+                // retrying. A retried request may arrive twice; the engine ignores repeats.
+                let _ = repl_tx.send(received.message);
+                let applied = *shared.applied.read().expect("applied lock poisoned");
+                let ack = Message::ReadReply(ReadReply {
+                    applied,
+                    load: server.gauge().load(),
+                    result: Ok(ReadValue::Bool(true)),
+                });
+                let endpoint = endpoint.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = handle.reply(&endpoint, ack).await {
+                        tracing::debug!("acknowledgement not sent: {e}");
+                    }
+                });
+                continue;
+            }
             let (endpoint, server, shared) = (endpoint.clone(), server.clone(), shared.clone());
             tokio::spawn(answer(endpoint, server, shared, handle, received.message));
             continue;
         }
-        let from_member = received.sender != shared.node as SenderId
-            && members.iter().any(|m| *m as SenderId == received.sender);
-        if from_member && is_replication(&received.message) {
+        if replication {
             let _ = repl_tx.send(received.message);
         }
     }
