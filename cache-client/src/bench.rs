@@ -635,6 +635,37 @@ pub async fn failover(
     Ok(report)
 }
 
+/// Prints a report of repeated trials (JSON or its text) and returns the exit code: OK only
+/// when every trial completed.
+fn print_trials<R: Serialize>(
+    result: Result<R, String>,
+    json: bool,
+    what: &str,
+    out: &mut impl Write,
+    text: impl Fn(&R) -> String,
+    complete: impl Fn(&R) -> bool,
+) -> i32 {
+    match result {
+        Ok(report) => {
+            let shown = if json {
+                serde_json::to_string(&report).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+            } else {
+                text(&report)
+            };
+            let _ = writeln!(out, "{shown}");
+            if complete(&report) {
+                exit::OK
+            } else {
+                exit::FAILED
+            }
+        }
+        Err(e) => {
+            eprintln!("shoal: bench {what}: {e}");
+            exit::FAILED
+        }
+    }
+}
+
 /// `shoal bench failover`: a dev cluster in a temporary directory, measured, then removed.
 pub async fn run_failover(args: &BenchArgs, out: &mut impl Write) -> i32 {
     let binary = match crate::dev::shoal_fs_binary() {
@@ -655,25 +686,9 @@ pub async fn run_failover(args: &BenchArgs, out: &mut impl Write) -> i32 {
         Err(e) => Err(e),
     };
     let _ = std::fs::remove_dir_all(&dir);
-    match result {
-        Ok(report) => {
-            let text = if args.json {
-                serde_json::to_string(&report).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
-            } else {
-                report.text()
-            };
-            let _ = writeln!(out, "{text}");
-            if report.completed == report.trials {
-                exit::OK
-            } else {
-                exit::FAILED
-            }
-        }
-        Err(e) => {
-            eprintln!("shoal: bench failover: {e}");
-            exit::FAILED
-        }
-    }
+    print_trials(result, args.json, "failover", out, FailoverReport::text, |r| {
+        r.completed == r.trials
+    })
 }
 
 /// What the lock-failover measurement found.
@@ -818,25 +833,9 @@ pub async fn run_lock_failover(args: &BenchArgs, out: &mut impl Write) -> i32 {
         Err(e) => Err(e),
     };
     let _ = std::fs::remove_dir_all(&dir);
-    match result {
-        Ok(report) => {
-            let text = if args.json {
-                serde_json::to_string(&report).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
-            } else {
-                report.text()
-            };
-            let _ = writeln!(out, "{text}");
-            if report.completed == report.trials {
-                exit::OK
-            } else {
-                exit::FAILED
-            }
-        }
-        Err(e) => {
-            eprintln!("shoal: bench lock-failover: {e}");
-            exit::FAILED
-        }
-    }
+    print_trials(result, args.json, "lock-failover", out, LockFailoverReport::text, |r| {
+        r.completed == r.trials
+    })
 }
 
 /// What `shoal bench` runs from the command line: connects its own endpoints (or starts a dev
