@@ -1158,6 +1158,19 @@ impl KvStore {
             len: u64,
             recs: Vec<HintRec>,
         }
+        let tmp_of = |id: u32| self.dir.join(format!("{}{TMP_SUFFIX}", data_name(id)));
+        // Takes the next segment id and creates its .tmp file, recorded as unpublished.
+        let open_output = |unpublished: &mut Vec<PathBuf>| -> Result<Output> {
+            let id = {
+                let mut inner = self.write();
+                inner.next_id += 1;
+                inner.next_id - 1
+            };
+            let tmp = tmp_of(id);
+            let file = self.vfs.open(&tmp, true).map_err(io("creating", &tmp))?;
+            unpublished.push(tmp);
+            Ok(Output { id, file, len: 0, recs: Vec::new() })
+        };
         let mut outputs: Vec<Output> = Vec::new();
         let mut moved: Vec<(Box<str>, Loc, Loc)> = Vec::new();
         let mut watermark = Zxid::ZERO;
@@ -1183,18 +1196,10 @@ impl KvStore {
                     }
                 };
                 if need_new {
-                    let id = {
-                        let mut inner = self.write();
-                        inner.next_id += 1;
-                        inner.next_id - 1
-                    };
-                    let tmp = self.dir.join(format!("{}{TMP_SUFFIX}", data_name(id)));
-                    let file = self.vfs.open(&tmp, true).map_err(io("creating", &tmp))?;
-                    unpublished.push(tmp);
-                    outputs.push(Output { id, file, len: 0, recs: Vec::new() });
+                    outputs.push(open_output(unpublished)?);
                 }
                 let out = outputs.last_mut().expect("output");
-                let tmp = self.dir.join(format!("{}{TMP_SUFFIX}", data_name(out.id)));
+                let tmp = tmp_of(out.id);
                 out.file.write_all_at(&bytes, out.len).map_err(io("writing", &tmp))?;
                 let new_loc = Loc { seg: out.id, offset: out.len as u32, ..r.loc };
                 out.len += bytes.len() as u64;
@@ -1206,19 +1211,11 @@ impl KvStore {
             // Nothing is live: still write one (empty) output, because its hint footer is what
             // tells a restart to finish deleting the inputs. Deleting only some of them could
             // bring back a value whose tombstone was in a deleted one.
-            let id = {
-                let mut inner = self.write();
-                inner.next_id += 1;
-                inner.next_id - 1
-            };
-            let tmp = self.dir.join(format!("{}{TMP_SUFFIX}", data_name(id)));
-            let file = self.vfs.open(&tmp, true).map_err(io("creating", &tmp))?;
-            unpublished.push(tmp);
-            outputs.push(Output { id, file, len: 0, recs: Vec::new() });
+            outputs.push(open_output(unpublished)?);
         }
         let group: Vec<u32> = outputs.iter().map(|o| o.id).collect();
         for out in &outputs {
-            let tmp = self.dir.join(format!("{}{TMP_SUFFIX}", data_name(out.id)));
+            let tmp = tmp_of(out.id);
             out.file.sync_data().map_err(io("syncing", &tmp))?;
             let footer = Footer { watermark, group: group.clone(), replaces: input_ids.clone() };
             let hint_tmp = self.dir.join(format!("{}{TMP_SUFFIX}", hint_name(out.id)));
