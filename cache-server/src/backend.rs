@@ -29,6 +29,7 @@ use protocol::message::lock::{LockGrant, LockRequest};
 use protocol::{NodeId, Zxid};
 use std::future::Future;
 use std::time::Duration;
+use tokio::sync::watch;
 
 /// A read result and the applied zxid whose state it shows.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -109,5 +110,27 @@ pub trait Backend: Send + Sync + 'static {
     ) -> impl Future<Output = Result<LockGrant, ServerError>> + Send {
         let _ = request;
         async { Err(ServerError::Unavailable("this backend has no lock table".to_string())) }
+    }
+}
+
+/// The body of [`Backend::wait_applied`] for a backend that publishes its applied zxid in a
+/// `watch` channel: resolves once the published zxid reaches `zxid`, or `Behind` (with the last
+/// published zxid) after `timeout`. The backend owns the sender, so the channel closing means
+/// it is being torn down: `Unavailable`.
+pub async fn wait_applied_on(
+    applied: &watch::Sender<Zxid>,
+    zxid: Zxid,
+    timeout: Duration,
+) -> Result<Zxid, ServerError> {
+    let mut rx = applied.subscribe();
+    let reached =
+        tokio::time::timeout(timeout, async { rx.wait_for(|a| *a >= zxid).await.map(|a| *a) })
+            .await;
+    match reached {
+        Ok(Ok(applied)) => Ok(applied),
+        Ok(Err(_)) => {
+            Err(ServerError::Unavailable("stopping: applied zxid no longer published".into()))
+        }
+        Err(_) => Err(ServerError::Behind { floor: zxid, applied: *rx.borrow() }),
     }
 }

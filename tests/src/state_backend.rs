@@ -326,16 +326,7 @@ impl Backend for StateBackend {
     }
 
     async fn wait_applied(&self, zxid: Zxid, timeout: Duration) -> Result<Zxid, ServerError> {
-        let mut rx = self.applied_tx.subscribe();
-        let waited = tokio::time::timeout(timeout, async {
-            rx.wait_for(|applied| *applied >= zxid).await.map(|applied| *applied)
-        })
-        .await;
-        match waited {
-            Ok(Ok(applied)) => Ok(applied),
-            Ok(Err(_)) => Err(ServerError::Internal("applied channel closed".into())),
-            Err(_) => Err(ServerError::Behind { floor: zxid, applied: *rx.borrow() }),
-        }
+        cache_server::backend::wait_applied_on(&self.applied_tx, zxid, timeout).await
     }
 
     async fn submit(&self, request: UpdateRequest) -> Result<Zxid, ServerError> {

@@ -92,13 +92,7 @@ impl Backend for NodeBackend {
     }
 
     async fn wait_applied(&self, zxid: Zxid, timeout: Duration) -> Result<Zxid, ServerError> {
-        let mut rx = self.shared.applied_tx.subscribe();
-        let reached = tokio::time::timeout(timeout, rx.wait_for(|a| *a >= zxid)).await;
-        match reached {
-            Ok(Ok(applied)) => Ok(*applied),
-            Ok(Err(_)) => Err(stopping()),
-            Err(_) => Err(ServerError::Behind { floor: zxid, applied: self.applied() }),
-        }
+        cache_server::backend::wait_applied_on(&self.shared.applied_tx, zxid, timeout).await
     }
 
     async fn submit(&self, request: UpdateRequest) -> Result<Zxid, ServerError> {
