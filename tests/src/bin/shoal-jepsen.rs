@@ -91,19 +91,25 @@ fn kinds(faults: Faults) -> Vec<FaultKind> {
     }
 }
 
-/// Seeded register runs; returns the failing seeds.
-fn registers(args: &Args) -> Vec<u64> {
-    let shoal_fs = args
-        .shoal_fs
+/// The binary given by a flag, or `name` beside this executable; exits 2 naming the build
+/// command when it is missing.
+fn binary(given: &Option<PathBuf>, name: &str, package: &str) -> PathBuf {
+    let path = given
         .clone()
-        .unwrap_or_else(|| std::env::current_exe().expect("own path").with_file_name("shoal-fs"));
-    if !shoal_fs.exists() {
+        .unwrap_or_else(|| std::env::current_exe().expect("own path").with_file_name(name));
+    if !path.exists() {
         eprintln!(
-            "shoal-jepsen: {} not found; build it: cargo build -p fs-node --bins",
-            shoal_fs.display()
+            "shoal-jepsen: {} not found; build it: cargo build -p {package} --bins",
+            path.display()
         );
         std::process::exit(2);
     }
+    path
+}
+
+/// Seeded register runs; returns the failing seeds.
+fn registers(args: &Args) -> Vec<u64> {
+    let shoal_fs = binary(&args.shoal_fs, "shoal-fs", "fs-node");
     let mut failed = Vec::new();
     for seed in args.seed..args.seed + args.seeds.max(1) {
         let mut options = RegistersOptions::new(seed);
@@ -192,17 +198,7 @@ fn main() {
         }
         return;
     }
-    let echo = args
-        .echo
-        .clone()
-        .unwrap_or_else(|| std::env::current_exe().expect("own path").with_file_name("shoal-echo"));
-    if !echo.exists() {
-        eprintln!(
-            "shoal-jepsen: {} not found; build it: cargo build -p shoal-tests --bins",
-            echo.display()
-        );
-        std::process::exit(2);
-    }
+    let echo = binary(&args.echo, "shoal-echo", "shoal-tests");
     let mut failed = Vec::new();
     for seed in args.seed..args.seed + args.seeds.max(1) {
         let mut options = RunOptions::new(seed);
