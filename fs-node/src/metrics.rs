@@ -23,7 +23,8 @@
 //! | `shoal_transfer_in_progress` | gauge | | 1 while a data-file transfer runs |
 //! | `shoal_cache_hits_total` / `shoal_cache_misses_total` / `shoal_cache_evictions_total` | counter | | the server cache |
 //! | `shoal_messaging_*_total` | counter | | endpoint counters: retransmits, NAKs sent and received, gaps, duplicates |
-//! | `shoal_messaging_dropped_total` | counter | `reason` | datagrams dropped as bad, by reason |
+//! | `shoal_messaging_dropped_total` | counter | `reason` | datagrams dropped inside the messaging core, by reason (rejected, stale incarnation, beyond the window, queue overflow, unmatched replies) |
+//! | `shoal_dropped_datagrams_total` | counter | `reason` | datagrams refused on receipt, by [`protocol::stats::DropReason`]: `truncated`, `bad_magic`, `wrong_version`, `wrong_cluster`, `bad_mac`, `unknown_kind`, `malformed`, `too_large` |
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -350,8 +351,25 @@ pub(crate) fn render_node(
     counter(&mut out, "shoal_cache_hits_total", "Server cache hits.", cache.hits);
     counter(&mut out, "shoal_cache_misses_total", "Server cache misses.", cache.misses);
     counter(&mut out, "shoal_cache_evictions_total", "Server cache evictions.", cache.evictions);
-    render_endpoint(&mut out, &endpoint.stats());
+    let endpoint_stats = endpoint.stats();
+    render_endpoint(&mut out, &endpoint_stats);
+    render_dropped(&mut out, &endpoint_stats.dropped);
     out
+}
+
+/// Appends `shoal_dropped_datagrams_total{reason}`: every datagram the endpoint refused on
+/// receipt, one sample per [`protocol::stats::DropReason`] (zeros included, so a dashboard
+/// sees every series from the first scrape).
+pub fn render_dropped(out: &mut String, dropped: &protocol::stats::DropSnapshot) {
+    let values: Vec<(&str, u64)> = dropped.iter().map(|(r, n)| (r.name(), n)).collect();
+    labelled(
+        out,
+        "shoal_dropped_datagrams_total",
+        "counter",
+        "Datagrams refused on receipt (not Shoal, wrong version or cluster, bad tag, malformed, over a limit), by reason.",
+        "reason",
+        &values,
+    );
 }
 
 /// Serves `GET /metrics` on `listener` with the text `render` returns, until the task is
@@ -490,6 +508,26 @@ mod tests {
         assert!(out.contains("shoal_ops_total{kind=\"write\"} 2\n"), "{out}");
         assert!(out.contains("shoal_ops_total{kind=\"get\"} 1\n"), "{out}");
         assert!(out.contains("shoal_ops_total{kind=\"list\"} 0\n"), "{out}");
+    }
+
+    /// Every drop reason gets its own sample, with exactly the count of that reason.
+    #[test]
+    fn dropped_datagrams_are_rendered_per_reason() {
+        let counters = protocol::stats::DropCounters::new();
+        counters.record_reason(protocol::stats::DropReason::BadMac);
+        counters.record_reason(protocol::stats::DropReason::BadMac);
+        counters.record_reason(protocol::stats::DropReason::WrongCluster);
+        let mut out = String::new();
+        render_dropped(&mut out, &counters.snapshot());
+        assert!(out.contains("# TYPE shoal_dropped_datagrams_total counter\n"), "{out}");
+        assert!(out.contains("shoal_dropped_datagrams_total{reason=\"bad_mac\"} 2\n"), "{out}");
+        assert!(
+            out.contains("shoal_dropped_datagrams_total{reason=\"wrong_cluster\"} 1\n"),
+            "{out}"
+        );
+        assert!(out.contains("shoal_dropped_datagrams_total{reason=\"truncated\"} 0\n"), "{out}");
+        let samples = out.lines().filter(|l| !l.starts_with('#')).count();
+        assert_eq!(samples, protocol::stats::DropReason::ALL.len(), "{out}");
     }
 
     #[test]

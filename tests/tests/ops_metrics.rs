@@ -2,7 +2,7 @@
 //! move after writes.
 
 use bytes::Bytes;
-use shoal_tests::cluster::{binary, free_port, terminate, Cluster};
+use shoal_tests::cluster::{binary, free_port, terminate, Cluster, CLUSTER_ID};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -19,6 +19,22 @@ impl Drop for Node {
     fn drop(&mut self) {
         terminate(&mut self.0, Duration::from_secs(10));
     }
+}
+
+/// A well-formed datagram (a Freeze from a made-up sender) sealed for cluster
+/// `cluster_id` under `key`.
+fn forged(cluster_id: u32, key: &[u8]) -> Vec<u8> {
+    use protocol::datagram::{encode_datagram, Envelope};
+    let auth = protocol::header::ClusterAuth::new(cluster_id, key);
+    let message = protocol::message::Message::Freeze(protocol::message::live::Freeze {
+        node: 9,
+        frozen: true,
+        applied: protocol::Zxid::ZERO,
+    });
+    let envelope = Envelope { sender: 99, incarnation: 1, seq: 0, flags: 0 };
+    let mut out = Vec::new();
+    encode_datagram(&auth, envelope, &message, &mut out).expect("encodes");
+    out
 }
 
 /// One HTTP/1.1 request; returns (status line, body).
@@ -71,8 +87,9 @@ fn scrape(addr: SocketAddr) -> BTreeMap<String, f64> {
 /// format with the documented families (ops by kind, write latency and commit batch
 /// histograms, fsyncs, role, zxids, locks, cache and messaging counters); after writes through
 /// that node's cluster the applied zxid, the commit batch count and the fsync count move, and
-/// on the master the write counter and latency histogram count every write it took. Other
-/// paths are 404.
+/// on the master the write counter and latency histogram count every write it took; a datagram
+/// under a wrong key and one of another cluster move exactly `shoal_dropped_datagrams_total`
+/// for `bad_mac` and `wrong_cluster` by one. Other paths are 404.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_endpoint_serves_prometheus_text_that_moves_with_writes() {
     let mut cluster = Cluster::start(3);
@@ -174,6 +191,32 @@ async fn metrics_endpoint_serves_prometheus_text_that_moves_with_writes() {
             - before["shoal_write_latency_seconds_count"];
         assert!(timed >= WRITES as f64);
     }
+
+    // Forged datagrams to node 1's unicast port: each lands in exactly its reason's counter.
+    let bad_mac = "shoal_dropped_datagrams_total{reason=\"bad_mac\"}";
+    let wrong_cluster = "shoal_dropped_datagrams_total{reason=\"wrong_cluster\"}";
+    let before_drops = scrape(addr);
+    for name in [bad_mac, wrong_cluster] {
+        assert!(before_drops.contains_key(name), "{name} missing");
+    }
+    let node1: SocketAddr = cluster.address(1).parse().expect("node address");
+    let key = std::fs::read(cluster.dir.path().join("cluster.key")).expect("key");
+    let key = protocol::header::cluster_key_from_file_contents(&key).to_vec();
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    socket.send_to(&forged(CLUSTER_ID, b"not the cluster key"), node1).expect("send");
+    socket.send_to(&forged(CLUSTER_ID + 1, &key), node1).expect("send");
+    let mut drops = scrape(addr);
+    for _ in 0..50 {
+        if drops[bad_mac] > before_drops[bad_mac]
+            && drops[wrong_cluster] > before_drops[wrong_cluster]
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drops = scrape(addr);
+    }
+    assert_eq!(drops[bad_mac], before_drops[bad_mac] + 1.0, "one datagram under a wrong key");
+    assert_eq!(drops[wrong_cluster], before_drops[wrong_cluster] + 1.0, "one of another cluster");
 
     let (status, _) = http(addr, "GET / HTTP/1.1\r\n\r\n");
     assert_eq!(status, "HTTP/1.1 404 Not Found");

@@ -20,10 +20,11 @@ use crate::error::ProtocolError;
 use crate::header::{flags, ClusterAuth};
 use crate::limits::DATAGRAM_BYTES_MAX;
 use crate::message::Message;
+use crate::stats::{DropCounters, DropSnapshot};
 use crate::SenderId;
 use bytes::Bytes;
 use socket2::{Domain, Protocol, Socket, Type};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -43,6 +44,9 @@ pub const REQUEST_BACKOFF_FACTOR_MAX: u32 = 8;
 pub const REQUESTS_IN_FLIGHT_MAX: usize = 65_536;
 /// Most sender addresses remembered (for NAKs, reports and retransmissions).
 pub const ADDRESSES_MAX: usize = 65_536;
+/// How often the transmit task compares the members it hears with the last ones it logged
+/// (the `member_joined` / `member_left` log events).
+pub const MEMBERSHIP_CHECK_MS: u64 = 250;
 
 /// Errors of the messaging layer's async API.
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +135,9 @@ pub struct EndpointStats {
     pub unknown_destination: u64,
     pub replies_unmatched: u64,
     pub request_retries: u64,
+    /// Datagrams refused on receipt (bad tag, wrong cluster or version, malformed, ...), one
+    /// counter per [`crate::stats::DropReason`].
+    pub dropped: DropSnapshot,
 }
 
 /// What [`Endpoint::recv`] returns.
@@ -182,6 +189,9 @@ struct State {
     receive_coin: Coin,
     send_coin: Coin,
     stats: EndpointStats,
+    /// Members counted live at the last membership check (see [`membership_changes`]).
+    heard_members: BTreeSet<SenderId>,
+    next_membership_check_ms: u64,
 }
 
 struct Shared {
@@ -202,6 +212,8 @@ struct Shared {
     progress_wake: Notify,
     next_request_id: AtomicU64,
     shutdown: watch::Sender<bool>,
+    /// Refused datagrams by reason; atomics, so metrics read them without the core's lock.
+    drops: DropCounters,
 }
 
 impl Shared {
@@ -288,6 +300,8 @@ impl Endpoint {
             receive_coin: Coin::new(config.fault.seed, config.fault.drop_receive_ppm),
             send_coin: Coin::new(config.fault.seed ^ 0x5EED_5EED, config.fault.drop_send_ppm),
             stats: EndpointStats::default(),
+            heard_members: BTreeSet::new(),
+            next_membership_check_ms: 0,
         };
         let (shutdown, _) = watch::channel(false);
         let shared = Arc::new(Shared {
@@ -307,6 +321,7 @@ impl Endpoint {
             // previous life still held by a peer (partial replies are keyed by request id).
             next_request_id: AtomicU64::new(u64::from(rand::random::<u32>()) << 20 | 1),
             shutdown,
+            drops: DropCounters::new(),
         });
         let mut tasks = vec![
             tokio::spawn(receive_task(shared.clone(), false)),
@@ -507,7 +522,12 @@ impl Endpoint {
 
     pub fn stats(&self) -> EndpointStats {
         let state = self.shared.lock();
-        EndpointStats { core: state.core.stats(), ..state.stats }
+        EndpointStats { core: state.core.stats(), dropped: self.dropped(), ..state.stats }
+    }
+
+    /// Datagrams refused on receipt so far, by reason (no lock taken).
+    pub fn dropped(&self) -> DropSnapshot {
+        self.shared.drops.snapshot()
     }
 
     /// Reliable sends accepted but not yet stable at every live member (0: all caught up).
@@ -640,12 +660,14 @@ async fn transmit_task(shared: Arc<Shared>) {
             _ = shared.transmit_wake.notified() => false,
         };
         loop {
+            let mut membership = Vec::new();
             {
                 let now = shared.now_ms();
                 let mut state = shared.lock();
                 if ticked {
                     // Timers once per tick, not once per batch of datagrams.
                     state.core.tick(now);
+                    membership = membership_changes(&mut state, now);
                     ticked = false;
                 }
                 while batch.len() < SEND_BATCH_MAX {
@@ -655,6 +677,7 @@ async fn transmit_task(shared: Arc<Shared>) {
                     }
                 }
             }
+            log_membership(shared.id, &membership);
             // Credit may have arrived or a member timed out (tick), or the backlog shrank.
             shared.progress_wake.notify_waiters();
             if batch.is_empty() {
@@ -663,6 +686,47 @@ async fn transmit_task(shared: Arc<Shared>) {
             for t in batch.drain(..) {
                 send_to_dest(&shared, t.dest, &t.datagram).await;
             }
+        }
+    }
+}
+
+/// Members that started or stopped counting as live since the last check, at most every
+/// [`MEMBERSHIP_CHECK_MS`]: `(member, true)` joined, `(member, false)` went silent. Live is
+/// the sender's view (a stability report within the member timeout: the members whose credit
+/// and acknowledgements this endpoint waits for), restricted to members actually heard from
+/// (an address learned from an authenticated datagram), so that a member that never started
+/// is not reported as joined for the first timeout after our start.
+fn membership_changes(state: &mut State, now_ms: u64) -> Vec<(SenderId, bool)> {
+    if now_ms < state.next_membership_check_ms {
+        return Vec::new();
+    }
+    state.next_membership_check_ms = now_ms + MEMBERSHIP_CHECK_MS;
+    let live: BTreeSet<SenderId> = state
+        .core
+        .sender()
+        .live_members(now_ms)
+        .into_iter()
+        .filter(|m| state.addresses.contains_key(m))
+        .collect();
+    let mut changes: Vec<(SenderId, bool)> =
+        live.difference(&state.heard_members).map(|m| (*m, true)).collect();
+    changes.extend(state.heard_members.difference(&live).map(|m| (*m, false)));
+    state.heard_members = live;
+    changes
+}
+
+/// One log line per membership change (stable `event` names; README "Logs").
+fn log_membership(me: SenderId, changes: &[(SenderId, bool)]) {
+    for &(member, joined) in changes {
+        if joined {
+            tracing::info!(event = "member_joined", node = me, member, "member {member} is heard");
+        } else {
+            tracing::warn!(
+                event = "member_left",
+                node = me,
+                member,
+                "member {member} went silent (no report within the member timeout)"
+            );
         }
     }
 }
@@ -703,17 +767,23 @@ async fn receive_task(shared: Arc<Shared>, group: bool) {
                     state.stats.fault_dropped_receive += 1;
                     continue;
                 }
-                if let Ok(header) = state.core.on_datagram(&buffers[i][..n], now) {
-                    if header.sender != shared.id {
-                        if state.addresses.len() >= ADDRESSES_MAX
-                            && !state.addresses.contains_key(&header.sender)
-                        {
-                            // Rare (client churn): forget all; every live peer is relearned
-                            // from its next datagram (members report every few hundred ms).
-                            state.addresses.clear();
-                        }
-                        state.addresses.insert(header.sender, from);
+                let header = match state.core.on_datagram(&buffers[i][..n], now) {
+                    Ok(header) => header,
+                    Err(e) => {
+                        let reason = shared.drops.record(&e);
+                        tracing::trace!(%from, reason = reason.name(), error = %e, "datagram dropped");
+                        continue;
                     }
+                };
+                if header.sender != shared.id {
+                    if state.addresses.len() >= ADDRESSES_MAX
+                        && !state.addresses.contains_key(&header.sender)
+                    {
+                        // Rare (client churn): forget all; every live peer is relearned
+                        // from its next datagram (members report every few hundred ms).
+                        state.addresses.clear();
+                    }
+                    state.addresses.insert(header.sender, from);
                 }
             }
             while let Some(reply) = state.core.pop_reply() {
@@ -735,5 +805,74 @@ async fn receive_task(shared: Arc<Shared>, group: bool) {
         if progress {
             shared.progress_wake.notify_waiters();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datagram::{encode_datagram, Envelope};
+    use crate::message::live::Freeze;
+    use crate::stats::DropReason;
+    use crate::Zxid;
+
+    /// Bound on waiting for a datagram sent on loopback to be received and counted.
+    const RECEIVE_WAIT: Duration = Duration::from_secs(5);
+
+    fn auth() -> ClusterAuth {
+        ClusterAuth::new(0x5151, b"drop counter test key")
+    }
+
+    fn datagram(auth: &ClusterAuth) -> Vec<u8> {
+        let message = Message::Freeze(Freeze { node: 9, frozen: true, applied: Zxid::ZERO });
+        let envelope = Envelope { sender: 99, incarnation: 1, seq: 0, flags: 0 };
+        let mut out = Vec::new();
+        encode_datagram(auth, envelope, &message, &mut out).expect("encodes");
+        out
+    }
+
+    async fn wait_for(endpoint: &Endpoint, reason: DropReason, count: u64) -> DropSnapshot {
+        let deadline = tokio::time::Instant::now() + RECEIVE_WAIT;
+        while endpoint.dropped().get(reason) < count && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        endpoint.dropped()
+    }
+
+    /// Claim: a datagram under another key counts as `bad_mac`, one of another cluster as
+    /// `wrong_cluster`, noise as `bad_magic` — each in exactly its own counter, visible through
+    /// `Endpoint::dropped` and `Endpoint::stats` — while an authentic one counts as no drop.
+    #[tokio::test]
+    async fn refused_datagrams_are_counted_by_reason() {
+        let mut config = EndpointConfig::new(1, 1, auth());
+        config.unicast_bind = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        config.peers = Some(Vec::new());
+        let endpoint = Endpoint::bind(config).await.expect("bind");
+        let to = endpoint.local_addr().expect("addr");
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind sender");
+        let send = |bytes: &[u8]| socket.send_to(bytes, to).expect("send");
+
+        send(&datagram(&ClusterAuth::new(0x5151, b"another key")));
+        let after_mac = wait_for(&endpoint, DropReason::BadMac, 1).await;
+        assert_eq!(after_mac.bad_mac, 1, "{after_mac:?}");
+        assert_eq!(after_mac.total(), 1, "only bad_mac moved: {after_mac:?}");
+
+        send(&datagram(&ClusterAuth::new(0x7777, b"drop counter test key")));
+        let after_cluster = wait_for(&endpoint, DropReason::WrongCluster, 1).await;
+        assert_eq!(after_cluster.wrong_cluster, 1, "{after_cluster:?}");
+        assert_eq!(after_cluster.total(), 2, "{after_cluster:?}");
+
+        send(b"definitely not a shoal datagram, but long enough for a header");
+        let after_noise = wait_for(&endpoint, DropReason::BadMagic, 1).await;
+        assert_eq!(after_noise.bad_magic, 1, "{after_noise:?}");
+
+        // An authentic datagram is delivered, and counts as no drop.
+        send(&datagram(&auth()));
+        let received = tokio::time::timeout(RECEIVE_WAIT, endpoint.recv()).await;
+        assert!(matches!(received, Ok(Ok(Incoming::Message(_)))), "{received:?}");
+        let stats = endpoint.stats();
+        assert_eq!(stats.dropped, endpoint.dropped());
+        assert_eq!(stats.dropped.total(), 3, "{:?}", stats.dropped);
+        endpoint.shutdown().await;
     }
 }
