@@ -1,4 +1,5 @@
-//! The `shoal` data commands: `get`, `put`, `rm`, `mv`, `ls`, `mkdir`, `watch`. The binary
+//! The `shoal` data commands: `get`, `put`, `rm`, `mv`, `ls`, `mkdir`, `watch` (and `lock`,
+//! `unlock`, `txn`, `status`, `bench`, `backup`). The binary
 //! parses flags and calls [`run`]; [`execute`] runs one command on any [`Transport`], so the
 //! commands are tested on the in-memory network.
 //!
@@ -12,6 +13,11 @@
 //! | 4 | cluster unreachable: no live node, timeout, no master, or no transport |
 //! | 5 | any other error |
 //! | 6 | lock: held by another (`lock` without `--wait`), not free within `--wait`, lost (expired, session lost) or refused auth word |
+//! | 7 | backup: the donor refused to start it |
+//! | 8 | backup: started, then failed |
+//! | 9 | backup: no result within `--timeout` (it may still be running) |
+//!
+//! `backup` is described in [`crate::backup`].
 //!
 //! # Locks and transactions
 //! - `lock NAME [--shared] [--wait SECS] [--hold SECS]` takes the lock (waiting up to `--wait`
@@ -33,6 +39,7 @@ use crate::watch::{Kinds, Target, WatchEvent};
 use crate::ClientConfig;
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -45,6 +52,9 @@ pub mod exit {
     pub const UNREACHABLE: i32 = 4;
     pub const FAILED: i32 = 5;
     pub const LOCK: i32 = 6;
+    pub const BACKUP_REFUSED: i32 = 7;
+    pub const BACKUP_FAILED: i32 = 8;
+    pub const BACKUP_TIMEOUT: i32 = 9;
 }
 
 #[derive(Debug, Parser)]
@@ -136,6 +146,10 @@ pub enum Command {
     /// Measure put/get/mixed/lock/txn throughput and latency, or failover and lock-failover time
     /// (see `cache_client::bench`).
     Bench(crate::bench::BenchArgs),
+    /// Make a consistent backup on another node (--to-node N) or in a directory on the donor's
+    /// host (--to-dir PATH), and follow it to the end (see `cache_client::backup`). Exit 7:
+    /// refused, 8: failed, 9: no result within --timeout.
+    Backup(crate::backup::BackupArgs),
 }
 
 /// The exit code for a failed command.
@@ -302,6 +316,28 @@ pub async fn execute<T: Transport>(
         Command::Bench(args) => {
             crate::bench::execute(std::slice::from_ref(client), args, out).await
         }
+        Command::Backup(args) => Ok(backup(client, args, &BTreeMap::new(), out).await),
+    }
+}
+
+/// `shoal backup` with progress on stderr; prints its one-line error there and returns the
+/// exit code.
+async fn backup<T: Transport>(
+    client: &Client<T>,
+    args: &crate::backup::BackupArgs,
+    members: &BTreeMap<protocol::NodeId, String>,
+    out: &mut impl Write,
+) -> i32 {
+    use std::io::IsTerminal;
+    let mut stderr = std::io::stderr();
+    let terminal = stderr.is_terminal();
+    let mut progress = crate::backup::Progress::new(&mut stderr, terminal);
+    match crate::backup::execute(client, args, members, out, &mut progress).await {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("shoal: {e}");
+            e.exit_code()
+        }
     }
 }
 
@@ -371,6 +407,16 @@ pub fn run(cli: Cli) -> i32 {
         };
         let client = Client::new(transport, config);
         let mut stdout = std::io::stdout().lock();
+        if let Command::Backup(args) = &cli.command {
+            // The cluster file names every member by id, also one that is down right now.
+            let members = crate::net::ClusterFile::load(std::path::Path::new(&cli.cluster))
+                .map(|(file, _)| file.members)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|(id, address)| Some((id.parse().ok()?, address)))
+                .collect();
+            return backup(&client, args, &members, &mut stdout).await;
+        }
         match execute(&client, &cli.command, &mut stdout).await {
             Ok(code) => code,
             Err(e) => {

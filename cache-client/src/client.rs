@@ -403,6 +403,28 @@ impl<T: Transport> Client<T> {
         }
     }
 
+    /// Asks the node at `address` to start a backup to `target` (for `shoal backup`): `Ok(Ok(()))`
+    /// when it answered that the backup started, `Ok(Err(refusal))` with the node's reason
+    /// when it refused. Progress is then read from its status (`NodeStatus::transfer`).
+    pub async fn start_backup(
+        &self,
+        address: &str,
+        target: protocol::message::transfer::BackupTarget,
+    ) -> Result<Result<(), protocol::message::data::WireError>, ClientError> {
+        let request = Message::Backup(protocol::message::transfer::Backup { target });
+        let timeout = self.inner.config.request_timeout;
+        match self.inner.transport.request(address, request, timeout).await {
+            Ok(Message::ReadReply(r)) => match r.result {
+                Ok(ReadValue::Bool(true)) => Ok(Ok(())),
+                Ok(other) => Err(ClientError::UnexpectedReply(format!("{other:?}"))),
+                Err(refusal) => Ok(Err(refusal)),
+            },
+            Ok(other) => Err(ClientError::UnexpectedReply(format!("{:?}", other.kind()))),
+            Err(TransportError::Timeout(_)) => Err(ClientError::Timeout { attempts: 1 }),
+            Err(e) => Err(ClientError::Transport(e.to_string())),
+        }
+    }
+
     /// After a flush (or at start) the cache accepts no fill until a notice arrives or it knows
     /// a safe fill floor; ask the master, once, for its linearizable zxid (every entry above it
     /// commits later, so its notice is still to come). Skipped when no master is known or one

@@ -19,8 +19,8 @@
 //! - [`dev`]: `shoal dev`, a local cluster of `shoal-fs` child processes on loopback.
 //! - [`error`]: [`ClientError`]. A missing key on a read is `Ok(None)`, not an error.
 //! - [`cli`]: the `shoal` data commands (`get`, `put`, `rm`, `mv`, `ls`, `mkdir`, `watch`,
-//!   `lock`, `unlock`, `txn`) and their exit codes, plus `status` in [`status`] and `bench` in
-//!   [`bench`]; the binary `src/bin/shoal.rs` only parses flags and calls [`cli::run`].
+//!   `lock`, `unlock`, `txn`) and their exit codes, plus `status` in [`status`], `bench` in
+//!   [`bench`] and `backup` (ask a node for a backup, follow its progress) in [`backup`]; the binary `src/bin/shoal.rs` only parses flags and calls [`cli::run`].
 //! - [`locks`]: named locks with fencing tokens ([`LockGuard`]), `lock_wait`, and the one
 //!   background renewal of the session and every held lock; [`SessionState`] tells the
 //!   application when its leases are in danger or lost.
@@ -28,6 +28,7 @@
 //! - [`txn`]: transactions: declared keys, locks in one global order, reads under them, writes
 //!   buffered in a local TLV log, one atomic commit conditioned on every lock.
 
+pub mod backup;
 pub mod bench;
 pub mod blocking;
 pub mod cache;

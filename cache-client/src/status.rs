@@ -201,16 +201,17 @@ pub fn render_table(report: &StatusReport) -> String {
     out
 }
 
-/// Asks every known node for its status and prints the table (or JSON); returns the exit code.
-pub async fn execute<T: Transport>(
+/// Asks every node the client knows of (its seeds, then whatever FSLive named within
+/// [`FSLIVE_WAIT`]) for its status, all at once; one answer per address, in that order.
+/// `shoal status` prints them; `shoal backup` picks its donor from them.
+pub async fn survey<T: Transport>(
     client: &Client<T>,
-    json: bool,
-    out: &mut impl Write,
-) -> Result<i32, ClientError> {
-    // FSLive names nodes beyond the seeds and tells when each was last heard.
-    let deadline = Instant::now() + FSLIVE_WAIT;
+) -> Result<Vec<(String, Result<NodeStatus, ClientError>)>, ClientError> {
+    // FSLive names nodes beyond the seeds and tells when each was last heard. Tokio's clock,
+    // so that paused-time tests wait in simulated time.
+    let deadline = tokio::time::Instant::now() + FSLIVE_WAIT;
     let mut addresses = client.config().seeds.clone();
-    while Instant::now() < deadline {
+    while tokio::time::Instant::now() < deadline {
         client.pump();
         let views = client.node_views();
         let named =
@@ -246,6 +247,16 @@ pub async fn execute<T: Transport>(
             answers[i].1 = answer;
         }
     }
+    Ok(answers)
+}
+
+/// Asks every known node for its status and prints the table (or JSON); returns the exit code.
+pub async fn execute<T: Transport>(
+    client: &Client<T>,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<i32, ClientError> {
+    let answers = survey(client).await?;
     client.pump();
     let report = report(answers, &client.node_views(), Instant::now());
     let io = |e: std::io::Error| ClientError::Transport(format!("writing output: {e}"));
