@@ -267,6 +267,11 @@ pub async fn run_announcer<B: Backend>(
     loop {
         ticker.tick().await;
         for message in server.announcements(tokio::time::Instant::now().into_std()) {
+            if let Message::Freeze(f) = &message {
+                // The one place every freeze and unfreeze shows, whoever caused it.
+                let event = if f.frozen { "freeze" } else { "unfreeze" };
+                tracing::info!(event, node = f.node, applied = %f.applied, "node {} {event}s", f.node);
+            }
             send(message);
         }
     }

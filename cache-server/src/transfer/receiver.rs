@@ -369,6 +369,7 @@ impl Receiver {
             return self.fail(error, sink);
         }
         tracing::warn!(
+            event = "checksum_failure",
             transfer = self.offer.transfer,
             file = %offered.name,
             "whole-file MD5 mismatch; fetching the file again"

@@ -560,7 +560,14 @@ impl Core {
     }
 
     fn on_role(&mut self, role: Role) {
-        tracing::info!(?role, "role changed");
+        let was_master =
+            self.shared.status.lock().expect("status poisoned").role == WireRole::Master;
+        crate::events::role_changed(
+            self.shared.node,
+            was_master,
+            role,
+            self.engine.hard_state().current_epoch,
+        );
         self.shared.metrics.role_changes.inc();
         self.update_status();
         match role {

@@ -220,7 +220,7 @@ impl DataLog {
                 let kinds = [RecordType::LogEntry, RecordType::CommitMark, RecordType::HardState];
                 let torn = is_last && !valid_record_after(&buf, off + 1, &kinds, last);
                 if !torn {
-                    return Err(StorageError::Corrupt { file: path, offset: off as u64, detail });
+                    return Err(corrupt(&path, off as u64, detail));
                 }
                 tracing::warn!(file = %path.display(), offset = off, dropped = buf.len() - off,
                     "data log: torn tail cut off ({detail})");
@@ -713,7 +713,9 @@ impl DataLog {
 }
 
 fn corrupt(path: &Path, offset: u64, e: impl ToString) -> StorageError {
-    StorageError::Corrupt { file: path.to_path_buf(), offset, detail: e.to_string() }
+    let detail = e.to_string();
+    tracing::error!(event = "checksum_failure", file = %path.display(), offset, "data log: {detail}");
+    StorageError::Corrupt { file: path.to_path_buf(), offset, detail }
 }
 
 fn create_segment(vfs: &dyn Vfs, dir: &Path, seq: u64, prev: Zxid) -> Result<Segment> {

@@ -182,7 +182,9 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> St
 }
 
 fn corrupt(path: &Path, offset: u64, detail: impl ToString) -> StorageError {
-    StorageError::Corrupt { file: path.to_path_buf(), offset, detail: detail.to_string() }
+    let detail = detail.to_string();
+    tracing::error!(event = "checksum_failure", file = %path.display(), offset, "data files: {detail}");
+    StorageError::Corrupt { file: path.to_path_buf(), offset, detail }
 }
 
 fn read_all(file: &dyn VFile, path: &Path) -> Result<Vec<u8>> {
