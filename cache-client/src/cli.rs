@@ -390,6 +390,13 @@ pub fn run(cli: Cli) -> i32 {
         if let Command::Bench(args) = &cli.command {
             return crate::bench::run_cli(&cli, args).await;
         }
+        if let Command::Backup(args) = &cli.command {
+            // Flags that are wrong whatever the cluster: say so before looking for one.
+            if let Err(e) = crate::backup::target(args) {
+                eprintln!("shoal: {e}");
+                return e.exit_code();
+            }
+        }
         let (transport, mut seeds) =
             match crate::net::connect(std::path::Path::new(&cli.cluster)).await {
                 Ok(t) => t,

@@ -57,7 +57,7 @@ pub fn role_events(was_master: bool, role: Role) -> Vec<RoleEvent> {
 }
 
 /// Logs the events of node `node`'s change to `role` (see [`role_events`]); `epoch` is the
-/// node's current epoch.
+/// node's current epoch (for `looking`, the last one it knew).
 pub fn role_changed(node: NodeId, was_master: bool, role: Role, epoch: u32) {
     for event in role_events(was_master, role) {
         let name = event.name();
@@ -73,20 +73,15 @@ pub fn role_changed(node: NodeId, was_master: bool, role: Role, epoch: u32) {
             RoleEvent::MasterLost => {
                 tracing::warn!(event = name, node, epoch, "node {node} is no longer the master")
             }
+            // No epoch: a follower learns its new master's epoch only after this change.
             RoleEvent::Following { master } => {
-                tracing::info!(
-                    event = name,
-                    node,
-                    master,
-                    epoch,
-                    "node {node} follows master {master}"
-                )
+                tracing::info!(event = name, node, master, "node {node} follows master {master}")
             }
             RoleEvent::Looking => {
                 tracing::info!(
                     event = name,
                     node,
-                    epoch,
+                    last_epoch = epoch,
                     "node {node} is looking for a master (election)"
                 )
             }

@@ -201,7 +201,8 @@ async fn bench_json_reports_throughput_and_latency_quantiles() {
 }
 
 /// Claim: bad input gets one clear line on stderr and the documented code: a missing cluster
-/// file and a cluster nobody answers are 4 (unreachable), bad arguments are 2 (usage).
+/// file and a cluster nobody answers are 4 (unreachable), bad arguments are 2 (usage), also
+/// for `backup` (both or neither destination, a relative directory, a node not a member).
 #[test]
 fn bad_input_prints_one_line_and_the_documented_exit_code() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -237,6 +238,22 @@ fn bad_input_prints_one_line_and_the_documented_exit_code() {
     assert_eq!(v["members"], 3);
     let out = shoal(&unreachable, &["get", "/x"]);
     assert_eq!(out.status.code(), Some(EXIT_UNREACHABLE), "{}", text(&out.stderr));
+
+    // `backup`: flags wrong whatever the cluster are refused before looking for one; a node
+    // id the cluster file does not list is a usage error; a silent cluster is unreachable.
+    for (file, args, code) in [
+        (&missing, &["backup", "--to-node", "2", "--to-dir", "/b"][..], EXIT_USAGE),
+        (&missing, &["backup"], EXIT_USAGE),
+        (&missing, &["backup", "--to-dir", "relative"], EXIT_USAGE),
+        (&unreachable, &["backup", "--to-node", "7"], EXIT_USAGE),
+        (&unreachable, &["backup", "--to-node", "2"], EXIT_UNREACHABLE),
+    ] {
+        let out = shoal(file, args);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("shoal: "), "{args:?}: {stderr}");
+    }
 
     for args in [
         &["bench", "put", "--clients", "0"][..],

@@ -222,8 +222,8 @@ impl DataLog {
                 if !torn {
                     return Err(corrupt(&path, off as u64, detail));
                 }
-                tracing::warn!(file = %path.display(), offset = off, dropped = buf.len() - off,
-                    "data log: torn tail cut off ({detail})");
+                tracing::warn!(event = "torn_tail", file = %path.display(), offset = off,
+                    dropped = buf.len() - off, "data log: torn tail cut off ({detail})");
                 seg.file
                     .set_len(off as u64)
                     .map_err(|e| StorageError::io("truncating", &path, e))?;
@@ -756,7 +756,7 @@ fn sync_loop(shared: &Shared) {
             }
             Err(e) => {
                 let detail = format!("syncing {}: {e}", path.display());
-                tracing::error!("data log: {detail}");
+                tracing::error!(event = "fsync_failed", "data log: {detail}");
                 inner.poisoned = Some(detail);
             }
         }

@@ -660,8 +660,8 @@ impl KvStore {
                     if !torn {
                         return Err(corrupt(&path, *offset, detail));
                     }
-                    tracing::warn!(file = %path.display(), offset = scan.good_len,
-                        "data files: torn tail cut off ({detail})");
+                    tracing::warn!(event = "torn_tail", file = %path.display(),
+                        offset = scan.good_len, "data files: torn tail cut off ({detail})");
                     file.set_len(scan.good_len).map_err(io("truncating", &path))?;
                     file.sync_data().map_err(io("syncing", &path))?;
                     recovery.torn_tail =
