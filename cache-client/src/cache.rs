@@ -21,8 +21,7 @@
 //! dropped.
 
 use bytes::Bytes;
-use lru::LruCache;
-use protocol::key;
+use protocol::lru::ByteLru;
 use protocol::message::data::{Op, UpdateNotice, Versioned};
 use protocol::Zxid;
 use std::time::{Duration, Instant};
@@ -88,8 +87,7 @@ pub enum NoticeOutcome {
 
 pub struct ClientCache {
     config: CacheConfig,
-    entries: LruCache<String, Entry>,
-    bytes: usize,
+    entries: ByteLru<Entry>,
     position: Option<Zxid>,
     /// Fills at or above this are safe while the position is unknown (learned from the master).
     fill_floor: Option<Zxid>,
@@ -106,9 +104,8 @@ fn charge(key: &str, entry: &Entry) -> usize {
 impl ClientCache {
     pub fn new(config: CacheConfig) -> ClientCache {
         ClientCache {
+            entries: ByteLru::new(config.bytes_max, config.entries_max, charge),
             config,
-            entries: LruCache::unbounded(),
-            bytes: 0,
             position: None,
             fill_floor: None,
             highest_notice: None,
@@ -144,7 +141,7 @@ impl ClientCache {
     }
 
     pub fn bytes(&self) -> usize {
-        self.bytes
+        self.entries.bytes()
     }
 
     /// The cached answer for `key` if it is valid through at least `floor` and younger than
@@ -158,7 +155,7 @@ impl ClientCache {
         if now.saturating_duration_since(entry.inserted) > self.config.age_max {
             self.stats.expired += 1;
             self.stats.misses += 1;
-            self.remove(key);
+            self.entries.remove(key);
             return None;
         }
         let valid_through = entry.as_of.max(position);
@@ -203,40 +200,9 @@ impl ClientCache {
     }
 
     fn insert(&mut self, key: &str, entry: Entry) -> bool {
-        let cost = charge(key, &entry);
-        if cost > self.config.bytes_max || self.config.entries_max == 0 {
-            self.remove(key);
-            return false;
-        }
-        if let Some(old) = self.entries.put(key.to_string(), entry) {
-            self.bytes -= charge(key, &old);
-        }
-        self.bytes += cost;
-        while self.bytes > self.config.bytes_max || self.entries.len() > self.config.entries_max {
-            let (k, e) = self.entries.pop_lru().expect("over bound implies non-empty");
-            self.bytes -= charge(&k, &e);
-            self.stats.evictions += 1;
-        }
-        true
-    }
-
-    fn remove(&mut self, key: &str) {
-        if let Some(old) = self.entries.pop(key) {
-            self.bytes -= charge(key, &old);
-        }
-    }
-
-    fn remove_within(&mut self, dir: &str) {
-        let doomed: Vec<String> = self
-            .entries
-            .iter()
-            .map(|(k, _)| k)
-            .filter(|k| key::is_within(k, dir))
-            .cloned()
-            .collect();
-        for k in doomed {
-            self.remove(&k);
-        }
+        let evicted = self.entries.insert(key, entry);
+        self.stats.evictions += evicted.unwrap_or(0);
+        evicted.is_some()
     }
 
     /// Applies the ops of entry `zxid` to the cached keys. With `create`, puts and deletes also
@@ -256,17 +222,19 @@ impl ClientCache {
                     }
                 }
                 Op::Delete { key, .. } => {
-                    self.remove_within(key);
+                    self.entries.remove_within(key);
                     if create {
                         self.insert(key, Entry { value: None, as_of: zxid, inserted: now });
                     }
                 }
                 // A cached "absent" for a new directory would be wrong (a read of it is an
                 // IsADirectory error, which is not cached).
-                Op::Mkdir { key } => self.remove(key),
+                Op::Mkdir { key } => {
+                    self.entries.remove(key);
+                }
                 Op::Rename { from, to } => {
-                    self.remove_within(from);
-                    self.remove_within(to);
+                    self.entries.remove_within(from);
+                    self.entries.remove_within(to);
                 }
                 Op::Lock(_) | Op::Session(_) => {}
             }
@@ -304,7 +272,6 @@ impl ClientCache {
     /// Drops every entry; the position becomes unknown.
     pub fn flush(&mut self) {
         self.entries.clear();
-        self.bytes = 0;
         self.position = None;
         self.fill_floor = None;
         self.generation += 1;

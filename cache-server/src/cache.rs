@@ -12,8 +12,7 @@
 //! not cached.
 
 use bytes::Bytes;
-use lru::LruCache;
-use protocol::key;
+use protocol::lru::ByteLru;
 use protocol::message::data::{Op, UpdateNotice, Versioned};
 use protocol::Zxid;
 
@@ -30,10 +29,7 @@ pub struct CacheStats {
 }
 
 pub struct ValueCache {
-    entries: LruCache<String, Versioned>,
-    bytes: usize,
-    bytes_max: usize,
-    entries_max: usize,
+    entries: ByteLru<Versioned>,
     position: Zxid,
     stats: CacheStats,
 }
@@ -46,10 +42,7 @@ impl ValueCache {
     /// `position` is the backend's applied zxid when the cache starts following it.
     pub fn new(bytes_max: usize, entries_max: usize, position: Zxid) -> ValueCache {
         ValueCache {
-            entries: LruCache::unbounded(),
-            bytes: 0,
-            bytes_max,
-            entries_max,
+            entries: ByteLru::new(bytes_max, entries_max, charge),
             position,
             stats: CacheStats::default(),
         }
@@ -72,7 +65,7 @@ impl ValueCache {
     }
 
     pub fn bytes(&self) -> usize {
-        self.bytes
+        self.entries.bytes()
     }
 
     /// The cached value of `key`, if any (refreshing its recency).
@@ -100,40 +93,9 @@ impl ValueCache {
     }
 
     fn insert(&mut self, key: &str, value: Versioned) -> bool {
-        let cost = charge(key, &value);
-        if cost > self.bytes_max || self.entries_max == 0 {
-            self.remove(key);
-            return false;
-        }
-        if let Some(old) = self.entries.put(key.to_string(), value) {
-            self.bytes -= charge(key, &old);
-        }
-        self.bytes += cost;
-        while self.bytes > self.bytes_max || self.entries.len() > self.entries_max {
-            let (k, v) = self.entries.pop_lru().expect("over bound implies non-empty");
-            self.bytes -= charge(&k, &v);
-            self.stats.evictions += 1;
-        }
-        true
-    }
-
-    fn remove(&mut self, key: &str) {
-        if let Some(old) = self.entries.pop(key) {
-            self.bytes -= charge(key, &old);
-        }
-    }
-
-    fn remove_within(&mut self, dir: &str) {
-        let doomed: Vec<String> = self
-            .entries
-            .iter()
-            .map(|(k, _)| k)
-            .filter(|k| key::is_within(k, dir))
-            .cloned()
-            .collect();
-        for k in doomed {
-            self.remove(&k);
-        }
+        let evicted = self.entries.insert(key, value);
+        self.stats.evictions += evicted.unwrap_or(0);
+        evicted.is_some()
     }
 
     /// Follows one applied entry: puts update hot keys in place (only keys already cached, so a
@@ -151,10 +113,10 @@ impl ValueCache {
                         self.insert(key, v);
                     }
                 }
-                Op::Delete { key, .. } => self.remove_within(key),
+                Op::Delete { key, .. } => self.entries.remove_within(key),
                 Op::Rename { from, to } => {
-                    self.remove_within(from);
-                    self.remove_within(to);
+                    self.entries.remove_within(from);
+                    self.entries.remove_within(to);
                 }
                 Op::Mkdir { .. } | Op::Lock(_) | Op::Session(_) => {}
             }
@@ -166,7 +128,6 @@ impl ValueCache {
     /// of the backend's state that did not come through [`Self::on_applied`]).
     pub fn flush(&mut self, position: Zxid) {
         self.entries.clear();
-        self.bytes = 0;
         self.position = position;
     }
 }

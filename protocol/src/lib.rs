@@ -13,6 +13,7 @@
 //!   socket driver, and the unicast request/reply path.
 //! - [`datagram`]: encode-and-seal / open-and-decode of a message that fits one datagram.
 //! - [`stats`]: counters of dropped input, one per reason.
+//! - [`lru`]: the byte- and count-bounded LRU map the client and server caches share.
 //! - [`error`]: the crate's one error enum.
 //!
 //! See `protocol/WIRE.md` for every layout byte by byte.
@@ -23,6 +24,7 @@ pub mod error;
 pub mod header;
 pub mod key;
 pub mod limits;
+pub mod lru;
 pub mod message;
 pub mod messaging;
 pub mod stats;
