@@ -8,7 +8,8 @@
 //! 2. `Message::Backup(Backup { target })` as a unicast request to the donor. It answers at once:
 //!    `ReadReply { result: Ok(ReadValue::Bool(true)) }` when the backup started, or
 //!    `Err(WireError)` with its reason for refusing (unknown node, a transfer already running,
-//!    no room, ...).
+//!    no room, ...). The request is sent once (it is not idempotent); when its reply does not
+//!    come, the donor's status decides: a new transfer there means the backup started.
 //! 3. The donor's status every [`POLL_INTERVAL`]; its `transfer` field is the progress text
 //!    while the backup runs, then `"done: ..."` or `"failed: ..."` for a while after it ends.
 //!
@@ -237,19 +238,37 @@ pub async fn execute<T: Transport>(
             "node {donor} did not answer a status request; is it running?"
         )));
     };
+    let mut seen = None;
     match client.start_backup(&address, target.clone()).await {
         Ok(Ok(())) => {}
         Ok(Err(refusal)) => return Err(BackupError::Refused { donor, reason: refusal.message }),
-        Err(e) => {
-            return Err(BackupError::Unreachable(format!("asking node {donor} ({address}): {e}")))
-        }
+        // The request is not repeated (a second one would be refused as "already running"),
+        // but its reply may be what was lost: a new transfer in the donor's status means it
+        // started.
+        Err(e) => match client.status_of(&address).await {
+            Ok(status) if status.transfer.is_some() && status.transfer != before => {
+                seen = status.transfer;
+            }
+            _ => {
+                return Err(BackupError::Unreachable(format!(
+                    "asking node {donor} ({address}): {e}"
+                )))
+            }
+        },
     }
     let what = match &target {
         BackupTarget::Node(n) => format!("to node {n}"),
         BackupTarget::Directory(path) => format!("into {path} on node {donor}'s host"),
     };
     progress.show(&format!("backup {what} started by node {donor}"));
-    let result = follow(client, donor, &address, before, args.timeout, progress).await;
+    let result = match seen {
+        Some(text) if is_finished(&text) => ended(donor, text),
+        Some(text) => {
+            progress.show(&format!("node {donor}: {text}"));
+            follow(client, donor, &address, before, args.timeout, progress).await
+        }
+        None => follow(client, donor, &address, before, args.timeout, progress).await,
+    };
     progress.finish();
     let done = result?;
     // A closed stdout loses only the echo of what the node already did.
@@ -278,10 +297,7 @@ async fn follow<T: Transport>(
         match client.status_of(address).await {
             Ok(status) => match status.transfer {
                 Some(text) if stale.as_deref() == Some(text.as_str()) => {}
-                Some(text) if text.starts_with(DONE_PREFIX) => return Ok(text),
-                Some(text) if text.starts_with(FAILED_PREFIX) => {
-                    return Err(BackupError::Failed { donor, text })
-                }
+                Some(text) if is_finished(&text) => return ended(donor, text),
                 Some(text) => {
                     stale = None;
                     progress.show(&format!("node {donor}: {text}"));
@@ -291,6 +307,15 @@ async fn follow<T: Transport>(
             // A donor busy reading its files may miss a status request: keep asking.
             Err(e) => progress.show(&format!("node {donor}: no status answer ({e}); still asking")),
         }
+    }
+}
+
+/// The outcome a finished `transfer` text reports.
+fn ended(donor: NodeId, text: String) -> Result<String, BackupError> {
+    if text.starts_with(DONE_PREFIX) {
+        Ok(text)
+    } else {
+        Err(BackupError::Failed { donor, text })
     }
 }
 

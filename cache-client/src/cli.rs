@@ -147,7 +147,7 @@ pub enum Command {
     /// (see `cache_client::bench`).
     Bench(crate::bench::BenchArgs),
     /// Make a consistent backup on another node (--to-node N) or in a directory on the donor's
-    /// host (--to-dir PATH), and follow it to the end (see `cache_client::backup`). Exit 7:
+    /// host (--to-dir PATH), and follow it to the end (README: "Backup and restore"). Exit 7:
     /// refused, 8: failed, 9: no result within --timeout.
     Backup(crate::backup::BackupArgs),
 }

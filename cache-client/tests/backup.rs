@@ -24,6 +24,8 @@ use std::time::Duration;
 enum OnBackup {
     /// Start: later status answers show these transfer texts in turn (the last one stays).
     Start(Vec<&'static str>),
+    /// Start, but the reply is lost (the requester times out).
+    StartReplyLost(Vec<&'static str>),
     Refuse(&'static str),
 }
 
@@ -83,6 +85,10 @@ impl FakeNode {
                     OnBackup::Start(script) => {
                         st.script = script.into_iter().collect();
                         Ok(ReadValue::Bool(true))
+                    }
+                    OnBackup::StartReplyLost(script) => {
+                        st.script = script.into_iter().collect();
+                        return None;
                     }
                     OnBackup::Refuse(reason) => {
                         Err(WireError { code: ErrorCode::Unavailable, message: reason.into() })
@@ -249,6 +255,31 @@ async fn the_previous_transfers_result_is_not_taken_for_this_ones() {
     let (code, out, _, error) = f.run(&["--to-node", "3"]).await;
     assert_eq!(code, exit::OK, "{error}");
     assert_eq!(out, "done: backup to node 3 6 bytes in 1 s\n");
+}
+
+/// Claim: when the donor starts the backup but its answer is lost, the backup is followed
+/// anyway (the donor's status shows the new transfer) and not sent a second time.
+#[tokio::test(start_paused = true)]
+async fn a_lost_start_reply_is_recovered_from_the_donors_status() {
+    let f = Fixture::new([
+        idle(),
+        OnBackup::StartReplyLost(vec!["sending: 40%", "done: backup to node 3 7 bytes in 2 s"]),
+        idle(),
+    ]);
+    let (code, out, progress, error) = f.run(&["--to-node", "3"]).await;
+    assert_eq!(code, exit::OK, "{error}");
+    assert_eq!(out, "done: backup to node 3 7 bytes in 2 s\n");
+    assert!(progress.contains("node 2: sending: 40%"), "{progress}");
+    assert_eq!(f.nodes[&2].backups(), vec![BackupTarget::Node(3)], "sent exactly once");
+}
+
+/// Claim: a lost reply with no sign of a transfer at the donor is reported as unreachable.
+#[tokio::test(start_paused = true)]
+async fn a_lost_start_reply_with_no_transfer_at_the_donor_exits_4() {
+    let f = Fixture::new([idle(), OnBackup::StartReplyLost(vec![]), idle()]);
+    let (code, _, _, error) = f.run(&["--to-node", "3"]).await;
+    assert_eq!(code, exit::UNREACHABLE, "{error}");
+    assert!(error.starts_with("asking node 2 (n2): "), "{error}");
 }
 
 /// Claim: bad arguments print one line, exit 2 and send no Backup request: neither or both
