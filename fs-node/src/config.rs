@@ -33,6 +33,10 @@
 //! key_bytes_max = 4096
 //! value_bytes_max = 16777216
 //! log_retention_bytes = 1073741824
+//! snapshot_entries = 100000       # a snapshot after this many applied entries ...
+//! snapshot_log_bytes = 268435456  # ... or this many entry bytes, whichever comes first
+//! log_segment_bytes = 67108864    # data log segment size (retention removes whole segments)
+//! log_retention_entries = 100000  # entries kept below a snapshot for lagging followers
 //! # metrics_addr = "127.0.0.1:9900"
 //! ```
 //!
@@ -66,6 +70,18 @@ pub const DRIFT_MARGIN_MS_DEFAULT: u64 = 30;
 /// Data log kept behind the checkpoint so that a lagging follower catches up from the log
 /// rather than by file transfer.
 pub const LOG_RETENTION_BYTES_DEFAULT: u64 = 1 << 30;
+/// A snapshot (store files + tables, see `node::snapshot`) is taken after this many applied
+/// entries: the log before it can then go, and restarts replay at most this many entries.
+pub const SNAPSHOT_ENTRIES_DEFAULT: u64 = 100_000;
+/// ... or after this many bytes of applied entries, whichever comes first.
+pub const SNAPSHOT_LOG_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
+/// Data log segment size; retention deletes whole segments.
+pub const LOG_SEGMENT_BYTES_DEFAULT: u64 = crate::storage::log::LOG_SEGMENT_BYTES_DEFAULT;
+/// Entries kept in the log below the latest snapshot, so that a follower that fell a little
+/// behind catches up from the log rather than by file transfer.
+pub const LOG_RETENTION_ENTRIES_DEFAULT: u64 = crate::storage::log::LOG_RETENTION_ENTRIES_DEFAULT;
+/// Smallest log segment accepted (a segment must hold at least a few entries).
+pub const LOG_SEGMENT_BYTES_MIN: u64 = 64 * 1024;
 
 /// The validated configuration `shoal-fs` runs with.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,6 +113,10 @@ pub struct Config {
     pub key_bytes_max: usize,
     pub value_bytes_max: usize,
     pub log_retention_bytes: u64,
+    pub snapshot_entries: u64,
+    pub snapshot_log_bytes: u64,
+    pub log_segment_bytes: u64,
+    pub log_retention_entries: u64,
     pub metrics_addr: Option<SocketAddr>,
 }
 
@@ -137,6 +157,10 @@ pub struct RawConfig {
     pub key_bytes_max: Option<usize>,
     pub value_bytes_max: Option<usize>,
     pub log_retention_bytes: Option<u64>,
+    pub snapshot_entries: Option<u64>,
+    pub snapshot_log_bytes: Option<u64>,
+    pub log_segment_bytes: Option<u64>,
+    pub log_retention_entries: Option<u64>,
     pub metrics_addr: Option<String>,
 }
 
@@ -216,6 +240,10 @@ impl RawConfig {
             key_bytes_max: over.key_bytes_max.or(self.key_bytes_max),
             value_bytes_max: over.value_bytes_max.or(self.value_bytes_max),
             log_retention_bytes: over.log_retention_bytes.or(self.log_retention_bytes),
+            snapshot_entries: over.snapshot_entries.or(self.snapshot_entries),
+            snapshot_log_bytes: over.snapshot_log_bytes.or(self.snapshot_log_bytes),
+            log_segment_bytes: over.log_segment_bytes.or(self.log_segment_bytes),
+            log_retention_entries: over.log_retention_entries.or(self.log_retention_entries),
             metrics_addr: over.metrics_addr.or(self.metrics_addr),
         }
     }
@@ -474,6 +502,37 @@ impl Config {
             });
         }
         let log_retention_bytes = raw.log_retention_bytes.unwrap_or(LOG_RETENTION_BYTES_DEFAULT);
+        let snapshot_entries = raw.snapshot_entries.unwrap_or(SNAPSHOT_ENTRIES_DEFAULT);
+        if snapshot_entries == 0 {
+            return Err(invalid(
+                "snapshot_entries",
+                snapshot_entries,
+                "must be above zero",
+                format!("give a number of entries (default {SNAPSHOT_ENTRIES_DEFAULT})"),
+            ));
+        }
+        let snapshot_log_bytes = raw.snapshot_log_bytes.unwrap_or(SNAPSHOT_LOG_BYTES_DEFAULT);
+        if snapshot_log_bytes == 0 {
+            return Err(invalid(
+                "snapshot_log_bytes",
+                snapshot_log_bytes,
+                "must be above zero",
+                format!("give a number of bytes (default {SNAPSHOT_LOG_BYTES_DEFAULT})"),
+            ));
+        }
+        let log_segment_bytes = raw.log_segment_bytes.unwrap_or(LOG_SEGMENT_BYTES_DEFAULT);
+        if log_segment_bytes < LOG_SEGMENT_BYTES_MIN {
+            return Err(invalid(
+                "log_segment_bytes",
+                log_segment_bytes,
+                format!("below the minimum of {LOG_SEGMENT_BYTES_MIN}"),
+                format!(
+                    "give at least {LOG_SEGMENT_BYTES_MIN} (default {LOG_SEGMENT_BYTES_DEFAULT})"
+                ),
+            ));
+        }
+        let log_retention_entries =
+            raw.log_retention_entries.unwrap_or(LOG_RETENTION_ENTRIES_DEFAULT);
         let metrics_addr =
             raw.metrics_addr.map(|text| socket_addr("metrics_addr", &text)).transpose()?;
 
@@ -500,6 +559,10 @@ impl Config {
             key_bytes_max,
             value_bytes_max,
             log_retention_bytes,
+            snapshot_entries,
+            snapshot_log_bytes,
+            log_segment_bytes,
+            log_retention_entries,
             metrics_addr,
         })
     }
@@ -579,6 +642,17 @@ pub struct Args {
     pub value_bytes_max: Option<usize>,
     #[arg(long, env = "SHOAL_LOG_RETENTION_BYTES")]
     pub log_retention_bytes: Option<u64>,
+    /// A snapshot after this many applied entries.
+    #[arg(long, env = "SHOAL_SNAPSHOT_ENTRIES")]
+    pub snapshot_entries: Option<u64>,
+    /// A snapshot after this many bytes of applied entries.
+    #[arg(long, env = "SHOAL_SNAPSHOT_LOG_BYTES")]
+    pub snapshot_log_bytes: Option<u64>,
+    #[arg(long, env = "SHOAL_LOG_SEGMENT_BYTES")]
+    pub log_segment_bytes: Option<u64>,
+    /// Entries kept in the log below the latest snapshot.
+    #[arg(long, env = "SHOAL_LOG_RETENTION_ENTRIES")]
+    pub log_retention_entries: Option<u64>,
     #[arg(long, env = "SHOAL_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
 }
@@ -632,6 +706,10 @@ impl Args {
             key_bytes_max: self.key_bytes_max,
             value_bytes_max: self.value_bytes_max,
             log_retention_bytes: self.log_retention_bytes,
+            snapshot_entries: self.snapshot_entries,
+            snapshot_log_bytes: self.snapshot_log_bytes,
+            log_segment_bytes: self.log_segment_bytes,
+            log_retention_entries: self.log_retention_entries,
             metrics_addr: self.metrics_addr.clone(),
         })
     }
