@@ -298,7 +298,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let endpoint = Endpoint::bind(endpoint_config).await?;
     let metrics = Arc::new(crate::metrics::Metrics::new());
     // The metrics listener outlives restarts; it renders whichever run is current.
-    let current: Arc<Mutex<Option<(Arc<Shared>, Arc<Server<NodeBackend>>)>>> = Arc::default();
+    let current: CurrentRun = Arc::default();
     let metrics_task = match config.metrics_addr {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -346,8 +346,11 @@ struct RunContext {
     endpoint: Endpoint,
     metrics: Arc<crate::metrics::Metrics>,
     transfers: Arc<transfer::Transfers>,
-    current: Arc<Mutex<Option<(Arc<Shared>, Arc<Server<NodeBackend>>)>>>,
+    current: CurrentRun,
 }
+
+/// The run the metrics listener renders (none between two runs).
+type CurrentRun = Arc<Mutex<Option<(Arc<Shared>, Arc<Server<NodeBackend>>)>>>;
 
 /// Opens the store from the newest snapshot (or empty without one) and gives the tables and
 /// the zxid the engine restarts from. Resets the log when the snapshot is beyond it (data

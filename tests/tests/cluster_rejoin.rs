@@ -1,0 +1,309 @@
+//! Real `shoal-fs` processes with snapshots and log retention: a wiped node rejoins a loaded
+//! cluster by file transfer, and backups (to another node, to a directory) restore into a
+//! node that then serves identical data.
+//!
+//! The nodes take a snapshot every few hundred entries and keep little log behind it, so that
+//! a node with nothing (wiped) is below every peer's log start and can only come back through a
+//! transfer of a peer's snapshot.
+
+use bytes::Bytes;
+use cache_client::net::SocketTransport;
+use cache_client::Transport;
+use fs_node::storage::{backup, RealFs};
+use protocol::message::data::{DirEntry, ReadOp, ReadReply, ReadRequest, ReadValue};
+use protocol::message::transfer::{Backup, BackupTarget};
+use protocol::message::Message;
+use protocol::{NodeId, Zxid};
+use shoal_tests::cluster::{binary, get_at, Cluster};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const ELECTION_WAIT: Duration = Duration::from_secs(20);
+/// Snapshot often, keep a short log behind it, in small segments (so retention has whole
+/// segments to drop): the point is to make file transfer the only way back.
+const NODE_FLAGS: [&str; 6] =
+    ["--snapshot-entries", "300", "--log-segment-bytes", "65536", "--log-retention-entries", "100"];
+const WRITERS: usize = 4;
+const VALUE_BYTES: usize = 512;
+/// Writes acknowledged before node 3 goes, and while it is away.
+const WRITES_BEFORE_STOP: usize = 900;
+const WRITES_WHILE_AWAY: usize = 600;
+/// Bound of every wait below (the whole test stays well under a minute).
+const WAIT: Duration = Duration::from_secs(30);
+
+type Acked = Arc<Mutex<Vec<(String, Bytes, Zxid)>>>;
+
+/// Writers that run until `stop`, recording every acknowledged write.
+async fn start_writers(
+    cluster: &Cluster,
+    acked: Acked,
+    stop: Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let client = cluster.client().await;
+        let (acked, stop) = (acked.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let key = format!("/w{w}-{i}");
+                let value = Bytes::from(format!("{key}:{}", "v".repeat(VALUE_BYTES)));
+                if let Ok(zxid) = client.write(&key, value.clone()).await {
+                    acked.lock().unwrap().push((key, value, zxid));
+                }
+            }
+        }));
+    }
+    tasks
+}
+
+async fn wait_acked(acked: &Acked, at_least: usize, cluster: &Cluster) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while acked.lock().unwrap().len() < at_least {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} writes acknowledged\n{}",
+            acked.lock().unwrap().len(),
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Lists `dir` on the node at `address` only, once it has applied `floor`.
+async fn list_at(
+    transport: &SocketTransport,
+    address: &str,
+    dir: &str,
+    floor: Zxid,
+) -> Result<Vec<DirEntry>, String> {
+    let request = ReadRequest { floor, linearizable: false, op: ReadOp::List { dir: dir.into() } };
+    let reply = transport
+        .request(address, Message::Request(request), Duration::from_secs(2))
+        .await
+        .map_err(|e| e.to_string())?;
+    match reply {
+        Message::ReadReply(ReadReply { result: Ok(ReadValue::List(v)), .. }) => Ok(v),
+        other => Err(format!("{other:?}")),
+    }
+}
+
+/// Waits until node `id` answers a listing at `floor`, then checks that every node lists the
+/// same root and holds every acknowledged write with its value.
+async fn assert_identical(cluster: &Cluster, acked: &[(String, Bytes, Zxid)], floor: Zxid) {
+    let transport = cluster.transport().await;
+    let mut listings = Vec::new();
+    for id in cluster.ids() {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let listing = loop {
+            match list_at(&transport, &cluster.address(id), "/", floor).await {
+                Ok(l) => break l,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("node {id} cannot list at {floor}: {e}\n{}", cluster.logs()),
+            }
+        };
+        listings.push((id, listing));
+    }
+    let (first, reference) = &listings[0];
+    for (id, listing) in &listings[1..] {
+        assert_eq!(
+            listing.len(),
+            reference.len(),
+            "node {id} lists {} keys, node {first} {}",
+            listing.len(),
+            reference.len()
+        );
+        assert!(listing == reference, "node {id} and node {first} list different entries");
+    }
+    for id in cluster.ids() {
+        for (key, value, zxid) in acked {
+            let got = get_at(&transport, &cluster.address(id), key, floor)
+                .await
+                .unwrap_or_else(|e| panic!("node {id} cannot read {key}: {e}"));
+            let got = got.unwrap_or_else(|| panic!("node {id} lost acknowledged {key} ({zxid})"));
+            assert_eq!(&got.value, value, "node {id} holds another value for {key}");
+            assert_eq!(got.zxid, *zxid, "node {id} holds {key} at another zxid");
+        }
+    }
+}
+
+/// Whether some snapshot on node `id` released log segments.
+fn released_log(cluster: &Cluster, id: NodeId) -> bool {
+    cluster.node_log(id).lines().any(|l| {
+        l.contains("snapshot done")
+            && l.contains("log_segments_released=")
+            && !l.contains("log_segments_released=0")
+    })
+}
+
+/// Claim: a node whose data directory is wiped while the cluster keeps writing comes back by
+/// file transfer of a peer's snapshot (the peers' logs no longer reach back to zero), catches
+/// up from the log after it, and ends with exactly the data of the other nodes; no
+/// acknowledged write is lost, before, during or after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wiped_node_rejoins_by_file_transfer_under_load() {
+    let mut cluster = Cluster::start_with(3, &NODE_FLAGS);
+    let client = cluster.client().await;
+    let Some(_) = cluster.wait_master(&client, ELECTION_WAIT).await else {
+        panic!("no master elected\n{}", cluster.logs())
+    };
+    let acked: Acked = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = start_writers(&cluster, acked.clone(), stop.clone()).await;
+
+    wait_acked(&acked, WRITES_BEFORE_STOP, &cluster).await;
+    cluster.stop(3);
+    std::fs::remove_dir_all(cluster.data_dir(3)).expect("wipe node 3");
+    let away_from = acked.lock().unwrap().len();
+    wait_acked(&acked, away_from + WRITES_WHILE_AWAY, &cluster).await;
+    assert!(
+        released_log(&cluster, 1) || released_log(&cluster, 2),
+        "no peer released its log below a snapshot\n{}",
+        cluster.logs()
+    );
+    cluster.spawn(3);
+
+    // Node 3 fetches a snapshot while the load goes on.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !cluster.node_log(3).contains("fetched the data files") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node 3 did not fetch the data files\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after_join = acked.lock().unwrap().len();
+    wait_acked(&acked, after_join + 200, &cluster).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.expect("writer");
+    }
+
+    let log3 = cluster.node_log(3);
+    assert!(log3.contains("receiver: transfer installed"), "no transfer on node 3\n{log3}");
+    assert!(log3.contains("store rebuilt from the snapshot"), "node 3 did not restart\n{log3}");
+    let acked = acked.lock().unwrap().clone();
+    let floor = acked.iter().map(|a| a.2).max().expect("writes");
+    assert_identical(&cluster, &acked, floor).await;
+}
+
+/// Sends `Backup` to node `donor` and waits for its status to say how it ended.
+async fn backup_via(cluster: &Cluster, donor: NodeId, target: BackupTarget) -> String {
+    let transport = cluster.transport().await;
+    let reply = transport
+        .request(
+            &cluster.address(donor),
+            Message::Backup(Backup { target: target.clone() }),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("backup answered");
+    match reply {
+        Message::ReadReply(ReadReply { result: Ok(ReadValue::Bool(true)), .. }) => {}
+        other => panic!("backup {target:?} refused: {other:?}"),
+    }
+    transfer_end(cluster, donor).await
+}
+
+/// Polls node `id`'s status until its transfer column says how the transfer ended.
+async fn transfer_end(cluster: &Cluster, id: NodeId) -> String {
+    let client = cluster.client().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let status = client.status_of(&cluster.address(id)).await.expect("status");
+        if let Some(t) =
+            status.transfer.filter(|t| t.starts_with("done:") || t.starts_with("failed:"))
+        {
+            return t;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the transfer on node {id} did not end\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn only_entry(dir: &Path) -> PathBuf {
+    let entries: Vec<PathBuf> =
+        std::fs::read_dir(dir).expect("list").map(|e| e.expect("entry").path()).collect();
+    assert_eq!(entries.len(), 1, "expected one backup in {}: {entries:?}", dir.display());
+    entries[0].clone()
+}
+
+/// Claim: `Backup` to another node and to a directory both produce a backup that `verify`
+/// accepts; `shoal-fs restore` installs one into an empty data directory, and a node started
+/// on it rejoins the cluster and serves every acknowledged write, including those made after
+/// the backup. A restore into a non-empty directory is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_to_node_and_directory_restore_into_a_node() {
+    let mut cluster = Cluster::start_with(3, &NODE_FLAGS);
+    let client = cluster.client().await;
+    let Some(_) = cluster.wait_master(&client, ELECTION_WAIT).await else {
+        panic!("no master elected\n{}", cluster.logs())
+    };
+    let mut acked = Vec::new();
+    for i in 0..400 {
+        let key = format!("/b{i}");
+        let value = Bytes::from(format!("{key}:{}", "b".repeat(VALUE_BYTES)));
+        let zxid = client.write(&key, value.clone()).await.expect("write");
+        acked.push((key, value, zxid));
+    }
+
+    let ended = backup_via(&cluster, 1, BackupTarget::Node(2)).await;
+    assert!(ended.starts_with("done: backup to node 2"), "donor status: {ended}");
+    let received = only_entry(&cluster.data_dir(2).join("backups"));
+    let manifest = backup::verify(&RealFs, &received).expect("the pushed backup verifies");
+    assert!(manifest.zxid >= acked.last().unwrap().2 .0, "backup older than the writes before it");
+    assert!(manifest.files.iter().any(|f| f.name == "tables"), "backup without the tables");
+    let ended = transfer_end(&cluster, 2).await;
+    assert!(ended.starts_with("done: backup from node 1"), "receiver status: {ended}");
+
+    let dir_backup = cluster.dir.path().join("dir-backup");
+    let ended =
+        backup_via(&cluster, 1, BackupTarget::Directory(dir_backup.display().to_string())).await;
+    assert!(ended.starts_with("done: backup to"), "donor status: {ended}");
+    backup::verify(&RealFs, &dir_backup).expect("the directory backup verifies");
+
+    // Restore node 3 from the pushed backup; a non-empty directory is refused first.
+    cluster.stop(3);
+    let restore = |from: &Path, to: &Path| {
+        std::process::Command::new(binary("shoal-fs"))
+            .args(["restore", "--from"])
+            .arg(from)
+            .arg("--data-dir")
+            .arg(to)
+            .output()
+            .expect("run shoal-fs restore")
+    };
+    let refused = restore(&received, &cluster.data_dir(3));
+    assert!(!refused.status.success(), "restore into a used data directory must be refused");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("not empty"));
+    std::fs::remove_dir_all(cluster.data_dir(3)).expect("wipe node 3");
+    let restored = restore(&received, &cluster.data_dir(3));
+    assert!(
+        restored.status.success(),
+        "restore failed: {}",
+        String::from_utf8_lossy(&restored.stderr)
+    );
+
+    for i in 0..100 {
+        let key = format!("/after{i}");
+        let value = Bytes::from(format!("{key}:{}", "a".repeat(VALUE_BYTES)));
+        let zxid = client.write(&key, value.clone()).await.expect("write");
+        acked.push((key, value, zxid));
+    }
+    cluster.spawn(3);
+    let floor = acked.last().unwrap().2;
+    assert_identical(&cluster, &acked, floor).await;
+    let log3 = cluster.node_log(3);
+    assert!(log3.contains("store rebuilt from the snapshot"), "node 3 ignored the restore\n{log3}");
+}
