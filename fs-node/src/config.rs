@@ -37,6 +37,7 @@
 //! snapshot_log_bytes = 268435456  # ... or this many entry bytes, whichever comes first
 //! log_segment_bytes = 67108864    # data log segment size (retention removes whole segments)
 //! log_retention_entries = 100000  # entries kept below a snapshot for lagging followers
+//! transfer_rate_bytes_per_s = 33554432  # pace of a file transfer this node sends
 //! # metrics_addr = "127.0.0.1:9900"
 //! ```
 //!
@@ -80,6 +81,11 @@ pub const LOG_SEGMENT_BYTES_DEFAULT: u64 = crate::storage::log::LOG_SEGMENT_BYTE
 /// Entries kept in the log below the latest snapshot, so that a follower that fell a little
 /// behind catches up from the log rather than by file transfer.
 pub const LOG_RETENTION_ENTRIES_DEFAULT: u64 = crate::storage::log::LOG_RETENTION_ENTRIES_DEFAULT;
+/// Pace of a file transfer this node sends (blocks and repairs): about a quarter of a
+/// 1 Gbit/s link, so loss stays low and the donor keeps serving writes.
+pub const TRANSFER_RATE_BYTES_PER_S_DEFAULT: u64 = 32 * 1024 * 1024;
+/// Slowest transfer pace accepted (below, a freeze would last for hours).
+pub const TRANSFER_RATE_BYTES_PER_S_MIN: u64 = 64 * 1024;
 /// Smallest log segment accepted (a segment must hold at least a few entries).
 pub const LOG_SEGMENT_BYTES_MIN: u64 = 64 * 1024;
 
@@ -117,6 +123,7 @@ pub struct Config {
     pub snapshot_log_bytes: u64,
     pub log_segment_bytes: u64,
     pub log_retention_entries: u64,
+    pub transfer_rate_bytes_per_s: u64,
     pub metrics_addr: Option<SocketAddr>,
 }
 
@@ -161,6 +168,7 @@ pub struct RawConfig {
     pub snapshot_log_bytes: Option<u64>,
     pub log_segment_bytes: Option<u64>,
     pub log_retention_entries: Option<u64>,
+    pub transfer_rate_bytes_per_s: Option<u64>,
     pub metrics_addr: Option<String>,
 }
 
@@ -244,6 +252,9 @@ impl RawConfig {
             snapshot_log_bytes: over.snapshot_log_bytes.or(self.snapshot_log_bytes),
             log_segment_bytes: over.log_segment_bytes.or(self.log_segment_bytes),
             log_retention_entries: over.log_retention_entries.or(self.log_retention_entries),
+            transfer_rate_bytes_per_s: over
+                .transfer_rate_bytes_per_s
+                .or(self.transfer_rate_bytes_per_s),
             metrics_addr: over.metrics_addr.or(self.metrics_addr),
         }
     }
@@ -533,6 +544,19 @@ impl Config {
         }
         let log_retention_entries =
             raw.log_retention_entries.unwrap_or(LOG_RETENTION_ENTRIES_DEFAULT);
+        let transfer_rate_bytes_per_s =
+            raw.transfer_rate_bytes_per_s.unwrap_or(TRANSFER_RATE_BYTES_PER_S_DEFAULT);
+        if transfer_rate_bytes_per_s < TRANSFER_RATE_BYTES_PER_S_MIN {
+            return Err(invalid(
+                "transfer_rate_bytes_per_s",
+                transfer_rate_bytes_per_s,
+                format!("below the minimum of {TRANSFER_RATE_BYTES_PER_S_MIN}"),
+                format!(
+                    "give at least {TRANSFER_RATE_BYTES_PER_S_MIN} (default \
+                     {TRANSFER_RATE_BYTES_PER_S_DEFAULT})"
+                ),
+            ));
+        }
         let metrics_addr =
             raw.metrics_addr.map(|text| socket_addr("metrics_addr", &text)).transpose()?;
 
@@ -563,6 +587,7 @@ impl Config {
             snapshot_log_bytes,
             log_segment_bytes,
             log_retention_entries,
+            transfer_rate_bytes_per_s,
             metrics_addr,
         })
     }
@@ -653,6 +678,9 @@ pub struct Args {
     /// Entries kept in the log below the latest snapshot.
     #[arg(long, env = "SHOAL_LOG_RETENTION_ENTRIES")]
     pub log_retention_entries: Option<u64>,
+    /// Pace of a file transfer this node sends.
+    #[arg(long, env = "SHOAL_TRANSFER_RATE_BYTES_PER_S")]
+    pub transfer_rate_bytes_per_s: Option<u64>,
     #[arg(long, env = "SHOAL_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
 }
@@ -710,6 +738,7 @@ impl Args {
             snapshot_log_bytes: self.snapshot_log_bytes,
             log_segment_bytes: self.log_segment_bytes,
             log_retention_entries: self.log_retention_entries,
+            transfer_rate_bytes_per_s: self.transfer_rate_bytes_per_s,
             metrics_addr: self.metrics_addr.clone(),
         })
     }

@@ -60,6 +60,26 @@ async fn start_writers(
     tasks
 }
 
+/// Writes `key`, retrying through an election (bounded by [`WAIT`]).
+async fn write_retrying(
+    client: &cache_client::Client<SocketTransport>,
+    key: &str,
+    value: Bytes,
+    cluster: &Cluster,
+) -> Zxid {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match client.write(key, value.clone()).await {
+            Ok(zxid) => return zxid,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("write of {key} failed: {e}\n{}", cluster.logs()),
+        }
+    }
+}
+
 async fn wait_acked(acked: &Acked, at_least: usize, cluster: &Cluster) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while acked.lock().unwrap().len() < at_least {
@@ -306,4 +326,100 @@ async fn backup_to_node_and_directory_restore_into_a_node() {
     assert_identical(&cluster, &acked, floor).await;
     let log3 = cluster.node_log(3);
     assert!(log3.contains("store rebuilt from the snapshot"), "node 3 ignored the restore\n{log3}");
+}
+
+/// Claim: a donor killed in the middle of a transfer leaves the receiver with nothing half
+/// installed; the receiver starts over with another member as donor and ends with the same
+/// data as the others, while writes go on and none acknowledged is lost (the killed donor,
+/// restarted, holds the same data too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn donor_killed_mid_transfer_receiver_starts_over_with_another() {
+    // A slow pace makes the transfer last long enough to kill its donor part-way.
+    let mut flags: Vec<&str> = NODE_FLAGS.to_vec();
+    flags.extend(["--transfer-rate-bytes-per-s", "262144"]);
+    let mut cluster = Cluster::start_with(3, &flags);
+    let client = cluster.client().await;
+    let Some(_) = cluster.wait_master(&client, ELECTION_WAIT).await else {
+        panic!("no master elected\n{}", cluster.logs())
+    };
+    // About 2 MB of values, so the transfer takes several seconds at that pace.
+    let big = "d".repeat(2048);
+    let mut acked = Vec::new();
+    for i in 0..1000 {
+        let key = format!("/d{i}");
+        let value = Bytes::from(format!("{key}:{big}"));
+        let zxid = client.write(&key, value.clone()).await.expect("write");
+        acked.push((key, value, zxid));
+    }
+    cluster.stop(3);
+    std::fs::remove_dir_all(cluster.data_dir(3)).expect("wipe node 3");
+    for i in 0..50 {
+        let key = format!("/e{i}");
+        let value = Bytes::from(format!("{key}:{big}"));
+        let zxid = client.write(&key, value.clone()).await.expect("write");
+        acked.push((key, value, zxid));
+    }
+    cluster.spawn(3);
+
+    // Find the donor of the first transfer once blocks flow, and kill it.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let donor: NodeId = loop {
+        let log = cluster.node_log(3);
+        let started = log.lines().find(|l| l.contains("receiver: transfer started"));
+        let flowing = client
+            .status_of(&cluster.address(3))
+            .await
+            .ok()
+            .and_then(|s| s.transfer)
+            .is_some_and(|t| t.starts_with("transfer ") && !t.starts_with("transfer 0"));
+        if let (Some(line), true) = (started, flowing) {
+            let id = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("donor="))
+                .and_then(|d| d.parse().ok())
+                .expect("donor in the log line");
+            break id;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no transfer started on node 3\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    cluster.kill(donor);
+
+    // The receiver gives that donor up and fetches from the other member.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(45);
+    while !cluster.node_log(3).contains("fetched the data files") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node 3 never completed a fetch\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log3 = cluster.node_log(3);
+    assert!(
+        log3.contains("fetching the data files failed"),
+        "the first fetch did not fail\n{log3}"
+    );
+    let survivor = cluster.ids().into_iter().find(|i| *i != donor && *i != 3).unwrap();
+    assert!(
+        log3.lines()
+            .any(|l| l.contains("fetched the data files")
+                && l.contains(&format!("donor={survivor}"))),
+        "node 3 did not finish with node {survivor}\n{log3}"
+    );
+    // Writes go on with the survivor and node 3; then the killed donor comes back.
+    let client = cluster.client().await;
+    for i in 0..50 {
+        let key = format!("/f{i}");
+        let value = Bytes::from(format!("{key}:{big}"));
+        let zxid = write_retrying(&client, &key, value.clone(), &cluster).await;
+        acked.push((key, value, zxid));
+    }
+    cluster.spawn(donor);
+    let floor = acked.iter().map(|a| a.2).max().expect("writes");
+    assert_identical(&cluster, &acked, floor).await;
 }

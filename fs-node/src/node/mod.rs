@@ -106,6 +106,8 @@ pub const LARGE_UNICAST_RETRIES: u32 = 4;
 pub const SHUTDOWN_SYNC_WAIT: Duration = Duration::from_secs(5);
 /// How often the announcer checks whether FSLive or Freeze is due.
 pub const ANNOUNCE_TICK: Duration = Duration::from_millis(200);
+/// How often the background compactor checks whether a merge is due.
+pub const COMPACTION_CHECK: Duration = Duration::from_secs(10);
 /// How often the load gauge is sampled.
 pub const LOAD_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -173,7 +175,7 @@ pub(crate) enum Cmd {
         reply: oneshot::Sender<Result<u32, WireError>>,
     },
     /// A snapshot to send or copy: a fresh one, or the pinned one while a transfer runs.
-    Snapshot(oneshot::Sender<Result<SnapshotDir, String>>),
+    Snapshot(oneshot::Sender<Result<(SnapshotDir, transfer::PinGuard), String>>),
     /// A fetched snapshot is in `snapshots/`: reset the log to it and restart.
     Installed(Zxid),
     /// Restart in-process (a fetch gave up; a fresh engine asks again).
@@ -249,12 +251,18 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error)
 }
 
 /// Reads, bumps and durably stores the start counter: the messaging incarnation, so that
-/// receivers tell this start from a replay of the previous one.
+/// receivers tell this start from a replay of the previous one. It is at least the wall clock
+/// in seconds: a node whose data directory was wiped (and so lost the counter) must still
+/// start above every incarnation its peers saw, or they would drop its datagrams as stale.
 fn next_incarnation(dir: &Path) -> Result<u32, NodeError> {
     let path = dir.join("incarnation");
     let old =
         std::fs::read_to_string(&path).ok().and_then(|t| t.trim().parse::<u32>().ok()).unwrap_or(0);
-    let next = old.wrapping_add(1).max(1);
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs().min(u64::from(u32::MAX)) as u32)
+        .unwrap_or(0);
+    let next = old.wrapping_add(1).max(now_s).max(1);
     let tmp = dir.join("incarnation.tmp");
     std::fs::write(&tmp, format!("{next}\n")).map_err(io_err("writing", &tmp))?;
     std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io_err("syncing", &tmp))?;
@@ -294,6 +302,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         dir.clone(),
         config.members.clone(),
         endpoint_config.clone(),
+        config.transfer_rate_bytes_per_s,
     ));
     let endpoint = Endpoint::bind(endpoint_config).await?;
     let metrics = Arc::new(crate::metrics::Metrics::new());
@@ -436,6 +445,8 @@ async fn run_once(
     let (store, tables, restart_applied) = open_state(&dir, &log, store_config)?;
     let view = LogView::open(log.clone())?;
     let store = Arc::new(store);
+    // Merges reclaim overwritten values; the snapshot's hard links keep the inputs it holds.
+    let compactor = crate::storage::Compactor::spawn(store.clone(), COMPACTION_CHECK);
     let hard = disk::read_hard_state(&dir).map_err(NodeError::Other)?;
     let last_snapshot = snapshot::latest(&dir).map_err(NodeError::Other)?;
     if let Some(snap) = &last_snapshot {
@@ -573,6 +584,8 @@ async fn run_once(
         let _ = task.await;
     }
     *ctx.current.lock().expect("current run poisoned") = None;
+    // Stopping the compactor waits for a merge in progress: not on a runtime thread.
+    let _ = tokio::task::spawn_blocking(move || drop(compactor)).await;
     result
 }
 
@@ -612,7 +625,7 @@ struct Snapshots {
     /// A snapshot is being finished off the core.
     running: bool,
     /// Transfers waiting for the running snapshot.
-    waiters: Vec<oneshot::Sender<Result<SnapshotDir, String>>>,
+    waiters: Vec<oneshot::Sender<Result<(SnapshotDir, transfer::PinGuard), String>>>,
     done_tx: mpsc::UnboundedSender<Result<SnapshotDir, String>>,
 }
 
@@ -753,19 +766,27 @@ impl Core {
             Err(e) => tracing::error!("snapshot failed: {e}"),
         }
         for waiter in self.snaps.waiters.drain(..) {
-            let _ = waiter.send(done.clone());
+            let pinned = done.clone().map(|s| {
+                let pin = transfer::PinGuard::new(&self.shared.transfers, s.zxid);
+                (s, pin)
+            });
+            let _ = waiter.send(pinned);
         }
         Ok(())
     }
 
     /// A transfer asks for a snapshot: the pinned one while a transfer runs, the latest if
     /// nothing was applied since, else a fresh one.
-    fn snapshot_for(&mut self, reply: oneshot::Sender<Result<SnapshotDir, String>>) {
+    fn snapshot_for(
+        &mut self,
+        reply: oneshot::Sender<Result<(SnapshotDir, transfer::PinGuard), String>>,
+    ) {
         let applied = *self.shared.applied.read().expect("applied lock poisoned");
         let pinned = self.shared.transfers.pinned();
         if let Some(last) = &self.snaps.last {
             if last.zxid == applied || pinned.contains(&last.zxid) {
-                let _ = reply.send(Ok(last.clone()));
+                let pin = transfer::PinGuard::new(&self.shared.transfers, last.zxid);
+                let _ = reply.send(Ok((last.clone(), pin)));
                 return;
             }
         }

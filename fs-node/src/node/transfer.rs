@@ -92,6 +92,7 @@ impl Transfers {
         data_dir: PathBuf,
         members: BTreeMap<NodeId, SocketAddr>,
         mut base: EndpointConfig,
+        rate_bytes_per_s: u64,
     ) -> Transfers {
         base.unicast_bind = SocketAddr::new(base.unicast_bind.ip(), 0);
         let now_ms = std::time::SystemTime::now()
@@ -102,7 +103,7 @@ impl Transfers {
             data_dir,
             members,
             base,
-            donor_config: DonorConfig::default(),
+            donor_config: DonorConfig { rate_bytes_per_s, ..DonorConfig::default() },
             receiver_config: ReceiverConfig::default(),
             state: Mutex::new(State::default()),
             starting: tokio::sync::Mutex::new(()),
@@ -174,6 +175,30 @@ impl Transfers {
     }
 }
 
+/// Keeps a snapshot from being deleted (and the core from taking a new one or releasing log)
+/// until dropped. The core pins a snapshot before handing it to a transfer, so that no later
+/// snapshot can prune it in between.
+pub(crate) struct PinGuard {
+    transfers: Arc<Transfers>,
+    pub zxid: Zxid,
+}
+
+impl PinGuard {
+    pub fn new(transfers: &Arc<Transfers>, zxid: Zxid) -> PinGuard {
+        transfers.lock().pinned.push(zxid);
+        PinGuard { transfers: transfers.clone(), zxid }
+    }
+}
+
+impl Drop for PinGuard {
+    fn drop(&mut self) {
+        let mut state = self.transfers.lock();
+        if let Some(i) = state.pinned.iter().position(|z| *z == self.zxid) {
+            state.pinned.remove(i);
+        }
+    }
+}
+
 /// The multicast group of `transfer`: `base`'s address on a port next to `base`'s.
 pub fn transfer_group(base: SocketAddrV4, transfer: u64) -> SocketAddrV4 {
     let offset = 1 + (transfer % TRANSFER_PORTS) as u16;
@@ -182,25 +207,22 @@ pub fn transfer_group(base: SocketAddrV4, transfer: u64) -> SocketAddrV4 {
     SocketAddrV4::new(*base.ip(), port)
 }
 
-/// Holds a pin on a snapshot while a donor sends it.
+/// Holds the pin on a snapshot while a donor sends it (the donor "freezes" by sending only
+/// the snapshot's immutable files).
 struct SnapshotFreezer {
     snap: SnapshotDir,
     files: Vec<PathBuf>,
-    transfers: Arc<Transfers>,
+    pin: Option<PinGuard>,
 }
 
 impl Freezer for SnapshotFreezer {
     fn freeze(&mut self) -> cache_server::transfer::Result<FrozenSet> {
-        self.transfers.lock().pinned.push(self.snap.zxid);
         tracing::info!(zxid = %self.snap.zxid, "frozen for a transfer (snapshot pinned)");
         Ok(FrozenSet { zxid: self.snap.zxid, files: self.files.clone() })
     }
 
     fn unfreeze(&mut self) {
-        let mut state = self.transfers.lock();
-        if let Some(i) = state.pinned.iter().position(|z| *z == self.snap.zxid) {
-            state.pinned.remove(i);
-        }
+        self.pin = None;
         tracing::info!(zxid = %self.snap.zxid, "unfrozen (snapshot unpinned)");
     }
 }
@@ -218,8 +240,8 @@ fn reply(shared: &Shared, result: Result<(), WireError>) -> Message {
     })
 }
 
-/// Asks the core for a snapshot to send (a fresh one unless one is pinned already).
-async fn snapshot_for_transfer(shared: &Shared) -> Result<SnapshotDir, WireError> {
+/// Asks the core for a snapshot to send (a fresh one unless one is pinned already), pinned.
+async fn snapshot_for_transfer(shared: &Shared) -> Result<(SnapshotDir, PinGuard), WireError> {
     let unavailable = |m: String| refused(ErrorCode::Unavailable, m);
     let (tx, rx) = oneshot::channel();
     shared.cmds.send(Cmd::Snapshot(tx)).map_err(|_| unavailable("the node is stopping".into()))?;
@@ -237,11 +259,11 @@ async fn donor(shared: &Arc<Shared>, what: String) -> Result<(DonorHandle, bool)
             return Ok((d, false));
         }
     }
-    let snap = snapshot_for_transfer(shared).await?;
+    let (snap, pin) = snapshot_for_transfer(shared).await?;
     let files = snap.files().map_err(|e| refused(ErrorCode::Internal, e))?;
     let id = transfers.next_transfer();
     let group = transfers.group_for(id);
-    let freezer = SnapshotFreezer { snap: snap.clone(), files, transfers: transfers.clone() };
+    let freezer = SnapshotFreezer { snap: snap.clone(), files, pin: Some(pin) };
     let (handle, task) = spawn_donor(
         transfers.donor_config.clone(),
         transfer_endpoint_config(&transfers.base, group),
@@ -401,13 +423,9 @@ async fn backup_to_dir(shared: &Arc<Shared>, dir: PathBuf) -> Result<(), WireErr
             format!("{} is not empty; choose an empty or new directory", dir.display()),
         ));
     }
-    let snap = snapshot_for_transfer(shared).await?;
+    let (snap, pin) = snapshot_for_transfer(shared).await?;
     let what = format!("backup to {}", dir.display());
-    {
-        let mut state = shared.transfers.lock();
-        state.pinned.push(snap.zxid);
-        state.live = Some(Live::Copy(what.clone()));
-    }
+    shared.transfers.lock().live = Some(Live::Copy(what.clone()));
     shared.metrics.transfers_started.inc();
     let shared = shared.clone();
     tokio::spawn(async move {
@@ -416,12 +434,7 @@ async fn backup_to_dir(shared: &Arc<Shared>, dir: PathBuf) -> Result<(), WireErr
         let copied = tokio::task::spawn_blocking(move || snapshot::copy_verified(&from, &to))
             .await
             .unwrap_or_else(|e| Err(format!("the copy task ended: {e}")));
-        {
-            let mut state = shared.transfers.lock();
-            if let Some(i) = state.pinned.iter().position(|z| *z == snap.zxid) {
-                state.pinned.remove(i);
-            }
-        }
+        drop(pin);
         let secs = started.elapsed().as_secs_f64();
         let text = match copied {
             Ok(manifest) => {
