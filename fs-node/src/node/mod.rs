@@ -111,6 +111,9 @@ pub const COMPACTION_CHECK: Duration = Duration::from_secs(10);
 /// How often the load gauge is sampled.
 pub const LOAD_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 
+#[cfg(test)]
+mod tests;
+
 #[derive(Debug, Error)]
 pub enum NodeError {
     #[error("storage: {0}")]
@@ -364,7 +367,7 @@ type CurrentRun = Arc<Mutex<Option<(Arc<Shared>, Arc<Server<NodeBackend>>)>>>;
 /// Opens the store from the newest snapshot (or empty without one) and gives the tables and
 /// the zxid the engine restarts from. Resets the log when the snapshot is beyond it (data
 /// files fetched from a peer).
-fn open_state(
+pub(crate) fn open_state(
     dir: &Path,
     log: &Arc<DataLog>,
     store_config: StoreConfig,
@@ -716,21 +719,7 @@ impl Core {
     /// a `.tmp` directory, and unfrozen; hashing, the manifest and the rename run off the core.
     fn begin_snapshot(&mut self) -> Result<(), String> {
         let zxid = *self.shared.applied.read().expect("applied lock poisoned");
-        let store = &self.shared.store;
-        if store.applied_zxid() < zxid {
-            // The entries since the store's last batch touched no data: mark the zxid.
-            store.apply(zxid, &[]).map_err(|e| e.to_string())?;
-        }
-        let frozen = store.freeze().map_err(|e| e.to_string())?;
-        let begun = if frozen.zxid != zxid {
-            Err(format!("the store froze at {} instead of {zxid}", frozen.zxid))
-        } else {
-            let mut tables = self.sm.tables().clone();
-            tables.applied = zxid;
-            snapshot::begin(&self.data_dir, zxid, &frozen.files, &tables)
-        };
-        store.unfreeze();
-        let pending = begun?;
+        let pending = snapshot::take(&self.data_dir, &self.shared.store, self.sm.tables(), zxid)?;
         self.snaps.running = true;
         self.snaps.entries_since = 0;
         self.snaps.bytes_since = 0;

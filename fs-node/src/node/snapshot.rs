@@ -20,6 +20,7 @@
 
 use crate::state::Tables;
 use crate::storage::backup::{Manifest, ManifestFile, MANIFEST_FORMAT, MANIFEST_NAME};
+use crate::storage::KvStore;
 use md5::{Digest, Md5};
 use protocol::Zxid;
 use std::collections::HashMap;
@@ -153,6 +154,34 @@ pub struct Pending {
     pub tmp: PathBuf,
     /// Names of the linked store files.
     pub names: Vec<String>,
+}
+
+/// The consistent part of a snapshot at `zxid`, the store's and the tables' applied zxid
+/// (call it where nothing applies meanwhile: the node's core): the store is marked at `zxid`
+/// if the last entries touched no data, frozen (its active segment sealed), its sealed files
+/// hard-linked with the tables into `snapshots/<zxid>.tmp/`, and unfrozen. Finish it with
+/// [`Pending::finish`] off the core.
+pub fn take(
+    data_dir: &Path,
+    store: &KvStore,
+    tables: &Tables,
+    zxid: Zxid,
+) -> Result<Pending, String> {
+    if store.applied_zxid() < zxid {
+        // The entries since the store's last batch touched no data: mark the zxid.
+        store.apply(zxid, &[]).map_err(|e| e.to_string())?;
+    }
+    let frozen = store.freeze().map_err(|e| e.to_string())?;
+    let begun = if frozen.zxid != zxid {
+        Err(format!("the store froze at {} instead of {zxid}", frozen.zxid))
+    } else {
+        let mut tables = tables.clone();
+        // Entries without a command (read barriers) do not reach the tables.
+        tables.applied = zxid;
+        begin(data_dir, zxid, &frozen.files, &tables)
+    };
+    store.unfreeze();
+    begun
 }
 
 /// Starts a snapshot at `zxid` of the frozen store `files` and `tables` under `data_dir`:
