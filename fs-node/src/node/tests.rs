@@ -15,6 +15,9 @@ use std::sync::Arc;
 
 const CLIENT: u64 = 0x77 << 40;
 
+/// Every key of a store with its value.
+type Dump = Vec<(String, Option<protocol::message::data::Versioned>)>;
+
 /// A node's disk: log and store under `dir`, with a state machine over the store.
 struct Disk {
     log: Arc<DataLog>,
@@ -104,16 +107,14 @@ impl Disk {
         snap
     }
 
-    fn state(&self) -> (Vec<(String, Option<protocol::message::data::Versioned>)>, Tables) {
+    fn state(&self) -> (Dump, Tables) {
         (self.sm.store().0.dump().expect("dump"), self.sm.tables().clone())
     }
 }
 
 /// Starts from `dir` as the node does (store from the newest snapshot, tables from it), then
 /// replays the committed log after it. Returns the state and the snapshot zxid started from.
-fn restart(
-    dir: &Path,
-) -> (Vec<(String, Option<protocol::message::data::Versioned>)>, Tables, Zxid, Arc<DataLog>) {
+fn restart(dir: &Path) -> (Dump, Tables, Zxid, Arc<DataLog>) {
     let log = open_log(dir);
     let (store, tables, from) = open_state(dir, &log, StoreConfig::default()).expect("open");
     let mut sm = StateMachine::restore(DiskKv(Arc::new(store)), tables, StateConfig::default());
@@ -240,7 +241,7 @@ fn damaged_tables_stop_start_up() {
     bytes[last] ^= 0xff;
     std::fs::write(&path, bytes).unwrap();
     let log = open_log(dir);
-    let err = open_state(dir, &log, StoreConfig::default()).err().expect("refused");
+    let err = open_state(dir, &log, StoreConfig::default()).expect_err("refused");
     let text = err.to_string();
     assert!(text.contains("CRC") && text.contains("move it aside"), "{text}");
 }
