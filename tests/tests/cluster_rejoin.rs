@@ -423,3 +423,110 @@ async fn donor_killed_mid_transfer_receiver_starts_over_with_another() {
     let floor = acked.iter().map(|a| a.2).max().expect("writes");
     assert_identical(&cluster, &acked, floor).await;
 }
+
+/// Figure for BENCHMARKS.md ("File transfer"): time for a wiped node to rejoin a cluster that
+/// holds `SHOAL_REJOIN_MB` MiB (default 256) of values while a small write load runs. Run with
+/// `SHOAL_REJOIN_MB=1024 cargo test --release -p shoal-tests --test cluster_rejoin -- --ignored
+/// --nocapture rejoin_time`. Prints the figures; asserts only that the data is identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: minutes and gigabytes; run by hand"]
+async fn rejoin_time() {
+    let mib: usize =
+        std::env::var("SHOAL_REJOIN_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(256);
+    let flags = [
+        "--snapshot-entries",
+        "1000000",
+        "--snapshot-log-bytes",
+        "67108864",
+        "--log-segment-bytes",
+        "8388608",
+        "--log-retention-entries",
+        "64",
+        "--transfer-rate-bytes-per-s",
+        "536870912",
+    ];
+    let mut cluster = Cluster::start_with(3, &flags);
+    let client = cluster.client().await;
+    let Some(_) = cluster.wait_master(&client, ELECTION_WAIT).await else {
+        panic!("no master elected\n{}", cluster.logs())
+    };
+    // Fill: 1 MiB values from 4 writers.
+    let filled = std::time::Instant::now();
+    let mut fill = Vec::new();
+    for w in 0..4 {
+        let client = cluster.client().await;
+        fill.push(tokio::spawn(async move {
+            let value = Bytes::from(vec![b'a' + w as u8; 1 << 20]);
+            let mut i = w;
+            while i < mib {
+                let key = format!("/big{i}");
+                loop {
+                    if client.write(&key, value.clone()).await.is_ok() {
+                        break;
+                    }
+                }
+                i += 4;
+            }
+        }));
+    }
+    for f in fill {
+        f.await.expect("fill");
+    }
+    let fill_s = filled.elapsed().as_secs_f64();
+    println!("filled {mib} MiB in {fill_s:.1} s ({:.1} MiB/s)", mib as f64 / fill_s);
+
+    let acked: Acked = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = start_writers(&cluster, acked.clone(), stop.clone()).await;
+    wait_acked(&acked, 200, &cluster).await;
+    cluster.stop(3);
+    std::fs::remove_dir_all(cluster.data_dir(3)).expect("wipe node 3");
+    let away = acked.lock().unwrap().len();
+    wait_acked(&acked, away + 200, &cluster).await;
+
+    let spawned = std::time::Instant::now();
+    cluster.spawn(3);
+    let transport = cluster.transport().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+    let mut fetched_s = None;
+    let caught_up_s = loop {
+        if fetched_s.is_none() && cluster.node_log(3).contains("fetched the data files") {
+            fetched_s = Some(spawned.elapsed().as_secs_f64());
+        }
+        let (key, _, zxid) = acked.lock().unwrap().last().cloned().expect("writes");
+        if fetched_s.is_some()
+            && get_at(&transport, &cluster.address(3), &key, zxid).await.is_ok_and(|v| v.is_some())
+        {
+            break spawned.elapsed().as_secs_f64();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node 3 did not rejoin\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let writes_during = acked.lock().unwrap().len() - away;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.expect("writer");
+    }
+    let log3 = cluster.node_log(3);
+    let line = log3.lines().find(|l| l.contains("receiver: transfer started")).unwrap_or("");
+    let bytes: u64 = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("bytes="))
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(0);
+    let fetched_s = fetched_s.expect("fetched");
+    println!(
+        "rejoin: data set {:.0} MiB; fetched and verified after {fetched_s:.1} s ({:.1} MiB/s); \
+         serving the latest write after {caught_up_s:.1} s; {writes_during} writes acknowledged \
+         meanwhile",
+        bytes as f64 / (1 << 20) as f64,
+        bytes as f64 / (1 << 20) as f64 / fetched_s,
+    );
+    let acked = acked.lock().unwrap().clone();
+    let floor = acked.iter().map(|a| a.2).max().expect("writes");
+    assert_identical(&cluster, &acked, floor).await;
+}
