@@ -13,6 +13,13 @@
 //! `snapshots/<zxid>/` and asks the core to reset its log and restart from it. A failed
 //! attempt starts over with the next member as donor, at most [`FETCH_ATTEMPTS_MAX`] times
 //! with back-off; after that the node restarts (a fresh engine asks again).
+//!
+//! # Limits
+//! Blocks travel on a multicast group of their own (the node's group address, a port derived
+//! from the transfer id), so file transfer needs multicast: with `multicast = false` a fetch
+//! fails and is retried, and the node cannot rejoin past its peers' log retention (keep
+//! `log_retention_entries` large there). One transfer is sent at a time (more receivers join
+//! it); a node receives one at a time.
 
 use super::snapshot::{self, SnapshotDir};
 use super::{Cmd, Shared};
@@ -253,6 +260,12 @@ async fn snapshot_for_transfer(shared: &Shared) -> Result<(SnapshotDir, PinGuard
 /// Starts a donor over a fresh snapshot, or returns the running one.
 async fn donor(shared: &Arc<Shared>, what: String) -> Result<(DonorHandle, bool), WireError> {
     let transfers = &shared.transfers;
+    if transfers.fetching() {
+        return Err(refused(
+            ErrorCode::Unavailable,
+            format!("node {} is fetching its own data files; ask another node", shared.node),
+        ));
+    }
     let _starting = transfers.starting.lock().await;
     if let Some(d) = transfers.lock().donor.clone() {
         if !d.is_finished() {
