@@ -342,10 +342,10 @@ async fn donor_killed_mid_transfer_receiver_starts_over_with_another() {
     let Some(_) = cluster.wait_master(&client, ELECTION_WAIT).await else {
         panic!("no master elected\n{}", cluster.logs())
     };
-    // About 2 MB of values, so the transfer takes several seconds at that pace.
+    // About 1 MB of values, so the transfer takes a few seconds at that pace.
     let big = "d".repeat(2048);
     let mut acked = Vec::new();
-    for i in 0..1000 {
+    for i in 0..500 {
         let key = format!("/d{i}");
         let value = Bytes::from(format!("{key}:{big}"));
         let zxid = client.write(&key, value.clone()).await.expect("write");
@@ -371,7 +371,7 @@ async fn donor_killed_mid_transfer_receiver_starts_over_with_another() {
             .await
             .ok()
             .and_then(|s| s.transfer)
-            .is_some_and(|t| t.starts_with("transfer ") && !t.starts_with("transfer 0"));
+            .is_some_and(|t| t.starts_with("transfer "));
         if let (Some(line), true) = (started, flowing) {
             let id = line
                 .split_whitespace()

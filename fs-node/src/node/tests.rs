@@ -267,3 +267,53 @@ fn snapshot_beyond_the_log_resets_it() {
     assert_eq!(log.start_zxid(), snap.zxid, "the log was not reset to the snapshot");
     assert_eq!((data2, tables2), (data, tables));
 }
+
+/// Claim: a received snapshot whose file differs from its manifest (a block that slipped
+/// through, a bad disk) is refused before anything reaches `snapshots/`, naming the file; an
+/// intact one is moved into place under its zxid.
+#[test]
+fn received_snapshot_is_verified_before_install() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (donor, receiver) = (tmp.path().join("donor"), tmp.path().join("receiver"));
+    let mut disk = Disk::new(&donor);
+    for i in 0..50 {
+        disk.put(&format!("/k{i}"), "v");
+    }
+    let snap = disk.snapshot(&donor, None);
+    // What a transfer stages: a copy of every file of the snapshot.
+    let staged = receiver.join(super::transfer::INCOMING_DIR).join("1-7");
+    std::fs::create_dir_all(&staged).unwrap();
+    for f in snap.files().unwrap() {
+        std::fs::copy(&f, staged.join(f.file_name().unwrap())).unwrap();
+    }
+    let data = staged.join(snapshot::read_manifest(&snap.path).unwrap().files[0].name.clone());
+    let good = std::fs::read(&data).unwrap();
+    let mut bad = good.clone();
+    bad[0] ^= 1;
+    std::fs::write(&data, &bad).unwrap();
+    let err = super::transfer::install_received(&staged, &receiver).expect_err("tampered");
+    assert!(err.contains("MD5"), "{err}");
+    assert!(snapshot::latest(&receiver).unwrap().is_none(), "a bad snapshot was installed");
+
+    std::fs::write(&data, &good).unwrap();
+    let installed = super::transfer::install_received(&staged, &receiver).expect("install");
+    assert_eq!(installed.zxid, snap.zxid);
+    assert_eq!(snapshot::latest(&receiver).unwrap(), Some(installed));
+}
+
+/// Claim: every transfer group is the node's group address on a port next to its own, never
+/// the node's own port, also at the top of the port range.
+#[test]
+fn transfer_groups_stay_beside_the_node_group() {
+    use std::net::{Ipv4Addr, SocketAddrV4};
+    let ip = Ipv4Addr::new(239, 255, 77, 1);
+    for port in [7700u16, u16::MAX, u16::MAX - 10] {
+        let base = SocketAddrV4::new(ip, port);
+        for transfer in [0u64, 1, 63, 64, 1 << 60] {
+            let group = super::transfer::transfer_group(base, transfer);
+            assert_eq!(group.ip(), &ip);
+            assert_ne!(group.port(), port);
+            assert!(group.port().abs_diff(port) <= super::transfer::TRANSFER_PORTS as u16);
+        }
+    }
+}
