@@ -326,6 +326,27 @@ async fn backup_to_node_and_directory_restore_into_a_node() {
     assert_identical(&cluster, &acked, floor).await;
     let log3 = cluster.node_log(3);
     assert!(log3.contains("store rebuilt from the snapshot"), "node 3 ignored the restore\n{log3}");
+
+    // The directory backup restores a node just as well (node 2 this time).
+    cluster.stop(2);
+    std::fs::remove_dir_all(cluster.data_dir(2)).expect("wipe node 2");
+    let restored = restore(&dir_backup, &cluster.data_dir(2));
+    assert!(
+        restored.status.success(),
+        "restore failed: {}",
+        String::from_utf8_lossy(&restored.stderr)
+    );
+    for i in 0..50 {
+        let key = format!("/later{i}");
+        let value = Bytes::from(format!("{key}:{}", "l".repeat(VALUE_BYTES)));
+        let zxid = write_retrying(&client, &key, value.clone(), &cluster).await;
+        acked.push((key, value, zxid));
+    }
+    cluster.spawn(2);
+    let floor = acked.last().unwrap().2;
+    assert_identical(&cluster, &acked, floor).await;
+    let log2 = cluster.node_log(2);
+    assert!(log2.contains("store rebuilt from the snapshot"), "node 2 ignored the restore\n{log2}");
 }
 
 /// Claim: a donor killed in the middle of a transfer leaves the receiver with nothing half
@@ -527,6 +548,68 @@ async fn rejoin_time() {
         bytes as f64 / (1 << 20) as f64 / fetched_s,
     );
     let acked = acked.lock().unwrap().clone();
+    let floor = acked.iter().map(|a| a.2).max().expect("writes");
+    assert_identical(&cluster, &acked, floor).await;
+}
+
+/// Claim: a receiver killed in the middle of a transfer leaves its donor to give up within a
+/// bounded time (its status says `failed:`, it is no longer frozen, and it takes snapshots and
+/// releases log again); the receiver, restarted, fetches again and ends identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receiver_killed_mid_transfer_donor_unfreezes() {
+    let mut flags: Vec<&str> = NODE_FLAGS.to_vec();
+    flags.extend(["--transfer-rate-bytes-per-s", "262144"]);
+    let mut cluster = Cluster::start_with(3, &flags);
+    let client = cluster.client().await;
+    let Some(_) = cluster.wait_master(&client, ELECTION_WAIT).await else {
+        panic!("no master elected\n{}", cluster.logs())
+    };
+    let big = "r".repeat(2048);
+    let mut acked = Vec::new();
+    for i in 0..500 {
+        let key = format!("/r{i}");
+        let value = Bytes::from(format!("{key}:{big}"));
+        let zxid = client.write(&key, value.clone()).await.expect("write");
+        acked.push((key, value, zxid));
+    }
+    cluster.stop(3);
+    std::fs::remove_dir_all(cluster.data_dir(3)).expect("wipe node 3");
+    cluster.spawn(3);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let donor: NodeId = loop {
+        if let Some(line) =
+            cluster.node_log(3).lines().find(|l| l.contains("receiver: transfer started"))
+        {
+            break line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("donor="))
+                .and_then(|d| d.parse().ok())
+                .expect("donor in the log line");
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no transfer\n{}", cluster.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let frozen = client.status_of(&cluster.address(donor)).await.expect("status").frozen;
+    assert!(frozen, "the donor does not announce its freeze");
+    cluster.kill(3);
+
+    let ended = transfer_end(&cluster, donor).await;
+    assert!(ended.starts_with("failed:"), "donor status after the receiver died: {ended}");
+    let status = client.status_of(&cluster.address(donor)).await.expect("status");
+    assert!(!status.frozen, "the donor stayed frozen");
+    let snapshots_before = cluster.node_log(donor).matches("snapshot done").count();
+    for i in 0..400 {
+        let key = format!("/s{i}");
+        let value = Bytes::from(format!("{key}:v"));
+        let zxid = write_retrying(&client, &key, value.clone(), &cluster).await;
+        acked.push((key, value, zxid));
+    }
+    assert!(
+        cluster.node_log(donor).matches("snapshot done").count() > snapshots_before,
+        "the donor took no snapshot after the transfer ended\n{}",
+        cluster.node_log(donor)
+    );
+    cluster.spawn(3);
     let floor = acked.iter().map(|a| a.2).max().expect("writes");
     assert_identical(&cluster, &acked, floor).await;
 }
