@@ -1037,6 +1037,44 @@ mod tests {
         }
     }
 
+    /// Snapshot, log and transfer settings: defaults when absent, taken from the file, and
+    /// refused by name when they cannot work.
+    #[test]
+    fn snapshot_and_transfer_settings() {
+        let fx = Fixture::new();
+        let default = fx.load("", THREE).unwrap();
+        assert_eq!(default.snapshot_entries, SNAPSHOT_ENTRIES_DEFAULT);
+        assert_eq!(default.log_retention_entries, LOG_RETENTION_ENTRIES_DEFAULT);
+        assert_eq!(default.transfer_rate_bytes_per_s, TRANSFER_RATE_BYTES_PER_S_DEFAULT);
+        let set = fx
+            .load(
+                "snapshot_entries = 300\nsnapshot_log_bytes = 1000\nlog_segment_bytes = \
+                 65536\nlog_retention_entries = 10\ntransfer_rate_bytes_per_s = 65536",
+                THREE,
+            )
+            .unwrap();
+        assert_eq!(
+            (
+                set.snapshot_entries,
+                set.snapshot_log_bytes,
+                set.log_segment_bytes,
+                set.log_retention_entries,
+                set.transfer_rate_bytes_per_s
+            ),
+            (300, 1000, 65536, 10, 65536)
+        );
+        let cases = [
+            ("snapshot_entries = 0", "snapshot_entries"),
+            ("snapshot_log_bytes = 0", "snapshot_log_bytes"),
+            ("log_segment_bytes = 100", "log_segment_bytes"),
+            ("transfer_rate_bytes_per_s = 1000", "transfer_rate_bytes_per_s"),
+        ];
+        for (extra, setting) in cases {
+            let err = fx.load(extra, THREE).unwrap_err();
+            assert_eq!(err.setting(), Some(setting), "{extra}: {err}");
+        }
+    }
+
     /// Required settings that are absent are refused by name, with what to set.
     #[test]
     fn missing_settings_named() {
