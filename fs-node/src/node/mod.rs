@@ -752,7 +752,13 @@ impl Core {
                     snapshots_removed = pruned, log_base = %self.log.log().start_zxid(),
                     "snapshot done");
             }
-            Err(e) => tracing::error!("snapshot failed: {e}"),
+            Err(e) => {
+                tracing::error!("snapshot failed: {e}");
+                // Remove the unfinished `.tmp` directory now rather than at the next start.
+                if let Err(e) = snapshot::list(&self.data_dir, true) {
+                    tracing::warn!("cleaning up after the failed snapshot: {e}");
+                }
+            }
         }
         for waiter in self.snaps.waiters.drain(..) {
             let pinned = done.clone().map(|s| {
