@@ -613,3 +613,48 @@ async fn receiver_killed_mid_transfer_donor_unfreezes() {
     let floor = acked.iter().map(|a| a.2).max().expect("writes");
     assert_identical(&cluster, &acked, floor).await;
 }
+
+/// Claim: a node stopped (not wiped) while the others move past their log retention comes
+/// back by file transfer too (catch-up, not join): it replaces its own older snapshot and log
+/// with the fetched snapshot, and ends identical with every acknowledged write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_node_behind_retention_catches_up_by_transfer() {
+    let mut cluster = Cluster::start_with(3, &NODE_FLAGS);
+    let client = cluster.client().await;
+    let Some(_) = cluster.wait_master(&client, ELECTION_WAIT).await else {
+        panic!("no master elected\n{}", cluster.logs())
+    };
+    let acked: Acked = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = start_writers(&cluster, acked.clone(), stop.clone()).await;
+    wait_acked(&acked, 400, &cluster).await;
+    cluster.stop(3);
+    assert!(
+        cluster.data_dir(3).join("snapshots").read_dir().is_ok_and(|mut d| d.next().is_some()),
+        "node 3 took no snapshot of its own before it stopped\n{}",
+        cluster.node_log(3)
+    );
+    let away_from = acked.lock().unwrap().len();
+    wait_acked(&acked, away_from + 900, &cluster).await;
+    cluster.spawn(3);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !cluster.node_log(3).contains("fetched the data files") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node 3 did not catch up by transfer\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = acked.lock().unwrap().len();
+    wait_acked(&acked, after + 100, &cluster).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.expect("writer");
+    }
+    let donors = format!("{}{}", cluster.node_log(1), cluster.node_log(2));
+    assert!(donors.contains("purpose=CatchUp"), "the transfer was not a catch-up\n{donors}");
+    let acked = acked.lock().unwrap().clone();
+    let floor = acked.iter().map(|a| a.2).max().expect("writes");
+    assert_identical(&cluster, &acked, floor).await;
+}
