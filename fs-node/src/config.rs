@@ -32,7 +32,7 @@
 //! drift_margin_ms = 30
 //! key_bytes_max = 4096
 //! value_bytes_max = 16777216
-//! log_retention_bytes = 1073741824
+//! log_retention_bytes = 1073741824  # log kept below a snapshot: this many bytes or ...
 //! snapshot_entries = 100000       # a snapshot after this many applied entries ...
 //! snapshot_log_bytes = 268435456  # ... or this many entry bytes, whichever comes first
 //! log_segment_bytes = 67108864    # data log segment size (retention removes whole segments)
@@ -68,8 +68,9 @@ pub const HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 50;
 pub const ELECTION_TIMEOUT_MS_DEFAULT: u64 = 500;
 pub const LEASE_MS_DEFAULT: u64 = 300;
 pub const DRIFT_MARGIN_MS_DEFAULT: u64 = 30;
-/// Data log kept behind the checkpoint so that a lagging follower catches up from the log
-/// rather than by file transfer.
+/// Data log kept behind the latest snapshot so that a lagging follower catches up from the log
+/// rather than by file transfer: at most this many bytes (or `log_retention_entries` entries,
+/// whichever window is smaller).
 pub const LOG_RETENTION_BYTES_DEFAULT: u64 = 1 << 30;
 /// A snapshot (store files + tables, see `node::snapshot`) is taken after this many applied
 /// entries: the log before it can then go, and restarts replay at most this many entries.

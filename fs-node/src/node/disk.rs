@@ -65,10 +65,14 @@ impl LogView {
         Ok(())
     }
 
-    /// Log retention after a snapshot at `zxid` (see `DataLog::release_through`); forgets the
-    /// released zxids. Returns how many segments went.
-    pub fn release_through(&mut self, zxid: Zxid) -> Result<usize, StorageError> {
-        let released = self.log.release_through(zxid)?;
+    /// Log retention after a snapshot at `zxid` (see `DataLog::release_through_bounded`);
+    /// forgets the released zxids. Returns how many segments went.
+    pub fn release_through(
+        &mut self,
+        zxid: Zxid,
+        keep_bytes_max: u64,
+    ) -> Result<usize, StorageError> {
+        let released = self.log.release_through_bounded(zxid, keep_bytes_max)?;
         let base = self.log.start_zxid();
         let gone = self.zxids.partition_point(|z| *z <= base);
         self.zxids.drain(..gone);

@@ -564,6 +564,7 @@ async fn run_once(
         snaps: Snapshots {
             every_entries: config.snapshot_entries,
             every_bytes: config.snapshot_log_bytes,
+            retention_bytes: config.log_retention_bytes,
             entries_since: 0,
             bytes_since: 0,
             last: last_snapshot,
@@ -621,6 +622,9 @@ struct Core {
 struct Snapshots {
     every_entries: u64,
     every_bytes: u64,
+    /// The log kept below a snapshot ends at this many bytes (`log_retention_bytes`) or
+    /// `log_retention_entries` entries, whichever comes first.
+    retention_bytes: u64,
     /// Applied since the last snapshot.
     entries_since: u64,
     bytes_since: u64,
@@ -744,8 +748,11 @@ impl Core {
                     .store(snap.zxid.0, std::sync::atomic::Ordering::Relaxed);
                 self.snaps.last = Some(snap.clone());
                 let pinned = self.shared.transfers.pinned();
-                let released =
-                    if pinned.is_empty() { self.log.release_through(snap.zxid)? } else { 0 };
+                let released = if pinned.is_empty() {
+                    self.log.release_through(snap.zxid, self.snaps.retention_bytes)?
+                } else {
+                    0
+                };
                 let pruned = snapshot::prune(&self.data_dir, snap.zxid, &pinned)
                     .map_err(NodeError::Other)?;
                 tracing::info!(zxid = %snap.zxid, log_segments_released = released,

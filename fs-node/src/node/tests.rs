@@ -317,3 +317,23 @@ fn transfer_groups_stay_beside_the_node_group() {
         }
     }
 }
+
+/// Claim: the log kept below a snapshot ends at the byte bound even when the entry window is
+/// larger (big entries must not keep a huge log), and without the bound the entry window holds.
+#[test]
+fn retention_is_bounded_by_bytes_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = LogConfig { segment_bytes_max: 16 * 1024, retention_entries: 1_000 };
+    let log = DataLog::open(Arc::new(RealFs), &tmp.path().join("log"), config).unwrap().0;
+    for i in 1..=200u32 {
+        let entry = Entry { zxid: Zxid::new(1, i), data: Bytes::from(vec![7u8; 1024]) };
+        log.append_durable(&[entry]).unwrap();
+    }
+    let last = Zxid::new(1, 200);
+    assert_eq!(log.release_through_bounded(last, u64::MAX).unwrap(), 0, "entry window ignored");
+    assert_eq!(log.start_zxid(), Zxid::ZERO);
+    let released = log.release_through_bounded(last, 32 * 1024).unwrap();
+    assert!(released > 0, "the byte bound released nothing");
+    let kept = log.read_range(log.start_zxid(), 1_000).unwrap().len();
+    assert!(kept >= 32 && kept < 100, "kept {kept} entries of 1 KiB for a 32 KiB bound");
+}
