@@ -19,7 +19,11 @@
 //!   to one node best-effort by unicast to its configured address (the engine repairs losses),
 //!   FSLive best-effort to the group. A message to one node too big for one datagram goes as
 //!   a fragmented unicast request instead (see Limits).
-//! - the cache-server announcer (FSLive/Freeze) and load sampler.
+//! - the cache-server announcer (FSLive/Freeze) and load sampler; the store's background
+//!   compactor (a thread).
+//! - transfers ([`transfer`]): a donor per running transfer, a receiver per fetch or pushed
+//!   backup, each on its own endpoint bound to the transfer's group; snapshot hashing and
+//!   backup copies run on blocking threads.
 //!
 //! # Durability and restart
 //! The data log is the durable truth. Every `snapshot_entries` applied entries (or
