@@ -32,7 +32,12 @@
 //! drift_margin_ms = 30
 //! key_bytes_max = 4096
 //! value_bytes_max = 16777216
-//! log_retention_bytes = 1073741824
+//! log_retention_bytes = 1073741824  # log kept below a snapshot: this many bytes or ...
+//! snapshot_entries = 100000       # a snapshot after this many applied entries ...
+//! snapshot_log_bytes = 268435456  # ... or this many entry bytes, whichever comes first
+//! log_segment_bytes = 67108864    # data log segment size (retention removes whole segments)
+//! log_retention_entries = 100000  # entries kept below a snapshot for lagging followers
+//! transfer_rate_bytes_per_s = 33554432  # pace of a file transfer this node sends
 //! # metrics_addr = "127.0.0.1:9900"
 //! ```
 //!
@@ -63,9 +68,27 @@ pub const HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 50;
 pub const ELECTION_TIMEOUT_MS_DEFAULT: u64 = 500;
 pub const LEASE_MS_DEFAULT: u64 = 300;
 pub const DRIFT_MARGIN_MS_DEFAULT: u64 = 30;
-/// Data log kept behind the checkpoint so that a lagging follower catches up from the log
-/// rather than by file transfer.
+/// Data log kept behind the latest snapshot so that a lagging follower catches up from the log
+/// rather than by file transfer: at most this many bytes (or `log_retention_entries` entries,
+/// whichever window is smaller).
 pub const LOG_RETENTION_BYTES_DEFAULT: u64 = 1 << 30;
+/// A snapshot (store files + tables, see `node::snapshot`) is taken after this many applied
+/// entries: the log before it can then go, and restarts replay at most this many entries.
+pub const SNAPSHOT_ENTRIES_DEFAULT: u64 = 100_000;
+/// ... or after this many bytes of applied entries, whichever comes first.
+pub const SNAPSHOT_LOG_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
+/// Data log segment size; retention deletes whole segments.
+pub const LOG_SEGMENT_BYTES_DEFAULT: u64 = crate::storage::log::LOG_SEGMENT_BYTES_DEFAULT;
+/// Entries kept in the log below the latest snapshot, so that a follower that fell a little
+/// behind catches up from the log rather than by file transfer.
+pub const LOG_RETENTION_ENTRIES_DEFAULT: u64 = crate::storage::log::LOG_RETENTION_ENTRIES_DEFAULT;
+/// Pace of a file transfer this node sends (blocks and repairs): about a quarter of a
+/// 1 Gbit/s link, so loss stays low and the donor keeps serving writes.
+pub const TRANSFER_RATE_BYTES_PER_S_DEFAULT: u64 = 32 * 1024 * 1024;
+/// Slowest transfer pace accepted (below, a freeze would last for hours).
+pub const TRANSFER_RATE_BYTES_PER_S_MIN: u64 = 64 * 1024;
+/// Smallest log segment accepted (a segment must hold at least a few entries).
+pub const LOG_SEGMENT_BYTES_MIN: u64 = 64 * 1024;
 
 /// The validated configuration `shoal-fs` runs with.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,6 +120,11 @@ pub struct Config {
     pub key_bytes_max: usize,
     pub value_bytes_max: usize,
     pub log_retention_bytes: u64,
+    pub snapshot_entries: u64,
+    pub snapshot_log_bytes: u64,
+    pub log_segment_bytes: u64,
+    pub log_retention_entries: u64,
+    pub transfer_rate_bytes_per_s: u64,
     pub metrics_addr: Option<SocketAddr>,
 }
 
@@ -137,6 +165,11 @@ pub struct RawConfig {
     pub key_bytes_max: Option<usize>,
     pub value_bytes_max: Option<usize>,
     pub log_retention_bytes: Option<u64>,
+    pub snapshot_entries: Option<u64>,
+    pub snapshot_log_bytes: Option<u64>,
+    pub log_segment_bytes: Option<u64>,
+    pub log_retention_entries: Option<u64>,
+    pub transfer_rate_bytes_per_s: Option<u64>,
     pub metrics_addr: Option<String>,
 }
 
@@ -216,6 +249,13 @@ impl RawConfig {
             key_bytes_max: over.key_bytes_max.or(self.key_bytes_max),
             value_bytes_max: over.value_bytes_max.or(self.value_bytes_max),
             log_retention_bytes: over.log_retention_bytes.or(self.log_retention_bytes),
+            snapshot_entries: over.snapshot_entries.or(self.snapshot_entries),
+            snapshot_log_bytes: over.snapshot_log_bytes.or(self.snapshot_log_bytes),
+            log_segment_bytes: over.log_segment_bytes.or(self.log_segment_bytes),
+            log_retention_entries: over.log_retention_entries.or(self.log_retention_entries),
+            transfer_rate_bytes_per_s: over
+                .transfer_rate_bytes_per_s
+                .or(self.transfer_rate_bytes_per_s),
             metrics_addr: over.metrics_addr.or(self.metrics_addr),
         }
     }
@@ -474,6 +514,50 @@ impl Config {
             });
         }
         let log_retention_bytes = raw.log_retention_bytes.unwrap_or(LOG_RETENTION_BYTES_DEFAULT);
+        let snapshot_entries = raw.snapshot_entries.unwrap_or(SNAPSHOT_ENTRIES_DEFAULT);
+        if snapshot_entries == 0 {
+            return Err(invalid(
+                "snapshot_entries",
+                snapshot_entries,
+                "must be above zero",
+                format!("give a number of entries (default {SNAPSHOT_ENTRIES_DEFAULT})"),
+            ));
+        }
+        let snapshot_log_bytes = raw.snapshot_log_bytes.unwrap_or(SNAPSHOT_LOG_BYTES_DEFAULT);
+        if snapshot_log_bytes == 0 {
+            return Err(invalid(
+                "snapshot_log_bytes",
+                snapshot_log_bytes,
+                "must be above zero",
+                format!("give a number of bytes (default {SNAPSHOT_LOG_BYTES_DEFAULT})"),
+            ));
+        }
+        let log_segment_bytes = raw.log_segment_bytes.unwrap_or(LOG_SEGMENT_BYTES_DEFAULT);
+        if log_segment_bytes < LOG_SEGMENT_BYTES_MIN {
+            return Err(invalid(
+                "log_segment_bytes",
+                log_segment_bytes,
+                format!("below the minimum of {LOG_SEGMENT_BYTES_MIN}"),
+                format!(
+                    "give at least {LOG_SEGMENT_BYTES_MIN} (default {LOG_SEGMENT_BYTES_DEFAULT})"
+                ),
+            ));
+        }
+        let log_retention_entries =
+            raw.log_retention_entries.unwrap_or(LOG_RETENTION_ENTRIES_DEFAULT);
+        let transfer_rate_bytes_per_s =
+            raw.transfer_rate_bytes_per_s.unwrap_or(TRANSFER_RATE_BYTES_PER_S_DEFAULT);
+        if transfer_rate_bytes_per_s < TRANSFER_RATE_BYTES_PER_S_MIN {
+            return Err(invalid(
+                "transfer_rate_bytes_per_s",
+                transfer_rate_bytes_per_s,
+                format!("below the minimum of {TRANSFER_RATE_BYTES_PER_S_MIN}"),
+                format!(
+                    "give at least {TRANSFER_RATE_BYTES_PER_S_MIN} (default \
+                     {TRANSFER_RATE_BYTES_PER_S_DEFAULT})"
+                ),
+            ));
+        }
         let metrics_addr =
             raw.metrics_addr.map(|text| socket_addr("metrics_addr", &text)).transpose()?;
 
@@ -500,6 +584,11 @@ impl Config {
             key_bytes_max,
             value_bytes_max,
             log_retention_bytes,
+            snapshot_entries,
+            snapshot_log_bytes,
+            log_segment_bytes,
+            log_retention_entries,
+            transfer_rate_bytes_per_s,
             metrics_addr,
         })
     }
@@ -579,6 +668,20 @@ pub struct Args {
     pub value_bytes_max: Option<usize>,
     #[arg(long, env = "SHOAL_LOG_RETENTION_BYTES")]
     pub log_retention_bytes: Option<u64>,
+    /// A snapshot after this many applied entries.
+    #[arg(long, env = "SHOAL_SNAPSHOT_ENTRIES")]
+    pub snapshot_entries: Option<u64>,
+    /// A snapshot after this many bytes of applied entries.
+    #[arg(long, env = "SHOAL_SNAPSHOT_LOG_BYTES")]
+    pub snapshot_log_bytes: Option<u64>,
+    #[arg(long, env = "SHOAL_LOG_SEGMENT_BYTES")]
+    pub log_segment_bytes: Option<u64>,
+    /// Entries kept in the log below the latest snapshot.
+    #[arg(long, env = "SHOAL_LOG_RETENTION_ENTRIES")]
+    pub log_retention_entries: Option<u64>,
+    /// Pace of a file transfer this node sends.
+    #[arg(long, env = "SHOAL_TRANSFER_RATE_BYTES_PER_S")]
+    pub transfer_rate_bytes_per_s: Option<u64>,
     #[arg(long, env = "SHOAL_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
 }
@@ -632,6 +735,11 @@ impl Args {
             key_bytes_max: self.key_bytes_max,
             value_bytes_max: self.value_bytes_max,
             log_retention_bytes: self.log_retention_bytes,
+            snapshot_entries: self.snapshot_entries,
+            snapshot_log_bytes: self.snapshot_log_bytes,
+            log_segment_bytes: self.log_segment_bytes,
+            log_retention_entries: self.log_retention_entries,
+            transfer_rate_bytes_per_s: self.transfer_rate_bytes_per_s,
             metrics_addr: self.metrics_addr.clone(),
         })
     }
@@ -923,6 +1031,44 @@ mod tests {
             ("heartbeat_interval_ms = 300", "election_timeout_ms"),
             ("lease_ms = 500", "lease_ms"),
             ("drift_margin_ms = 300", "drift_margin_ms"),
+        ];
+        for (extra, setting) in cases {
+            let err = fx.load(extra, THREE).unwrap_err();
+            assert_eq!(err.setting(), Some(setting), "{extra}: {err}");
+        }
+    }
+
+    /// Snapshot, log and transfer settings: defaults when absent, taken from the file, and
+    /// refused by name when they cannot work.
+    #[test]
+    fn snapshot_and_transfer_settings() {
+        let fx = Fixture::new();
+        let default = fx.load("", THREE).unwrap();
+        assert_eq!(default.snapshot_entries, SNAPSHOT_ENTRIES_DEFAULT);
+        assert_eq!(default.log_retention_entries, LOG_RETENTION_ENTRIES_DEFAULT);
+        assert_eq!(default.transfer_rate_bytes_per_s, TRANSFER_RATE_BYTES_PER_S_DEFAULT);
+        let set = fx
+            .load(
+                "snapshot_entries = 300\nsnapshot_log_bytes = 1000\nlog_segment_bytes = \
+                 65536\nlog_retention_entries = 10\ntransfer_rate_bytes_per_s = 65536",
+                THREE,
+            )
+            .unwrap();
+        assert_eq!(
+            (
+                set.snapshot_entries,
+                set.snapshot_log_bytes,
+                set.log_segment_bytes,
+                set.log_retention_entries,
+                set.transfer_rate_bytes_per_s
+            ),
+            (300, 1000, 65536, 10, 65536)
+        );
+        let cases = [
+            ("snapshot_entries = 0", "snapshot_entries"),
+            ("snapshot_log_bytes = 0", "snapshot_log_bytes"),
+            ("log_segment_bytes = 100", "log_segment_bytes"),
+            ("transfer_rate_bytes_per_s = 1000", "transfer_rate_bytes_per_s"),
         ];
         for (extra, setting) in cases {
             let err = fx.load(extra, THREE).unwrap_err();

@@ -21,6 +21,10 @@
 //! | `shoal_applied_zxid` / `shoal_committed_zxid` | gauge | | as a 64-bit number (epoch << 32 \| counter) |
 //! | `shoal_locks` / `shoal_sessions` | gauge | | held locks and open sessions in the applied state |
 //! | `shoal_transfer_in_progress` | gauge | | 1 while a data-file transfer runs |
+//! | `shoal_transfers_started_total` / `_done_total` / `_failed_total` | counter | | file transfers and backups this node took part in (donor or receiver) |
+//! | `shoal_transfer_bytes_sent_total` / `_received_total` | counter | | file-transfer bytes (blocks and repairs sent; whole data sets received) |
+//! | `shoal_snapshots_total` | counter | | snapshots taken (store files + tables) |
+//! | `shoal_snapshot_zxid` | gauge | | zxid of the latest snapshot |
 //! | `shoal_cache_hits_total` / `shoal_cache_misses_total` / `shoal_cache_evictions_total` | counter | | the server cache |
 //! | `shoal_messaging_*_total` | counter | | endpoint counters: retransmits, NAKs sent and received, gaps, duplicates |
 //! | `shoal_messaging_dropped_total` | counter | `reason` | datagrams dropped inside the messaging core, by reason (rejected, stale incarnation, beyond the window, queue overflow, unmatched replies) |
@@ -158,6 +162,14 @@ pub struct Metrics {
     pub log_fsyncs: Counter,
     pub elections: Counter,
     pub role_changes: Counter,
+    pub transfers_started: Counter,
+    pub transfers_done: Counter,
+    pub transfers_failed: Counter,
+    pub transfer_bytes_sent: Counter,
+    pub transfer_bytes_received: Counter,
+    pub snapshots: Counter,
+    /// Zxid of the latest snapshot (a gauge: set, not added).
+    pub snapshot_zxid: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -175,6 +187,13 @@ impl Metrics {
             log_fsyncs: Counter::default(),
             elections: Counter::default(),
             role_changes: Counter::default(),
+            transfers_started: Counter::default(),
+            transfers_done: Counter::default(),
+            transfers_failed: Counter::default(),
+            transfer_bytes_sent: Counter::default(),
+            transfer_bytes_received: Counter::default(),
+            snapshots: Counter::default(),
+            snapshot_zxid: AtomicU64::new(0),
         }
     }
 
@@ -225,6 +244,43 @@ impl Metrics {
             "shoal_role_changes_total",
             "Role changes seen by this node.",
             self.role_changes.get(),
+        );
+        counter(
+            out,
+            "shoal_transfers_started_total",
+            "File transfers and backups started (donor or receiver).",
+            self.transfers_started.get(),
+        );
+        counter(
+            out,
+            "shoal_transfers_done_total",
+            "File transfers and backups completed.",
+            self.transfers_done.get(),
+        );
+        counter(
+            out,
+            "shoal_transfers_failed_total",
+            "File transfers and backups failed.",
+            self.transfers_failed.get(),
+        );
+        counter(
+            out,
+            "shoal_transfer_bytes_sent_total",
+            "File-transfer bytes sent (blocks and repairs).",
+            self.transfer_bytes_sent.get(),
+        );
+        counter(
+            out,
+            "shoal_transfer_bytes_received_total",
+            "File-transfer bytes received (whole data sets).",
+            self.transfer_bytes_received.get(),
+        );
+        counter(out, "shoal_snapshots_total", "Snapshots taken.", self.snapshots.get());
+        gauge(
+            out,
+            "shoal_snapshot_zxid",
+            "Zxid of the latest snapshot (epoch << 32 | counter).",
+            self.snapshot_zxid.load(Ordering::Relaxed),
         );
     }
 }
@@ -345,7 +401,7 @@ pub(crate) fn render_node(
         &mut out,
         "shoal_transfer_in_progress",
         "1 while a data-file transfer runs.",
-        u64::from(backend.transfer.is_some()),
+        u64::from(shared.transfers.running()),
     );
     let cache = server.cache_stats();
     counter(&mut out, "shoal_cache_hits_total", "Server cache hits.", cache.hits);

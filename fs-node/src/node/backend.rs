@@ -50,8 +50,8 @@ impl Backend for NodeBackend {
             master: status.master,
             applied: self.applied(),
             committed: status.committed,
-            frozen: false,
-            transfer: None,
+            frozen: self.shared.transfers.donating(),
+            transfer: self.shared.transfers.status(),
         }
     }
 

@@ -24,7 +24,7 @@ pub const RECENT_BYTES_MAX: usize = 64 * 1024 * 1024;
 pub const HARD_STATE_FILE: &str = "epoch.state";
 
 /// The data log as the replication engine reads it. Every zxid in the log is indexed in
-/// memory (8 bytes each; the log is never compacted by this node yet).
+/// memory (8 bytes each; retention after each snapshot bounds how many there are).
 pub struct LogView {
     log: Arc<DataLog>,
     zxids: Vec<Zxid>,
@@ -63,6 +63,20 @@ impl LogView {
             self.recent_bytes -= old.data.len();
         }
         Ok(())
+    }
+
+    /// Log retention after a snapshot at `zxid` (see `DataLog::release_through_bounded`);
+    /// forgets the released zxids. Returns how many segments went.
+    pub fn release_through(
+        &mut self,
+        zxid: Zxid,
+        keep_bytes_max: u64,
+    ) -> Result<usize, StorageError> {
+        let released = self.log.release_through_bounded(zxid, keep_bytes_max)?;
+        let base = self.log.start_zxid();
+        let gone = self.zxids.partition_point(|z| *z <= base);
+        self.zxids.drain(..gone);
+        Ok(released)
     }
 
     /// Drops every entry above `zxid`, durably.

@@ -19,14 +19,28 @@
 //!   to one node best-effort by unicast to its configured address (the engine repairs losses),
 //!   FSLive best-effort to the group. A message to one node too big for one datagram goes as
 //!   a fragmented unicast request instead (see Limits).
-//! - the cache-server announcer (FSLive/Freeze) and load sampler.
+//! - the cache-server announcer (FSLive/Freeze) and load sampler; the store's background
+//!   compactor (a thread).
+//! - transfers ([`transfer`]): a donor per running transfer, a receiver per fetch or pushed
+//!   backup, each on its own endpoint bound to the transfer's group; snapshot hashing and
+//!   backup copies run on blocking threads.
 //!
 //! # Durability and restart
-//! The data log is the durable truth. The key-value store is rebuilt at every start (its
-//! directory is emptied and the engine hands out every committed entry again from the start of
-//! the log), because the lock, session and request tables are not saved yet and must sit at
-//! the same zxid as the store. This node never compacts its log, so the engine's base is
-//! always the log's start and no file transfer is ever needed.
+//! The data log is the durable truth. Every `snapshot_entries` applied entries (or
+//! `snapshot_log_bytes`), the core takes a **snapshot** ([`snapshot`]): an immutable directory
+//! `snapshots/<zxid>/` of hard links to the store's sealed files, the lock, session and request
+//! tables at the same zxid, and a manifest; then log retention drops segments below it
+//! (keeping `log_retention_entries`). At start the store directory is rebuilt from the newest
+//! snapshot (hard links again; with no snapshot it starts empty), the tables are loaded from
+//! it, and the engine replays the log after the snapshot's zxid. The live store is never
+//! trusted across a restart: after a crash it may hold unsynced batches above its checkpoint,
+//! and tables saved at another zxid would then be evaluated against the wrong store.
+//!
+//! A node whose position is below the master's log start (wiped, new, or far behind) is told
+//! by the engine to fetch a snapshot ([`transfer`]): it receives one from a peer into
+//! `incoming/`, verifies it, moves it to `snapshots/`, resets its log to its zxid and restarts
+//! in-process ([`run`] loops; the endpoint, metrics and transfer state survive), answering
+//! reads with `Behind` meanwhile. Donors send a pinned snapshot while announcing Freeze.
 //!
 //! # Limits
 //! Messages to one node normally go as single unicast datagrams, so catch-up chunks are bounded
@@ -42,6 +56,8 @@
 
 pub mod backend;
 pub mod disk;
+pub mod snapshot;
+pub mod transfer;
 
 pub use backend::NodeBackend;
 
@@ -63,6 +79,7 @@ use protocol::message::lock::{LockGrant, LockReply, LockRequestOp};
 use protocol::message::Message;
 use protocol::messaging::{Endpoint, EndpointConfig, Incoming, MessagingError, RequestHandle};
 use protocol::{NodeId, ProtocolError, SenderId, Zxid};
+use snapshot::SnapshotDir;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -93,8 +110,13 @@ pub const LARGE_UNICAST_RETRIES: u32 = 4;
 pub const SHUTDOWN_SYNC_WAIT: Duration = Duration::from_secs(5);
 /// How often the announcer checks whether FSLive or Freeze is due.
 pub const ANNOUNCE_TICK: Duration = Duration::from_millis(200);
+/// How often the background compactor checks whether a merge is due.
+pub const COMPACTION_CHECK: Duration = Duration::from_secs(10);
 /// How often the load gauge is sampled.
 pub const LOAD_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+
+#[cfg(test)]
+mod tests;
 
 #[derive(Debug, Error)]
 pub enum NodeError {
@@ -159,6 +181,19 @@ pub(crate) enum Cmd {
         locks: Vec<(String, i32)>,
         reply: oneshot::Sender<Result<u32, WireError>>,
     },
+    /// A snapshot to send or copy: a fresh one, or the pinned one while a transfer runs.
+    Snapshot(oneshot::Sender<Result<(SnapshotDir, transfer::PinGuard), String>>),
+    /// A fetched snapshot is in `snapshots/`: reset the log to it and restart.
+    Installed(Zxid),
+    /// Restart in-process (a fetch gave up; a fresh engine asks again).
+    Restart,
+}
+
+/// How one run of the node ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Exit {
+    Shutdown,
+    Restart,
 }
 
 /// What the outbound task sends.
@@ -195,12 +230,17 @@ pub(crate) struct Shared {
     /// it, this node answers reads with `Behind` (the client asks another node), so that a
     /// restart never shows a client with no floor an older state than before the restart.
     pub recovered_commit: Zxid,
+    /// The node's main endpoint (transfers ask and answer on it).
+    pub endpoint: Endpoint,
+    pub transfers: Arc<transfer::Transfers>,
 }
 
 impl Shared {
-    /// Whether the rebuilt store is still below the commit point recorded before this start.
+    /// Whether the rebuilt store is still below the commit point recorded before this start,
+    /// or the node is fetching its data files from a peer.
     pub fn recovering(&self) -> bool {
         *self.applied.read().expect("applied lock poisoned") < self.recovered_commit
+            || self.transfers.fetching()
     }
 }
 
@@ -218,12 +258,18 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error)
 }
 
 /// Reads, bumps and durably stores the start counter: the messaging incarnation, so that
-/// receivers tell this start from a replay of the previous one.
+/// receivers tell this start from a replay of the previous one. It is at least the wall clock
+/// in seconds: a node whose data directory was wiped (and so lost the counter) must still
+/// start above every incarnation its peers saw, or they would drop its datagrams as stale.
 fn next_incarnation(dir: &Path) -> Result<u32, NodeError> {
     let path = dir.join("incarnation");
     let old =
         std::fs::read_to_string(&path).ok().and_then(|t| t.trim().parse::<u32>().ok()).unwrap_or(0);
-    let next = old.wrapping_add(1).max(1);
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs().min(u64::from(u32::MAX)) as u32)
+        .unwrap_or(0);
+    let next = old.wrapping_add(1).max(now_s).max(1);
     let tmp = dir.join("incarnation.tmp");
     std::fs::write(&tmp, format!("{next}\n")).map_err(io_err("writing", &tmp))?;
     std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io_err("syncing", &tmp))?;
@@ -232,7 +278,9 @@ fn next_incarnation(dir: &Path) -> Result<u32, NodeError> {
 }
 
 /// Runs one FS node until `shutdown` resolves (or a fatal error), then drains: written log
-/// entries are made durable and the endpoint closed.
+/// entries are made durable and the endpoint closed. After installing data files fetched from
+/// a peer the node restarts in-process (see the module's Durability and restart); the
+/// endpoint, the metrics listener and the transfer state are kept across such restarts.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
     if config.is_single_node() {
         return Err(NodeError::Other(
@@ -242,45 +290,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let dir = config.data_dir.clone();
     std::fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
     let incarnation = next_incarnation(&dir)?;
-    let vfs: Arc<dyn crate::storage::Vfs> = Arc::new(RealFs);
-    let (log, recovery) = DataLog::open(vfs.clone(), &dir.join("log"), LogConfig::default())?;
-    if recovery.torn_tail.is_some() {
-        tracing::warn!(?recovery, "data log recovered a torn tail");
-    }
-    let log = Arc::new(log);
-    let view = LogView::open(log.clone())?;
-    // The store is rebuilt from the log at every start (see the module docs).
-    let store_dir = dir.join("store");
-    if store_dir.exists() {
-        std::fs::remove_dir_all(&store_dir).map_err(io_err("emptying", &store_dir))?;
-    }
-    let store_config = StoreConfig {
-        key_bytes_max: config.key_bytes_max,
-        value_bytes_max: config.value_bytes_max,
-        ..StoreConfig::default()
-    };
-    let (store, _) = StorageKv::open(vfs, &store_dir, store_config)?;
-    let store = Arc::new(store);
-    let hard = disk::read_hard_state(&dir).map_err(NodeError::Other)?;
-
     let members: Vec<NodeId> = config.members.keys().copied().collect();
-    let mut engine_config = EngineConfig::new(config.node_id, members.clone());
-    engine_config.heartbeat_interval_ms = config.heartbeat_interval_ms;
-    engine_config.election_timeout_ms = config.election_timeout_ms;
-    engine_config.lease_ms = config.lease_ms;
-    engine_config.drift_margin_ms = config.drift_margin_ms;
-    engine_config.batch_bytes_max = UNICAST_BATCH_BYTES_MAX;
-    engine_config.sync_entries_max = 256;
-    let start = Instant::now();
-    let engine = Engine::new(engine_config, RestartState { hard, applied: Zxid::ZERO }, &view, 0)?;
-    tracing::info!(
-        node = config.node_id,
-        incarnation,
-        log_last = %view.last(),
-        ?hard,
-        "node starting"
-    );
-
     let mut endpoint_config =
         EndpointConfig::new(config.node_id as SenderId, incarnation, config.cluster_auth());
     endpoint_config.group = config.multicast_group;
@@ -294,26 +304,203 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         peers.extend(config.unicast_peers.iter().copied());
         endpoint_config.peers = Some(peers);
     }
+    let transfers = Arc::new(transfer::Transfers::new(
+        config.node_id,
+        dir.clone(),
+        config.members.clone(),
+        endpoint_config.clone(),
+        config.transfer_rate_bytes_per_s,
+    ));
     let endpoint = Endpoint::bind(endpoint_config).await?;
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    // The metrics listener outlives restarts; it renders whichever run is current.
+    let current: CurrentRun = Arc::default();
+    let metrics_task = match config.metrics_addr {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| NodeError::Other(format!("metrics address {addr}: {e}")))?;
+            let (current, endpoint) = (current.clone(), endpoint.clone());
+            Some(tokio::spawn(crate::metrics::serve(listener, move || {
+                let run = current.lock().expect("current run poisoned").clone();
+                match run {
+                    Some((shared, server)) => {
+                        crate::metrics::render_node(&shared, &server, &endpoint)
+                    }
+                    None => String::new(),
+                }
+            })))
+        }
+        None => None,
+    };
+    tokio::pin!(shutdown);
+    let result = loop {
+        let ctx = RunContext {
+            endpoint: endpoint.clone(),
+            metrics: metrics.clone(),
+            transfers: transfers.clone(),
+            current: current.clone(),
+        };
+        match run_once(&config, ctx, &mut shutdown).await {
+            Ok(Exit::Restart) => {
+                tracing::info!("restarting in-process");
+                continue;
+            }
+            Ok(Exit::Shutdown) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+    };
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
+    endpoint.shutdown().await;
+    result
+}
+
+/// What one run borrows from the process.
+struct RunContext {
+    endpoint: Endpoint,
+    metrics: Arc<crate::metrics::Metrics>,
+    transfers: Arc<transfer::Transfers>,
+    current: CurrentRun,
+}
+
+/// The run the metrics listener renders (none between two runs).
+type CurrentRun = Arc<Mutex<Option<(Arc<Shared>, Arc<Server<NodeBackend>>)>>>;
+
+/// Opens the store from the newest snapshot (or empty without one) and gives the tables and
+/// the zxid the engine restarts from. Resets the log when the snapshot is beyond it (data
+/// files fetched from a peer).
+pub(crate) fn open_state(
+    dir: &Path,
+    log: &Arc<DataLog>,
+    store_config: StoreConfig,
+) -> Result<(StorageKv, crate::state::Tables, Zxid), NodeError> {
+    let vfs: Arc<dyn crate::storage::Vfs> = Arc::new(RealFs);
+    let store_dir = dir.join("store");
+    let other = NodeError::Other;
+    let snapshots = snapshot::list(dir, true).map_err(other)?;
+    let Some(snap) = snapshots.last().cloned() else {
+        if store_dir.exists() {
+            std::fs::remove_dir_all(&store_dir).map_err(io_err("emptying", &store_dir))?;
+        }
+        let (store, _) = StorageKv::open(vfs, &store_dir, store_config)?;
+        return Ok((store, crate::state::Tables::default(), Zxid::ZERO));
+    };
+    let tables = snapshot::check(&snap).map_err(|e| {
+        NodeError::Other(format!(
+            "snapshot {}: {e}; move it aside to start from the one before it, or wipe the data \
+             directory to fetch everything from a peer",
+            snap.path.display()
+        ))
+    })?;
+    let z = snap.zxid;
+    let base = log.start_zxid();
+    let contained = z <= base || log.has_entry(z);
+    if z > log.last_zxid() || !contained {
+        tracing::info!(snapshot = %z, log_last = %log.last_zxid(), "resetting the data log to the snapshot");
+        log.reset(z)?;
+    } else if z < base {
+        return Err(NodeError::Other(format!(
+            "snapshot {z} is older than the data log's start {base}; wipe the data directory \
+             to fetch everything from a peer"
+        )));
+    }
+    snapshot::install_store(&snap, &store_dir).map_err(other)?;
+    let (store, _) = StorageKv::open(vfs, &store_dir, store_config)?;
+    match store.applied_zxid() {
+        a if a > z => {
+            return Err(NodeError::Other(format!(
+                "snapshot {z} holds store data up to {a}: it is damaged; move it aside"
+            )))
+        }
+        a if a < z => {
+            // The last entries before the snapshot touched no data (locks, sessions).
+            store.apply(z, &[])?;
+        }
+        _ => {}
+    }
+    // Older snapshots are not needed any more.
+    snapshot::prune(dir, z, &[]).map_err(NodeError::Other)?;
+    let _ = std::fs::remove_dir_all(dir.join(transfer::INCOMING_DIR));
+    tracing::info!(snapshot = %z, keys = store.key_count(), "store rebuilt from the snapshot");
+    Ok((store, tables, z))
+}
+
+async fn run_once(
+    config: &Config,
+    ctx: RunContext,
+    shutdown: &mut (impl Future<Output = ()> + Unpin),
+) -> Result<Exit, NodeError> {
+    let dir = config.data_dir.clone();
+    let vfs: Arc<dyn crate::storage::Vfs> = Arc::new(RealFs);
+    let log_config = LogConfig {
+        segment_bytes_max: config.log_segment_bytes,
+        retention_entries: config.log_retention_entries,
+    };
+    let (log, recovery) = DataLog::open(vfs.clone(), &dir.join("log"), log_config)?;
+    if recovery.torn_tail.is_some() {
+        tracing::warn!(?recovery, "data log recovered a torn tail");
+    }
+    let log = Arc::new(log);
+    let store_config = StoreConfig {
+        key_bytes_max: config.key_bytes_max,
+        value_bytes_max: config.value_bytes_max,
+        ..StoreConfig::default()
+    };
+    ctx.transfers.restarted();
+    let (store, tables, restart_applied) = open_state(&dir, &log, store_config)?;
+    let view = LogView::open(log.clone())?;
+    let store = Arc::new(store);
+    // Merges reclaim overwritten values; the snapshot's hard links keep the inputs it holds.
+    let compactor = crate::storage::Compactor::spawn(store.clone(), COMPACTION_CHECK);
+    let hard = disk::read_hard_state(&dir).map_err(NodeError::Other)?;
+    let last_snapshot = snapshot::latest(&dir).map_err(NodeError::Other)?;
+    if let Some(snap) = &last_snapshot {
+        ctx.metrics.snapshot_zxid.store(snap.zxid.0, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    let members: Vec<NodeId> = config.members.keys().copied().collect();
+    let mut engine_config = EngineConfig::new(config.node_id, members.clone());
+    engine_config.heartbeat_interval_ms = config.heartbeat_interval_ms;
+    engine_config.election_timeout_ms = config.election_timeout_ms;
+    engine_config.lease_ms = config.lease_ms;
+    engine_config.drift_margin_ms = config.drift_margin_ms;
+    engine_config.batch_bytes_max = UNICAST_BATCH_BYTES_MAX;
+    engine_config.sync_entries_max = 256;
+    let start = Instant::now();
+    let engine =
+        Engine::new(engine_config, RestartState { hard, applied: restart_applied }, &view, 0)?;
+    tracing::info!(
+        node = config.node_id,
+        log_base = %view.base(),
+        log_last = %view.last(),
+        snapshot = %restart_applied,
+        ?hard,
+        "node starting"
+    );
+    let endpoint = ctx.endpoint.clone();
 
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-    let (applied_tx, _) = watch::channel(Zxid::ZERO);
+    let (applied_tx, _) = watch::channel(restart_applied);
     let shared = Arc::new(Shared {
         node: config.node_id,
         store: store.clone(),
-        applied: RwLock::new(Zxid::ZERO),
+        applied: RwLock::new(restart_applied),
         applied_tx,
         status: Mutex::new(StatusView {
             role: WireRole::Looking,
             epoch: hard.current_epoch,
             master: None,
-            committed: Zxid::ZERO,
-            locks: 0,
-            sessions: 0,
+            committed: restart_applied,
+            locks: tables.locks.len() as u64,
+            sessions: tables.sessions.len() as u64,
         }),
         cmds: cmd_tx,
         recovered_commit: log.commit_zxid(),
-        metrics: Arc::new(crate::metrics::Metrics::new()),
+        metrics: ctx.metrics.clone(),
+        endpoint: endpoint.clone(),
+        transfers: ctx.transfers.clone(),
     });
     let server_config = ServerConfig {
         fs_live_interval: Duration::from_millis(config.fslive_interval_ms),
@@ -322,6 +509,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         ..ServerConfig::new(config.own_addr().to_string())
     };
     let server = Arc::new(Server::new(NodeBackend::new(shared.clone()), server_config));
+    // The cache starts at the snapshot's zxid.
+    server.flush_cache();
+    *ctx.current.lock().expect("current run poisoned") = Some((shared.clone(), server.clone()));
 
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let (repl_tx, repl_rx) = mpsc::unbounded_channel();
@@ -346,26 +536,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             let _ = announce_tx.send(out);
         },
     )));
-    if let Some(addr) = config.metrics_addr {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| NodeError::Other(format!("metrics address {addr}: {e}")))?;
-        let (shared, server, endpoint) = (shared.clone(), server.clone(), endpoint.clone());
-        tasks.push(tokio::spawn(crate::metrics::serve(listener, move || {
-            crate::metrics::render_node(&shared, &server, &endpoint)
-        })));
-    }
     tasks.push(tokio::spawn(cache_server::load::run_sampler(
         server.gauge().clone(),
         LOAD_SAMPLE_INTERVAL,
     )));
 
+    let (snap_done_tx, snap_done_rx) = mpsc::unbounded_channel();
     let mut core = Core {
         data_dir: dir.clone(),
         engine,
         log: view,
-        sm: StateMachine::new(
+        sm: StateMachine::restore(
             DiskKv(store.clone()),
+            tables,
             StateConfig {
                 key_bytes_max: config.key_bytes_max,
                 value_bytes_max: config.value_bytes_max,
@@ -382,9 +565,20 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         lease_config: LeaseConfig { lock_ttl_ms: config.lock_ttl_ms as u32 },
         start,
         marked_commit: log.commit_zxid(),
+        snaps: Snapshots {
+            every_entries: config.snapshot_entries,
+            every_bytes: config.snapshot_log_bytes,
+            retention_bytes: config.log_retention_bytes,
+            entries_since: 0,
+            bytes_since: 0,
+            last: last_snapshot,
+            running: false,
+            waiters: Vec::new(),
+            done_tx: snap_done_tx,
+        },
     };
-    let result = core.run(repl_rx, cmd_rx, shutdown).await;
-    // Drain: whatever was written becomes durable before the process goes.
+    let result = core.run(repl_rx, cmd_rx, snap_done_rx, shutdown).await;
+    // Drain: whatever was written becomes durable before the run ends.
     let last = log.last_zxid();
     match tokio::time::timeout(SHUTDOWN_SYNC_WAIT, log.wait_durable_async(last)).await {
         Ok(Ok(())) => tracing::info!(%last, "log synced"),
@@ -394,7 +588,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     for task in &tasks {
         task.abort();
     }
-    endpoint.shutdown().await;
+    for task in tasks {
+        let _ = task.await;
+    }
+    *ctx.current.lock().expect("current run poisoned") = None;
+    // Stopping the compactor waits for a merge in progress: not on a runtime thread.
+    let _ = tokio::task::spawn_blocking(move || drop(compactor)).await;
     result
 }
 
@@ -420,6 +619,25 @@ struct Core {
     start: Instant,
     /// The last commit mark written to the log.
     marked_commit: Zxid,
+    snaps: Snapshots,
+}
+
+/// The core's snapshot schedule (see the module's Durability and restart).
+struct Snapshots {
+    every_entries: u64,
+    every_bytes: u64,
+    /// The log kept below a snapshot ends at this many bytes (`log_retention_bytes`) or
+    /// `log_retention_entries` entries, whichever comes first.
+    retention_bytes: u64,
+    /// Applied since the last snapshot.
+    entries_since: u64,
+    bytes_since: u64,
+    last: Option<SnapshotDir>,
+    /// A snapshot is being finished off the core.
+    running: bool,
+    /// Transfers waiting for the running snapshot.
+    waiters: Vec<oneshot::Sender<Result<(SnapshotDir, transfer::PinGuard), String>>>,
+    done_tx: mpsc::UnboundedSender<Result<SnapshotDir, String>>,
 }
 
 impl Core {
@@ -431,19 +649,20 @@ impl Core {
         &mut self,
         mut repl_rx: mpsc::UnboundedReceiver<Message>,
         mut cmd_rx: mpsc::UnboundedReceiver<Cmd>,
-        shutdown: impl Future<Output = ()>,
-    ) -> Result<(), NodeError> {
+        mut snap_done_rx: mpsc::UnboundedReceiver<Result<SnapshotDir, String>>,
+        shutdown: &mut (impl Future<Output = ()> + Unpin),
+    ) -> Result<Exit, NodeError> {
         let mut ticker = tokio::time::interval(Duration::from_millis(TICK_MS));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut durable_rx = self.log.log().subscribe_durable();
-        tokio::pin!(shutdown);
         loop {
             tokio::select! {
-                _ = &mut shutdown => {
+                _ = &mut *shutdown => {
                     tracing::info!("shutting down");
                     self.fail_pending(true);
-                    return Ok(());
+                    return Ok(Exit::Shutdown);
                 }
+                Some(done) = snap_done_rx.recv() => self.snapshot_done(done)?,
                 _ = ticker.tick() => {
                     let now = self.now_ms();
                     self.engine.tick(now, &self.log);
@@ -461,10 +680,16 @@ impl Core {
                     }
                 }
                 Some(cmd) = cmd_rx.recv() => {
-                    self.command(cmd);
+                    if let Some(exit) = self.command(cmd)? {
+                        self.fail_pending(true);
+                        return Ok(exit);
+                    }
                     for _ in 0..1024 {
                         let Ok(cmd) = cmd_rx.try_recv() else { break };
-                        self.command(cmd);
+                        if let Some(exit) = self.command(cmd)? {
+                            self.fail_pending(true);
+                            return Ok(exit);
+                        }
                     }
                 }
                 changed = durable_rx.changed() => {
@@ -478,7 +703,106 @@ impl Core {
                 }
             }
             self.drain()?;
+            self.maybe_snapshot();
         }
+    }
+
+    /// Takes a snapshot when one is due and no transfer holds one.
+    fn maybe_snapshot(&mut self) {
+        let s = &self.snaps;
+        let due = s.entries_since >= s.every_entries || s.bytes_since >= s.every_bytes;
+        if !due || s.running || self.shared.transfers.busy() || self.shared.transfers.fetching() {
+            return;
+        }
+        if let Err(e) = self.begin_snapshot() {
+            tracing::error!("snapshot failed: {e}");
+            // Try again after another interval rather than at every loop.
+            self.snaps.entries_since = 0;
+            self.snaps.bytes_since = 0;
+        }
+    }
+
+    /// The consistent part of a snapshot, on the core (store and tables at one zxid): the
+    /// store is frozen (its active segment sealed), its files hard-linked with the tables into
+    /// a `.tmp` directory, and unfrozen; hashing, the manifest and the rename run off the core.
+    fn begin_snapshot(&mut self) -> Result<(), String> {
+        let zxid = *self.shared.applied.read().expect("applied lock poisoned");
+        let pending = snapshot::take(&self.data_dir, &self.shared.store, self.sm.tables(), zxid)?;
+        self.snaps.running = true;
+        self.snaps.entries_since = 0;
+        self.snaps.bytes_since = 0;
+        let previous = self.snaps.last.clone();
+        let done_tx = self.snaps.done_tx.clone();
+        tracing::info!(%zxid, files = pending.names.len(), "snapshot started");
+        tokio::task::spawn_blocking(move || {
+            let _ = done_tx.send(pending.finish(previous.as_ref()));
+        });
+        Ok(())
+    }
+
+    /// A snapshot finished off the core: log retention, older snapshots go, waiters answered.
+    fn snapshot_done(&mut self, done: Result<SnapshotDir, String>) -> Result<(), NodeError> {
+        self.snaps.running = false;
+        match &done {
+            Ok(snap) => {
+                self.shared.metrics.snapshots.inc();
+                self.shared
+                    .metrics
+                    .snapshot_zxid
+                    .store(snap.zxid.0, std::sync::atomic::Ordering::Relaxed);
+                self.snaps.last = Some(snap.clone());
+                let pinned = self.shared.transfers.pinned();
+                let released = if pinned.is_empty() {
+                    self.log.release_through(snap.zxid, self.snaps.retention_bytes)?
+                } else {
+                    0
+                };
+                let pruned = snapshot::prune(&self.data_dir, snap.zxid, &pinned)
+                    .map_err(NodeError::Other)?;
+                tracing::info!(zxid = %snap.zxid, log_segments_released = released,
+                    snapshots_removed = pruned, log_base = %self.log.log().start_zxid(),
+                    "snapshot done");
+            }
+            Err(e) => {
+                tracing::error!("snapshot failed: {e}");
+                // Remove the unfinished `.tmp` directory now rather than at the next start.
+                if let Err(e) = snapshot::list(&self.data_dir, true) {
+                    tracing::warn!("cleaning up after the failed snapshot: {e}");
+                }
+            }
+        }
+        for waiter in self.snaps.waiters.drain(..) {
+            let pinned = done.clone().map(|s| {
+                let pin = transfer::PinGuard::new(&self.shared.transfers, s.zxid);
+                (s, pin)
+            });
+            let _ = waiter.send(pinned);
+        }
+        Ok(())
+    }
+
+    /// A transfer asks for a snapshot: the pinned one while a transfer runs, the latest if
+    /// nothing was applied since, else a fresh one.
+    fn snapshot_for(
+        &mut self,
+        reply: oneshot::Sender<Result<(SnapshotDir, transfer::PinGuard), String>>,
+    ) {
+        let applied = *self.shared.applied.read().expect("applied lock poisoned");
+        let pinned = self.shared.transfers.pinned();
+        if let Some(last) = &self.snaps.last {
+            if last.zxid == applied || pinned.contains(&last.zxid) {
+                let pin = transfer::PinGuard::new(&self.shared.transfers, last.zxid);
+                let _ = reply.send(Ok((last.clone(), pin)));
+                return;
+            }
+        }
+        if !self.snaps.running {
+            if let Err(e) = self.begin_snapshot() {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        }
+        self.snaps.waiters.push(reply);
     }
 
     fn send(&self, to: To, message: Message) {
@@ -533,7 +857,9 @@ impl Core {
                 self.on_role(role);
             }
             if let Some((donor, base)) = ready.fetch_snapshot {
-                tracing::error!(donor, %base, "asked to fetch data files, which this build cannot");
+                let applied = self.engine.applied();
+                tracing::info!(donor, %base, %applied, "behind the master's log: fetching data files");
+                transfer::start_fetch(&self.shared, donor, base, applied);
             }
         }
         Ok(())
@@ -600,6 +926,8 @@ impl Core {
 
     fn apply(&mut self, entry: protocol::message::replication::Entry) -> Result<(), NodeError> {
         let zxid = entry.zxid;
+        self.snaps.entries_since += 1;
+        self.snaps.bytes_since += entry.data.len() as u64;
         let now = self.now_ms();
         let result = {
             let mut applied = self.shared.applied.write().expect("applied lock poisoned");
@@ -695,9 +1023,16 @@ impl Core {
         }
     }
 
-    fn command(&mut self, cmd: Cmd) {
+    fn command(&mut self, cmd: Cmd) -> Result<Option<Exit>, NodeError> {
         let now = self.now_ms();
         match cmd {
+            Cmd::Snapshot(reply) => self.snapshot_for(reply),
+            Cmd::Installed(zxid) => {
+                tracing::info!(%zxid, "data files installed: resetting the log and restarting");
+                self.log.log().reset(zxid)?;
+                return Ok(Some(Exit::Restart));
+            }
+            Cmd::Restart => return Ok(Some(Exit::Restart)),
             Cmd::Propose { data, waiter } => self.propose(data, Some(waiter)),
             Cmd::Linearizable(tx) => {
                 if self.engine.lease_read_ok(now) {
@@ -723,6 +1058,7 @@ impl Core {
                 let _ = reply.send(result);
             }
         }
+        Ok(None)
     }
 
     fn tick_leases(&mut self, now: u64) {
@@ -878,16 +1214,24 @@ async fn answer(
             let result = lock_command(&shared, lock).await;
             Some(Message::LockReply(LockReply { request, load: server.gauge().load(), result }))
         }
+        Message::RequestFile(request) => Some(transfer::on_request_file(&shared, request).await),
+        Message::Backup(backup) => Some(transfer::on_backup(&shared, backup).await),
+        Message::TransFile(offer) => Some(transfer::on_offer(&shared, offer).await),
         Message::Request(r) if !matches!(r.op, ReadOp::Status) && shared.recovering() => {
             let applied = *shared.applied.read().expect("applied lock poisoned");
-            let result = Err(WireError {
-                code: ErrorCode::Behind,
-                message: format!(
+            let message = if shared.transfers.fetching() {
+                format!(
+                    "node {} is fetching its data files from a peer; try another node",
+                    shared.node
+                )
+            } else {
+                format!(
                     "node {} is rebuilding its state from its log ({applied} of {}); try \
                      another node",
                     shared.node, shared.recovered_commit
-                ),
-            });
+                )
+            };
+            let result = Err(WireError { code: ErrorCode::Behind, message });
             Some(Message::ReadReply(ReadReply { applied, load: server.gauge().load(), result }))
         }
         other => server.handle(other).await,

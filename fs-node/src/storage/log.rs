@@ -642,11 +642,20 @@ impl DataLog {
     /// `checkpoint`, keeping at least the configured retention window of entries at or below it.
     /// Returns how many segments went.
     pub fn release_through(&self, checkpoint: Zxid) -> Result<usize> {
+        self.release_through_bounded(checkpoint, u64::MAX)
+    }
+
+    /// [`DataLog::release_through`], except that the retention window also ends once it holds
+    /// `keep_bytes_max` bytes of records at or below `checkpoint`: with big entries, a window
+    /// counted in entries alone could keep a huge log.
+    pub fn release_through_bounded(&self, checkpoint: Zxid, keep_bytes_max: u64) -> Result<usize> {
         let mut inner = self.lock();
         let keep_entries = self.shared.config.retention_entries;
-        // Entries at or below the checkpoint, counted from the newest segment backwards.
+        // Entries (and their bytes) at or below the checkpoint, counted from the newest
+        // segment backwards.
         let mut removable = 0;
         let mut kept_below: u64 = 0;
+        let mut kept_bytes: u64 = 0;
         let n = inner.segments.len();
         for i in (0..n.saturating_sub(1)).rev() {
             let seg = &inner.segments[i];
@@ -654,7 +663,11 @@ impl DataLog {
             let below_in_later =
                 later.entries.iter().take_while(|e| e.0 <= checkpoint).count() as u64;
             kept_below += below_in_later;
-            if seg.last_zxid() <= checkpoint && kept_below >= keep_entries {
+            // The first record above the checkpoint starts where the bytes below it end.
+            kept_bytes +=
+                later.entries.iter().find(|e| e.0 > checkpoint).map(|e| e.1).unwrap_or(later.len);
+            let window_full = kept_below >= keep_entries || kept_bytes >= keep_bytes_max;
+            if seg.last_zxid() <= checkpoint && window_full {
                 removable = i + 1;
                 break;
             }
