@@ -95,5 +95,65 @@ fn dev_cluster_keeps_data_across_restarts() {
     assert_eq!(get.stdout, b"world", "the value survived the restart");
     let missing = shoal(cwd.path(), &["get", "/absent"]);
     assert_eq!(missing.status.code(), Some(1), "a missing key exits 1");
+    // A refused write names the key once (the node sends the key alone for one-key errors,
+    // which the client words; a whole sentence there was worded twice).
+    let orphan = shoal(cwd.path(), &["put", "/no/such", "x"]);
+    let err = String::from_utf8_lossy(&orphan.stderr);
+    assert_eq!(
+        err.trim(),
+        "shoal: parent directory /no does not exist; create it with mkdir first",
+        "{err}"
+    );
     assert_eq!(dev.stop(), Some(0));
+}
+
+/// Claim: the README's backup and restore commands work end to end against a real cluster:
+/// `shoal backup --to-node 2` and `--to-dir` end with the donor's `done:` line (exit 0), both
+/// leave a backup that verifies (with the tables), and `shoal-fs restore` installs one into an
+/// empty data directory and refuses a non-empty one.
+#[test]
+fn backup_to_node_and_directory_then_restore_through_the_cli() {
+    use fs_node::storage::{backup, RealFs};
+    let cwd = tempfile::tempdir().expect("temp dir");
+    let dev = Dev::start(cwd.path());
+    dev.wait_up();
+    let put = shoal(cwd.path(), &["put", "/backedup", "value"]);
+    assert_eq!(put.status.code(), Some(0), "{}", String::from_utf8_lossy(&put.stderr));
+
+    let to_node = shoal(cwd.path(), &["backup", "--to-node", "2", "--timeout", "120"]);
+    let said = String::from_utf8_lossy(&to_node.stdout).to_string()
+        + &String::from_utf8_lossy(&to_node.stderr);
+    assert_eq!(to_node.status.code(), Some(0), "{said}");
+    assert!(said.contains("done: backup to node 2"), "{said}");
+    let backups: Vec<_> = std::fs::read_dir(cwd.path().join("shoal-dev/node2/backups"))
+        .expect("node 2 keeps pushed backups under backups/")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(backups.len(), 1, "{backups:?}");
+    let manifest = backup::verify(&RealFs, &backups[0]).expect("the pushed backup verifies");
+    assert!(manifest.files.iter().any(|f| f.name == "tables"), "a backup holds the tables");
+
+    let dir = cwd.path().join("dir-backup");
+    let dir_arg = dir.display().to_string();
+    let to_dir = shoal(cwd.path(), &["backup", "--to-dir", &dir_arg, "--timeout", "120"]);
+    let said = String::from_utf8_lossy(&to_dir.stdout).to_string()
+        + &String::from_utf8_lossy(&to_dir.stderr);
+    assert_eq!(to_dir.status.code(), Some(0), "{said}");
+    backup::verify(&RealFs, &dir).expect("the directory backup verifies");
+    assert_eq!(dev.stop(), Some(0));
+
+    let restore = |into: &Path| {
+        Command::new(binary("shoal-fs"))
+            .args(["restore", "--from", &dir_arg, "--data-dir"])
+            .arg(into)
+            .output()
+            .expect("run shoal-fs restore")
+    };
+    let fresh = cwd.path().join("restored");
+    let restored = restore(&fresh);
+    assert_eq!(restored.status.code(), Some(0), "{}", String::from_utf8_lossy(&restored.stderr));
+    let again = restore(&fresh);
+    assert_ne!(again.status.code(), Some(0), "a restore into a non-empty directory is refused");
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("not empty"), "the refusal says why: {err}");
 }

@@ -74,8 +74,22 @@ pub struct OpError {
 }
 
 impl OpError {
+    /// The wire form, by cache-server's convention (`cache_server::error::key_from_wire`): for
+    /// the errors about one key the message is that key alone (the missing parent for
+    /// `ParentMissing`, the non-directory for `NotADirectory`), so that a client names it
+    /// without parsing prose; other errors carry the whole text.
     pub fn to_wire(&self) -> WireError {
-        WireError { code: self.error.code(), message: self.to_string() }
+        let message = match &self.error {
+            StoreError::NotFound { key }
+            | StoreError::AlreadyExists { key }
+            | StoreError::IsADirectory { key }
+            | StoreError::DirectoryNotEmpty { key } => key.clone(),
+            StoreError::ParentMissing { parent, .. } | StoreError::NotADirectory { parent, .. } => {
+                parent.clone()
+            }
+            StoreError::RenameIntoItself { .. } => self.to_string(),
+        };
+        WireError { code: self.error.code(), message }
     }
 }
 

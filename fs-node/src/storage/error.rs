@@ -50,8 +50,20 @@ impl StoreError {
         }
     }
 
+    /// The wire form, by cache-server's convention (`cache_server::error::key_from_wire`): for
+    /// the errors about one key the message is that key alone (the parent for `ParentMissing`
+    /// and `NotADirectory`), so that a client names it without parsing prose.
     pub fn to_wire(&self) -> WireError {
-        WireError { code: self.code(), message: self.to_string() }
+        let parent = |key: &str| protocol::key::parent(key).unwrap_or(key).to_string();
+        let message = match self {
+            StoreError::NotFound { key }
+            | StoreError::AlreadyExists { key }
+            | StoreError::IsADirectory { key }
+            | StoreError::DirectoryNotEmpty { key } => key.clone(),
+            StoreError::ParentMissing { key } | StoreError::NotADirectory { key } => parent(key),
+            other => other.to_string(),
+        };
+        WireError { code: self.code(), message }
     }
 }
 
