@@ -83,6 +83,10 @@ pub const MONITOR_INTERVAL_MS: u64 = 250;
 pub const EXCERPT_OPS_MAX: usize = 40;
 /// How long after the final reads every client's cache gets to hold the final values.
 pub const CACHE_CONVERGE_MS: u64 = 10_000;
+/// The lease probe's timeout for one node (a dead or paused node costs no more).
+pub const PROBE_TIMEOUT_MS: u64 = 200;
+/// Pause between two rounds of the lease probe.
+pub const PROBE_INTERVAL_MS: u64 = 5;
 
 /// What one seeded run does.
 #[derive(Clone, Debug)]
@@ -104,6 +108,10 @@ pub struct RegistersOptions {
     pub session_reads: bool,
     /// Nodes that run under libfaketime.
     pub clocks: Vec<ClockSkew>,
+    /// One more client that sends linearizable reads straight to every node in turn (not
+    /// through the client's routing): whatever node answers one claims to hold the master's
+    /// lease, so the lease is checked even where the client would have moved on.
+    pub lease_probe: bool,
 }
 
 impl RegistersOptions {
@@ -122,6 +130,7 @@ impl RegistersOptions {
             overlap: false,
             session_reads: true,
             clocks: Vec::new(),
+            lease_probe: true,
         }
     }
 
@@ -607,6 +616,19 @@ fn client_main(
             };
             workers.push(worker.run(shared));
         }
+        let probe = async {
+            if !options.lease_probe {
+                return (Vec::new(), Vec::new());
+            }
+            let transport = match ClusterFile::load(cluster_file) {
+                Ok((file, auth)) => SocketTransport::connect(&file, auth, None).await.ok(),
+                Err(_) => None,
+            };
+            let Some(transport) = transport else { return (Vec::new(), Vec::new()) };
+            let addresses: Vec<String> = file.members.values().cloned().collect();
+            let client = options.clients as u64;
+            lease_probe(&transport, &addresses, &keys, client, run_start, shared).await
+        };
         // The monitor tells the nemesis who the master is, while the workers run.
         let watch_master = async {
             while !shared.finish.load(Ordering::SeqCst) && !shared.abort.load(Ordering::SeqCst) {
@@ -622,10 +644,10 @@ fn client_main(
                 tokio::time::sleep(Duration::from_millis(MONITOR_INTERVAL_MS)).await;
             }
         };
-        let (histories, ()) = tokio::join!(join_all(workers), watch_master);
+        let (histories, (), probed) = tokio::join!(join_all(workers), watch_master, probe);
         let mut history: Vec<Recorded> = Vec::new();
         let mut session: Vec<SessionOp> = Vec::new();
-        for (h, s) in histories {
+        for (h, s) in histories.into_iter().chain(std::iter::once(probed)) {
             history.extend(h);
             session.extend(s);
         }
@@ -652,6 +674,69 @@ fn client_main(
         }
         Ok(ClientResult { history, session, final_problems, cache_converge_ms })
     })
+}
+
+/// Sends linearizable reads of the keys, in turn, straight to every node (one at a time, each
+/// bounded by [`PROBE_TIMEOUT_MS`]) until the workload finishes. A node that answers claims
+/// the master's lease: its answer joins the linearizability history as a read of client
+/// `client`; refusals (`NotMaster`, no lease) and silence are not recorded.
+async fn lease_probe(
+    transport: &SocketTransport,
+    addresses: &[String],
+    keys: &[String],
+    client: u64,
+    run_start: Instant,
+    shared: &Shared,
+) -> (Vec<Recorded>, Vec<SessionOp>) {
+    use cache_client::Transport;
+    use protocol::message::data::{ReadOp, ReadReply, ReadRequest, ReadValue};
+    use protocol::message::Message;
+    let mut history = Vec::new();
+    let mut session = Vec::new();
+    let now_us = || run_start.elapsed().as_micros() as u64;
+    let mut turn = 0usize;
+    while !shared.finish.load(Ordering::SeqCst) && !shared.abort.load(Ordering::SeqCst) {
+        let key = &keys[turn % keys.len()];
+        let address = &addresses[(turn / keys.len()) % addresses.len()];
+        turn += 1;
+        let request = ReadRequest {
+            floor: Zxid::ZERO,
+            linearizable: true,
+            op: ReadOp::Get { key: key.clone() },
+        };
+        let call = now_us();
+        let reply = transport
+            .request(address, Message::Request(request), Duration::from_millis(PROBE_TIMEOUT_MS))
+            .await;
+        if let Ok(Message::ReadReply(ReadReply { result: Ok(ReadValue::Value(v)), .. })) = reply {
+            let end_us = now_us();
+            let value = v.as_ref().map(parse_value);
+            let op = Operation {
+                client,
+                key: key.clone(),
+                call,
+                ret: Some(end_us),
+                input: Input::Read,
+                output: Some(Output::Read(value)),
+            };
+            history.push(Recorded { op, outcome: Outcome::Ok, end_us, error: None });
+            // Straight to a node, outside the client's floor: only the integrity part of the
+            // session check applies, so each probe is its own session.
+            session.push(SessionOp {
+                client: u64::MAX - 1 - turn as u64,
+                key: key.clone(),
+                call_us: call,
+                end_us,
+                event: SessionEvent::Read {
+                    mode: ReadMode::Linearizable,
+                    value,
+                    zxid: v.as_ref().map_or(0, |v| v.zxid.0),
+                },
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(PROBE_INTERVAL_MS)).await;
+    }
+    (history, session)
 }
 
 /// Awaits every future, in order, concurrently.

@@ -41,6 +41,8 @@ enum Faults {
     All,
     /// The register runs' set: kill -9, SIGSTOP, partitions, master isolation, packet loss.
     Registers,
+    /// Isolation only (of the master, in register runs): for lease and clock experiments.
+    Isolate,
 }
 
 #[derive(Parser, Debug)]
@@ -105,6 +107,7 @@ fn kinds(faults: Faults) -> Vec<FaultKind> {
         Faults::Network => FaultKind::NETWORK.to_vec(),
         Faults::All => FaultKind::ALL.to_vec(),
         Faults::Registers => FaultKind::REGISTERS.to_vec(),
+        Faults::Isolate => vec![FaultKind::Isolate],
     }
 }
 
