@@ -51,6 +51,10 @@ use tokio::sync::mpsc;
 /// Pause before trying again when no node knows a master (an election is under way).
 pub const NO_MASTER_BACKOFF: Duration = Duration::from_millis(200);
 
+/// How often a write waiting on the master checks whether another master was announced
+/// meanwhile (see `to_master`).
+pub const MASTER_CHANGE_POLL: Duration = Duration::from_millis(10);
+
 /// Least time between two position probes to the master (see `learn_position`).
 pub const POSITION_PROBE_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -442,10 +446,11 @@ impl<T: Transport> Client<T> {
         let mut tried: Vec<String> = Vec::new();
         let mut redirects = 0;
         for _ in 0..config.attempts_max {
-            let (address, floor) = {
+            let (address, floor, believed) = {
                 let mut st = self.inner.lock();
                 let t = now();
                 let floor = st.floor;
+                let believed = st.router.master_address(t);
                 let address = if linearizable {
                     st.router.master_address(t).or_else(|| st.router.pick_any(&tried, t))
                 } else {
@@ -460,15 +465,23 @@ impl<T: Transport> Client<T> {
                 };
                 st.router.begin(&address);
                 st.stats.reads_sent += 1;
-                (address, floor)
+                (address, floor, believed)
             };
             let inflight = Inflight { inner: &self.inner, address: &address };
-            let request = ReadRequest { floor, linearizable, op: op.clone() };
-            let reply = self
-                .inner
-                .transport
-                .request(&address, Message::Request(request), config.request_timeout)
-                .await;
+            let request = Message::Request(ReadRequest { floor, linearizable, op: op.clone() });
+            let timeout = config.request_timeout;
+            let reply = if linearizable {
+                // Only the master answers: when another one is announced meanwhile, ask it
+                // now rather than wait out the timeout (see `to_master`).
+                let reply =
+                    self.inner.request_unless_master_moves(&address, believed, request, timeout);
+                match reply.await {
+                    Some(reply) => reply,
+                    None => continue,
+                }
+            } else {
+                self.inner.transport.request(&address, request, timeout).await
+            };
             drop(inflight);
             let mut st = self.inner.lock();
             let reply = match reply {
@@ -780,10 +793,13 @@ impl<T: Transport> Inner<T> {
                 WaitForMaster,
                 NoNode,
             }
+            // The master the router believed in when this attempt was sent.
+            let believed: Option<String>;
             let next = {
                 let mut st = self.lock();
                 let t = now();
-                let master = st.router.master_address(t).filter(|a| !tried.contains(a));
+                believed = st.router.master_address(t);
+                let master = believed.clone().filter(|a| !tried.contains(a));
                 match master.or_else(|| st.router.pick_any(&tried, t)) {
                     Some(a) => {
                         st.router.begin(&a);
@@ -813,7 +829,21 @@ impl<T: Transport> Inner<T> {
                 }
             };
             let inflight = Inflight { inner: self, address: &address };
-            let reply = self.transport.request(&address, message(request), timeout).await;
+            let reply =
+                self.request_unless_master_moves(&address, believed, message(request), timeout);
+            let Some(reply) = reply.await else {
+                // Another master was announced while this attempt waited (the one asked died
+                // or lost its place): go there now, with the same request id, rather than
+                // wait out the timeout on a node that cannot answer.
+                drop(inflight);
+                let mut st = self.lock();
+                st.stats.redirects += 1;
+                redirects += 1;
+                if redirects > config.redirects_max {
+                    return Err(ClientError::NotMaster { master: st.router.master() });
+                }
+                continue;
+            };
             drop(inflight);
             let mut st = self.lock();
             let (load, result) = match reply.map(take) {
@@ -857,6 +887,34 @@ impl<T: Transport> Inner<T> {
                     }
                     _ => return Err(ClientError::from_wire(e)),
                 },
+            }
+        }
+    }
+
+    /// Sends `message` to `address` and waits for the reply (or the timeout), unless the
+    /// router, which was following `believed` when the attempt was sent, hears of another
+    /// master meanwhile (an FSLive of a later epoch): then `None`, at once. Only a master the
+    /// router learns after the send counts, so an attempt at a node picked while no master
+    /// was known runs its course.
+    async fn request_unless_master_moves(
+        &self,
+        address: &str,
+        believed: Option<String>,
+        message: Message,
+        timeout: Duration,
+    ) -> Option<Result<Message, TransportError>> {
+        let reply = self.transport.request(address, message, timeout);
+        tokio::pin!(reply);
+        loop {
+            tokio::select! {
+                r = &mut reply => return Some(r),
+                _ = tokio::time::sleep(MASTER_CHANGE_POLL) => {
+                    self.pump_now();
+                    let current = self.lock().router.master_address(now());
+                    if current.is_some() && current != believed && current.as_deref() != Some(address) {
+                        return None;
+                    }
+                }
             }
         }
     }

@@ -43,6 +43,8 @@ enum Faults {
     Registers,
     /// Isolation only (of the master, in register runs): for lease and clock experiments.
     Isolate,
+    /// kill -9 and SIGSTOP only: for measuring the cost of losing a (master) process.
+    Process,
 }
 
 #[derive(Parser, Debug)]
@@ -100,6 +102,9 @@ struct Args {
     /// Registers: print the per-fault table of all seeds at the end.
     #[arg(long)]
     table: bool,
+    /// Registers: only print each seed's schedule (no network, no root needed).
+    #[arg(long)]
+    print_schedules: bool,
 }
 
 fn kinds(faults: Faults) -> Vec<FaultKind> {
@@ -108,6 +113,7 @@ fn kinds(faults: Faults) -> Vec<FaultKind> {
         Faults::All => FaultKind::ALL.to_vec(),
         Faults::Registers => FaultKind::REGISTERS.to_vec(),
         Faults::Isolate => vec![FaultKind::Isolate],
+        Faults::Process => vec![FaultKind::Kill, FaultKind::Pause],
     }
 }
 
@@ -127,23 +133,29 @@ fn binary(given: &Option<PathBuf>, name: &str, package: &str) -> PathBuf {
     path
 }
 
+/// The register run of `seed` as the flags describe it.
+fn register_options(args: &Args, seed: u64) -> RegistersOptions {
+    let mut options = RegistersOptions::new(seed);
+    options.hosts = args.nodes;
+    options.bounds.run_ms = args.run_ms;
+    options.bounds.faults_max = args.faults_max;
+    options.kinds = kinds(args.faults.unwrap_or(Faults::Registers));
+    options.clients = args.clients;
+    options.keys = args.keys;
+    options.out_dir = args.out.clone();
+    options.overlap = args.overlap;
+    options.session_reads = !args.no_session_reads;
+    options.clocks = args.clock.clone();
+    options
+}
+
 /// Seeded register runs; returns the failing seeds.
 fn registers(args: &Args) -> Vec<u64> {
     let shoal_fs = binary(&args.shoal_fs, "shoal-fs", "fs-node");
     let mut failed = Vec::new();
     let mut stats: Vec<RunStats> = Vec::new();
     for seed in args.seed..args.seed + args.seeds.max(1) {
-        let mut options = RegistersOptions::new(seed);
-        options.hosts = args.nodes;
-        options.bounds.run_ms = args.run_ms;
-        options.bounds.faults_max = args.faults_max;
-        options.kinds = kinds(args.faults.unwrap_or(Faults::Registers));
-        options.clients = args.clients;
-        options.keys = args.keys;
-        options.out_dir = args.out.clone();
-        options.overlap = args.overlap;
-        options.session_reads = !args.no_session_reads;
-        options.clocks = args.clock.clone();
+        let options = register_options(args, seed);
         let stop = || STOP.load(Ordering::SeqCst);
         match run_registers(&options, &shoal_fs, &stop) {
             Ok(outcome) if outcome.interrupted => {
@@ -212,6 +224,12 @@ extern "C" fn on_signal(_: libc::c_int) {
 
 fn main() {
     let args = Args::parse();
+    if args.print_schedules {
+        for seed in args.seed..args.seed + args.seeds.max(1) {
+            println!("{}", register_options(&args, seed).schedule());
+        }
+        return;
+    }
     if let Some(reason) = skip_reason() {
         eprintln!("shoal-jepsen: {reason}");
         std::process::exit(2);
