@@ -1160,6 +1160,35 @@ mod tests {
         assert_eq!(u[0].recovery_ms, None);
     }
 
+    /// Regression (RELIABILITY.md, "Clock faults"): with the master's clock at x0.4 and the
+    /// followers' at x2 — far outside `drift_margin_ms` — the isolated old master still
+    /// answered the lease probe's linearizable read 2 566 ms into the run with the value a
+    /// compare-and-set on the new master had replaced (acknowledged at 2 528 ms). These are
+    /// the operations of `shoal-jepsen --workload registers --seed 1 --faults isolate
+    /// --run-ms 6000 --faults-max 2 --clock h3=x0.4 --clock h1=x2 --clock h2=x2`; the checker
+    /// must reject them.
+    #[test]
+    fn stale_lease_read_beyond_the_drift_margin_is_caught() {
+        let (v1, v2) = (2_199_023_255_605, 3_298_534_883_392);
+        let history = [
+            recorded(1, 1_997_528, 2_002_013, Input::Write(v1), Output::Write),
+            recorded(
+                2,
+                2_021_391,
+                2_528_441,
+                Input::Cas { expected: Some(v1), new: v2 },
+                Output::Cas(true),
+            ),
+            recorded(4, 2_566_210, 2_568_482, Input::Read, Output::Read(Some(v1))),
+        ];
+        let ops: Vec<Operation> = history.iter().map(|r| r.op.clone()).collect();
+        assert!(matches!(linearizability::check(&ops), Err(Violation::NotLinearizable { .. })));
+        // The same read after the compare-and-set's value is fine.
+        let mut fixed = ops.clone();
+        fixed[2].output = Some(Output::Read(Some(v2)));
+        assert_eq!(linearizability::check(&fixed), Ok(()));
+    }
+
     /// A register holding anything but a decimal number becomes a value no client wrote, so
     /// the checker cannot explain a read of it.
     #[test]
