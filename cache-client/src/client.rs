@@ -450,7 +450,7 @@ impl<T: Transport> Client<T> {
                 let mut st = self.inner.lock();
                 let t = now();
                 let floor = st.floor;
-                let believed = st.router.master_address(t);
+                let believed = st.router.master_epoch();
                 let address = if linearizable {
                     st.router.master_address(t).or_else(|| st.router.pick_any(&tried, t))
                 } else {
@@ -793,13 +793,13 @@ impl<T: Transport> Inner<T> {
                 WaitForMaster,
                 NoNode,
             }
-            // The master the router believed in when this attempt was sent.
-            let believed: Option<String>;
+            // The epoch of the master the router believed in when this attempt was sent.
+            let believed: u32;
             let next = {
                 let mut st = self.lock();
                 let t = now();
-                believed = st.router.master_address(t);
-                let master = believed.clone().filter(|a| !tried.contains(a));
+                believed = st.router.master_epoch();
+                let master = st.router.master_address(t).filter(|a| !tried.contains(a));
                 match master.or_else(|| st.router.pick_any(&tried, t)) {
                     Some(a) => {
                         st.router.begin(&a);
@@ -892,14 +892,14 @@ impl<T: Transport> Inner<T> {
     }
 
     /// Sends `message` to `address` and waits for the reply (or the timeout), unless the
-    /// router, which was following `believed` when the attempt was sent, hears of another
-    /// master meanwhile (an FSLive of a later epoch): then `None`, at once. Only a master the
-    /// router learns after the send counts, so an attempt at a node picked while no master
-    /// was known runs its course.
+    /// router hears of a master of a later epoch than `believed` (the epoch it knew its master
+    /// by when the attempt was sent) at another address: then `None`, at once. Only a new
+    /// epoch counts — an FSLive of a master elected meanwhile, or of a follower of one — so
+    /// redirect hints that name different nodes during an election do not cut waits short.
     async fn request_unless_master_moves(
         &self,
         address: &str,
-        believed: Option<String>,
+        believed: u32,
         message: Message,
         timeout: Duration,
     ) -> Option<Result<Message, TransportError>> {
@@ -910,8 +910,10 @@ impl<T: Transport> Inner<T> {
                 r = &mut reply => return Some(r),
                 _ = tokio::time::sleep(MASTER_CHANGE_POLL) => {
                     self.pump_now();
-                    let current = self.lock().router.master_address(now());
-                    if current.is_some() && current != believed && current.as_deref() != Some(address) {
+                    let st = self.lock();
+                    let moved = st.router.master_epoch() > believed
+                        && st.router.master_address(now()).is_some_and(|a| a != address);
+                    if moved {
                         return None;
                     }
                 }
