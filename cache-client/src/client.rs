@@ -51,8 +51,8 @@ use tokio::sync::mpsc;
 /// Pause before trying again when no node knows a master (an election is under way).
 pub const NO_MASTER_BACKOFF: Duration = Duration::from_millis(200);
 
-/// How often a write waiting on the master checks whether another master was announced
-/// meanwhile (see `to_master`).
+/// How often a write or linearizable read waiting on the master checks whether a master of a
+/// later epoch was announced meanwhile (see `Inner::request_unless_master_moves`).
 pub const MASTER_CHANGE_POLL: Duration = Duration::from_millis(10);
 
 /// Least time between two position probes to the master (see `learn_position`).
@@ -832,8 +832,8 @@ impl<T: Transport> Inner<T> {
             let reply =
                 self.request_unless_master_moves(&address, believed, message(request), timeout);
             let Some(reply) = reply.await else {
-                // Another master was announced while this attempt waited (the one asked died
-                // or lost its place): go there now, with the same request id, rather than
+                // A master of a later epoch was announced while this attempt waited (the one
+                // asked died or lost its place): go there now, with the same request id, rather than
                 // wait out the timeout on a node that cannot answer.
                 drop(inflight);
                 let mut st = self.lock();
