@@ -7,8 +7,13 @@
 //! nothing may break). The whole history must be linearizable, every session promise kept,
 //! every final read answered, every replica and every client cache converged.
 //!
-//! CI runs one seed (about 25 s). Soaks: `SHOAL_SOAK_SEEDS=N` runs seeds 1..=N,
-//! `SHOAL_SOAK_NODES=3|5` picks the host count, `SHOAL_SOAK_RUN_MS` lengthens each schedule.
+//! A lease probe sends linearizable reads straight to every node, so a stale lease read shows
+//! even where clients would have moved to the new master.
+//!
+//! CI runs one seed (at most 15 s of faults, a 3 s quiet period, start-up and checks: about
+//! 18 s). Soaks: `SHOAL_SOAK_SEEDS=N` runs seeds
+//! 1..=N, `SHOAL_SOAK_NODES=3|5` picks the host count, `SHOAL_SOAK_RUN_MS` lengthens each
+//! schedule.
 //! Needs root, `ip` and `nft`; without them the test prints why and passes as skipped. Without
 //! libfaketime the clock faults are skipped with a message and the rest runs.
 
