@@ -11,9 +11,9 @@
 //! even where clients would have moved to the new master.
 //!
 //! CI runs one seed (at most 15 s of faults, a 3 s quiet period, start-up and checks: about
-//! 18 s). Soaks: `SHOAL_SOAK_SEEDS=N` runs seeds
-//! 1..=N, `SHOAL_SOAK_NODES=3|5` picks the host count, `SHOAL_SOAK_RUN_MS` lengthens each
-//! schedule.
+//! 18 s). Soaks: `SHOAL_SOAK_SEEDS=N` runs seeds 1..=N, `SHOAL_SOAK_NODES=3|5` picks the host
+//! count, `SHOAL_SOAK_RUN_MS` lengthens each schedule.
+//!
 //! Needs root, `ip` and `nft`; without them the test prints why and passes as skipped. Without
 //! libfaketime the clock faults are skipped with a message and the rest runs.
 
