@@ -261,6 +261,18 @@ impl Schedule {
         self.faults.iter().map(|f| f.at_ms + f.duration_ms).max().unwrap_or(0)
     }
 
+    /// Every begin and end of the schedule in time order; at the same instant ends come
+    /// first (a fault that ends as another begins is healed before the next is applied).
+    pub fn timeline(&self) -> Vec<Event> {
+        let mut events: Vec<Event> = Vec::new();
+        for (i, s) in self.faults.iter().enumerate() {
+            events.push(Event { at_ms: s.at_ms, begin: true, fault: i });
+            events.push(Event { at_ms: s.at_ms + s.duration_ms, begin: false, fault: i });
+        }
+        events.sort_unstable();
+        events
+    }
+
     /// True when some faults are in force at the same time.
     pub fn overlaps(&self) -> bool {
         self.faults.iter().enumerate().any(|(i, a)| {
@@ -358,6 +370,15 @@ impl fmt::Display for Schedule {
         }
         Ok(())
     }
+}
+
+/// A begin or an end of fault number `fault` of a schedule, `at_ms` from the start. Sorted by
+/// time, then ends (`begin: false`) before begins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Event {
+    pub at_ms: u64,
+    pub begin: bool,
+    pub fault: usize,
 }
 
 /// When a fault really was in force, in ms from the start of the run.
@@ -605,16 +626,9 @@ impl<'a> Nemesis<'a> {
         resolve: &mut Resolve<'_>,
     ) -> Result<Vec<FaultWindow>, NetnsError> {
         let since = |t: Instant| t.duration_since(run_start).as_millis() as u64;
-        // (time, is_begin, index): ends sort before begins at the same time.
-        let mut events: Vec<(u64, bool, usize)> = Vec::new();
-        for (i, s) in schedule.faults.iter().enumerate() {
-            events.push((s.at_ms, true, i));
-            events.push((s.at_ms + s.duration_ms, false, i));
-        }
-        events.sort_unstable();
         let mut in_force: Vec<Option<(Fault, String, u64)>> = vec![None; schedule.faults.len()];
         let mut windows: Vec<(usize, FaultWindow)> = Vec::new();
-        for (at_ms, begin, i) in events {
+        for Event { at_ms, begin, fault: i } in schedule.timeline() {
             if !wait_until(run_start + Duration::from_millis(at_ms), stop) {
                 break;
             }
@@ -774,6 +788,37 @@ mod tests {
         assert!(!compatible(&Fault::Kill { host: 1 }, &Fault::Pause { host: 1 }));
         assert!(!compatible(&Fault::WipeRestart { host: 1 }, &Fault::Kill { host: 2 }));
         assert!(compatible(&Fault::Isolate { host: 1 }, &Fault::Pause { host: 2 }));
+    }
+
+    /// The timeline interleaves overlapping faults: the second begins inside the first, and at
+    /// one instant an end comes before a begin.
+    #[test]
+    fn timeline_interleaves_overlapping_faults_ends_first() {
+        let f = |at_ms, duration_ms, fault| ScheduledFault { at_ms, duration_ms, fault };
+        let s = Schedule {
+            seed: 0,
+            hosts: 3,
+            faults: vec![
+                f(100, 400, Fault::Isolate { host: 1 }),
+                f(300, 500, Fault::Loss { percent: 5 }),
+                f(800, 100, Fault::Kill { host: 2 }),
+            ],
+        };
+        let order: Vec<(u64, bool, usize)> =
+            s.timeline().iter().map(|e| (e.at_ms, e.begin, e.fault)).collect();
+        assert_eq!(
+            order,
+            vec![
+                (100, true, 0),
+                (300, true, 1),
+                (500, false, 0),
+                (800, false, 1),
+                (800, true, 2),
+                (900, false, 2)
+            ]
+        );
+        assert!(s.overlaps());
+        assert_eq!(s.end_ms(), 900);
     }
 
     /// The model of several network faults is their union (the highest loss); ending one
