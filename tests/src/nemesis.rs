@@ -197,8 +197,8 @@ impl Schedule {
     /// [`OVERLAP_PERCENT`] %, a pair of faults in force at once: a first fault, and a second
     /// one that starts inside it (between a quarter and three quarters of its duration) and
     /// may outlast it. Pairs never put two process faults on one host, and a wiped restart is
-    /// never paired with another process fault (two nodes that lost or may lose their disk at
-    /// once are outside the model). Faults stay within `bounds` (count, durations, run time);
+    /// paired only with loss or a one-way drop (a lost disk is a failure beyond the model
+    /// already; see [`compatible`]). Faults stay within `bounds` (count, durations, run time);
     /// a step starts after the quiet time that follows the previous step's last end.
     pub fn generate_overlapping(
         seed: u64,
@@ -339,11 +339,18 @@ fn process_host(fault: &Fault) -> Option<usize> {
     }
 }
 
-/// Whether `second` may be in force while `first` is: two process faults need two hosts, a
-/// wiped restart shares its time with no other process fault, and the two are not the same
-/// fault.
+/// Whether `second` may be in force while `first` is: two process faults need two hosts, and
+/// the two are not the same fault. A wiped restart shares its time only with packet loss and
+/// one-way drops: a node that lost its disk is a failure beyond the model already (its votes
+/// and promises are forgotten), so nothing may cut other nodes off or stop them meanwhile —
+/// a majority that holds the data must stay together.
 pub fn compatible(first: &Fault, second: &Fault) -> bool {
     if first == second {
+        return false;
+    }
+    let wipe = |f: &Fault| matches!(f, Fault::WipeRestart { .. });
+    let mild = |f: &Fault| matches!(f, Fault::Loss { .. } | Fault::OneWay { .. });
+    if (wipe(first) && !mild(second)) || (wipe(second) && !mild(first)) {
         return false;
     }
     match (process_host(first), process_host(second)) {
@@ -788,6 +795,12 @@ mod tests {
         assert!(!compatible(&Fault::Kill { host: 1 }, &Fault::Pause { host: 1 }));
         assert!(!compatible(&Fault::WipeRestart { host: 1 }, &Fault::Kill { host: 2 }));
         assert!(compatible(&Fault::Isolate { host: 1 }, &Fault::Pause { host: 2 }));
+        let wipe = Fault::WipeRestart { host: 1 };
+        assert!(!compatible(&wipe, &Fault::Partition { minority: vec![2, 3] }));
+        assert!(!compatible(&Fault::Isolate { host: 2 }, &wipe));
+        assert!(!compatible(&wipe, &Fault::LinkDown { host: 3 }));
+        assert!(compatible(&wipe, &Fault::Loss { percent: 10 }));
+        assert!(compatible(&Fault::OneWay { from: 2, to: 3 }, &wipe));
     }
 
     /// The timeline interleaves overlapping faults: the second begins inside the first, and at
