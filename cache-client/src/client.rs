@@ -51,6 +51,10 @@ use tokio::sync::mpsc;
 /// Pause before trying again when no node knows a master (an election is under way).
 pub const NO_MASTER_BACKOFF: Duration = Duration::from_millis(200);
 
+/// How often a write or linearizable read waiting on the master checks whether a master of a
+/// later epoch was announced meanwhile (see `Inner::request_unless_master_moves`).
+pub const MASTER_CHANGE_POLL: Duration = Duration::from_millis(10);
+
 /// Least time between two position probes to the master (see `learn_position`).
 pub const POSITION_PROBE_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -464,10 +468,11 @@ impl<T: Transport> Client<T> {
         let mut tried: Vec<String> = Vec::new();
         let mut redirects = 0;
         for _ in 0..config.attempts_max {
-            let (address, floor) = {
+            let (address, floor, believed) = {
                 let mut st = self.inner.lock();
                 let t = now();
                 let floor = st.floor;
+                let believed = st.router.master_epoch();
                 let address = if linearizable {
                     st.router.master_address(t).or_else(|| st.router.pick_any(&tried, t))
                 } else {
@@ -482,15 +487,23 @@ impl<T: Transport> Client<T> {
                 };
                 st.router.begin(&address);
                 st.stats.reads_sent += 1;
-                (address, floor)
+                (address, floor, believed)
             };
             let inflight = Inflight { inner: &self.inner, address: &address };
-            let request = ReadRequest { floor, linearizable, op: op.clone() };
-            let reply = self
-                .inner
-                .transport
-                .request(&address, Message::Request(request), config.request_timeout)
-                .await;
+            let request = Message::Request(ReadRequest { floor, linearizable, op: op.clone() });
+            let timeout = config.request_timeout;
+            let reply = if linearizable {
+                // Only the master answers: when another one is announced meanwhile, ask it
+                // now rather than wait out the timeout (see `to_master`).
+                let reply =
+                    self.inner.request_unless_master_moves(&address, believed, request, timeout);
+                match reply.await {
+                    Some(reply) => reply,
+                    None => continue,
+                }
+            } else {
+                self.inner.transport.request(&address, request, timeout).await
+            };
             drop(inflight);
             let mut st = self.inner.lock();
             let reply = match reply {
@@ -802,9 +815,12 @@ impl<T: Transport> Inner<T> {
                 WaitForMaster,
                 NoNode,
             }
+            // The epoch of the master the router believed in when this attempt was sent.
+            let believed: u32;
             let next = {
                 let mut st = self.lock();
                 let t = now();
+                believed = st.router.master_epoch();
                 let master = st.router.master_address(t).filter(|a| !tried.contains(a));
                 match master.or_else(|| st.router.pick_any(&tried, t)) {
                     Some(a) => {
@@ -835,7 +851,21 @@ impl<T: Transport> Inner<T> {
                 }
             };
             let inflight = Inflight { inner: self, address: &address };
-            let reply = self.transport.request(&address, message(request), timeout).await;
+            let reply =
+                self.request_unless_master_moves(&address, believed, message(request), timeout);
+            let Some(reply) = reply.await else {
+                // A master of a later epoch was announced while this attempt waited (the one
+                // asked died or lost its place): go there now, with the same request id, rather than
+                // wait out the timeout on a node that cannot answer.
+                drop(inflight);
+                let mut st = self.lock();
+                st.stats.redirects += 1;
+                redirects += 1;
+                if redirects > config.redirects_max {
+                    return Err(ClientError::NotMaster { master: st.router.master() });
+                }
+                continue;
+            };
             drop(inflight);
             let mut st = self.lock();
             let (load, result) = match reply.map(take) {
@@ -879,6 +909,36 @@ impl<T: Transport> Inner<T> {
                     }
                     _ => return Err(ClientError::from_wire(e)),
                 },
+            }
+        }
+    }
+
+    /// Sends `message` to `address` and waits for the reply (or the timeout), unless the
+    /// router hears of a master of a later epoch than `believed` (the epoch it knew its master
+    /// by when the attempt was sent) at another address: then `None`, at once. Only a new
+    /// epoch counts — an FSLive of a master elected meanwhile, or of a follower of one — so
+    /// redirect hints that name different nodes during an election do not cut waits short.
+    async fn request_unless_master_moves(
+        &self,
+        address: &str,
+        believed: u32,
+        message: Message,
+        timeout: Duration,
+    ) -> Option<Result<Message, TransportError>> {
+        let reply = self.transport.request(address, message, timeout);
+        tokio::pin!(reply);
+        loop {
+            tokio::select! {
+                r = &mut reply => return Some(r),
+                _ = tokio::time::sleep(MASTER_CHANGE_POLL) => {
+                    self.pump_now();
+                    let st = self.lock();
+                    let moved = st.router.master_epoch() > believed
+                        && st.router.master_address(now()).is_some_and(|a| a != address);
+                    if moved {
+                        return None;
+                    }
+                }
             }
         }
     }

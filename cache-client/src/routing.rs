@@ -100,6 +100,11 @@ impl Router {
         self.master.map(|(id, _)| id)
     }
 
+    /// The epoch the router knows its master by (0 when only a redirect named it, or none).
+    pub fn master_epoch(&self) -> u32 {
+        self.master.map_or(0, |(_, epoch)| epoch)
+    }
+
     fn view_mut(&mut self, address: &str, now: Instant) -> Option<&mut NodeView> {
         if let Some(i) = self.nodes.iter().position(|n| n.address == address) {
             return Some(&mut self.nodes[i]);

@@ -355,6 +355,38 @@ async fn writes_follow_redirect_to_the_master() {
     assert!(cluster.server(2).backend().applied() >= zxid);
 }
 
+/// A write waiting on a master that died moves to the new master as soon as the client hears
+/// of it (its FSLive), with the same request id, instead of waiting out the request timeout on
+/// the dead node (before: a dead master cost a full timeout per attempt sent to it).
+#[tokio::test(start_paused = true)]
+async fn write_waiting_on_a_dead_master_moves_to_the_announced_new_master() {
+    let cluster = Cluster::new(3);
+    cluster.announce();
+    let client = cluster.client(21);
+    client.write("/k", "1").await.unwrap();
+    cluster.replicate_all();
+    // Node 1 dies; node 2 takes over in epoch 2 (the client still believes node 1 leads).
+    cluster.network.set_down(&address(1), true);
+    cluster.server(3).backend().set_role(Role::Follower, Some(2), 2);
+    cluster.server(2).backend().set_role(Role::Master, Some(2), 2);
+    let timeout = client.config().request_timeout;
+    let announce_after = timeout / 4;
+    let start = tokio::time::Instant::now();
+    let write = client.write("/k", "2");
+    let announce = async {
+        tokio::time::sleep(announce_after).await;
+        cluster.announce_one(2);
+    };
+    let (zxid, ()) = tokio::join!(write, announce);
+    let zxid = zxid.unwrap();
+    let took = start.elapsed();
+    assert_eq!(zxid.epoch(), 2);
+    assert_eq!(client.stats().timeouts, 0, "the client waited out a timeout on the dead node");
+    assert!(took < timeout / 2, "the write took {took:?}, the timeout is {timeout:?}");
+    assert!(took >= announce_after);
+    assert!(cluster.server(2).backend().applied() >= zxid);
+}
+
 /// A write whose reply is lost is retried with the same request id and applied once.
 #[tokio::test(start_paused = true)]
 async fn lost_write_reply_is_retried_without_double_apply() {

@@ -23,14 +23,30 @@
 //!
 //! The clients run on one thread that entered the client namespace with `setns`, on a
 //! current-thread tokio runtime, so every socket they open lives in that namespace.
+//!
+//! With [`RegistersOptions::session_reads`], clients also make reads that are not
+//! linearizable: cached reads (`Client::read`, the library's default) and reads from any node
+//! at the client's floor. They stay out of the linearizability check (they may be stale) and
+//! go through the [`session`] checker (read-your-writes, monotonic reads, the floor,
+//! integrity) with every write's acknowledged zxid. After the final reads every client's
+//! cache must come to hold the final values within [`CACHE_CONVERGE_MS`] (kept fresh by the
+//! multicast Update stream).
+//!
+//! With [`RegistersOptions::overlap`] the schedule draws pairs of faults in force at once
+//! ([`Schedule::generate_overlapping`]); a kill or pause that begins while the master is
+//! isolated is aimed at the master the majority elected meanwhile ("pause new master"). With
+//! [`RegistersOptions::clocks`] chosen nodes run under libfaketime (a clock rate or a
+//! wall-clock offset), see [`crate::clock`].
 
+use crate::clock::{self, ClockSkew};
 use crate::cluster::{get_at, node_args};
 use crate::linearizability::{self, Input, Operation, Output, Value, Violation};
 use crate::nemesis::{
-    wait_until, Fault, FaultKind, FaultWindow, Nemesis, Schedule, ScheduleBounds,
+    wait_until, Fault, FaultKind, FaultWindow, Nemesis, Schedule, ScheduleBounds, ScheduledFault,
 };
 use crate::netns::{NetnsError, Network, Node, NodeSpec};
 use crate::report::{self, Sample, Summary};
+use crate::session::{self, ReadMode, SessionCheck, SessionEvent, SessionOp};
 use cache_client::net::{ClusterFile, SocketTransport};
 use cache_client::{Batch, Client, ClientConfig, ClientError, ReadOptions};
 use protocol::message::data::{Role, Versioned};
@@ -65,6 +81,12 @@ pub const FINAL_READ_TIMEOUT_MS: u64 = 30_000;
 pub const MONITOR_INTERVAL_MS: u64 = 250;
 /// Most history lines quoted around a violation in the report.
 pub const EXCERPT_OPS_MAX: usize = 40;
+/// How long after the final reads every client's cache gets to hold the final values.
+pub const CACHE_CONVERGE_MS: u64 = 10_000;
+/// The lease probe's timeout for one node (a dead or paused node costs no more).
+pub const PROBE_TIMEOUT_MS: u64 = 200;
+/// Pause between two rounds of the lease probe.
+pub const PROBE_INTERVAL_MS: u64 = 5;
 
 /// What one seeded run does.
 #[derive(Clone, Debug)]
@@ -80,6 +102,16 @@ pub struct RegistersOptions {
     /// Healthy time after the schedule (workload still running) before the final reads.
     pub quiet_ms: u64,
     pub out_dir: PathBuf,
+    /// Draw overlapping faults ([`Schedule::generate_overlapping`]).
+    pub overlap: bool,
+    /// Also make cached and any-node reads, checked by [`session`].
+    pub session_reads: bool,
+    /// Nodes that run under libfaketime.
+    pub clocks: Vec<ClockSkew>,
+    /// One more client that sends linearizable reads straight to every node in turn (not
+    /// through the client's routing): whatever node answers one claims to hold the master's
+    /// lease, so the lease is checked even where the client would have moved on.
+    pub lease_probe: bool,
 }
 
 impl RegistersOptions {
@@ -95,7 +127,32 @@ impl RegistersOptions {
             think_ms: 10,
             quiet_ms: 3_000,
             out_dir: PathBuf::from("target/jepsen"),
+            overlap: false,
+            session_reads: true,
+            clocks: Vec::new(),
+            lease_probe: true,
         }
+    }
+
+    /// The run's schedule (sequential or overlapping).
+    pub fn schedule(&self) -> Schedule {
+        if self.overlap {
+            Schedule::generate_overlapping(self.seed, self.hosts, &self.bounds, &self.kinds)
+        } else {
+            Schedule::generate(self.seed, self.hosts, &self.bounds, &self.kinds)
+        }
+    }
+
+    /// The report's file name: workload, seed, hosts, and what is special about the run.
+    pub fn name(&self) -> String {
+        let mut name = format!("registers-seed{}-n{}", self.seed, self.hosts);
+        if self.overlap {
+            name.push_str("-overlap");
+        }
+        for c in &self.clocks {
+            name.push_str(&format!("-clock-h{}", c.host));
+        }
+        name
     }
 }
 
@@ -156,11 +213,22 @@ pub struct RegistersOutcome {
     pub summary: Summary,
     pub svg: PathBuf,
     pub interrupted: bool,
+    /// The verdict on the non-linearizable reads (and every read, against the floor).
+    pub session: SessionCheck,
+    /// What the session checker was given (reads that answered, every write).
+    pub session_history: Vec<SessionOp>,
+    /// The longest a client's cache took to hold the final values after the final reads.
+    pub cache_converge_ms: Option<u64>,
+    /// Which host was master when, as the monitor saw it: (ms from the start, host).
+    pub masters: Vec<(u64, usize)>,
 }
 
 impl RegistersOutcome {
     pub fn passed(&self) -> bool {
-        self.check.is_ok() && self.final_problems.is_empty() && !self.interrupted
+        self.check.is_ok()
+            && self.final_problems.is_empty()
+            && self.session.passed()
+            && !self.interrupted
     }
 
     /// The operations of the violating key around the point where the checker failed, as
@@ -242,6 +310,8 @@ pub fn unavailability(history: &[Recorded], windows: &[FaultWindow]) -> Vec<Unav
 struct Shared {
     /// The host index of the master the monitor saw last (0: none known).
     master: AtomicUsize,
+    /// Every change of `master` the monitor saw: (ms from the start, host).
+    masters: std::sync::Mutex<Vec<(u64, usize)>>,
     /// Set when the workload should stop and the final reads begin.
     finish: AtomicBool,
     /// Set when the run is interrupted: the client thread returns at once.
@@ -251,7 +321,9 @@ struct Shared {
 /// What the client thread returns.
 struct ClientResult {
     history: Vec<Recorded>,
+    session: Vec<SessionOp>,
     final_problems: Vec<String>,
+    cache_converge_ms: Option<u64>,
 }
 
 /// Builds the network, starts `shoal-fs` on every host, runs clients in the client namespace
@@ -263,8 +335,14 @@ pub fn run_registers(
     shoal_fs: &Path,
     stop: &dyn Fn() -> bool,
 ) -> Result<RegistersOutcome, NetnsError> {
-    let schedule = Schedule::generate(options.seed, options.hosts, &options.bounds, &options.kinds);
+    let schedule = options.schedule();
     println!("{schedule}");
+    for c in &options.clocks {
+        println!("clock: h{} runs with FAKETIME=\"{}\"", c.host, c.faketime());
+    }
+    if !options.clocks.is_empty() {
+        clock::verify(shoal_fs, &options.clocks)?;
+    }
     let network = Network::create(options.hosts)?;
     let dir = tempfile::tempdir()?;
     let key: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
@@ -294,7 +372,11 @@ pub fn run_registers(
         std::fs::create_dir_all(&data_dir)?;
         let id = host.index as protocol::NodeId;
         // `env` execs shoal-fs, so the pid the harness signals is the node's own.
-        let mut args = vec![format!("RUST_LOG={log_filter}"), shoal_fs.display().to_string()];
+        let mut args = vec![format!("RUST_LOG={log_filter}")];
+        if let Some(c) = options.clocks.iter().find(|c| c.host == host.index) {
+            args.extend(c.env());
+        }
+        args.push(shoal_fs.display().to_string());
         args.extend(node_args(&file, dir.path(), id, &data_dir, FSLIVE_INTERVAL_MS));
         let spec = NodeSpec { program: "env".into(), args, data_dir: Some(data_dir) };
         nodes.push(Node::new(host.clone(), spec));
@@ -305,6 +387,7 @@ pub fn run_registers(
 
     let shared = Arc::new(Shared {
         master: AtomicUsize::new(0),
+        masters: std::sync::Mutex::new(Vec::new()),
         finish: AtomicBool::new(false),
         abort: AtomicBool::new(false),
     });
@@ -356,9 +439,10 @@ pub fn run_registers(
     history.sort_by_key(|r| r.op.call);
     let ops: Vec<Operation> = history.iter().map(|r| r.op.clone()).collect();
     let check = linearizability::check(&ops);
+    let session_check = session::check(&result.session);
     let count = |o: Outcome| history.iter().filter(|r| r.outcome == o).count();
     let (ok, failed, unknown) = (count(Outcome::Ok), count(Outcome::Fail), count(Outcome::Unknown));
-    let samples: Vec<Sample> = history
+    let mut samples: Vec<Sample> = history
         .iter()
         .map(|r| Sample {
             at_ms: r.end_us / 1000,
@@ -371,18 +455,34 @@ pub fn run_registers(
             ok: r.outcome == Outcome::Ok,
         })
         .collect();
-    let passed = check.is_ok() && result.final_problems.is_empty() && !interrupted;
-    let name = format!("registers-seed{}-n{}", options.seed, options.hosts);
+    // Non-linearizable reads that answered (the failed ones are not in the session list).
+    samples.extend(result.session.iter().filter_map(|s| match s.event {
+        SessionEvent::Read { mode: mode @ (ReadMode::Cached | ReadMode::Node), .. } => {
+            Some(Sample {
+                at_ms: s.end_us / 1000,
+                op: if mode == ReadMode::Cached { "cached".into() } else { "node".into() },
+                latency_us: s.end_us.saturating_sub(s.call_us),
+                ok: true,
+            })
+        }
+        _ => None,
+    }));
+    samples.sort_by_key(|s| s.at_ms);
+    let passed =
+        check.is_ok() && result.final_problems.is_empty() && session_check.passed() && !interrupted;
+    let name = options.name();
     let title = format!(
-        "shoal-fs registers, {} hosts, seed {}: {ok} ok, {failed} fail, {unknown} unknown, {}",
+        "shoal-fs registers, {} hosts, seed {}{}: {ok} ok, {failed} fail, {unknown} unknown, {}",
         options.hosts,
         options.seed,
+        if options.overlap { " (overlapping)" } else { "" },
         if passed { "PASS" } else { "FAIL" }
     );
     let (svg, summary) = report::write(&options.out_dir, &name, &title, &samples, &windows)?;
     let lines: Vec<String> = history.iter().map(describe).collect();
     std::fs::write(options.out_dir.join(format!("{name}.history")), lines.join("\n") + "\n")?;
     let unavailability = unavailability(&history, &windows);
+    let masters = shared.masters.lock().map(|m| m.clone()).unwrap_or_default();
     Ok(RegistersOutcome {
         schedule,
         windows,
@@ -396,13 +496,18 @@ pub fn run_registers(
         summary,
         svg,
         interrupted,
+        session: session_check,
+        session_history: result.session,
+        cache_converge_ms: result.cache_converge_ms,
+        masters,
     })
 }
 
 /// The nemesis's schedule, as [`Nemesis::run_schedule`], except that an `Isolate` fault cuts
 /// off the host of the current master (when the monitor knows one): the fault that matters
-/// most for a master-based protocol; and a process fault on the master's host says so in its
-/// label.
+/// most for a master-based protocol; a kill or pause that begins while an isolated master is
+/// cut off is aimed at the master elected meanwhile (when there is one), and a process fault
+/// on the master's host says so in its label.
 fn run_schedule(
     nemesis: &mut Nemesis<'_>,
     schedule: &Schedule,
@@ -411,41 +516,38 @@ fn run_schedule(
     shared: &Shared,
     stop: &dyn Fn() -> bool,
 ) -> Result<Vec<FaultWindow>, NetnsError> {
-    let mut windows = Vec::new();
-    let since = |t: Instant| t.duration_since(run_start).as_millis() as u64;
-    for scheduled in &schedule.faults {
-        if !wait_until(run_start + Duration::from_millis(scheduled.at_ms), stop) {
-            break;
-        }
-        let mut fault = scheduled.fault.clone();
-        let mut label = fault.label();
+    let mut resolve = |scheduled: &ScheduledFault, in_force: &[String]| {
         let master = shared.master.load(Ordering::SeqCst);
+        let isolated: Vec<usize> = in_force
+            .iter()
+            .filter_map(|l| l.strip_prefix("isolate master h").and_then(|h| h.parse().ok()))
+            .collect();
+        let fault = scheduled.fault.clone();
+        let label = fault.label();
         match fault {
             Fault::Isolate { .. } if master != 0 => {
-                fault = Fault::Isolate { host: master };
-                label = format!("isolate master h{master}");
+                (Fault::Isolate { host: master }, format!("isolate master h{master}"))
+            }
+            Fault::Kill { .. } | Fault::Pause { .. }
+                if master != 0 && !isolated.is_empty() && !isolated.contains(&master) =>
+            {
+                let (fault, what) = match fault {
+                    Fault::Kill { .. } => (Fault::Kill { host: master }, "kill -9"),
+                    _ => (Fault::Pause { host: master }, "pause"),
+                };
+                (fault, format!("{what} h{master} (new master)"))
             }
             // Process faults keep their host; the label says when it was the master's, so
             // the unavailability per fault can be told apart.
             Fault::Kill { host } | Fault::Pause { host } | Fault::WipeRestart { host }
                 if host == master =>
             {
-                label = format!("{label} (master)");
+                (fault, format!("{label} (master)"))
             }
-            _ => {}
+            _ => (fault, label),
         }
-        let start_ms = since(Instant::now());
-        nemesis.begin(&fault, nodes)?;
-        let end_at = run_start + Duration::from_millis(scheduled.at_ms + scheduled.duration_ms);
-        let stopped = !wait_until(end_at, stop);
-        nemesis.end(&fault, nodes)?;
-        windows.push(FaultWindow { label, start_ms, end_ms: since(Instant::now()) });
-        if stopped {
-            break;
-        }
-    }
-    nemesis.heal_all(nodes)?;
-    Ok(windows)
+    };
+    nemesis.run_schedule_with(schedule, nodes, run_start, stop, &mut resolve)
 }
 
 /// Enters `namespace` (this thread only) and runs the clients there on a current-thread
@@ -509,27 +611,132 @@ fn client_main(
                 run_start,
                 think_ms: options.think_ms,
                 next_value: 0,
+                session_reads: options.session_reads,
+                session: Vec::new(),
             };
             workers.push(worker.run(shared));
         }
+        let probe = async {
+            if !options.lease_probe {
+                return (Vec::new(), Vec::new());
+            }
+            let transport = match ClusterFile::load(cluster_file) {
+                Ok((file, auth)) => SocketTransport::connect(&file, auth, None).await.ok(),
+                Err(_) => None,
+            };
+            let Some(transport) = transport else { return (Vec::new(), Vec::new()) };
+            let addresses: Vec<String> = file.members.values().cloned().collect();
+            let client = options.clients as u64;
+            lease_probe(&transport, &addresses, &keys, client, run_start, shared).await
+        };
         // The monitor tells the nemesis who the master is, while the workers run.
         let watch_master = async {
             while !shared.finish.load(Ordering::SeqCst) && !shared.abort.load(Ordering::SeqCst) {
                 if let Some(master) = established_master(&monitor, &file).await {
-                    shared.master.store(master, Ordering::SeqCst);
+                    let before = shared.master.swap(master, Ordering::SeqCst);
+                    if before != master {
+                        let at_ms = run_start.elapsed().as_millis() as u64;
+                        if let Ok(mut masters) = shared.masters.lock() {
+                            masters.push((at_ms, master));
+                        }
+                    }
                 }
                 tokio::time::sleep(Duration::from_millis(MONITOR_INTERVAL_MS)).await;
             }
         };
-        let (histories, ()) = tokio::join!(join_all(workers), watch_master);
-        let mut history: Vec<Recorded> = histories.into_iter().flatten().collect();
+        let (histories, (), probed) = tokio::join!(join_all(workers), watch_master, probe);
+        let mut history: Vec<Recorded> = Vec::new();
+        let mut session: Vec<SessionOp> = Vec::new();
+        for (h, s) in histories.into_iter().chain(std::iter::once(probed)) {
+            history.extend(h);
+            session.extend(s);
+        }
         let mut final_problems = Vec::new();
+        let mut cache_converge_ms = None;
         if !shared.abort.load(Ordering::SeqCst) {
             let reads = final_reads(&monitor, cluster_file, &keys, run_start, &mut history);
             final_problems = reads.await;
+            if options.session_reads {
+                let finals: Vec<(String, Option<Value>)> = history
+                    .iter()
+                    .filter(|r| r.op.client == u64::MAX)
+                    .filter_map(|r| match r.op.output {
+                        Some(Output::Read(v)) => Some((r.op.key.clone(), v)),
+                        _ => None,
+                    })
+                    .collect();
+                let converge = caches_converge(&clients, &finals, run_start, &mut session);
+                match converge.await {
+                    Ok(ms) => cache_converge_ms = Some(ms),
+                    Err(problems) => final_problems.extend(problems),
+                }
+            }
         }
-        Ok(ClientResult { history, final_problems })
+        Ok(ClientResult { history, session, final_problems, cache_converge_ms })
     })
+}
+
+/// Sends linearizable reads of the keys, in turn, straight to every node (one at a time, each
+/// bounded by [`PROBE_TIMEOUT_MS`]) until the workload finishes. A node that answers claims
+/// the master's lease: its answer joins the linearizability history as a read of client
+/// `client`; refusals (`NotMaster`, no lease) and silence are not recorded.
+async fn lease_probe(
+    transport: &SocketTransport,
+    addresses: &[String],
+    keys: &[String],
+    client: u64,
+    run_start: Instant,
+    shared: &Shared,
+) -> (Vec<Recorded>, Vec<SessionOp>) {
+    use cache_client::Transport;
+    use protocol::message::data::{ReadOp, ReadReply, ReadRequest, ReadValue};
+    use protocol::message::Message;
+    let mut history = Vec::new();
+    let mut session = Vec::new();
+    let now_us = || run_start.elapsed().as_micros() as u64;
+    let mut turn = 0usize;
+    while !shared.finish.load(Ordering::SeqCst) && !shared.abort.load(Ordering::SeqCst) {
+        let key = &keys[turn % keys.len()];
+        let address = &addresses[(turn / keys.len()) % addresses.len()];
+        turn += 1;
+        let request = ReadRequest {
+            floor: Zxid::ZERO,
+            linearizable: true,
+            op: ReadOp::Get { key: key.clone() },
+        };
+        let call = now_us();
+        let reply = transport
+            .request(address, Message::Request(request), Duration::from_millis(PROBE_TIMEOUT_MS))
+            .await;
+        if let Ok(Message::ReadReply(ReadReply { result: Ok(ReadValue::Value(v)), .. })) = reply {
+            let end_us = now_us();
+            let value = v.as_ref().map(parse_value);
+            let op = Operation {
+                client,
+                key: key.clone(),
+                call,
+                ret: Some(end_us),
+                input: Input::Read,
+                output: Some(Output::Read(value)),
+            };
+            history.push(Recorded { op, outcome: Outcome::Ok, end_us, error: None });
+            // Straight to a node, outside the client's floor: only the integrity part of the
+            // session check applies, so each probe is its own session.
+            session.push(SessionOp {
+                client: u64::MAX - 1 - turn as u64,
+                key: key.clone(),
+                call_us: call,
+                end_us,
+                event: SessionEvent::Read {
+                    mode: ReadMode::Linearizable,
+                    value,
+                    zxid: v.as_ref().map_or(0, |v| v.zxid.0),
+                },
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(PROBE_INTERVAL_MS)).await;
+    }
+    (history, session)
 }
 
 /// Awaits every future, in order, concurrently.
@@ -596,6 +803,10 @@ struct Worker {
     run_start: Instant,
     think_ms: u64,
     next_value: u64,
+    /// Whether the mix includes cached and any-node reads.
+    session_reads: bool,
+    /// What the session checker needs: every read that answered, every write.
+    session: Vec<SessionOp>,
 }
 
 impl Worker {
@@ -609,20 +820,71 @@ impl Worker {
         ((self.index + 1) << 40) | self.next_value
     }
 
-    async fn run(mut self, shared: &Shared) -> Vec<Recorded> {
+    async fn run(mut self, shared: &Shared) -> (Vec<Recorded>, Vec<SessionOp>) {
         let mut history = Vec::new();
         while !shared.finish.load(Ordering::SeqCst) && !shared.abort.load(Ordering::SeqCst) {
             let key = self.keys[self.rng.gen_range(0..self.keys.len())].clone();
-            match self.rng.gen_range(0..100) {
-                0..=39 => {
-                    self.read(&key, &mut history).await;
+            let dice = self.rng.gen_range(0..100);
+            if self.session_reads {
+                // 25 % linearizable reads, 15 % cached reads, 10 % any-node reads, 30 %
+                // writes, 20 % compare-and-set.
+                match dice {
+                    0..=24 => {
+                        self.read(&key, &mut history).await;
+                    }
+                    25..=39 => self.session_read(&key, ReadMode::Cached).await,
+                    40..=49 => self.session_read(&key, ReadMode::Node).await,
+                    50..=79 => self.write(&key, &mut history).await,
+                    _ => self.cas(&key, &mut history).await,
                 }
-                40..=74 => self.write(&key, &mut history).await,
-                _ => self.cas(&key, &mut history).await,
+            } else {
+                match dice {
+                    0..=39 => {
+                        self.read(&key, &mut history).await;
+                    }
+                    40..=74 => self.write(&key, &mut history).await,
+                    _ => self.cas(&key, &mut history).await,
+                }
             }
             tokio::time::sleep(Duration::from_millis(self.think_ms)).await;
         }
-        history
+        (history, self.session)
+    }
+
+    /// A read that need not be linearizable: from the cache, or from any node at the floor.
+    /// Only answers are recorded (a failed read tells the session checker nothing).
+    async fn session_read(&mut self, key: &str, mode: ReadMode) {
+        let call_us = self.now_us();
+        let options = match mode {
+            ReadMode::Cached => ReadOptions::default(),
+            ReadMode::Node => ReadOptions { linearizable: false, bypass_cache: true },
+            ReadMode::Linearizable => ReadOptions::linearizable(),
+        };
+        if let Ok(v) = guarded(self.client.read_with(key, options)).await {
+            let end_us = self.now_us();
+            self.session.push(SessionOp {
+                client: self.index,
+                key: key.to_string(),
+                call_us,
+                end_us,
+                event: SessionEvent::Read {
+                    mode,
+                    value: v.as_ref().map(parse_value),
+                    zxid: v.as_ref().map_or(0, |v| v.zxid.0),
+                },
+            });
+        }
+    }
+
+    fn session_write(&mut self, key: &str, call_us: u64, value: Value, acked: Option<Zxid>) {
+        let end_us = self.now_us();
+        self.session.push(SessionOp {
+            client: self.index,
+            key: key.to_string(),
+            call_us,
+            end_us,
+            event: SessionEvent::Write { value, acked: acked.map(|z| z.0) },
+        });
     }
 
     fn record(
@@ -658,6 +920,18 @@ impl Worker {
             Ok(v) => {
                 let output = Output::Read(v.as_ref().map(parse_value));
                 self.record(key, call, Input::Read, Ok(output), history);
+                let end_us = self.now_us();
+                self.session.push(SessionOp {
+                    client: self.index,
+                    key: key.to_string(),
+                    call_us: call,
+                    end_us,
+                    event: SessionEvent::Read {
+                        mode: ReadMode::Linearizable,
+                        value: v.as_ref().map(parse_value),
+                        zxid: v.as_ref().map_or(0, |v| v.zxid.0),
+                    },
+                });
                 Some(v)
             }
             Err(e) => {
@@ -671,6 +945,7 @@ impl Worker {
         let value = self.unique_value();
         let call = self.now_us();
         let result = guarded(self.client.write(key, value.to_string())).await;
+        self.session_write(key, call, value, result.as_ref().ok().copied());
         let result = result.map(|_| Output::Write).map_err(|e| (Outcome::Unknown, e));
         self.record(key, call, Input::Write(value), result, history);
     }
@@ -686,6 +961,11 @@ impl Worker {
         let result =
             tokio::time::timeout(Duration::from_millis(OP_TIMEOUT_MS), self.client.batch(batch))
                 .await;
+        let acked = match &result {
+            Ok(Ok(z)) => Some(*z),
+            _ => None,
+        };
+        self.session_write(key, call, new, acked);
         let result = match result {
             Ok(Ok(_)) => Ok(Output::Cas(true)),
             Ok(Err(ClientError::ConditionFailed { detail })) => Err((Outcome::Fail, detail)),
@@ -704,6 +984,62 @@ async fn guarded<T>(
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!("no answer within {OP_TIMEOUT_MS} ms")),
+    }
+}
+
+/// After the final reads: every client reads every key from its cache (`Client::read`) until
+/// it gets the final value, within [`CACHE_CONVERGE_MS`] of the start of this check; the reads
+/// join the session history. Returns the longest time a client took, or what stayed stale.
+async fn caches_converge(
+    clients: &[Client<SocketTransport>],
+    finals: &[(String, Option<Value>)],
+    run_start: Instant,
+    session: &mut Vec<SessionOp>,
+) -> Result<u64, Vec<String>> {
+    let start = Instant::now();
+    let deadline = start + Duration::from_millis(CACHE_CONVERGE_MS);
+    let mut longest_ms = 0;
+    let mut problems = Vec::new();
+    let now_us = || run_start.elapsed().as_micros() as u64;
+    for (index, client) in clients.iter().enumerate() {
+        for (key, expected) in finals {
+            let mut last = None;
+            loop {
+                let call_us = now_us();
+                if let Ok(v) = guarded(client.read(key)).await {
+                    let value = v.as_ref().map(parse_value);
+                    session.push(SessionOp {
+                        client: index as u64,
+                        key: key.clone(),
+                        call_us,
+                        end_us: now_us(),
+                        event: SessionEvent::Read {
+                            mode: ReadMode::Cached,
+                            value,
+                            zxid: v.as_ref().map_or(0, |v| v.zxid.0),
+                        },
+                    });
+                    if value == *expected {
+                        longest_ms = longest_ms.max(start.elapsed().as_millis() as u64);
+                        break;
+                    }
+                    last = Some(value);
+                }
+                if Instant::now() > deadline {
+                    problems.push(format!(
+                        "client {index}'s cached read of {key} still gave {last:?}, not the final \
+                         {expected:?}, {CACHE_CONVERGE_MS} ms after the final reads"
+                    ));
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(longest_ms)
+    } else {
+        Err(problems)
     }
 }
 
@@ -824,6 +1160,35 @@ mod tests {
         assert_eq!(u[0].recovery_ms, None);
     }
 
+    /// Regression (RELIABILITY.md, "Clock faults"): with the master's clock at x0.4 and the
+    /// followers' at x2 — far outside `drift_margin_ms` — the isolated old master still
+    /// answered the lease probe's linearizable read 2 566 ms into the run with the value a
+    /// compare-and-set on the new master had replaced (acknowledged at 2 528 ms). These are
+    /// the operations of `shoal-jepsen --workload registers --seed 1 --faults isolate
+    /// --run-ms 6000 --faults-max 2 --clock h3=x0.4 --clock h1=x2 --clock h2=x2`; the checker
+    /// must reject them.
+    #[test]
+    fn stale_lease_read_beyond_the_drift_margin_is_caught() {
+        let (v1, v2) = (2_199_023_255_605, 3_298_534_883_392);
+        let history = [
+            recorded(1, 1_997_528, 2_002_013, Input::Write(v1), Output::Write),
+            recorded(
+                2,
+                2_021_391,
+                2_528_441,
+                Input::Cas { expected: Some(v1), new: v2 },
+                Output::Cas(true),
+            ),
+            recorded(4, 2_566_210, 2_568_482, Input::Read, Output::Read(Some(v1))),
+        ];
+        let ops: Vec<Operation> = history.iter().map(|r| r.op.clone()).collect();
+        assert!(matches!(linearizability::check(&ops), Err(Violation::NotLinearizable { .. })));
+        // The same read after the compare-and-set's value is fine.
+        let mut fixed = ops.clone();
+        fixed[2].output = Some(Output::Read(Some(v2)));
+        assert_eq!(linearizability::check(&fixed), Ok(()));
+    }
+
     /// A register holding anything but a decimal number becomes a value no client wrote, so
     /// the checker cannot explain a read of it.
     #[test]
@@ -864,6 +1229,10 @@ mod tests {
             summary: report::summarize(&[], &[]),
             svg: PathBuf::new(),
             interrupted: false,
+            session: SessionCheck::default(),
+            session_history: Vec::new(),
+            cache_converge_ms: None,
+            masters: Vec::new(),
         };
         assert!(!outcome.passed());
         let excerpt = outcome.excerpt();

@@ -6,9 +6,13 @@
 //! rewritten atomically from a model ([`HostRules`]) on every change, so faults compose
 //! (a partition during packet loss) and healing is exact. Loopback traffic is never touched.
 //!
-//! A schedule runs its faults one after another (each healed before the next starts), within a
-//! bounded time, and records when each fault really started and ended ([`FaultWindow`]) for the
-//! report. The same seed, host count and bounds give the same schedule.
+//! A schedule ([`Schedule::generate`]) runs its faults one after another (each healed before the
+//! next starts); an overlapping schedule ([`Schedule::generate_overlapping`]) also draws pairs of
+//! faults in force at once (loss during a partition, a kill during an isolation, two nodes
+//! killed together). Both are bounded in time and count, printable, and the same for the same
+//! seed, host count and bounds. Running one records when each fault really started and ended
+//! ([`FaultWindow`]) for the report. Ending one fault heals only that fault: the nft model is
+//! recomputed from the faults still in force.
 
 use crate::netns::{nft_script, NetnsError, Network, Node};
 use rand::rngs::StdRng;
@@ -182,45 +186,180 @@ impl Schedule {
             if at_ms + duration > bounds.run_ms {
                 break;
             }
-            let kind = usable[rng.gen_range(0..usable.len())];
-            let host = rng.gen_range(1..=hosts);
-            let fault = match kind {
-                FaultKind::Partition => {
-                    // A minority: fewer than half of the hosts, at least one.
-                    let size = rng.gen_range(1..=((hosts - 1) / 2).max(1));
-                    let mut all: Vec<usize> = (1..=hosts).collect();
-                    let mut minority = Vec::new();
-                    for _ in 0..size {
-                        minority.push(all.remove(rng.gen_range(0..all.len())));
-                    }
-                    minority.sort_unstable();
-                    Fault::Partition { minority }
-                }
-                FaultKind::Isolate => Fault::Isolate { host },
-                FaultKind::OneWay => {
-                    let mut to = rng.gen_range(1..hosts);
-                    if to >= host {
-                        to += 1;
-                    }
-                    Fault::OneWay { from: host, to }
-                }
-                FaultKind::LinkDown => Fault::LinkDown { host },
-                FaultKind::Loss => {
-                    Fault::Loss { percent: rng.gen_range(1..=bounds.loss_percent_max.max(1)) }
-                }
-                FaultKind::Kill => Fault::Kill { host },
-                FaultKind::Pause => Fault::Pause { host },
-                FaultKind::WipeRestart => Fault::WipeRestart { host },
-            };
+            let fault = draw_fault(&mut rng, hosts, bounds, &usable);
             faults.push(ScheduledFault { at_ms, duration_ms: duration, fault });
             now_ms = at_ms + duration;
         }
         Schedule { seed, hosts, faults }
     }
 
+    /// Like [`Schedule::generate`], but each step is, with a chance of
+    /// [`OVERLAP_PERCENT`] %, a pair of faults in force at once: a first fault, and a second
+    /// one that starts inside it (between a quarter and three quarters of its duration) and
+    /// may outlast it. Pairs never put two process faults on one host, and a wiped restart is
+    /// paired only with loss or a one-way drop (a lost disk is a failure beyond the model
+    /// already; see [`compatible`]). Faults stay within `bounds` (count, durations, run time);
+    /// a step starts after the quiet time that follows the previous step's last end.
+    pub fn generate_overlapping(
+        seed: u64,
+        hosts: usize,
+        bounds: &ScheduleBounds,
+        kinds: &[FaultKind],
+    ) -> Schedule {
+        assert!(hosts >= 1, "a schedule needs a host");
+        assert!(
+            bounds.fault_ms_min <= bounds.fault_ms_max
+                && bounds.quiet_ms_min <= bounds.quiet_ms_max
+        );
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut faults: Vec<ScheduledFault> = Vec::new();
+        let mut now_ms = 0u64;
+        let usable: Vec<FaultKind> = kinds
+            .iter()
+            .copied()
+            .filter(|k| hosts >= 2 || !matches!(k, FaultKind::Partition | FaultKind::OneWay))
+            .collect();
+        while faults.len() < bounds.faults_max && !usable.is_empty() {
+            let quiet = rng.gen_range(bounds.quiet_ms_min..=bounds.quiet_ms_max);
+            let duration = rng.gen_range(bounds.fault_ms_min..=bounds.fault_ms_max);
+            let at_ms = now_ms + quiet;
+            if at_ms + duration > bounds.run_ms {
+                break;
+            }
+            let first = draw_fault(&mut rng, hosts, bounds, &usable);
+            let mut step_end = at_ms + duration;
+            let pair =
+                faults.len() + 2 <= bounds.faults_max && rng.gen_range(0..100) < OVERLAP_PERCENT;
+            faults.push(ScheduledFault { at_ms, duration_ms: duration, fault: first.clone() });
+            if pair {
+                let offset = rng.gen_range(duration / 4..=duration * 3 / 4);
+                let second_at = at_ms + offset;
+                let second_ms = rng.gen_range(bounds.fault_ms_min..=bounds.fault_ms_max);
+                // A bounded number of draws for a fault that may share the time with the
+                // first; none fits: the step stays single.
+                let second = (0..PAIR_DRAWS_MAX)
+                    .map(|_| draw_fault(&mut rng, hosts, bounds, &usable))
+                    .find(|f| compatible(&first, f));
+                if let Some(second) = second {
+                    if second_at + second_ms <= bounds.run_ms {
+                        faults.push(ScheduledFault {
+                            at_ms: second_at,
+                            duration_ms: second_ms,
+                            fault: second,
+                        });
+                        step_end = step_end.max(second_at + second_ms);
+                    }
+                }
+            }
+            now_ms = step_end;
+        }
+        Schedule { seed, hosts, faults }
+    }
+
     /// When the last fault ends.
     pub fn end_ms(&self) -> u64 {
-        self.faults.last().map_or(0, |f| f.at_ms + f.duration_ms)
+        self.faults.iter().map(|f| f.at_ms + f.duration_ms).max().unwrap_or(0)
+    }
+
+    /// Every begin and end of the schedule in time order; at the same instant ends come
+    /// first (a fault that ends as another begins is healed before the next is applied).
+    pub fn timeline(&self) -> Vec<Event> {
+        let mut events: Vec<Event> = Vec::new();
+        for (i, s) in self.faults.iter().enumerate() {
+            events.push(Event { at_ms: s.at_ms, begin: true, fault: i });
+            events.push(Event { at_ms: s.at_ms + s.duration_ms, begin: false, fault: i });
+        }
+        events.sort_unstable();
+        events
+    }
+
+    /// True when some faults are in force at the same time.
+    pub fn overlaps(&self) -> bool {
+        self.faults.iter().enumerate().any(|(i, a)| {
+            self.faults[i + 1..]
+                .iter()
+                .any(|b| a.at_ms < b.at_ms + b.duration_ms && b.at_ms < a.at_ms + a.duration_ms)
+        })
+    }
+}
+
+/// Turns a scheduled fault, when it is due, into the fault to apply and its label; it gets
+/// the labels of the faults in force.
+pub type Resolve<'a> = dyn FnMut(&ScheduledFault, &[String]) -> (Fault, String) + 'a;
+
+/// The share of the steps of an overlapping schedule that are pairs of faults, in percent.
+pub const OVERLAP_PERCENT: u32 = 70;
+/// Draws for a second fault compatible with the first before a step stays single.
+pub const PAIR_DRAWS_MAX: usize = 8;
+
+/// One fault of a kind from `usable`, its hosts drawn from `rng`.
+fn draw_fault(
+    rng: &mut StdRng,
+    hosts: usize,
+    bounds: &ScheduleBounds,
+    usable: &[FaultKind],
+) -> Fault {
+    let kind = usable[rng.gen_range(0..usable.len())];
+    let host = rng.gen_range(1..=hosts);
+    match kind {
+        FaultKind::Partition => {
+            // A minority: fewer than half of the hosts, at least one.
+            let size = rng.gen_range(1..=((hosts - 1) / 2).max(1));
+            let mut all: Vec<usize> = (1..=hosts).collect();
+            let mut minority = Vec::new();
+            for _ in 0..size {
+                minority.push(all.remove(rng.gen_range(0..all.len())));
+            }
+            minority.sort_unstable();
+            Fault::Partition { minority }
+        }
+        FaultKind::Isolate => Fault::Isolate { host },
+        FaultKind::OneWay => {
+            let mut to = rng.gen_range(1..hosts);
+            if to >= host {
+                to += 1;
+            }
+            Fault::OneWay { from: host, to }
+        }
+        FaultKind::LinkDown => Fault::LinkDown { host },
+        FaultKind::Loss => {
+            Fault::Loss { percent: rng.gen_range(1..=bounds.loss_percent_max.max(1)) }
+        }
+        FaultKind::Kill => Fault::Kill { host },
+        FaultKind::Pause => Fault::Pause { host },
+        FaultKind::WipeRestart => Fault::WipeRestart { host },
+    }
+}
+
+/// The process host of a process fault.
+fn process_host(fault: &Fault) -> Option<usize> {
+    match fault {
+        Fault::Kill { host } | Fault::Pause { host } | Fault::WipeRestart { host } => Some(*host),
+        _ => None,
+    }
+}
+
+/// Whether `second` may be in force while `first` is: two process faults need two hosts, and
+/// the two are not the same fault. A wiped restart shares its time only with packet loss and
+/// one-way drops: a node that lost its disk is a failure beyond the model already (its votes
+/// and promises are forgotten), so nothing may cut other nodes off or stop them meanwhile —
+/// a majority that holds the data must stay together.
+pub fn compatible(first: &Fault, second: &Fault) -> bool {
+    if first == second {
+        return false;
+    }
+    let wipe = |f: &Fault| matches!(f, Fault::WipeRestart { .. });
+    let mild = |f: &Fault| matches!(f, Fault::Loss { .. } | Fault::OneWay { .. });
+    if (wipe(first) && !mild(second)) || (wipe(second) && !mild(first)) {
+        return false;
+    }
+    match (process_host(first), process_host(second)) {
+        (Some(a), Some(b)) => {
+            a != b
+                && !matches!(first, Fault::WipeRestart { .. })
+                && !matches!(second, Fault::WipeRestart { .. })
+        }
+        _ => true,
     }
 }
 
@@ -238,6 +377,15 @@ impl fmt::Display for Schedule {
         }
         Ok(())
     }
+}
+
+/// A begin or an end of fault number `fault` of a schedule, `at_ms` from the start. Sorted by
+/// time, then ends (`begin: false`) before begins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Event {
+    pub at_ms: u64,
+    pub begin: bool,
+    pub fault: usize,
 }
 
 /// When a fault really was in force, in ms from the start of the run.
@@ -291,6 +439,8 @@ pub struct Nemesis<'a> {
     /// Rules of the client at position 0, of host i at position i.
     rules: Vec<HostRules>,
     links_down: BTreeSet<usize>,
+    /// Network faults put in force by [`Nemesis::begin`] and not ended yet.
+    active: Vec<Fault>,
 }
 
 impl<'a> Nemesis<'a> {
@@ -299,6 +449,7 @@ impl<'a> Nemesis<'a> {
             network,
             rules: vec![HostRules::default(); network.hosts().len() + 1],
             links_down: BTreeSet::new(),
+            active: Vec::new(),
         }
     }
 
@@ -362,6 +513,7 @@ impl<'a> Nemesis<'a> {
 
     /// Removes every nft rule and brings every link up (processes are not touched).
     pub fn heal_network(&mut self) -> Result<(), NetnsError> {
+        self.active.clear();
         for index in 0..=self.network.hosts().len() {
             if self.rules[index] == HostRules::default() {
                 continue;
@@ -388,23 +540,31 @@ impl<'a> Nemesis<'a> {
         Ok(())
     }
 
-    /// Puts `fault` in force.
+    /// The network faults in force (begun and not ended).
+    pub fn active(&self) -> &[Fault] {
+        &self.active
+    }
+
+    /// Puts `fault` in force (on top of the faults already in force; a network fault
+    /// recomputes the rules from every network fault in force, so that, say, two losses
+    /// keep the higher).
     pub fn begin(&mut self, fault: &Fault, nodes: &mut [Node]) -> Result<(), NetnsError> {
         match fault {
-            Fault::Partition { minority } => self.partition(minority),
-            Fault::Isolate { host } => self.partition(&[*host]),
-            Fault::OneWay { from, to } => self.drop_from(*to, &[*from]),
-            Fault::LinkDown { host } => self.set_link(*host, false),
-            Fault::Loss { percent } => self.set_loss_everywhere(*percent),
             Fault::Kill { host } | Fault::WipeRestart { host } => node_on(nodes, *host)?.kill(),
             Fault::Pause { host } => {
                 node_on(nodes, *host)?.pause();
                 Ok(())
             }
+            _ => {
+                self.active.push(fault.clone());
+                self.reapply()
+            }
         }
     }
 
-    /// Ends `fault` (network faults heal the whole network: one fault is in force at a time).
+    /// Ends `fault`. A network fault heals only itself: the rules and links are recomputed
+    /// from the network faults still in force (rules set by hand through the primitives are
+    /// healed with it).
     pub fn end(&mut self, fault: &Fault, nodes: &mut [Node]) -> Result<(), NetnsError> {
         match fault {
             Fault::Kill { host } => node_on(nodes, *host)?.start().map(|_| ()),
@@ -413,13 +573,42 @@ impl<'a> Nemesis<'a> {
                 node_on(nodes, *host)?.resume();
                 Ok(())
             }
-            _ => self.heal_network(),
+            _ => {
+                if let Some(i) = self.active.iter().position(|f| f == fault) {
+                    self.active.remove(i);
+                }
+                self.reapply()
+            }
         }
     }
 
-    /// Runs `schedule` from `run_start`, faults one after another, and returns when each was
-    /// in force. Stops early (healing what is in force) when `stop()` turns true. Ends with the
-    /// network healed and every process running.
+    /// Rewrites every host's rules and link state that differ from what the network faults in
+    /// force give.
+    fn reapply(&mut self) -> Result<(), NetnsError> {
+        let hosts = self.network.hosts().len();
+        let addresses = (0..=hosts).map(|i| self.address(i)).collect::<Result<Vec<_>, _>>()?;
+        let (rules, links_down) = model_of(&self.active, hosts, &addresses);
+        for (index, wanted) in rules.into_iter().enumerate() {
+            if self.rules[index] != wanted {
+                self.update(index, |r| *r = wanted)?;
+            }
+        }
+        for host in self.links_down.clone() {
+            if !links_down.contains(&host) {
+                self.set_link(host, true)?;
+            }
+        }
+        for host in links_down {
+            if !self.links_down.contains(&host) {
+                self.set_link(host, false)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `schedule` from `run_start` and returns when each fault was in force (in the order
+    /// they started). Overlapping faults are in force together. Stops early (healing what is in
+    /// force) when `stop()` turns true. Ends with the network healed and every process running.
     pub fn run_schedule(
         &mut self,
         schedule: &Schedule,
@@ -427,29 +616,92 @@ impl<'a> Nemesis<'a> {
         run_start: Instant,
         stop: &dyn Fn() -> bool,
     ) -> Result<Vec<FaultWindow>, NetnsError> {
-        let mut windows = Vec::new();
+        self.run_schedule_with(schedule, nodes, run_start, stop, &mut |s, _| {
+            (s.fault.clone(), s.fault.label())
+        })
+    }
+
+    /// [`Nemesis::run_schedule`] with `resolve`, which turns each scheduled fault, when it is
+    /// due, into the fault to apply and its label (e.g. aim an isolation at the current
+    /// master); it also gets the labels of the faults in force at that moment.
+    pub fn run_schedule_with(
+        &mut self,
+        schedule: &Schedule,
+        nodes: &mut [Node],
+        run_start: Instant,
+        stop: &dyn Fn() -> bool,
+        resolve: &mut Resolve<'_>,
+    ) -> Result<Vec<FaultWindow>, NetnsError> {
         let since = |t: Instant| t.duration_since(run_start).as_millis() as u64;
-        for scheduled in &schedule.faults {
-            if !wait_until(run_start + Duration::from_millis(scheduled.at_ms), stop) {
+        let mut in_force: Vec<Option<(Fault, String, u64)>> = vec![None; schedule.faults.len()];
+        let mut windows: Vec<(usize, FaultWindow)> = Vec::new();
+        for Event { at_ms, begin, fault: i } in schedule.timeline() {
+            if !wait_until(run_start + Duration::from_millis(at_ms), stop) {
                 break;
             }
-            let start_ms = since(Instant::now());
-            self.begin(&scheduled.fault, nodes)?;
-            let end_at = run_start + Duration::from_millis(scheduled.at_ms + scheduled.duration_ms);
-            let stopped = !wait_until(end_at, stop);
-            self.end(&scheduled.fault, nodes)?;
-            windows.push(FaultWindow {
-                label: scheduled.fault.label(),
-                start_ms,
-                end_ms: since(Instant::now()),
-            });
-            if stopped {
-                break;
+            if begin {
+                let labels: Vec<String> =
+                    in_force.iter().flatten().map(|(_, label, _)| label.clone()).collect();
+                let (fault, label) = resolve(&schedule.faults[i], &labels);
+                let start_ms = since(Instant::now());
+                self.begin(&fault, nodes)?;
+                in_force[i] = Some((fault, label, start_ms));
+            } else if let Some((fault, label, start_ms)) = in_force[i].take() {
+                self.end(&fault, nodes)?;
+                windows.push((i, FaultWindow { label, start_ms, end_ms: since(Instant::now()) }));
+            }
+        }
+        // Interrupted: what is still in force ends now.
+        for (i, entry) in in_force.iter_mut().enumerate() {
+            if let Some((fault, label, start_ms)) = entry.take() {
+                self.end(&fault, nodes)?;
+                windows.push((i, FaultWindow { label, start_ms, end_ms: since(Instant::now()) }));
             }
         }
         self.heal_all(nodes)?;
-        Ok(windows)
+        windows.sort_by_key(|(i, _)| *i);
+        Ok(windows.into_iter().map(|(_, w)| w).collect())
     }
+}
+
+/// The nft rules (client at 0, host i at i) and the links down that the network faults in
+/// `active` give on a network of `hosts` hosts whose addresses are `addresses` (client at 0).
+/// Loss is the highest loss in force.
+pub fn model_of(
+    active: &[Fault],
+    hosts: usize,
+    addresses: &[Ipv4Addr],
+) -> (Vec<HostRules>, BTreeSet<usize>) {
+    let mut rules = vec![HostRules::default(); hosts + 1];
+    let mut links_down = BTreeSet::new();
+    let cut = |side: &[usize], rules: &mut [HostRules]| {
+        let other: Vec<usize> = (1..=hosts).filter(|h| !side.contains(h)).collect();
+        for &h in side {
+            rules[h].blocked_from.extend(other.iter().map(|o| addresses[*o]));
+        }
+        for &h in &other {
+            rules[h].blocked_from.extend(side.iter().map(|s| addresses[*s]));
+        }
+    };
+    for fault in active {
+        match fault {
+            Fault::Partition { minority } => cut(minority, &mut rules),
+            Fault::Isolate { host } => cut(&[*host], &mut rules),
+            Fault::OneWay { from, to } => {
+                rules[*to].blocked_from.insert(addresses[*from]);
+            }
+            Fault::LinkDown { host } => {
+                links_down.insert(*host);
+            }
+            Fault::Loss { percent } => {
+                for r in rules.iter_mut().skip(1) {
+                    r.loss_percent = r.loss_percent.max((*percent).min(100));
+                }
+            }
+            Fault::Kill { .. } | Fault::Pause { .. } | Fault::WipeRestart { .. } => {}
+        }
+    }
+    (rules, links_down)
 }
 
 fn node_on(nodes: &mut [Node], host: usize) -> Result<&mut Node, NetnsError> {
@@ -506,6 +758,111 @@ mod tests {
             }
             assert!(s.end_ms() <= bounds.run_ms);
         }
+    }
+
+    /// Overlapping schedules are reproducible, bounded like sequential ones, really overlap in
+    /// most seeds, and never pair two process faults on one host or a wipe with another
+    /// process fault.
+    #[test]
+    fn overlapping_schedules_are_reproducible_bounded_and_overlap() {
+        let bounds = ScheduleBounds::default();
+        let a = Schedule::generate_overlapping(7, 5, &bounds, &FaultKind::ALL);
+        assert_eq!(a, Schedule::generate_overlapping(7, 5, &bounds, &FaultKind::ALL));
+        let mut overlapping = 0;
+        for seed in 0..200 {
+            let s = Schedule::generate_overlapping(seed, 5, &bounds, &FaultKind::ALL);
+            assert!(!s.faults.is_empty() && s.faults.len() <= bounds.faults_max);
+            assert!(s.end_ms() <= bounds.run_ms, "seed {seed} runs past the bound");
+            overlapping += usize::from(s.overlaps());
+            for (i, f) in s.faults.iter().enumerate() {
+                assert!((bounds.fault_ms_min..=bounds.fault_ms_max).contains(&f.duration_ms));
+                for g in &s.faults[i + 1..] {
+                    let together =
+                        f.at_ms < g.at_ms + g.duration_ms && g.at_ms < f.at_ms + f.duration_ms;
+                    if together {
+                        assert!(compatible(&f.fault, &g.fault), "seed {seed}: {f:?} with {g:?}");
+                    }
+                }
+            }
+        }
+        assert!(overlapping > 150, "only {overlapping} of 200 schedules overlap");
+        // Two kills at once happen (two nodes down together).
+        let double_kill = (0..200).any(|seed| {
+            let s = Schedule::generate_overlapping(seed, 5, &bounds, &[FaultKind::Kill]);
+            s.overlaps()
+        });
+        assert!(double_kill);
+        assert!(!compatible(&Fault::Kill { host: 1 }, &Fault::Pause { host: 1 }));
+        assert!(!compatible(&Fault::WipeRestart { host: 1 }, &Fault::Kill { host: 2 }));
+        assert!(compatible(&Fault::Isolate { host: 1 }, &Fault::Pause { host: 2 }));
+        let wipe = Fault::WipeRestart { host: 1 };
+        assert!(!compatible(&wipe, &Fault::Partition { minority: vec![2, 3] }));
+        assert!(!compatible(&Fault::Isolate { host: 2 }, &wipe));
+        assert!(!compatible(&wipe, &Fault::LinkDown { host: 3 }));
+        assert!(compatible(&wipe, &Fault::Loss { percent: 10 }));
+        assert!(compatible(&Fault::OneWay { from: 2, to: 3 }, &wipe));
+    }
+
+    /// The timeline interleaves overlapping faults: the second begins inside the first, and at
+    /// one instant an end comes before a begin.
+    #[test]
+    fn timeline_interleaves_overlapping_faults_ends_first() {
+        let f = |at_ms, duration_ms, fault| ScheduledFault { at_ms, duration_ms, fault };
+        let s = Schedule {
+            seed: 0,
+            hosts: 3,
+            faults: vec![
+                f(100, 400, Fault::Isolate { host: 1 }),
+                f(300, 500, Fault::Loss { percent: 5 }),
+                f(800, 100, Fault::Kill { host: 2 }),
+            ],
+        };
+        let order: Vec<(u64, bool, usize)> =
+            s.timeline().iter().map(|e| (e.at_ms, e.begin, e.fault)).collect();
+        assert_eq!(
+            order,
+            vec![
+                (100, true, 0),
+                (300, true, 1),
+                (500, false, 0),
+                (800, false, 1),
+                (800, true, 2),
+                (900, false, 2)
+            ]
+        );
+        assert!(s.overlaps());
+        assert_eq!(s.end_ms(), 900);
+    }
+
+    /// The model of several network faults is their union (the highest loss); ending one
+    /// leaves exactly the others' rules.
+    #[test]
+    fn model_of_overlapping_faults_is_their_union_and_ending_one_keeps_the_other() {
+        let addresses: Vec<Ipv4Addr> =
+            (0..=5u8).map(|i| Ipv4Addr::new(198, 18, 77, if i == 0 { 200 } else { i })).collect();
+        let partition = Fault::Partition { minority: vec![1, 2] };
+        let loss = Fault::Loss { percent: 20 };
+        let down = Fault::LinkDown { host: 4 };
+        let (rules, links) = model_of(
+            &[partition.clone(), loss.clone(), Fault::Loss { percent: 5 }, down],
+            5,
+            &addresses,
+        );
+        assert_eq!(links, BTreeSet::from([4]));
+        assert_eq!(rules[0], HostRules::default(), "the client is never cut by a drawn fault");
+        assert_eq!(rules[1].loss_percent, 20);
+        assert_eq!(
+            rules[1].blocked_from,
+            BTreeSet::from([addresses[3], addresses[4], addresses[5]])
+        );
+        assert_eq!(rules[3].blocked_from, BTreeSet::from([addresses[1], addresses[2]]));
+        // The loss ends: the partition stays, with no loss.
+        let (rules, links) = model_of(&[partition], 5, &addresses);
+        assert!(links.is_empty());
+        assert!(rules.iter().all(|r| r.loss_percent == 0));
+        assert_eq!(rules[4].blocked_from, BTreeSet::from([addresses[1], addresses[2]]));
+        let (rules, _) = model_of(&[loss], 5, &addresses);
+        assert!(rules[1..].iter().all(|r| r.blocked_from.is_empty() && r.loss_percent == 20));
     }
 
     /// Network-only schedules never touch a process.

@@ -7,7 +7,8 @@
 //! Reports go to `target/tmp/jepsen/registers-seed<N>-n3.{svg,txt,history}`.
 //!
 //! `SHOAL_SOAK_SEEDS=N` runs seeds 1..=N instead of the CI seed; `SHOAL_SOAK_RUN_MS` lengthens
-//! each schedule. Needs root, `ip` and `nft`; without them the test prints why and passes as
+//! each schedule; `SHOAL_SOAK_NODES=5` runs on five hosts (overlapping faults on five hosts:
+//! `netns_jepsen_faults`). Needs root, `ip` and `nft`; without them the test prints why and passes as
 //! skipped.
 
 use shoal_tests::cluster::binary;
@@ -39,6 +40,9 @@ fn acknowledged_register_ops_stay_linearizable_under_process_and_network_faults(
         if let Some(ms) = std::env::var("SHOAL_SOAK_RUN_MS").ok().and_then(|v| v.parse().ok()) {
             options.bounds.run_ms = ms;
         }
+        if let Some(n) = std::env::var("SHOAL_SOAK_NODES").ok().and_then(|v| v.parse().ok()) {
+            options.hosts = n;
+        }
         let outcome = run_registers(&options, &shoal_fs, &|| false).expect("harness");
         println!("{}", outcome.summary);
         for u in &outcome.unavailability {
@@ -63,7 +67,9 @@ fn acknowledged_register_ops_stay_linearizable_under_process_and_network_faults(
             for line in outcome.excerpt() {
                 println!("  {line}");
             }
-            failed.push((seed, outcome.check.err(), outcome.final_problems));
+            let session: Vec<String> =
+                outcome.session.violations.iter().map(ToString::to_string).collect();
+            failed.push((seed, outcome.check.err(), session, outcome.final_problems));
         }
     }
     assert!(

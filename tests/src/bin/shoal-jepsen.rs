@@ -5,6 +5,8 @@
 //! cargo run -p shoal-tests --bin shoal-jepsen -- --seed 1 --seeds 20 --nodes 5 --faults all --run-ms 60000
 //! cargo build -p fs-node --bins && \
 //!   cargo run -p shoal-tests --bin shoal-jepsen -- --workload registers --seed 1 --seeds 10
+//! target/debug/shoal-jepsen --workload registers --nodes 5 --overlap --seed 1 --seeds 10 --table
+//! target/debug/shoal-jepsen --workload registers --clock h3=x1.05 --clock h2=-300s --seed 1
 //! ```
 //!
 //! Workloads: `messaging` (the messaging layer, `shoal-echo` endpoints) and `registers` (real
@@ -14,10 +16,12 @@
 //! the run and tears the namespaces down.
 
 use clap::{Parser, ValueEnum};
+use shoal_tests::clock::ClockSkew;
 use shoal_tests::jepsen::{run_registers, RegistersOptions};
 use shoal_tests::messaging_workload::{run_messaging, RunOptions};
 use shoal_tests::nemesis::FaultKind;
 use shoal_tests::netns::{cleanup_stale, skip_reason};
+use shoal_tests::tables::{run_stats, table, RunStats};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -37,6 +41,10 @@ enum Faults {
     All,
     /// The register runs' set: kill -9, SIGSTOP, partitions, master isolation, packet loss.
     Registers,
+    /// Isolation only (of the master, in register runs): for lease and clock experiments.
+    Isolate,
+    /// kill -9 and SIGSTOP only: for measuring the cost of losing a (master) process.
+    Process,
 }
 
 #[derive(Parser, Debug)]
@@ -81,6 +89,22 @@ struct Args {
     /// Registers (keys) of the registers workload.
     #[arg(long, default_value_t = 3)]
     keys: usize,
+    /// Registers: draw overlapping faults (pairs in force at once).
+    #[arg(long)]
+    overlap: bool,
+    /// Registers: linearizable reads only (no cached or any-node reads, no session check).
+    #[arg(long)]
+    no_session_reads: bool,
+    /// Registers: run a node under libfaketime, e.g. `h3=x1.05` (5 % fast), `h2=-300s`
+    /// (wall clock 5 minutes behind), `h1=-300s,x0.9`; repeatable.
+    #[arg(long, value_parser = ClockSkew::parse)]
+    clock: Vec<ClockSkew>,
+    /// Registers: print the per-fault table of all seeds at the end.
+    #[arg(long)]
+    table: bool,
+    /// Registers: only print each seed's schedule (no network, no root needed).
+    #[arg(long)]
+    print_schedules: bool,
 }
 
 fn kinds(faults: Faults) -> Vec<FaultKind> {
@@ -88,6 +112,8 @@ fn kinds(faults: Faults) -> Vec<FaultKind> {
         Faults::Network => FaultKind::NETWORK.to_vec(),
         Faults::All => FaultKind::ALL.to_vec(),
         Faults::Registers => FaultKind::REGISTERS.to_vec(),
+        Faults::Isolate => vec![FaultKind::Isolate],
+        Faults::Process => vec![FaultKind::Kill, FaultKind::Pause],
     }
 }
 
@@ -107,19 +133,29 @@ fn binary(given: &Option<PathBuf>, name: &str, package: &str) -> PathBuf {
     path
 }
 
+/// The register run of `seed` as the flags describe it.
+fn register_options(args: &Args, seed: u64) -> RegistersOptions {
+    let mut options = RegistersOptions::new(seed);
+    options.hosts = args.nodes;
+    options.bounds.run_ms = args.run_ms;
+    options.bounds.faults_max = args.faults_max;
+    options.kinds = kinds(args.faults.unwrap_or(Faults::Registers));
+    options.clients = args.clients;
+    options.keys = args.keys;
+    options.out_dir = args.out.clone();
+    options.overlap = args.overlap;
+    options.session_reads = !args.no_session_reads;
+    options.clocks = args.clock.clone();
+    options
+}
+
 /// Seeded register runs; returns the failing seeds.
 fn registers(args: &Args) -> Vec<u64> {
     let shoal_fs = binary(&args.shoal_fs, "shoal-fs", "fs-node");
     let mut failed = Vec::new();
+    let mut stats: Vec<RunStats> = Vec::new();
     for seed in args.seed..args.seed + args.seeds.max(1) {
-        let mut options = RegistersOptions::new(seed);
-        options.hosts = args.nodes;
-        options.bounds.run_ms = args.run_ms;
-        options.bounds.faults_max = args.faults_max;
-        options.kinds = kinds(args.faults.unwrap_or(Faults::Registers));
-        options.clients = args.clients;
-        options.keys = args.keys;
-        options.out_dir = args.out.clone();
+        let options = register_options(args, seed);
         let stop = || STOP.load(Ordering::SeqCst);
         match run_registers(&options, &shoal_fs, &stop) {
             Ok(outcome) if outcome.interrupted => {
@@ -142,6 +178,14 @@ fn registers(args: &Args) -> Vec<u64> {
                 for p in &outcome.final_problems {
                     println!("FINAL: {p}");
                 }
+                for v in &outcome.session.violations {
+                    println!("SESSION: {v}");
+                }
+                println!("masters (ms, host): {:?}", outcome.masters);
+                println!(
+                    "session reads checked: {:?}; caches held the final values after {:?} ms",
+                    outcome.session.reads, outcome.cache_converge_ms
+                );
                 println!(
                     "seed {seed}: {} ({} ok, {} fail, {} unknown); picture: {}",
                     if outcome.passed() { "PASS" } else { "FAIL" },
@@ -150,6 +194,7 @@ fn registers(args: &Args) -> Vec<u64> {
                     outcome.unknown,
                     outcome.svg.display()
                 );
+                stats.push(run_stats(&options.name(), options.hosts, &outcome));
                 if !outcome.passed() {
                     failed.push(seed);
                 }
@@ -164,6 +209,9 @@ fn registers(args: &Args) -> Vec<u64> {
             std::process::exit(130);
         }
     }
+    if args.table {
+        println!("\n{}", table(&stats));
+    }
     failed
 }
 
@@ -176,6 +224,12 @@ extern "C" fn on_signal(_: libc::c_int) {
 
 fn main() {
     let args = Args::parse();
+    if args.print_schedules {
+        for seed in args.seed..args.seed + args.seeds.max(1) {
+            println!("{}", register_options(&args, seed).schedule());
+        }
+        return;
+    }
     if let Some(reason) = skip_reason() {
         eprintln!("shoal-jepsen: {reason}");
         std::process::exit(2);
