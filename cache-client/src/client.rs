@@ -466,28 +466,51 @@ impl<T: Transport> Client<T> {
     ) -> Result<(ReadValue, Zxid), ClientError> {
         let config = &self.inner.config;
         let mut tried: Vec<String> = Vec::new();
-        let mut redirects = 0;
-        for _ in 0..config.attempts_max {
-            let (address, floor, believed) = {
+        // Sends that timed out or found the node behind count as attempts; for a linearizable
+        // read, rounds that find no master count against `redirects_max` instead, as for
+        // writes (`to_master`), so that an election is waited out rather than every attempt
+        // burnt in a few milliseconds of redirects.
+        let (mut attempts, mut redirects) = (0, 0);
+        while attempts < config.attempts_max {
+            let picked = {
                 let mut st = self.inner.lock();
                 let t = now();
                 let floor = st.floor;
                 let believed = st.router.master_epoch();
                 let address = if linearizable {
-                    st.router.master_address(t).or_else(|| st.router.pick_any(&tried, t))
+                    st.router
+                        .master_address(t)
+                        .filter(|a| !tried.contains(a))
+                        .or_else(|| st.router.pick_any(&tried, t))
                 } else {
                     st.router
                         .pick_read(floor, &tried, t)
                         .or_else(|| st.router.pick_read(floor, &[], t))
                 };
-                let Some(address) = address else {
-                    return Err(ClientError::Unavailable {
-                        detail: "no live, unfrozen node heard from within the validity".into(),
-                    });
-                };
-                st.router.begin(&address);
-                st.stats.reads_sent += 1;
-                (address, floor, believed)
+                match address {
+                    Some(address) => {
+                        st.router.begin(&address);
+                        st.stats.reads_sent += 1;
+                        Some((address, floor, believed))
+                    }
+                    None if linearizable && !tried.is_empty() => None,
+                    None => {
+                        return Err(ClientError::Unavailable {
+                            detail: "no live, unfrozen node heard from within the validity".into(),
+                        })
+                    }
+                }
+            };
+            let Some((address, floor, believed)) = picked else {
+                // Everyone was asked and none is the master: an election may be under way;
+                // start over after a pause.
+                tried.clear();
+                redirects += 1;
+                if redirects > config.redirects_max {
+                    return Err(ClientError::NotMaster { master: None });
+                }
+                tokio::time::sleep(NO_MASTER_BACKOFF).await;
+                continue;
             };
             let inflight = Inflight { inner: &self.inner, address: &address };
             let request = Message::Request(ReadRequest { floor, linearizable, op: op.clone() });
@@ -499,7 +522,13 @@ impl<T: Transport> Client<T> {
                     self.inner.request_unless_master_moves(&address, believed, request, timeout);
                 match reply.await {
                     Some(reply) => reply,
-                    None => continue,
+                    None => {
+                        redirects += 1;
+                        if redirects > config.redirects_max {
+                            return Err(ClientError::NotMaster { master: None });
+                        }
+                        continue;
+                    }
                 }
             } else {
                 self.inner.transport.request(&address, request, timeout).await
@@ -513,6 +542,7 @@ impl<T: Transport> Client<T> {
                 }
                 Err(TransportError::Timeout(_)) | Err(TransportError::Unreachable(_)) => {
                     st.stats.timeouts += 1;
+                    attempts += 1;
                     tried.push(address);
                     continue;
                 }
@@ -525,16 +555,15 @@ impl<T: Transport> Client<T> {
                 Ok(value) => return Ok((value, reply.applied)),
                 Err(e) if e.code == ErrorCode::Behind => {
                     st.stats.behind += 1;
+                    attempts += 1;
                     tried.push(address);
                 }
                 Err(e) if linearizable && matches!(e.code, ErrorCode::NotMaster { .. }) => {
+                    // Followed within this round (each node once); only a round that finds no
+                    // master counts against `redirects_max`.
                     let ErrorCode::NotMaster { master } = e.code else { unreachable!() };
                     st.router.on_redirect(master);
                     st.stats.redirects += 1;
-                    redirects += 1;
-                    if redirects > config.redirects_max {
-                        return Err(ClientError::NotMaster { master });
-                    }
                     tried.push(address);
                 }
                 Err(e) => return Err(ClientError::from_wire(e)),
@@ -652,7 +681,7 @@ impl<T: Transport> Client<T> {
     }
 
     /// Sends one write to the master with one request id, following redirects and retrying
-    /// on timeout, at most `attempts_max` timeouts and `redirects_max` redirects.
+    /// on timeout, at most `attempts_max` timeouts and `redirects_max` rounds without a master.
     async fn submit(
         &self,
         ops: Vec<Op>,
@@ -794,7 +823,7 @@ impl<T: Transport> Inner<T> {
     }
 
     /// Sends `request` to the master, following `NotMaster` redirects and retrying on timeout
-    /// (at most `attempts` timeouts and `redirects_max` redirects); `take` unpacks the reply
+    /// (at most `attempts` timeouts and `redirects_max` rounds without a master); `take` unpacks the reply
     /// kind expected, `applied_of` says how far a success shows the master has applied.
     async fn to_master<R>(
         &self,
@@ -898,12 +927,10 @@ impl<T: Transport> Inner<T> {
                 Ok(value) => return Ok(value),
                 Err(e) => match e.code {
                     ErrorCode::NotMaster { master } => {
+                        // Followed within this round (each node once); only a round that finds
+                        // no master counts against `redirects_max` (see `WaitForMaster`).
                         st.stats.redirects += 1;
-                        redirects += 1;
                         last_master = master.or(last_master);
-                        if redirects > config.redirects_max {
-                            return Err(ClientError::NotMaster { master: last_master });
-                        }
                         st.router.on_redirect(master);
                         tried.push(address);
                     }

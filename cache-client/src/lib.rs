@@ -66,7 +66,10 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// Most sends of one read, and most timeouts one write tolerates.
     pub attempts_max: usize,
-    /// Most `NotMaster` redirects (or no-master pauses) one write follows.
+    /// Most rounds without a master one write or linearizable read waits out: a round asks
+    /// every live node at most once (following `NotMaster` redirects), and one that finds no
+    /// master is followed by a pause of `client::NO_MASTER_BACKOFF` (or ends early when a new
+    /// master is announced). The default, 10, waits out about 2 s of election.
     pub redirects_max: usize,
     pub key_bytes_max: usize,
     pub value_bytes_max: usize,
@@ -86,7 +89,7 @@ impl Default for ClientConfig {
             seeds: Vec::new(),
             request_timeout: Duration::from_secs(2),
             attempts_max: 3,
-            redirects_max: 3,
+            redirects_max: 10,
             key_bytes_max: KEY_BYTES_DEFAULT,
             value_bytes_max: VALUE_BYTES_DEFAULT,
             cache: cache::CacheConfig::default(),

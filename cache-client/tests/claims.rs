@@ -387,6 +387,69 @@ async fn write_waiting_on_a_dead_master_moves_to_the_announced_new_master() {
     assert!(cluster.server(2).backend().applied() >= zxid);
 }
 
+/// A linearizable read during an election (every node answers "not the master", none names
+/// one) waits the election out with paused back-offs instead of spending every attempt on
+/// immediate redirects, and is answered by the new master.
+#[tokio::test(start_paused = true)]
+async fn linearizable_read_during_an_election_waits_for_the_new_master() {
+    let cluster = Cluster::new(3);
+    cluster.announce();
+    let client = cluster.client(22);
+    client.write("/k", "1").await.unwrap();
+    cluster.replicate_all();
+    for id in 1..=3 {
+        cluster.server(id).backend().set_role(Role::Looking, None, 1);
+    }
+    let elected_after = cache_client::client::NO_MASTER_BACKOFF * 2;
+    let read = client.read_with("/k", ReadOptions::linearizable());
+    let elect = async {
+        tokio::time::sleep(elected_after).await;
+        cluster.server(3).backend().set_role(Role::Follower, Some(2), 2);
+        cluster.server(1).backend().set_role(Role::Follower, Some(2), 2);
+        cluster.server(2).backend().set_role(Role::Master, Some(2), 2);
+        cluster.announce_one(2);
+        // A real new master's first entry (its takeover record) is in its new epoch; the
+        // in-memory backend needs a write for its applied zxid to be an entry it holds.
+        cluster.client(23).write("/takeover", "2").await.unwrap();
+    };
+    let start = tokio::time::Instant::now();
+    let (got, ()) = tokio::join!(read, elect);
+    let stats = client.stats();
+    let got = got.unwrap_or_else(|e| panic!("the read outlives the election: {e:?} {stats:?}"));
+    assert_eq!(value(&got), Some(Bytes::from("1")));
+    assert!(start.elapsed() >= elected_after, "answered before any master existed");
+    assert_eq!(client.stats().timeouts, 0);
+}
+
+/// A write during an election (every node answers "not the master", none names one) waits it
+/// out with paused rounds and commits on the new master, once.
+#[tokio::test(start_paused = true)]
+async fn write_during_an_election_waits_for_the_new_master() {
+    let cluster = Cluster::new(3);
+    cluster.announce();
+    let client = cluster.client(24);
+    client.write("/k", "1").await.unwrap();
+    cluster.replicate_all();
+    for id in 1..=3 {
+        cluster.server(id).backend().set_role(Role::Looking, None, 1);
+    }
+    let elected_after = cache_client::client::NO_MASTER_BACKOFF * 3;
+    let write = client.write("/k", "2");
+    let elect = async {
+        tokio::time::sleep(elected_after).await;
+        cluster.server(3).backend().set_role(Role::Follower, Some(2), 2);
+        cluster.server(1).backend().set_role(Role::Follower, Some(2), 2);
+        cluster.server(2).backend().set_role(Role::Master, Some(2), 2);
+        cluster.announce_one(2);
+    };
+    let (zxid, ()) = tokio::join!(write, elect);
+    let stats = client.stats();
+    let zxid = zxid.unwrap_or_else(|e| panic!("the write outlives the election: {e:?} {stats:?}"));
+    assert_eq!(zxid.epoch(), 2);
+    let log = cluster.server(2).backend().log_after(Zxid::new(2, 0));
+    assert_eq!(log.len(), 1, "applied once on the new master");
+}
+
 /// A write whose reply is lost is retried with the same request id and applied once.
 #[tokio::test(start_paused = true)]
 async fn lost_write_reply_is_retried_without_double_apply() {
