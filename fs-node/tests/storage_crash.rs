@@ -1,14 +1,15 @@
 //! Crash tests on the simulated file layer, which keeps written bytes apart from durable ones:
 //! a fail point stops the engine at every mutating file operation of a scenario in turn
-//! (writes, group commits, seals, checkpoints, retention, freeze, compaction), the "machine"
-//! loses or tears every unsynced byte, and recovery must bring back every acknowledged write
-//! and nothing half-applied.
+//! (writes, group commits, seals, checkpoints, retention, freeze, compaction, merges of small
+//! segments), the "machine" loses or tears every unsynced byte, and recovery must bring back
+//! every acknowledged write and nothing half-applied.
 
 mod storage_common;
 
 use bytes::Bytes;
 use fs_node::storage::{
-    CrashMode, DataLog, KvStore, LogConfig, LogRecovery, SimFs, StoreConfig, StoreRecovery, Vfs,
+    CrashMode, DataLog, KvStore, LogConfig, LogRecovery, Merge, SimFs, StoreConfig, StoreRecovery,
+    Vfs,
 };
 use protocol::message::data::Op;
 use protocol::message::replication::Entry;
@@ -116,6 +117,11 @@ fn scenario(log: &DataLog, store: &KvStore, seed: u64) -> Outcome {
         let ok = match step {
             s if s % 20 == 0 => store.checkpoint().and_then(|cp| log.release_through(cp)).is_ok(),
             s if s % 25 == 0 => store.compact().is_ok(),
+            // Snapshot-like seals, then a merge of the small segments only (tombstones kept).
+            s if s % 7 == 3 && !(45..65).contains(&s) => {
+                store.freeze().map(|_| store.unfreeze()).is_ok()
+            }
+            s if s % 14 == 6 && !(45..65).contains(&s) => store.merge(Merge::Small).is_ok(),
             33 => {
                 let ok = log.set_hard_state(HARD_STATE).is_ok();
                 if ok {

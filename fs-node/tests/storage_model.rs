@@ -3,7 +3,7 @@
 
 mod storage_common;
 
-use fs_node::storage::{Applied, KvStore, SimFs, StorageError, StoreConfig, Vfs};
+use fs_node::storage::{Applied, KvStore, Merge, SimFs, StorageError, StoreConfig, Vfs};
 use protocol::Zxid;
 use rand::Rng;
 use std::path::Path;
@@ -14,6 +14,7 @@ fn small_config() -> StoreConfig {
     StoreConfig {
         segment_bytes_max: 8 * 1024,
         compaction_dead_bytes_min: 1024,
+        sealed_segments_max: 4,
         ..StoreConfig::default()
     }
 }
@@ -53,7 +54,7 @@ fn engine_matches_btreemap_model_across_restarts() {
                 // A refused batch changes nothing; the next zxid is used by the next batch.
                 zxid = Zxid(zxid.0 - 1);
             }
-            match work.rng().gen_range(0..40) {
+            match work.rng().gen_range(0..44) {
                 0 => {
                     drop(store);
                     store = open(&fs);
@@ -68,6 +69,14 @@ fn engine_matches_btreemap_model_across_restarts() {
                 3 => store.unfreeze(),
                 4 => {
                     store.checkpoint().expect("checkpoint");
+                }
+                // A snapshot's seal, then a merge of only the small segments.
+                5 | 6 if !store.is_frozen() => {
+                    store.freeze().expect("freeze");
+                    store.unfreeze();
+                }
+                7 => {
+                    store.merge(Merge::Small).expect("merge small segments");
                 }
                 _ => {}
             }
