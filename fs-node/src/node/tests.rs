@@ -438,3 +438,46 @@ fn offer_of_too_many_files_is_refused() {
     );
     assert!(err.to_string().contains("does not fit one datagram"), "{err}");
 }
+
+/// Claim: after a backup is received, the node keeps it and the newest others up to
+/// `BACKUPS_KEPT` in all (by zxid, whichever donor), deletes the older ones, and leaves a
+/// staging directory and unrelated entries alone; the backup just received stays even if it
+/// is the oldest.
+#[test]
+fn received_backups_keep_the_newest_few() {
+    use super::transfer::{prune_backups, BACKUPS_KEPT};
+    assert_eq!(BACKUPS_KEPT, 3, "this test's expectations are written for 3");
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join(super::transfer::BACKUPS_DIR);
+    let name = |donor: u32, zxid: u64| format!("{donor}-{}", snapshot::dir_name(Zxid(zxid)));
+    for (donor, zxid) in [(2, 10), (3, 40), (2, 30), (3, 20), (2, 50)] {
+        std::fs::create_dir_all(root.join(name(donor, zxid))).unwrap();
+        std::fs::write(root.join(name(donor, zxid)).join("f"), b"x").unwrap();
+    }
+    let partial = root.join(format!("{}.partial-77", name(2, 60)));
+    std::fs::create_dir_all(&partial).unwrap();
+    std::fs::write(root.join("notes.txt"), b"mine").unwrap();
+    let removed = prune_backups(&root.join(name(2, 50)), BACKUPS_KEPT).unwrap();
+    let mut left: Vec<String> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    let mut expected = vec![
+        name(2, 30),
+        name(2, 50),
+        name(3, 40),
+        partial.file_name().unwrap().to_string_lossy().into_owned(),
+        "notes.txt".into(),
+    ];
+    expected.sort();
+    assert_eq!(left, expected);
+    assert_eq!(removed.len(), 2);
+
+    // A late backup of an old zxid is kept itself; the two newest others stay.
+    std::fs::create_dir_all(root.join(name(3, 5))).unwrap();
+    let removed = prune_backups(&root.join(name(3, 5)), BACKUPS_KEPT).unwrap();
+    assert_eq!(removed, vec![root.join(name(2, 30))]);
+    assert!(root.join(name(3, 5)).exists() && root.join(name(2, 50)).exists());
+    assert!(root.join(name(3, 40)).exists());
+}

@@ -54,6 +54,10 @@ use tokio::sync::{oneshot, watch};
 pub const INCOMING_DIR: &str = "incoming";
 /// Where backups pushed by other nodes land, as `<donor>-<zxid>/`.
 pub const BACKUPS_DIR: &str = "backups";
+/// Backups received from other nodes that a node keeps: after a new one is complete and
+/// verified, the oldest (by zxid) beyond this many are deleted, so pushed backups cannot fill
+/// the disk. Copy a backup elsewhere to keep it longer.
+pub const BACKUPS_KEPT: usize = 3;
 /// How long `shoal status` keeps showing how the last transfer ended.
 pub const ENDED_SHOWN: Duration = Duration::from_secs(60);
 /// Attempts of one fetch (each with the next member as donor) before the node restarts.
@@ -594,6 +598,13 @@ pub(crate) async fn on_offer(shared: &Arc<Shared>, offer: TransFile) -> Message 
         let text = match result {
             Ok(()) => {
                 tracing::info!(dir = %dest.display(), bytes, secs, "backup received");
+                match prune_backups(&dest, BACKUPS_KEPT) {
+                    Ok(removed) if !removed.is_empty() => {
+                        tracing::info!(?removed, kept = BACKUPS_KEPT, "older backups removed")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("removing older backups: {e}"),
+                }
                 format!("done: {what} {bytes} bytes in {secs:.1} s")
             }
             Err(e) => {
@@ -605,6 +616,48 @@ pub(crate) async fn on_offer(shared: &Arc<Shared>, offer: TransFile) -> Message 
         shared2.transfers.end(text);
     });
     reply(shared, Ok(()))
+}
+
+/// The donor and zxid of a received backup's directory name (`<donor>-<zxid>`); `None` for
+/// anything else (a `.partial-*` staging directory, a stray file).
+fn backup_name(name: &str) -> Option<(NodeId, Zxid)> {
+    let (donor, zxid) = name.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(donor) || !digits(zxid) {
+        return None;
+    }
+    Some((donor.parse().ok()?, Zxid(zxid.parse().ok()?)))
+}
+
+/// After the backup in `done` is complete: keeps it and the newest (by zxid) others up to
+/// `keep` in all, deletes the older received backups beside it, and returns what it deleted.
+/// Staging directories and anything not named `<donor>-<zxid>` are left alone.
+pub fn prune_backups(done: &Path, keep: usize) -> Result<Vec<PathBuf>, String> {
+    let parent = done.parent().ok_or_else(|| format!("{} has no parent", done.display()))?;
+    let entries =
+        std::fs::read_dir(parent).map_err(|e| format!("listing {}: {e}", parent.display()))?;
+    let mut others: Vec<(Zxid, PathBuf)> = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("listing {}: {e}", parent.display()))?;
+        let path = entry.path();
+        if path == done || !path.is_dir() {
+            continue;
+        }
+        if let Some((_, zxid)) = backup_name(&entry.file_name().to_string_lossy()) {
+            others.push((zxid, path));
+        }
+    }
+    // Newest first; the one just done counts as one of the kept.
+    others.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| b.1.cmp(&a.1)));
+    let mut removed = Vec::new();
+    for (_, path) in others.into_iter().skip(keep.saturating_sub(1)) {
+        std::fs::remove_dir_all(&path).map_err(|e| format!("removing {}: {e}", path.display()))?;
+        removed.push(path);
+    }
+    if !removed.is_empty() {
+        snapshot::sync_dir(parent)?;
+    }
+    Ok(removed)
 }
 
 /// Runs a receiver for `offer` into `dest` (staged, installed atomically). Counts it.
