@@ -224,6 +224,10 @@ pub async fn request_offer(
 ) -> Result<TransFile> {
     match endpoint.request(donor, Message::RequestFile(request), timeout, retries).await? {
         Message::TransFile(offer) => Ok(offer),
+        // A refusal: the donor's reason, for the receiver's log and status.
+        Message::ReadReply(protocol::message::data::ReadReply { result: Err(e), .. }) => {
+            Err(TransferError::Refused { code: e.code, message: e.message })
+        }
         other => Err(TransferError::BadOffer(format!("answered with {:?}", other.kind()))),
     }
 }

@@ -769,6 +769,9 @@ async fn fetch_from(
             Err(TransferError::BadOffer(detail)) => {
                 return Err(format!("node {donor} refused to send its files ({detail})"))
             }
+            Err(TransferError::Refused { message, .. }) => {
+                return Err(format!("node {donor} refused to send its files: {message}"))
+            }
             Err(e) => return Err(e.to_string()),
         };
     let dest = incoming.join(format!("{}-{}", offer.donor, offer.transfer));
