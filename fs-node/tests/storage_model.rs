@@ -36,6 +36,7 @@ fn engine_matches_btreemap_model_across_restarts() {
         let mut work = Workload::new(seed);
         let mut zxid = Zxid::new(1, 0);
         let mut reclaimed_bytes = 0;
+        let mut small_merges = 0u32;
         for step in 0..600 {
             zxid = zxid.next().expect("zxid");
             let ops = work.batch();
@@ -76,13 +77,15 @@ fn engine_matches_btreemap_model_across_restarts() {
                     store.unfreeze();
                 }
                 7 => {
-                    store.merge(Merge::Small).expect("merge small segments");
+                    let merged = store.merge(Merge::Small).expect("merge small segments");
+                    small_merges += u32::from(merged.is_some());
                 }
                 _ => {}
             }
         }
         assert_same(&store, &model, &format!("seed {seed} end"));
         assert!(reclaimed_bytes > 0, "seed {seed}: compaction never reclaimed anything");
+        assert!(small_merges > 0, "seed {seed}: no merge of small segments ever ran");
         store.compact().expect("compact");
         drop(store);
         let store = open(&fs);
