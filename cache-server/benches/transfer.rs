@@ -2,16 +2,19 @@
 //!
 //! Run: `cargo bench -p cache-server --bench transfer` (`-- --quick` for 16 MiB instead of 64).
 //!
-//! Scenario: one donor and two receivers in this process, each on its own `Endpoint` bound to
-//! the transfer group on 127.0.0.1, driven by `transfer::net` exactly as a node drives them;
-//! the data set is in memory on both sides (`MemSource`, `MemSink`) so the figure is the
+//! Scenario: one donor and one or two receivers in this process, each on its own `Endpoint`
+//! bound to the transfer group on 127.0.0.1, driven by `transfer::net` exactly as a node drives
+//! them; the data set is in memory on both sides (`MemSource`, `MemSink`) so the figure is the
 //! protocol's, not the disk's. Rows: the default pace (32 MiB/s) and a pace of 512 MiB/s (in
-//! practice: as fast as the process goes), each with no loss and with 10 % of what each
-//! receiver gets dropped by the seeded fault hook. Time runs from the first receiver joining
-//! to both having installed every file (every block and whole-file MD5 checked).
+//! practice: as fast as the process goes), to one and to two receivers, each with no loss and
+//! with 10 % of what each receiver gets dropped by the seeded fault hook. Time runs from the
+//! first receiver joining to every receiver having installed every file (every block and
+//! whole-file MD5 checked). A last row is the ceiling: MD5 of the same data set on one core
+//! (best of 3), since every byte is hashed at least twice per receiver (block, whole file) and
+//! once by the donor (block).
 
 use cache_server::transfer::net::{run_receiver, spawn_donor_with, transfer_endpoint_config};
-use cache_server::transfer::{Donor, DonorConfig, MemSink, MemSource, ReceiverConfig};
+use cache_server::transfer::{md5_of, Donor, DonorConfig, MemSink, MemSource, ReceiverConfig};
 use protocol::header::ClusterAuth;
 use protocol::message::transfer::{RequestFile, TransferPurpose};
 use protocol::messaging::{Endpoint, EndpointConfig, FaultConfig};
@@ -50,19 +53,19 @@ struct Row {
     repair_requests: u64,
 }
 
-async fn run(source: &MemSource, rate: u64, loss: u32, port: u16) -> Row {
+async fn run(source: &MemSource, rate: u64, loss: u32, receivers: u8, port: u16) -> Row {
     let group = SocketAddrV4::new(Ipv4Addr::new(239, 254, 200, 9), port);
     let donor_config = DonorConfig { rate_bytes_per_s: rate, ..DonorConfig::default() };
     let donor = Donor::new(donor_config, 1, 1, Zxid(1), source.describe(), group.to_string(), 0)
         .expect("offer fits");
     let donor_endpoint = Endpoint::bind(config(group, 1, 0)).await.expect("bind");
     let mut endpoints = Vec::new();
-    for id in [2u64, 3] {
+    for id in 2..2 + u64::from(receivers) {
         endpoints.push(Endpoint::bind(config(group, id, loss)).await.expect("bind"));
     }
     let cpu = cpu_seconds();
     let (handle, task) = spawn_donor_with(donor, donor_endpoint, Box::new(source.clone()));
-    let mut receivers = Vec::new();
+    let mut running = Vec::new();
     for (i, endpoint) in endpoints.into_iter().enumerate() {
         let id = 2 + i as u8;
         let request = RequestFile {
@@ -72,7 +75,7 @@ async fn run(source: &MemSource, rate: u64, loss: u32, port: u16) -> Row {
             free_bytes: u64::MAX,
         };
         let offer = handle.add_receiver(&request).expect("joins");
-        receivers.push(tokio::spawn(async move {
+        running.push(tokio::spawn(async move {
             let mut sink = MemSink::default();
             let run = run_receiver(
                 ReceiverConfig::default(),
@@ -92,7 +95,7 @@ async fn run(source: &MemSource, rate: u64, loss: u32, port: u16) -> Row {
     }
     let (mut fault_drops, mut repair_requests) = (0, 0);
     let mut wall = Duration::ZERO;
-    for r in receivers {
+    for r in running {
         let (run, sink, drops) = r.await.expect("receiver");
         wall = wall.max(run.installed_after);
         assert_eq!(sink.installed.as_ref(), Some(&source.files), "installed what was sent");
@@ -125,27 +128,42 @@ async fn main() {
         .collect();
     let source = MemSource::new(files);
     let total = total_mib * MIB;
-    println!("{total_mib} MiB in 4 files to 2 receivers, loopback multicast");
-    println!("| pace | loss | time to both installed | MiB/s (data set / time) | stream blocks | repair blocks | repair requests | fault drops | CPU s | CPU util |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("{total_mib} MiB in 4 files, loopback multicast");
+    println!("| pace | receivers | loss | time to all installed | MiB/s (data set / time) | stream blocks | repair blocks | repair requests | fault drops | CPU s | CPU util |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let mut port = 47_311;
     for rate in [32 * MIB, 512 * MIB] {
-        for loss in [0u32, 10] {
-            port += 1;
-            let row = run(&source, rate, loss, port).await;
-            let secs = row.wall.as_secs_f64();
-            println!(
-                "| {} MiB/s | {loss} % | {:.2} s | {:.1} | {} | {} | {} | {} | {:.2} | {:.0} % |",
-                rate / MIB,
-                secs,
-                total as f64 / MIB as f64 / secs,
-                row.stream_blocks,
-                row.repair_blocks,
-                row.repair_requests,
-                row.fault_drops,
-                row.cpu_s,
-                row.cpu_s / secs * 100.0
-            );
+        for receivers in [1u8, 2] {
+            for loss in [0u32, 10] {
+                port += 1;
+                let row = run(&source, rate, loss, receivers, port).await;
+                let secs = row.wall.as_secs_f64();
+                println!(
+                    "| {} MiB/s | {receivers} | {loss} % | {:.2} s | {:.1} | {} | {} | {} | {} | {:.2} | {:.0} % |",
+                    rate / MIB,
+                    secs,
+                    total as f64 / MIB as f64 / secs,
+                    row.stream_blocks,
+                    row.repair_blocks,
+                    row.repair_requests,
+                    row.fault_drops,
+                    row.cpu_s,
+                    row.cpu_s / secs * 100.0
+                );
+            }
         }
     }
+    // The ceiling: MD5 alone over the same bytes on one core (this thread), best of 3.
+    let mut best = f64::INFINITY;
+    let mut digests = Vec::new();
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        digests = source.files.iter().map(|(_, data)| md5_of(data)).collect::<Vec<_>>();
+        best = best.min(started.elapsed().as_secs_f64());
+    }
+    assert_eq!(digests.len(), source.files.len());
+    println!(
+        "| MD5 only (one core) | - | - | {best:.2} s | {:.1} | - | - | - | - | {best:.2} | 100 % |",
+        total as f64 / MIB as f64 / best
+    );
 }

@@ -325,3 +325,51 @@ async fn receiver_crash_lets_the_donor_unfreeze_within_the_bound() {
     // The bound plus scheduling slack on a loaded machine.
     assert!(after < Duration::from_millis(timeout_ms + 2_000), "unfroze {after:?} after the crash");
 }
+
+/// A donor that refuses a RequestFile (a `ReadReply` carrying a `WireError`) gives the
+/// receiver its code and reason, not just "answered with ReadReply", so the receiver's log and
+/// status say why (e.g. an offer that would not fit one datagram).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_request_carries_the_donors_reason() {
+    use protocol::message::data::{ErrorCode, ReadReply, WireError};
+    let name = "refused_request_carries_the_donors_reason";
+    let main_group = group_for(name);
+    let run = async {
+        let donor_main = Endpoint::bind(endpoint_config(main_group, 1, 0)).await.expect("bind");
+        let donor_addr = donor_main.local_addr().expect("addr");
+        let answering = {
+            let donor_main = donor_main.clone();
+            tokio::spawn(async move {
+                while let Ok(Incoming::Message(r)) = donor_main.recv().await {
+                    if let (Message::RequestFile(_), Some(reply)) = (&r.message, r.request) {
+                        let refusal = Message::ReadReply(ReadReply {
+                            applied: Zxid(7),
+                            load: Default::default(),
+                            result: Err(WireError {
+                                code: ErrorCode::Unavailable,
+                                message: "its snapshot has 2500 files".into(),
+                            }),
+                        });
+                        let _ = reply.reply(&donor_main, refusal).await;
+                    }
+                }
+            })
+        };
+        let main = Endpoint::bind(endpoint_config(main_group, 2, 0)).await.expect("bind");
+        let err = request_offer(&main, donor_addr, request(2), Duration::from_millis(200), 10)
+            .await
+            .expect_err("refused");
+        match &err {
+            TransferError::Refused { code, message } => {
+                assert_eq!(*code, ErrorCode::Unavailable);
+                assert_eq!(message, "its snapshot has 2500 files");
+            }
+            other => panic!("expected a refusal, got {other}"),
+        }
+        assert!(err.to_string().contains("its snapshot has 2500 files"), "{err}");
+        answering.abort();
+        main.shutdown().await;
+        donor_main.shutdown().await;
+    };
+    tokio::time::timeout(TEST_BOUND, run).await.expect("bounded");
+}

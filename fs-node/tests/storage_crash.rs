@@ -1,14 +1,15 @@
 //! Crash tests on the simulated file layer, which keeps written bytes apart from durable ones:
 //! a fail point stops the engine at every mutating file operation of a scenario in turn
-//! (writes, group commits, seals, checkpoints, retention, freeze, compaction), the "machine"
-//! loses or tears every unsynced byte, and recovery must bring back every acknowledged write
-//! and nothing half-applied.
+//! (writes, group commits, seals, checkpoints, retention, freeze, compaction, merges of small
+//! segments), the "machine" loses or tears every unsynced byte, and recovery must bring back
+//! every acknowledged write and nothing half-applied.
 
 mod storage_common;
 
 use bytes::Bytes;
 use fs_node::storage::{
-    CrashMode, DataLog, KvStore, LogConfig, LogRecovery, SimFs, StoreConfig, StoreRecovery, Vfs,
+    CrashMode, DataLog, KvStore, LogConfig, LogRecovery, Merge, SimFs, StoreConfig, StoreRecovery,
+    Vfs,
 };
 use protocol::message::data::Op;
 use protocol::message::replication::Entry;
@@ -69,6 +70,8 @@ struct Outcome {
     divergent: Option<Entry>,
     /// The hard state, if `set_hard_state` returned (it is durable on return).
     hard_state: Option<Vec<u8>>,
+    /// Merges of small segments that merged something.
+    small_merges: u32,
 }
 
 const HARD_STATE: &[u8] = b"epoch state";
@@ -82,6 +85,7 @@ fn scenario(log: &DataLog, store: &KvStore, seed: u64) -> Outcome {
         models: BTreeMap::from([(Zxid::ZERO, model.clone())]),
         divergent: None,
         hard_state: None,
+        small_merges: 0,
     };
     for step in 1..=90u32 {
         let zxid = Zxid::new(1, step);
@@ -116,6 +120,17 @@ fn scenario(log: &DataLog, store: &KvStore, seed: u64) -> Outcome {
         let ok = match step {
             s if s % 20 == 0 => store.checkpoint().and_then(|cp| log.release_through(cp)).is_ok(),
             s if s % 25 == 0 => store.compact().is_ok(),
+            // Snapshot-like seals, then a merge of the small segments only (tombstones kept).
+            s if s % 7 == 3 && !(45..65).contains(&s) => {
+                store.freeze().map(|_| store.unfreeze()).is_ok()
+            }
+            s if s % 14 == 6 && !(45..65).contains(&s) => match store.merge(Merge::Small) {
+                Ok(merged) => {
+                    out.small_merges += u32::from(merged.is_some());
+                    true
+                }
+                Err(_) => false,
+            },
             33 => {
                 let ok = log.set_hard_state(HARD_STATE).is_ok();
                 if ok {
@@ -180,6 +195,7 @@ fn crash_at_every_file_operation_recovers_acknowledged_state() {
         let out = scenario(&log, &store, 7);
         assert_eq!(out.acked, Zxid::new(1, 90));
         assert!(out.hard_state.is_some() && out.divergent.is_none());
+        assert!(out.small_merges >= 2, "only {} merges of small segments ran", out.small_merges);
         drop((log, store));
         check_recovery(&fs, &out, "no crash");
         // The fail point counts down from u64::MAX: what was used is the scenario's length.

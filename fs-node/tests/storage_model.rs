@@ -3,7 +3,7 @@
 
 mod storage_common;
 
-use fs_node::storage::{Applied, KvStore, SimFs, StorageError, StoreConfig, Vfs};
+use fs_node::storage::{Applied, KvStore, Merge, SimFs, StorageError, StoreConfig, Vfs};
 use protocol::Zxid;
 use rand::Rng;
 use std::path::Path;
@@ -14,6 +14,7 @@ fn small_config() -> StoreConfig {
     StoreConfig {
         segment_bytes_max: 8 * 1024,
         compaction_dead_bytes_min: 1024,
+        sealed_segments_max: 4,
         ..StoreConfig::default()
     }
 }
@@ -35,6 +36,7 @@ fn engine_matches_btreemap_model_across_restarts() {
         let mut work = Workload::new(seed);
         let mut zxid = Zxid::new(1, 0);
         let mut reclaimed_bytes = 0;
+        let mut small_merges = 0u32;
         for step in 0..600 {
             zxid = zxid.next().expect("zxid");
             let ops = work.batch();
@@ -53,7 +55,7 @@ fn engine_matches_btreemap_model_across_restarts() {
                 // A refused batch changes nothing; the next zxid is used by the next batch.
                 zxid = Zxid(zxid.0 - 1);
             }
-            match work.rng().gen_range(0..40) {
+            match work.rng().gen_range(0..44) {
                 0 => {
                     drop(store);
                     store = open(&fs);
@@ -69,11 +71,21 @@ fn engine_matches_btreemap_model_across_restarts() {
                 4 => {
                     store.checkpoint().expect("checkpoint");
                 }
+                // A snapshot's seal, then a merge of only the small segments.
+                5 | 6 if !store.is_frozen() => {
+                    store.freeze().expect("freeze");
+                    store.unfreeze();
+                }
+                7 => {
+                    let merged = store.merge(Merge::Small).expect("merge small segments");
+                    small_merges += u32::from(merged.is_some());
+                }
                 _ => {}
             }
         }
         assert_same(&store, &model, &format!("seed {seed} end"));
         assert!(reclaimed_bytes > 0, "seed {seed}: compaction never reclaimed anything");
+        assert!(small_merges > 0, "seed {seed}: no merge of small segments ever ran");
         store.compact().expect("compact");
         drop(store);
         let store = open(&fs);

@@ -64,6 +64,13 @@ pub trait Freezer: Send {
     fn freeze(&mut self) -> Result<FrozenSet>;
     /// Ends the freeze; the node folds in what its data log gathered meanwhile.
     fn unfreeze(&mut self);
+    /// The offer's file list (names, sizes, whole-file MD5s, in `set`'s order) if the node
+    /// knows it already, e.g. from a snapshot manifest, so the donor need not read every file
+    /// once more before it starts; `None` makes the donor hash the files. Receivers check every
+    /// file against it, so a wrong list fails the transfer, never installs wrong bytes.
+    fn describe(&mut self, _set: &FrozenSet) -> Result<Option<Vec<FileOffer>>> {
+        Ok(None)
+    }
 }
 
 /// Unfreezes exactly once, when dropped at the latest (a panic or a cancelled task too).
@@ -75,6 +82,11 @@ impl<F: Freezer> FreezeGuard<F> {
     pub fn freeze(mut freezer: F) -> Result<(FreezeGuard<F>, FrozenSet)> {
         let set = freezer.freeze()?;
         Ok((FreezeGuard { freezer: Some(freezer) }, set))
+    }
+
+    /// The freezer's own description of `set`, if it has one (see [`Freezer::describe`]).
+    pub fn describe(&mut self, set: &FrozenSet) -> Result<Option<Vec<FileOffer>>> {
+        self.freezer.as_mut().expect("frozen").describe(set)
     }
 
     pub fn unfreeze(mut self) -> F {

@@ -80,6 +80,8 @@ pub enum TransferError {
     FileMismatch { name: String, attempts: u32 },
     #[error("every receiver went silent or gave up; the transfer is abandoned")]
     NoReceivers,
+    #[error("the donor refused to send its files ({code:?}): {message}")]
+    Refused { code: protocol::message::data::ErrorCode, message: String },
     #[error("the offer of {files} files does not fit one datagram ({bytes} bytes encoded)")]
     OfferTooLarge { files: usize, bytes: usize },
     #[error("{op} {path}: {source} (check the disk and permissions)")]

@@ -105,9 +105,9 @@ impl DonorHandle {
     }
 }
 
-/// Freezes through `freezer`, describes the frozen files, binds an endpoint on the transfer
-/// group (`endpoint.group`) and starts streaming once the first receiver is added. The task
-/// returns the outcome after unfreezing.
+/// Freezes through `freezer`, describes the frozen files (the freezer's own list if it has one,
+/// else by hashing them), binds an endpoint on the transfer group (`endpoint.group`) and starts
+/// streaming once the first receiver is added. The task returns the outcome after unfreezing.
 pub async fn spawn_donor<F: Freezer + 'static>(
     config: DonorConfig,
     endpoint: EndpointConfig,
@@ -115,9 +115,12 @@ pub async fn spawn_donor<F: Freezer + 'static>(
     me: NodeId,
     freezer: F,
 ) -> Result<(DonorHandle, JoinHandle<Result<DonorOutcome>>)> {
-    let (guard, set) = FreezeGuard::freeze(freezer)?;
+    let (mut guard, set) = FreezeGuard::freeze(freezer)?;
     let source = FsSource::open(&set.files)?;
-    let files = source.describe()?;
+    let files = match guard.describe(&set)? {
+        Some(files) => files,
+        None => source.describe()?,
+    };
     let group = endpoint.group.to_string();
     let donor = Donor::new(config, transfer, me, set.zxid, files, group, 0)?;
     let endpoint = Endpoint::bind(endpoint).await?;
@@ -221,6 +224,10 @@ pub async fn request_offer(
 ) -> Result<TransFile> {
     match endpoint.request(donor, Message::RequestFile(request), timeout, retries).await? {
         Message::TransFile(offer) => Ok(offer),
+        // A refusal: the donor's reason, for the receiver's log and status.
+        Message::ReadReply(protocol::message::data::ReadReply { result: Err(e), .. }) => {
+            Err(TransferError::Refused { code: e.code, message: e.message })
+        }
         other => Err(TransferError::BadOffer(format!("answered with {:?}", other.kind()))),
     }
 }

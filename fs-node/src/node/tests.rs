@@ -337,3 +337,147 @@ fn retention_is_bounded_by_bytes_too() {
     let kept = log.read_range(log.start_zxid(), 1_000).unwrap().len();
     assert!((32..100).contains(&kept), "kept {kept} entries of 1 KiB for a 32 KiB bound");
 }
+
+/// The offer a donor would build for `snap`: from its manifest, as the node's donor does.
+fn offer_for(snap: &SnapshotDir) -> Result<cache_server::transfer::Donor, String> {
+    let files = snap.files()?;
+    let offers = super::transfer::describe_snapshot(snap, &files)?;
+    cache_server::transfer::Donor::new(
+        cache_server::transfer::DonorConfig::default(),
+        1,
+        1,
+        snap.zxid,
+        offers,
+        "239.255.77.1:7701".into(),
+        0,
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// Claim: 200 snapshots (each seals the store's active segment), with the merges the node's
+/// compactor runs when `compaction_plan` asks, keep a snapshot's file count within the store's
+/// `sealed_segments_max` (without the merges it would hold 2 files per snapshot, 400), so the
+/// transfer offer of the last snapshot still fits one datagram.
+#[test]
+fn two_hundred_snapshots_still_fit_one_offer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut disk = Disk::new(dir);
+    let mut last: Option<SnapshotDir> = None;
+    for i in 0..200 {
+        disk.put(&format!("/k{}", i % 37), &format!("value {i}"));
+        let snap = disk.snapshot(dir, last.as_ref());
+        snapshot::prune(dir, snap.zxid, &[]).unwrap();
+        let store = disk.sm.store().0.clone();
+        if let Some(which) = store.compaction_plan() {
+            store.merge(which).unwrap();
+        }
+        last = Some(snap);
+    }
+    let snap = last.unwrap();
+    let files = snap.files().unwrap();
+    let bound = 2 * (crate::storage::store::SEALED_SEGMENTS_MAX_DEFAULT + 1) + 2;
+    assert!(files.len() <= bound, "{} files in the snapshot, bound {bound}", files.len());
+    offer_for(&snap).expect("the offer fits");
+    let (dump, ..) = restart(dir);
+    assert_eq!(dump, disk.state().0, "the merges changed the data");
+}
+
+/// Claim: the offer's list built from the manifest equals what hashing every file gives (the
+/// manifest's MD5s describe the linked bytes), and a snapshot file whose size differs from its
+/// manifest is refused with a message naming it rather than offered.
+#[test]
+fn offer_from_manifest_equals_hashing_and_refuses_a_damaged_snapshot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut disk = Disk::new(dir);
+    let mut previous = None;
+    for round in 0..3 {
+        for i in 0..40 {
+            disk.put(&format!("/r{round}/k{i}"), "some value");
+        }
+        previous = Some(disk.snapshot(dir, previous.as_ref()));
+    }
+    let snap = previous.unwrap();
+    let files = snap.files().unwrap();
+    let from_manifest = super::transfer::describe_snapshot(&snap, &files).unwrap();
+    let hashed = cache_server::transfer::FsSource::open(&files).unwrap().describe().unwrap();
+    assert_eq!(from_manifest, hashed);
+    assert_eq!(from_manifest.len(), files.len());
+
+    let victim = &files[0];
+    let mut bytes = std::fs::read(victim).unwrap();
+    bytes.push(0);
+    std::fs::remove_file(victim).unwrap();
+    std::fs::write(victim, &bytes).unwrap();
+    let err = super::transfer::describe_snapshot(&snap, &files).expect_err("damaged");
+    assert!(err.contains("the snapshot is damaged"), "{err}");
+}
+
+/// Claim: a donor refuses an offer that would not fit one datagram with a message saying so
+/// (what 1 250 snapshots without merges of small segments would have produced: 2 500 files).
+#[test]
+fn offer_of_too_many_files_is_refused() {
+    use protocol::message::transfer::FileOffer;
+    let files: Vec<FileOffer> = (0..2_500u32)
+        .map(|i| FileOffer { name: format!("{i:010}.data"), size: 128 << 20, md5: [7; 16] })
+        .collect();
+    let refused = cache_server::transfer::Donor::new(
+        cache_server::transfer::DonorConfig::default(),
+        1,
+        1,
+        Zxid::new(1, 1),
+        files,
+        "239.255.77.1:7701".into(),
+        0,
+    );
+    let Err(err) = refused else { panic!("an offer of 2 500 files was accepted") };
+    assert!(
+        matches!(err, cache_server::transfer::TransferError::OfferTooLarge { files: 2_500, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("does not fit one datagram"), "{err}");
+}
+
+/// Claim: after a backup is received, the node keeps it and the newest others up to
+/// `BACKUPS_KEPT` in all (by zxid, whichever donor), deletes the older ones, and leaves a
+/// staging directory and unrelated entries alone; the backup just received stays even if it
+/// is the oldest.
+#[test]
+fn received_backups_keep_the_newest_few() {
+    use super::transfer::{prune_backups, BACKUPS_KEPT};
+    assert_eq!(BACKUPS_KEPT, 3, "this test's expectations are written for 3");
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join(super::transfer::BACKUPS_DIR);
+    let name = |donor: u32, zxid: u64| format!("{donor}-{}", snapshot::dir_name(Zxid(zxid)));
+    for (donor, zxid) in [(2, 10), (3, 40), (2, 30), (3, 20), (2, 50)] {
+        std::fs::create_dir_all(root.join(name(donor, zxid))).unwrap();
+        std::fs::write(root.join(name(donor, zxid)).join("f"), b"x").unwrap();
+    }
+    let partial = root.join(format!("{}.partial-77", name(2, 60)));
+    std::fs::create_dir_all(&partial).unwrap();
+    std::fs::write(root.join("notes.txt"), b"mine").unwrap();
+    let removed = prune_backups(&root.join(name(2, 50)), BACKUPS_KEPT).unwrap();
+    let mut left: Vec<String> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    let mut expected = vec![
+        name(2, 30),
+        name(2, 50),
+        name(3, 40),
+        partial.file_name().unwrap().to_string_lossy().into_owned(),
+        "notes.txt".into(),
+    ];
+    expected.sort();
+    assert_eq!(left, expected);
+    assert_eq!(removed.len(), 2);
+
+    // A late backup of an old zxid is kept itself; the two newest others stay.
+    std::fs::create_dir_all(root.join(name(3, 5))).unwrap();
+    let removed = prune_backups(&root.join(name(3, 5)), BACKUPS_KEPT).unwrap();
+    assert_eq!(removed, vec![root.join(name(2, 30))]);
+    assert!(root.join(name(3, 5)).exists() && root.join(name(2, 50)).exists());
+    assert!(root.join(name(3, 40)).exists());
+}

@@ -19,23 +19,30 @@
 //! from the transfer id), so file transfer needs multicast: with `multicast = false` a fetch
 //! fails and is retried, and the node cannot rejoin past its peers' log retention (keep
 //! `log_retention_entries` large there). One transfer is sent at a time (more receivers join
-//! it); a node receives one at a time.
+//! it); a node receives one at a time. The offer lists every file in one datagram (about
+//! [`OFFER_FILES_ABOUT`] store files): the store's merges of small segments keep a snapshot far
+//! below that (`StoreConfig::sealed_segments_max`); a donor whose snapshot would not fit
+//! refuses with `Unavailable` and says why. The offer's MD5s come from the snapshot's manifest
+//! ([`describe_snapshot`]), so a donor starts without reading its data once more.
 
 use super::snapshot::{self, SnapshotDir};
 use super::{Cmd, Shared};
+use crate::storage::backup::{ManifestFile, MANIFEST_NAME};
 use cache_server::transfer::net::{
     request_offer, run_receiver, spawn_donor, transfer_endpoint_config, DonorHandle,
 };
 use cache_server::transfer::{
-    offer_bytes, DonorConfig, DonorOutcome, Freezer, FrozenSet, FsSink, Progress, ReceiverConfig,
-    TransferError,
+    md5_of, offer_bytes, DonorConfig, DonorOutcome, Freezer, FrozenSet, FsSink, Progress,
+    ReceiverConfig, TransferError,
 };
 use protocol::message::data::{ErrorCode, ReadReply, ReadValue, WireError};
-use protocol::message::transfer::{Backup, BackupTarget, RequestFile, TransFile, TransferPurpose};
+use protocol::message::transfer::{
+    Backup, BackupTarget, FileOffer, RequestFile, TransFile, TransferPurpose,
+};
 use protocol::message::Message;
 use protocol::messaging::{Endpoint, EndpointConfig};
 use protocol::{NodeId, Zxid};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,6 +54,10 @@ use tokio::sync::{oneshot, watch};
 pub const INCOMING_DIR: &str = "incoming";
 /// Where backups pushed by other nodes land, as `<donor>-<zxid>/`.
 pub const BACKUPS_DIR: &str = "backups";
+/// Backups received from other nodes that a node keeps: after a new one is complete and
+/// verified, the oldest (by zxid) beyond this many are deleted, so pushed backups cannot fill
+/// the disk. Copy a backup elsewhere to keep it longer.
+pub const BACKUPS_KEPT: usize = 3;
 /// How long `shoal status` keeps showing how the last transfer ended.
 pub const ENDED_SHOWN: Duration = Duration::from_secs(60);
 /// Attempts of one fetch (each with the next member as donor) before the node restarts.
@@ -57,6 +68,8 @@ pub const FETCH_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Wait for the donor's offer (it may take a snapshot first), and retries.
 pub const OFFER_TIMEOUT: Duration = Duration::from_secs(2);
 pub const OFFER_RETRIES: u32 = 3;
+/// About how many store files one offer datagram lists (15-character names), for messages.
+pub const OFFER_FILES_ABOUT: usize = 1_500;
 /// Transfer groups use the node's group address on one of this many ports after its own.
 pub const TRANSFER_PORTS: u64 = 64;
 
@@ -228,10 +241,74 @@ impl Freezer for SnapshotFreezer {
         Ok(FrozenSet { zxid: self.snap.zxid, files: self.files.clone() })
     }
 
+    fn describe(
+        &mut self,
+        set: &FrozenSet,
+    ) -> cache_server::transfer::Result<Option<Vec<FileOffer>>> {
+        describe_snapshot(&self.snap, &set.files).map(Some).map_err(TransferError::State)
+    }
+
     fn unfreeze(&mut self) {
         self.pin = None;
         tracing::info!(zxid = %self.snap.zxid, "unfrozen (snapshot unpinned)");
     }
+}
+
+/// The offer's file list of a snapshot's `files` from its manifest, without reading the data:
+/// the manifest's MD5s were computed when the snapshot was finished, from the very inodes the
+/// snapshot links (sealed store files are never written again; compaction only unlinks them),
+/// so they still describe the bytes. Each size is checked against the file, and the manifest
+/// itself (not listed in itself, and small) is hashed. A file the manifest does not list, or
+/// whose size differs, means the snapshot is damaged: refused rather than sent.
+pub(crate) fn describe_snapshot(
+    snap: &SnapshotDir,
+    files: &[PathBuf],
+) -> Result<Vec<FileOffer>, String> {
+    let manifest = snapshot::read_manifest(&snap.path)?;
+    let listed: HashMap<&str, &ManifestFile> =
+        manifest.files.iter().map(|f| (f.name.as_str(), f)).collect();
+    let mut out = Vec::with_capacity(files.len());
+    for path in files {
+        let name = path
+            .file_name()
+            .ok_or_else(|| format!("{} has no file name", path.display()))?
+            .to_string_lossy()
+            .into_owned();
+        let size =
+            std::fs::metadata(path).map_err(|e| format!("reading {}: {e}", path.display()))?.len();
+        if name == MANIFEST_NAME {
+            let bytes =
+                std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+            out.push(FileOffer { name, size: bytes.len() as u64, md5: md5_of(&bytes) });
+            continue;
+        }
+        let Some(entry) = listed.get(name.as_str()) else {
+            return Err(format!("{}: not in the snapshot's manifest", path.display()));
+        };
+        if entry.size != size {
+            return Err(format!(
+                "{}: {size} bytes, the snapshot's manifest says {}; the snapshot is damaged",
+                path.display(),
+                entry.size
+            ));
+        }
+        let md5 = parse_md5(&entry.md5).ok_or_else(|| {
+            format!("{}: the manifest's MD5 {:?} is not 32 hex digits", path.display(), entry.md5)
+        })?;
+        out.push(FileOffer { name, size, md5 });
+    }
+    Ok(out)
+}
+
+fn parse_md5(hex: &str) -> Option<[u8; 16]> {
+    if hex.len() != 32 || !hex.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
 }
 
 fn refused(code: ErrorCode, message: impl Into<String>) -> WireError {
@@ -287,7 +364,21 @@ async fn donor(shared: &Arc<Shared>, what: String) -> Result<(DonorHandle, bool)
     .await
     .map_err(|e| {
         shared.metrics.transfers_failed.inc();
-        refused(ErrorCode::Internal, format!("cannot start the transfer: {e}"))
+        let (code, message) = match e {
+            TransferError::OfferTooLarge { files, .. } => (
+                ErrorCode::Unavailable,
+                format!(
+                    "node {} cannot offer its data: its snapshot has {files} files, more than one \
+                 offer datagram lists (about {OFFER_FILES_ABOUT}); its compactor merges small \
+                 segments until the count is under the store's sealed_segments_max, so try \
+                 again later or ask another node",
+                    shared.node
+                ),
+            ),
+            e => (ErrorCode::Internal, format!("cannot start the transfer: {e}")),
+        };
+        tracing::warn!("{message}");
+        refused(code, message)
     })?;
     shared.metrics.transfers_started.inc();
     let bytes = offer_bytes(&handle.offer());
@@ -507,6 +598,13 @@ pub(crate) async fn on_offer(shared: &Arc<Shared>, offer: TransFile) -> Message 
         let text = match result {
             Ok(()) => {
                 tracing::info!(dir = %dest.display(), bytes, secs, "backup received");
+                match prune_backups(&dest, BACKUPS_KEPT) {
+                    Ok(removed) if !removed.is_empty() => {
+                        tracing::info!(?removed, kept = BACKUPS_KEPT, "older backups removed")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("removing older backups: {e}"),
+                }
                 format!("done: {what} {bytes} bytes in {secs:.1} s")
             }
             Err(e) => {
@@ -518,6 +616,48 @@ pub(crate) async fn on_offer(shared: &Arc<Shared>, offer: TransFile) -> Message 
         shared2.transfers.end(text);
     });
     reply(shared, Ok(()))
+}
+
+/// The donor and zxid of a received backup's directory name (`<donor>-<zxid>`); `None` for
+/// anything else (a `.partial-*` staging directory, a stray file).
+fn backup_name(name: &str) -> Option<(NodeId, Zxid)> {
+    let (donor, zxid) = name.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(donor) || !digits(zxid) {
+        return None;
+    }
+    Some((donor.parse().ok()?, Zxid(zxid.parse().ok()?)))
+}
+
+/// After the backup in `done` is complete: keeps it and the newest (by zxid) others up to
+/// `keep` in all, deletes the older received backups beside it, and returns what it deleted.
+/// Staging directories and anything not named `<donor>-<zxid>` are left alone.
+pub fn prune_backups(done: &Path, keep: usize) -> Result<Vec<PathBuf>, String> {
+    let parent = done.parent().ok_or_else(|| format!("{} has no parent", done.display()))?;
+    let entries =
+        std::fs::read_dir(parent).map_err(|e| format!("listing {}: {e}", parent.display()))?;
+    let mut others: Vec<(Zxid, PathBuf)> = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("listing {}: {e}", parent.display()))?;
+        let path = entry.path();
+        if path == done || !path.is_dir() {
+            continue;
+        }
+        if let Some((_, zxid)) = backup_name(&entry.file_name().to_string_lossy()) {
+            others.push((zxid, path));
+        }
+    }
+    // Newest first; the one just done counts as one of the kept.
+    others.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| b.1.cmp(&a.1)));
+    let mut removed = Vec::new();
+    for (_, path) in others.into_iter().skip(keep.saturating_sub(1)) {
+        std::fs::remove_dir_all(&path).map_err(|e| format!("removing {}: {e}", path.display()))?;
+        removed.push(path);
+    }
+    if !removed.is_empty() {
+        snapshot::sync_dir(parent)?;
+    }
+    Ok(removed)
 }
 
 /// Runs a receiver for `offer` into `dest` (staged, installed atomically). Counts it.
@@ -628,6 +768,9 @@ async fn fetch_from(
             Ok(offer) => offer,
             Err(TransferError::BadOffer(detail)) => {
                 return Err(format!("node {donor} refused to send its files ({detail})"))
+            }
+            Err(TransferError::Refused { message, .. }) => {
+                return Err(format!("node {donor} refused to send its files: {message}"))
             }
             Err(e) => return Err(e.to_string()),
         };

@@ -25,7 +25,7 @@ pub mod vfs;
 
 pub use error::{StorageError, StoreError};
 pub use log::{DataLog, Durable, LogConfig, LogRecovery};
-pub use store::{Applied, Compactor, FrozenFiles, KvStore, StoreConfig, StoreRecovery};
+pub use store::{Applied, Compactor, FrozenFiles, KvStore, Merge, StoreConfig, StoreRecovery};
 pub use vfs::{CrashMode, RealFs, SimFs, Vfs};
 
 use protocol::message::data::Op;

@@ -35,6 +35,12 @@ pub const BATCH_BYTES_MAX: usize = 1024 * 1024 * 1024;
 pub const COMPACTION_DEAD_RATIO_DEFAULT: f64 = 0.5;
 /// ... and at least this many.
 pub const COMPACTION_DEAD_BYTES_MIN_DEFAULT: u64 = 16 * 1024 * 1024;
+/// Sealed segments kept before the small ones are merged. Every node snapshot (and freeze)
+/// seals the active segment however small it is, and dead bytes alone never trigger a merge
+/// of live data, so without this bound the file count grows with every snapshot; a transfer
+/// offer lists every file in one datagram (about 1 500 files), so it must stay well below
+/// that: 64 segments are 129 files with the hints and the active segment.
+pub const SEALED_SEGMENTS_MAX_DEFAULT: usize = 64;
 
 const DATA_SUFFIX: &str = ".data";
 const HINT_SUFFIX: &str = ".hint";
@@ -48,6 +54,10 @@ pub struct StoreConfig {
     pub value_bytes_max: usize,
     pub compaction_dead_ratio: f64,
     pub compaction_dead_bytes_min: u64,
+    /// More sealed segments than this trigger a merge of the small ones (see
+    /// [`SEALED_SEGMENTS_MAX_DEFAULT`]). A segment is small below half of `segment_bytes_max`,
+    /// so merged outputs hold at least two of them and the merge shrinks the count.
+    pub sealed_segments_max: usize,
 }
 
 impl Default for StoreConfig {
@@ -58,8 +68,20 @@ impl Default for StoreConfig {
             value_bytes_max: VALUE_BYTES_DEFAULT,
             compaction_dead_ratio: COMPACTION_DEAD_RATIO_DEFAULT,
             compaction_dead_bytes_min: COMPACTION_DEAD_BYTES_MIN_DEFAULT,
+            sealed_segments_max: SEALED_SEGMENTS_MAX_DEFAULT,
         }
     }
+}
+
+/// Which sealed segments a merge takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Merge {
+    /// Every sealed segment: reclaims dead bytes, drops tombstones.
+    All,
+    /// Only the small sealed segments (under half of `segment_bytes_max`): bounds the file
+    /// count. Tombstones of deleted keys are kept, since older records of those keys may sit
+    /// in segments this merge leaves alone.
+    Small,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1099,23 +1121,63 @@ impl KvStore {
         self.read().segments.values().filter(|s| s.sealed).map(|s| s.len).sum()
     }
 
-    /// Whether dead bytes justify a merge (see [`StoreConfig`]).
-    pub fn compaction_due(&self) -> bool {
+    /// Sealed segments (each is a data file and a hint file on disk).
+    pub fn sealed_segment_count(&self) -> usize {
+        self.read().segments.values().filter(|s| s.sealed).count()
+    }
+
+    /// Data and hint files on disk: two per sealed segment, and the active segment.
+    pub fn file_count(&self) -> usize {
+        2 * self.sealed_segment_count() + 1
+    }
+
+    /// Whether a sealed segment of `len` bytes is small enough for [`Merge::Small`].
+    fn is_small(&self, len: u64) -> bool {
+        len < self.config.segment_bytes_max / 2
+    }
+
+    /// Which merge is due, if any: [`Merge::All`] when dead bytes justify it (see
+    /// [`StoreConfig`]), else [`Merge::Small`] when there are more than `sealed_segments_max`
+    /// sealed segments and at least two of them are small. `None` while frozen.
+    pub fn compaction_plan(&self) -> Option<Merge> {
         let inner = self.read();
-        let (dead, total) = inner
-            .segments
-            .values()
-            .filter(|s| s.sealed)
-            .fold((0, 0), |(d, t), s| (d + s.dead_bytes, t + s.len));
-        inner.frozen.is_none()
-            && dead >= self.config.compaction_dead_bytes_min
+        if inner.frozen.is_some() {
+            return None;
+        }
+        let (mut dead, mut total, mut sealed, mut small) = (0u64, 0u64, 0usize, 0usize);
+        for s in inner.segments.values().filter(|s| s.sealed) {
+            dead += s.dead_bytes;
+            total += s.len;
+            sealed += 1;
+            small += usize::from(self.is_small(s.len));
+        }
+        if dead >= self.config.compaction_dead_bytes_min
             && dead as f64 >= total as f64 * self.config.compaction_dead_ratio
+        {
+            Some(Merge::All)
+        } else if sealed > self.config.sealed_segments_max && small >= 2 {
+            Some(Merge::Small)
+        } else {
+            None
+        }
+    }
+
+    /// Whether a merge is due (see [`KvStore::compaction_plan`]).
+    pub fn compaction_due(&self) -> bool {
+        self.compaction_plan().is_some()
     }
 
     /// Merges every sealed segment into new ones holding only live records, without blocking
     /// writes (they continue in the active segment). Returns the bytes reclaimed, or `None` if
     /// the store is frozen or there was nothing to merge.
     pub fn compact(&self) -> Result<Option<u64>> {
+        self.merge(Merge::All)
+    }
+
+    /// Merges the sealed segments `which` selects; [`Merge::Small`] needs at least two small
+    /// segments. Returns the bytes reclaimed, or `None` if the store is frozen or there was
+    /// nothing to merge.
+    pub fn merge(&self, which: Merge) -> Result<Option<u64>> {
         let _one = self.compacting.lock().expect("compaction lock");
         if let Some(why) = self.merge_disabled.lock().expect("merge flag").clone() {
             return Err(StorageError::State(format!(
@@ -1123,7 +1185,7 @@ impl KvStore {
             )));
         }
         let mut unpublished = Vec::new();
-        let result = self.compact_locked(&mut unpublished);
+        let result = self.compact_locked(which, &mut unpublished);
         if result.is_err() {
             // Best effort: start-up deletes whatever is left.
             for path in unpublished {
@@ -1135,7 +1197,7 @@ impl KvStore {
 
     /// The merge itself; `unpublished` collects the `.tmp` files it creates until they are
     /// renamed into place.
-    fn compact_locked(&self, unpublished: &mut Vec<PathBuf>) -> Result<Option<u64>> {
+    fn compact_locked(&self, which: Merge, unpublished: &mut Vec<PathBuf>) -> Result<Option<u64>> {
         let inputs: Vec<(u32, Arc<dyn VFile>, PathBuf, u64)> = {
             let inner = self.read();
             if inner.frozen.is_some() {
@@ -1144,11 +1206,12 @@ impl KvStore {
             inner
                 .segments
                 .iter()
-                .filter(|(_, s)| s.sealed)
+                .filter(|(_, s)| s.sealed && (which == Merge::All || self.is_small(s.len)))
                 .map(|(id, s)| (*id, s.file.clone(), s.path.clone(), s.len))
                 .collect()
         };
-        if inputs.is_empty() {
+        let inputs_min = if which == Merge::All { 1 } else { 2 };
+        if inputs.len() < inputs_min {
             return Ok(None);
         }
         let input_ids: Vec<u32> = inputs.iter().map(|i| i.0).collect();
@@ -1186,7 +1249,18 @@ impl KvStore {
             watermark = watermark.max(footer.watermark);
             let live: Vec<HintRec> = {
                 let inner = self.read();
-                recs.into_iter().filter(|r| inner.index.get(&r.key) == Some(&r.loc)).collect()
+                recs.into_iter()
+                    .filter(|r| {
+                        inner.index.get(&r.key) == Some(&r.loc)
+                            // A partial merge keeps the tombstones of deleted keys: an older
+                            // record of the key may sit in a segment it does not take, and
+                            // would come back at start-up without them. (Copied tombstones
+                            // count as dead bytes below; a full merge drops them.)
+                            || (which == Merge::Small
+                                && r.loc.kind == Kind::Deleted
+                                && !inner.index.contains_key(&r.key))
+                    })
+                    .collect()
             };
             for r in live {
                 let bytes = self.read_record(file.as_ref(), path, &r.loc)?;
@@ -1357,7 +1431,7 @@ fn read_checkpoint(vfs: &dyn Vfs, dir: &Path) -> Result<(Zxid, u32, u64)> {
     Ok((rec.zxid, seg, len))
 }
 
-/// A background thread that merges whenever [`KvStore::compaction_due`] says so, checking every
+/// A background thread that merges whatever [`KvStore::compaction_plan`] says is due, checking every
 /// `check_every`. Writes never wait for it. Dropping the handle stops the thread (after the
 /// merge in progress, if any).
 #[derive(Debug)]
@@ -1376,8 +1450,8 @@ impl Compactor {
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                     _ => return,
                 }
-                if store.compaction_due() {
-                    match store.compact() {
+                if let Some(which) = store.compaction_plan() {
+                    match store.merge(which) {
                         Ok(Some(bytes)) => tracing::info!(bytes, "compaction reclaimed space"),
                         Ok(None) => {}
                         // The store stays consistent (inputs are kept); try again later.
