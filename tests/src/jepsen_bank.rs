@@ -19,7 +19,7 @@
 use crate::jepsen::{join_all, Unavailability};
 use crate::jepsen_harness::{
     self, bounded, connect, final_read, replica_check, Ctx, HarnessOptions, Workload,
-    FINAL_READ_LIMIT_MS, LOCK_TTL_MS, OP_LIMIT_MS,
+    FINAL_LOCK_WAIT_MS, FINAL_READ_LIMIT_MS, LOCK_TTL_MS, OP_LIMIT_MS,
 };
 use crate::nemesis::{FaultKind, FaultWindow, Schedule, ScheduleBounds};
 use crate::netns::NetnsError;
@@ -54,6 +54,8 @@ pub struct BankOptions {
     /// Percentage of rounds that audit every account instead of transferring.
     pub audit_percent: u32,
     pub quiet_ms: u64,
+    /// Percentage of drawn faults replaced by cutting the clients off every host.
+    pub client_cut_percent: u32,
     pub out_dir: PathBuf,
 }
 
@@ -70,6 +72,7 @@ impl BankOptions {
             total: 500,
             audit_percent: 25,
             quiet_ms: 3_000,
+            client_cut_percent: 20,
             out_dir: PathBuf::from("target/jepsen"),
         }
     }
@@ -429,6 +432,19 @@ impl Workload for BankWorkload {
             })
             .collect();
         final_problems.extend(replica_check(&ctx.cluster_file, floor, &expected).await);
+        // Liveness after healing: every account can be locked for writing again.
+        let wait = Duration::from_millis(FINAL_LOCK_WAIT_MS);
+        let mut builder = reader.transaction().wait(wait);
+        for i in 0..self.options.accounts {
+            builder = builder.write(account(i));
+        }
+        match bounded(FINAL_LOCK_WAIT_MS * self.options.accounts as u64, builder.begin()).await {
+            Ok(Ok(txn)) => {
+                let _ = bounded(OP_LIMIT_MS, txn.cancel()).await;
+            }
+            Ok(Err(e)) => final_problems.push(format!("accounts not lockable after healing: {e}")),
+            Err(e) => final_problems.push(format!("accounts not lockable after healing: {e}")),
+        }
         Output { log, finals: Some(FinalState { balances, markers }), final_problems }
     }
 }
@@ -594,6 +610,7 @@ pub fn run_bank(
         kinds: options.kinds.clone(),
         quiet_ms: options.quiet_ms,
         node_args: vec!["--lock-ttl-ms".into(), LOCK_TTL_MS.to_string()],
+        client_cut_percent: options.client_cut_percent,
     };
     let workload = BankWorkload { options: options.clone(), clients: Vec::new() };
     let ran = jepsen_harness::run(&harness, shoal_fs, stop, workload)?;

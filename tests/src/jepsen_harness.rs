@@ -15,6 +15,8 @@ use crate::nemesis::{wait_until, Fault, FaultKind, FaultWindow, Nemesis, Schedul
 use crate::netns::{NetnsError, Network, Node, NodeSpec};
 use cache_client::net::{ClusterFile, SocketTransport};
 use cache_client::{Client, ClientConfig, ClientError, LockConfig};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -31,6 +33,10 @@ pub const ATTEMPTS_MAX: usize = 4;
 pub const OP_LIMIT_MS: u64 = 10_000;
 /// How long a final read is retried after healing before it counts as unavailable.
 pub const FINAL_READ_LIMIT_MS: u64 = 30_000;
+/// How long, after healing, a lock may stay unavailable: a lease orphaned by a fault (a grant
+/// whose answer was lost, a holder cut off) lapses within a TTL of the last master's takeover;
+/// the rest is slack for an election and retries.
+pub const FINAL_LOCK_WAIT_MS: u64 = 3 * LOCK_TTL_MS + 5_000;
 
 /// What one seeded run does, apart from the workload.
 #[derive(Clone, Debug)]
@@ -43,6 +49,10 @@ pub struct HarnessOptions {
     pub quiet_ms: u64,
     /// Extra `shoal-fs` flags (e.g. the lock TTL).
     pub node_args: Vec<String>,
+    /// Percentage of drawn faults replaced by a **client cut** over the same window: the client
+    /// namespace and every host drop each other's packets, so that holders keep believing in
+    /// leases the master lets lapse (the case fencing exists for). Drawn from the seed.
+    pub client_cut_percent: u32,
 }
 
 /// What the client thread and the main thread share.
@@ -141,6 +151,10 @@ pub fn run<W: Workload>(
     let created = Instant::now();
     let schedule = Schedule::generate(options.seed, options.hosts, &options.bounds, &options.kinds);
     println!("{schedule}");
+    let cuts = client_cuts(options.seed, schedule.faults.len(), options.client_cut_percent);
+    for (i, _) in cuts.iter().enumerate().filter(|(_, cut)| **cut) {
+        println!("  fault {} replaced by: cut clients off every host", i + 1);
+    }
     let network = Network::create(options.hosts)?;
     let dir = tempfile::tempdir()?;
     let key: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
@@ -208,15 +222,15 @@ pub fn run<W: Workload>(
     let ready_ms = run_start.duration_since(created).as_millis();
 
     let mut nemesis = Nemesis::new(&network);
-    let windows = match run_schedule(&mut nemesis, &schedule, &mut nodes, run_start, &shared, stop)
-    {
-        Ok(w) => w,
-        Err(e) => {
-            abort(&shared);
-            let _ = client_thread.join();
-            return Err(e);
-        }
-    };
+    let windows =
+        match run_schedule(&mut nemesis, &schedule, &cuts, &mut nodes, run_start, &shared, stop) {
+            Ok(w) => w,
+            Err(e) => {
+                abort(&shared);
+                let _ = client_thread.join();
+                return Err(e);
+            }
+        };
     let quiet_end = Instant::now() + Duration::from_millis(options.quiet_ms);
     let interrupted = !wait_until(quiet_end, stop);
     if interrupted {
@@ -239,11 +253,33 @@ pub fn run<W: Workload>(
     Ok(Ran { schedule, windows, output, interrupted })
 }
 
-/// The schedule, with `Isolate` aimed at the current master and process faults on the master
-/// labelled so (the same rule as the register runs).
+/// Which of `faults` drawn faults become client cuts (see
+/// [`HarnessOptions::client_cut_percent`]): the same for the same seed.
+pub fn client_cuts(seed: u64, faults: usize, percent: u32) -> Vec<bool> {
+    let mut rng = StdRng::seed_from_u64(seed ^ CLIENT_CUT_SEED);
+    (0..faults).map(|_| rng.gen_range(0..100) < percent).collect()
+}
+
+/// Mixed into the seed for the client-cut draw, so it does not repeat the schedule's draws.
+const CLIENT_CUT_SEED: u64 = 0xC11E_C075;
+
+/// Cuts the client namespace (index 0) off from every host, both ways.
+fn cut_clients(nemesis: &mut Nemesis<'_>, hosts: usize) -> Result<(), NetnsError> {
+    let all: Vec<usize> = (1..=hosts).collect();
+    nemesis.drop_from(0, &all)?;
+    for h in all {
+        nemesis.drop_from(h, &[0])?;
+    }
+    Ok(())
+}
+
+/// The schedule, with `Isolate` aimed at the current master, process faults on the master
+/// labelled so (the same rule as the register runs), and the faults `cuts` marks replaced by a
+/// client cut over the same window.
 fn run_schedule(
     nemesis: &mut Nemesis<'_>,
     schedule: &Schedule,
+    cuts: &[bool],
     nodes: &mut [Node],
     run_start: Instant,
     shared: &Shared,
@@ -251,9 +287,22 @@ fn run_schedule(
 ) -> Result<Vec<FaultWindow>, NetnsError> {
     let mut windows = Vec::new();
     let since = |t: Instant| t.duration_since(run_start).as_millis() as u64;
-    for scheduled in &schedule.faults {
+    for (i, scheduled) in schedule.faults.iter().enumerate() {
         if !wait_until(run_start + Duration::from_millis(scheduled.at_ms), stop) {
             break;
+        }
+        if cuts.get(i).copied().unwrap_or(false) {
+            let start_ms = since(Instant::now());
+            cut_clients(nemesis, nodes.len())?;
+            let end_at = run_start + Duration::from_millis(scheduled.at_ms + scheduled.duration_ms);
+            let stopped = !wait_until(end_at, stop);
+            nemesis.heal_network()?;
+            let label = "cut clients".to_string();
+            windows.push(FaultWindow { label, start_ms, end_ms: since(Instant::now()) });
+            if stopped {
+                break;
+            }
+            continue;
         }
         let mut fault = scheduled.fault.clone();
         let mut label = fault.label();
@@ -267,6 +316,10 @@ fn run_schedule(
                 if host == master =>
             {
                 label = format!("{label} (master)");
+            }
+            // A minority partition that holds the master is an isolated master in effect.
+            Fault::Partition { ref minority } if minority.contains(&master) => {
+                label = format!("{label} (master in minority)");
             }
             _ => {}
         }

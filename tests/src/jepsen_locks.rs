@@ -24,7 +24,7 @@ use crate::fencing::{self, Acquire, Anomaly, FencedWrite, WriteOutcome};
 use crate::jepsen::{join_all, Unavailability};
 use crate::jepsen_harness::{
     self, bounded, connect, connect_with, final_read, replica_check, Ctx, HarnessOptions, Workload,
-    FINAL_READ_LIMIT_MS, LOCK_TTL_MS, OP_LIMIT_MS,
+    FINAL_LOCK_WAIT_MS, FINAL_READ_LIMIT_MS, LOCK_TTL_MS, OP_LIMIT_MS,
 };
 use crate::nemesis::{FaultKind, FaultWindow, Schedule, ScheduleBounds};
 use crate::netns::NetnsError;
@@ -63,6 +63,8 @@ pub struct LocksOptions {
     /// Percentage of acknowledged releases followed by a stale fenced write.
     pub stale_percent: u32,
     pub quiet_ms: u64,
+    /// Percentage of drawn faults replaced by cutting the clients off every host.
+    pub client_cut_percent: u32,
     pub out_dir: PathBuf,
 }
 
@@ -80,6 +82,7 @@ impl LocksOptions {
             hold_ms_max: 30,
             stale_percent: 30,
             quiet_ms: 3_000,
+            client_cut_percent: 30,
             out_dir: PathBuf::from("target/jepsen"),
         }
     }
@@ -262,6 +265,19 @@ impl Workload for LocksWorkload {
             }
         }
         final_problems.extend(replica_check(&ctx.cluster_file, floor, &expected).await);
+        // Liveness after healing: every lock can be taken again (no lease is stuck).
+        for lock in &locks {
+            let wait = Duration::from_millis(FINAL_LOCK_WAIT_MS);
+            match bounded(FINAL_LOCK_WAIT_MS + OP_LIMIT_MS, reader.lock_wait(lock, false, wait))
+                .await
+            {
+                Ok(Ok(guard)) => {
+                    let _ = bounded(OP_LIMIT_MS, guard.release()).await;
+                }
+                Ok(Err(e)) => final_problems.push(format!("{lock} not free after healing: {e}")),
+                Err(e) => final_problems.push(format!("{lock} not free after healing: {e}")),
+            }
+        }
         Output { log, finals, final_problems }
     }
 }
@@ -482,6 +498,7 @@ pub fn run_locks(
         kinds: options.kinds.clone(),
         quiet_ms: options.quiet_ms,
         node_args: vec!["--lock-ttl-ms".into(), LOCK_TTL_MS.to_string()],
+        client_cut_percent: options.client_cut_percent,
     };
     let workload = LocksWorkload { options: options.clone(), clients: Vec::new() };
     let ran = jepsen_harness::run(&harness, shoal_fs, stop, workload)?;
