@@ -483,3 +483,30 @@ pub async fn replica_check(
     }
     problems
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Client cuts are drawn from the seed: the same seed gives the same cuts, 0 % none and
+    /// 100 % every fault, and other seeds differ somewhere.
+    #[test]
+    fn client_cuts_are_reproducible_from_the_seed() {
+        assert_eq!(client_cuts(7, 20, 30), client_cuts(7, 20, 30));
+        assert!(client_cuts(7, 20, 0).iter().all(|c| !c));
+        assert!(client_cuts(7, 20, 100).iter().all(|c| *c));
+        assert!((1..20).any(|seed| client_cuts(seed, 20, 30) != client_cuts(7, 20, 30)));
+    }
+
+    /// The gap is the longest stretch inside the window without a success (from the window's
+    /// start, between successes, to its end); recovery runs from the end to the next success.
+    #[test]
+    fn unavailability_is_the_longest_gap_inside_each_window() {
+        let window = FaultWindow { label: "cut clients".into(), start_ms: 1_000, end_ms: 4_000 };
+        let u = unavailability(&[500, 1_200, 3_700, 2_000, 4_300], std::slice::from_ref(&window));
+        assert_eq!(u[0].longest_gap_ms, 1_700);
+        assert_eq!(u[0].recovery_ms, Some(300));
+        let u = unavailability(&[], std::slice::from_ref(&window));
+        assert_eq!((u[0].longest_gap_ms, u[0].recovery_ms), (3_000, None));
+    }
+}
