@@ -15,7 +15,8 @@
 //! period is an hour), sleeps past the lease after its grant and then makes its fenced write,
 //! as a process that was paused by the OS would. Whether the master refuses it depends on
 //! whether it already expired the lease (a new master honours leases one TTL from takeover);
-//! either way the checker's rules must hold.
+//! either way the checker's rules must hold. It stalls only on [`STALL_LOCK`], which the other
+//! clients contend for like any other lock.
 //!
 //! The nodes run with a 2 s lock lease ([`crate::jepsen_harness::LOCK_TTL_MS`]) so that
 //! faults of 1–4 s really expire leases and hand locks over.
@@ -56,7 +57,7 @@ pub struct LocksOptions {
     pub clients: usize,
     /// Of which this many stall past their lease after each grant.
     pub zombies: usize,
-    /// Named locks contended for.
+    /// Named locks contended for, besides [`STALL_LOCK`].
     pub locks: usize,
     /// Longest hold after the fenced writes.
     pub hold_ms_max: u64,
@@ -88,9 +89,14 @@ impl LocksOptions {
     }
 }
 
-/// The lock names of a run.
+/// The lock stalling holders take. Every client contends for it too, but stalling holders
+/// take no other: a stalled lease then blocks one lock of several, not the whole run (which
+/// would blur the unavailability that faults cause).
+pub const STALL_LOCK: &str = "/lock-stall";
+
+/// The lock names of a run: `count` locks plus [`STALL_LOCK`].
 pub fn lock_names(count: usize) -> Vec<String> {
-    (0..count).map(|k| format!("/lock{k}")).collect()
+    (0..count).map(|k| format!("/lock{k}")).chain([STALL_LOCK.to_string()]).collect()
 }
 
 /// The log key a lock's holders append to.
@@ -315,7 +321,7 @@ impl LockWorker {
             let lock = self.locks[self.rng.gen_range(0..self.locks.len())].clone();
             match self.client.clone() {
                 Some(client) => self.round(ctx, &client, &lock).await,
-                None => self.stalled_round(ctx, &lock).await,
+                None => self.stalled_round(ctx, STALL_LOCK).await,
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
