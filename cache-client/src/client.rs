@@ -478,6 +478,7 @@ impl<T: Transport> Client<T> {
                 }
                 Err(TransportError::Timeout(_)) | Err(TransportError::Unreachable(_)) => {
                     st.stats.timeouts += 1;
+                    st.router.on_timeout(&address, now());
                     tried.push(address);
                     continue;
                 }
