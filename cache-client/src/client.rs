@@ -478,7 +478,6 @@ impl<T: Transport> Client<T> {
                 }
                 Err(TransportError::Timeout(_)) | Err(TransportError::Unreachable(_)) => {
                     st.stats.timeouts += 1;
-                    st.router.on_timeout(&address, now());
                     tried.push(address);
                     continue;
                 }

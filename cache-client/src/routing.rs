@@ -9,10 +9,6 @@
 //!   still gets the odd request that refreshes its figures), then a second one the same way,
 //!   and the one of the two with fewer of this client's requests in flight wins (ties: the
 //!   first). Two choices keep bursts from piling onto one node between load reports.
-//! - **Suspects.** A node whose request just timed out is passed over for reads for
-//!   [`RoutingConfig::suspect_for`] (5 s) unless nothing else is open, or until it is heard from
-//!   again. Without it a killed follower, still live for the 70 s validity, would cost about
-//!   every third read a full request timeout until its validity ran out.
 //! - **Writes** go to the master: the live node that announced the master role with the
 //!   highest epoch, or the one a `NotMaster` redirect named.
 
@@ -26,9 +22,6 @@ use std::time::{Duration, Instant};
 /// The design's validity of a node after its last FSLive or reply.
 pub const LIVE_VALIDITY_DEFAULT: Duration = Duration::from_secs(70);
 
-/// How long a node whose request timed out is passed over for reads (unless heard from).
-pub const SUSPECT_FOR_DEFAULT: Duration = Duration::from_secs(5);
-
 /// The least headroom a node's CPU or memory counts for, in permille.
 pub const HEADROOM_MIN_PERMILLE: u16 = 20;
 
@@ -38,13 +31,11 @@ pub const NODES_MAX: usize = 64;
 #[derive(Clone, Debug)]
 pub struct RoutingConfig {
     pub live_validity: Duration,
-    /// How long a node whose request timed out is passed over for reads.
-    pub suspect_for: Duration,
 }
 
 impl Default for RoutingConfig {
     fn default() -> Self {
-        RoutingConfig { live_validity: LIVE_VALIDITY_DEFAULT, suspect_for: SUSPECT_FOR_DEFAULT }
+        RoutingConfig { live_validity: LIVE_VALIDITY_DEFAULT }
     }
 }
 
@@ -62,8 +53,6 @@ pub struct NodeView {
     pub last_heard: Instant,
     /// This client's requests to the node that have not finished.
     pub inflight: u32,
-    /// When a request to it timed out, if nothing was heard from it since.
-    pub silent_since: Option<Instant>,
 }
 
 impl NodeView {
@@ -78,7 +67,6 @@ impl NodeView {
             load: Load::default(),
             last_heard: now,
             inflight: 0,
-            silent_since: None,
         }
     }
 
@@ -132,12 +120,6 @@ impl Router {
         now.saturating_duration_since(view.last_heard) <= self.config.live_validity
     }
 
-    /// Whether `view` timed out within [`RoutingConfig::suspect_for`] and was not heard since.
-    pub fn is_suspect(&self, view: &NodeView, now: Instant) -> bool {
-        view.silent_since
-            .is_some_and(|t| now.saturating_duration_since(t) < self.config.suspect_for)
-    }
-
     pub fn live(&self, now: Instant) -> impl Iterator<Item = &NodeView> {
         self.nodes.iter().filter(move |n| self.is_live(n, now))
     }
@@ -153,7 +135,6 @@ impl Router {
         view.frozen = live.frozen;
         view.load = live.load;
         view.last_heard = view.last_heard.max(now);
-        view.silent_since = None;
         if live.role == Role::Master {
             if self.master.is_none_or(|(_, epoch)| live.epoch >= epoch) {
                 self.master = Some((live.node, live.epoch));
@@ -184,15 +165,6 @@ impl Router {
             view.load = load;
             view.applied = view.applied.max(applied);
             view.last_heard = view.last_heard.max(now);
-            view.silent_since = None;
-        }
-    }
-
-    /// A request to `address` timed out (or it was unreachable): pass it over for reads for a
-    /// while (see [`Router::is_suspect`]).
-    pub fn on_timeout(&mut self, address: &str, now: Instant) {
-        if let Some(view) = self.nodes.iter_mut().find(|n| n.address == address) {
-            view.silent_since.get_or_insert(now);
         }
     }
 
@@ -228,9 +200,6 @@ impl Router {
                 self.is_live(n, now) && !n.frozen && !tried.contains(&n.address)
             })
             .collect();
-        let trusted: Vec<usize> =
-            open.iter().copied().filter(|&i| !self.is_suspect(&self.nodes[i], now)).collect();
-        let open = if trusted.is_empty() { open } else { trusted };
         let caught_up: Vec<usize> =
             open.iter().copied().filter(|&i| self.nodes[i].applied >= floor).collect();
         let candidates = if caught_up.is_empty() { open } else { caught_up };
@@ -319,30 +288,6 @@ mod tests {
         }
         assert_eq!(r.pick_read(Zxid::new(1, 5), &["n1".into()], t0).as_deref(), Some("n3"));
         assert_eq!(r.pick_read(Zxid::ZERO, &["n1".into(), "n3".into()], t0), None);
-    }
-
-    /// A node whose request timed out is passed over for reads while others are open, until
-    /// it is heard from again or the suspicion lapses; alone, it is still picked.
-    #[test]
-    fn timed_out_node_is_passed_over_until_heard_or_lapsed() {
-        let t0 = Instant::now();
-        let mut r = Router::new(RoutingConfig::default(), 11);
-        r.on_fs_live(&live(1, Role::Master, 0, false), t0);
-        r.on_fs_live(&live(2, Role::Follower, 0, false), t0);
-        r.on_timeout("n2", t0);
-        for _ in 0..200 {
-            assert_eq!(r.pick_read(Zxid::ZERO, &[], t0).as_deref(), Some("n1"));
-        }
-        assert_eq!(r.pick_read(Zxid::ZERO, &["n1".into()], t0).as_deref(), Some("n2"));
-        // The suspicion lapses: both are picked again.
-        let later = t0 + SUSPECT_FOR_DEFAULT;
-        let picks: Vec<_> = (0..200).filter_map(|_| r.pick_read(Zxid::ZERO, &[], later)).collect();
-        assert!(picks.iter().any(|a| a == "n2"), "n2 never picked after the suspicion lapsed");
-        // Heard from again (FSLive or a reply): trusted at once.
-        r.on_timeout("n2", later);
-        r.on_reply("n2", Load::default(), Zxid::ZERO, later);
-        let picks: Vec<_> = (0..200).filter_map(|_| r.pick_read(Zxid::ZERO, &[], later)).collect();
-        assert!(picks.iter().any(|a| a == "n2"), "n2 never picked after a reply");
     }
 
     /// Between two candidates, the one with fewer in-flight requests wins.
