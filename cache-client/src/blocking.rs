@@ -1,15 +1,26 @@
 //! [`BlockingClient`]: the same API for callers without an async runtime. It owns a small tokio
 //! runtime (one worker thread, which also runs the event pump between calls) and blocks on each
 //! call. Do not use it from inside another tokio runtime.
+//!
+//! Locks, sessions and transactions mirror the async API: [`BlockingClient::lock`] and
+//! [`BlockingClient::lock_wait`] give a [`BlockingLockGuard`], [`BlockingClient::transaction`]
+//! a [`BlockingTxnBuilder`] and then a [`BlockingTxn`]. The lock renewal runs on the client's
+//! runtime, so locks stay renewed while the caller's thread does other work. Dropping a guard
+//! or an unfinished transaction releases its locks as the async ones do (a release spawned on
+//! the client's runtime: the guards keep a handle to it, since the caller's thread has none).
 
 use crate::client::{Batch, Client, ReadOptions};
 use crate::error::ClientError;
+use crate::locks::{LockGuard, SessionState};
 use crate::transport::Transport;
+use crate::txn::{Txn, TxnBuilder};
 use crate::watch::{Kinds, Target, WatchEvent, WatchId};
 use crate::ClientConfig;
 use bytes::Bytes;
-use protocol::message::data::{DirEntry, Versioned};
+use protocol::message::data::{Condition, DirEntry, Versioned};
 use protocol::Zxid;
+use std::time::Duration;
+use tokio::runtime::Handle;
 
 pub struct BlockingClient<T: Transport> {
     client: Client<T>,
@@ -101,5 +112,217 @@ impl<T: Transport> BlockingClient<T> {
 
     pub fn unwatch(&self, id: WatchId) -> bool {
         self.client.unwatch(id)
+    }
+
+    // ---- locks, sessions, transactions ----
+
+    /// Takes `name` now (see [`Client::lock`]): a held lock is refused with `LockHeld`.
+    pub fn lock(&self, name: &str, shared: bool) -> Result<BlockingLockGuard<T>, ClientError> {
+        let guard = self.runtime.block_on(self.client.lock(name, shared))?;
+        Ok(BlockingLockGuard::new(guard, self.runtime.handle()))
+    }
+
+    /// Takes `name`, waiting at most `wait` while others hold it (see [`Client::lock_wait`]).
+    pub fn lock_wait(
+        &self,
+        name: &str,
+        shared: bool,
+        wait: Duration,
+    ) -> Result<BlockingLockGuard<T>, ClientError> {
+        let guard = self.runtime.block_on(self.client.lock_wait(name, shared, wait))?;
+        Ok(BlockingLockGuard::new(guard, self.runtime.handle()))
+    }
+
+    /// Releases `name` with an auth word the caller names (see [`Client::unlock_with_auth`]).
+    pub fn unlock_with_auth(&self, name: &str, auth: i32) -> Result<(), ClientError> {
+        self.runtime.block_on(self.client.unlock_with_auth(name, auth))
+    }
+
+    /// The state of this client's leases (see [`Client::session_state`]).
+    pub fn session_state(&self) -> tokio::sync::watch::Receiver<SessionState> {
+        self.client.session_state()
+    }
+
+    /// Lock names this client holds.
+    pub fn held_locks(&self) -> Vec<String> {
+        self.client.held_locks()
+    }
+
+    /// This client's session id, opening one if needed (see [`Client::ensure_session`]).
+    pub fn ensure_session(&self) -> Result<u64, ClientError> {
+        self.runtime.block_on(self.client.ensure_session())
+    }
+
+    /// Creates `key` as an ephemeral entry of this client's session.
+    pub fn create_ephemeral(
+        &self,
+        key: &str,
+        value: impl Into<Bytes>,
+    ) -> Result<Zxid, ClientError> {
+        self.runtime.block_on(self.client.create_ephemeral(key, value))
+    }
+
+    /// Closes the session: its ephemeral entries are deleted and its locks released.
+    pub fn close_session(&self) -> Result<(), ClientError> {
+        self.runtime.block_on(self.client.close_session())
+    }
+
+    /// Starts declaring a transaction (see [`Client::transaction`]).
+    pub fn transaction(&self) -> BlockingTxnBuilder<T> {
+        BlockingTxnBuilder {
+            builder: self.client.transaction(),
+            handle: self.runtime.handle().clone(),
+        }
+    }
+}
+
+/// A held lock of a [`BlockingClient`]. Dropping it releases the lock (in a task on the
+/// client's runtime); [`BlockingLockGuard::release`] waits for the master's answer.
+pub struct BlockingLockGuard<T: Transport> {
+    /// `None` once released.
+    guard: Option<LockGuard<T>>,
+    handle: Handle,
+}
+
+impl<T: Transport> std::fmt::Debug for BlockingLockGuard<T> {
+    /// The inner guard's: never the auth word.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockingLockGuard").field("guard", &self.guard).finish()
+    }
+}
+
+impl<T: Transport> BlockingLockGuard<T> {
+    fn new(guard: LockGuard<T>, handle: &Handle) -> BlockingLockGuard<T> {
+        BlockingLockGuard { guard: Some(guard), handle: handle.clone() }
+    }
+
+    fn inner(&self) -> &LockGuard<T> {
+        self.guard.as_ref().expect("a guard is only emptied by release or drop")
+    }
+
+    pub fn name(&self) -> &str {
+        self.inner().name()
+    }
+
+    /// The fencing token: the zxid of the grant.
+    pub fn token(&self) -> Zxid {
+        self.inner().token()
+    }
+
+    pub fn is_shared(&self) -> bool {
+        self.inner().is_shared()
+    }
+
+    /// Whether the client still counts on this lock (see [`LockGuard::is_held`]).
+    pub fn is_held(&self) -> bool {
+        self.inner().is_held()
+    }
+
+    /// The write condition "this lock is still held with this token" (fencing).
+    pub fn condition(&self) -> Condition {
+        self.inner().condition()
+    }
+
+    /// Releases the lock and waits for the master's answer (`LockLost` if it was lost).
+    pub fn release(mut self) -> Result<(), ClientError> {
+        let guard = self.guard.take().expect("a guard is only emptied by release or drop");
+        self.handle.block_on(guard.release())
+    }
+}
+
+impl<T: Transport> Drop for BlockingLockGuard<T> {
+    fn drop(&mut self) {
+        if let Some(guard) = self.guard.take() {
+            // The async guard spawns its release on the current runtime: make it this one.
+            let _entered = self.handle.enter();
+            drop(guard);
+        }
+    }
+}
+
+/// Declares a blocking transaction's keys; [`BlockingTxnBuilder::begin`] takes the locks.
+pub struct BlockingTxnBuilder<T: Transport> {
+    builder: TxnBuilder<T>,
+    handle: Handle,
+}
+
+impl<T: Transport> BlockingTxnBuilder<T> {
+    pub fn read(self, key: impl Into<String>) -> Self {
+        BlockingTxnBuilder { builder: self.builder.read(key), handle: self.handle }
+    }
+
+    pub fn write(self, key: impl Into<String>) -> Self {
+        BlockingTxnBuilder { builder: self.builder.write(key), handle: self.handle }
+    }
+
+    /// How long to wait for each contended lock.
+    pub fn wait(self, wait: Duration) -> Self {
+        BlockingTxnBuilder { builder: self.builder.wait(wait), handle: self.handle }
+    }
+
+    /// Takes every lock in key order (see [`TxnBuilder::begin`]).
+    pub fn begin(self) -> Result<BlockingTxn<T>, ClientError> {
+        let txn = self.handle.block_on(self.builder.begin())?;
+        Ok(BlockingTxn { txn: Some(txn), handle: self.handle })
+    }
+}
+
+/// A running blocking transaction (see [`Txn`]). Dropping it unfinished releases its locks.
+pub struct BlockingTxn<T: Transport> {
+    /// `None` once committed or cancelled.
+    txn: Option<Txn<T>>,
+    handle: Handle,
+}
+
+impl<T: Transport> BlockingTxn<T> {
+    fn inner(&self) -> &Txn<T> {
+        self.txn.as_ref().expect("a transaction is only emptied by commit, cancel or drop")
+    }
+
+    fn inner_mut(&mut self) -> &mut Txn<T> {
+        self.txn.as_mut().expect("a transaction is only emptied by commit, cancel or drop")
+    }
+
+    /// The fencing tokens of the transaction's locks, by key.
+    pub fn tokens(&self) -> Vec<(String, Zxid)> {
+        self.inner().tokens()
+    }
+
+    /// Reads `key` under its lock (or from this transaction's own buffered write).
+    pub fn read(&self, key: &str) -> Result<Option<Bytes>, ClientError> {
+        self.handle.block_on(self.inner().read(key))
+    }
+
+    /// Buffers a write of `value` at `key` (declared for writing).
+    pub fn write(&mut self, key: &str, value: impl Into<Bytes>) -> Result<(), ClientError> {
+        self.inner_mut().write(key, value)
+    }
+
+    /// Buffers a removal of `key` (declared for writing).
+    pub fn remove(&mut self, key: &str) -> Result<(), ClientError> {
+        self.inner_mut().remove(key)
+    }
+
+    /// Commits the buffered writes as one entry only if every lock is still held (see
+    /// [`Txn::commit`]).
+    pub fn commit(mut self) -> Result<Zxid, ClientError> {
+        let txn = self.txn.take().expect("a transaction is only emptied by commit or cancel");
+        self.handle.block_on(txn.commit())
+    }
+
+    /// Discards the buffered writes and releases the locks.
+    pub fn cancel(mut self) -> Result<(), ClientError> {
+        let txn = self.txn.take().expect("a transaction is only emptied by commit or cancel");
+        self.handle.block_on(txn.cancel())
+    }
+}
+
+impl<T: Transport> Drop for BlockingTxn<T> {
+    fn drop(&mut self) {
+        if let Some(txn) = self.txn.take() {
+            // Its guards spawn their releases on the current runtime: make it the client's.
+            let _entered = self.handle.enter();
+            drop(txn);
+        }
     }
 }

@@ -45,7 +45,7 @@ pub mod transport;
 pub mod txn;
 pub mod watch;
 
-pub use blocking::BlockingClient;
+pub use blocking::{BlockingClient, BlockingLockGuard, BlockingTxn, BlockingTxnBuilder};
 pub use client::{Batch, Client, ClientStats, ReadOptions};
 pub use error::ClientError;
 pub use locks::{LockConfig, LockGuard, SessionState};

@@ -740,7 +740,7 @@ async fn lease_probe(
 }
 
 /// Awaits every future, in order, concurrently.
-async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+pub async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
     let mut pinned: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
     let mut outputs: Vec<Option<F::Output>> = (0..pinned.len()).map(|_| None).collect();
     std::future::poll_fn(|cx| {
@@ -781,7 +781,10 @@ async fn connect(cluster_file: &Path) -> Result<Client<SocketTransport>, ClientE
 }
 
 /// The node id of a master that a majority of the nodes that answered follow.
-async fn established_master(client: &Client<SocketTransport>, file: &ClusterFile) -> Option<usize> {
+pub async fn established_master(
+    client: &Client<SocketTransport>,
+    file: &ClusterFile,
+) -> Option<usize> {
     let mut statuses = Vec::new();
     for address in file.members.values() {
         if let Ok(s) = client.status_of(address).await {

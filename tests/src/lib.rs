@@ -5,6 +5,11 @@
 //! - [`cluster`]: a harness running real `shoal-fs` processes on loopback multicast.
 //! - [`jepsen`]: real `shoal-fs` nodes on namespace hosts, a register workload under a seeded
 //!   nemesis, checked for linearizability.
+//! - [`jepsen_harness`]: the plumbing of the lock and bank runs (hosts, nodes, client thread,
+//!   master monitor, schedule aimed at the master).
+//! - [`jepsen_locks`]: clients contending for named locks under faults, checked by fencing
+//!   tokens with [`fencing`]; [`jepsen_bank`]: transfers between accounts in transactions,
+//!   checked for a constant total and no half-applied commit.
 //! - [`linearizability`]: a WGL/porcupine-style checker of per-key register histories.
 //! - [`sim`]: a seeded deterministic simulator of replication engines with faults.
 //! - [`netns`]: network-namespace hosts joined by a bridge, and supervised processes on them.
@@ -20,7 +25,11 @@
 
 pub mod clock;
 pub mod cluster;
+pub mod fencing;
 pub mod jepsen;
+pub mod jepsen_bank;
+pub mod jepsen_harness;
+pub mod jepsen_locks;
 pub mod linearizability;
 pub mod messaging_workload;
 pub mod nemesis;

@@ -25,8 +25,19 @@ async fn three_nodes_elect_commit_and_stream_updates() {
     assert_eq!(got.value, Bytes::from_static(b"world"));
     assert_eq!(got.zxid, zxid);
 
+    // A new client has no floor, so a follower that has not applied the write yet may answer
+    // "absent" (sequential consistency allows it); the write must become visible, bounded.
     let reader = cluster.client().await;
-    let seen = reader.read("/hello").await.expect("read").expect("present");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let seen = loop {
+        match reader.read("/hello").await.expect("read") {
+            Some(seen) => break seen,
+            None if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            None => panic!("the write never became visible to a second client\n{}", cluster.logs()),
+        }
+    };
     assert_eq!(seen.value, Bytes::from_static(b"world"));
 
     let second = writer.write("/hello", Bytes::from_static(b"again")).await.expect("overwrite");

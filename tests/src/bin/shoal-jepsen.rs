@@ -9,15 +9,19 @@
 //! target/debug/shoal-jepsen --workload registers --clock h3=x1.05 --clock h2=-300s --seed 1
 //! ```
 //!
-//! Workloads: `messaging` (the messaging layer, `shoal-echo` endpoints) and `registers` (real
+//! Workloads: `messaging` (the messaging layer, `shoal-echo` endpoints), `registers` (real
 //! `shoal-fs` nodes, register reads/writes/compare-and-set checked for linearizability, see
-//! `shoal_tests::jepsen`). Prints the schedule, the checker's verdict and the summary, writes an SVG
+//! `shoal_tests::jepsen`), `locks` (clients contending for named locks, checked by fencing
+//! tokens, see `shoal_tests::jepsen_locks`) and `bank` (transfers in transactions, checked for
+//! a constant total and no half-applied commit, see `shoal_tests::jepsen_bank`). Prints the schedule, the checker's verdict and the summary, writes an SVG
 //! of latency over time with the fault windows shaded, exits 1 when a run fails. Ctrl-C stops
 //! the run and tears the namespaces down.
 
 use clap::{Parser, ValueEnum};
 use shoal_tests::clock::ClockSkew;
-use shoal_tests::jepsen::{run_registers, RegistersOptions};
+use shoal_tests::jepsen::{run_registers, RegistersOptions, Unavailability};
+use shoal_tests::jepsen_bank::{run_bank, BankOptions};
+use shoal_tests::jepsen_locks::{run_locks, LocksOptions};
 use shoal_tests::messaging_workload::{run_messaging, RunOptions};
 use shoal_tests::nemesis::FaultKind;
 use shoal_tests::netns::{cleanup_stale, skip_reason};
@@ -31,6 +35,10 @@ enum Workload {
     Messaging,
     /// `shoal-fs` nodes: linearizability of register reads, writes and compare-and-set.
     Registers,
+    /// `shoal-fs` nodes: mutual exclusion of named locks, judged by fencing tokens.
+    Locks,
+    /// `shoal-fs` nodes: transfers between accounts in transactions; total and receipts.
+    Bank,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -83,9 +91,9 @@ struct Args {
     /// The node binary of the registers workload (default: shoal-fs next to this binary).
     #[arg(long)]
     shoal_fs: Option<PathBuf>,
-    /// Concurrent clients of the registers workload.
-    #[arg(long, default_value_t = 4)]
-    clients: usize,
+    /// Concurrent clients (default: 4 registers, 7 locks, 5 bank).
+    #[arg(long)]
+    clients: Option<usize>,
     /// Registers (keys) of the registers workload.
     #[arg(long, default_value_t = 3)]
     keys: usize,
@@ -105,6 +113,12 @@ struct Args {
     /// Registers: only print each seed's schedule (no network, no root needed).
     #[arg(long)]
     print_schedules: bool,
+    /// Named locks of the locks workload.
+    #[arg(long, default_value_t = 2)]
+    locks: usize,
+    /// Accounts of the bank workload (the total is 100 per account).
+    #[arg(long, default_value_t = 5)]
+    accounts: usize,
 }
 
 fn kinds(faults: Faults) -> Vec<FaultKind> {
@@ -140,7 +154,7 @@ fn register_options(args: &Args, seed: u64) -> RegistersOptions {
     options.bounds.run_ms = args.run_ms;
     options.bounds.faults_max = args.faults_max;
     options.kinds = kinds(args.faults.unwrap_or(Faults::Registers));
-    options.clients = args.clients;
+    options.clients = args.clients.unwrap_or(options.clients);
     options.keys = args.keys;
     options.out_dir = args.out.clone();
     options.overlap = args.overlap;
@@ -215,6 +229,117 @@ fn registers(args: &Args) -> Vec<u64> {
     failed
 }
 
+/// Prints a lock or bank run's unavailability lines.
+fn print_unavailability(what: &str, unavailability: &[Unavailability]) {
+    for u in unavailability {
+        println!(
+            "{:<28} longest gap without {what} {} ms, recovery {:?} ms",
+            u.window.label, u.longest_gap_ms, u.recovery_ms
+        );
+    }
+}
+
+/// Seeded lock runs; returns the failing seeds.
+fn locks(args: &Args) -> Vec<u64> {
+    let shoal_fs = binary(&args.shoal_fs, "shoal-fs", "fs-node");
+    let mut failed = Vec::new();
+    for seed in args.seed..args.seed + args.seeds.max(1) {
+        let mut options = LocksOptions::new(seed);
+        options.hosts = args.nodes;
+        options.bounds.run_ms = args.run_ms;
+        options.bounds.faults_max = args.faults_max;
+        options.kinds = kinds(args.faults.unwrap_or(Faults::Registers));
+        options.clients = args.clients.unwrap_or(options.clients);
+        options.locks = args.locks;
+        options.out_dir = args.out.clone();
+        let stop = || STOP.load(Ordering::SeqCst);
+        match run_locks(&options, &shoal_fs, &stop) {
+            Ok(outcome) if outcome.interrupted => {
+                println!("seed {seed}: INTERRUPTED; partial picture: {}", outcome.svg.display());
+            }
+            Ok(outcome) => {
+                println!("{}", outcome.summary);
+                print_unavailability("a grant", &outcome.unavailability);
+                for a in &outcome.anomalies {
+                    println!("ANOMALY: {a}");
+                }
+                for p in &outcome.final_problems {
+                    println!("FINAL: {p}");
+                }
+                println!(
+                    "seed {seed}: {} ({}); picture: {}",
+                    if outcome.passed() { "PASS" } else { "FAIL" },
+                    outcome.log.counts,
+                    outcome.svg.display()
+                );
+                if !outcome.passed() {
+                    failed.push(seed);
+                }
+            }
+            Err(e) => {
+                eprintln!("seed {seed}: harness error: {e}");
+                failed.push(seed);
+            }
+        }
+        if STOP.load(Ordering::SeqCst) {
+            eprintln!("interrupted; namespaces torn down");
+            std::process::exit(130);
+        }
+    }
+    failed
+}
+
+/// Seeded bank runs; returns the failing seeds.
+fn bank(args: &Args) -> Vec<u64> {
+    let shoal_fs = binary(&args.shoal_fs, "shoal-fs", "fs-node");
+    let mut failed = Vec::new();
+    for seed in args.seed..args.seed + args.seeds.max(1) {
+        let mut options = BankOptions::new(seed);
+        options.hosts = args.nodes;
+        options.bounds.run_ms = args.run_ms;
+        options.bounds.faults_max = args.faults_max;
+        options.kinds = kinds(args.faults.unwrap_or(Faults::Registers));
+        options.clients = args.clients.unwrap_or(options.clients);
+        options.accounts = args.accounts.max(2);
+        options.total = 100 * options.accounts as u64;
+        options.out_dir = args.out.clone();
+        let stop = || STOP.load(Ordering::SeqCst);
+        match run_bank(&options, &shoal_fs, &stop) {
+            Ok(outcome) if outcome.interrupted => {
+                println!("seed {seed}: INTERRUPTED; partial picture: {}", outcome.svg.display());
+            }
+            Ok(outcome) => {
+                println!("{}", outcome.summary);
+                print_unavailability("a committed transfer", &outcome.unavailability);
+                for a in &outcome.anomalies {
+                    println!("ANOMALY: {a}");
+                }
+                for p in &outcome.final_problems {
+                    println!("FINAL: {p}");
+                }
+                println!(
+                    "seed {seed}: {} ({}); picture: {}",
+                    if outcome.passed() { "PASS" } else { "FAIL" },
+                    outcome.log.counts,
+                    outcome.svg.display()
+                );
+                if !outcome.passed() {
+                    failed.push(seed);
+                }
+            }
+            Err(e) => {
+                eprintln!("seed {seed}: harness error: {e}");
+                failed.push(seed);
+            }
+        }
+        if STOP.load(Ordering::SeqCst) {
+            eprintln!("interrupted; namespaces torn down");
+            std::process::exit(130);
+        }
+    }
+    failed
+}
+
 static STOP: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_: libc::c_int) {
@@ -244,8 +369,14 @@ fn main() {
         Ok(_) => {}
         Err(e) => eprintln!("cleanup of stale namespaces failed: {e}"),
     }
-    if args.workload == Workload::Registers {
-        let failed = registers(&args);
+    let node_run = match args.workload {
+        Workload::Registers => Some(registers as fn(&Args) -> Vec<u64>),
+        Workload::Locks => Some(locks as fn(&Args) -> Vec<u64>),
+        Workload::Bank => Some(bank as fn(&Args) -> Vec<u64>),
+        Workload::Messaging => None,
+    };
+    if let Some(run) = node_run {
+        let failed = run(&args);
         if !failed.is_empty() {
             println!("failed seeds: {failed:?} (rerun one with --seed N --seeds 1)");
             std::process::exit(1);
