@@ -305,12 +305,14 @@ fn slow_receiver_exhausts_credit_and_sender_resumes() {
     assert_eq!(net.core(2).stats().receiver.beyond_window, 0, "sender overran the credit");
 }
 
-/// A member that never reports (dead) blocks the sender only until `member_timeout_ms`:
-/// afterwards it stops counting toward credit and the sender proceeds.
+/// A member that never reports (dead) blocks the sender only until `credit_silence_ms`:
+/// afterwards it stops counting toward credit and the sender proceeds; it still counts toward
+/// stability (is live) until `member_timeout_ms`, and not after.
 #[test]
 fn dead_member_stops_counting_after_timeout() {
     let mut net = Net::new(3, &[1, 2, 3], |c| {
         c.sender.initial_credit_datagrams = 32;
+        c.sender.credit_silence_ms = 600;
         c.sender.member_timeout_ms = 1000;
         c.sender.batch_bytes_max = 512;
         c.sender.backlog_datagrams_max = 8;
@@ -318,18 +320,23 @@ fn dead_member_stops_counting_after_timeout() {
     net.nodes[2].core = None; // node 3 is dead from the start
     let msgs: Vec<Message> = (0..500).map(|i| msg(1, i, 400)).collect();
     let mut sent = 0;
-    while net.now_ms < 900 {
+    while net.now_ms < 550 {
         sent += net.send_all(1, &msgs[sent..]);
         net.step();
     }
-    assert!(sent < msgs.len(), "a silent member must hold credit before its timeout");
-    assert_eq!(net.core(1).sender().live_members(900), vec![2, 3]);
+    assert!(sent < msgs.len(), "a silent member must hold credit before its credit silence");
     net.send_blocking(1, &msgs[sent..], 5_000);
-    assert!(net.now_ms > 1000, "the sender got through before the timeout");
+    assert!(net.now_ms > 600, "the sender got through before the credit silence");
+    assert!(net.now_ms < 1000, "the sender waited for the member timeout");
     let now = net.now_ms;
-    assert_eq!(net.core(1).sender().live_members(now), vec![2]);
+    assert_eq!(net.core(1).sender().live_members(now), vec![2, 3], "stability must still wait");
     net.run_until(2_000, |net| net.delivered_from(2, 1).len() == msgs.len());
     assert_eq!(net.delivered_from(2, 1), (0..500).collect::<Vec<_>>());
+    for _ in 0..1000 {
+        net.step();
+    }
+    let now = net.now_ms;
+    assert_eq!(net.core(1).sender().live_members(now), vec![2]);
 }
 
 /// A sender's restart (new incarnation) resets its window at the receivers: the new stream
@@ -888,4 +895,50 @@ fn restarted_sender_reports_old_hole_as_gap() {
         }]
     );
     assert_eq!(net.delivered_from(2, 1), vec![0, 1, 2, 100, 101, 102, 103, 104]);
+}
+
+/// A member killed mid-stream (its reports stop) must not stall the sender until the member
+/// timeout: with the default configuration, a sender streaming faster than a window per
+/// second used to exhaust the dead member's last credit (`window_datagrams` beyond what it
+/// had consumed) and then wait, blocked, until the dead member stopped counting at
+/// `member_timeout_ms` (3 s) — the follower-kill stalls of RELIABILITY.md ("Follower faults
+/// and credit"). Credit now ignores a member silent for `credit_silence_ms` (several report
+/// keepalives), while stability still waits for it until the member timeout, so the
+/// retransmit buffer keeps everything the dead member lacks (it can still repair if it was
+/// only slow) and stays bounded.
+#[test]
+fn killed_member_stalls_the_sender_at_most_the_credit_silence() {
+    let mut net = Net::new(3, &[1, 2, 3], |_| {});
+    let defaults = super::SenderConfig::default();
+    // 4 messages of 3 KB per simulated ms: two datagrams per ms, a window in half a second.
+    let msgs: Vec<Message> = (0..12_000).map(|i| msg(1, i, 3_000)).collect();
+    let mut sent = net.send_all(1, &msgs[..400]);
+    net.run_until(1_000, |net| net.delivered_from(3, 1).len() == sent);
+    net.nodes[2].core = None; // kill -9 of node 3
+    let killed_ms = net.now_ms;
+    let mut longest_stall_ms = 0;
+    let mut stalled_since = None;
+    while sent < msgs.len() {
+        let end = (sent + 4).min(msgs.len());
+        let went = net.send_all(1, &msgs[sent..end]);
+        sent += went;
+        if went == 0 {
+            let since = *stalled_since.get_or_insert(net.now_ms);
+            longest_stall_ms = longest_stall_ms.max(net.now_ms - since);
+        } else {
+            stalled_since = None;
+        }
+        if net.now_ms - killed_ms < defaults.member_timeout_ms {
+            // Stability still waits for the dead member: nothing it lacks may be freed.
+            assert_eq!(net.core(1).sender().retained_from(), FIRST_SEQ);
+        }
+        net.step();
+        assert!(net.now_ms - killed_ms < 20_000, "sender still blocked");
+    }
+    net.run_until(5_000, |net| net.delivered_from(2, 1).len() == msgs.len());
+    assert_eq!(net.delivered_from(2, 1), (0..12_000).collect::<Vec<_>>());
+    assert!(
+        longest_stall_ms <= defaults.credit_silence_ms,
+        "the dead member stalled the sender {longest_stall_ms} ms"
+    );
 }

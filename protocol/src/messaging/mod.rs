@@ -21,7 +21,8 @@
 //! partition. A sender silent for `sender_gone_ms` (10 s) is presumed gone, and its hole then
 //! becomes a gap within `nak_rounds_max` rounds; the window stays bounded meanwhile. Credit is granted by the configured `members` only; other receivers
 //! (clients) are repaired best-effort from the retransmit buffer. A sender out of credit waits.
-//! A member silent for `member_timeout_ms` stops counting toward credit.
+//! A member silent for `credit_silence_ms` stops counting toward credit (a dead member stalls
+//! senders at most that long), and one silent for `member_timeout_ms` toward stability too.
 //!
 //! A receiver meeting a sender for the first time starts at the first datagram it sees (from
 //! the start of the message in progress, whose earlier fragments it repairs if the sender still
@@ -53,8 +54,9 @@
 //! | send backlog | 256 datagrams | the application feels a lack of credit promptly |
 //! | NAK delay / retry / rounds | 5 ms / 30 ms / 40 | reordering on a LAN is sub-millisecond; 40 rounds of 30 ms ride out 1 s of trouble, and 20 % loss fails a round with p ≈ 0.36, so 40 in a row ≈ 1e-18; a round only counts if the sender was heard since the previous one, so silence (a partition) spends none |
 //! | sender presumed gone | 10 s of silence | longer than any partition we mean to ride out without a gap (the harness's are ≤ 4 s) and than the member timeout; a dead sender's hole holds later messages back at most this long plus 1.2 s |
-//! | stability report | every 5 ms while moving, 500 ms keepalive, at once after a quarter window | credit flows before the sender runs dry |
-//! | member timeout | 3 s | a dead node blocks senders at most this long |
+//! | stability report | every 5 ms while moving, 250 ms keepalive, at once after a quarter window | credit flows before the sender runs dry; the keepalive proves a member alive well within the credit silence |
+//! | credit silence | 750 ms (three keepalives) | a dead node blocks senders at most this long: its last credit runs out after one window (half a second at a busy master), then its silence lifts the limit |
+//! | member timeout | 3 s | a dead node holds the retransmit buffer (stability) this long, so a slow one can still repair |
 //! | tick | 2 ms | the granularity of the timers above |
 //!
 //! Retransmissions are the original sealed bytes (no `RETRANSMIT` flag, so a repair costs no

@@ -81,7 +81,7 @@ impl Default for ReceiverConfig {
             nak_rounds_max: 40,
             report_stability: true,
             report_interval_ms: 5,
-            report_keepalive_ms: 500,
+            report_keepalive_ms: 250,
             join_backfill_datagrams: 1024,
             senders_max: 4096,
             sender_silent_ms: 5000,

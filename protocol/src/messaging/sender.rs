@@ -5,7 +5,9 @@
 //! into fragments of at most [`FRAGMENT_PAYLOAD_BYTES_MAX`]. Every sealed datagram stays in a
 //! bounded retransmit buffer until it is both stable (every live member has delivered it) and
 //! its room is needed; NAKs are answered from that buffer. Transmission is gated by credit: a
-//! datagram goes out only below the smallest `credit_until` reported by the live members.
+//! datagram goes out only below the smallest `credit_until` reported by the members heard
+//! within `credit_silence_ms` (a member silent longer still counts toward stability until
+//! `member_timeout_ms`).
 
 use super::{Dest, SendError, Transmit, FIRST_SEQ, KIND_BATCH};
 use crate::header::{flags, seal, ClusterAuth, Header, VERSION};
@@ -33,6 +35,15 @@ pub struct SenderConfig {
     /// A member silent for longer than this stops counting toward credit and stability, so a
     /// dead node cannot block the cluster; it counts again from its next report.
     pub member_timeout_ms: u64,
+    /// A member silent for longer than this stops limiting *transmission* (credit) while it
+    /// still counts toward stability until `member_timeout_ms`. A killed member's last credit
+    /// runs out after one window of datagrams (half a second at a busy master); without this
+    /// the sender then waited, blocked, for the rest of the member timeout. Ignoring the
+    /// credit of a silent member costs no bound: its receiver drops what lies beyond its
+    /// window (and repairs it by NAK if it was only slow), and the retransmit buffer still
+    /// keeps everything it lacks. Several report keepalives long, so a live member — even one
+    /// whose application consumes nothing — is never ignored.
+    pub credit_silence_ms: u64,
     /// Small messages are packed into one datagram up to this many payload bytes.
     pub batch_bytes_max: usize,
     /// How often the sender announces its [`SenderStatus`] while anything is unstable.
@@ -52,6 +63,7 @@ impl Default for SenderConfig {
             buffer_bytes_max: 64 * 1024 * 1024,
             initial_credit_datagrams: 1024,
             member_timeout_ms: 3000,
+            credit_silence_ms: 750,
             batch_bytes_max: 8 * 1024,
             status_interval_ms: 20,
             status_keepalive_ms: 1000,
@@ -191,11 +203,13 @@ impl SenderCore {
         self.members.iter().filter(|m| self.is_live(m, now_ms)).map(|m| m.id).collect()
     }
 
-    /// Transmission is allowed below this sequence (no live member: unlimited).
+    /// Transmission is allowed below this sequence (no member heard within the credit silence:
+    /// unlimited).
     pub fn credit_limit(&self, now_ms: u64) -> u64 {
+        let silence_ms = self.config.credit_silence_ms.min(self.config.member_timeout_ms);
         self.members
             .iter()
-            .filter(|m| self.is_live(m, now_ms))
+            .filter(|m| now_ms.saturating_sub(m.last_heard_ms) <= silence_ms)
             .map(|m| m.credit_until)
             .min()
             .unwrap_or(u64::MAX)
