@@ -47,6 +47,11 @@ pub const ADDRESSES_MAX: usize = 65_536;
 /// How often the transmit task compares the members it hears with the last ones it logged
 /// (the `member_joined` / `member_left` log events).
 pub const MEMBERSHIP_CHECK_MS: u64 = 250;
+/// A reliable multicast that waited at least this long for credit or buffer room is logged
+/// (`multicast_blocked`): everything its caller sends after it waited as long. So is a wait of
+/// queued datagrams for credit (`credit_stalled`), which holds back the stream without
+/// blocking the caller until the backlog is full.
+pub const MULTICAST_BLOCKED_LOG_MS: u64 = 50;
 
 /// Errors of the messaging layer's async API.
 #[derive(Debug, thiserror::Error)]
@@ -192,6 +197,8 @@ struct State {
     /// Members counted live at the last membership check (see [`membership_changes`]).
     heard_members: BTreeSet<SenderId>,
     next_membership_check_ms: u64,
+    /// Since when reliable datagrams have waited for credit (none: not stalled).
+    credit_stalled_since_ms: Option<u64>,
 }
 
 struct Shared {
@@ -302,6 +309,7 @@ impl Endpoint {
             stats: EndpointStats::default(),
             heard_members: BTreeSet::new(),
             next_membership_check_ms: 0,
+            credit_stalled_since_ms: None,
         };
         let (shutdown, _) = watch::channel(false);
         let shared = Arc::new(Shared {
@@ -355,15 +363,37 @@ impl Endpoint {
         }
         let payload = message.encode_payload()?;
         let kind = message.kind() as u8;
-        loop {
-            if self.try_multicast_encoded(kind, &payload)? {
-                return Ok(());
+        if self.try_multicast_encoded(kind, &payload)? {
+            return Ok(());
+        }
+        // Blocked (no credit or no buffer room): a long wait stalls everything this endpoint's
+        // owner sends after it, so it is logged (this is how the follower-kill stalls showed).
+        let blocked = Instant::now();
+        let sent = |endpoint: &Endpoint| {
+            let waited_ms = blocked.elapsed().as_millis() as u64;
+            if waited_ms >= MULTICAST_BLOCKED_LOG_MS {
+                let (live, credit_limit) = {
+                    let state = endpoint.shared.lock();
+                    let now = endpoint.shared.now_ms();
+                    (state.core.sender().live_members(now), state.core.sender().credit_limit(now))
+                };
+                tracing::info!(
+                    event = "multicast_blocked",
+                    node = endpoint.shared.id,
+                    waited_ms,
+                    ?live,
+                    credit_limit,
+                    "a reliable multicast waited {waited_ms} ms for credit or buffer room"
+                );
             }
+        };
+        loop {
             let progress = self.shared.progress_wake.notified();
             tokio::pin!(progress);
             progress.as_mut().enable();
             // Re-check after registering, so credit that raced in is not slept through.
             if self.try_multicast_encoded(kind, &payload)? {
+                sent(self);
                 return Ok(());
             }
             if self.is_shut_down() {
@@ -661,6 +691,7 @@ async fn transmit_task(shared: Arc<Shared>) {
         };
         loop {
             let mut membership = Vec::new();
+            let stalled;
             {
                 let now = shared.now_ms();
                 let mut state = shared.lock();
@@ -676,8 +707,20 @@ async fn transmit_task(shared: Arc<Shared>) {
                         None => break,
                     }
                 }
+                stalled = credit_stall_ended(&mut state, now);
             }
             log_membership(shared.id, &membership);
+            if let Some((stalled_ms, live)) = stalled {
+                // Queued multicast waited for a member's credit: everything this endpoint
+                // multicast meanwhile (proposals, commits, heartbeats) was held back.
+                tracing::info!(
+                    event = "credit_stalled",
+                    node = shared.id,
+                    stalled_ms,
+                    ?live,
+                    "reliable multicast waited {stalled_ms} ms for credit"
+                );
+            }
             // Credit may have arrived or a member timed out (tick), or the backlog shrank.
             shared.progress_wake.notify_waiters();
             if batch.is_empty() {
@@ -688,6 +731,19 @@ async fn transmit_task(shared: Arc<Shared>) {
             }
         }
     }
+}
+
+/// Tracks whether queued reliable datagrams wait for credit; when such a wait of at least
+/// [`MULTICAST_BLOCKED_LOG_MS`] ends, returns its length and the members live at its end.
+fn credit_stall_ended(state: &mut State, now_ms: u64) -> Option<(u64, Vec<SenderId>)> {
+    let sender = state.core.sender();
+    if !sender.has_credit(now_ms) {
+        state.credit_stalled_since_ms.get_or_insert(now_ms);
+        return None;
+    }
+    let since = state.credit_stalled_since_ms.take()?;
+    let stalled_ms = now_ms - since;
+    (stalled_ms >= MULTICAST_BLOCKED_LOG_MS).then(|| (stalled_ms, sender.live_members(now_ms)))
 }
 
 /// Members that started or stopped counting as live since the last check, at most every
