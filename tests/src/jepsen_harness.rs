@@ -484,6 +484,36 @@ pub async fn replica_check(
     problems
 }
 
+/// An unsigned number from the environment variable `name`; unset or not a number: `None`.
+pub fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+/// The seeds a netns integration test runs: 1..=N when `SHOAL_SOAK_SEEDS=N` (a soak), else
+/// `ci`.
+pub fn soak_seeds(ci: &[u64]) -> Vec<u64> {
+    match env_u64("SHOAL_SOAK_SEEDS") {
+        Some(n) => (1..=n.max(1)).collect(),
+        None => ci.to_vec(),
+    }
+}
+
+/// The schedule length a soak asks for with `SHOAL_SOAK_RUN_MS` (`None`: the default).
+pub fn soak_run_ms() -> Option<u64> {
+    env_u64("SHOAL_SOAK_RUN_MS")
+}
+
+/// Whether the netns test `test` has to skip (not root, no `ip` or `nft`); prints why when so.
+pub fn skipped(test: &str) -> bool {
+    match crate::netns::skip_reason() {
+        Some(reason) => {
+            eprintln!("{test}: SKIPPED: {reason}");
+            true
+        }
+        None => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
