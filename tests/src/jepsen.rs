@@ -39,12 +39,13 @@
 //! wall-clock offset), see [`crate::clock`].
 
 use crate::clock::{self, ClockSkew};
-use crate::cluster::{get_at, node_args};
+use crate::cluster::get_at;
+use crate::jepsen_harness::{start_cluster, Cluster};
 use crate::linearizability::{self, Input, Operation, Output, Value, Violation};
 use crate::nemesis::{
     wait_until, Fault, FaultKind, FaultWindow, Nemesis, Schedule, ScheduleBounds, ScheduledFault,
 };
-use crate::netns::{NetnsError, Network, Node, NodeSpec};
+use crate::netns::{NetnsError, Node};
 use crate::report::{self, Sample, Summary};
 use crate::session::{self, ReadMode, SessionCheck, SessionEvent, SessionOp};
 use cache_client::net::{ClusterFile, SocketTransport};
@@ -343,47 +344,12 @@ pub fn run_registers(
     if !options.clocks.is_empty() {
         clock::verify(shoal_fs, &options.clocks)?;
     }
-    let network = Network::create(options.hosts)?;
-    let dir = tempfile::tempdir()?;
-    let key: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
-    std::fs::write(dir.path().join("cluster.key"), &key)?;
-    let members = network
-        .hosts()
-        .iter()
-        .map(|h| (h.index.to_string(), format!("{}:{NODE_PORT}", h.address)))
-        .collect();
-    let mut file = ClusterFile {
-        cluster_id: CLUSTER_ID,
-        key_file: Some("cluster.key".into()),
-        key: None,
-        group: GROUP.into(),
-        interface: network.client().address.to_string(),
-        loopback: false,
-        members,
+    let env_of = |host: usize| match options.clocks.iter().find(|c| c.host == host) {
+        Some(c) => c.env(),
+        None => Vec::new(),
     };
-    // The clients' file: the client namespace's address as the multicast interface.
-    let client_file = dir.path().join("cluster.toml");
-    file.save(&client_file)?;
-    let log_filter = std::env::var("SHOAL_TEST_LOG").unwrap_or_else(|_| "error".into());
-    let mut nodes: Vec<Node> = Vec::new();
-    for host in network.hosts() {
-        file.interface = host.address.to_string();
-        let data_dir = dir.path().join(format!("node{}", host.index));
-        std::fs::create_dir_all(&data_dir)?;
-        let id = host.index as protocol::NodeId;
-        // `env` execs shoal-fs, so the pid the harness signals is the node's own.
-        let mut args = vec![format!("RUST_LOG={log_filter}")];
-        if let Some(c) = options.clocks.iter().find(|c| c.host == host.index) {
-            args.extend(c.env());
-        }
-        args.push(shoal_fs.display().to_string());
-        args.extend(node_args(&file, dir.path(), id, &data_dir, FSLIVE_INTERVAL_MS));
-        let spec = NodeSpec { program: "env".into(), args, data_dir: Some(data_dir) };
-        nodes.push(Node::new(host.clone(), spec));
-    }
-    for node in nodes.iter_mut() {
-        node.start()?;
-    }
+    let Cluster { network, dir: _dir, client_file, mut nodes } =
+        start_cluster(options.hosts, shoal_fs, &env_of, &[])?;
 
     let shared = Arc::new(Shared {
         master: AtomicUsize::new(0),

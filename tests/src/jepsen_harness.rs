@@ -4,8 +4,11 @@
 //! that tells the nemesis who the master is, and the seeded schedule (an `Isolate` fault cuts
 //! off the current master; a process fault on the master says so in its label).
 //!
-//! The register run ([`crate::jepsen`]) predates this module and keeps its own copy of the
-//! same steps; the two differ only in what the workload does and how it is checked.
+//! The register run ([`crate::jepsen`]) starts its cluster with [`start_cluster`] too (adding
+//! libfaketime to chosen nodes) but keeps its own client thread and schedule: its monitor
+//! records every change of master, and with overlapping faults a kill or pause is aimed at the
+//! master elected while the old one is isolated (this module's schedule instead replaces some
+//! faults by client cuts and labels a partition that holds the master).
 
 use crate::cluster::node_args;
 use crate::jepsen::{established_master, CLUSTER_ID, FSLIVE_INTERVAL_MS, GROUP, NODE_PORT};
@@ -138,24 +141,26 @@ pub async fn connect_with(
     Ok(Client::new(transport, config))
 }
 
-/// Builds the network, starts `shoal-fs` on every host, runs `workload` in the client
-/// namespace under the seeded schedule, heals, waits the quiet period, lets the workload
-/// finish. Everything is torn down on every path (nodes when `nodes` drops, namespaces when
-/// `network` drops).
-pub fn run<W: Workload>(
-    options: &HarnessOptions,
+/// A network of `hosts` host namespaces with one `shoal-fs` running on each, and the cluster
+/// file of the clients (the client namespace's address as the multicast interface).
+pub struct Cluster {
+    pub network: Network,
+    /// Holds the cluster key, both cluster files and every node's data directory.
+    pub dir: tempfile::TempDir,
+    pub client_file: PathBuf,
+    pub nodes: Vec<Node>,
+}
+
+/// Builds the network and starts `shoal-fs` on every host: `env RUST_LOG=… <env_of(host)>
+/// shoal-fs <node args> <extra_args>` (`env_of` adds variables such as libfaketime's). Drop
+/// `nodes` before `network`: the nodes are killed, then the namespaces removed.
+pub fn start_cluster(
+    hosts: usize,
     shoal_fs: &Path,
-    stop: &dyn Fn() -> bool,
-    workload: W,
-) -> Result<Ran<W::Output>, NetnsError> {
-    let created = Instant::now();
-    let schedule = Schedule::generate(options.seed, options.hosts, &options.bounds, &options.kinds);
-    println!("{schedule}");
-    let cuts = client_cuts(options.seed, schedule.faults.len(), options.client_cut_percent);
-    for (i, _) in cuts.iter().enumerate().filter(|(_, cut)| **cut) {
-        println!("  fault {} replaced by: cut clients off every host", i + 1);
-    }
-    let network = Network::create(options.hosts)?;
+    env_of: &dyn Fn(usize) -> Vec<String>,
+    extra_args: &[String],
+) -> Result<Cluster, NetnsError> {
+    let network = Network::create(hosts)?;
     let dir = tempfile::tempdir()?;
     let key: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
     std::fs::write(dir.path().join("cluster.key"), &key)?;
@@ -173,6 +178,7 @@ pub fn run<W: Workload>(
         loopback: false,
         members,
     };
+    // The clients' file: the client namespace's address as the multicast interface.
     let client_file = dir.path().join("cluster.toml");
     file.save(&client_file)?;
     let log_filter = std::env::var("SHOAL_TEST_LOG").unwrap_or_else(|_| "error".into());
@@ -183,15 +189,39 @@ pub fn run<W: Workload>(
         std::fs::create_dir_all(&data_dir)?;
         let id = host.index as protocol::NodeId;
         // `env` execs shoal-fs, so the pid the harness signals is the node's own.
-        let mut args = vec![format!("RUST_LOG={log_filter}"), shoal_fs.display().to_string()];
+        let mut args = vec![format!("RUST_LOG={log_filter}")];
+        args.extend(env_of(host.index));
+        args.push(shoal_fs.display().to_string());
         args.extend(node_args(&file, dir.path(), id, &data_dir, FSLIVE_INTERVAL_MS));
-        args.extend(options.node_args.iter().cloned());
+        args.extend(extra_args.iter().cloned());
         let spec = NodeSpec { program: "env".into(), args, data_dir: Some(data_dir) };
         nodes.push(Node::new(host.clone(), spec));
     }
     for node in nodes.iter_mut() {
         node.start()?;
     }
+    Ok(Cluster { network, dir, client_file, nodes })
+}
+
+/// Builds the network, starts `shoal-fs` on every host, runs `workload` in the client
+/// namespace under the seeded schedule, heals, waits the quiet period, lets the workload
+/// finish. Everything is torn down on every path (nodes when `nodes` drops, namespaces when
+/// `network` drops).
+pub fn run<W: Workload>(
+    options: &HarnessOptions,
+    shoal_fs: &Path,
+    stop: &dyn Fn() -> bool,
+    workload: W,
+) -> Result<Ran<W::Output>, NetnsError> {
+    let created = Instant::now();
+    let schedule = Schedule::generate(options.seed, options.hosts, &options.bounds, &options.kinds);
+    println!("{schedule}");
+    let cuts = client_cuts(options.seed, schedule.faults.len(), options.client_cut_percent);
+    for (i, _) in cuts.iter().enumerate().filter(|(_, cut)| **cut) {
+        println!("  fault {} replaced by: cut clients off every host", i + 1);
+    }
+    let Cluster { network, dir: _dir, client_file, mut nodes } =
+        start_cluster(options.hosts, shoal_fs, &|_| Vec::new(), &options.node_args)?;
 
     let shared = Arc::new(Shared {
         master: AtomicUsize::new(0),
