@@ -16,6 +16,7 @@ use crate::jepsen::{Unavailability, MONITOR_INTERVAL_MS, READY_TIMEOUT_MS, REQUE
 use crate::nemesis::ScheduleBounds;
 use crate::nemesis::{wait_until, Fault, FaultKind, FaultWindow, Nemesis, Schedule};
 use crate::netns::{NetnsError, Network, Node, NodeSpec};
+use crate::report::Summary;
 use cache_client::net::{ClusterFile, SocketTransport};
 use cache_client::{Client, ClientConfig, ClientError, LockConfig};
 use rand::rngs::StdRng;
@@ -512,6 +513,44 @@ pub async fn replica_check(
         }
     }
     problems
+}
+
+/// What a lock or bank run produced: the harness's record, the workload's log `L` and final
+/// state `F`, and the checker's anomalies `A`.
+#[derive(Debug)]
+pub struct Checked<L, F, A> {
+    pub schedule: Schedule,
+    pub windows: Vec<FaultWindow>,
+    pub log: L,
+    /// The final state, read after healing.
+    pub finals: F,
+    pub anomalies: Vec<A>,
+    /// Final reads that never answered, replicas that disagree.
+    pub final_problems: Vec<String>,
+    /// Per fault window, the longest stretch without an acknowledged operation.
+    pub unavailability: Vec<Unavailability>,
+    pub summary: Summary,
+    pub svg: PathBuf,
+    pub interrupted: bool,
+}
+
+impl<L, F, A> Checked<L, F, A> {
+    pub fn passed(&self) -> bool {
+        self.anomalies.is_empty() && self.final_problems.is_empty() && !self.interrupted
+    }
+}
+
+/// Writes `<out_dir>/<name>.history`: `lines` in order of their time (µs), then `finals`.
+pub fn write_history(
+    out_dir: &Path,
+    name: &str,
+    mut lines: Vec<(u64, String)>,
+    finals: impl IntoIterator<Item = String>,
+) -> std::io::Result<()> {
+    lines.sort();
+    let mut text: Vec<String> = lines.into_iter().map(|(_, l)| l).collect();
+    text.extend(finals);
+    std::fs::write(out_dir.join(format!("{name}.history")), text.join("\n") + "\n")
 }
 
 /// An unsigned number from the environment variable `name`; unset or not a number: `None`.
