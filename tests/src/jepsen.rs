@@ -40,7 +40,7 @@
 
 use crate::clock::{self, ClockSkew};
 use crate::cluster::get_at;
-use crate::jepsen_harness::{start_cluster, Cluster};
+use crate::jepsen_harness::{enter_namespace, start_cluster, Cluster};
 use crate::linearizability::{self, Input, Operation, Output, Value, Violation};
 use crate::nemesis::{
     wait_until, Fault, FaultKind, FaultWindow, Nemesis, Schedule, ScheduleBounds, ScheduledFault,
@@ -531,17 +531,7 @@ fn client_main(
         let _ = ready.send(Err(e.clone()));
         NetnsError::Io(std::io::Error::other(e))
     };
-    let ns = std::fs::File::open(format!("/run/netns/{namespace}"))?;
-    use std::os::fd::AsRawFd;
-    // SAFETY: setns on a valid namespace fd changes only this thread's network namespace; this
-    // thread is the clients' own and every socket they open is opened from it.
-    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(fail(format!("setns: {}", std::io::Error::last_os_error())));
-    }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| fail(format!("runtime: {e}")))?;
+    let runtime = enter_namespace(namespace, &fail)?;
     runtime.block_on(async {
         let (file, _) = ClusterFile::load(cluster_file).map_err(|e| fail(e.to_string()))?;
         let monitor = connect(cluster_file).await.map_err(|e| fail(e.to_string()))?;

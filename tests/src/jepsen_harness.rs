@@ -368,6 +368,26 @@ fn run_schedule(
     Ok(windows)
 }
 
+/// Enters `namespace` (this thread only) and builds the current-thread runtime the clients
+/// run on; `fail` reports a failed `setns` or runtime to the main thread (an unreadable
+/// namespace file just ends the thread, which the main thread notices as well).
+pub fn enter_namespace(
+    namespace: &str,
+    fail: &dyn Fn(String) -> NetnsError,
+) -> Result<tokio::runtime::Runtime, NetnsError> {
+    let ns = std::fs::File::open(format!("/run/netns/{namespace}"))?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: setns on a valid namespace fd changes only this thread's network namespace; this
+    // thread is the clients' own and every socket they open is opened from it.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(fail(format!("setns: {}", std::io::Error::last_os_error())));
+    }
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(format!("runtime: {e}")))
+}
+
 /// Enters `namespace` (this thread only), waits for a master, prepares the workload, reports
 /// ready, and runs it from the start instant with the master monitor beside it.
 fn client_main<W: Workload>(
@@ -383,17 +403,7 @@ fn client_main<W: Workload>(
         let _ = ready.send(Err(e.clone()));
         NetnsError::Io(std::io::Error::other(e))
     };
-    let ns = std::fs::File::open(format!("/run/netns/{namespace}"))?;
-    use std::os::fd::AsRawFd;
-    // SAFETY: setns on a valid namespace fd changes only this thread's network namespace; this
-    // thread is the clients' own and every socket they open is opened from it.
-    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(fail(format!("setns: {}", std::io::Error::last_os_error())));
-    }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| fail(format!("runtime: {e}")))?;
+    let runtime = enter_namespace(namespace, &fail)?;
     runtime.block_on(async {
         let (file, _) = ClusterFile::load(&cluster_file).map_err(|e| fail(e.to_string()))?;
         let monitor = connect(&cluster_file).await.map_err(|e| fail(e.to_string()))?;
