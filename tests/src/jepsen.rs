@@ -40,10 +40,10 @@
 
 use crate::clock::{self, ClockSkew};
 use crate::cluster::get_at;
-use crate::jepsen_harness::{enter_namespace, start_cluster, Cluster};
+use crate::jepsen_harness::{drive, enter_namespace, start_cluster, Cluster, Driven};
 use crate::linearizability::{self, Input, Operation, Output, Value, Violation};
 use crate::nemesis::{
-    wait_until, Fault, FaultKind, FaultWindow, Nemesis, Schedule, ScheduleBounds, ScheduledFault,
+    Fault, FaultKind, FaultWindow, Nemesis, Schedule, ScheduleBounds, ScheduledFault,
 };
 use crate::netns::{NetnsError, Node};
 use crate::report::{self, Sample, Summary};
@@ -357,47 +357,26 @@ pub fn run_registers(
         finish: AtomicBool::new(false),
         abort: AtomicBool::new(false),
     });
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
-    let (start_tx, start_rx) = tokio::sync::oneshot::channel::<Instant>();
-    let client_thread = {
+    let client = {
         let namespace = network.client().namespace.clone();
         let shared = shared.clone();
         let options = options.clone();
-        std::thread::spawn(move || {
+        move |ready_tx, start_rx| {
             client_main(&namespace, &client_file, &options, &shared, ready_tx, start_rx)
-        })
-    };
-    let abort = |shared: &Shared| shared.abort.store(true, Ordering::SeqCst);
-    let ready = ready_rx
-        .recv()
-        .unwrap_or_else(|_| Err("client thread ended before the cluster was ready".into()));
-    if let Err(e) = ready {
-        abort(&shared);
-        let _ = client_thread.join();
-        return Err(NetnsError::Io(std::io::Error::other(format!("cluster not ready: {e}"))));
-    }
-    let run_start = Instant::now();
-    let _ = start_tx.send(run_start);
-
-    let mut nemesis = Nemesis::new(&network);
-    let windows = run_schedule(&mut nemesis, &schedule, &mut nodes, run_start, &shared, stop);
-    let windows = match windows {
-        Ok(w) => w,
-        Err(e) => {
-            abort(&shared);
-            let _ = client_thread.join();
-            return Err(e);
         }
     };
-    let quiet_end = Instant::now() + Duration::from_millis(options.quiet_ms);
-    let interrupted = !wait_until(quiet_end, stop);
-    if interrupted {
-        abort(&shared);
-    }
-    shared.finish.store(true, Ordering::SeqCst);
-    let result = client_thread.join().unwrap_or_else(|_| {
-        Err(NetnsError::Io(std::io::Error::other("the client thread panicked")))
-    })?;
+    let schedule_from = |run_start: Instant| {
+        let mut nemesis = Nemesis::new(&network);
+        run_schedule(&mut nemesis, &schedule, &mut nodes, run_start, &shared, stop)
+    };
+    let Driven { output: result, windows, interrupted, .. } = drive(
+        client,
+        &|| shared.abort.store(true, Ordering::SeqCst),
+        &|| shared.finish.store(true, Ordering::SeqCst),
+        schedule_from,
+        options.quiet_ms,
+        stop,
+    )?;
     drop(nodes);
     drop(network);
 

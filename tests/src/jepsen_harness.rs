@@ -4,11 +4,12 @@
 //! that tells the nemesis who the master is, and the seeded schedule (an `Isolate` fault cuts
 //! off the current master; a process fault on the master says so in its label).
 //!
-//! The register run ([`crate::jepsen`]) starts its cluster with [`start_cluster`] too (adding
-//! libfaketime to chosen nodes) but keeps its own client thread and schedule: its monitor
-//! records every change of master, and with overlapping faults a kill or pause is aimed at the
-//! master elected while the old one is isolated (this module's schedule instead replaces some
-//! faults by client cuts and labels a partition that holds the master).
+//! The register run ([`crate::jepsen`]) uses the same pieces ([`start_cluster`], adding
+//! libfaketime to chosen nodes; [`enter_namespace`]; [`drive`]) but keeps its own client
+//! thread body and schedule: its monitor records every change of master, and with overlapping
+//! faults a kill or pause is aimed at the master elected while the old one is isolated (this
+//! module's schedule instead replaces some faults by client cuts and labels a partition that
+//! holds the master).
 
 use crate::cluster::node_args;
 use crate::jepsen::{established_master, CLUSTER_ID, FSLIVE_INTERVAL_MS, GROUP, NODE_PORT};
@@ -229,49 +230,27 @@ pub fn run<W: Workload>(
         finish: AtomicBool::new(false),
         abort: AtomicBool::new(false),
     });
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
-    let (start_tx, start_rx) = tokio::sync::oneshot::channel::<Instant>();
-    let client_thread = {
+    let client = {
         let namespace = network.client().namespace.clone();
         let shared = shared.clone();
         let seed = options.seed;
-        std::thread::spawn(move || {
+        move |ready_tx, start_rx| {
             client_main(&namespace, client_file, seed, shared, workload, ready_tx, start_rx)
-        })
+        }
     };
-    let abort = |shared: &Shared| shared.abort.store(true, Ordering::SeqCst);
-    let ready = ready_rx
-        .recv()
-        .unwrap_or_else(|_| Err("client thread ended before the cluster was ready".into()));
-    if let Err(e) = ready {
-        abort(&shared);
-        let _ = client_thread.join();
-        return Err(NetnsError::Io(std::io::Error::other(format!("cluster not ready: {e}"))));
-    }
-    let run_start = Instant::now();
-    let _ = start_tx.send(run_start);
+    let schedule_from = |run_start: Instant| {
+        let mut nemesis = Nemesis::new(&network);
+        run_schedule(&mut nemesis, &schedule, &cuts, &mut nodes, run_start, &shared, stop)
+    };
+    let Driven { output, windows, interrupted, run_start, finished } = drive(
+        client,
+        &|| shared.abort.store(true, Ordering::SeqCst),
+        &|| shared.finish.store(true, Ordering::SeqCst),
+        schedule_from,
+        options.quiet_ms,
+        stop,
+    )?;
     let ready_ms = run_start.duration_since(created).as_millis();
-
-    let mut nemesis = Nemesis::new(&network);
-    let windows =
-        match run_schedule(&mut nemesis, &schedule, &cuts, &mut nodes, run_start, &shared, stop) {
-            Ok(w) => w,
-            Err(e) => {
-                abort(&shared);
-                let _ = client_thread.join();
-                return Err(e);
-            }
-        };
-    let quiet_end = Instant::now() + Duration::from_millis(options.quiet_ms);
-    let interrupted = !wait_until(quiet_end, stop);
-    if interrupted {
-        abort(&shared);
-    }
-    shared.finish.store(true, Ordering::SeqCst);
-    let finished = Instant::now();
-    let output = client_thread.join().unwrap_or_else(|_| {
-        Err(NetnsError::Io(std::io::Error::other("the client thread panicked")))
-    })?;
     let final_ms = finished.elapsed().as_millis();
     drop(nodes);
     drop(network);
@@ -282,6 +261,70 @@ pub fn run<W: Workload>(
         created.elapsed().as_millis()
     );
     Ok(Ran { schedule, windows, output, interrupted })
+}
+
+/// What [`drive`] hands back.
+pub struct Driven<T> {
+    /// What the client thread returned.
+    pub output: T,
+    pub windows: Vec<FaultWindow>,
+    pub interrupted: bool,
+    /// When the clock started (the client thread had reported ready).
+    pub run_start: Instant,
+    /// When the client thread was told to finish (the quiet period was over).
+    pub finished: Instant,
+}
+
+/// The main thread's part of a run once the nodes are up: spawns `client` (the client
+/// thread: it reports ready, or why not, then awaits the start instant), starts the clock,
+/// runs `schedule` from it, waits `quiet_ms`, calls `finish` and joins the client thread.
+/// `abort` sets the flag that makes the client thread return at once: on an error (then it
+/// is joined before this returns) and on an interrupt by `stop`.
+pub fn drive<T: Send + 'static>(
+    client: impl FnOnce(
+            std::sync::mpsc::Sender<Result<(), String>>,
+            tokio::sync::oneshot::Receiver<Instant>,
+        ) -> Result<T, NetnsError>
+        + Send
+        + 'static,
+    abort: &dyn Fn(),
+    finish: &dyn Fn(),
+    schedule: impl FnOnce(Instant) -> Result<Vec<FaultWindow>, NetnsError>,
+    quiet_ms: u64,
+    stop: &dyn Fn() -> bool,
+) -> Result<Driven<T>, NetnsError> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let (start_tx, start_rx) = tokio::sync::oneshot::channel::<Instant>();
+    let client_thread = std::thread::spawn(move || client(ready_tx, start_rx));
+    let ready = ready_rx
+        .recv()
+        .unwrap_or_else(|_| Err("client thread ended before the cluster was ready".into()));
+    if let Err(e) = ready {
+        abort();
+        let _ = client_thread.join();
+        return Err(NetnsError::Io(std::io::Error::other(format!("cluster not ready: {e}"))));
+    }
+    let run_start = Instant::now();
+    let _ = start_tx.send(run_start);
+    let windows = match schedule(run_start) {
+        Ok(w) => w,
+        Err(e) => {
+            abort();
+            let _ = client_thread.join();
+            return Err(e);
+        }
+    };
+    let quiet_end = Instant::now() + Duration::from_millis(quiet_ms);
+    let interrupted = !wait_until(quiet_end, stop);
+    if interrupted {
+        abort();
+    }
+    finish();
+    let finished = Instant::now();
+    let output = client_thread.join().unwrap_or_else(|_| {
+        Err(NetnsError::Io(std::io::Error::other("the client thread panicked")))
+    })?;
+    Ok(Driven { output, windows, interrupted, run_start, finished })
 }
 
 /// Which of `faults` drawn faults become client cuts (see
