@@ -279,7 +279,7 @@ pub fn parse_value(v: &Versioned) -> Value {
 /// The longest stretch inside each window without an acknowledged write (write or successful
 /// compare-and-set), and the time from the window's end to the next one.
 pub fn unavailability(history: &[Recorded], windows: &[FaultWindow]) -> Vec<Unavailability> {
-    let mut acked_ms: Vec<u64> = history
+    let acked_ms: Vec<u64> = history
         .iter()
         .filter(|r| r.outcome == Outcome::Ok)
         .filter(|r| {
@@ -290,21 +290,7 @@ pub fn unavailability(history: &[Recorded], windows: &[FaultWindow]) -> Vec<Unav
         })
         .map(|r| r.end_us / 1000)
         .collect();
-    acked_ms.sort_unstable();
-    windows
-        .iter()
-        .map(|w| {
-            let mut previous = w.start_ms;
-            let mut longest = 0;
-            for &t in acked_ms.iter().filter(|t| (w.start_ms..=w.end_ms).contains(*t)) {
-                longest = longest.max(t - previous);
-                previous = t;
-            }
-            longest = longest.max(w.end_ms - previous);
-            let recovery_ms = acked_ms.iter().find(|t| **t >= w.end_ms).map(|t| t - w.end_ms);
-            Unavailability { window: w.clone(), longest_gap_ms: longest, recovery_ms }
-        })
-        .collect()
+    crate::jepsen_harness::unavailability(&acked_ms, windows)
 }
 
 /// What the main thread and the client thread share.
