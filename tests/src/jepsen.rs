@@ -39,12 +39,13 @@
 //! wall-clock offset), see [`crate::clock`].
 
 use crate::clock::{self, ClockSkew};
-use crate::cluster::{get_at, node_args};
+use crate::cluster::get_at;
+use crate::jepsen_harness::{drive, enter_namespace, start_cluster, Cluster, Driven};
 use crate::linearizability::{self, Input, Operation, Output, Value, Violation};
 use crate::nemesis::{
-    wait_until, Fault, FaultKind, FaultWindow, Nemesis, Schedule, ScheduleBounds, ScheduledFault,
+    Fault, FaultKind, FaultWindow, Nemesis, Schedule, ScheduleBounds, ScheduledFault,
 };
-use crate::netns::{NetnsError, Network, Node, NodeSpec};
+use crate::netns::{NetnsError, Node};
 use crate::report::{self, Sample, Summary};
 use crate::session::{self, ReadMode, SessionCheck, SessionEvent, SessionOp};
 use cache_client::net::{ClusterFile, SocketTransport};
@@ -278,7 +279,7 @@ pub fn parse_value(v: &Versioned) -> Value {
 /// The longest stretch inside each window without an acknowledged write (write or successful
 /// compare-and-set), and the time from the window's end to the next one.
 pub fn unavailability(history: &[Recorded], windows: &[FaultWindow]) -> Vec<Unavailability> {
-    let mut acked_ms: Vec<u64> = history
+    let acked_ms: Vec<u64> = history
         .iter()
         .filter(|r| r.outcome == Outcome::Ok)
         .filter(|r| {
@@ -289,21 +290,7 @@ pub fn unavailability(history: &[Recorded], windows: &[FaultWindow]) -> Vec<Unav
         })
         .map(|r| r.end_us / 1000)
         .collect();
-    acked_ms.sort_unstable();
-    windows
-        .iter()
-        .map(|w| {
-            let mut previous = w.start_ms;
-            let mut longest = 0;
-            for &t in acked_ms.iter().filter(|t| (w.start_ms..=w.end_ms).contains(*t)) {
-                longest = longest.max(t - previous);
-                previous = t;
-            }
-            longest = longest.max(w.end_ms - previous);
-            let recovery_ms = acked_ms.iter().find(|t| **t >= w.end_ms).map(|t| t - w.end_ms);
-            Unavailability { window: w.clone(), longest_gap_ms: longest, recovery_ms }
-        })
-        .collect()
+    crate::jepsen_harness::unavailability(&acked_ms, windows)
 }
 
 /// What the main thread and the client thread share.
@@ -343,47 +330,12 @@ pub fn run_registers(
     if !options.clocks.is_empty() {
         clock::verify(shoal_fs, &options.clocks)?;
     }
-    let network = Network::create(options.hosts)?;
-    let dir = tempfile::tempdir()?;
-    let key: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
-    std::fs::write(dir.path().join("cluster.key"), &key)?;
-    let members = network
-        .hosts()
-        .iter()
-        .map(|h| (h.index.to_string(), format!("{}:{NODE_PORT}", h.address)))
-        .collect();
-    let mut file = ClusterFile {
-        cluster_id: CLUSTER_ID,
-        key_file: Some("cluster.key".into()),
-        key: None,
-        group: GROUP.into(),
-        interface: network.client().address.to_string(),
-        loopback: false,
-        members,
+    let env_of = |host: usize| match options.clocks.iter().find(|c| c.host == host) {
+        Some(c) => c.env(),
+        None => Vec::new(),
     };
-    // The clients' file: the client namespace's address as the multicast interface.
-    let client_file = dir.path().join("cluster.toml");
-    file.save(&client_file)?;
-    let log_filter = std::env::var("SHOAL_TEST_LOG").unwrap_or_else(|_| "error".into());
-    let mut nodes: Vec<Node> = Vec::new();
-    for host in network.hosts() {
-        file.interface = host.address.to_string();
-        let data_dir = dir.path().join(format!("node{}", host.index));
-        std::fs::create_dir_all(&data_dir)?;
-        let id = host.index as protocol::NodeId;
-        // `env` execs shoal-fs, so the pid the harness signals is the node's own.
-        let mut args = vec![format!("RUST_LOG={log_filter}")];
-        if let Some(c) = options.clocks.iter().find(|c| c.host == host.index) {
-            args.extend(c.env());
-        }
-        args.push(shoal_fs.display().to_string());
-        args.extend(node_args(&file, dir.path(), id, &data_dir, FSLIVE_INTERVAL_MS));
-        let spec = NodeSpec { program: "env".into(), args, data_dir: Some(data_dir) };
-        nodes.push(Node::new(host.clone(), spec));
-    }
-    for node in nodes.iter_mut() {
-        node.start()?;
-    }
+    let Cluster { network, dir: _dir, client_file, mut nodes } =
+        start_cluster(options.hosts, shoal_fs, &env_of, &[])?;
 
     let shared = Arc::new(Shared {
         master: AtomicUsize::new(0),
@@ -391,47 +343,26 @@ pub fn run_registers(
         finish: AtomicBool::new(false),
         abort: AtomicBool::new(false),
     });
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
-    let (start_tx, start_rx) = tokio::sync::oneshot::channel::<Instant>();
-    let client_thread = {
+    let client = {
         let namespace = network.client().namespace.clone();
         let shared = shared.clone();
         let options = options.clone();
-        std::thread::spawn(move || {
+        move |ready_tx, start_rx| {
             client_main(&namespace, &client_file, &options, &shared, ready_tx, start_rx)
-        })
-    };
-    let abort = |shared: &Shared| shared.abort.store(true, Ordering::SeqCst);
-    let ready = ready_rx
-        .recv()
-        .unwrap_or_else(|_| Err("client thread ended before the cluster was ready".into()));
-    if let Err(e) = ready {
-        abort(&shared);
-        let _ = client_thread.join();
-        return Err(NetnsError::Io(std::io::Error::other(format!("cluster not ready: {e}"))));
-    }
-    let run_start = Instant::now();
-    let _ = start_tx.send(run_start);
-
-    let mut nemesis = Nemesis::new(&network);
-    let windows = run_schedule(&mut nemesis, &schedule, &mut nodes, run_start, &shared, stop);
-    let windows = match windows {
-        Ok(w) => w,
-        Err(e) => {
-            abort(&shared);
-            let _ = client_thread.join();
-            return Err(e);
         }
     };
-    let quiet_end = Instant::now() + Duration::from_millis(options.quiet_ms);
-    let interrupted = !wait_until(quiet_end, stop);
-    if interrupted {
-        abort(&shared);
-    }
-    shared.finish.store(true, Ordering::SeqCst);
-    let result = client_thread.join().unwrap_or_else(|_| {
-        Err(NetnsError::Io(std::io::Error::other("the client thread panicked")))
-    })?;
+    let schedule_from = |run_start: Instant| {
+        let mut nemesis = Nemesis::new(&network);
+        run_schedule(&mut nemesis, &schedule, &mut nodes, run_start, &shared, stop)
+    };
+    let Driven { output: result, windows, interrupted, .. } = drive(
+        client,
+        &|| shared.abort.store(true, Ordering::SeqCst),
+        &|| shared.finish.store(true, Ordering::SeqCst),
+        schedule_from,
+        options.quiet_ms,
+        stop,
+    )?;
     drop(nodes);
     drop(network);
 
@@ -565,17 +496,7 @@ fn client_main(
         let _ = ready.send(Err(e.clone()));
         NetnsError::Io(std::io::Error::other(e))
     };
-    let ns = std::fs::File::open(format!("/run/netns/{namespace}"))?;
-    use std::os::fd::AsRawFd;
-    // SAFETY: setns on a valid namespace fd changes only this thread's network namespace; this
-    // thread is the clients' own and every socket they open is opened from it.
-    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(fail(format!("setns: {}", std::io::Error::last_os_error())));
-    }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| fail(format!("runtime: {e}")))?;
+    let runtime = enter_namespace(namespace, &fail)?;
     runtime.block_on(async {
         let (file, _) = ClusterFile::load(cluster_file).map_err(|e| fail(e.to_string()))?;
         let monitor = connect(cluster_file).await.map_err(|e| fail(e.to_string()))?;

@@ -16,14 +16,14 @@
 //!
 //! The checker ([`check`]) is pure; its rules are on [`BankAnomaly`].
 
-use crate::jepsen::{join_all, Unavailability};
+use crate::jepsen::join_all;
 use crate::jepsen_harness::{
-    self, bounded, connect, final_read, replica_check, Ctx, HarnessOptions, Workload,
-    FINAL_LOCK_WAIT_MS, FINAL_READ_LIMIT_MS, LOCK_TTL_MS, OP_LIMIT_MS,
+    self, bounded, connect, final_read, replica_check, write_history, Checked, Ctx, HarnessOptions,
+    Workload, FINAL_LOCK_WAIT_MS, FINAL_READ_LIMIT_MS, LOCK_TTL_MS, OP_LIMIT_MS,
 };
-use crate::nemesis::{FaultKind, FaultWindow, Schedule, ScheduleBounds};
+use crate::nemesis::{FaultKind, ScheduleBounds};
 use crate::netns::NetnsError;
-use crate::report::{self, Sample, Summary};
+use crate::report::{self, Sample};
 use cache_client::net::SocketTransport;
 use cache_client::{Batch, Client, ClientError};
 use rand::rngs::StdRng;
@@ -300,27 +300,9 @@ pub struct BankLog {
     pub counts: BankCounts,
 }
 
-/// What a run produced.
-#[derive(Debug)]
-pub struct BankOutcome {
-    pub schedule: Schedule,
-    pub windows: Vec<FaultWindow>,
-    pub log: BankLog,
-    pub finals: Option<FinalState>,
-    pub anomalies: Vec<BankAnomaly>,
-    pub final_problems: Vec<String>,
-    /// Per fault window, the longest stretch without a committed transfer.
-    pub unavailability: Vec<Unavailability>,
-    pub summary: Summary,
-    pub svg: PathBuf,
-    pub interrupted: bool,
-}
-
-impl BankOutcome {
-    pub fn passed(&self) -> bool {
-        self.anomalies.is_empty() && self.final_problems.is_empty() && !self.interrupted
-    }
-}
+/// What a run produced (`finals`: the balances read after healing, `None` when they could
+/// not be read; `unavailability`: the longest stretch without a committed transfer).
+pub type BankOutcome = Checked<BankLog, Option<FinalState>, BankAnomaly>;
 
 struct BankWorkload {
     options: BankOptions,
@@ -631,7 +613,7 @@ pub fn run_bank(
     );
     let (svg, summary) =
         report::write(&options.out_dir, &name, &title, &log.samples, &ran.windows)?;
-    let mut lines: Vec<(u64, String)> = log
+    let lines: Vec<(u64, String)> = log
         .transfers
         .iter()
         .map(|t| {
@@ -655,10 +637,7 @@ pub fn run_bank(
             (a.end_us, text)
         }))
         .collect();
-    lines.sort();
-    let mut text: Vec<String> = lines.into_iter().map(|(_, l)| l).collect();
-    text.push(format!("final {finals:?}"));
-    std::fs::write(options.out_dir.join(format!("{name}.history")), text.join("\n") + "\n")?;
+    write_history(&options.out_dir, &name, lines, [format!("final {finals:?}")])?;
     let acked_ms: Vec<u64> = log
         .transfers
         .iter()

@@ -4,8 +4,12 @@
 //! that tells the nemesis who the master is, and the seeded schedule (an `Isolate` fault cuts
 //! off the current master; a process fault on the master says so in its label).
 //!
-//! The register run ([`crate::jepsen`]) predates this module and keeps its own copy of the
-//! same steps; the two differ only in what the workload does and how it is checked.
+//! The register run ([`crate::jepsen`]) uses the same pieces ([`start_cluster`], adding
+//! libfaketime to chosen nodes; [`enter_namespace`]; [`drive`]) but keeps its own client
+//! thread body and schedule: its monitor records every change of master, and with overlapping
+//! faults a kill or pause is aimed at the master elected while the old one is isolated (this
+//! module's schedule instead replaces some faults by client cuts and labels a partition that
+//! holds the master).
 
 use crate::cluster::node_args;
 use crate::jepsen::{established_master, CLUSTER_ID, FSLIVE_INTERVAL_MS, GROUP, NODE_PORT};
@@ -13,6 +17,7 @@ use crate::jepsen::{Unavailability, MONITOR_INTERVAL_MS, READY_TIMEOUT_MS, REQUE
 use crate::nemesis::ScheduleBounds;
 use crate::nemesis::{wait_until, Fault, FaultKind, FaultWindow, Nemesis, Schedule};
 use crate::netns::{NetnsError, Network, Node, NodeSpec};
+use crate::report::Summary;
 use cache_client::net::{ClusterFile, SocketTransport};
 use cache_client::{Client, ClientConfig, ClientError, LockConfig};
 use rand::rngs::StdRng;
@@ -138,24 +143,26 @@ pub async fn connect_with(
     Ok(Client::new(transport, config))
 }
 
-/// Builds the network, starts `shoal-fs` on every host, runs `workload` in the client
-/// namespace under the seeded schedule, heals, waits the quiet period, lets the workload
-/// finish. Everything is torn down on every path (nodes when `nodes` drops, namespaces when
-/// `network` drops).
-pub fn run<W: Workload>(
-    options: &HarnessOptions,
+/// A network of `hosts` host namespaces with one `shoal-fs` running on each, and the cluster
+/// file of the clients (the client namespace's address as the multicast interface).
+pub struct Cluster {
+    pub network: Network,
+    /// Holds the cluster key, both cluster files and every node's data directory.
+    pub dir: tempfile::TempDir,
+    pub client_file: PathBuf,
+    pub nodes: Vec<Node>,
+}
+
+/// Builds the network and starts `shoal-fs` on every host: `env RUST_LOG=… <env_of(host)>
+/// shoal-fs <node args> <extra_args>` (`env_of` adds variables such as libfaketime's). Drop
+/// `nodes` before `network`: the nodes are killed, then the namespaces removed.
+pub fn start_cluster(
+    hosts: usize,
     shoal_fs: &Path,
-    stop: &dyn Fn() -> bool,
-    workload: W,
-) -> Result<Ran<W::Output>, NetnsError> {
-    let created = Instant::now();
-    let schedule = Schedule::generate(options.seed, options.hosts, &options.bounds, &options.kinds);
-    println!("{schedule}");
-    let cuts = client_cuts(options.seed, schedule.faults.len(), options.client_cut_percent);
-    for (i, _) in cuts.iter().enumerate().filter(|(_, cut)| **cut) {
-        println!("  fault {} replaced by: cut clients off every host", i + 1);
-    }
-    let network = Network::create(options.hosts)?;
+    env_of: &dyn Fn(usize) -> Vec<String>,
+    extra_args: &[String],
+) -> Result<Cluster, NetnsError> {
+    let network = Network::create(hosts)?;
     let dir = tempfile::tempdir()?;
     let key: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
     std::fs::write(dir.path().join("cluster.key"), &key)?;
@@ -173,6 +180,7 @@ pub fn run<W: Workload>(
         loopback: false,
         members,
     };
+    // The clients' file: the client namespace's address as the multicast interface.
     let client_file = dir.path().join("cluster.toml");
     file.save(&client_file)?;
     let log_filter = std::env::var("SHOAL_TEST_LOG").unwrap_or_else(|_| "error".into());
@@ -183,64 +191,66 @@ pub fn run<W: Workload>(
         std::fs::create_dir_all(&data_dir)?;
         let id = host.index as protocol::NodeId;
         // `env` execs shoal-fs, so the pid the harness signals is the node's own.
-        let mut args = vec![format!("RUST_LOG={log_filter}"), shoal_fs.display().to_string()];
+        let mut args = vec![format!("RUST_LOG={log_filter}")];
+        args.extend(env_of(host.index));
+        args.push(shoal_fs.display().to_string());
         args.extend(node_args(&file, dir.path(), id, &data_dir, FSLIVE_INTERVAL_MS));
-        args.extend(options.node_args.iter().cloned());
+        args.extend(extra_args.iter().cloned());
         let spec = NodeSpec { program: "env".into(), args, data_dir: Some(data_dir) };
         nodes.push(Node::new(host.clone(), spec));
     }
     for node in nodes.iter_mut() {
         node.start()?;
     }
+    Ok(Cluster { network, dir, client_file, nodes })
+}
+
+/// Builds the network, starts `shoal-fs` on every host, runs `workload` in the client
+/// namespace under the seeded schedule, heals, waits the quiet period, lets the workload
+/// finish. Everything is torn down on every path (nodes when `nodes` drops, namespaces when
+/// `network` drops).
+pub fn run<W: Workload>(
+    options: &HarnessOptions,
+    shoal_fs: &Path,
+    stop: &dyn Fn() -> bool,
+    workload: W,
+) -> Result<Ran<W::Output>, NetnsError> {
+    let created = Instant::now();
+    let schedule = Schedule::generate(options.seed, options.hosts, &options.bounds, &options.kinds);
+    println!("{schedule}");
+    let cuts = client_cuts(options.seed, schedule.faults.len(), options.client_cut_percent);
+    for (i, _) in cuts.iter().enumerate().filter(|(_, cut)| **cut) {
+        println!("  fault {} replaced by: cut clients off every host", i + 1);
+    }
+    let Cluster { network, dir: _dir, client_file, mut nodes } =
+        start_cluster(options.hosts, shoal_fs, &|_| Vec::new(), &options.node_args)?;
 
     let shared = Arc::new(Shared {
         master: AtomicUsize::new(0),
         finish: AtomicBool::new(false),
         abort: AtomicBool::new(false),
     });
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
-    let (start_tx, start_rx) = tokio::sync::oneshot::channel::<Instant>();
-    let client_thread = {
+    let client = {
         let namespace = network.client().namespace.clone();
         let shared = shared.clone();
         let seed = options.seed;
-        std::thread::spawn(move || {
+        move |ready_tx, start_rx| {
             client_main(&namespace, client_file, seed, shared, workload, ready_tx, start_rx)
-        })
+        }
     };
-    let abort = |shared: &Shared| shared.abort.store(true, Ordering::SeqCst);
-    let ready = ready_rx
-        .recv()
-        .unwrap_or_else(|_| Err("client thread ended before the cluster was ready".into()));
-    if let Err(e) = ready {
-        abort(&shared);
-        let _ = client_thread.join();
-        return Err(NetnsError::Io(std::io::Error::other(format!("cluster not ready: {e}"))));
-    }
-    let run_start = Instant::now();
-    let _ = start_tx.send(run_start);
+    let schedule_from = |run_start: Instant| {
+        let mut nemesis = Nemesis::new(&network);
+        run_schedule(&mut nemesis, &schedule, &cuts, &mut nodes, run_start, &shared, stop)
+    };
+    let Driven { output, windows, interrupted, run_start, finished } = drive(
+        client,
+        &|| shared.abort.store(true, Ordering::SeqCst),
+        &|| shared.finish.store(true, Ordering::SeqCst),
+        schedule_from,
+        options.quiet_ms,
+        stop,
+    )?;
     let ready_ms = run_start.duration_since(created).as_millis();
-
-    let mut nemesis = Nemesis::new(&network);
-    let windows =
-        match run_schedule(&mut nemesis, &schedule, &cuts, &mut nodes, run_start, &shared, stop) {
-            Ok(w) => w,
-            Err(e) => {
-                abort(&shared);
-                let _ = client_thread.join();
-                return Err(e);
-            }
-        };
-    let quiet_end = Instant::now() + Duration::from_millis(options.quiet_ms);
-    let interrupted = !wait_until(quiet_end, stop);
-    if interrupted {
-        abort(&shared);
-    }
-    shared.finish.store(true, Ordering::SeqCst);
-    let finished = Instant::now();
-    let output = client_thread.join().unwrap_or_else(|_| {
-        Err(NetnsError::Io(std::io::Error::other("the client thread panicked")))
-    })?;
     let final_ms = finished.elapsed().as_millis();
     drop(nodes);
     drop(network);
@@ -251,6 +261,70 @@ pub fn run<W: Workload>(
         created.elapsed().as_millis()
     );
     Ok(Ran { schedule, windows, output, interrupted })
+}
+
+/// What [`drive`] hands back.
+pub struct Driven<T> {
+    /// What the client thread returned.
+    pub output: T,
+    pub windows: Vec<FaultWindow>,
+    pub interrupted: bool,
+    /// When the clock started (the client thread had reported ready).
+    pub run_start: Instant,
+    /// When the client thread was told to finish (the quiet period was over).
+    pub finished: Instant,
+}
+
+/// The main thread's part of a run once the nodes are up: spawns `client` (the client
+/// thread: it reports ready, or why not, then awaits the start instant), starts the clock,
+/// runs `schedule` from it, waits `quiet_ms`, calls `finish` and joins the client thread.
+/// `abort` sets the flag that makes the client thread return at once: on an error (then it
+/// is joined before this returns) and on an interrupt by `stop`.
+pub fn drive<T: Send + 'static>(
+    client: impl FnOnce(
+            std::sync::mpsc::Sender<Result<(), String>>,
+            tokio::sync::oneshot::Receiver<Instant>,
+        ) -> Result<T, NetnsError>
+        + Send
+        + 'static,
+    abort: &dyn Fn(),
+    finish: &dyn Fn(),
+    schedule: impl FnOnce(Instant) -> Result<Vec<FaultWindow>, NetnsError>,
+    quiet_ms: u64,
+    stop: &dyn Fn() -> bool,
+) -> Result<Driven<T>, NetnsError> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let (start_tx, start_rx) = tokio::sync::oneshot::channel::<Instant>();
+    let client_thread = std::thread::spawn(move || client(ready_tx, start_rx));
+    let ready = ready_rx
+        .recv()
+        .unwrap_or_else(|_| Err("client thread ended before the cluster was ready".into()));
+    if let Err(e) = ready {
+        abort();
+        let _ = client_thread.join();
+        return Err(NetnsError::Io(std::io::Error::other(format!("cluster not ready: {e}"))));
+    }
+    let run_start = Instant::now();
+    let _ = start_tx.send(run_start);
+    let windows = match schedule(run_start) {
+        Ok(w) => w,
+        Err(e) => {
+            abort();
+            let _ = client_thread.join();
+            return Err(e);
+        }
+    };
+    let quiet_end = Instant::now() + Duration::from_millis(quiet_ms);
+    let interrupted = !wait_until(quiet_end, stop);
+    if interrupted {
+        abort();
+    }
+    finish();
+    let finished = Instant::now();
+    let output = client_thread.join().unwrap_or_else(|_| {
+        Err(NetnsError::Io(std::io::Error::other("the client thread panicked")))
+    })?;
+    Ok(Driven { output, windows, interrupted, run_start, finished })
 }
 
 /// Which of `faults` drawn faults become client cuts (see
@@ -337,6 +411,26 @@ fn run_schedule(
     Ok(windows)
 }
 
+/// Enters `namespace` (this thread only) and builds the current-thread runtime the clients
+/// run on; `fail` reports a failed `setns` or runtime to the main thread (an unreadable
+/// namespace file just ends the thread, which the main thread notices as well).
+pub fn enter_namespace(
+    namespace: &str,
+    fail: &dyn Fn(String) -> NetnsError,
+) -> Result<tokio::runtime::Runtime, NetnsError> {
+    let ns = std::fs::File::open(format!("/run/netns/{namespace}"))?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: setns on a valid namespace fd changes only this thread's network namespace; this
+    // thread is the clients' own and every socket they open is opened from it.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(fail(format!("setns: {}", std::io::Error::last_os_error())));
+    }
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(format!("runtime: {e}")))
+}
+
 /// Enters `namespace` (this thread only), waits for a master, prepares the workload, reports
 /// ready, and runs it from the start instant with the master monitor beside it.
 fn client_main<W: Workload>(
@@ -352,17 +446,7 @@ fn client_main<W: Workload>(
         let _ = ready.send(Err(e.clone()));
         NetnsError::Io(std::io::Error::other(e))
     };
-    let ns = std::fs::File::open(format!("/run/netns/{namespace}"))?;
-    use std::os::fd::AsRawFd;
-    // SAFETY: setns on a valid namespace fd changes only this thread's network namespace; this
-    // thread is the clients' own and every socket they open is opened from it.
-    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(fail(format!("setns: {}", std::io::Error::last_os_error())));
-    }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| fail(format!("runtime: {e}")))?;
+    let runtime = enter_namespace(namespace, &fail)?;
     runtime.block_on(async {
         let (file, _) = ClusterFile::load(&cluster_file).map_err(|e| fail(e.to_string()))?;
         let monitor = connect(&cluster_file).await.map_err(|e| fail(e.to_string()))?;
@@ -482,6 +566,74 @@ pub async fn replica_check(
         }
     }
     problems
+}
+
+/// What a lock or bank run produced: the harness's record, the workload's log `L` and final
+/// state `F`, and the checker's anomalies `A`.
+#[derive(Debug)]
+pub struct Checked<L, F, A> {
+    pub schedule: Schedule,
+    pub windows: Vec<FaultWindow>,
+    pub log: L,
+    /// The final state, read after healing.
+    pub finals: F,
+    pub anomalies: Vec<A>,
+    /// Final reads that never answered, replicas that disagree.
+    pub final_problems: Vec<String>,
+    /// Per fault window, the longest stretch without an acknowledged operation.
+    pub unavailability: Vec<Unavailability>,
+    pub summary: Summary,
+    pub svg: PathBuf,
+    pub interrupted: bool,
+}
+
+impl<L, F, A> Checked<L, F, A> {
+    pub fn passed(&self) -> bool {
+        self.anomalies.is_empty() && self.final_problems.is_empty() && !self.interrupted
+    }
+}
+
+/// Writes `<out_dir>/<name>.history`: `lines` in order of their time (µs), then `finals`.
+pub fn write_history(
+    out_dir: &Path,
+    name: &str,
+    mut lines: Vec<(u64, String)>,
+    finals: impl IntoIterator<Item = String>,
+) -> std::io::Result<()> {
+    lines.sort();
+    let mut text: Vec<String> = lines.into_iter().map(|(_, l)| l).collect();
+    text.extend(finals);
+    std::fs::write(out_dir.join(format!("{name}.history")), text.join("\n") + "\n")
+}
+
+/// An unsigned number from the environment variable `name`; unset or not a number: `None`.
+pub fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+/// The seeds a netns integration test runs: 1..=N when `SHOAL_SOAK_SEEDS=N` (a soak), else
+/// `ci`.
+pub fn soak_seeds(ci: &[u64]) -> Vec<u64> {
+    match env_u64("SHOAL_SOAK_SEEDS") {
+        Some(n) => (1..=n.max(1)).collect(),
+        None => ci.to_vec(),
+    }
+}
+
+/// The schedule length a soak asks for with `SHOAL_SOAK_RUN_MS` (`None`: the default).
+pub fn soak_run_ms() -> Option<u64> {
+    env_u64("SHOAL_SOAK_RUN_MS")
+}
+
+/// Whether the netns test `test` has to skip (not root, no `ip` or `nft`); prints why when so.
+pub fn skipped(test: &str) -> bool {
+    match crate::netns::skip_reason() {
+        Some(reason) => {
+            eprintln!("{test}: SKIPPED: {reason}");
+            true
+        }
+        None => false,
+    }
 }
 
 #[cfg(test)]

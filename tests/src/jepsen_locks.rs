@@ -22,14 +22,14 @@
 //! faults of 1–4 s really expire leases and hand locks over.
 
 use crate::fencing::{self, Acquire, Anomaly, FencedWrite, WriteOutcome};
-use crate::jepsen::{join_all, Unavailability};
+use crate::jepsen::join_all;
 use crate::jepsen_harness::{
-    self, bounded, connect, connect_with, final_read, replica_check, Ctx, HarnessOptions, Workload,
-    FINAL_LOCK_WAIT_MS, FINAL_READ_LIMIT_MS, LOCK_TTL_MS, OP_LIMIT_MS,
+    self, bounded, connect, connect_with, final_read, replica_check, write_history, Checked, Ctx,
+    HarnessOptions, Workload, FINAL_LOCK_WAIT_MS, FINAL_READ_LIMIT_MS, LOCK_TTL_MS, OP_LIMIT_MS,
 };
-use crate::nemesis::{FaultKind, FaultWindow, Schedule, ScheduleBounds};
+use crate::nemesis::{FaultKind, ScheduleBounds};
 use crate::netns::NetnsError;
-use crate::report::{self, Sample, Summary};
+use crate::report::{self, Sample};
 use cache_client::net::SocketTransport;
 use cache_client::{Batch, Client, ClientError};
 use protocol::Zxid;
@@ -173,29 +173,9 @@ pub struct LockLog {
     pub counts: LockCounts,
 }
 
-/// What a run produced.
-#[derive(Debug)]
-pub struct LocksOutcome {
-    pub schedule: Schedule,
-    pub windows: Vec<FaultWindow>,
-    pub log: LockLog,
-    /// Final value of each lock's log key (after healing).
-    pub finals: BTreeMap<String, Option<String>>,
-    pub anomalies: Vec<Anomaly>,
-    /// Final reads that never answered, replicas that disagree.
-    pub final_problems: Vec<String>,
-    /// Per fault window, the longest stretch without an acknowledged grant.
-    pub unavailability: Vec<Unavailability>,
-    pub summary: Summary,
-    pub svg: PathBuf,
-    pub interrupted: bool,
-}
-
-impl LocksOutcome {
-    pub fn passed(&self) -> bool {
-        self.anomalies.is_empty() && self.final_problems.is_empty() && !self.interrupted
-    }
-}
+/// What a run produced (`finals`: each lock's log key read after healing; `unavailability`:
+/// the longest stretch without an acknowledged grant).
+pub type LocksOutcome = Checked<LockLog, BTreeMap<String, Option<String>>, Anomaly>;
 
 struct LocksWorkload {
     options: LocksOptions,
@@ -525,7 +505,7 @@ pub fn run_locks(
     );
     let (svg, summary) =
         report::write(&options.out_dir, &name, &title, &log.samples, &ran.windows)?;
-    let mut lines: Vec<(u64, String)> = log
+    let lines: Vec<(u64, String)> = log
         .acquires
         .iter()
         .map(|a| {
@@ -541,12 +521,10 @@ pub fn run_locks(
         })
         .chain(log.writes.iter().map(|w| (w.end_us, fencing::describe(w))))
         .collect();
-    lines.sort();
-    let mut text: Vec<String> = lines.into_iter().map(|(_, l)| l).collect();
-    for (lock, value) in &finals {
-        text.push(format!("final {}: {}", log_key(lock), value.as_deref().unwrap_or("(absent)")));
-    }
-    std::fs::write(options.out_dir.join(format!("{name}.history")), text.join("\n") + "\n")?;
+    let final_lines = finals.iter().map(|(lock, value)| {
+        format!("final {}: {}", log_key(lock), value.as_deref().unwrap_or("(absent)"))
+    });
+    write_history(&options.out_dir, &name, lines, final_lines)?;
     let acked_ms: Vec<u64> = log.acquires.iter().map(|a| a.end_us / 1000).collect();
     let unavailability = jepsen_harness::unavailability(&acked_ms, &ran.windows);
     Ok(LocksOutcome {

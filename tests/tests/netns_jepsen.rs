@@ -6,39 +6,22 @@
 //!
 //! Needs root, `ip` and `nft`; without them the tests print why and pass as skipped.
 
+use shoal_tests::jepsen_harness::{skipped, soak_run_ms, soak_seeds};
 use shoal_tests::messaging_workload::{run_messaging, RunOptions};
 use shoal_tests::nemesis::FaultKind;
-use shoal_tests::netns::skip_reason;
 use std::path::Path;
 
 const ECHO: &str = env!("CARGO_BIN_EXE_shoal-echo");
 /// The seeds CI runs of each kind.
 const CI_SEEDS: [u64; 2] = [1, 2];
 
-fn skipped(test: &str) -> bool {
-    match skip_reason() {
-        Some(reason) => {
-            eprintln!("{test}: SKIPPED: {reason}");
-            true
-        }
-        None => false,
-    }
-}
-
-fn seeds() -> Vec<u64> {
-    match std::env::var("SHOAL_SOAK_SEEDS").ok().and_then(|v| v.parse::<u64>().ok()) {
-        Some(n) => (1..=n.max(1)).collect(),
-        None => CI_SEEDS.to_vec(),
-    }
-}
-
 fn run_seeds(kinds: &[FaultKind], configure: impl Fn(&mut RunOptions)) {
     let mut failed = Vec::new();
-    for seed in seeds() {
+    for seed in soak_seeds(&CI_SEEDS) {
         let mut options = RunOptions::new(seed);
         options.kinds = kinds.to_vec();
         options.out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("jepsen");
-        if let Some(ms) = std::env::var("SHOAL_SOAK_RUN_MS").ok().and_then(|v| v.parse().ok()) {
+        if let Some(ms) = soak_run_ms() {
             options.bounds.run_ms = ms;
         }
         configure(&mut options);

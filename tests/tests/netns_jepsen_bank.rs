@@ -15,31 +15,23 @@
 
 use shoal_tests::cluster::binary;
 use shoal_tests::jepsen_bank::{run_bank, BankOptions};
-use shoal_tests::netns::skip_reason;
+use shoal_tests::jepsen_harness::{skipped, soak_run_ms, soak_seeds};
 use std::path::Path;
 
 /// The seeds CI runs.
 const CI_SEEDS: [u64; 2] = [1, 2];
 
-fn seeds() -> Vec<u64> {
-    match std::env::var("SHOAL_SOAK_SEEDS").ok().and_then(|v| v.parse::<u64>().ok()) {
-        Some(n) => (1..=n.max(1)).collect(),
-        None => CI_SEEDS.to_vec(),
-    }
-}
-
 #[test]
 fn bank_total_holds_and_no_transfer_is_half_applied_under_crashes_and_partitions() {
-    if let Some(reason) = skip_reason() {
-        eprintln!("netns_jepsen_bank: SKIPPED: {reason}");
+    if skipped("netns_jepsen_bank") {
         return;
     }
     let shoal_fs = binary("shoal-fs");
     let mut failed = Vec::new();
-    for seed in seeds() {
+    for seed in soak_seeds(&CI_SEEDS) {
         let mut options = BankOptions::new(seed);
         options.out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("jepsen");
-        if let Some(ms) = std::env::var("SHOAL_SOAK_RUN_MS").ok().and_then(|v| v.parse().ok()) {
+        if let Some(ms) = soak_run_ms() {
             options.bounds.run_ms = ms;
         }
         let outcome = run_bank(&options, &shoal_fs, &|| false).expect("harness");

@@ -20,21 +20,16 @@
 use shoal_tests::clock::{self, ClockSkew};
 use shoal_tests::cluster::binary;
 use shoal_tests::jepsen::{run_registers, RegistersOptions};
-use shoal_tests::netns::skip_reason;
+use shoal_tests::jepsen_harness::{env_u64, skipped, soak_run_ms, soak_seeds};
 use shoal_tests::tables::{run_stats, table};
 use std::path::Path;
 
 /// The seed CI runs.
 const CI_SEED: u64 = 1;
 
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().and_then(|v| v.parse().ok())
-}
-
 #[test]
 fn five_hosts_with_overlapping_faults_and_skewed_clocks_keep_every_promise() {
-    if let Some(reason) = skip_reason() {
-        eprintln!("netns_jepsen_faults: SKIPPED: {reason}");
+    if skipped("netns_jepsen_faults") {
         return;
     }
     let clocks = match clock::skip_reason() {
@@ -49,13 +44,9 @@ fn five_hosts_with_overlapping_faults_and_skewed_clocks_keep_every_promise() {
     };
     let shoal_fs = binary("shoal-fs");
     let hosts = env_u64("SHOAL_SOAK_NODES").unwrap_or(5) as usize;
-    let seeds: Vec<u64> = match env_u64("SHOAL_SOAK_SEEDS") {
-        Some(n) => (1..=n.max(1)).collect(),
-        None => vec![CI_SEED],
-    };
     let mut failed = Vec::new();
     let mut stats = Vec::new();
-    for seed in seeds {
+    for seed in soak_seeds(&[CI_SEED]) {
         let mut options = RegistersOptions::new(seed);
         options.hosts = hosts;
         options.overlap = true;
@@ -63,7 +54,7 @@ fn five_hosts_with_overlapping_faults_and_skewed_clocks_keep_every_promise() {
         options.keys = 4;
         options.clocks = clocks.iter().filter(|c| c.host <= hosts).cloned().collect();
         options.out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("jepsen");
-        if let Some(ms) = env_u64("SHOAL_SOAK_RUN_MS") {
+        if let Some(ms) = soak_run_ms() {
             options.bounds.run_ms = ms;
         }
         let outcome = run_registers(&options, &shoal_fs, &|| false).expect("harness");

@@ -13,32 +13,24 @@
 //! passes as skipped.
 
 use shoal_tests::cluster::binary;
+use shoal_tests::jepsen_harness::{skipped, soak_run_ms, soak_seeds};
 use shoal_tests::jepsen_locks::{run_locks, LocksOptions};
-use shoal_tests::netns::skip_reason;
 use std::path::Path;
 
 /// The seeds CI runs (about 20 s each: start, up to 15 s of faults, quiet period, final reads).
 const CI_SEEDS: [u64; 2] = [1, 2];
 
-fn seeds() -> Vec<u64> {
-    match std::env::var("SHOAL_SOAK_SEEDS").ok().and_then(|v| v.parse::<u64>().ok()) {
-        Some(n) => (1..=n.max(1)).collect(),
-        None => CI_SEEDS.to_vec(),
-    }
-}
-
 #[test]
 fn exclusive_locks_stay_exclusive_by_fencing_token_under_process_and_network_faults() {
-    if let Some(reason) = skip_reason() {
-        eprintln!("netns_jepsen_locks: SKIPPED: {reason}");
+    if skipped("netns_jepsen_locks") {
         return;
     }
     let shoal_fs = binary("shoal-fs");
     let mut failed = Vec::new();
-    for seed in seeds() {
+    for seed in soak_seeds(&CI_SEEDS) {
         let mut options = LocksOptions::new(seed);
         options.out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("jepsen");
-        if let Some(ms) = std::env::var("SHOAL_SOAK_RUN_MS").ok().and_then(|v| v.parse().ok()) {
+        if let Some(ms) = soak_run_ms() {
             options.bounds.run_ms = ms;
         }
         let outcome = run_locks(&options, &shoal_fs, &|| false).expect("harness");

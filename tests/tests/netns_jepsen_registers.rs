@@ -13,35 +13,27 @@
 
 use shoal_tests::cluster::binary;
 use shoal_tests::jepsen::{run_registers, RegistersOptions};
-use shoal_tests::netns::skip_reason;
+use shoal_tests::jepsen_harness::{env_u64, skipped, soak_run_ms, soak_seeds};
 use std::path::Path;
 
 /// The seeds CI runs (about 17 s each: start, up to 15 s of faults, quiet period, final reads).
 const CI_SEEDS: [u64; 2] = [1, 2];
 
-fn seeds() -> Vec<u64> {
-    match std::env::var("SHOAL_SOAK_SEEDS").ok().and_then(|v| v.parse::<u64>().ok()) {
-        Some(n) => (1..=n.max(1)).collect(),
-        None => CI_SEEDS.to_vec(),
-    }
-}
-
 #[test]
 fn acknowledged_register_ops_stay_linearizable_under_process_and_network_faults() {
-    if let Some(reason) = skip_reason() {
-        eprintln!("netns_jepsen_registers: SKIPPED: {reason}");
+    if skipped("netns_jepsen_registers") {
         return;
     }
     let shoal_fs = binary("shoal-fs");
     let mut failed = Vec::new();
-    for seed in seeds() {
+    for seed in soak_seeds(&CI_SEEDS) {
         let mut options = RegistersOptions::new(seed);
         options.out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("jepsen");
-        if let Some(ms) = std::env::var("SHOAL_SOAK_RUN_MS").ok().and_then(|v| v.parse().ok()) {
+        if let Some(ms) = soak_run_ms() {
             options.bounds.run_ms = ms;
         }
-        if let Some(n) = std::env::var("SHOAL_SOAK_NODES").ok().and_then(|v| v.parse().ok()) {
-            options.hosts = n;
+        if let Some(n) = env_u64("SHOAL_SOAK_NODES") {
+            options.hosts = n as usize;
         }
         let outcome = run_registers(&options, &shoal_fs, &|| false).expect("harness");
         println!("{}", outcome.summary);

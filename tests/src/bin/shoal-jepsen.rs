@@ -24,7 +24,7 @@ use shoal_tests::jepsen_bank::{run_bank, BankOptions};
 use shoal_tests::jepsen_locks::{run_locks, LocksOptions};
 use shoal_tests::messaging_workload::{run_messaging, RunOptions};
 use shoal_tests::nemesis::FaultKind;
-use shoal_tests::netns::{cleanup_stale, skip_reason};
+use shoal_tests::netns::{cleanup_stale, skip_reason, NetnsError};
 use shoal_tests::tables::{run_stats, table, RunStats};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -163,53 +163,37 @@ fn register_options(args: &Args, seed: u64) -> RegistersOptions {
     options
 }
 
-/// Seeded register runs; returns the failing seeds.
-fn registers(args: &Args) -> Vec<u64> {
-    let shoal_fs = binary(&args.shoal_fs, "shoal-fs", "fs-node");
+/// What one seed's run came to, its lines printed.
+enum Verdict {
+    /// Stopped by a signal; the partial picture is here.
+    Interrupted(PathBuf),
+    /// Ran to the end; whether it passed.
+    Finished { passed: bool },
+}
+
+fn pass_fail(passed: bool) -> &'static str {
+    if passed {
+        "PASS"
+    } else {
+        "FAIL"
+    }
+}
+
+fn stopped() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
+
+/// Runs `run` for each seed of the flags, printing how each seed ended; exits 130 once a
+/// signal stopped a run. Returns the failing seeds.
+fn each_seed(args: &Args, mut run: impl FnMut(u64) -> Result<Verdict, NetnsError>) -> Vec<u64> {
     let mut failed = Vec::new();
-    let mut stats: Vec<RunStats> = Vec::new();
     for seed in args.seed..args.seed + args.seeds.max(1) {
-        let options = register_options(args, seed);
-        let stop = || STOP.load(Ordering::SeqCst);
-        match run_registers(&options, &shoal_fs, &stop) {
-            Ok(outcome) if outcome.interrupted => {
-                println!("seed {seed}: INTERRUPTED; partial picture: {}", outcome.svg.display());
+        match run(seed) {
+            Ok(Verdict::Interrupted(svg)) => {
+                println!("seed {seed}: INTERRUPTED; partial picture: {}", svg.display());
             }
-            Ok(outcome) => {
-                println!("{}", outcome.summary);
-                for u in &outcome.unavailability {
-                    println!(
-                        "{:<28} longest gap without an acknowledged write {} ms, recovery {:?} ms",
-                        u.window.label, u.longest_gap_ms, u.recovery_ms
-                    );
-                }
-                if let Err(v) = &outcome.check {
-                    println!("VIOLATION: {v}");
-                    for line in outcome.excerpt() {
-                        println!("  {line}");
-                    }
-                }
-                for p in &outcome.final_problems {
-                    println!("FINAL: {p}");
-                }
-                for v in &outcome.session.violations {
-                    println!("SESSION: {v}");
-                }
-                println!("masters (ms, host): {:?}", outcome.masters);
-                println!(
-                    "session reads checked: {:?}; caches held the final values after {:?} ms",
-                    outcome.session.reads, outcome.cache_converge_ms
-                );
-                println!(
-                    "seed {seed}: {} ({} ok, {} fail, {} unknown); picture: {}",
-                    if outcome.passed() { "PASS" } else { "FAIL" },
-                    outcome.ok,
-                    outcome.failed,
-                    outcome.unknown,
-                    outcome.svg.display()
-                );
-                stats.push(run_stats(&options.name(), options.hosts, &outcome));
-                if !outcome.passed() {
+            Ok(Verdict::Finished { passed }) => {
+                if !passed {
                     failed.push(seed);
                 }
             }
@@ -218,32 +202,97 @@ fn registers(args: &Args) -> Vec<u64> {
                 failed.push(seed);
             }
         }
-        if STOP.load(Ordering::SeqCst) {
+        if stopped() {
             eprintln!("interrupted; namespaces torn down");
             std::process::exit(130);
         }
     }
+    failed
+}
+
+/// Seeded register runs; returns the failing seeds.
+fn registers(args: &Args) -> Vec<u64> {
+    let shoal_fs = binary(&args.shoal_fs, "shoal-fs", "fs-node");
+    let mut stats: Vec<RunStats> = Vec::new();
+    let failed = each_seed(args, |seed| {
+        let options = register_options(args, seed);
+        let outcome = run_registers(&options, &shoal_fs, &stopped)?;
+        if outcome.interrupted {
+            return Ok(Verdict::Interrupted(outcome.svg));
+        }
+        println!("{}", outcome.summary);
+        for u in &outcome.unavailability {
+            println!(
+                "{:<28} longest gap without an acknowledged write {} ms, recovery {:?} ms",
+                u.window.label, u.longest_gap_ms, u.recovery_ms
+            );
+        }
+        if let Err(v) = &outcome.check {
+            println!("VIOLATION: {v}");
+            for line in outcome.excerpt() {
+                println!("  {line}");
+            }
+        }
+        for p in &outcome.final_problems {
+            println!("FINAL: {p}");
+        }
+        for v in &outcome.session.violations {
+            println!("SESSION: {v}");
+        }
+        println!("masters (ms, host): {:?}", outcome.masters);
+        println!(
+            "session reads checked: {:?}; caches held the final values after {:?} ms",
+            outcome.session.reads, outcome.cache_converge_ms
+        );
+        println!(
+            "seed {seed}: {} ({} ok, {} fail, {} unknown); picture: {}",
+            pass_fail(outcome.passed()),
+            outcome.ok,
+            outcome.failed,
+            outcome.unknown,
+            outcome.svg.display()
+        );
+        stats.push(run_stats(&options.name(), options.hosts, &outcome));
+        Ok(Verdict::Finished { passed: outcome.passed() })
+    });
     if args.table {
         println!("\n{}", table(&stats));
     }
     failed
 }
 
-/// Prints a lock or bank run's unavailability lines.
-fn print_unavailability(what: &str, unavailability: &[Unavailability]) {
+/// Prints what a lock or bank run found after its summary: the unavailability lines (`what`
+/// names the acknowledged operation), the anomalies, the final problems and the verdict line.
+fn print_checked<A: std::fmt::Display>(
+    seed: u64,
+    what: &str,
+    unavailability: &[Unavailability],
+    anomalies: &[A],
+    final_problems: &[String],
+    counts: &dyn std::fmt::Display,
+    svg: &std::path::Path,
+) {
     for u in unavailability {
         println!(
             "{:<28} longest gap without {what} {} ms, recovery {:?} ms",
             u.window.label, u.longest_gap_ms, u.recovery_ms
         );
     }
+    for a in anomalies {
+        println!("ANOMALY: {a}");
+    }
+    for p in final_problems {
+        println!("FINAL: {p}");
+    }
+    // The run was not interrupted (that returns before printing), so this is `passed()`.
+    let passed = anomalies.is_empty() && final_problems.is_empty();
+    println!("seed {seed}: {} ({counts}); picture: {}", pass_fail(passed), svg.display());
 }
 
 /// Seeded lock runs; returns the failing seeds.
 fn locks(args: &Args) -> Vec<u64> {
     let shoal_fs = binary(&args.shoal_fs, "shoal-fs", "fs-node");
-    let mut failed = Vec::new();
-    for seed in args.seed..args.seed + args.seeds.max(1) {
+    each_seed(args, |seed| {
         let mut options = LocksOptions::new(seed);
         options.hosts = args.nodes;
         options.bounds.run_ms = args.run_ms;
@@ -252,48 +301,28 @@ fn locks(args: &Args) -> Vec<u64> {
         options.clients = args.clients.unwrap_or(options.clients);
         options.locks = args.locks;
         options.out_dir = args.out.clone();
-        let stop = || STOP.load(Ordering::SeqCst);
-        match run_locks(&options, &shoal_fs, &stop) {
-            Ok(outcome) if outcome.interrupted => {
-                println!("seed {seed}: INTERRUPTED; partial picture: {}", outcome.svg.display());
-            }
-            Ok(outcome) => {
-                println!("{}", outcome.summary);
-                print_unavailability("a grant", &outcome.unavailability);
-                for a in &outcome.anomalies {
-                    println!("ANOMALY: {a}");
-                }
-                for p in &outcome.final_problems {
-                    println!("FINAL: {p}");
-                }
-                println!(
-                    "seed {seed}: {} ({}); picture: {}",
-                    if outcome.passed() { "PASS" } else { "FAIL" },
-                    outcome.log.counts,
-                    outcome.svg.display()
-                );
-                if !outcome.passed() {
-                    failed.push(seed);
-                }
-            }
-            Err(e) => {
-                eprintln!("seed {seed}: harness error: {e}");
-                failed.push(seed);
-            }
+        let outcome = run_locks(&options, &shoal_fs, &stopped)?;
+        if outcome.interrupted {
+            return Ok(Verdict::Interrupted(outcome.svg));
         }
-        if STOP.load(Ordering::SeqCst) {
-            eprintln!("interrupted; namespaces torn down");
-            std::process::exit(130);
-        }
-    }
-    failed
+        println!("{}", outcome.summary);
+        print_checked(
+            seed,
+            "a grant",
+            &outcome.unavailability,
+            &outcome.anomalies,
+            &outcome.final_problems,
+            &outcome.log.counts,
+            &outcome.svg,
+        );
+        Ok(Verdict::Finished { passed: outcome.passed() })
+    })
 }
 
 /// Seeded bank runs; returns the failing seeds.
 fn bank(args: &Args) -> Vec<u64> {
     let shoal_fs = binary(&args.shoal_fs, "shoal-fs", "fs-node");
-    let mut failed = Vec::new();
-    for seed in args.seed..args.seed + args.seeds.max(1) {
+    each_seed(args, |seed| {
         let mut options = BankOptions::new(seed);
         options.hosts = args.nodes;
         options.bounds.run_ms = args.run_ms;
@@ -303,41 +332,54 @@ fn bank(args: &Args) -> Vec<u64> {
         options.accounts = args.accounts.max(2);
         options.total = 100 * options.accounts as u64;
         options.out_dir = args.out.clone();
-        let stop = || STOP.load(Ordering::SeqCst);
-        match run_bank(&options, &shoal_fs, &stop) {
-            Ok(outcome) if outcome.interrupted => {
-                println!("seed {seed}: INTERRUPTED; partial picture: {}", outcome.svg.display());
-            }
-            Ok(outcome) => {
-                println!("{}", outcome.summary);
-                print_unavailability("a committed transfer", &outcome.unavailability);
-                for a in &outcome.anomalies {
-                    println!("ANOMALY: {a}");
-                }
-                for p in &outcome.final_problems {
-                    println!("FINAL: {p}");
-                }
-                println!(
-                    "seed {seed}: {} ({}); picture: {}",
-                    if outcome.passed() { "PASS" } else { "FAIL" },
-                    outcome.log.counts,
-                    outcome.svg.display()
-                );
-                if !outcome.passed() {
-                    failed.push(seed);
-                }
-            }
-            Err(e) => {
-                eprintln!("seed {seed}: harness error: {e}");
-                failed.push(seed);
-            }
+        let outcome = run_bank(&options, &shoal_fs, &stopped)?;
+        if outcome.interrupted {
+            return Ok(Verdict::Interrupted(outcome.svg));
         }
-        if STOP.load(Ordering::SeqCst) {
-            eprintln!("interrupted; namespaces torn down");
-            std::process::exit(130);
+        println!("{}", outcome.summary);
+        print_checked(
+            seed,
+            "a committed transfer",
+            &outcome.unavailability,
+            &outcome.anomalies,
+            &outcome.final_problems,
+            &outcome.log.counts,
+            &outcome.svg,
+        );
+        Ok(Verdict::Finished { passed: outcome.passed() })
+    })
+}
+
+/// Seeded messaging runs; returns the failing seeds.
+fn messaging(args: &Args) -> Vec<u64> {
+    let echo = binary(&args.echo, "shoal-echo", "shoal-tests");
+    each_seed(args, |seed| {
+        let mut options = RunOptions::new(seed);
+        options.hosts = args.nodes;
+        options.bounds.run_ms = args.run_ms;
+        options.bounds.faults_max = args.faults_max;
+        options.kinds = kinds(args.faults.unwrap_or(Faults::Network));
+        options.echo.nak_rounds_max = args.nak_rounds_max;
+        options.strict = args.strict;
+        options.out_dir = args.out.clone();
+        let outcome = run_messaging(&options, &echo, &stopped)?;
+        if outcome.interrupted {
+            return Ok(Verdict::Interrupted(outcome.svg));
         }
-    }
-    failed
+        println!("{}", outcome.summary);
+        for v in &outcome.check.violations {
+            println!("VIOLATION: {v}");
+        }
+        println!(
+            "seed {seed}: {} ({} deliveries, {} gaps, {} retransmits); picture: {}",
+            pass_fail(outcome.passed()),
+            outcome.check.deliveries,
+            outcome.check.gaps,
+            outcome.check.retransmits,
+            outcome.svg.display()
+        );
+        Ok(Verdict::Finished { passed: outcome.passed() })
+    })
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -369,63 +411,13 @@ fn main() {
         Ok(_) => {}
         Err(e) => eprintln!("cleanup of stale namespaces failed: {e}"),
     }
-    let node_run = match args.workload {
-        Workload::Registers => Some(registers as fn(&Args) -> Vec<u64>),
-        Workload::Locks => Some(locks as fn(&Args) -> Vec<u64>),
-        Workload::Bank => Some(bank as fn(&Args) -> Vec<u64>),
-        Workload::Messaging => None,
+    let run = match args.workload {
+        Workload::Registers => registers,
+        Workload::Locks => locks,
+        Workload::Bank => bank,
+        Workload::Messaging => messaging,
     };
-    if let Some(run) = node_run {
-        let failed = run(&args);
-        if !failed.is_empty() {
-            println!("failed seeds: {failed:?} (rerun one with --seed N --seeds 1)");
-            std::process::exit(1);
-        }
-        return;
-    }
-    let echo = binary(&args.echo, "shoal-echo", "shoal-tests");
-    let mut failed = Vec::new();
-    for seed in args.seed..args.seed + args.seeds.max(1) {
-        let mut options = RunOptions::new(seed);
-        options.hosts = args.nodes;
-        options.bounds.run_ms = args.run_ms;
-        options.bounds.faults_max = args.faults_max;
-        options.kinds = kinds(args.faults.unwrap_or(Faults::Network));
-        options.echo.nak_rounds_max = args.nak_rounds_max;
-        options.strict = args.strict;
-        options.out_dir = args.out.clone();
-        let stop = || STOP.load(Ordering::SeqCst);
-        match run_messaging(&options, &echo, &stop) {
-            Ok(outcome) if outcome.interrupted => {
-                println!("seed {seed}: INTERRUPTED; partial picture: {}", outcome.svg.display());
-            }
-            Ok(outcome) => {
-                println!("{}", outcome.summary);
-                for v in &outcome.check.violations {
-                    println!("VIOLATION: {v}");
-                }
-                println!(
-                    "seed {seed}: {} ({} deliveries, {} gaps, {} retransmits); picture: {}",
-                    if outcome.passed() { "PASS" } else { "FAIL" },
-                    outcome.check.deliveries,
-                    outcome.check.gaps,
-                    outcome.check.retransmits,
-                    outcome.svg.display()
-                );
-                if !outcome.passed() {
-                    failed.push(seed);
-                }
-            }
-            Err(e) => {
-                eprintln!("seed {seed}: harness error: {e}");
-                failed.push(seed);
-            }
-        }
-        if STOP.load(Ordering::SeqCst) {
-            eprintln!("interrupted; namespaces torn down");
-            std::process::exit(130);
-        }
-    }
+    let failed = run(&args);
     if !failed.is_empty() {
         println!("failed seeds: {failed:?} (rerun one with --seed N --seeds 1)");
         std::process::exit(1);
