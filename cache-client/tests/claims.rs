@@ -4,8 +4,9 @@
 mod common;
 
 use bytes::Bytes;
+use cache_client::transport::MemTransport;
 use cache_client::{
-    Batch, ClientConfig, ClientError, EventKind, Kinds, ReadOptions, Target, WatchEvent,
+    Batch, Client, ClientConfig, ClientError, EventKind, Kinds, ReadOptions, Target, WatchEvent,
 };
 use cache_server::Backend;
 use common::{address, Cluster};
@@ -337,18 +338,39 @@ async fn bad_input_gets_typed_errors() {
     );
 }
 
+/// A three-node cluster whose master (node 1) committed `/k` = "1", replicated everywhere,
+/// and the client (seeded with `seed`) that wrote it.
+async fn cluster_with_k_written(seed: u64) -> (Cluster, Client<MemTransport>) {
+    let cluster = Cluster::new(3);
+    cluster.announce();
+    let client = cluster.client(seed);
+    client.write("/k", "1").await.unwrap();
+    cluster.replicate_all();
+    (cluster, client)
+}
+
+/// Every node is electing: each answers "not the master" and names none.
+fn start_election(cluster: &Cluster) {
+    for id in 1..=3 {
+        cluster.server(id).backend().set_role(Role::Looking, None, 1);
+    }
+}
+
+/// Node `master` leads `epoch`; the others follow it (one that is down follows too, which it
+/// cannot show anyone).
+fn elect(cluster: &Cluster, master: u8, epoch: u32) {
+    for id in (1..=3).filter(|id| *id != master) {
+        cluster.server(id).backend().set_role(Role::Follower, Some(master), epoch);
+    }
+    cluster.server(master).backend().set_role(Role::Master, Some(master), epoch);
+}
+
 /// A write sent to a node that is no longer master follows the redirect to the new master.
 #[tokio::test(start_paused = true)]
 async fn writes_follow_redirect_to_the_master() {
-    let cluster = Cluster::new(3);
-    cluster.announce();
-    let client = cluster.client(12);
-    client.write("/k", "1").await.unwrap();
-    cluster.replicate_all();
+    let (cluster, client) = cluster_with_k_written(12).await;
     // Node 2 takes over in epoch 2; the client still believes node 1 leads.
-    cluster.server(1).backend().set_role(Role::Follower, Some(2), 2);
-    cluster.server(3).backend().set_role(Role::Follower, Some(2), 2);
-    cluster.server(2).backend().set_role(Role::Master, Some(2), 2);
+    elect(&cluster, 2, 2);
     let zxid = client.write("/k", "2").await.unwrap();
     assert_eq!(zxid.epoch(), 2);
     assert_eq!(client.stats().redirects, 1);
@@ -360,15 +382,10 @@ async fn writes_follow_redirect_to_the_master() {
 /// the dead node (before: a dead master cost a full timeout per attempt sent to it).
 #[tokio::test(start_paused = true)]
 async fn write_waiting_on_a_dead_master_moves_to_the_announced_new_master() {
-    let cluster = Cluster::new(3);
-    cluster.announce();
-    let client = cluster.client(21);
-    client.write("/k", "1").await.unwrap();
-    cluster.replicate_all();
+    let (cluster, client) = cluster_with_k_written(21).await;
     // Node 1 dies; node 2 takes over in epoch 2 (the client still believes node 1 leads).
     cluster.network.set_down(&address(1), true);
-    cluster.server(3).backend().set_role(Role::Follower, Some(2), 2);
-    cluster.server(2).backend().set_role(Role::Master, Some(2), 2);
+    elect(&cluster, 2, 2);
     let timeout = client.config().request_timeout;
     let announce_after = timeout / 4;
     let start = tokio::time::Instant::now();
@@ -392,21 +409,13 @@ async fn write_waiting_on_a_dead_master_moves_to_the_announced_new_master() {
 /// immediate redirects, and is answered by the new master.
 #[tokio::test(start_paused = true)]
 async fn linearizable_read_during_an_election_waits_for_the_new_master() {
-    let cluster = Cluster::new(3);
-    cluster.announce();
-    let client = cluster.client(22);
-    client.write("/k", "1").await.unwrap();
-    cluster.replicate_all();
-    for id in 1..=3 {
-        cluster.server(id).backend().set_role(Role::Looking, None, 1);
-    }
+    let (cluster, client) = cluster_with_k_written(22).await;
+    start_election(&cluster);
     let elected_after = cache_client::client::NO_MASTER_BACKOFF * 2;
     let read = client.read_with("/k", ReadOptions::linearizable());
     let elect = async {
         tokio::time::sleep(elected_after).await;
-        cluster.server(3).backend().set_role(Role::Follower, Some(2), 2);
-        cluster.server(1).backend().set_role(Role::Follower, Some(2), 2);
-        cluster.server(2).backend().set_role(Role::Master, Some(2), 2);
+        elect(&cluster, 2, 2);
         cluster.announce_one(2);
         // A real new master's first entry (its takeover record) is in its new epoch; the
         // in-memory backend needs a write for its applied zxid to be an entry it holds.
@@ -425,21 +434,13 @@ async fn linearizable_read_during_an_election_waits_for_the_new_master() {
 /// out with paused rounds and commits on the new master, once.
 #[tokio::test(start_paused = true)]
 async fn write_during_an_election_waits_for_the_new_master() {
-    let cluster = Cluster::new(3);
-    cluster.announce();
-    let client = cluster.client(24);
-    client.write("/k", "1").await.unwrap();
-    cluster.replicate_all();
-    for id in 1..=3 {
-        cluster.server(id).backend().set_role(Role::Looking, None, 1);
-    }
+    let (cluster, client) = cluster_with_k_written(24).await;
+    start_election(&cluster);
     let elected_after = cache_client::client::NO_MASTER_BACKOFF * 3;
     let write = client.write("/k", "2");
     let elect = async {
         tokio::time::sleep(elected_after).await;
-        cluster.server(3).backend().set_role(Role::Follower, Some(2), 2);
-        cluster.server(1).backend().set_role(Role::Follower, Some(2), 2);
-        cluster.server(2).backend().set_role(Role::Master, Some(2), 2);
+        elect(&cluster, 2, 2);
         cluster.announce_one(2);
     };
     let (zxid, ()) = tokio::join!(write, elect);
