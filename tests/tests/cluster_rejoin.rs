@@ -35,6 +35,38 @@ const WAIT: Duration = Duration::from_secs(30);
 
 type Acked = Arc<Mutex<Vec<(String, Bytes, Zxid)>>>;
 
+/// A three-node cluster with [`NODE_FLAGS`] and a transfer pace of 256 KiB/s, slow enough that
+/// a transfer of [`write_padded`]'s megabyte lasts seconds (time to kill one side of it), and a
+/// client once a master is elected.
+async fn slow_transfer_cluster() -> (Cluster, cache_client::Client<SocketTransport>) {
+    let mut flags: Vec<&str> = NODE_FLAGS.to_vec();
+    flags.extend(["--transfer-rate-bytes-per-s", "262144"]);
+    let cluster = Cluster::start_with(3, &flags);
+    let client = cluster.client().await;
+    let Some(_) = cluster.wait_master(&client, ELECTION_WAIT).await else {
+        panic!("no master elected\n{}", cluster.logs())
+    };
+    (cluster, client)
+}
+
+/// Writes `count` keys `<prefix><i>` of about 2 KiB each, one after another; returns them
+/// with their zxids.
+async fn write_padded(
+    client: &cache_client::Client<SocketTransport>,
+    prefix: &str,
+    count: usize,
+) -> Vec<(String, Bytes, Zxid)> {
+    let pad = "p".repeat(2048);
+    let mut acked = Vec::with_capacity(count);
+    for i in 0..count {
+        let key = format!("{prefix}{i}");
+        let value = Bytes::from(format!("{key}:{pad}"));
+        let zxid = client.write(&key, value.clone()).await.expect("write");
+        acked.push((key, value, zxid));
+    }
+    acked
+}
+
 /// Writers that run until `stop`, recording every acknowledged write.
 async fn start_writers(
     cluster: &Cluster,
@@ -356,30 +388,12 @@ async fn backup_to_node_and_directory_restore_into_a_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn donor_killed_mid_transfer_receiver_starts_over_with_another() {
     // A slow pace makes the transfer last long enough to kill its donor part-way.
-    let mut flags: Vec<&str> = NODE_FLAGS.to_vec();
-    flags.extend(["--transfer-rate-bytes-per-s", "262144"]);
-    let mut cluster = Cluster::start_with(3, &flags);
-    let client = cluster.client().await;
-    let Some(_) = cluster.wait_master(&client, ELECTION_WAIT).await else {
-        panic!("no master elected\n{}", cluster.logs())
-    };
+    let (mut cluster, client) = slow_transfer_cluster().await;
     // About 1 MB of values, so the transfer takes a few seconds at that pace.
-    let big = "d".repeat(2048);
-    let mut acked = Vec::new();
-    for i in 0..500 {
-        let key = format!("/d{i}");
-        let value = Bytes::from(format!("{key}:{big}"));
-        let zxid = client.write(&key, value.clone()).await.expect("write");
-        acked.push((key, value, zxid));
-    }
+    let mut acked = write_padded(&client, "/d", 500).await;
     cluster.stop(3);
     std::fs::remove_dir_all(cluster.data_dir(3)).expect("wipe node 3");
-    for i in 0..50 {
-        let key = format!("/e{i}");
-        let value = Bytes::from(format!("{key}:{big}"));
-        let zxid = client.write(&key, value.clone()).await.expect("write");
-        acked.push((key, value, zxid));
-    }
+    acked.extend(write_padded(&client, "/e", 50).await);
     cluster.spawn(3);
 
     // Find the donor of the first transfer once blocks flow, and kill it.
@@ -434,6 +448,7 @@ async fn donor_killed_mid_transfer_receiver_starts_over_with_another() {
     );
     // Writes go on with the survivor and node 3; then the killed donor comes back.
     let client = cluster.client().await;
+    let big = "d".repeat(2048);
     for i in 0..50 {
         let key = format!("/f{i}");
         let value = Bytes::from(format!("{key}:{big}"));
@@ -557,21 +572,8 @@ async fn rejoin_time() {
 /// releases log again); the receiver, restarted, fetches again and ends identical.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receiver_killed_mid_transfer_donor_unfreezes() {
-    let mut flags: Vec<&str> = NODE_FLAGS.to_vec();
-    flags.extend(["--transfer-rate-bytes-per-s", "262144"]);
-    let mut cluster = Cluster::start_with(3, &flags);
-    let client = cluster.client().await;
-    let Some(_) = cluster.wait_master(&client, ELECTION_WAIT).await else {
-        panic!("no master elected\n{}", cluster.logs())
-    };
-    let big = "r".repeat(2048);
-    let mut acked = Vec::new();
-    for i in 0..500 {
-        let key = format!("/r{i}");
-        let value = Bytes::from(format!("{key}:{big}"));
-        let zxid = client.write(&key, value.clone()).await.expect("write");
-        acked.push((key, value, zxid));
-    }
+    let (mut cluster, client) = slow_transfer_cluster().await;
+    let mut acked = write_padded(&client, "/r", 500).await;
     cluster.stop(3);
     std::fs::remove_dir_all(cluster.data_dir(3)).expect("wipe node 3");
     cluster.spawn(3);
