@@ -2,14 +2,16 @@
 //! the applied lock (a snapshot at exactly the reported zxid); writes and linearizable-read
 //! barriers go to the core task, which proposes them and answers once they commit.
 
-use super::{server_error, Cmd, Shared, Waiter};
+use super::core::{server_error, Cmd, Waiter};
+use super::shared::Shared;
 use crate::metrics::OpKind;
 use crate::state::Command;
 use crate::storage::StoreError;
 use bytes::Bytes;
 use cache_server::{Backend, BackendStatus, ServerError, Snapshot};
 use protocol::key::ROOT;
-use protocol::message::data::{DirEntry, UpdateRequest, Versioned};
+use protocol::message::data::{DirEntry, ErrorCode, UpdateRequest, Versioned, WireError};
+use protocol::message::lock::{LockGrant, LockRequest, LockRequestOp};
 use protocol::Zxid;
 use std::sync::Arc;
 use std::time::Duration;
@@ -117,6 +119,42 @@ impl Backend for NodeBackend {
         self.shared.cmds.send(Cmd::Linearizable(tx)).map_err(|_| stopping())?;
         rx.await.map_err(|_| stopping())?
     }
+
+    /// Renewals are answered by the master's lease keeper, everything else goes through the
+    /// log. The state machine's refusals keep their wire code and message.
+    async fn lock(&self, request: LockRequest) -> Result<LockGrant, ServerError> {
+        self.shared.metrics.op(OpKind::Lock);
+        lock_command(&self.shared, request).await.map_err(ServerError::Refused)
+    }
+}
+
+async fn lock_command(
+    shared: &Shared,
+    lock: protocol::message::lock::LockRequest,
+) -> Result<LockGrant, WireError> {
+    let closed = || WireError { code: ErrorCode::Unavailable, message: "node stopping".into() };
+    if let LockRequestOp::Renew { session, locks } = lock.op {
+        let (tx, rx) = oneshot::channel();
+        let cmd = Cmd::Renew { client: lock.request.client, session, locks, reply: tx };
+        shared.cmds.send(cmd).map_err(|_| closed())?;
+        let lease_ms = rx.await.map_err(|_| closed())??;
+        return Ok(LockGrant::Renewed { lease_ms });
+    }
+    let Some(command) = Command::from_lock_request(lock) else {
+        return Err(WireError {
+            code: ErrorCode::BadRequest,
+            message: "not a lock command".into(),
+        });
+    };
+    let data = command
+        .encode()
+        .map_err(|e| WireError { code: ErrorCode::TooLarge, message: e.to_string() })?;
+    let (tx, rx) = oneshot::channel();
+    shared
+        .cmds
+        .send(Cmd::Propose { data: Bytes::from(data), waiter: Waiter::Lock(tx) })
+        .map_err(|_| closed())?;
+    rx.await.map_err(|_| closed())?
 }
 
 /// An encoding failure names its own cause.

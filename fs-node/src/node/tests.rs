@@ -1,8 +1,9 @@
 //! Snapshots and restart on a real disk, without the network: the log, the store, the state
 //! machine and [`open_state`] as the node's start-up uses them.
 
+use super::disk::DiskKv;
 use super::snapshot::{self, SnapshotDir};
-use super::{open_state, DiskKv};
+use super::start::open_state;
 use crate::state::{Command, StateConfig, StateMachine, Tables};
 use crate::storage::{DataLog, KvStore, LogConfig, RealFs, StoreConfig};
 use bytes::Bytes;
@@ -24,6 +25,10 @@ struct Disk {
     sm: StateMachine<DiskKv>,
     next: u32,
     seq: u64,
+}
+
+fn real_fs() -> Arc<dyn crate::storage::Vfs> {
+    Arc::new(RealFs)
 }
 
 fn log_config() -> LogConfig {
@@ -116,7 +121,8 @@ impl Disk {
 /// replays the committed log after it. Returns the state and the snapshot zxid started from.
 fn restart(dir: &Path) -> (Dump, Tables, Zxid, Arc<DataLog>) {
     let log = open_log(dir);
-    let (store, tables, from) = open_state(dir, &log, StoreConfig::default()).expect("open");
+    let (store, tables, from) =
+        open_state(&real_fs(), dir, &log, StoreConfig::default()).expect("open");
     let mut sm = StateMachine::restore(DiskKv(Arc::new(store)), tables, StateConfig::default());
     let mut after = from;
     loop {
@@ -241,7 +247,7 @@ fn damaged_tables_stop_start_up() {
     bytes[last] ^= 0xff;
     std::fs::write(&path, bytes).unwrap();
     let log = open_log(dir);
-    let err = open_state(dir, &log, StoreConfig::default()).expect_err("refused");
+    let err = open_state(&real_fs(), dir, &log, StoreConfig::default()).expect_err("refused");
     let text = err.to_string();
     assert!(text.contains("CRC") && text.contains("move it aside"), "{text}");
 }

@@ -25,8 +25,9 @@
 //! refuses with `Unavailable` and says why. The offer's MD5s come from the snapshot's manifest
 //! ([`describe_snapshot`]), so a donor starts without reading its data once more.
 
+use super::core::Cmd;
+use super::shared::Shared;
 use super::snapshot::{self, SnapshotDir};
-use super::{Cmd, Shared};
 use crate::storage::backup::{ManifestFile, MANIFEST_NAME};
 use cache_server::transfer::net::{
     request_offer, run_receiver, spawn_donor, transfer_endpoint_config, DonorHandle,
@@ -87,6 +88,8 @@ pub(crate) struct Transfers {
     /// One donor start at a time (the first RequestFile starts it, the next ones join it).
     starting: tokio::sync::Mutex<()>,
     next_id: AtomicU64,
+    /// The node's main endpoint (transfers ask and answer on it); set once it is bound.
+    endpoint: std::sync::OnceLock<Endpoint>,
 }
 
 #[derive(Default)]
@@ -129,7 +132,18 @@ impl Transfers {
             starting: tokio::sync::Mutex::new(()),
             // Unique per node and start: node id in the top byte, start time below.
             next_id: AtomicU64::new((u64::from(node) << 56) | (now_ms & ((1 << 48) - 1)) << 8),
+            endpoint: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The node's main endpoint, once bound (the process sets it before the first run).
+    pub fn set_endpoint(&self, endpoint: Endpoint) {
+        let _ = self.endpoint.set(endpoint);
+    }
+
+    /// The node's main endpoint; none in a host without a network (the simulator).
+    fn endpoint(&self) -> Result<Endpoint, String> {
+        self.endpoint.get().cloned().ok_or_else(|| "this node has no network endpoint".into())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -492,7 +506,7 @@ async fn backup_to_node(shared: &Arc<Shared>, target: NodeId) -> Result<(), Wire
     };
     let offer =
         handle.add_receiver(&request).map_err(|e| refused(ErrorCode::Internal, e.to_string()))?;
-    let endpoint = shared.endpoint.clone();
+    let endpoint = transfers.endpoint().map_err(|e| refused(ErrorCode::Unavailable, e))?;
     tokio::spawn(async move {
         // Push the offer; the donor drops the receiver by itself if it never starts.
         match endpoint.request(addr, Message::TransFile(offer), OFFER_TIMEOUT, OFFER_RETRIES).await
@@ -764,7 +778,9 @@ async fn fetch_from(
     let free = cache_server::transfer::files::free_bytes(&incoming).map_err(|e| e.to_string())?;
     let request = RequestFile { receiver: shared.node, applied: base, purpose, free_bytes: free };
     let offer =
-        match request_offer(&shared.endpoint, addr, request, OFFER_TIMEOUT, OFFER_RETRIES).await {
+        match request_offer(&transfers.endpoint()?, addr, request, OFFER_TIMEOUT, OFFER_RETRIES)
+            .await
+        {
             Ok(offer) => offer,
             Err(TransferError::BadOffer(detail)) => {
                 return Err(format!("node {donor} refused to send its files ({detail})"))
