@@ -34,6 +34,7 @@ pub mod linearizability;
 pub mod messaging_workload;
 pub mod nemesis;
 pub mod netns;
+pub mod nodesim;
 pub mod report;
 pub mod session;
 pub mod sim;

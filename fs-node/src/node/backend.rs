@@ -128,37 +128,45 @@ impl Backend for NodeBackend {
     }
 }
 
-async fn lock_command(
-    shared: &Shared,
-    lock: protocol::message::lock::LockRequest,
-) -> Result<LockGrant, WireError> {
-    let closed = || WireError { code: ErrorCode::Unavailable, message: "node stopping".into() };
+/// The core command for a Lock message, and where its answer comes (already answered when
+/// the message is not a lock command).
+pub(super) fn lock_cmd(
+    lock: LockRequest,
+) -> (Option<Cmd>, oneshot::Receiver<Result<LockGrant, WireError>>) {
+    let (tx, rx) = oneshot::channel();
     if let LockRequestOp::Renew { session, locks } = lock.op {
-        let (tx, rx) = oneshot::channel();
-        let cmd = Cmd::Renew { client: lock.request.client, session, locks, reply: tx };
-        shared.cmds.send(cmd).map_err(|_| closed())?;
-        let lease_ms = rx.await.map_err(|_| closed())??;
-        return Ok(LockGrant::Renewed { lease_ms });
+        return (Some(Cmd::Renew { client: lock.request.client, session, locks, reply: tx }), rx);
     }
-    let Some(command) = Command::from_lock_request(lock) else {
-        return Err(WireError {
+    let data = Command::from_lock_request(lock)
+        .ok_or_else(|| WireError {
             code: ErrorCode::BadRequest,
             message: "not a lock command".into(),
+        })
+        .and_then(|command| {
+            command
+                .encode()
+                .map_err(|e| WireError { code: ErrorCode::TooLarge, message: e.to_string() })
         });
-    };
-    let data = command
-        .encode()
-        .map_err(|e| WireError { code: ErrorCode::TooLarge, message: e.to_string() })?;
-    let (tx, rx) = oneshot::channel();
-    shared
-        .cmds
-        .send(Cmd::Propose { data: Bytes::from(data), waiter: Waiter::Lock(tx) })
-        .map_err(|_| closed())?;
+    match data {
+        Ok(data) => (Some(Cmd::Propose { data: Bytes::from(data), waiter: Waiter::Lock(tx) }), rx),
+        Err(e) => {
+            let _ = tx.send(Err(e));
+            (None, rx)
+        }
+    }
+}
+
+async fn lock_command(shared: &Shared, lock: LockRequest) -> Result<LockGrant, WireError> {
+    let closed = || WireError { code: ErrorCode::Unavailable, message: "node stopping".into() };
+    let (cmd, rx) = lock_cmd(lock);
+    if let Some(cmd) = cmd {
+        shared.cmds.send(cmd).map_err(|_| closed())?;
+    }
     rx.await.map_err(|_| closed())?
 }
 
 /// An encoding failure names its own cause.
-fn encode_error(e: protocol::ProtocolError) -> ServerError {
+pub(super) fn encode_error(e: protocol::ProtocolError) -> ServerError {
     match e {
         protocol::ProtocolError::TooLarge { what, len, max } => {
             ServerError::TooLarge { what, len, max }

@@ -94,7 +94,7 @@ pub(crate) enum Cmd {
         client: SenderId,
         session: u64,
         locks: Vec<(String, i32)>,
-        reply: oneshot::Sender<Result<u32, WireError>>,
+        reply: oneshot::Sender<Result<LockGrant, WireError>>,
     },
     /// A snapshot to send or copy: a fresh one, or the pinned one while a transfer runs.
     Snapshot(oneshot::Sender<Result<(SnapshotDir, transfer::PinGuard), String>>),
@@ -222,7 +222,8 @@ impl Core {
                 }
             }
             Cmd::Renew { client, session, locks, reply } => {
-                let _ = reply.send(self.renew(now_ms, client, session, &locks));
+                let renewed = self.renew(now_ms, client, session, &locks);
+                let _ = reply.send(renewed.map(|lease_ms| LockGrant::Renewed { lease_ms }));
             }
         }
         self.drain()?;

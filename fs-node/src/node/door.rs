@@ -25,7 +25,8 @@ use protocol::{NodeId, SenderId};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
-fn is_replication(message: &Message) -> bool {
+/// Whether a message is one of the replication engine's (the core takes these from members).
+pub fn is_replication(message: &Message) -> bool {
     matches!(
         message,
         Message::Vote(_)

@@ -59,6 +59,7 @@ pub mod backend;
 mod core;
 pub mod disk;
 mod door;
+pub mod manual;
 mod shared;
 mod shell;
 pub mod snapshot;
@@ -66,6 +67,8 @@ mod start;
 pub mod transfer;
 
 pub use backend::NodeBackend;
+pub use door::is_replication;
+pub use manual::{Dest, ManualNode, ManualStatus};
 pub(crate) use shared::Shared;
 
 use crate::config::Config;
