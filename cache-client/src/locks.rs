@@ -13,8 +13,11 @@
 //!   again; this client's waiters for one name try in arrival order (a FIFO async mutex).
 //! - One renewal task per client sends `Renew { session, locks }` every
 //!   [`LockConfig::renew_interval`] (TTL / 3.3 by default). A success makes the leases valid
-//!   until `sent + lease`: measured from when the renewal was *sent*, since the master extended
-//!   from a later instant, so the client never believes a lease the master has already expired.
+//!   until `sent + lease - margin` ([`LEASE_DRIFT_MARGIN_PERCENT`] of the lease): measured from
+//!   when the renewal was *sent*, since the master extended from a later instant, and short of
+//!   the whole lease for clocks that run at different rates, so the client never believes a
+//!   lease the master has already expired. The master renews only inside its own master
+//!   lease: a deposed master that still thinks it leads answers `Unavailable`.
 //! - A renewal refused with `SessionExpired`, `LockNotHeld` or `BadAuth` means the leases are
 //!   gone: every lock is marked lost and the state becomes [`SessionState::Lost`]. A renewal
 //!   that cannot reach the master is retried faster; once less than half a TTL of validity is
@@ -49,6 +52,18 @@ pub const RENEW_INTERVAL_DEFAULT: Duration = Duration::from_millis(1500);
 /// `lock_wait` tries again at least this often even without a `LockChanged` (the notice may
 /// have been lost in a gap that the cache flush reported as `Missed`).
 pub const LOCK_WAIT_RECHECK: Duration = Duration::from_secs(1);
+/// The share of a granted lease the client does not count on, for clocks that run at
+/// different rates (the nodes' lease keeps the same 10 %: `drift_margin_ms` 30 of `lease_ms`
+/// 300). The master's lease clock starts when it handles the renewal, after the client sent
+/// it; the client counts from its send time, minus this margin.
+pub const LEASE_DRIFT_MARGIN_PERCENT: u32 = 10;
+
+/// Until when a lease of `lease_ms` granted to a renewal sent at `sent` is valid for the
+/// client: from the send time (the master's clock started later), minus the drift margin.
+pub(crate) fn valid_until(sent: Instant, lease_ms: u32) -> Instant {
+    let margin = u64::from(lease_ms) * u64::from(LEASE_DRIFT_MARGIN_PERCENT) / 100;
+    sent + Duration::from_millis(u64::from(lease_ms) - margin)
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LockConfig {
@@ -440,7 +455,7 @@ async fn renew_once<T: Transport>(inner: &Inner<T>) -> Duration {
     }
     match result {
         Ok(LockGrant::Renewed { lease_ms }) => {
-            let until = sent + Duration::from_millis(u64::from(lease_ms));
+            let until = valid_until(sent, lease_ms);
             // The renewal covered everything held (the gate kept acquires out), so its lease is
             // the validity now, shorter or not: a master with a shorter TTL than the client's
             // configuration corrects the client here.
@@ -496,5 +511,21 @@ async fn run_renewer<T: Transport>(inner: Weak<Inner<T>>) {
         tokio::time::sleep(pause).await;
         let Some(inner) = inner.upgrade() else { return };
         pause = renew_once(&inner).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The validity a renewal gives starts at its send time and leaves the drift margin
+    /// unused: a client whose clock runs 10 % slow must not outlive the master's lease. (It
+    /// used to be the full lease from the send time.)
+    #[test]
+    fn a_renewal_is_valid_for_its_lease_less_the_drift_margin() {
+        let sent = Instant::now();
+        assert_eq!(valid_until(sent, 5_000), sent + Duration::from_millis(4_500));
+        assert_eq!(valid_until(sent, 300), sent + Duration::from_millis(270));
+        assert_eq!(valid_until(sent, 0), sent);
     }
 }

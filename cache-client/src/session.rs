@@ -14,7 +14,6 @@ use bytes::Bytes;
 use protocol::message::lock::{LockGrant, LockRequestOp};
 use protocol::Zxid;
 use rand::Rng;
-use std::time::Duration;
 
 impl<T: Transport> Client<T> {
     /// This client's session id, opening a session (and starting the renewal task) if none is
@@ -34,8 +33,8 @@ impl<T: Transport> Client<T> {
         let sent = now();
         match self.lock_call(LockRequestOp::OpenSession { session, ttl_ms }).await? {
             LockGrant::SessionOpened { lease_ms } => {
-                let lease = Duration::from_millis(u64::from(lease_ms)).min(ttl);
-                registry.session_opened(session, sent + lease);
+                let lease_ms = lease_ms.min(u32::try_from(ttl.as_millis()).unwrap_or(u32::MAX));
+                registry.session_opened(session, crate::locks::valid_until(sent, lease_ms));
                 self.start_renewer();
                 Ok(session)
             }

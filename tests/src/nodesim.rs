@@ -933,3 +933,130 @@ fn answer(result: Result<Output, ServerError>) -> Reply {
         Err(_) => Reply::Unknown,
     }
 }
+
+/// A few nodes driven in lock step for direct tests of one rule: messages arrive 1 ms after
+/// they are sent, logs sync every ms, every node ticks every [`TICK_MS`]; `isolate` cuts a
+/// node off. No randomness: what a test sees is what every run sees.
+pub struct ManualCluster {
+    pub nodes: Vec<Option<ManualNode>>,
+    pub disks: Vec<SimFs>,
+    configs: Vec<Config>,
+    /// Each node's clock, in ms.
+    pub clocks: Vec<u64>,
+    in_flight: Vec<(NodeId, NodeId, Message)>,
+    isolated: BTreeSet<NodeId>,
+}
+
+impl ManualCluster {
+    pub fn new(n: usize) -> Result<ManualCluster, String> {
+        let key = key_file()?;
+        let configs =
+            (1..=n as NodeId).map(|id| node_config(id, n, &key)).collect::<Result<Vec<_>, _>>()?;
+        let mut c = ManualCluster {
+            nodes: (0..n).map(|_| None).collect(),
+            disks: (0..n).map(|_| SimFs::new()).collect(),
+            configs,
+            clocks: vec![0; n],
+            in_flight: Vec::new(),
+            isolated: BTreeSet::new(),
+        };
+        for id in 1..=n as NodeId {
+            c.start(id)?;
+        }
+        Ok(c)
+    }
+
+    /// (Re)opens node `id` from its disk.
+    pub fn start(&mut self, id: NodeId) -> Result<(), String> {
+        let i = id as usize - 1;
+        let vfs: Arc<dyn Vfs> = Arc::new(self.disks[i].clone());
+        let node = ManualNode::open(&self.configs[i], vfs, self.clocks[i])
+            .map_err(|e| format!("node {id}: {e}"))?;
+        self.nodes[i] = Some(node);
+        Ok(())
+    }
+
+    pub fn node(&mut self, id: NodeId) -> &mut ManualNode {
+        self.nodes[id as usize - 1].as_mut().expect("node is up")
+    }
+
+    pub fn isolate(&mut self, id: NodeId) {
+        self.isolated.insert(id);
+    }
+
+    pub fn heal(&mut self) {
+        self.isolated.clear();
+    }
+
+    /// The established master, if any.
+    pub fn master(&self) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .flatten()
+            .map(|n| n.status())
+            .find(|s| s.role == Role::Master)
+            .and_then(|s| s.master)
+    }
+
+    /// Runs `ms` milliseconds; `skip` gets no CPU meanwhile (a stalled process: its clock
+    /// still runs, and what is sent to it waits).
+    pub fn run_ms(&mut self, ms: u64, skip: Option<NodeId>) -> Result<(), String> {
+        for _ in 0..ms {
+            for c in self.clocks.iter_mut() {
+                *c += 1;
+            }
+            let arriving = std::mem::take(&mut self.in_flight);
+            for (from, to, message) in arriving {
+                if Some(to) == skip {
+                    self.in_flight.push((from, to, message));
+                    continue;
+                }
+                let now = self.clocks[to as usize - 1];
+                if let Some(node) = self.nodes[to as usize - 1].as_mut() {
+                    node.step(now, from, message).map_err(|e| format!("node {to}: {e}"))?;
+                }
+            }
+            for id in 1..=self.nodes.len() as NodeId {
+                if Some(id) == skip {
+                    continue;
+                }
+                let now = self.clocks[id as usize - 1];
+                let Some(node) = self.nodes[id as usize - 1].as_mut() else { continue };
+                if now.is_multiple_of(TICK_MS) {
+                    node.tick(now).map_err(|e| format!("node {id}: {e}"))?;
+                }
+                node.sync(now).map_err(|e| format!("node {id}: {e}"))?;
+                for (dest, message) in node.take_outbox() {
+                    let targets: Vec<NodeId> = match dest {
+                        Dest::Node(to) => vec![to],
+                        Dest::Group | Dest::GroupUnreliable => {
+                            (1..=self.clocks.len() as NodeId).filter(|t| *t != id).collect()
+                        }
+                    };
+                    for to in targets {
+                        let cut = self.isolated.contains(&id) || self.isolated.contains(&to);
+                        if !cut && is_replication(&message) {
+                            self.in_flight.push((id, to, message.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs until a master is established and has applied its takeover record (so that
+    /// its lease keeper runs), at most `ms_max`.
+    pub fn elect(&mut self, ms_max: u64) -> Result<NodeId, String> {
+        for _ in 0..ms_max / 10 {
+            self.run_ms(10, None)?;
+            if let Some(m) = self.master() {
+                let s = self.node(m).status();
+                if s.applied >= Zxid::new(s.epoch, 1) {
+                    return Ok(m);
+                }
+            }
+        }
+        Err(format!("no master within {ms_max} ms"))
+    }
+}

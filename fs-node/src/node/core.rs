@@ -573,7 +573,9 @@ impl Core {
         }
     }
 
-    /// A lock and session renewal, answered by the master's lease keeper.
+    /// A lock and session renewal, answered by the master's lease keeper, and only inside
+    /// the master's lease: past it a successor may be elected (and expire the renewed locks)
+    /// while this node still counts itself master until it steps down.
     fn renew(
         &mut self,
         now_ms: u64,
@@ -581,6 +583,17 @@ impl Core {
         session: u64,
         locks: &[(String, i32)],
     ) -> Result<u32, WireError> {
+        let in_lease = self.engine.lease_until_ms().is_some_and(|until| now_ms < until);
+        if self.keeper.is_some() && !in_lease {
+            return Err(WireError {
+                code: ErrorCode::Unavailable,
+                message: format!(
+                    "node {} is master outside its lease (no quorum heard from lately); renew \
+                     again shortly",
+                    self.shared.node
+                ),
+            });
+        }
         match self.keeper.as_mut() {
             Some(keeper) => keeper.renew(now_ms, client, session, locks),
             None => Err(WireError {

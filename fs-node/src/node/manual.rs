@@ -46,6 +46,8 @@ pub struct ManualStatus {
     pub master: Option<NodeId>,
     pub applied: Zxid,
     pub committed: Zxid,
+    /// Until when (this node's clock) its master lease holds, while it leads.
+    pub lease_until_ms: Option<u64>,
 }
 
 /// Every key of a store, in order, with its value (none for a directory).
@@ -204,6 +206,7 @@ impl ManualNode {
             master: status.master,
             applied: *self.shared.applied.read().expect("applied lock poisoned"),
             committed: status.committed,
+            lease_until_ms: self.core.engine.lease_until_ms(),
         }
     }
 
