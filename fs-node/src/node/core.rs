@@ -481,6 +481,11 @@ impl Core {
         let now = self.now_ms;
         let result = {
             let mut applied = self.shared.applied.write().expect("applied lock poisoned");
+            // The boundary's invariants: entries apply once, in zxid order, and only once
+            // this node holds them durably (the engine's rule, checked at the host).
+            assert!(zxid > *applied, "applying {zxid} at or below the applied zxid {applied}");
+            let durable = self.log.log().durable_zxid();
+            assert!(zxid <= durable, "applying {zxid} beyond the durable log ({durable})");
             let result = if entry.data.is_empty() { None } else { Some(self.sm.apply(&entry)?) };
             let mut followed = false;
             for notice in result.iter().flat_map(|r| &r.notices) {
@@ -544,9 +549,10 @@ impl Core {
                 (Waiter::Lock(tx), Some(Outcome::Lock(r))) => {
                     let _ = tx.send(r);
                 }
-                (waiter, other) => {
-                    tracing::error!(%zxid, ?other, "entry outcome does not match its proposer");
-                    waiter.fail(self.engine.master(), true);
+                (_, other) => {
+                    // A waiter is registered at the zxid this master gave its own proposal:
+                    // another outcome there means two proposals shared a zxid.
+                    panic!("entry {zxid} has outcome {other:?}, not the one its proposer waits for")
                 }
             }
         }
