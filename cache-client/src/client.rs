@@ -42,7 +42,7 @@ use protocol::{SenderId, Zxid, CLIENT_ID_MIN};
 use rand::Rng;
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -189,7 +189,8 @@ pub(crate) struct Inner<T> {
     transport: T,
     pub(crate) config: ClientConfig,
     pub(crate) id: SenderId,
-    seq: AtomicU64,
+    /// Request seqs of writes and lock commands, within the master's window.
+    requests: crate::window::RequestWindow,
     /// Locks and the session this client holds (see [`crate::locks`]).
     pub(crate) locks: crate::locks::Registry,
     state: Mutex<State>,
@@ -254,7 +255,7 @@ impl<T: Transport> Client<T> {
             transport,
             config,
             id,
-            seq: AtomicU64::new(0),
+            requests: crate::window::RequestWindow::new(crate::window::REQUEST_WINDOW),
             locks: crate::locks::Registry::new(),
             state: Mutex::new(state),
             outbox: Mutex::new(VecDeque::new()),
@@ -689,7 +690,7 @@ impl<T: Transport> Client<T> {
     ) -> Result<Zxid, ClientError> {
         self.inner.pump_now();
         let generation = self.inner.lock().cache.generation();
-        let request = self.inner.next_request();
+        let (request, _slot) = self.inner.next_request().await;
         let attempts = self.inner.config.attempts_max;
         let timeout = self.inner.config.request_timeout;
         let zxid =
@@ -799,9 +800,11 @@ impl<T: Transport> Inner<T> {
         self.state.lock().expect("client state poisoned")
     }
 
-    /// The next request id of this client.
-    pub(crate) fn next_request(&self) -> RequestId {
-        RequestId { client: self.id, seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1 }
+    /// The next request id, once the seqs in flight leave room for it (see
+    /// [`crate::window`]); the request is in flight until the slot drops.
+    pub(crate) async fn next_request(&self) -> (RequestId, crate::window::Slot<'_>) {
+        let slot = self.requests.open().await;
+        (RequestId { client: self.id, seq: slot.seq() }, slot)
     }
 
     /// Sends one Lock message to the master with one request id (retries keep it, so a
@@ -813,7 +816,7 @@ impl<T: Transport> Inner<T> {
         timeout: Duration,
     ) -> Result<LockGrant, ClientError> {
         self.pump_now();
-        let request = self.next_request();
+        let (request, _slot) = self.next_request().await;
         let message = move |request| Message::Lock(LockRequest { request, op: op.clone() });
         let applied = |grant: &LockGrant| match grant {
             LockGrant::Granted { token } => *token,

@@ -44,6 +44,7 @@ pub mod status;
 pub mod transport;
 pub mod txn;
 pub mod watch;
+pub mod window;
 
 pub use blocking::{BlockingClient, BlockingLockGuard, BlockingTxn, BlockingTxnBuilder};
 pub use client::{Batch, Client, ClientStats, ReadOptions};

@@ -464,3 +464,29 @@ async fn a_late_waiter_does_not_overtake() {
     assert_eq!(*order.lock().unwrap(), vec!["early", "late"]);
     late.release().await.unwrap();
 }
+
+/// A write whose reply is lost is retried with its request id; meanwhile the same client's
+/// other writes go on. The master remembers 32 outcomes per client: had 32 later writes
+/// completed meanwhile, the retry would be answered "request too old" though it never
+/// applied. The client keeps its seqs in flight within that window, so every write commits.
+/// Failed before the window: the retry got RequestTooOld.
+#[tokio::test(start_paused = true)]
+async fn a_retried_write_outlives_many_later_writes() {
+    let h = Harness::new(TTL);
+    let client = Arc::new(h.client(900));
+    h.network.drop_replies(shoal_tests::state_backend::ADDRESS, 1);
+    let first = {
+        let client = client.clone();
+        tokio::spawn(async move { client.write("/first", "1").await })
+    };
+    tokio::task::yield_now().await;
+    let mut later = Vec::new();
+    for i in 0..64 {
+        let client = client.clone();
+        later.push(tokio::spawn(async move { client.write(&format!("/w{i}"), "x").await }));
+    }
+    for task in later {
+        task.await.unwrap().expect("a later write");
+    }
+    first.await.unwrap().expect("the retried first write commits");
+}

@@ -43,12 +43,27 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // A broken invariant panics in the node's code; the run reports it as that seed's
+    // failure, so the default hook's backtrace would only repeat it.
+    std::panic::set_hook(Box::new(|_| {}));
     let (mut passed, mut failed) = (0u64, 0u64);
+    let mut totals = [0usize; 7];
     for seed in args.seed..args.seed + args.seeds {
         let cfg = NodeSimConfig::new(seed, args.nodes, faults);
         match nodesim::run(cfg.clone()) {
             Ok(r) => {
                 passed += 1;
+                for (t, v) in totals.iter_mut().zip([
+                    r.ops_ok + r.ops_unknown,
+                    r.ops_unknown,
+                    r.power_losses,
+                    r.kills,
+                    r.stalls,
+                    r.wipes,
+                    r.partitions,
+                ]) {
+                    *t += v;
+                }
                 if args.verbose {
                     println!(
                         "seed {seed}: ok, {} ops ({} unknown), committed {}, {} power losses, {} kills, {} stalls, {} wipes, {} partitions",
@@ -63,6 +78,11 @@ fn main() -> ExitCode {
             }
         }
     }
+    println!(
+        "passed runs injected {} power losses, {} kills, {} stalls, {} wipes, {} partitions; \
+         {} operations checked ({} unknown)",
+        totals[2], totals[3], totals[4], totals[5], totals[6], totals[0], totals[1]
+    );
     println!("{passed} passed, {failed} failed");
     if failed > 0 {
         ExitCode::FAILURE
