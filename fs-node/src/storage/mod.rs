@@ -24,7 +24,9 @@ pub mod store;
 pub mod vfs;
 
 pub use error::{StorageError, StoreError};
-pub use log::{DataLog, Durable, LogConfig, LogRecovery};
+pub use log::{
+    DamagePolicy, DataLog, Durable, LogConfig, LogOptions, LogRecovery, LostSynced, SyncMode,
+};
 pub use store::{Applied, Compactor, FrozenFiles, KvStore, Merge, StoreConfig, StoreRecovery};
 pub use vfs::{CrashMode, RealFs, SimFs, Vfs};
 
