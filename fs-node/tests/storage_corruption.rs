@@ -19,8 +19,11 @@ const DATA_DIR: &str = "/node/data";
 const ENTRY_DATA_BYTES: usize = 10;
 const ENTRY_RECORD_BYTES: u64 = (tlv::OVERHEAD_BYTES + ENTRY_DATA_BYTES) as u64;
 /// The SegmentStart record that opens every log segment
-/// (its value is the format version byte).
-const SEGMENT_HEADER_BYTES: u64 = tlv::OVERHEAD_BYTES as u64 + 1;
+/// (its value is the format version byte and a flags byte).
+const SEGMENT_HEADER_BYTES: u64 = tlv::OVERHEAD_BYTES as u64 + 2;
+/// The sync marker that starts each write into a segment after a completed sync (a commit mark
+/// carrying the synced length): `logged` syncs after every entry but the last.
+const MARKER_BYTES: u64 = tlv::OVERHEAD_BYTES as u64 + 8;
 
 fn vfs(fs: &SimFs) -> Arc<dyn Vfs> {
     Arc::new(fs.clone())
@@ -61,7 +64,7 @@ fn torn_log_tail_is_cut_and_reported() {
     let path = logged(&fs, 10, 1 << 20).remove(0);
     let mut bytes = fs.read_file(&path).expect("read");
     let whole = bytes.len() as u64;
-    assert_eq!(whole, SEGMENT_HEADER_BYTES + 10 * ENTRY_RECORD_BYTES);
+    assert_eq!(whole, SEGMENT_HEADER_BYTES + 10 * ENTRY_RECORD_BYTES + 9 * MARKER_BYTES);
     let torn = tlv::encode(tlv::RecordType::LogEntry, Zxid::new(1, 11), &[7; 10]).expect("encode");
     bytes.extend_from_slice(&torn[..20]);
     fs.write_file_durably(&path, &bytes).expect("write");
@@ -97,7 +100,7 @@ fn zero_filled_log_tail_is_a_torn_tail() {
 fn log_damage_before_the_tail_stops_with_file_and_offset() {
     let fs = SimFs::new();
     let path = logged(&fs, 10, 1 << 20).remove(0);
-    let fifth = SEGMENT_HEADER_BYTES + 4 * ENTRY_RECORD_BYTES;
+    let fifth = SEGMENT_HEADER_BYTES + 4 * (ENTRY_RECORD_BYTES + MARKER_BYTES);
     flip_byte(&fs, &path, fifth + tlv::HEADER_BYTES as u64 + 3);
     match open_log(&fs, 1 << 20) {
         Err(e @ StorageError::Corrupt { .. }) => {
@@ -115,9 +118,9 @@ fn log_damage_before_the_tail_stops_with_file_and_offset() {
 fn damage_in_a_sealed_log_segment_is_corruption() {
     let fs = SimFs::new();
     // Three entries per segment.
-    let paths = logged(&fs, 12, SEGMENT_HEADER_BYTES + 3 * ENTRY_RECORD_BYTES);
+    let paths = logged(&fs, 12, SEGMENT_HEADER_BYTES + 3 * ENTRY_RECORD_BYTES + 2 * MARKER_BYTES);
     assert!(paths.len() >= 3, "{paths:?}");
-    let last_record = SEGMENT_HEADER_BYTES + 2 * ENTRY_RECORD_BYTES;
+    let last_record = SEGMENT_HEADER_BYTES + 2 * (ENTRY_RECORD_BYTES + MARKER_BYTES);
     flip_byte(&fs, &paths[0], last_record + ENTRY_RECORD_BYTES - 1);
     match open_log(&fs, 1 << 20) {
         Err(StorageError::Corrupt { file, offset, .. }) => {

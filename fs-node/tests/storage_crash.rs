@@ -1,8 +1,8 @@
 //! Crash tests on the simulated file layer, which keeps written bytes apart from durable ones:
 //! a fail point stops the engine at every mutating file operation of a scenario in turn
 //! (writes, group commits, seals, checkpoints, retention, freeze, compaction, merges of small
-//! segments), the "machine" loses or tears every unsynced byte, and recovery must bring back
-//! every acknowledged write and nothing half-applied.
+//! segments), the "machine" loses, tears or scrambles (out-of-order writeback) every unsynced
+//! byte, and recovery must bring back every acknowledged write and nothing half-applied.
 
 mod storage_common;
 
@@ -205,7 +205,11 @@ fn crash_at_every_file_operation_recovers_acknowledged_state() {
     let stride = (total_ops / 400).max(1);
     let mut n = 0;
     while n < total_ops {
-        for mode in [CrashMode::LoseUnsynced, CrashMode::TearUnsynced { seed: n }] {
+        for mode in [
+            CrashMode::LoseUnsynced,
+            CrashMode::TearUnsynced { seed: n },
+            CrashMode::ScrambleUnsynced { seed: n },
+        ] {
             let fs = SimFs::new();
             let (log, store, _, _) = open_both(&fs);
             fs.fail_after(Some(n));

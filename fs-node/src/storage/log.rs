@@ -7,6 +7,15 @@
 //! [`DataLog::wait_durable`], await [`DataLog::wait_durable_async`], or watch
 //! [`DataLog::subscribe_durable`] (what the replication driver uses to send Accepts).
 //!
+//! In [`SyncMode::Manual`] (for a deterministic simulator) no thread runs: the host calls
+//! [`DataLog::sync`], which does exactly one round of that thread's work.
+//!
+//! After each completed sync the next write into the same segment starts with a *sync marker*
+//! (a CommitMark record whose value is the synced length of that segment): at start-up, damage
+//! at or above the highest marker's length is a torn tail of bytes never acknowledged, damage
+//! below it is corruption of synced bytes, reported in [`LogRecovery::lost_synced`] (or refused,
+//! by default). The argument is in `fs-node/STORAGE.md` ("What counts as durable").
+//!
 //! The log stores entries opaquely; it knows zxids, not what the bytes mean.
 
 use crate::storage::error::{Result, StorageError};
@@ -27,6 +36,13 @@ pub const LOG_RETENTION_ENTRIES_DEFAULT: u64 = 100_000;
 pub const READ_RANGE_ENTRIES_MAX: usize = protocol::limits::RECORDS_PER_MESSAGE_MAX;
 
 const SEGMENT_SUFFIX: &str = ".log";
+/// Second byte of a SegmentStart value: the segment's writer puts a sync marker after every
+/// completed sync (segments written before markers existed have a one-byte value).
+const SEGMENT_FLAG_SYNC_MARKERS: u8 = 1;
+/// Bytes of a sync marker record (a CommitMark carrying a u64 synced length).
+pub const SYNC_MARKER_BYTES: u64 = (tlv::OVERHEAD_BYTES + 8) as u64;
+/// Bytes of the SegmentStart record that opens every segment.
+pub const SEGMENT_HEADER_BYTES: u64 = (tlv::OVERHEAD_BYTES + 2) as u64;
 
 #[derive(Clone, Debug)]
 pub struct LogConfig {
@@ -43,6 +59,55 @@ impl Default for LogConfig {
     }
 }
 
+/// Who runs the group commit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SyncMode {
+    /// A background thread syncs whatever was written, as soon as it can (the default).
+    #[default]
+    Thread,
+    /// No thread: the host calls [`DataLog::sync`] for each round (a deterministic simulator).
+    /// `wait_durable` runs the rounds it needs itself; dropping the log syncs nothing (a
+    /// `kill -9`: what was written stays in the "page cache").
+    Manual,
+}
+
+/// What `open` does with damage in the last segment that it cannot show to be a torn tail
+/// (see [`LostSynced`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DamagePolicy {
+    /// Refuse to open: [`StorageError::Corrupt`] with the file and offset (the default, and
+    /// what every earlier version did).
+    #[default]
+    Refuse,
+    /// Cut the log at the damage, so that it stays a prefix of what was appended, and report
+    /// it in [`LogRecovery::lost_synced`]: the node must then not vote, promise or count
+    /// toward a quorum until it holds the committed history again.
+    CutAndReport,
+}
+
+/// How to open a log; `Default` is what [`DataLog::open`] uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogOptions {
+    pub sync: SyncMode,
+    pub uncertain_damage: DamagePolicy,
+}
+
+/// Damage in the last segment whose bytes may have been synced (acknowledged), cut off under
+/// [`DamagePolicy::CutAndReport`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LostSynced {
+    pub file: PathBuf,
+    /// Where the damage starts, and where the segment was cut.
+    pub offset: u64,
+    /// Bytes dropped from there to the end of the file.
+    pub dropped: u64,
+    /// `Some(x)`: a sync marker proves bytes below `x` were synced, so this is corruption of
+    /// durable data (bad media, a bug, tampering). `None`: a segment written before sync
+    /// markers existed, with well-formed records after the damage: it may be a torn tail or
+    /// corruption, the log cannot tell.
+    pub synced_through: Option<u64>,
+}
+
 /// What the log has made durable, as broadcast to subscribers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Durable {
@@ -55,8 +120,14 @@ pub struct Durable {
 /// What start-up found and repaired.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LogRecovery {
-    /// A torn tail was cut off: (file, offset where it was cut, bytes dropped).
+    /// A torn tail was cut off: (file, offset where it was cut, bytes dropped). Only bytes
+    /// written after the last completed sync are ever cut as a torn tail.
     pub torn_tail: Option<(PathBuf, u64, u64)>,
+    /// Damage that may have taken synced (acknowledged) entries was cut off (only under
+    /// [`DamagePolicy::CutAndReport`]; the default refuses to open instead). When set, this
+    /// node may have lost entries or a hard state it acknowledged: it must not vote, promise or
+    /// count toward a quorum until it has caught up with the committed history again.
+    pub lost_synced: Option<LostSynced>,
     pub segments: usize,
     pub entries: usize,
 }
@@ -92,6 +163,11 @@ struct Inner {
     shutdown: bool,
     /// The latest HardState record's value.
     hard_state: Option<bytes::Bytes>,
+    /// Bytes of the active segment that a completed sync of this process made durable.
+    synced_len: u64,
+    /// The synced length the last sync marker in the active segment records (0: none known):
+    /// when `synced_len` is above it, the next write into the segment starts with a marker.
+    marked_len: u64,
 }
 
 #[derive(Debug)]
@@ -105,6 +181,8 @@ struct Shared {
     /// Waiters for durability wait here.
     durable_changed: Condvar,
     durable_tx: watch::Sender<Durable>,
+    /// No sync thread: the host runs the rounds ([`SyncMode::Manual`]).
+    manual: bool,
 }
 
 /// The data log. Cheap to share behind an `Arc`; every method takes `&self`.
@@ -125,28 +203,61 @@ fn read_whole(file: &dyn VFile, path: &Path) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Whether any well-formed record of the given kinds, above `after`, starts somewhere in
-/// `buf[from..]`. Used to tell a torn tail (nothing valid after the damage) from corruption
-/// in the middle (valid records follow the damage).
-pub(crate) fn valid_record_after(
-    buf: &[u8],
-    from: usize,
-    kinds: &[RecordType],
-    after: Zxid,
-) -> bool {
-    (from..buf.len()).any(|off| match tlv::decode(&buf[off..]) {
-        Ok((rec, _)) => kinds.contains(&rec.kind) && rec.zxid >= after,
-        Err(_) => false,
-    })
+/// The synced length a sync marker records, if `rec` is one (a plain commit mark has an empty
+/// value).
+fn marker_len(rec: &tlv::Record<'_>) -> Option<u64> {
+    if rec.kind != RecordType::CommitMark {
+        return None;
+    }
+    Some(u64::from_le_bytes(rec.value.try_into().ok()?))
+}
+
+/// What the bytes after a damaged record say, searched byte by byte.
+#[derive(Debug, Default)]
+struct AfterDamage {
+    /// A well-formed entry, commit mark or hard state at or above the last zxid before the
+    /// damage starts there.
+    valid_record: bool,
+    /// The highest synced length of a well-formed sync marker there (markers only ever record
+    /// a length at or below their own offset, so others are ignored).
+    marked_len: u64,
+}
+
+fn search_after_damage(buf: &[u8], from: usize, after: Zxid) -> AfterDamage {
+    let kinds = [RecordType::LogEntry, RecordType::CommitMark, RecordType::HardState];
+    let mut found = AfterDamage::default();
+    for off in from..buf.len() {
+        if let Ok((rec, _)) = tlv::decode(&buf[off..]) {
+            found.valid_record |= kinds.contains(&rec.kind) && rec.zxid >= after;
+            if let Some(len) = marker_len(&rec).filter(|&len| len <= off as u64) {
+                found.marked_len = found.marked_len.max(len);
+            }
+        }
+    }
+    found
 }
 
 impl DataLog {
     /// Opens (or creates) the log in `dir`, recovering from a crash: a torn tail of the last
     /// segment is cut off and reported; damage anywhere else stops with [`StorageError::Corrupt`].
+    /// The last segment and the directory are synced before the log counts anything durable:
+    /// bytes that a killed process left in the page cache become durable here, by this process.
+    /// A sync thread runs (see [`DataLog::open_with`]).
     pub fn open(
         vfs: Arc<dyn Vfs>,
         dir: &Path,
         config: LogConfig,
+    ) -> Result<(DataLog, LogRecovery)> {
+        DataLog::open_with(vfs, dir, config, LogOptions::default())
+    }
+
+    /// [`DataLog::open`] with a choice of who syncs ([`SyncMode`]) and of what to do with
+    /// damage in the last segment that is not provably a torn tail ([`DamagePolicy`]).
+    pub fn open_with(
+        vfs: Arc<dyn Vfs>,
+        dir: &Path,
+        config: LogConfig,
+        options: LogOptions,
     ) -> Result<(DataLog, LogRecovery)> {
         vfs.create_dir_all(dir).map_err(|e| StorageError::io("creating", dir, e))?;
         let mut names: Vec<(u64, String)> = vfs
@@ -175,6 +286,9 @@ impl DataLog {
             let mut off = 0usize;
             let mut damage: Option<String> = None;
             let mut last = floor;
+            // Whether this segment's writer wrote sync markers, and the highest one seen.
+            let mut writes_markers = false;
+            let mut marked = 0u64;
             while off < buf.len() {
                 match tlv::decode(&buf[off..]) {
                     Ok((rec, used)) => {
@@ -191,12 +305,23 @@ impl DataLog {
                                 }
                                 seg.prev = rec.zxid;
                                 last = rec.zxid;
+                                writes_markers = rec
+                                    .value
+                                    .get(1)
+                                    .is_some_and(|f| f & SEGMENT_FLAG_SYNC_MARKERS != 0);
                             }
                             RecordType::LogEntry if off > 0 && rec.zxid > last => {
                                 seg.entries.push((rec.zxid, off as u64));
                                 last = rec.zxid;
                             }
-                            RecordType::CommitMark if off > 0 => commit = commit.max(rec.zxid),
+                            RecordType::CommitMark if off > 0 => {
+                                commit = commit.max(rec.zxid);
+                                if let Some(len) = marker_len(&rec) {
+                                    // A marker in the chain of records from the start is ours.
+                                    writes_markers = true;
+                                    marked = marked.max(len);
+                                }
+                            }
                             RecordType::HardState if off > 0 => {
                                 hard_state = Some(bytes::Bytes::copy_from_slice(rec.value))
                             }
@@ -217,30 +342,54 @@ impl DataLog {
                 }
             }
             if let Some(detail) = damage {
-                let kinds = [RecordType::LogEntry, RecordType::CommitMark, RecordType::HardState];
-                let torn = is_last && !valid_record_after(&buf, off + 1, &kinds, last);
-                if !torn {
+                if !is_last {
                     return Err(corrupt(&path, off as u64, detail));
                 }
-                tracing::warn!(event = "torn_tail", file = %path.display(), offset = off,
-                    dropped = buf.len() - off, "data log: torn tail cut off ({detail})");
-                seg.file
-                    .set_len(off as u64)
-                    .map_err(|e| StorageError::io("truncating", &path, e))?;
+                let after = search_after_damage(&buf, off + 1, last);
+                let synced = marked.max(after.marked_len);
+                let (cut, dropped) = (off as u64, (buf.len() - off) as u64);
+                // Damage below a synced length is not a torn write; nor, in a segment without
+                // markers, is damage followed by well-formed records known to be one.
+                let lost_synced = if synced > cut {
+                    Some(Some(synced))
+                } else if after.valid_record && !writes_markers {
+                    Some(None)
+                } else {
+                    None
+                };
+                match lost_synced {
+                    Some(synced_through) => {
+                        if options.uncertain_damage == DamagePolicy::Refuse {
+                            let why = match synced_through {
+                                Some(x) => format!("{detail}; bytes below {x} were synced"),
+                                None => format!("{detail}; well-formed records follow it"),
+                            };
+                            return Err(corrupt(&path, cut, why));
+                        }
+                        tracing::error!(event = "log_lost_synced", file = %path.display(),
+                            offset = cut, dropped, ?synced_through,
+                            "data log: damage that may hold acknowledged entries cut off \
+                             ({detail}); this node must catch up before it votes again");
+                        recovery.lost_synced = Some(LostSynced {
+                            file: path.clone(),
+                            offset: cut,
+                            dropped,
+                            synced_through,
+                        });
+                    }
+                    None => {
+                        tracing::warn!(event = "torn_tail", file = %path.display(), offset = off,
+                            dropped, "data log: torn tail cut off ({detail})");
+                        recovery.torn_tail = Some((path.clone(), cut, dropped));
+                    }
+                }
+                seg.file.set_len(cut).map_err(|e| StorageError::io("truncating", &path, e))?;
                 seg.file.sync_data().map_err(|e| StorageError::io("syncing", &path, e))?;
-                recovery.torn_tail = Some((path.clone(), off as u64, (buf.len() - off) as u64));
             }
             seg.len = off as u64;
             if seg.len == 0 {
                 // A segment whose header never reached the disk (crash while rolling).
-                let mut header = Vec::new();
-                tlv::encode_into(
-                    RecordType::SegmentStart,
-                    seg.prev,
-                    &[tlv::FORMAT_VERSION],
-                    &mut header,
-                )
-                .expect("empty record");
+                let header = segment_header(seg.prev);
                 seg.file
                     .write_all_at(&header, 0)
                     .map_err(|e| StorageError::io("writing", &path, e))?;
@@ -255,6 +404,13 @@ impl DataLog {
             segments.push(create_segment(shared_vfs.as_ref(), dir, 1, Zxid::ZERO)?);
         }
         recovery.segments = segments.len();
+        // Earlier segments were synced when they were sealed; the last one may hold bytes that
+        // a killed process left in the page cache. Make them (and the names) durable before
+        // counting them durable, or a power loss could take what this process acknowledges.
+        let tail = segments.last().expect("one segment");
+        tail.file.sync_data().map_err(|e| StorageError::io("syncing", &tail.path, e))?;
+        vfs.sync_dir(dir).map_err(|e| StorageError::io("syncing", dir, e))?;
+        let synced_len = tail.len;
         let written = segments.last().map(Segment::last_zxid).unwrap_or(Zxid::ZERO);
         let inner = Inner {
             segments,
@@ -266,6 +422,10 @@ impl DataLog {
             poisoned: None,
             shutdown: false,
             hard_state,
+            synced_len,
+            // The header needs no marker (it is synced when the segment is created); anything
+            // after it was synced just now, and the first write records that.
+            marked_len: synced_len.min(SEGMENT_HEADER_BYTES),
         };
         let (durable_tx, _) = watch::channel(Durable { zxid: written, failed: false });
         let shared = Arc::new(Shared {
@@ -276,13 +436,20 @@ impl DataLog {
             work: Condvar::new(),
             durable_changed: Condvar::new(),
             durable_tx,
+            manual: options.sync == SyncMode::Manual,
         });
-        let thread_shared = shared.clone();
-        let sync_thread = std::thread::Builder::new()
-            .name("shoal-log-sync".into())
-            .spawn(move || sync_loop(&thread_shared))
-            .map_err(|e| StorageError::io("starting the sync thread for", dir, e))?;
-        Ok((DataLog { shared, sync_thread: Some(sync_thread) }, recovery))
+        let sync_thread = match options.sync {
+            SyncMode::Manual => None,
+            SyncMode::Thread => {
+                let thread_shared = shared.clone();
+                let thread = std::thread::Builder::new()
+                    .name("shoal-log-sync".into())
+                    .spawn(move || sync_loop(&thread_shared))
+                    .map_err(|e| StorageError::io("starting the sync thread for", dir, e))?;
+                Some(thread)
+            }
+        };
+        Ok((DataLog { shared, sync_thread }, recovery))
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -297,7 +464,6 @@ impl DataLog {
             return Err(StorageError::Poisoned { detail: detail.clone() });
         }
         let mut last = inner.written;
-        let mut buf = Vec::new();
         for entry in entries {
             if entry.zxid <= last {
                 return Err(StorageError::OutOfOrder { zxid: entry.zxid, last });
@@ -309,30 +475,85 @@ impl DataLog {
         }
         let active_len = inner.segments.last().expect("one segment").len;
         let estimate: usize = entries.iter().map(|e| tlv::encoded_len(e.data.len())).sum();
-        if active_len + estimate as u64 > self.shared.config.segment_bytes_max
+        let marker = if inner.synced_len > inner.marked_len { SYNC_MARKER_BYTES } else { 0 };
+        if active_len + marker + estimate as u64 > self.shared.config.segment_bytes_max
             && !inner.segments.last().expect("one segment").entries.is_empty()
         {
             self.roll(&mut inner)?;
         }
+        let mut offsets = Vec::with_capacity(entries.len());
+        self.write_batch(&mut inner, |buf, base| {
+            for entry in entries {
+                offsets.push((entry.zxid, base + buf.len() as u64));
+                tlv::encode_into(RecordType::LogEntry, entry.zxid, &entry.data, buf)
+                    .map_err(|e| StorageError::State(format!("entry {}: {e}", entry.zxid)))?;
+            }
+            Ok(())
+        })?;
+        inner.segments.last_mut().expect("one segment").entries.extend(offsets);
+        inner.written = last;
+        Ok(last)
+    }
+
+    /// Writes one batch of records at the end of the active segment (written, not synced),
+    /// starting with a sync marker if a sync completed since the last one. `fill` encodes the
+    /// records into the buffer; the offset it gets is the segment offset of the buffer's
+    /// start. A failed write is undone (the file ends on a record boundary again) and changes
+    /// nothing else.
+    fn write_batch(
+        &self,
+        inner: &mut Inner,
+        fill: impl FnOnce(&mut Vec<u8>, u64) -> Result<()>,
+    ) -> Result<()> {
+        let mut buf = Vec::new();
+        let marks = inner.synced_len > inner.marked_len;
+        if marks {
+            let len = inner.synced_len.to_le_bytes();
+            tlv::encode_into(RecordType::CommitMark, inner.commit, &len, &mut buf)?;
+        }
         let seg = inner.segments.last_mut().expect("one segment");
         let base = seg.len;
-        let mut offsets = Vec::with_capacity(entries.len());
-        for entry in entries {
-            offsets.push((entry.zxid, base + buf.len() as u64));
-            tlv::encode_into(RecordType::LogEntry, entry.zxid, &entry.data, &mut buf)
-                .map_err(|e| StorageError::State(format!("entry {}: {e}", entry.zxid)))?;
-        }
+        fill(&mut buf, base)?;
         if let Err(e) = seg.file.write_all_at(&buf, base) {
-            // Undo a partial write so the file ends on a record boundary; the index is untouched.
             let _ = seg.file.set_len(base);
             return Err(StorageError::io("appending to", &seg.path, e));
         }
         seg.len += buf.len() as u64;
-        seg.entries.extend(offsets);
-        inner.written = last;
+        if marks {
+            inner.marked_len = inner.synced_len;
+        }
         inner.written_gen += 1;
         self.shared.work.notify_one();
-        Ok(last)
+        Ok(())
+    }
+
+    /// Syncs the active segment now, holding the lock (a hard state change, a truncation):
+    /// everything written becomes durable. A failure poisons the log.
+    fn sync_active(&self, inner: &mut Inner) -> Result<()> {
+        let seg = inner.segments.last().expect("one segment");
+        let (file, path, len) = (seg.file.clone(), seg.path.clone(), seg.len);
+        if let Err(e) = file.sync_data() {
+            return Err(self.poison(inner, "syncing", &path, e));
+        }
+        inner.synced_len = len;
+        inner.synced_gen = inner.written_gen;
+        inner.durable = inner.written;
+        self.publish(inner);
+        Ok(())
+    }
+
+    /// One round of group commit, as the sync thread does it: `fdatasync` of everything
+    /// written so far, then the durable zxid advances and subscribers and waiters learn it. In
+    /// [`SyncMode::Manual`] this is how anything becomes durable (besides the operations that
+    /// sync on their own: hard state changes, truncations, rolls, reset). A failed sync
+    /// poisons the log, as in the thread. Returns what is durable now.
+    pub fn sync(&self) -> Result<Durable> {
+        sync_round(&self.shared);
+        let inner = self.lock();
+        if let Some(detail) = &inner.poisoned {
+            return Err(StorageError::Poisoned { detail: detail.clone() });
+        }
+        Ok(Durable { zxid: inner.durable, failed: false })
     }
 
     /// Seals the active segment (synced, so only the last segment can ever have a torn tail)
@@ -343,6 +564,8 @@ impl DataLog {
         let (seq, prev) = (old.seq + 1, old.last_zxid());
         file.sync_data().map_err(|e| self.poison(inner, "syncing", &path, e))?;
         let seg = create_segment(self.shared.vfs.as_ref(), &self.shared.dir, seq, prev)?;
+        inner.synced_len = seg.len;
+        inner.marked_len = seg.len;
         inner.segments.push(seg);
         inner.synced_gen = inner.written_gen;
         inner.durable = inner.written;
@@ -377,15 +600,10 @@ impl DataLog {
     fn rewrite_hard_state(&self, inner: &mut Inner) -> Result<()> {
         let Some(hard) = inner.hard_state.clone() else { return Ok(()) };
         let written = inner.written;
-        let seg = inner.segments.last_mut().expect("one segment");
-        let buf = tlv::encode(RecordType::HardState, written, &hard)?;
-        seg.file
-            .write_all_at(&buf, seg.len)
-            .map_err(|e| StorageError::io("writing", &seg.path, e))?;
-        seg.len += buf.len() as u64;
-        inner.written_gen += 1;
-        self.shared.work.notify_one();
-        Ok(())
+        self.write_batch(inner, |buf, _| {
+            tlv::encode_into(RecordType::HardState, written, &hard, buf)?;
+            Ok(())
+        })
     }
 
     /// Stores the replication engine's epoch state (opaque bytes), durably before returning
@@ -397,22 +615,12 @@ impl DataLog {
             return Err(StorageError::Poisoned { detail: detail.clone() });
         }
         let written = inner.written;
-        let seg = inner.segments.last_mut().expect("one segment");
-        let buf = tlv::encode(RecordType::HardState, written, value)?;
-        if let Err(e) = seg.file.write_all_at(&buf, seg.len) {
-            let _ = seg.file.set_len(seg.len);
-            return Err(StorageError::io("appending to", &seg.path, e));
-        }
-        seg.len += buf.len() as u64;
-        let (file, path) = (seg.file.clone(), seg.path.clone());
-        if let Err(e) = file.sync_data() {
-            return Err(self.poison(&mut inner, "syncing", &path, e));
-        }
+        self.write_batch(&mut inner, |buf, _| {
+            tlv::encode_into(RecordType::HardState, written, value, buf)?;
+            Ok(())
+        })?;
+        self.sync_active(&mut inner)?;
         inner.hard_state = Some(bytes::Bytes::copy_from_slice(value));
-        inner.written_gen += 1;
-        inner.synced_gen = inner.written_gen;
-        inner.durable = inner.written;
-        self.publish(&inner);
         Ok(())
     }
 
@@ -447,20 +655,17 @@ impl DataLog {
             return Ok(());
         }
         let zxid = zxid.min(inner.written);
-        let buf = tlv::encode(RecordType::CommitMark, zxid, &[]).expect("empty record");
-        let seg = inner.segments.last_mut().expect("one segment");
-        if let Err(e) = seg.file.write_all_at(&buf, seg.len) {
-            let _ = seg.file.set_len(seg.len);
-            return Err(StorageError::io("appending to", &seg.path, e));
-        }
-        seg.len += buf.len() as u64;
+        self.write_batch(&mut inner, |buf, _| {
+            tlv::encode_into(RecordType::CommitMark, zxid, &[], buf)?;
+            Ok(())
+        })?;
         inner.commit = zxid;
-        inner.written_gen += 1;
-        self.shared.work.notify_one();
         Ok(())
     }
 
-    /// Blocks until every entry up to `zxid` is durable.
+    /// Blocks until every entry up to `zxid` is durable. In [`SyncMode::Manual`] it runs the
+    /// sync rounds itself, and fails at once if `zxid` was never written (no one else could
+    /// write it while it waits).
     pub fn wait_durable(&self, zxid: Zxid) -> Result<()> {
         let mut inner = self.lock();
         loop {
@@ -472,6 +677,18 @@ impl DataLog {
             }
             if inner.shutdown {
                 return Err(StorageError::Closed);
+            }
+            if self.shared.manual {
+                if inner.written_gen == inner.synced_gen {
+                    return Err(StorageError::State(format!(
+                        "waiting for {zxid} to be durable, but the log ends at {}",
+                        inner.written
+                    )));
+                }
+                drop(inner);
+                sync_round(&self.shared);
+                inner = self.lock();
+                continue;
             }
             inner = self.shared.durable_changed.wait(inner).expect("data log lock");
         }
@@ -537,6 +754,8 @@ impl DataLog {
             return Ok(());
         }
         // Whole segments first, newest first, so a crash part-way leaves a prefix of the log.
+        let popped =
+            inner.segments.len() > 1 && inner.segments.last().expect("segment").prev >= zxid;
         while inner.segments.len() > 1 && inner.segments.last().expect("segment").prev >= zxid {
             let seg = inner.segments.pop().expect("segment");
             self.shared
@@ -548,6 +767,11 @@ impl DataLog {
             .vfs
             .sync_dir(&self.shared.dir)
             .map_err(|e| StorageError::io("syncing", &self.shared.dir, e))?;
+        if popped {
+            // A sealed segment is active again: synced whole at its seal, markers unknown.
+            inner.synced_len = inner.segments.last().expect("segment").len;
+            inner.marked_len = 0;
+        }
         let seg = inner.segments.last_mut().expect("segment");
         let cut = seg.entries.partition_point(|e| e.0 <= zxid);
         if cut < seg.entries.len() {
@@ -555,32 +779,28 @@ impl DataLog {
             seg.entries.truncate(cut);
             seg.file.set_len(offset).map_err(|e| StorageError::io("truncating", &seg.path, e))?;
             seg.len = offset;
+            // The cut is durable before anything is written over the cut bytes, so that no
+            // sync marker of the cut tail survives a crash beside new, unsynced bytes.
+            let (file, path) = (seg.file.clone(), seg.path.clone());
+            if let Err(e) = file.sync_data() {
+                return Err(self.poison(&mut inner, "syncing", &path, e));
+            }
+            inner.synced_len = offset;
+            inner.marked_len = inner.marked_len.min(offset);
         }
+        inner.written = inner.segments.last().expect("segment").last_zxid();
         self.rewrite_hard_state(&mut inner)?;
         if inner.commit > Zxid::ZERO {
             // The cut may have taken the latest commit mark with it: write it again.
             let commit = inner.commit;
-            let seg = inner.segments.last_mut().expect("segment");
-            let mark = tlv::encode(RecordType::CommitMark, commit, &[]).expect("empty record");
-            seg.file
-                .write_all_at(&mark, seg.len)
-                .map_err(|e| StorageError::io("writing", &seg.path, e))?;
-            seg.len += mark.len() as u64;
+            self.write_batch(&mut inner, |buf, _| {
+                tlv::encode_into(RecordType::CommitMark, commit, &[], buf)?;
+                Ok(())
+            })?;
         }
-        let seg = inner.segments.last().expect("segment");
-        let path = seg.path.clone();
-        let file = seg.file.clone();
-        if let Err(e) = file.sync_data() {
-            return Err(self.poison(&mut inner, "syncing", &path, e));
-        }
-        let last = inner.segments.last().expect("segment").last_zxid();
-        inner.written = last;
-        // The file holding the last entry was just synced, and earlier segments at their roll.
-        inner.durable = last;
         inner.written_gen += 1;
-        inner.synced_gen = inner.written_gen;
-        self.publish(&inner);
-        Ok(())
+        // The file holding the last entry is synced here, and earlier segments at their roll.
+        self.sync_active(&mut inner)
     }
 
     /// Entries after `from_exclusive`, at most `max_entries` (and [`READ_RANGE_ENTRIES_MAX`]),
@@ -672,6 +892,11 @@ impl DataLog {
                 break;
             }
         }
+        if removable > 0 && inner.written_gen != inner.synced_gen {
+            // The active segment may hold the only new copy of the hard state (rewritten at
+            // the roll): it must be durable before the segment with the old copy goes.
+            self.sync_active(&mut inner)?;
+        }
         let gone: Vec<Segment> = inner.segments.drain(..removable).collect();
         for seg in &gone {
             self.shared
@@ -704,19 +929,14 @@ impl DataLog {
             .vfs
             .sync_dir(&self.shared.dir)
             .map_err(|e| StorageError::io("syncing", &self.shared.dir, e))?;
+        inner.synced_len = fresh.len;
+        inner.marked_len = fresh.len;
         inner.segments.push(fresh);
-        self.rewrite_hard_state(&mut inner)?;
-        if let Err(e) = inner.segments.last().expect("segment").file.sync_data() {
-            let path = inner.segments.last().expect("segment").path.clone();
-            return Err(self.poison(&mut inner, "syncing", &path, e));
-        }
         inner.written = prev;
-        inner.durable = prev;
         inner.commit = prev;
+        self.rewrite_hard_state(&mut inner)?;
         inner.written_gen += 1;
-        inner.synced_gen = inner.written_gen;
-        self.publish(&inner);
-        Ok(())
+        self.sync_active(&mut inner)
     }
 
     /// Paths of the log's segment files, oldest first.
@@ -731,11 +951,17 @@ fn corrupt(path: &Path, offset: u64, e: impl ToString) -> StorageError {
     StorageError::Corrupt { file: path.to_path_buf(), offset, detail }
 }
 
+/// The SegmentStart record: format version, and the flag saying this writer puts sync
+/// markers (older readers look at the version byte only).
+fn segment_header(prev: Zxid) -> Vec<u8> {
+    let value = [tlv::FORMAT_VERSION, SEGMENT_FLAG_SYNC_MARKERS];
+    tlv::encode(RecordType::SegmentStart, prev, &value).expect("small record")
+}
+
 fn create_segment(vfs: &dyn Vfs, dir: &Path, seq: u64, prev: Zxid) -> Result<Segment> {
     let path = dir.join(segment_name(seq));
     let file = vfs.open(&path, true).map_err(|e| StorageError::io("creating", &path, e))?;
-    let header =
-        tlv::encode(RecordType::SegmentStart, prev, &[tlv::FORMAT_VERSION]).expect("small record");
+    let header = segment_header(prev);
     file.set_len(0).map_err(|e| StorageError::io("creating", &path, e))?;
     file.write_all_at(&header, 0).map_err(|e| StorageError::io("writing", &path, e))?;
     file.sync_data().map_err(|e| StorageError::io("syncing", &path, e))?;
@@ -746,7 +972,7 @@ fn create_segment(vfs: &dyn Vfs, dir: &Path, seq: u64, prev: Zxid) -> Result<Seg
 /// The group-commit thread: one `fdatasync` covers every append made before it started.
 fn sync_loop(shared: &Shared) {
     loop {
-        let (file, path, target_gen, target_zxid) = {
+        {
             let mut inner = shared.inner.lock().expect("data log lock");
             while inner.written_gen == inner.synced_gen && !inner.shutdown {
                 inner = shared.work.wait(inner).expect("data log lock");
@@ -754,33 +980,51 @@ fn sync_loop(shared: &Shared) {
             if inner.written_gen == inner.synced_gen || inner.poisoned.is_some() {
                 return;
             }
-            let seg = inner.segments.last().expect("one segment");
-            (seg.file.clone(), seg.path.clone(), inner.written_gen, inner.written)
-        };
-        let result = file.sync_data();
-        let mut inner = shared.inner.lock().expect("data log lock");
-        match result {
-            Ok(()) => {
-                if target_gen > inner.synced_gen {
-                    inner.synced_gen = target_gen;
-                    // A truncation since the snapshot may have lowered `written`.
-                    inner.durable = inner.durable.max(target_zxid.min(inner.written));
-                }
-            }
-            Err(e) => {
-                let detail = format!("syncing {}: {e}", path.display());
-                tracing::error!(event = "fsync_failed", "data log: {detail}");
-                inner.poisoned = Some(detail);
-            }
         }
-        shared.durable_changed.notify_all();
-        shared
-            .durable_tx
-            .send_replace(Durable { zxid: inner.durable, failed: inner.poisoned.is_some() });
-        if inner.poisoned.is_some() {
+        if !sync_round(shared) {
             return;
         }
     }
+}
+
+/// One group commit: syncs the active segment as written now, then advances the durable zxid
+/// (and synced length) to what was written before the sync started, and wakes everyone.
+/// Returns false once the log is poisoned.
+fn sync_round(shared: &Shared) -> bool {
+    let (file, path, target_gen, target_zxid, target_len) = {
+        let inner = shared.inner.lock().expect("data log lock");
+        if inner.poisoned.is_some() {
+            return false;
+        }
+        if inner.written_gen == inner.synced_gen {
+            return true;
+        }
+        let seg = inner.segments.last().expect("one segment");
+        (seg.file.clone(), seg.path.clone(), inner.written_gen, inner.written, seg.len)
+    };
+    let result = file.sync_data();
+    let mut inner = shared.inner.lock().expect("data log lock");
+    match result {
+        Ok(()) => {
+            // A roll, truncation or reset since the snapshot synced on its own and raised
+            // `synced_gen`: then this round's snapshot (maybe of another file) is stale.
+            if target_gen > inner.synced_gen {
+                inner.synced_gen = target_gen;
+                inner.durable = inner.durable.max(target_zxid.min(inner.written));
+                inner.synced_len = inner.synced_len.max(target_len);
+            }
+        }
+        Err(e) => {
+            let detail = format!("syncing {}: {e}", path.display());
+            tracing::error!(event = "fsync_failed", "data log: {detail}");
+            inner.poisoned = Some(detail);
+        }
+    }
+    shared.durable_changed.notify_all();
+    shared
+        .durable_tx
+        .send_replace(Durable { zxid: inner.durable, failed: inner.poisoned.is_some() });
+    inner.poisoned.is_none()
 }
 
 impl Drop for DataLog {

@@ -6,7 +6,8 @@
 //! - [`store`]: the key-value store: data segments, in-memory index, hint files, batch apply
 //!   and validation, freeze, checkpoint, merge compaction.
 //! - [`backup`]: consistent backups of a frozen store with an MD5 manifest; restore; verify.
-//! - [`vfs`]: the file layer, real or simulated (written vs durable bytes, for crash tests).
+//! - [`vfs`]: the file layer, real or simulated (written vs durable bytes; loss, tearing and
+//!   out-of-order writeback of unsynced writes, lost disks; for crash tests and the simulator).
 //! - [`error`]: [`StorageError`] (operating errors) and [`StoreError`] (a refused batch).
 //! - `replication_log` (impls only): [`DataLog`] as the replication engine's
 //!   [`LogReader`](crate::replication::LogReader), and `DataLog::persist` for `PersistOp`s.
@@ -24,7 +25,9 @@ pub mod store;
 pub mod vfs;
 
 pub use error::{StorageError, StoreError};
-pub use log::{DataLog, Durable, LogConfig, LogRecovery};
+pub use log::{
+    DamagePolicy, DataLog, Durable, LogConfig, LogOptions, LogRecovery, LostSynced, SyncMode,
+};
 pub use store::{Applied, Compactor, FrozenFiles, KvStore, Merge, StoreConfig, StoreRecovery};
 pub use vfs::{CrashMode, RealFs, SimFs, Vfs};
 
