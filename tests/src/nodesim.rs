@@ -10,7 +10,7 @@
 //!
 //! # Faults ([`Faults`])
 //! - `power`: a node crashes and its disk keeps only what was synced, plus an arbitrary
-//!   seeded part of the rest ([`CrashMode`]); or (half of the crashes) it crashes with the
+//!   seeded part of the rest, out of order and torn ([`CrashMode::ScrambleUnsynced`]); or (half of the crashes) it crashes with the
 //!   page cache kept (kill -9). It restarts after a while.
 //! - `stall`: a node gets no CPU for up to [`STALL_MS_MAX`] while time runs: its messages,
 //!   ticks and syncs wait, then it handles what queued with the clock it reads then.
@@ -821,7 +821,7 @@ impl World {
         host.deferred.clear();
         match kind {
             "power" => {
-                host.fs.crash(CrashMode::TearUnsynced { seed });
+                host.fs.crash(CrashMode::ScrambleUnsynced { seed });
                 self.report.power_losses += 1;
             }
             "wipe" => {

@@ -1,7 +1,8 @@
 //! [`ManualNode`]: the node core with every outside thing in the caller's hands: time (a
 //! clock value with every call), the disk (a [`Vfs`]; the data log's group commit runs when
 //! the caller says), the network (the caller delivers messages and takes the outbox). The
-//! deterministic simulator (`shoal-sim`) runs the same [`Core`] as `shoal-fs` through it.
+//! deterministic simulator (`shoal-sim`) runs the same [`Core`] as `shoal-fs` through it; its
+//! data log runs in [`SyncMode::Manual`]: nothing becomes durable but by [`ManualNode::sync`].
 //!
 //! What a manual node does not do: snapshots (the hard links they are made of are the
 //! operating system's) and file transfer (it needs an endpoint). A configuration for it sets
@@ -15,7 +16,7 @@ use super::transfer::Transfers;
 use super::NodeError;
 use crate::config::Config;
 use crate::state::Command;
-use crate::storage::{DataLog, Vfs};
+use crate::storage::{DataLog, SyncMode, Vfs};
 use bytes::Bytes;
 use cache_server::ServerError;
 use protocol::message::data::{Role, UpdateRequest, Versioned, WireError};
@@ -76,7 +77,7 @@ impl ManualNode {
             config.transfer_rate_bytes_per_s,
         ));
         let metrics = Arc::new(crate::metrics::Metrics::new());
-        let parts = Parts { vfs, metrics, transfers, now_ms };
+        let parts = Parts { vfs, metrics, transfers, now_ms, sync: SyncMode::Manual };
         let Opened { core, shared, cmds, log, .. } = start::open(config, parts)?;
         let mut node = ManualNode { core, shared, log, _cmds: cmds, fetches: 0 };
         node.core.drain()?;
@@ -100,9 +101,9 @@ impl ManualNode {
 
     /// The data log's group commit: everything written so far becomes durable now.
     pub fn sync(&mut self, now_ms: u64) -> Result<(), NodeError> {
-        self.log.wait_durable(self.log.last_zxid())?;
+        let durable = self.log.sync()?;
         self.core.now_ms = now_ms;
-        self.core.durable_changed(false)?;
+        self.core.durable_changed(durable.failed)?;
         self.after()
     }
 

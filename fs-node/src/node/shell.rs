@@ -22,7 +22,7 @@ use super::{
     LARGE_UNICAST_TIMEOUT, LOAD_SAMPLE_INTERVAL, SHUTDOWN_SYNC_WAIT, TICK_MS,
 };
 use crate::config::Config;
-use crate::storage::RealFs;
+use crate::storage::{RealFs, SyncMode};
 use protocol::message::Message;
 use protocol::messaging::{Endpoint, MessagingError};
 use protocol::{NodeId, ProtocolError};
@@ -60,6 +60,7 @@ pub(super) async fn run_once(
         metrics: ctx.metrics.clone(),
         transfers: ctx.transfers.clone(),
         now_ms: clock.now_ms(),
+        sync: SyncMode::Thread,
     };
     let Opened { core, shared, server, cmds, log, store } = start::open(config, parts)?;
     // Merges reclaim overwritten values; the snapshot's hard links keep the inputs it holds.

@@ -12,7 +12,9 @@ use crate::config::Config;
 use crate::locks::LeaseConfig;
 use crate::replication::{Config as EngineConfig, Engine, HardState, LogReader, RestartState};
 use crate::state::{StateConfig, StateMachine};
-use crate::storage::{DataLog, KvStore as StorageKv, LogConfig, StoreConfig, Vfs};
+use crate::storage::{
+    DamagePolicy, DataLog, KvStore as StorageKv, LogConfig, LogOptions, StoreConfig, SyncMode, Vfs,
+};
 use cache_server::{Server, ServerConfig};
 use protocol::message::data::Role as WireRole;
 use protocol::Zxid;
@@ -29,6 +31,8 @@ pub(crate) struct Parts {
     pub transfers: Arc<transfer::Transfers>,
     /// The host's clock at start.
     pub now_ms: u64,
+    /// Who runs the data log's group commit (a thread, or the host by hand).
+    pub sync: SyncMode,
 }
 
 /// A core ready to run, and what the shell serves beside it.
@@ -75,9 +79,17 @@ pub(crate) fn open(config: &Config, parts: Parts) -> Result<Opened, NodeError> {
         segment_bytes_max: config.log_segment_bytes,
         retention_entries: config.log_retention_entries,
     };
-    let (log, recovery) = DataLog::open(parts.vfs.clone(), &dir.join("log"), log_config)?;
+    // Damage the log cannot place (below a point it synced, or in an old-format segment) is
+    // cut and reported rather than refused: the node then holds less than it may have
+    // acknowledged, which the engine is told (see `lost_synced` below).
+    let options = LogOptions { sync: parts.sync, uncertain_damage: DamagePolicy::CutAndReport };
+    let (log, recovery) =
+        DataLog::open_with(parts.vfs.clone(), &dir.join("log"), log_config, options)?;
     if recovery.torn_tail.is_some() {
         tracing::warn!(?recovery, "data log recovered a torn tail");
+    }
+    if let Some(lost) = &recovery.lost_synced {
+        tracing::error!(?lost, "the data log lost bytes it had synced");
     }
     let log = Arc::new(log);
     let store_config = StoreConfig {
