@@ -29,9 +29,8 @@ use crate::transport::{GroupEvent, Transport, TransportError};
 use crate::watch::{Callback, Delivery, Kinds, Target, WatchEvent, WatchId, WatchRegistry};
 use crate::ClientConfig;
 use bytes::Bytes;
+use protocol::batch::{self, Limits, ShapeError};
 use protocol::key;
-use protocol::limits::BATCH_OPS_MAX;
-use protocol::limits::NAME_BYTES_MAX;
 use protocol::message::data::{
     Condition, DirEntry, ErrorCode, Load, Op, ReadOp, ReadRequest, ReadValue, RenameRequest,
     RequestId, UpdateRequest, Versioned, WireError,
@@ -627,58 +626,13 @@ impl<T: Transport> Client<T> {
         .await
     }
 
+    /// The write rules of `protocol::batch`, checked here so that a bad batch is refused before
+    /// anything is sent, with the error the server would give.
     fn validate_ops(&self, ops: &[Op], conditions: &[Condition]) -> Result<(), ClientError> {
         let config = &self.inner.config;
-        let key_max = config.key_bytes_max;
-        if ops.is_empty() {
-            return Err(ClientError::ConditionFailed { detail: "an empty batch".into() });
-        }
-        let count = ops.len() + conditions.len();
-        if count > BATCH_OPS_MAX {
-            return Err(ClientError::TooLarge {
-                what: "batch (ops)",
-                len: count,
-                max: BATCH_OPS_MAX,
-            });
-        }
-        for op in ops {
-            match op {
-                Op::Put { key, value, .. } => {
-                    key::validate_mutable(key, key_max)?;
-                    if value.len() > config.value_bytes_max {
-                        return Err(ClientError::TooLarge {
-                            what: "value",
-                            len: value.len(),
-                            max: config.value_bytes_max,
-                        });
-                    }
-                }
-                Op::Mkdir { key } | Op::Delete { key, .. } => key::validate_mutable(key, key_max)?,
-                Op::Rename { from, to } => {
-                    key::validate_mutable(from, key_max)?;
-                    key::validate_mutable(to, key_max)?;
-                }
-                // Transactions release their locks in their commit entry.
-                Op::Lock(LockOp::Release { lock, holder, .. }) if *holder == self.inner.id => {
-                    key::validate_mutable(lock, NAME_BYTES_MAX)?
-                }
-                Op::Lock(_) | Op::Session(_) => {
-                    return Err(ClientError::Server {
-                        code: ErrorCode::BadAuth,
-                        message: "lock and session ops go through the lock API".into(),
-                    })
-                }
-            }
-        }
-        for condition in conditions {
-            match condition {
-                Condition::KeyZxid { key, .. } => key::validate(key, key_max)?,
-                Condition::LockToken { lock, .. } | Condition::LockHeld { lock, .. } => {
-                    key::validate_mutable(lock, NAME_BYTES_MAX)?
-                }
-            }
-        }
-        Ok(())
+        let limits =
+            Limits { key_bytes_max: config.key_bytes_max, value_bytes_max: config.value_bytes_max };
+        batch::check_write(ops, conditions, &limits, Some(self.inner.id)).map_err(shape_error)
     }
 
     /// Sends one write to the master with one request id, following redirects and retrying
@@ -1058,6 +1012,25 @@ impl State {
     }
 }
 
+/// A shape refusal as the client's typed errors say it (as the server's would arrive).
+fn shape_error(e: ShapeError) -> ClientError {
+    match e {
+        ShapeError::Empty => ClientError::ConditionFailed { detail: e.to_string() },
+        ShapeError::TooManyOps { len, max } => {
+            ClientError::TooLarge { what: "batch (ops)", len, max }
+        }
+        ShapeError::BadKey { error, .. } | ShapeError::BadConditionKey { error, .. } => {
+            ClientError::BadKey(error)
+        }
+        ShapeError::ValueTooLarge { len, max, .. } => {
+            ClientError::TooLarge { what: "value", len, max }
+        }
+        ShapeError::NotInWrite { .. } | ShapeError::ForeignRelease { .. } => {
+            ClientError::from_wire(e.to_wire())
+        }
+    }
+}
+
 async fn run_pump<T: Transport>(inner: Weak<Inner<T>>) {
     loop {
         let open = poll_fn(|cx| match inner.upgrade() {
@@ -1070,5 +1043,102 @@ async fn run_pump<T: Transport>(inner: Weak<Inner<T>>) {
         }
         // Let callers run between bursts.
         tokio::task::yield_now().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::{MemNetwork, MemTransport};
+    use protocol::limits::BATCH_OPS_MAX;
+    use protocol::message::lock::SessionOp;
+
+    fn put(key: &str, value: &str) -> Op {
+        Op::Put {
+            key: key.into(),
+            value: Bytes::from(value.to_string()),
+            create_only: false,
+            ephemeral: None,
+        }
+    }
+
+    /// A client whose seed node answers nothing: any write that got sent would time out.
+    fn client() -> Client<MemTransport> {
+        let network = MemNetwork::new();
+        let config = ClientConfig {
+            seeds: vec!["n1".into()],
+            key_bytes_max: 16,
+            value_bytes_max: 4,
+            rng_seed: Some(3),
+            ..ClientConfig::default()
+        };
+        Client::new(network.transport(), config)
+    }
+
+    fn batch(ops: Vec<Op>, conditions: Vec<Condition>) -> Batch {
+        Batch { ops, conditions }
+    }
+
+    /// The write rules (`protocol::batch`) refuse a bad batch in the client, before anything is
+    /// sent, with the error the server would give for the same batch.
+    #[tokio::test(start_paused = true)]
+    async fn bad_batches_are_refused_before_sending() {
+        let client = client();
+        let me = client.id();
+        let refused = |b: Batch| {
+            let client = client.clone();
+            async move { client.batch(b).await.expect_err("refused") }
+        };
+        assert!(matches!(
+            refused(batch(vec![], vec![])).await,
+            ClientError::ConditionFailed { .. }
+        ));
+        let many = vec![put("/k", "v"); BATCH_OPS_MAX];
+        let cond = vec![Condition::KeyZxid { key: "/k".into(), zxid: Zxid::ZERO }];
+        assert!(matches!(
+            refused(batch(many, cond)).await,
+            ClientError::TooLarge { what: "batch (ops)", len, .. } if len == BATCH_OPS_MAX + 1
+        ));
+        assert!(matches!(
+            refused(batch(vec![put("rel", "v")], vec![])).await,
+            ClientError::BadKey(_)
+        ));
+        assert_eq!(
+            refused(batch(vec![put("/k", "12345")], vec![])).await,
+            ClientError::TooLarge { what: "value", len: 5, max: 4 }
+        );
+        let rename = Op::Rename { from: "/a".into(), to: "/".into() };
+        assert!(matches!(refused(batch(vec![rename], vec![])).await, ClientError::BadKey(_)));
+        let bad_cond = vec![Condition::KeyZxid { key: "/a//b".into(), zxid: Zxid::ZERO }];
+        assert!(matches!(
+            refused(batch(vec![put("/k", "v")], bad_cond)).await,
+            ClientError::BadKey(_)
+        ));
+        let bad_lock = vec![Condition::LockHeld { lock: "l".into(), auth: 3 }];
+        assert!(matches!(
+            refused(batch(vec![put("/k", "v")], bad_lock)).await,
+            ClientError::BadKey(_)
+        ));
+        let grant = Op::Lock(LockOp::Grant {
+            lock: "/l".into(),
+            auth: 3,
+            session: 0,
+            holder: me,
+            host: "h".into(),
+        });
+        assert!(matches!(
+            refused(batch(vec![grant], vec![])).await,
+            ClientError::Server { code: ErrorCode::BadRequest, .. }
+        ));
+        let open = Op::Session(SessionOp::Open { session: 1, client: me, ttl_ms: 1_000 });
+        assert!(matches!(
+            refused(batch(vec![open], vec![])).await,
+            ClientError::Server { code: ErrorCode::BadRequest, .. }
+        ));
+        let foreign = Op::Lock(LockOp::Release { lock: "/l".into(), auth: 3, holder: me + 1 });
+        assert!(matches!(refused(batch(vec![foreign], vec![])).await, ClientError::BadAuth { .. }));
+        let bad_name = Op::Lock(LockOp::Release { lock: "l".into(), auth: 3, holder: me });
+        assert!(matches!(refused(batch(vec![bad_name], vec![])).await, ClientError::BadKey(_)));
+        assert_eq!(client.stats().writes_sent, 0, "a refused batch was sent");
     }
 }

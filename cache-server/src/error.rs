@@ -1,6 +1,7 @@
 //! The crate's one error enum: what a [`crate::Backend`] or the server can refuse, each variant
 //! mapping to one wire [`ErrorCode`] so that a client can match on it.
 
+use protocol::batch::{NamespaceError, OpError, ShapeError};
 use protocol::key::KeyError;
 use protocol::message::data::{ErrorCode, WireError};
 use protocol::{NodeId, Zxid};
@@ -83,6 +84,52 @@ impl ServerError {
             other => other.to_string(),
         };
         WireError { code: self.code(), message }
+    }
+}
+
+/// A shape refusal as the server has always reported it: the typed errors keep their wire
+/// messages (`TooLarge` says `value` or `batch (ops)`, a bad key is the key error alone); the
+/// lock rules pass their code and text through.
+impl From<ShapeError> for ServerError {
+    fn from(e: ShapeError) -> ServerError {
+        match e {
+            ShapeError::Empty => ServerError::ConditionFailed { detail: e.to_string() },
+            ShapeError::TooManyOps { len, max } => {
+                ServerError::TooLarge { what: "batch (ops)", len, max }
+            }
+            ShapeError::BadKey { error, .. } | ShapeError::BadConditionKey { error, .. } => {
+                ServerError::BadKey(error)
+            }
+            ShapeError::ValueTooLarge { len, max, .. } => {
+                ServerError::TooLarge { what: "value", len, max }
+            }
+            ShapeError::NotInWrite { .. } | ShapeError::ForeignRelease { .. } => {
+                ServerError::Refused(e.to_wire())
+            }
+        }
+    }
+}
+
+/// A namespace refusal as the typed error of the key it names.
+impl From<OpError> for ServerError {
+    fn from(e: OpError) -> ServerError {
+        let wire = e.to_wire();
+        match e.error {
+            NamespaceError::NotFound { key } => ServerError::NotFound { key },
+            NamespaceError::AlreadyExists { key } => ServerError::AlreadyExists { key },
+            NamespaceError::ParentMissing { key, parent } => {
+                ServerError::ParentMissing { key, parent }
+            }
+            NamespaceError::NotADirectory { parent, .. } => {
+                ServerError::NotADirectory { key: parent }
+            }
+            NamespaceError::IsADirectory { key } => ServerError::IsADirectory { key },
+            NamespaceError::DirectoryNotEmpty { key } => ServerError::DirectoryNotEmpty { key },
+            NamespaceError::RenameIntoItself { from, to } => {
+                ServerError::InvalidRename { from, to, why: "the target lies inside the source" }
+            }
+            NamespaceError::MovedKeyInvalid { .. } => ServerError::Refused(wire),
+        }
     }
 }
 

@@ -1,20 +1,23 @@
 //! [`MemBackend`]: a complete single-node [`Backend`] in memory, for tests of the server and of
-//! the client library. It keeps the namespace rules honestly (explicit directories, parents must
-//! exist, atomic batches with conditions, retry de-duplication by request id), so that a client
-//! test against it exercises the same refusals a real cluster gives.
+//! the client library. It keeps the rules of a batch honestly, by calling `protocol::batch`
+//! (the one home of the shape and namespace rules: explicit directories, parents must exist,
+//! and so on) and adds atomic batches with conditions and retry de-duplication by request id,
+//! so that a client test against it exercises the same refusals a real cluster gives.
 //!
 //! Replication is simulated, not implemented: a *master* orders and applies writes itself and
 //! records each committed entry as an [`UpdateNotice`]; a *follower* refuses writes with
 //! `NotMaster` and applies the notices a test hands it ([`MemBackend::apply_notice`]), so a test
-//! decides how far each follower trails. Locks and sessions are not implemented: their ops, lock
-//! conditions and Lock messages are refused with `Unavailable` (the lock rules live in `fs-node`
-//! alone; `shoal-tests`' `state_backend` runs them in one process for client tests).
+//! decides how far each follower trails. Locks and sessions are not implemented: lock releases in
+//! a write, lock conditions and Lock messages are refused with `Unavailable` (grants and session
+//! ops in a write break a shape rule first: `BadRequest`); the lock rules live in `fs-node`
+//! alone; `shoal-tests`' `state_backend` runs them in one process for client tests.
 
 use crate::backend::{Backend, BackendStatus, Snapshot};
 use crate::error::ServerError;
 use crate::server::{Server, ServerConfig};
 use crate::validate::validate_request;
 use bytes::Bytes;
+use protocol::batch::{self, EntryKind};
 use protocol::key;
 use protocol::limits::{KEY_BYTES_DEFAULT, LIST_ENTRIES_MAX, VALUE_BYTES_DEFAULT};
 use protocol::message::data::{
@@ -72,17 +75,6 @@ impl Tree {
         key == key::ROOT || self.entries.contains_key(key)
     }
 
-    fn check_parent(&self, key: &str) -> Result<(), ServerError> {
-        let parent = key::parent(key).expect("mutable keys have a parent");
-        if self.is_dir(parent) {
-            return Ok(());
-        }
-        if self.exists(parent) {
-            return Err(ServerError::NotADirectory { key: parent.to_string() });
-        }
-        Err(ServerError::ParentMissing { key: key.to_string(), parent: parent.to_string() })
-    }
-
     /// Keys strictly below `dir`, in order.
     fn below<'a>(&'a self, dir: &'a str) -> impl Iterator<Item = (&'a String, &'a Entry)> + 'a {
         let start = if dir == key::ROOT { "/".to_string() } else { format!("{dir}/") };
@@ -126,75 +118,70 @@ impl Tree {
         }
     }
 
-    /// Applies one op at `zxid`. On error the tree may be partly changed: callers apply a batch
-    /// to a copy and keep it only when every op succeeded.
-    pub fn apply(&mut self, op: &Op, zxid: Zxid) -> Result<(), ServerError> {
+    /// Checks a batch against the namespace rules (`protocol::batch`, the same the fs-node
+    /// stores keep) without changing anything. Lock and session ops, which this backend does
+    /// not implement, are refused with `Unavailable`.
+    pub fn check(&self, ops: &[Op], key_bytes_max: usize) -> Result<(), ServerError> {
+        if ops.iter().any(|op| matches!(op, Op::Lock(_) | Op::Session(_))) {
+            return Err(ServerError::Unavailable(
+                "MemBackend does not implement locks and sessions".to_string(),
+            ));
+        }
+        Ok(batch::check_namespace(self, ops, key_bytes_max)?)
+    }
+
+    /// Applies a batch that [`Tree::check`] accepted, at `zxid`.
+    pub fn apply(&mut self, ops: &[Op], zxid: Zxid) {
+        for op in ops {
+            self.apply_one(op, zxid);
+        }
+    }
+
+    fn apply_one(&mut self, op: &Op, zxid: Zxid) {
+        const CHECKED: &str = "Tree::check enforces the namespace rules of protocol::batch";
         match op {
-            Op::Put { key, value, create_only, ephemeral } => {
-                self.check_parent(key)?;
-                match self.entries.get(key) {
-                    Some(Entry::Dir { .. }) => {
-                        return Err(ServerError::IsADirectory { key: key.clone() })
-                    }
-                    Some(_) if *create_only => {
-                        return Err(ServerError::AlreadyExists { key: key.clone() })
-                    }
-                    _ => {}
-                }
+            Op::Put { key, value, ephemeral, .. } => {
                 let entry = Entry::Value { value: value.clone(), zxid, ephemeral: *ephemeral };
                 self.entries.insert(key.clone(), entry);
             }
             Op::Mkdir { key } => {
-                self.check_parent(key)?;
-                if self.exists(key) {
-                    return Err(ServerError::AlreadyExists { key: key.clone() });
-                }
                 self.entries.insert(key.clone(), Entry::Dir { zxid });
             }
-            Op::Delete { key, recursive } => {
-                let Some(entry) = self.entries.get(key) else {
-                    return Err(ServerError::NotFound { key: key.clone() });
-                };
-                if entry.is_dir() {
-                    let children: Vec<String> = self.below(key).map(|(k, _)| k.clone()).collect();
-                    if !children.is_empty() && !recursive {
-                        return Err(ServerError::DirectoryNotEmpty { key: key.clone() });
-                    }
-                    for child in children {
-                        self.entries.remove(&child);
-                    }
+            Op::Delete { key, .. } => {
+                let children: Vec<String> = self.below(key).map(|(k, _)| k.clone()).collect();
+                for child in children {
+                    self.entries.remove(&child);
                 }
-                self.entries.remove(key);
+                self.entries.remove(key).expect(CHECKED);
             }
             Op::Rename { from, to } => {
-                let invalid =
-                    |why| ServerError::InvalidRename { from: from.clone(), to: to.clone(), why };
-                if !self.entries.contains_key(from) {
-                    return Err(ServerError::NotFound { key: from.clone() });
-                }
-                if key::is_within(to, from) {
-                    return Err(invalid("the target lies inside the source"));
-                }
-                if self.exists(to) {
-                    return Err(ServerError::AlreadyExists { key: to.clone() });
-                }
-                self.check_parent(to)?;
                 let moved: Vec<String> = self.below(from).map(|(k, _)| k.clone()).collect();
-                let top = self.entries.remove(from).expect("checked above");
+                let top = self.entries.remove(from).expect(CHECKED);
                 self.entries.insert(to.clone(), restamp(top, zxid));
                 for old in moved {
                     let entry = self.entries.remove(&old).expect("listed above");
-                    let new = format!("{to}{}", &old[from.len()..]);
-                    self.entries.insert(new, restamp(entry, zxid));
+                    self.entries.insert(batch::rebase(&old, from, to), restamp(entry, zxid));
                 }
             }
-            Op::Lock(_) | Op::Session(_) => {
-                return Err(ServerError::Unavailable(
-                    "MemBackend does not implement locks and sessions".to_string(),
-                ))
+            Op::Lock(_) | Op::Session(_) => unreachable!("{CHECKED}: no lock or session ops"),
+        }
+    }
+}
+
+impl batch::Namespace for Tree {
+    fn kind(&self, key: &str) -> Option<EntryKind> {
+        if key == key::ROOT {
+            return Some(EntryKind::Dir);
+        }
+        self.entries.get(key).map(|e| if e.is_dir() { EntryKind::Dir } else { EntryKind::Value })
+    }
+
+    fn visit_within(&self, dir: &str, visit: &mut dyn FnMut(&str, EntryKind) -> bool) {
+        for (k, e) in self.below(dir) {
+            if !visit(k, if e.is_dir() { EntryKind::Dir } else { EntryKind::Value }) {
+                return;
             }
         }
-        Ok(())
     }
 }
 
@@ -313,13 +300,10 @@ impl MemBackend {
         if notice.zxid <= state.applied {
             return Ok(());
         }
-        let mut tree = state.tree.clone();
-        for op in &notice.ops {
-            tree.apply(op, notice.zxid).map_err(|e| {
-                ServerError::Internal(format!("replica diverged at {}: {e}", notice.zxid))
-            })?;
-        }
-        state.tree = tree;
+        state.tree.check(&notice.ops, self.key_bytes_max).map_err(|e| {
+            ServerError::Internal(format!("replica diverged at {}: {e}", notice.zxid))
+        })?;
+        state.tree.apply(&notice.ops, notice.zxid);
         self.finish_apply(&mut state, notice.clone());
         Ok(())
     }
@@ -356,11 +340,8 @@ impl MemBackend {
         let zxid = state.applied.next().ok_or_else(|| {
             ServerError::Unavailable("zxid counter exhausted; a new epoch is needed".into())
         })?;
-        let mut tree = state.tree.clone();
-        for op in &request.ops {
-            tree.apply(op, zxid)?;
-        }
-        state.tree = tree;
+        state.tree.check(&request.ops, self.key_bytes_max)?;
+        state.tree.apply(&request.ops, zxid);
         if state.dedup_order.len() >= DEDUP_ENTRIES_MAX {
             if let Some(old) = state.dedup_order.pop_front() {
                 state.dedup.remove(&old);
@@ -580,6 +561,41 @@ mod tests {
         let error = reply.result.unwrap_err();
         assert_eq!(error.code, protocol::message::data::ErrorCode::Unavailable);
         assert!(error.message.contains("no lock table"), "{}", error.message);
+    }
+
+    /// The write rules of `protocol::batch`, as every store keeps them: a rename into itself is
+    /// refused as such whether or not the source exists, a rename may not move a key past the
+    /// key limit, lock grants and session ops are not writes, and a lock name in a condition is
+    /// checked like any lock name. Each refusal changes nothing.
+    #[tokio::test]
+    async fn write_rules_are_protocols() {
+        use protocol::message::data::ErrorCode;
+        use protocol::message::lock::LockOp;
+        let backend = MemBackend::master(1, 1).with_limits(16, 64);
+        backend
+            .submit(request(1, vec![Op::Mkdir { key: "/d".into() }, put("/d/long-name", "x")]))
+            .await
+            .unwrap();
+        let applied = backend.applied();
+        let rename = |from: &str, to: &str| Op::Rename { from: from.into(), to: to.into() };
+        let into_itself = backend.submit(request(2, vec![rename("/nope", "/nope/x")])).await;
+        assert_eq!(into_itself.unwrap_err().code(), ErrorCode::BadKey);
+        let moved = backend.submit(request(3, vec![rename("/d", "/dddddd")])).await.unwrap_err();
+        assert_eq!(moved.code(), ErrorCode::BadKey, "{moved}");
+        let grant = Op::Lock(LockOp::Grant {
+            lock: "/l".into(),
+            auth: 3,
+            session: 0,
+            holder: 1 << 40,
+            host: "h".into(),
+        });
+        let grant = backend.submit(request(4, vec![grant])).await.unwrap_err();
+        assert_eq!(grant.code(), ErrorCode::BadRequest, "{grant}");
+        let mut bad_lock = request(5, vec![put("/k", "v")]);
+        bad_lock.conditions = vec![Condition::LockHeld { lock: "l".into(), auth: 3 }];
+        assert_eq!(backend.submit(bad_lock).await.unwrap_err().code(), ErrorCode::BadKey);
+        assert_eq!(backend.applied(), applied);
+        assert!(backend.exists("/d/long-name").await.unwrap().value);
     }
 
     /// Compare-and-set: a KeyZxid condition that no longer holds refuses the write.

@@ -363,3 +363,30 @@ fn unrenewed_session_expires_through_the_log() {
     assert_eq!(keeper.counts(), (0, 0));
     assert_eq!(keeper.renew(5_002, A, 8, &[]).unwrap_err().code, ErrorCode::SessionExpired);
 }
+
+/// The write rules of `protocol::batch` hold in the state machine as in the server: the op
+/// and condition count, the shape of condition keys and lock names, an empty write, and the
+/// length of every key a rename moves (not only `from` and `to`).
+#[test]
+fn write_rules_match_the_servers() {
+    let config = StateConfig { key_bytes_max: 16, ..StateConfig::default() };
+    let mut h = Harness::new(config);
+    h.write(A, vec![], vec![mkdir("/d"), put("/d/long-name", "x")]).unwrap();
+    let before = h.machine.store().clone();
+    // "/dddddd/long-name" is 17 bytes: the moved child would break the key limit.
+    let moved = h.write(A, vec![], vec![rename("/d", "/dddddd")]).unwrap_err();
+    assert_eq!(moved.code, ErrorCode::BadKey, "{}", moved.message);
+    assert!(moved.message.contains("/dddddd/long-name"), "{}", moved.message);
+    assert_eq!(code(h.write(A, vec![], vec![])), ErrorCode::ConditionFailed);
+    let cond = Condition::KeyZxid { key: "/d".into(), zxid: Zxid::ZERO };
+    let many = vec![put("/k", "v"); protocol::limits::BATCH_OPS_MAX];
+    assert_eq!(code(h.write(A, vec![cond], many)), ErrorCode::TooLarge);
+    let bad_key = vec![Condition::KeyZxid { key: "rel".into(), zxid: Zxid::ZERO }];
+    assert_eq!(code(h.write(A, bad_key, vec![put("/k", "v")])), ErrorCode::BadKey);
+    let bad_lock = vec![Condition::LockHeld { lock: "l".into(), auth: 3 }];
+    assert_eq!(code(h.write(A, bad_lock, vec![put("/k", "v")])), ErrorCode::BadKey);
+    let release =
+        Op::Lock(protocol::message::lock::LockOp::Release { lock: "l".into(), auth: 3, holder: A });
+    assert_eq!(code(h.write(A, vec![], vec![release])), ErrorCode::BadKey);
+    assert_eq!(h.machine.store(), &before);
+}

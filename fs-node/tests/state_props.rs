@@ -12,6 +12,7 @@ use fs_node::state::{
     Tables,
 };
 use proptest::prelude::*;
+use protocol::limits::KEY_BYTES_DEFAULT;
 use protocol::message::data::{Condition, Op, RequestId};
 use protocol::message::lock::{LockOp, SessionOp};
 use protocol::message::replication::Entry;
@@ -270,7 +271,7 @@ proptest! {
         for (i, ops) in std::iter::once(&seed).chain(batches.iter()).enumerate() {
             let zxid = Zxid::new(1, i as u32 + 1);
             let expected = model.apply(ops, zxid);
-            let got = check_batch(&store, ops).map_err(|e| (e.index, e.error.code()));
+            let got = check_batch(&store, ops, KEY_BYTES_DEFAULT).map_err(|e| (e.index, e.error.code()));
             prop_assert_eq!(got.err(), expected.clone().err());
             refused += usize::from(expected.is_err());
             if let Ok(next) = expected {

@@ -4,6 +4,8 @@
 //! - [`zxid`]: the total order of committed changes (epoch in the high 32 bits, counter low).
 //! - [`limits`]: every size bound, named, so that nothing is allocated before it is checked.
 //! - [`key`]: the key namespace (absolute `/` paths) and its validation.
+//! - [`batch`]: the rules of a batch of ops (shape and namespace), the one home every layer
+//!   calls: client, server, state machine and stores.
 //! - [`header`]: the fixed datagram header and its HMAC-SHA256 tag under the cluster key.
 //! - [`codec`]: the one place that knows payloads are bincode 1.3.3; swap it here alone.
 //! - [`message`]: the payload types of every message (the design's eleven, replication, the
@@ -18,6 +20,7 @@
 //!
 //! See `protocol/WIRE.md` for every layout byte by byte.
 
+pub mod batch;
 pub mod codec;
 pub mod datagram;
 pub mod error;

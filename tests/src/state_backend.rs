@@ -26,7 +26,7 @@ use cache_server::backend::{Backend, BackendStatus, Snapshot};
 use cache_server::error::ServerError;
 use cache_server::{Server, ServerConfig};
 use fs_node::locks::{LeaseConfig, LeaseKeeper};
-use fs_node::state::store::{check_batch, StoreError};
+use fs_node::state::store::check_batch;
 use fs_node::state::{
     ApplyResult, Command, EntryKind, KvStore, Lookup, MemStore, Notice, Outcome, StateConfig,
     StateMachine,
@@ -72,21 +72,6 @@ pub struct StateBackend {
 
 fn refused(error: WireError) -> ServerError {
     ServerError::Refused(error)
-}
-
-/// The typed server error for a store refusal (the server's wire convention names the key).
-fn store_error(error: StoreError) -> ServerError {
-    match error {
-        StoreError::NotFound { key } => ServerError::NotFound { key },
-        StoreError::AlreadyExists { key } => ServerError::AlreadyExists { key },
-        StoreError::ParentMissing { key, parent } => ServerError::ParentMissing { key, parent },
-        StoreError::NotADirectory { parent, .. } => ServerError::NotADirectory { key: parent },
-        StoreError::IsADirectory { key } => ServerError::IsADirectory { key },
-        StoreError::DirectoryNotEmpty { key } => ServerError::DirectoryNotEmpty { key },
-        StoreError::RenameIntoItself { from, to } => {
-            ServerError::InvalidRename { from, to, why: "the target lies inside the source" }
-        }
-    }
 }
 
 impl StateBackend {
@@ -227,9 +212,10 @@ impl StateBackend {
                     return Err(ServerError::ConditionFailed { detail: error.message });
                 }
                 // Nothing changed: the store's own check names the op's fault, typed.
-                match check_batch(inner.machine.store(), &ops) {
+                let key_bytes_max = inner.machine.config().key_bytes_max;
+                match check_batch(inner.machine.store(), &ops, key_bytes_max) {
                     Err(op_error) if op_error.error.code() == error.code => {
-                        Err(store_error(op_error.error))
+                        Err(ServerError::from(op_error))
                     }
                     _ => Err(refused(error)),
                 }

@@ -10,6 +10,7 @@
 use super::store::{EntryKind, KvStore};
 use bytes::Bytes;
 use protocol::key::{self, ROOT};
+use protocol::limits::KEY_BYTES_DEFAULT;
 use protocol::message::data::{ErrorCode, Op};
 use protocol::message::lock::LockOp;
 use protocol::Zxid;
@@ -46,11 +47,13 @@ fn expect(rule: &str, ok: bool) -> Result<(), String> {
 }
 
 fn refused<S: KvStore>(store: &S, ops: &[Op]) -> Option<ErrorCode> {
-    store.check(ops).err().map(|e| e.code)
+    store.check(ops, KEY_BYTES_DEFAULT).err().map(|e| e.code)
 }
 
 fn apply<S: KvStore>(store: &mut S, zxid: Zxid, ops: &[Op]) -> Result<(), String> {
-    store.check(ops).map_err(|e| format!("check refused a valid batch: {}", e.message))?;
+    store
+        .check(ops, KEY_BYTES_DEFAULT)
+        .map_err(|e| format!("check refused a valid batch: {}", e.message))?;
     store.apply(zxid, ops).map_err(|e| format!("apply failed: {e}"))
 }
 
@@ -123,6 +126,12 @@ pub fn check_rules<S: KvStore>(make: &mut dyn FnMut() -> S) -> Result<(), String
             == Some(ErrorCode::BadKey),
     )?;
     apply(&mut s, z(2), &[mkdir("/t"), put("/t/v", "y")])?;
+    expect(
+        "rename may not move a key past the key limit (BadKey; /tttt/v is 7 bytes)",
+        s.check(&[Op::Rename { from: "/t".into(), to: "/tttt".into() }], 6).map_err(|e| e.code)
+            == Err(ErrorCode::BadKey)
+            && s.check(&[Op::Rename { from: "/t".into(), to: "/tttt".into() }], 7).is_ok(),
+    )?;
     expect(
         "rename onto an existing key is AlreadyExists",
         refused(&s, &[Op::Rename { from: "/a".into(), to: "/t".into() }])

@@ -8,17 +8,19 @@
 //! A client command runs in this order, and the first refusal stops it with nothing changed:
 //! 1. the request table (a remembered request returns its first outcome; a forgotten one
 //!    `RequestTooOld`);
-//! 2. validation (keys and lock names, sizes, ops allowed in a write, sessions named exist
-//!    and belong to the client);
+//! 2. validation: the shape rules of `protocol::batch::check_write` (op count, keys and lock
+//!    names, sizes, ops allowed in a write), then sessions named exist and belong to the
+//!    client;
 //! 3. conditions (`KeyZxid`, `LockToken`, `LockHeld`), all against the state before the entry;
-//! 4. the store's batch check (each op against the state the earlier ops leave);
+//! 4. the store's batch check (the namespace rules of `protocol::batch`: each op against the
+//!    state the earlier ops leave);
 //! 5. apply: store batch, ephemeral index, lock releases; then the outcome is remembered.
 
 use super::command::Command;
 use super::requests::{Lookup, Outcome, RequestConfig, RequestTable};
 use super::store::KvStore;
 use crate::locks::{Grant, LeaseEvent, LockTable, SessionTable};
-use protocol::key;
+use protocol::batch;
 use protocol::limits::{BATCH_OPS_MAX, KEY_BYTES_DEFAULT, VALUE_BYTES_DEFAULT};
 use protocol::message::data::{
     Condition, ErrorCode, Load, Op, RequestId, UpdateNotice, WireError, WriteReply,
@@ -341,7 +343,7 @@ impl<S: KvStore> StateMachine<S> {
             Ok(releases) => releases,
             Err(refused) => return Ok(Err(refused)),
         };
-        if let Err(refused) = self.store.check(ops) {
+        if let Err(refused) = self.store.check(ops, self.config.key_bytes_max) {
             return Ok(Err(refused));
         }
         let has_data = ops.iter().any(|op| !matches!(op, Op::Lock(_) | Op::Session(_)));
@@ -372,60 +374,37 @@ impl<S: KvStore> StateMachine<S> {
         conditions: &[Condition],
         ops: &[Op],
     ) -> Result<Vec<String>, WireError> {
-        let key_max = self.config.key_bytes_max;
-        let bad_key = |e: key::KeyError| wire(ErrorCode::BadKey, e.to_string());
+        let limits = batch::Limits {
+            key_bytes_max: self.config.key_bytes_max,
+            value_bytes_max: self.config.value_bytes_max,
+        };
+        batch::check_write(ops, conditions, &limits, Some(client)).map_err(|e| e.to_wire())?;
         let mut releases = BTreeSet::new();
         let mut ephemerals: BTreeMap<u64, usize> = BTreeMap::new();
         for (index, op) in ops.iter().enumerate() {
             match op {
-                Op::Put { key, value, ephemeral, .. } => {
-                    key::validate_mutable(key, key_max).map_err(bad_key)?;
-                    if value.len() > self.config.value_bytes_max {
+                Op::Put { key, ephemeral: Some(session), .. } => {
+                    self.check_session(*session, client)?;
+                    // Counts each put of a key the session does not own yet as new (a key put
+                    // twice in one batch counts twice: a conservative bound).
+                    let count = ephemerals.entry(*session).or_insert_with(|| {
+                        self.tables.sessions.get(*session).map_or(0, |s| s.ephemerals.len())
+                    });
+                    if self.tables.sessions.owner(key) != Some(*session) {
+                        *count += 1;
+                    }
+                    if *count > self.config.ephemerals_per_session_max {
                         return Err(wire(
                             ErrorCode::TooLarge,
                             format!(
-                                "op {index}: value of {key} is {} bytes, over the limit of {}",
-                                value.len(),
-                                self.config.value_bytes_max
+                                "op {index}: session {session:#x} would own more than {} \
+                                 ephemeral keys",
+                                self.config.ephemerals_per_session_max
                             ),
                         ));
                     }
-                    if let Some(session) = ephemeral {
-                        self.check_session(*session, client)?;
-                        // Counts each put of a key the session does not own yet as new (a
-                        // key put twice in one batch counts twice: a conservative bound).
-                        let count = ephemerals.entry(*session).or_insert_with(|| {
-                            self.tables.sessions.get(*session).map_or(0, |s| s.ephemerals.len())
-                        });
-                        if self.tables.sessions.owner(key) != Some(*session) {
-                            *count += 1;
-                        }
-                        if *count > self.config.ephemerals_per_session_max {
-                            return Err(wire(
-                                ErrorCode::TooLarge,
-                                format!(
-                                    "op {index}: session {session:#x} would own more than {} \
-                                     ephemeral keys",
-                                    self.config.ephemerals_per_session_max
-                                ),
-                            ));
-                        }
-                    }
                 }
-                Op::Mkdir { key } | Op::Delete { key, .. } => {
-                    key::validate_mutable(key, key_max).map_err(bad_key)?;
-                }
-                Op::Rename { from, to } => {
-                    key::validate_mutable(from, key_max).map_err(bad_key)?;
-                    key::validate_mutable(to, key_max).map_err(bad_key)?;
-                }
-                Op::Lock(LockOp::Release { lock, auth, holder }) => {
-                    if *holder != client {
-                        return Err(wire(
-                            ErrorCode::BadAuth,
-                            format!("op {index}: a write can only release its own client's locks"),
-                        ));
-                    }
+                Op::Lock(LockOp::Release { lock, auth, .. }) => {
                     self.tables.locks.check_held(lock, *auth, client)?;
                     if !releases.insert(lock.clone()) {
                         return Err(wire(
@@ -434,15 +413,7 @@ impl<S: KvStore> StateMachine<S> {
                         ));
                     }
                 }
-                Op::Lock(LockOp::Grant { .. }) | Op::Session(_) => {
-                    return Err(wire(
-                        ErrorCode::BadRequest,
-                        format!(
-                            "op {index}: lock grants and session changes go in a Lock message, \
-                             not in a write"
-                        ),
-                    ));
-                }
+                _ => {}
             }
         }
         for condition in conditions {
@@ -647,7 +618,7 @@ impl<S: KvStore> StateMachine<S> {
             .map(|key| Op::Delete { key: key.clone(), recursive: false })
             .collect();
         if !deletes.is_empty() {
-            if let Err(e) = self.store.check(&deletes) {
+            if let Err(e) = self.store.check(&deletes, self.config.key_bytes_max) {
                 return Err(StateError::Invariant {
                     zxid,
                     detail: format!("ephemeral index out of step with the store: {}", e.message),

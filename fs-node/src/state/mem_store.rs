@@ -128,7 +128,11 @@ impl KvStore for MemStore {
         if zxid <= self.applied {
             return Ok(());
         }
-        debug_assert_eq!(self.check(ops), Ok(()), "apply called with a batch check refuses");
+        debug_assert_eq!(
+            self.check(ops, usize::MAX),
+            Ok(()),
+            "apply called with a batch check refuses"
+        );
         for op in ops {
             match op {
                 Op::Put { key, value, .. } => {

@@ -40,4 +40,4 @@ pub use command::Command;
 pub use machine::{ApplyResult, Notice, Reply, StateConfig, StateError, StateMachine, Tables};
 pub use mem_store::MemStore;
 pub use requests::{Lookup, Outcome, RequestConfig, RequestTable};
-pub use store::{EntryKind, KvStore, OpError, StoreError};
+pub use store::{EntryKind, KvStore, NamespaceError, OpError};

@@ -1,67 +1,53 @@
 //! The storage engine's errors. Operating errors (full disk, permissions, corruption) tell the
 //! operator what to do; a refused batch ([`StoreError`]) tells the client what was wrong.
 
-use protocol::key::KeyError;
+use protocol::batch::{OpError, ShapeError};
 use protocol::message::data::{ErrorCode, WireError};
 use protocol::Zxid;
 use std::io;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
-/// Why a batch of ops cannot apply to the current state. Nothing was changed.
+/// Why a batch of ops cannot apply to the current state (a rule of `protocol::batch`), or a
+/// read names something that is not there. Nothing was changed.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum StoreError {
-    #[error("bad key: {0}")]
-    BadKey(#[from] KeyError),
+    /// The batch breaks a shape rule (keys, value sizes, op count).
+    #[error(transparent)]
+    Shape(#[from] ShapeError),
+    /// An op of the batch breaks a namespace rule.
+    #[error(transparent)]
+    Namespace(#[from] OpError),
     #[error("{key}: not found")]
     NotFound { key: String },
-    #[error("{key}: already exists")]
-    AlreadyExists { key: String },
-    #[error("{key}: parent directory does not exist (create it with mkdir first)")]
-    ParentMissing { key: String },
     #[error("{key}: a parent is a file, not a directory")]
     NotADirectory { key: String },
     #[error("{key}: is a directory")]
     IsADirectory { key: String },
-    #[error("{key}: directory not empty (delete recursively, or delete its entries first)")]
-    DirectoryNotEmpty { key: String },
-    #[error("cannot rename {from} to {to}: the target lies inside the source")]
-    RenameIntoItself { from: String, to: String },
-    #[error("value of {key} is {len} bytes, over the limit of {max}")]
-    ValueTooLarge { key: String, len: usize, max: usize },
-    #[error("batch has {len} ops, over the limit of {max}")]
-    BatchTooLarge { len: usize, max: usize },
 }
 
 impl StoreError {
     /// The code a client sees on the wire.
     pub fn code(&self) -> ErrorCode {
         match self {
-            StoreError::BadKey(_) | StoreError::RenameIntoItself { .. } => ErrorCode::BadKey,
+            StoreError::Shape(e) => e.code(),
+            StoreError::Namespace(e) => e.error.code(),
             StoreError::NotFound { .. } => ErrorCode::NotFound,
-            StoreError::AlreadyExists { .. } => ErrorCode::AlreadyExists,
-            StoreError::ParentMissing { .. } => ErrorCode::ParentMissing,
             StoreError::NotADirectory { .. } => ErrorCode::NotADirectory,
             StoreError::IsADirectory { .. } => ErrorCode::IsADirectory,
-            StoreError::DirectoryNotEmpty { .. } => ErrorCode::DirectoryNotEmpty,
-            StoreError::ValueTooLarge { .. } | StoreError::BatchTooLarge { .. } => {
-                ErrorCode::TooLarge
-            }
         }
     }
 
     /// The wire form, by cache-server's convention (`cache_server::error::key_from_wire`): for
-    /// the errors about one key the message is that key alone (the parent for `ParentMissing`
-    /// and `NotADirectory`), so that a client names it without parsing prose.
+    /// the errors about one key the message is that key alone (the parent for
+    /// `NotADirectory`), so that a client names it without parsing prose.
     pub fn to_wire(&self) -> WireError {
         let parent = |key: &str| protocol::key::parent(key).unwrap_or(key).to_string();
         let message = match self {
-            StoreError::NotFound { key }
-            | StoreError::AlreadyExists { key }
-            | StoreError::IsADirectory { key }
-            | StoreError::DirectoryNotEmpty { key } => key.clone(),
-            StoreError::ParentMissing { key } | StoreError::NotADirectory { key } => parent(key),
-            other => other.to_string(),
+            StoreError::Shape(e) => return e.to_wire(),
+            StoreError::Namespace(e) => return e.to_wire(),
+            StoreError::NotFound { key } | StoreError::IsADirectory { key } => key.clone(),
+            StoreError::NotADirectory { key } => parent(key),
         };
         WireError { code: self.code(), message }
     }

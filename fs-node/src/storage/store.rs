@@ -8,14 +8,18 @@
 //! data log already holds every applied entry durably, so data files are synced at checkpoints
 //! and when a segment is sealed.
 //!
-//! Lock and Session ops are ignored: the state machine's lock and session tables own them.
+//! A batch is checked by the rules of `protocol::batch` (shape, then namespace) in
+//! [`KvStore::check`] and [`KvStore::apply`]; the plan of a batch (`Plan`) only lays out what
+//! to write where. Lock and Session ops are ignored: the state machine's lock and session
+//! tables own them.
 //! Call [`KvStore::apply`] for every committed entry anyway, so that `applied_zxid` advances.
 
 use crate::storage::error::{Result, StorageError, StoreError};
 use crate::storage::vfs::{VFile, Vfs};
 use bytes::Bytes;
+use protocol::batch::{self, EntryKind};
 use protocol::key;
-use protocol::limits::{BATCH_OPS_MAX, KEY_BYTES_DEFAULT, VALUE_BYTES_DEFAULT};
+use protocol::limits::{KEY_BYTES_DEFAULT, VALUE_BYTES_DEFAULT};
 use protocol::message::data::{DirEntry, Op, Versioned};
 use protocol::tlv::{self, RecordType};
 use protocol::Zxid;
@@ -437,15 +441,6 @@ impl Plan<'_> {
         }
     }
 
-    fn parent_is_dir(&self, k: &str) -> Result<(), StoreError> {
-        let parent = key::parent(k).unwrap_or(key::ROOT);
-        match self.state(parent) {
-            Some((NodeKind::Dir, _)) => Ok(()),
-            Some((NodeKind::File, _)) => Err(StoreError::NotADirectory { key: k.to_string() }),
-            None => Err(StoreError::ParentMissing { key: k.to_string() }),
-        }
-    }
-
     /// Every existing key strictly below `dir`, in order.
     fn subtree(&self, dir: &str) -> Vec<String> {
         let prefix = format!("{dir}/");
@@ -469,87 +464,40 @@ impl Plan<'_> {
         keys
     }
 
-    fn add(&mut self, op: &Op, key_max: usize, value_max: usize) -> Result<(), StoreError> {
+    /// Adds the changes of `op`, which the namespace rules (`protocol::batch`) accepted on the
+    /// state the plan holds so far: this lays out what to write, it checks no rule.
+    fn add(&mut self, op: &Op) {
         match op {
-            Op::Put { key: k, value, create_only, .. } => {
-                key::validate_mutable(k, key_max)?;
-                if value.len() > value_max {
-                    return Err(StoreError::ValueTooLarge {
-                        key: k.clone(),
-                        len: value.len(),
-                        max: value_max,
-                    });
-                }
-                self.parent_is_dir(k)?;
-                match self.state(k) {
-                    Some((NodeKind::Dir, _)) => {
-                        return Err(StoreError::IsADirectory { key: k.clone() })
-                    }
-                    Some((NodeKind::File, _)) if *create_only => {
-                        return Err(StoreError::AlreadyExists { key: k.clone() })
-                    }
-                    _ => {}
-                }
+            Op::Put { key: k, value, .. } => {
                 self.changes.insert(k.clone(), Planned::File(PlannedValue::Inline(value.clone())));
             }
             Op::Mkdir { key: k } => {
-                key::validate_mutable(k, key_max)?;
-                self.parent_is_dir(k)?;
-                if self.state(k).is_some() {
-                    return Err(StoreError::AlreadyExists { key: k.clone() });
-                }
                 self.changes.insert(k.clone(), Planned::Dir);
             }
-            Op::Delete { key: k, recursive } => {
-                key::validate_mutable(k, key_max)?;
-                match self.state(k) {
-                    None => return Err(StoreError::NotFound { key: k.clone() }),
-                    Some((NodeKind::Dir, _)) => {
-                        let below = self.subtree(k);
-                        if !below.is_empty() && !recursive {
-                            return Err(StoreError::DirectoryNotEmpty { key: k.clone() });
-                        }
-                        for child in below {
-                            self.changes.insert(child, Planned::Gone);
-                        }
-                    }
-                    Some((NodeKind::File, _)) => {}
+            Op::Delete { key: k, .. } => {
+                for child in self.subtree(k) {
+                    self.changes.insert(child, Planned::Gone);
                 }
                 self.changes.insert(k.clone(), Planned::Gone);
             }
             Op::Rename { from, to } => {
-                key::validate_mutable(from, key_max)?;
-                key::validate_mutable(to, key_max)?;
-                // `to == from` counts as inside: a rename onto itself is refused, as the state
-                // machine's rules (`state::store`) say.
-                if key::is_within(to, from) {
-                    return Err(StoreError::RenameIntoItself {
-                        from: from.clone(),
-                        to: to.clone(),
-                    });
-                }
                 let Some((kind, value)) = self.state(from) else {
-                    return Err(StoreError::NotFound { key: from.clone() });
+                    panic!("{CHECKED}: a rename's source {from} exists");
                 };
-                if self.state(to).is_some() {
-                    return Err(StoreError::AlreadyExists { key: to.clone() });
-                }
-                self.parent_is_dir(to)?;
                 let mut moves: Vec<(String, Planned)> = Vec::new();
                 match kind {
-                    NodeKind::File => {
-                        moves.push((to.clone(), Planned::File(value.expect("a file has a value"))))
-                    }
+                    NodeKind::File => moves.push((
+                        to.clone(),
+                        Planned::File(value.expect("the plan gives a file its value")),
+                    )),
                     NodeKind::Dir => {
                         moves.push((to.clone(), Planned::Dir));
                         for child in self.subtree(from) {
-                            let target = format!("{to}{}", &child[from.len()..]);
-                            key::validate_mutable(&target, key_max)?;
                             let planned = match self.state(&child) {
                                 Some((NodeKind::File, Some(v))) => Planned::File(v),
                                 _ => Planned::Dir,
                             };
-                            moves.push((target, planned));
+                            moves.push((batch::rebase(&child, from, to), planned));
                         }
                     }
                 }
@@ -563,7 +511,45 @@ impl Plan<'_> {
             }
             Op::Lock(_) | Op::Session(_) => {}
         }
-        Ok(())
+    }
+}
+
+/// What a broken assumption of [`Plan::add`] says: the rules were checked before the plan.
+const CHECKED: &str = "the namespace rules of protocol::batch were checked before planning";
+
+/// The index as the namespace rules (`protocol::batch`) read it.
+struct IndexView<'a>(&'a BTreeMap<Box<str>, Loc>);
+
+impl batch::Namespace for IndexView<'_> {
+    fn kind(&self, k: &str) -> Option<EntryKind> {
+        if k == key::ROOT {
+            return Some(EntryKind::Dir);
+        }
+        match self.0.get(k)?.kind {
+            Kind::File => Some(EntryKind::Value),
+            Kind::Dir => Some(EntryKind::Dir),
+            Kind::Deleted => None,
+        }
+    }
+
+    /// One range scan of the index, in key order; no IO.
+    fn visit_within(&self, dir: &str, visit: &mut dyn FnMut(&str, EntryKind) -> bool) {
+        let prefix = format!("{dir}/");
+        let upper = format!("{dir}0");
+        let range: Box<dyn Iterator<Item = (&Box<str>, &Loc)>> = if dir == key::ROOT {
+            Box::new(self.0.iter())
+        } else {
+            Box::new(self.0.range::<str, _>((
+                Bound::Included(prefix.as_str()),
+                Bound::Excluded(upper.as_str()),
+            )))
+        };
+        for (k, loc) in range {
+            let kind = if loc.kind == Kind::Dir { EntryKind::Dir } else { EntryKind::Value };
+            if !visit(k, kind) {
+                return;
+            }
+        }
     }
 }
 
@@ -803,20 +789,25 @@ impl KvStore {
         self.start_active(inner)
     }
 
-    /// Validates a batch against the current state as it would evolve through the batch,
-    /// without changing anything. The state machine calls this before committing an entry.
+    /// Validates a batch against the current state as it would evolve through the batch, by
+    /// the rules of `protocol::batch` (shape, then namespace), without changing anything.
     pub fn check(&self, ops: &[Op]) -> Result<(), StoreError> {
         let inner = self.read();
         self.plan(&inner, ops).map(|_| ())
     }
 
+    /// Checks `ops` by the rules of a batch (`protocol::batch`: shape, then namespace, with
+    /// this store's limits), then lays out their changes.
     fn plan<'a>(&self, inner: &'a Inner, ops: &[Op]) -> Result<Plan<'a>, StoreError> {
-        if ops.len() > BATCH_OPS_MAX {
-            return Err(StoreError::BatchTooLarge { len: ops.len(), max: BATCH_OPS_MAX });
-        }
+        let limits = batch::Limits {
+            key_bytes_max: self.config.key_bytes_max,
+            value_bytes_max: self.config.value_bytes_max,
+        };
+        batch::check_ops(ops, &limits)?;
+        batch::check_namespace(&IndexView(&inner.index), ops, limits.key_bytes_max)?;
         let mut plan = Plan { index: &inner.index, changes: BTreeMap::new() };
         for op in ops {
-            plan.add(op, self.config.key_bytes_max, self.config.value_bytes_max)?;
+            plan.add(op);
         }
         Ok(plan)
     }
@@ -1026,21 +1017,9 @@ impl KvStore {
     /// until `visit` returns `false`. One range scan of the index; no IO.
     pub fn visit_within(&self, dir: &str, visit: &mut dyn FnMut(&str, bool) -> bool) {
         let inner = self.read();
-        let prefix = format!("{dir}/");
-        let upper = format!("{dir}0");
-        let range: Box<dyn Iterator<Item = (&Box<str>, &Loc)>> = if dir == key::ROOT {
-            Box::new(inner.index.iter())
-        } else {
-            Box::new(inner.index.range::<str, _>((
-                Bound::Included(prefix.as_str()),
-                Bound::Excluded(upper.as_str()),
-            )))
-        };
-        for (k, loc) in range {
-            if !visit(k, loc.kind == Kind::Dir) {
-                return;
-            }
-        }
+        batch::Namespace::visit_within(&IndexView(&inner.index), dir, &mut |k, kind| {
+            visit(k, kind == EntryKind::Dir)
+        });
     }
 
     /// Whether `key` is a directory, and the zxid that last wrote it; `None` if absent. The
