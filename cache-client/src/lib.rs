@@ -15,32 +15,29 @@
 //! - [`transport`]: the [`Transport`] trait the client needs from the network, and
 //!   [`transport::MemNetwork`], an in-memory network for tests.
 //! - [`net`]: [`net::SocketTransport`], the [`Transport`] over `protocol::messaging`, and the
-//!   cluster file ([`net::ClusterFile`]) that says how to reach a cluster.
-//! - [`dev`]: `shoal dev`, a local cluster of `shoal-fs` child processes on loopback.
+//!   cluster file ([`net::ClusterFile`]) that says how to reach a cluster (JSON always, TOML
+//!   with the `toml` feature).
 //! - [`error`]: [`ClientError`]. A missing key on a read is `Ok(None)`, not an error.
-//! - [`cli`]: the `shoal` data commands (`get`, `put`, `rm`, `mv`, `ls`, `mkdir`, `watch`,
-//!   `lock`, `unlock`, `txn`) and their exit codes, plus `status` in [`status`], `bench` in
-//!   [`bench`] and `backup` (ask a node for a backup, follow its progress) in [`backup`]; the binary `src/bin/shoal.rs` only parses flags and calls [`cli::run`].
 //! - [`locks`]: named locks with fencing tokens ([`LockGuard`]), `lock_wait`, and the one
 //!   background renewal of the session and every held lock; [`SessionState`] tells the
 //!   application when its leases are in danger or lost.
 //! - [`session`]: the client's session (opened on first use) and ephemeral entries.
 //! - [`txn`]: transactions: declared keys, locks in one global order, reads under them, writes
 //!   buffered in a local TLV log, one atomic commit conditioned on every lock.
+//!
+//! The `shoal` command (data commands, `status`, `bench`, `backup`, `dev`) is not part of the
+//! library: it is the `shoal-cli` crate in `cache-client/cli/`, built on this API, so that an
+//! application linking the library pulls in no flag parser, histogram, or child-process
+//! supervision. One node's status is [`Client::status_of`].
 
-pub mod backup;
-pub mod bench;
 pub mod blocking;
 pub mod cache;
-pub mod cli;
 pub mod client;
-pub mod dev;
 pub mod error;
 pub mod locks;
 pub mod net;
 pub mod routing;
 pub mod session;
-pub mod status;
 pub mod transport;
 pub mod txn;
 pub mod watch;

@@ -2,7 +2,9 @@
 //! `protocol::messaging::Endpoint`, and the cluster file that says how to reach a cluster.
 //!
 //! # Cluster file
-//! TOML (or JSON, by extension `.json`), written by `shoal dev` or by hand:
+//! TOML (or JSON, by extension `.json`), written by `shoal dev` or by hand. TOML needs the
+//! crate's `toml` feature (the `shoal` CLI has it on); without it [`ClusterFile::load`] and
+//! [`ClusterFile::save`] refuse any path not ending in `.json`, saying so, and touch nothing.
 //! ```toml
 //! cluster_id = 7
 //! key_file = "cluster.key"        # relative to this file's directory; or `key = "..."`
@@ -85,10 +87,10 @@ impl ClusterFile {
                 ),
             )
         })?;
-        let file: ClusterFile = if path.extension().is_some_and(|e| e == "json") {
+        let file: ClusterFile = if is_json(path) {
             serde_json::from_str(&text).map_err(|e| bad(path, e))?
         } else {
-            toml::from_str(&text).map_err(|e| bad(path, e))?
+            from_toml(&text).map_err(|e| bad(path, e))?
         };
         let key: Vec<u8> = match (&file.key, &file.key_file) {
             (Some(k), _) => k.as_bytes().to_vec(),
@@ -106,9 +108,14 @@ impl ClusterFile {
         Ok((file, auth))
     }
 
-    /// Writes the file as TOML.
+    /// Writes the file as JSON when `path` ends in `.json` (as [`ClusterFile::load`] reads
+    /// it), otherwise as TOML.
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        let text = toml::to_string(self).map_err(std::io::Error::other)?;
+        let text = if is_json(path) {
+            serde_json::to_string_pretty(self).map_err(std::io::Error::other)?
+        } else {
+            to_toml(self).map_err(std::io::Error::other)?
+        };
         std::fs::write(path, text)
     }
 
@@ -123,6 +130,35 @@ impl ClusterFile {
     /// The members' unicast addresses (the client's seeds).
     pub fn seeds(&self) -> Vec<String> {
         self.members.values().cloned().collect()
+    }
+}
+
+fn is_json(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "json")
+}
+
+/// Why a TOML cluster file cannot be read or written without the `toml` feature.
+#[cfg(not(feature = "toml"))]
+const TOML_OFF: &str = "TOML cluster files need cache-client's `toml` feature; use a `.json` \
+                        cluster file or build with `--features toml`";
+
+fn from_toml(text: &str) -> Result<ClusterFile, String> {
+    #[cfg(feature = "toml")]
+    return toml::from_str(text).map_err(|e| e.to_string());
+    #[cfg(not(feature = "toml"))]
+    {
+        let _ = text;
+        Err(TOML_OFF.into())
+    }
+}
+
+fn to_toml(file: &ClusterFile) -> Result<String, String> {
+    #[cfg(feature = "toml")]
+    return toml::to_string(file).map_err(|e| e.to_string());
+    #[cfg(not(feature = "toml"))]
+    {
+        let _ = file;
+        Err(TOML_OFF.into())
     }
 }
 
@@ -267,4 +303,59 @@ pub async fn connect(path: &Path) -> Result<(SocketTransport, Vec<String>), Clie
     let (file, auth) = ClusterFile::load(path)?;
     let transport = SocketTransport::connect(&file, auth, None).await?;
     Ok((transport, file.seeds()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> ClusterFile {
+        ClusterFile {
+            cluster_id: 7,
+            key_file: None,
+            key: Some("secret".into()),
+            group: "239.255.77.1:7700".into(),
+            interface: "127.0.0.1".into(),
+            loopback: true,
+            members: BTreeMap::from([("1".into(), "127.0.0.1:7701".into())]),
+        }
+    }
+
+    /// A `.json` cluster file is written as JSON, so that `load` (which reads `.json` paths as
+    /// JSON) reads back what `save` wrote.
+    #[test]
+    fn a_json_cluster_file_reads_back_what_was_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cluster.json");
+        sample().save(&path).unwrap();
+        let (file, _) = ClusterFile::load(&path).expect("the saved file loads");
+        assert_eq!(file, sample());
+    }
+
+    #[cfg(feature = "toml")]
+    #[test]
+    fn a_toml_cluster_file_reads_back_what_was_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cluster.toml");
+        sample().save(&path).unwrap();
+        assert!(std::fs::read_to_string(&path).unwrap().contains("cluster_id = 7"));
+        let (file, _) = ClusterFile::load(&path).expect("the saved file loads");
+        assert_eq!(file, sample());
+    }
+
+    /// Without the `toml` feature a TOML path is refused with the reason, and nothing is
+    /// written.
+    #[cfg(not(feature = "toml"))]
+    #[test]
+    fn without_the_toml_feature_a_toml_cluster_file_is_refused_and_nothing_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cluster.toml");
+        let error = sample().save(&path).unwrap_err();
+        assert!(error.to_string().contains("`toml` feature"), "{error}");
+        assert!(!path.exists(), "a refused save wrote {}", path.display());
+        std::fs::write(&path, "cluster_id = 7\n").unwrap();
+        let error = ClusterFile::load(&path).unwrap_err().to_string();
+        assert!(error.contains("`toml` feature"), "{error}");
+        assert!(error.contains(&path.display().to_string()), "{error}");
+    }
 }

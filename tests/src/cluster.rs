@@ -3,7 +3,7 @@
 //! dropped, also when the test panics.
 //!
 //! Binaries are found in the test executable's profile directory (`target/<profile>/`). The
-//! first use in a test process runs `cargo build -p fs-node -p cache-client --bins` (same
+//! first use in a test process runs `cargo build -p fs-node -p shoal-cli --bins` (same
 //! profile, bounded by [`BUILD_TIMEOUT`]; a no-op when they are fresh), so that neither a
 //! missing nor a stale binary is ever tested.
 
@@ -42,7 +42,7 @@ pub fn profile_dir() -> PathBuf {
 }
 
 /// The path of workspace binary `name`. The first call in a test process runs
-/// `cargo build -p fs-node -p cache-client --bins` (a no-op when they are fresh), so that a
+/// `cargo build -p fs-node -p shoal-cli --bins` (a no-op when they are fresh), so that a
 /// test never runs a stale binary after `cargo test -p shoal-tests`; if that build cannot run
 /// but the binary exists, the existing one is used.
 pub fn binary(name: &str) -> PathBuf {
@@ -63,7 +63,7 @@ fn build_binaries() -> Result<(), String> {
     let release = profile_dir().file_name().is_some_and(|n| n == "release");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "-q", "-p", "fs-node", "-p", "cache-client", "--bins"]);
+    cmd.args(["build", "-q", "-p", "fs-node", "-p", "shoal-cli", "--bins"]);
     if release {
         cmd.arg("--release");
     }

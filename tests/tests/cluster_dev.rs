@@ -45,7 +45,7 @@ impl Dev {
         let deadline = std::time::Instant::now() + UP_WAIT;
         while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
             match self.lines.recv_timeout(left) {
-                Ok(line) if line.starts_with(cache_client::dev::READY_LINE) => return line,
+                Ok(line) if line.starts_with(shoal_cli::dev::READY_LINE) => return line,
                 Ok(_) => {}
                 Err(_) => break,
             }

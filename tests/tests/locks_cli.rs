@@ -1,7 +1,8 @@
 //! The `shoal` lock commands (`lock`, `unlock`, `txn`) run through `cli::execute` on the
 //! in-process lock cluster (paused time): what they print and the exit codes they map to.
 
-use cache_client::cli::{execute, exit, exit_code, Command};
+use shoal_cli::cli::{execute, Command};
+use shoal_cli::exit::{self, code_of};
 use shoal_tests::state_backend::Harness;
 use std::time::Duration;
 
@@ -30,7 +31,7 @@ async fn txn_command_commits_atomically() {
     assert_eq!(lines[2], b.zxid.to_string());
     let bad = Command::Txn { reads: vec![], writes: vec!["/d".into()], wait: 5 };
     let error = execute(&client, &bad, &mut Vec::new()).await.unwrap_err();
-    assert_eq!(exit_code(&error), exit::REFUSED);
+    assert_eq!(code_of(&error), exit::REFUSED);
     assert_eq!(client.read("/d").await.unwrap(), None);
 }
 
@@ -57,10 +58,10 @@ async fn lock_and_unlock_commands() {
     )
     .await
     .unwrap_err();
-    assert_eq!(exit_code(&refused), exit::LOCK);
+    assert_eq!(code_of(&refused), exit::LOCK);
     let unlock = Command::Unlock { name: "/cli".into(), auth: 12345 };
     let refused = execute(&other, &unlock, &mut Vec::new()).await.unwrap_err();
-    assert_eq!(exit_code(&refused), exit::LOCK);
+    assert_eq!(code_of(&refused), exit::LOCK);
     assert_eq!(h.holders("/cli").len(), 1, "a refused unlock changed the lock");
     let (code, out) = task.await.unwrap();
     assert_eq!(code, exit::OK);

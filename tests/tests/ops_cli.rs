@@ -8,7 +8,7 @@ use std::time::Duration;
 
 /// Bound on election at start (generous: two cores shared with other builds).
 const ELECTION_WAIT: Duration = Duration::from_secs(20);
-/// Exit codes documented in `cache_client::cli`.
+/// Exit codes documented in `shoal_cli::exit`.
 const EXIT_OK: i32 = 0;
 const EXIT_USAGE: i32 = 2;
 const EXIT_UNREACHABLE: i32 = 4;

@@ -4,8 +4,6 @@
 //! done, refused, failed, timed out, bad arguments, donor down. Time is paused, so the
 //! 500 ms polls and the timeouts cost nothing.
 
-use cache_client::backup::{self, BackupError, Progress};
-use cache_client::cli::{exit, Cli, Command};
 use cache_client::transport::{MemNetwork, MemTransport};
 use cache_client::{Client, ClientConfig};
 use clap::Parser;
@@ -15,6 +13,9 @@ use protocol::message::data::{
 use protocol::message::transfer::BackupTarget;
 use protocol::message::Message;
 use protocol::{NodeId, Zxid};
+use shoal_cli::backup::{self, BackupError, Progress};
+use shoal_cli::cli::{Cli, Command};
+use shoal_cli::exit;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

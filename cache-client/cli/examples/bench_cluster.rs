@@ -1,19 +1,19 @@
 //! End-to-end benchmark of a three-node cluster on loopback: write throughput and latency at
 //! several concurrencies, then failover time after SIGKILL of the master. The measuring code is
-//! `cache_client::bench` (what `shoal bench` runs); this example only starts the cluster and
+//! `shoal_cli::bench` (what `shoal bench` runs); this example only starts the cluster and
 //! prints a table.
 //!
 //! ```text
 //! cargo build --release -p fs-node --bin shoal-fs
-//! cargo run --release -p cache-client --example bench_cluster -- [--secs 5] [--trials 20]
+//! cargo run --release -p shoal-cli --example bench_cluster -- [--secs 5] [--trials 20]
 //! ```
 //! Three `shoal-fs` (release, fdatasync on) run as child processes with their data under the
 //! system temporary directory (removed at the end). Writes are `Client::write` of 256-byte
 //! values to 1024 keys, through the socket transport; latency is from the call to the
 //! acknowledgement (committed on a majority, applied on the master).
 
-use cache_client::bench::{self, BenchArgs, Workload};
-use cache_client::dev::DevCluster;
+use shoal_cli::bench::{self, BenchArgs, Workload};
+use shoal_cli::dev::DevCluster;
 use std::path::PathBuf;
 use std::time::Duration;
 

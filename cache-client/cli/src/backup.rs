@@ -20,7 +20,7 @@
 //! data files and reads all of them from disk, so it is kept off the master, which orders every
 //! write, and off the busiest node, which serves the most reads.
 //!
-//! # Exit codes (beyond those of [`crate::cli`])
+//! # Exit codes (from the table in [`crate::exit`])
 //! | code | meaning |
 //! | --- | --- |
 //! | 0 | the donor reported `done: ...` (printed on stdout) |
@@ -33,10 +33,10 @@
 //! Progress goes to stderr: one line rewritten in place (`\r`) on a terminal, otherwise one
 //! line per change.
 
-use crate::cli::exit;
-use crate::client::Client;
-use crate::error::ClientError;
-use crate::transport::Transport;
+use crate::exit;
+use cache_client::Client;
+use cache_client::ClientError;
+use cache_client::Transport;
 use clap::Args;
 use protocol::message::data::{NodeStatus, Role};
 use protocol::message::transfer::BackupTarget;

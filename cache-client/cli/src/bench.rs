@@ -42,11 +42,13 @@
 //! `lock-failover` prints
 //! `{"workload": "lock-failover", "trials": N, "completed": M, "kill_to_grant_ms": [..]}`.
 
-use crate::cli::exit;
-use crate::client::Client;
-use crate::error::ClientError;
-use crate::transport::Transport;
+use crate::connect::Connection;
+use crate::{dev, exit};
 use bytes::Bytes;
+use cache_client::net::SocketTransport;
+use cache_client::Client;
+use cache_client::ClientError;
+use cache_client::Transport;
 use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -361,9 +363,12 @@ pub async fn measure<T: Transport>(
         let (counters, value, workload, keys) =
             (counters.clone(), value.clone(), args.workload, args.keys);
         let read_options = if args.linearizable {
-            crate::ReadOptions::linearizable()
+            cache_client::ReadOptions::linearizable()
         } else {
-            crate::ReadOptions { bypass_cache: args.no_cache, ..crate::ReadOptions::default() }
+            cache_client::ReadOptions {
+                bypass_cache: args.no_cache,
+                ..cache_client::ReadOptions::default()
+            }
         };
         workers.spawn(async move {
             let mut hist = Histogram::<u64>::new(3).expect("3 significant digits is valid");
@@ -491,24 +496,15 @@ pub async fn execute<T: Transport>(
     Ok(exit::OK)
 }
 
-/// Opens up to [`ENDPOINTS_MAX`] clients (one endpoint each) of the cluster in `path`.
+/// Opens up to [`ENDPOINTS_MAX`] clients (one endpoint each) of the cluster `connection`
+/// names.
 pub async fn connect_clients(
-    path: &std::path::Path,
+    connection: &Connection,
     workers: u64,
-    request_timeout: Duration,
-    extra_seeds: &[String],
-) -> Result<Vec<Client<crate::net::SocketTransport>>, ClientError> {
+) -> Result<Vec<Client<SocketTransport>>, ClientError> {
     let mut clients = Vec::new();
     for _ in 0..(workers as usize).min(ENDPOINTS_MAX) {
-        let (transport, mut seeds) = crate::net::connect(path).await?;
-        seeds.extend(extra_seeds.iter().cloned());
-        let config = crate::ClientConfig {
-            seeds,
-            request_timeout,
-            client_id: Some(transport.id()),
-            ..crate::ClientConfig::default()
-        };
-        clients.push(Client::new(transport, config));
+        clients.push(connection.client().await?);
     }
     Ok(clients)
 }
@@ -551,7 +547,7 @@ impl FailoverReport {
 /// `trials` times: SIGKILL the master of `cluster`, time the new established master and the
 /// first acknowledged write, restart the killed node.
 pub async fn failover(
-    cluster: &mut crate::dev::DevCluster,
+    cluster: &mut dev::DevCluster,
     trials: u64,
 ) -> Result<FailoverReport, String> {
     use protocol::message::data::Role;
@@ -563,7 +559,7 @@ pub async fn failover(
         to_write_ms: Vec::new(),
     };
     for trial in 0..trials {
-        let master = cluster.wait_master(crate::dev::MASTER_WAIT).await?;
+        let master = cluster.wait_master(dev::MASTER_WAIT).await?;
         let writer = cluster.client(Duration::from_millis(100)).await?;
         let prober = cluster.client(Duration::from_millis(50)).await?;
         let survivors: Vec<String> = cluster
@@ -668,7 +664,7 @@ fn print_trials<R: Serialize>(
 
 /// `shoal bench failover`: a dev cluster in a temporary directory, measured, then removed.
 pub async fn run_failover(args: &BenchArgs, out: &mut impl Write) -> i32 {
-    let binary = match crate::dev::shoal_fs_binary() {
+    let binary = match dev::shoal_fs_binary() {
         Ok(b) => b,
         Err(e) => {
             eprintln!("shoal: {e}");
@@ -677,7 +673,7 @@ pub async fn run_failover(args: &BenchArgs, out: &mut impl Write) -> i32 {
     };
     let dir = std::env::temp_dir().join(format!("shoal-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let result = match crate::dev::DevCluster::start(binary, &dir, 3) {
+    let result = match dev::DevCluster::start(binary, &dir, 3) {
         Ok(mut cluster) => {
             let r = failover(&mut cluster, args.trials).await;
             cluster.stop_all();
@@ -726,7 +722,7 @@ impl LockFailoverReport {
 async fn lock_failover_trial(
     shoal: &std::path::Path,
     cluster_path: &std::path::Path,
-    waiter: &Client<crate::net::SocketTransport>,
+    waiter: &Client<SocketTransport>,
     hold: Duration,
 ) -> Result<Duration, String> {
     use tokio::io::AsyncBufReadExt;
@@ -772,11 +768,11 @@ async fn lock_failover_trial(
 
 /// `trials` lock-failover trials on `cluster` (see the module docs).
 pub async fn lock_failover(
-    cluster: &crate::dev::DevCluster,
+    cluster: &dev::DevCluster,
     shoal: &std::path::Path,
     trials: u64,
 ) -> Result<LockFailoverReport, String> {
-    cluster.wait_master(crate::dev::MASTER_WAIT).await?;
+    cluster.wait_master(dev::MASTER_WAIT).await?;
     let waiter = cluster.client(Duration::from_millis(500)).await?;
     // The waiter's session is open before the clock starts.
     waiter.ensure_session().await.map_err(|e| format!("waiter session: {e}"))?;
@@ -811,7 +807,7 @@ pub async fn lock_failover(
 
 /// `shoal bench lock-failover`: a dev cluster in a temporary directory, measured, then removed.
 pub async fn run_lock_failover(args: &BenchArgs, out: &mut impl Write) -> i32 {
-    let (binary, shoal) = match (crate::dev::shoal_fs_binary(), std::env::current_exe()) {
+    let (binary, shoal) = match (dev::shoal_fs_binary(), std::env::current_exe()) {
         (Ok(b), Ok(s)) => (b, s),
         (Err(e), _) => {
             eprintln!("shoal: {e}");
@@ -824,7 +820,7 @@ pub async fn run_lock_failover(args: &BenchArgs, out: &mut impl Write) -> i32 {
     };
     let dir = std::env::temp_dir().join(format!("shoal-bench-lock-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let result = match crate::dev::DevCluster::start(binary, &dir, 3) {
+    let result = match dev::DevCluster::start(binary, &dir, 3) {
         Ok(mut cluster) => {
             let r = lock_failover(&cluster, &shoal, args.trials).await;
             cluster.stop_all();
@@ -840,7 +836,7 @@ pub async fn run_lock_failover(args: &BenchArgs, out: &mut impl Write) -> i32 {
 
 /// What `shoal bench` runs from the command line: connects its own endpoints (or starts a dev
 /// cluster for failover). Returns the exit code.
-pub async fn run_cli(cli: &crate::cli::Cli, args: &BenchArgs) -> i32 {
+pub async fn run_cli(connection: &Connection, args: &BenchArgs) -> i32 {
     let mut stdout = std::io::stdout().lock();
     if args.workload == Workload::Failover {
         return run_failover(args, &mut stdout).await;
@@ -848,9 +844,7 @@ pub async fn run_cli(cli: &crate::cli::Cli, args: &BenchArgs) -> i32 {
     if args.workload == Workload::LockFailover {
         return run_lock_failover(args, &mut stdout).await;
     }
-    let timeout = Duration::from_millis(cli.timeout_ms);
-    let path = std::path::Path::new(&cli.cluster);
-    let result = match connect_clients(path, args.clients, timeout, &cli.seeds).await {
+    let result = match connect_clients(connection, args.clients).await {
         Ok(clients) => execute(&clients, args, &mut stdout).await,
         Err(e) => Err(e),
     };
@@ -858,7 +852,7 @@ pub async fn run_cli(cli: &crate::cli::Cli, args: &BenchArgs) -> i32 {
         Ok(code) => code,
         Err(e) => {
             eprintln!("shoal: {e}");
-            crate::cli::exit_code(&e)
+            exit::code_of(&e)
         }
     }
 }

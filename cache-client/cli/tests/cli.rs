@@ -1,11 +1,14 @@
 //! The `shoal` data commands on the in-memory cluster, their exit codes, flag parsing, and the
 //! binary's honest refusal while no socket transport exists.
 
+// The in-memory cluster of the library's own tests (real cache-server Servers on MemBackend).
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
-use cache_client::cli::{execute, exit, Cli, Command};
 use clap::Parser;
 use common::Cluster;
+use shoal_cli::cli::{execute, Cli, Command};
+use shoal_cli::exit;
 
 async fn run(
     client: &cache_client::Client<cache_client::transport::MemTransport>,
@@ -17,7 +20,7 @@ async fn run(
     let mut out = Vec::new();
     let code = match execute(client, &cli.command, &mut out).await {
         Ok(code) => code,
-        Err(e) => cache_client::cli::exit_code(&e),
+        Err(e) => exit::code_of(&e),
     };
     (code, String::from_utf8(out).unwrap())
 }

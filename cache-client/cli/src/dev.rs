@@ -11,8 +11,8 @@
 //! both into `target/<profile>/`). Children get SIGKILL if `shoal dev` itself dies (Linux
 //! parent-death signal), and SIGTERM (then SIGKILL after [`STOP_WAIT`]) on Ctrl-C.
 
-use crate::net::{ClusterFile, SocketTransport};
-use crate::{Client, ClientConfig};
+use cache_client::net::{ClusterFile, SocketTransport};
+use cache_client::{Client, ClientConfig};
 use clap::Parser;
 use protocol::message::data::Role;
 use std::collections::BTreeMap;

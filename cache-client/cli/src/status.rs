@@ -22,10 +22,10 @@
 //! last heard the node's FSLive (null if never); `error` says why an unreachable node did not
 //! answer.
 
-use crate::cli::exit;
-use crate::client::Client;
-use crate::error::ClientError;
-use crate::transport::Transport;
+use crate::exit;
+use cache_client::Client;
+use cache_client::ClientError;
+use cache_client::Transport;
 use protocol::message::data::{NodeStatus, Role};
 use protocol::NodeId;
 use serde::Serialize;
@@ -84,7 +84,7 @@ pub fn role_name(role: Role) -> &'static str {
 /// Builds a report from the addresses asked, their answers and what FSLive said.
 pub fn report(
     answers: Vec<(String, Result<NodeStatus, ClientError>)>,
-    views: &[crate::routing::NodeView],
+    views: &[cache_client::routing::NodeView],
     now: Instant,
 ) -> StatusReport {
     let mut nodes = Vec::new();

@@ -1,0 +1,14 @@
+//! `shoal`: the data commands, and `shoal dev` (a local cluster). Flags are parsed here;
+//! everything else is `shoal_cli::cli` and `shoal_cli::dev`.
+
+use clap::Parser;
+use shoal_cli::{cli, dev};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("dev") {
+        let dev = dev::DevArgs::parse_from(&args[1..]);
+        std::process::exit(dev::run(dev));
+    }
+    std::process::exit(cli::run(cli::Cli::parse()));
+}
