@@ -106,6 +106,6 @@ mod types;
 pub use engine::Engine;
 pub use memlog::MemLog;
 pub use types::{
-    Config, ConfigError, HardState, LogReader, PersistOp, ProposeError, Ready, RestartState, Role,
-    To, CLUSTER_SIZES, LEASE_HEARTBEATS_TRACKED_MAX,
+    Config, ConfigError, Durability, HardState, LogReader, PersistOp, ProposeError, Ready,
+    RestartState, Role, To, CLUSTER_SIZES, LEASE_HEARTBEATS_TRACKED_MAX,
 };
