@@ -100,7 +100,7 @@ enum State {
 #[derive(Clone, Debug, Default, Hash)]
 struct Recovery {
     /// Per peer, from its votes since this start: the highest accepted epoch it reported, and
-    /// whether it ever reported itself fresh with no history at all (epoch 0, zxid 0).
+    /// whether it ever reported no history and no promise at all (epochs 0, zxid 0).
     heard: BTreeMap<NodeId, (u32, bool)>,
     last_vote_ms: u64,
     /// The (master, epoch) whose `done` chunk this node took ...
@@ -547,10 +547,10 @@ impl Engine {
         self.max_seen_epoch = self.max_seen_epoch.max(v.accepted_epoch).max(v.candidate_epoch);
         if let Some(rec) = &mut self.lost {
             // A non-voter counts no vote; it learns what every member promised.
-            let empty = v.fresh
-                && v.accepted_epoch == 0
-                && v.candidate_epoch == 0
-                && v.candidate_zxid == Zxid::ZERO;
+            // No history and no promise ever (a vote's candidate is at least the sender's own
+            // history): nothing can have been committed with this member's help.
+            let empty =
+                v.accepted_epoch == 0 && v.candidate_epoch == 0 && v.candidate_zxid == Zxid::ZERO;
             let heard = rec.heard.entry(v.from).or_insert((0, false));
             heard.0 = heard.0.max(v.accepted_epoch);
             heard.1 |= empty;

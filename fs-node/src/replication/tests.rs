@@ -1163,3 +1163,18 @@ fn fresh_node_is_not_repaired_below_an_epoch_some_member_promised() {
     assert!(r.send_after_persist.is_empty() && r2.persist.is_empty(), "{r:?} {r2:?}");
     assert_eq!(n.engine.hard_state(), HardState::default());
 }
+
+/// Bootstrap counts a member that already became a voter but never promised anything (found
+/// by the simulator: one node bootstrapped, the others restarted before they did, and the
+/// cluster waited forever for all-fresh votes).
+#[test]
+fn bootstrap_counts_members_that_never_promised() {
+    let mut n = Node::lost(2, MemLog::new(), 0);
+    n.ready();
+    n.step(10, vote(1, 3, 1, 0, Zxid::ZERO));
+    assert!(!n.engine.is_voter());
+    n.step(10, Message::Vote(fresh_vote(3, 1, 3, false)));
+    let r = n.ready();
+    assert!(n.engine.is_voter());
+    assert_eq!(r.persist, vec![PersistOp::HardState(HardState::default())]);
+}

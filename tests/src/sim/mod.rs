@@ -732,7 +732,10 @@ impl World {
         let masters: Vec<NodeId> =
             (1..=self.cfg.nodes as NodeId).filter(|id| self.is_established_master(*id)).collect();
         if masters.len() != 1 {
-            return Err(format!("no single master after the healed phase: {masters:?}"));
+            return Err(format!(
+                "no single master after the healed phase: {masters:?}\n{}",
+                self.dump()
+            ));
         }
         let master = masters[0];
         let m = &self.nodes[master as usize - 1];
