@@ -1,5 +1,5 @@
 //! Seeded deterministic simulation of 3- and 5-node clusters of replication engines with
-//! random partitions, crashes, restarts, loss, duplication and reordering; every client history
+//! random partitions, crashes (some wiping the disk), restarts, loss, duplication and reordering; every client history
 //! is checked for linearizability per key.
 //!
 //! CI runs a bounded number of seeds. `SHOAL_SIM_SEEDS=N` runs N seeds per cluster size;
@@ -42,11 +42,12 @@ fn summary(reports: &[SimReport]) -> String {
     let unknown: usize = reports.iter().map(|r| r.ops_unknown).sum();
     let committed: usize = reports.iter().map(|r| r.committed_entries).sum();
     let crashes: usize = reports.iter().map(|r| r.crashes).sum();
+    let wipes: usize = reports.iter().map(|r| r.wipes).sum();
     let snapshots: usize = reports.iter().map(|r| r.snapshots_installed).sum();
     let lease_reads: usize = reports.iter().map(|r| r.lease_reads).sum();
     format!(
         "{} runs: {ok} ops answered ({lease_reads} lease reads), {unknown} unknown, \
-         {committed} entries committed, {crashes} crashes, {snapshots} snapshot installs",
+         {committed} entries committed, {crashes} crashes ({wipes} wiping the disk), {snapshots} snapshot installs",
         reports.len()
     )
 }

@@ -1,8 +1,8 @@
 //! [`Engine`]: the replication state machine. See the module docs for the protocol.
 
 use super::types::{
-    entry, Config, ConfigError, HardState, LogReader, PersistOp, ProposeError, Ready, RestartState,
-    Role, To, LEASE_HEARTBEATS_TRACKED_MAX,
+    entry, Config, ConfigError, Durability, HardState, LogReader, PersistOp, ProposeError, Ready,
+    RestartState, Role, To, LEASE_HEARTBEATS_TRACKED_MAX,
 };
 use bytes::Bytes;
 use protocol::message::replication::{
@@ -95,6 +95,21 @@ enum State {
     Leading(Box<Leading>),
 }
 
+/// A node that lost (or never had) its durable state, until it is a voter again (module docs,
+/// "Lost durable state").
+#[derive(Clone, Debug, Default, Hash)]
+struct Recovery {
+    /// Per peer, from its votes since this start: the highest accepted epoch it reported, and
+    /// whether it ever reported no history and no promise at all (epochs 0, zxid 0).
+    heard: BTreeMap<NodeId, (u32, bool)>,
+    last_vote_ms: u64,
+    /// The (master, epoch) whose `done` chunk this node took ...
+    synced: Option<(NodeId, u32)>,
+    /// ... and the persist seq after which that chunk's writes are durable (None: assigned by
+    /// the next Ready).
+    synced_seq: Option<u64>,
+}
+
 #[derive(Clone, Debug, Hash)]
 struct PendingPersist {
     seq: u64,
@@ -132,6 +147,8 @@ pub struct Engine {
     out: Ready,
     role_reported: Option<Role>,
     snapshot_wait: Option<Zxid>,
+    /// Set while this node is a non-voter (it started [`Durability::Lost`]).
+    lost: Option<Box<Recovery>>,
 }
 
 /// Hashes the protocol state (not the configuration nor undrained outputs): for model
@@ -148,15 +165,29 @@ impl std::hash::Hash for Engine {
         self.pending.hash(h);
         self.role_reported.hash(h);
         self.snapshot_wait.hash(h);
+        self.lost.hash(h);
     }
 }
 
 impl Engine {
-    /// Starts a node from what its disk holds. It begins by looking for a master, and makes no
-    /// promise for one lease from `now_ms`: it may have acked a heartbeat just before a crash.
+    /// Starts a node from what its disk holds ([`Durability::Durable`]). It begins by looking
+    /// for a master, and makes no promise for one lease from `now_ms`: it may have acked a
+    /// heartbeat just before a crash.
     pub fn new(
         cfg: Config,
         restart: RestartState,
+        log: &dyn LogReader,
+        now_ms: u64,
+    ) -> Result<Engine, ConfigError> {
+        Engine::start(cfg, restart, Durability::Durable, log, now_ms)
+    }
+
+    /// Starts a node; with [`Durability::Lost`] as a non-voter, which votes for no one,
+    /// promises nothing and acks nothing toward a quorum until repaired (module docs).
+    pub fn start(
+        cfg: Config,
+        restart: RestartState,
+        durability: Durability,
         log: &dyn LogReader,
         now_ms: u64,
     ) -> Result<Engine, ConfigError> {
@@ -187,6 +218,12 @@ impl Engine {
             out: Ready::default(),
             role_reported: None,
             snapshot_wait: None,
+            lost: match durability {
+                Durability::Durable => None,
+                Durability::Lost => {
+                    Some(Box::new(Recovery { last_vote_ms: now_ms, ..Recovery::default() }))
+                }
+            },
             cfg,
         };
         engine.enter_looking();
@@ -220,6 +257,12 @@ impl Engine {
             State::Following(f) => Some(f.master),
             State::Leading(_) => Some(self.cfg.id),
         }
+    }
+
+    /// Whether this node votes, promises and counts toward quorums (false until a node that
+    /// started [`Durability::Lost`] is repaired).
+    pub fn is_voter(&self) -> bool {
+        self.lost.is_none()
     }
 
     pub fn hard_state(&self) -> HardState {
@@ -314,6 +357,15 @@ impl Engine {
             State::Following(f) => {
                 if now >= f.last_contact_ms + timeout {
                     self.enter_looking();
+                    return;
+                }
+                // A non-voter keeps asking every member for its accepted epoch (votes answer).
+                let heard_all = self.heard_from_all();
+                if let Some(rec) = &mut self.lost {
+                    if !heard_all && now >= rec.last_vote_ms + self.cfg.heartbeat_interval_ms {
+                        rec.last_vote_ms = now;
+                        self.broadcast_vote();
+                    }
                 }
             }
             State::Leading(l) => {
@@ -342,7 +394,7 @@ impl Engine {
     pub fn step(&mut self, now_ms: u64, msg: Message, log: &dyn LogReader) {
         self.now_ms = self.now_ms.max(now_ms);
         match msg {
-            Message::Vote(v) => self.on_vote(v),
+            Message::Vote(v) => self.on_vote(v, log),
             Message::Prepare(p) => self.on_prepare(p),
             Message::PrepareOk(ok) => self.on_prepare_ok(ok, log),
             Message::Sync(s) => self.on_sync(s, log),
@@ -370,6 +422,7 @@ impl Engine {
         if matches!(self.state, State::Leading(_)) {
             self.try_commit();
         }
+        self.try_repair();
     }
 
     /// The host installed data files up to `base` (asked by `fetch_snapshot`) and reset its
@@ -395,6 +448,14 @@ impl Engine {
     /// Collects the outputs of every input since the previous call (see [`Ready`]).
     pub fn ready(&mut self, log: &dyn LogReader) -> Ready {
         self.flush_batch();
+        let immediate = self.out.persist.is_empty() && self.pending.is_empty();
+        if let Some(rec) = &mut self.lost {
+            if rec.synced.is_some() && rec.synced_seq.is_none() && immediate {
+                // The `done` chunk changed nothing, and all earlier writes are durable.
+                rec.synced_seq = Some(self.persist_seq);
+                self.try_repair();
+            }
+        }
         let target = self.commit.min(self.durable);
         if self.applied < target && self.applied >= log.base() {
             for e in log.entries_after(self.applied, self.cfg.apply_entries_max, usize::MAX) {
@@ -418,6 +479,11 @@ impl Engine {
             });
             self.pending.push_back(PendingPersist { seq: self.persist_seq, last: self.last, hard });
             self.out.persist_seq = Some(self.persist_seq);
+        }
+        if let Some(rec) = &mut self.lost {
+            if rec.synced.is_some() && rec.synced_seq.is_none() {
+                rec.synced_seq = Some(self.persist_seq);
+            }
         }
         std::mem::take(&mut self.out)
     }
@@ -444,6 +510,8 @@ impl Engine {
 
     fn vote_message(&self) -> Message {
         let (candidate, settled) = match &self.state {
+            // A non-voter votes for itself only: its vote then carries its own history.
+            State::Looking(_) if self.lost.is_some() => (self.self_key(), false),
             State::Looking(l) => (l.vote, false),
             _ => (
                 VoteKey {
@@ -463,6 +531,7 @@ impl Engine {
             settled,
             accepted_epoch: self.hard.accepted_epoch,
             promised_to: self.hard.promised_to,
+            fresh: self.lost.is_some(),
         })
     }
 
@@ -471,11 +540,27 @@ impl Engine {
         self.out.send_now.push((To::Peers, msg));
     }
 
-    fn on_vote(&mut self, v: Vote) {
+    fn on_vote(&mut self, v: Vote, log: &dyn LogReader) {
         if !self.is_peer(v.from) {
             return;
         }
         self.max_seen_epoch = self.max_seen_epoch.max(v.accepted_epoch).max(v.candidate_epoch);
+        if let Some(rec) = &mut self.lost {
+            // A non-voter counts no vote; it learns what every member promised.
+            // No history and no promise ever (a vote's candidate is at least the sender's own
+            // history): nothing can have been committed with this member's help.
+            let empty =
+                v.accepted_epoch == 0 && v.candidate_epoch == 0 && v.candidate_zxid == Zxid::ZERO;
+            let heard = rec.heard.entry(v.from).or_insert((0, false));
+            heard.0 = heard.0.max(v.accepted_epoch);
+            heard.1 |= empty;
+            self.try_repair();
+            return;
+        }
+        if v.fresh {
+            self.on_fresh_vote(v, log);
+            return;
+        }
         let key = VoteKey { epoch: v.candidate_epoch, zxid: v.candidate_zxid, id: v.candidate };
         let self_key = self.self_key();
         match &mut self.state {
@@ -531,8 +616,88 @@ impl Engine {
         }
     }
 
+    /// A voter hears a non-voter: it answers with its own vote (carrying its accepted epoch,
+    /// which the non-voter must learn from every member), and a master brings it in: Prepare
+    /// while it looks, catch-up from its reported position once it follows.
+    fn on_fresh_vote(&mut self, v: Vote, log: &dyn LogReader) {
+        let reply = self.vote_message();
+        self.out.send_now.push((To::Node(v.from), reply));
+        let now = self.now_ms;
+        let me = self.cfg.id;
+        let State::Leading(l) = &mut self.state else {
+            return;
+        };
+        if l.phase == LeaderPhase::Discovering {
+            return;
+        }
+        let epoch = l.epoch;
+        let Some(p) = l.peers.get_mut(&v.from) else {
+            return;
+        };
+        p.last_heard_ms = now;
+        if v.settled && v.candidate == me {
+            if p.phase == PeerPhase::Prepare {
+                p.reported = v.candidate_zxid;
+                self.send_sync(v.from, v.candidate_zxid, log);
+            }
+        } else {
+            p.phase = PeerPhase::Prepare;
+            self.send_prepare(v.from, epoch);
+        }
+    }
+
+    fn heard_from_all(&self) -> bool {
+        self.lost.as_ref().is_some_and(|rec| self.peers().all(|id| rec.heard.contains_key(&id)))
+    }
+
+    /// A non-voter becomes a voter (module docs, "Lost durable state"): by bootstrap, when
+    /// it has no history and every other member reported none either; or once it holds a
+    /// master's history durably (its `done` chunk) and that master's epoch is at least every
+    /// epoch any member reported promising. The new epoch state is persisted before anything
+    /// that relies on it (the Accept goes after the persist).
+    fn try_repair(&mut self) {
+        let Some(rec) = &self.lost else {
+            return;
+        };
+        if !self.peers().all(|id| rec.heard.contains_key(&id)) {
+            return;
+        }
+        let no_history = self.hard == HardState::default() && self.last == Zxid::ZERO;
+        if no_history && rec.heard.values().all(|(_, empty)| *empty) {
+            self.lost = None;
+            self.out.persist.push(PersistOp::HardState(self.hard));
+            self.enter_looking();
+            return;
+        }
+        let learned = rec
+            .heard
+            .values()
+            .map(|(epoch, _)| *epoch)
+            .max()
+            .unwrap_or(0)
+            .max(self.hard.accepted_epoch);
+        let durable =
+            rec.synced_seq.is_some_and(|seq| self.pending.front().is_none_or(|p| p.seq > seq));
+        let (master, epoch) = match (&self.state, rec.synced) {
+            (State::Following(f), Some((m, e)))
+                if f.synced && f.master == m && f.epoch == Some(e) && durable && learned <= e =>
+            {
+                (m, e)
+            }
+            _ => return,
+        };
+        self.lost = None;
+        self.max_seen_epoch = self.max_seen_epoch.max(epoch);
+        self.hard = HardState { accepted_epoch: epoch, promised_to: master, current_epoch: epoch };
+        self.out.persist.push(PersistOp::HardState(self.hard));
+        self.accept_after_persist(master, epoch);
+    }
+
     /// Ends the round if a quorum votes like this node: lead, or follow the winner.
     fn try_settle(&mut self) {
+        if self.lost.is_some() {
+            return;
+        }
         let State::Looking(l) = &self.state else {
             return;
         };
@@ -615,6 +780,30 @@ impl Engine {
             return;
         }
         self.max_seen_epoch = self.max_seen_epoch.max(p.epoch);
+        if self.lost.is_some() {
+            // A non-voter promises nothing: it follows the master to be repaired, and answers
+            // with its vote (its own history), from which the master starts its catch-up.
+            match &mut self.state {
+                State::Following(f) if f.master == p.from && f.epoch == Some(p.epoch) => {
+                    f.last_contact_ms = self.now_ms;
+                }
+                _ => {
+                    self.state = State::Following(Following {
+                        master: p.from,
+                        epoch: Some(p.epoch),
+                        synced: false,
+                        last_contact_ms: self.now_ms,
+                    });
+                    if let Some(rec) = &mut self.lost {
+                        rec.synced = None;
+                        rec.synced_seq = None;
+                    }
+                }
+            }
+            let msg = self.vote_message();
+            self.out.send_now.push((To::Node(p.from), msg));
+            return;
+        }
         let repeat = p.epoch == self.hard.accepted_epoch && self.hard.promised_to == p.from;
         let fresh = p.epoch > self.hard.accepted_epoch && self.can_promise_new(p.from);
         if !repeat && !fresh {
@@ -711,6 +900,20 @@ impl Engine {
         }
         match self.append_after(s.epoch, s.prev, &s.entries, s.done, log) {
             Err(hint) => self.report_position(s.from, s.epoch, hint),
+            Ok(()) if s.done && self.lost.is_some() => {
+                // A non-voter adopts no epoch and acks nothing: it is repaired once this is
+                // durable (and it heard every member), see `try_repair`.
+                if let State::Following(f) = &mut self.state {
+                    f.synced = true;
+                }
+                self.commit = self.commit.max(s.commit.min(self.last));
+                if let Some(rec) = &mut self.lost {
+                    if rec.synced != Some((s.from, s.epoch)) {
+                        rec.synced = Some((s.from, s.epoch));
+                        rec.synced_seq = None;
+                    }
+                }
+            }
             Ok(()) if s.done => {
                 if self.hard.current_epoch != s.epoch {
                     self.hard.current_epoch = s.epoch;
@@ -739,6 +942,10 @@ impl Engine {
     }
 
     fn accept_after_persist(&mut self, master: NodeId, epoch: u32) {
+        if self.lost.is_some() {
+            // A non-voter's acks must not count toward any quorum: it sends none.
+            return;
+        }
         self.out.send_after_persist.push((
             To::Node(master),
             Message::Accept(Accept { from: self.cfg.id, epoch, durable: self.last, heartbeat: 0 }),
@@ -815,7 +1022,7 @@ impl Engine {
         if synced {
             self.commit = self.commit.max(h.commit.min(self.last));
         }
-        if synced && durable_in_epoch {
+        if synced && durable_in_epoch && self.lost.is_none() {
             self.out.send_now.push((
                 To::Node(h.from),
                 Message::Accept(Accept {

@@ -84,13 +84,51 @@
 //! candidate (votes carry `accepted_epoch` and `promised_to`), makes the master step down, so
 //! that the next epoch can win it back.
 //!
+//! # Lost durable state
+//!
+//! A node whose host found no durable replication state, or knows it may have lost some,
+//! starts [`Durability::Lost`] (through [`Engine::start`]) as a *non-voter*: its Vote says
+//! `fresh` and names itself (so it carries its own history); voters count no fresh vote; it
+//! promises nothing (a Prepare gets its vote back, and it follows that master to be caught
+//! up), sends no Accept (after a catch-up, a proposal or a heartbeat), so it counts toward no
+//! commit, lease or promise quorum. Why: a commit is durable on a quorum; a node that lost it
+//! and still voted could, with a lagging node, form a majority that lacks the entry, or
+//! promise again an epoch it had promised. With non-voters excluded, any promise quorum (of
+//! voters) still meets every commit quorum in a node that kept its disk: both have at least
+//! n/2+1 members among the n - w nodes not wiped.
+//!
+//! It becomes a voter again in one of two ways:
+//! - **Repair.** It took a master's `done` chunk (the master's whole history, which holds
+//!   every committed entry), that write is durable, and it has heard, since it started, a vote
+//!   from *every* other member (voters answer a fresh vote with theirs; a non-voter keeps
+//!   asking), none reporting an accepted epoch above the master's. Then it persists the
+//!   master's epoch as accepted and current (after the entries) and acks. Hearing every
+//!   member matters because the node may have promised, before its loss, an epoch it forgot;
+//!   that epoch's candidate promised it to itself durably and says so in its vote, so a master
+//!   below it is not trusted to hold what that epoch committed. A master that is below some
+//!   member's accepted epoch is replaced anyway (it steps down for such a peer).
+//! - **Bootstrap.** It has no history and no promise, and every other member reported the
+//!   same (accepted epoch 0, empty history) since it started: then nothing was ever committed.
+//!   It must be *every* member, not a majority: with 3 nodes where C never started, A and B
+//!   commit x and B then loses its disk; B and C are a majority of empties and would lose x.
+//!   So the first election of a new cluster needs every member up.
+//!
+//! Limits: a cluster that lost a disk while another member is down for good stays without a
+//! master for the wiped node (it cannot hear every member): an operator must bring the member
+//! back or copy a voter's data directory (log and epoch state) to the wiped node before it
+//! starts. A vote delayed in the network from before the non-voter's restart counts as heard;
+//! real networks do not hold datagrams that long, but the protocol does not exclude it.
+//!
 //! # How it is checked
 //! - `tests`: one unit test per rule above, asserting the exact outputs.
-//! - `model`: a bounded model check of 3 engines (exhaustive breadth-first to a state budget,
-//!   plus seeded deep random walks) under loss, duplication, reordering and one crash: one
-//!   master per epoch, one committed order everywhere, the master holds every committed entry.
+//! - `model`: a bounded model check of 3 engines (breadth-first to a state budget, not
+//!   exhausted, plus seeded deep random walks) under loss, duplication, reordering, one crash,
+//!   and each persist op becoming durable separately in any order the host contract allows:
+//!   one master per epoch, one committed order everywhere, the master holds every committed
+//!   entry. It proves these for the states it reached (printed), not in general.
 //! - `shoal-tests` `replication_sim`: a seeded simulation of 3 and 5 nodes with partitions,
-//!   crashes, restarts, loss and log compaction, whose client history must be linearizable.
+//!   crashes, disk wipes, restarts, loss and log compaction, whose client history must be
+//!   linearizable and which must lose no committed entry.
 //!
 //! The client request table (retries that apply once) and applying entries to state belong to
 //! the state-machine layer: to this engine entry data is opaque.
@@ -106,6 +144,6 @@ mod types;
 pub use engine::Engine;
 pub use memlog::MemLog;
 pub use types::{
-    Config, ConfigError, HardState, LogReader, PersistOp, ProposeError, Ready, RestartState, Role,
-    To, CLUSTER_SIZES, LEASE_HEARTBEATS_TRACKED_MAX,
+    Config, ConfigError, Durability, HardState, LogReader, PersistOp, ProposeError, Ready,
+    RestartState, Role, To, CLUSTER_SIZES, LEASE_HEARTBEATS_TRACKED_MAX,
 };

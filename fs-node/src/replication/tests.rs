@@ -36,6 +36,14 @@ impl Node {
         Node { engine, log }
     }
 
+    /// A node whose host found no durable state (or knows it lost some).
+    fn lost(id: NodeId, log: MemLog, now_ms: u64) -> Node {
+        let restart = RestartState { hard: log.hard, applied: Zxid::ZERO };
+        let engine = Engine::start(config(id), restart, Durability::Lost, &log, now_ms)
+            .expect("valid config");
+        Node { engine, log }
+    }
+
     fn fresh(id: NodeId) -> Node {
         Node::new(id, MemLog::new(), Zxid::ZERO, 0)
     }
@@ -160,6 +168,7 @@ fn vote(from: NodeId, round: u64, candidate: NodeId, epoch: u32, zxid: Zxid) -> 
         settled: false,
         accepted_epoch: epoch,
         promised_to: 0,
+        fresh: false,
     })
 }
 
@@ -183,6 +192,7 @@ fn vote_order_is_epoch_then_zxid_then_id() {
                 settled: false,
                 accepted_epoch: 1,
                 promised_to: 0,
+                fresh: false,
             })
         )]
     );
@@ -208,6 +218,7 @@ fn vote_order_is_epoch_then_zxid_then_id() {
                 settled: false,
                 accepted_epoch: 1,
                 promised_to: 0,
+                fresh: false,
             })
         )]
     );
@@ -229,6 +240,7 @@ fn quorum_of_votes_makes_master_with_epoch_above_all_seen() {
         settled: false,
         accepted_epoch: 7,
         promised_to: 0,
+        fresh: false,
     };
     // Still inside the restart no-promise window: it may not promise itself yet.
     n.step(10, Message::Vote(v));
@@ -816,6 +828,7 @@ fn master_steps_down_for_a_peer_promised_to_a_rival_in_its_epoch() {
         settled: false,
         accepted_epoch: epoch,
         promised_to: m,
+        fresh: false,
     };
     // Promised to this master: it is brought back with a Prepare, no step-down.
     c.node(m).step(now, Message::Vote(v));
@@ -895,4 +908,273 @@ fn master_counts_itself_only_after_its_epoch_adoption_is_durable() {
     assert_eq!(n.engine.role(), Role::Leading { epoch, established: false });
     n.engine.persisted(r.persist_seq.expect("seq"));
     assert_eq!(n.engine.role(), Role::Leading { epoch, established: true });
+}
+
+fn fresh_vote(from: NodeId, round: u64, candidate: NodeId, settled: bool) -> Vote {
+    Vote {
+        from,
+        round,
+        candidate,
+        candidate_epoch: 0,
+        candidate_zxid: Zxid::ZERO,
+        settled,
+        accepted_epoch: 0,
+        promised_to: 0,
+        fresh: true,
+    }
+}
+
+/// A node that lost its durable state votes for itself only, saying it is fresh; it adopts
+/// no one's vote, settles on no one, and answers a Prepare with its vote instead of a
+/// promise. A looking voter does not count its vote toward a quorum.
+#[test]
+fn fresh_node_does_not_vote_until_repaired() {
+    let mut n = Node::lost(2, MemLog::new(), 0);
+    let r = n.ready();
+    assert_eq!(r.send_now, vec![(To::Peers, Message::Vote(fresh_vote(2, 1, 2, false)))]);
+    n.step(LEASE_MS, vote(3, 1, 3, 1, z(1, 1)));
+    n.step(LEASE_MS, vote(1, 1, 3, 1, z(1, 1)));
+    let r = n.ready();
+    assert!(r.send_now.is_empty() && r.persist.is_empty(), "{r:?}");
+    assert_eq!(n.engine.role(), Role::Looking);
+    n.step(LEASE_MS, Message::Prepare(Prepare { from: 3, epoch: 2 }));
+    let r = n.ready();
+    assert!(r.persist.is_empty() && r.send_after_persist.is_empty(), "promised: {r:?}");
+    assert_eq!(r.send_now, vec![(To::Node(3), Message::Vote(fresh_vote(2, 1, 3, true)))]);
+    assert_eq!(n.engine.hard_state(), HardState::default());
+    assert!(!n.engine.is_voter());
+
+    // A looking voter with the fresh node's "vote" for it has no quorum, and answers.
+    let mut v = Node::new(3, log_with(&[], 0, 0), Zxid::ZERO, 0);
+    v.ready();
+    v.step(LEASE_MS, Message::Vote(Vote { candidate: 3, ..fresh_vote(1, 1, 1, false) }));
+    v.tick(LEASE_MS);
+    let r = v.ready();
+    assert_eq!(v.engine.role(), Role::Looking);
+    assert!(r.persist.is_empty(), "led on a fresh vote: {r:?}");
+    assert!(r
+        .send_now
+        .iter()
+        .any(|(to, m)| *to == To::Node(1) && matches!(m, Message::Vote(v) if v.from == 3)));
+}
+
+/// A fresh node following a master takes its history but adopts no epoch and sends no
+/// Accept (after a catch-up, a proposal or a heartbeat): nothing it holds counts toward a
+/// commit or a lease.
+#[test]
+fn fresh_node_accepts_do_not_count_toward_commit() {
+    let mut n = Node::lost(2, MemLog::new(), 0);
+    n.ready();
+    n.step(LEASE_MS, Message::Prepare(Prepare { from: 3, epoch: 4 }));
+    n.ready_durable();
+    n.step(
+        LEASE_MS,
+        Message::Sync(Sync {
+            from: 3,
+            epoch: 4,
+            prev: Zxid::ZERO,
+            entries: vec![entry(z(4, 1), "a")],
+            done: true,
+            snapshot: None,
+            commit: z(4, 1),
+        }),
+    );
+    let r = n.ready_durable();
+    assert_eq!(r.persist, vec![PersistOp::Append(vec![entry(z(4, 1), "a")])]);
+    assert!(r.send_after_persist.is_empty(), "acked: {r:?}");
+    n.step(
+        LEASE_MS,
+        Message::Proposal(Proposal {
+            from: 3,
+            epoch: 4,
+            prev: z(4, 1),
+            entries: vec![entry(z(4, 2), "b")],
+            commit: z(4, 1),
+        }),
+    );
+    let r = n.ready_durable();
+    assert_eq!(r.persist, vec![PersistOp::Append(vec![entry(z(4, 2), "b")])]);
+    assert!(r.send_after_persist.is_empty(), "acked: {r:?}");
+    n.step(
+        LEASE_MS,
+        Message::Heartbeat(Heartbeat {
+            from: 3,
+            epoch: 4,
+            commit: z(4, 2),
+            lease_ms: LEASE_MS as u32,
+            seq: 1,
+        }),
+    );
+    let r = n.ready_durable();
+    assert!(
+        !r.send_now
+            .iter()
+            .chain(&r.send_after_persist)
+            .any(|(_, m)| matches!(m, Message::Accept(_))),
+        "acked: {r:?}"
+    );
+    assert_eq!(n.engine.hard_state(), HardState::default());
+    assert!(!n.engine.is_voter());
+}
+
+/// The lead's case: A and B commit x; B loses its disk; C lags without x. B and C are a
+/// majority, but B must not help C win (C's history would truncate x everywhere). Once A is
+/// back, the cluster elects a master holding x and repairs B.
+#[test]
+fn lost_disk_node_cannot_help_a_lagging_node_win() {
+    let x = entry(z(2, 1), "x");
+    let a = log_with(&[entry(z(1, 1), "a"), x.clone()], 2, 2);
+    let c_log = log_with(&[entry(z(1, 1), "a")], 1, 1);
+    let mut c =
+        Cluster::new(vec![Node::lost(2, MemLog::new(), 0), Node::new(3, c_log, Zxid::ZERO, 0)]);
+    c.advance(3000);
+    assert_eq!(c.master(), None);
+    assert!(c.nodes.values().all(|n| !matches!(n.engine.role(), Role::Leading { .. })));
+    assert_eq!(c.node(3).log.entries(), &[entry(z(1, 1), "a")]);
+    assert!(!c.node(2).engine.is_voter());
+
+    c.nodes.insert(1, Node::new(1, a, Zxid::ZERO, c.now_ms));
+    let m = c.elect();
+    c.advance(500);
+    for (id, n) in &c.nodes {
+        assert!(n.log.contains(x.zxid), "node {id} (master {m}) lost x");
+    }
+    assert!(c.node(2).engine.is_voter(), "B not repaired");
+}
+
+/// A brand-new cluster: every member fresh and empty. The first election needs every member:
+/// two fresh nodes of three elect no one (the third may hold commits they lost); with all
+/// three, all become voters and elect.
+#[test]
+fn new_cluster_bootstraps_when_every_member_is_fresh() {
+    let mut c =
+        Cluster::new(vec![Node::lost(1, MemLog::new(), 0), Node::lost(2, MemLog::new(), 0)]);
+    c.advance(3000);
+    assert_eq!(c.master(), None);
+    assert!(c.nodes.values().all(|n| !n.engine.is_voter()));
+
+    let mut c = Cluster::new(vec![
+        Node::lost(1, MemLog::new(), 0),
+        Node::lost(2, MemLog::new(), 0),
+        Node::lost(3, MemLog::new(), 0),
+    ]);
+    assert_eq!(c.elect(), 3);
+    for n in c.nodes.values() {
+        assert!(n.engine.is_voter());
+        assert_ne!(n.engine.hard_state(), HardState::default());
+    }
+}
+
+/// A fresh node becomes a voter once its catch-up from the master (`done` chunk) is durable
+/// and it heard every member's accepted epoch, none above the master's: it then persists the
+/// master's epoch (after the entries) and only then acks.
+#[test]
+fn fresh_node_becomes_voter_after_sync_done() {
+    let mut n = Node::lost(2, MemLog::new(), 0);
+    n.ready();
+    n.step(LEASE_MS, Message::Prepare(Prepare { from: 3, epoch: 4 }));
+    n.ready_durable();
+    let mut v1 = vote(1, 1, 3, 3, z(3, 1));
+    if let Message::Vote(v) = &mut v1 {
+        v.settled = true;
+        v.accepted_epoch = 4;
+    }
+    n.step(LEASE_MS, v1);
+    n.step(
+        LEASE_MS,
+        Message::Sync(Sync {
+            from: 3,
+            epoch: 4,
+            prev: Zxid::ZERO,
+            entries: vec![entry(z(3, 1), "a")],
+            done: true,
+            snapshot: None,
+            commit: z(3, 1),
+        }),
+    );
+    let r = n.ready();
+    assert_eq!(r.persist, vec![PersistOp::Append(vec![entry(z(3, 1), "a")])]);
+    assert!(!n.engine.is_voter(), "voter before its history is durable and 3 was heard");
+    n.engine.persisted(r.persist_seq.expect("seq"));
+    assert!(!n.engine.is_voter(), "voter before hearing node 3's accepted epoch");
+    let mut v3 = vote(3, 1, 3, 3, z(3, 1));
+    if let Message::Vote(v) = &mut v3 {
+        v.settled = true;
+        v.accepted_epoch = 4;
+        v.promised_to = 3;
+    }
+    n.step(LEASE_MS, v3);
+    let r = n.ready();
+    assert!(n.engine.is_voter());
+    assert_eq!(
+        r.persist,
+        vec![PersistOp::HardState(HardState {
+            accepted_epoch: 4,
+            promised_to: 3,
+            current_epoch: 4
+        })]
+    );
+    assert_eq!(
+        r.send_after_persist,
+        vec![(
+            To::Node(3),
+            Message::Accept(Accept { from: 2, epoch: 4, durable: z(3, 1), heartbeat: 0 })
+        )]
+    );
+}
+
+/// A fresh node may have promised, before its loss, an epoch it forgot. It learns every
+/// member's accepted epoch and is not repaired by a master whose epoch is below one of
+/// them: that master's history may lack entries committed in the higher epoch with its help.
+#[test]
+fn fresh_node_is_not_repaired_below_an_epoch_some_member_promised() {
+    let mut n = Node::lost(2, MemLog::new(), 0);
+    n.ready();
+    n.step(LEASE_MS, Message::Prepare(Prepare { from: 3, epoch: 4 }));
+    n.ready_durable();
+    let mut v1 = vote(1, 1, 1, 3, z(3, 1));
+    if let Message::Vote(v) = &mut v1 {
+        v.settled = true;
+        v.accepted_epoch = 5;
+        v.promised_to = 1;
+    }
+    n.step(LEASE_MS, v1);
+    let mut v3 = vote(3, 1, 3, 3, z(3, 1));
+    if let Message::Vote(v) = &mut v3 {
+        v.settled = true;
+        v.accepted_epoch = 4;
+    }
+    n.step(LEASE_MS, v3);
+    n.step(
+        LEASE_MS,
+        Message::Sync(Sync {
+            from: 3,
+            epoch: 4,
+            prev: Zxid::ZERO,
+            entries: vec![entry(z(3, 1), "a")],
+            done: true,
+            snapshot: None,
+            commit: z(3, 1),
+        }),
+    );
+    let r = n.ready_durable();
+    let r2 = n.ready_durable();
+    assert!(!n.engine.is_voter());
+    assert!(r.send_after_persist.is_empty() && r2.persist.is_empty(), "{r:?} {r2:?}");
+    assert_eq!(n.engine.hard_state(), HardState::default());
+}
+
+/// Bootstrap counts a member that already became a voter but never promised anything (found
+/// by the simulator: one node bootstrapped, the others restarted before they did, and the
+/// cluster waited forever for all-fresh votes).
+#[test]
+fn bootstrap_counts_members_that_never_promised() {
+    let mut n = Node::lost(2, MemLog::new(), 0);
+    n.ready();
+    n.step(10, vote(1, 3, 1, 0, Zxid::ZERO));
+    assert!(!n.engine.is_voter());
+    n.step(10, Message::Vote(fresh_vote(3, 1, 3, false)));
+    let r = n.ready();
+    assert!(n.engine.is_voter());
+    assert_eq!(r.persist, vec![PersistOp::HardState(HardState::default())]);
 }

@@ -127,6 +127,20 @@ pub struct RestartState {
     pub applied: Zxid,
 }
 
+/// Whether the host can vouch for what it recovered ([`Engine::start`](super::Engine::start)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Durability {
+    /// The epoch state and the log were found and recovered in full.
+    #[default]
+    Durable,
+    /// The host found no durable replication state (no epoch state: a brand-new or wiped
+    /// data directory), or knows it may have lost some (e.g. a log it could not fully
+    /// recover). The node starts as a *non-voter* and becomes a voter only once repaired (see
+    /// the module docs, "Lost durable state"). A brand-new node and a wiped one look alike,
+    /// so every node of a new cluster starts `Lost`.
+    Lost,
+}
+
 /// One write the host makes durable, in order.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum PersistOp {

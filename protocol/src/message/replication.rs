@@ -31,6 +31,12 @@ pub struct Vote {
     /// ... and to whom (0: nobody): a master of that epoch that is someone else cannot win
     /// the sender back.
     pub promised_to: NodeId,
+    /// The sender lost (or never had) its durable replication state and is not a voter yet:
+    /// its vote is not counted, it promises nothing, and its acks do not count toward a
+    /// quorum until a master has repaired it (`fs-node::replication` documents the rule). Its
+    /// `candidate` is then always itself, so `candidate_epoch`/`candidate_zxid` are its own
+    /// history.
+    pub fresh: bool,
 }
 
 /// Master → synced followers: I am master of `epoch`; the lease runs `lease_ms` from the

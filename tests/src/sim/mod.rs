@@ -2,14 +2,18 @@
 //!
 //! N [`Engine`]s run against an in-memory network that loses, duplicates, delays (and so
 //! reorders) messages and cuts partitions; nodes crash (volatile state and unflushed writes
-//! lost, the durable log kept) and restart; a node's disk makes writes durable after a delay;
+//! lost, the durable log kept) and restart, and a crash may also wipe the node's disk (log,
+//! epoch state and data files gone: it restarts [`Durability::Lost`], as every node of the
+//! brand-new cluster starts); a node's disk makes writes durable after a delay;
 //! clients issue reads, writes and compare-and-sets on a few keys and record a history. The
 //! state machine here is the simulator's own (a map of registers), not the product's.
 //!
 //! A run has a safety phase with faults, then a liveness phase without them that must
 //! converge. While it runs it checks, at every step: one master per epoch; every node applies
 //! one and the same sequence of committed entries (so committed entries are never lost nor
-//! reordered). Afterwards the caller checks the history for linearizability.
+//! reordered), and after the healed phase every node holds the whole committed order. A disk
+//! is wiped only while every other node holds durable state and no earlier wipe is still
+//! unrepaired: a lost majority of disks loses data by any protocol. Afterwards the caller checks the history for linearizability.
 //!
 //! # Layout
 //! - [`SimConfig`], [`run`], [`SimReport`]: the whole public surface.
@@ -17,7 +21,7 @@
 
 use bytes::Bytes;
 use fs_node::replication::{
-    Config, Engine, LogReader, MemLog, PersistOp, ProposeError, RestartState, Role, To,
+    Config, Durability, Engine, LogReader, MemLog, PersistOp, ProposeError, RestartState, Role, To,
 };
 use protocol::message::replication::Entry;
 use protocol::message::Message;
@@ -62,6 +66,8 @@ pub struct SimConfig {
     pub compact_every_ms: u64,
     /// Crash only the established master (for failover measurement).
     pub crash_master_only: bool,
+    /// Chance that a crash also wipes the node's disk (when no other node lacks state).
+    pub wipe_chance: f64,
 }
 
 impl SimConfig {
@@ -82,6 +88,7 @@ impl SimConfig {
             partition_every_ms: 1_000,
             compact_every_ms: 700,
             crash_master_only: false,
+            wipe_chance: 0.3,
         }
     }
 
@@ -94,6 +101,7 @@ impl SimConfig {
             compact_every_ms: 0,
             crash_every_ms: 1_500,
             crash_master_only: true,
+            wipe_chance: 0.0,
             ..SimConfig::faulty(seed, nodes)
         }
     }
@@ -108,6 +116,8 @@ pub struct SimReport {
     pub ops_ok: usize,
     pub ops_unknown: usize,
     pub crashes: usize,
+    /// Crashes that also wiped the disk.
+    pub wipes: usize,
     pub snapshots_installed: usize,
     /// Reads the master answered inside its lease (the rest went through the log).
     pub lease_reads: usize,
@@ -165,6 +175,9 @@ struct SimNode {
     durable: MemLog,
     disk: VecDeque<DiskWrite>,
     flush_scheduled: bool,
+    /// Whether an epoch state was ever made durable since the disk was last empty (the host's
+    /// "epoch.state exists"); without it the node restarts `Durability::Lost`.
+    has_state: bool,
     sm: StateMachine,
     /// The durable state-machine snapshot at the log's base (data files).
     snapshot: StateMachine,
@@ -228,6 +241,8 @@ struct World {
     committed: Vec<Entry>,
     leaders: BTreeMap<u32, NodeId>,
     master_crash_at: Option<u64>,
+    /// A wiped node that is not a voter with durable state again yet.
+    unrepaired: Option<NodeId>,
     report: SimReport,
 }
 
@@ -257,6 +272,7 @@ impl World {
                 durable: MemLog::new(),
                 disk: VecDeque::new(),
                 flush_scheduled: false,
+                has_state: false,
                 sm: StateMachine::default(),
                 snapshot: StateMachine::default(),
                 pending: BTreeMap::new(),
@@ -284,6 +300,7 @@ impl World {
             committed: Vec::new(),
             leaders: BTreeMap::new(),
             master_crash_at: None,
+            unrepaired: None,
             report: SimReport::default(),
         }
     }
@@ -438,9 +455,11 @@ impl World {
         n.sm = n.snapshot.clone();
         n.pending.clear();
         let restart = RestartState { hard: n.durable.hard, applied: n.sm.applied };
+        let durability = if n.has_state { Durability::Durable } else { Durability::Lost };
         let cfg = engine_config(id, self.cfg.nodes);
         let n = self.node(id);
-        n.engine = Some(Engine::new(cfg, restart, &n.view, now).expect("valid config"));
+        n.engine =
+            Some(Engine::start(cfg, restart, durability, &n.view, now).expect("valid config"));
         let inc = n.incarnation;
         self.at(TICK_MS, Event::Tick(id, inc));
         // A fresh engine only has a vote to send; errors surface on later steps.
@@ -463,10 +482,22 @@ impl World {
             self.master_crash_at = Some(self.now);
         }
         self.report.crashes += 1;
+        let others_hold_state = self.nodes.iter().all(|n| n.id == id || n.has_state);
+        let wipe = self.cfg.wipe_chance > 0.0
+            && others_hold_state
+            && self.unrepaired.is_none_or(|u| u == id)
+            && self.rng.gen_bool(self.cfg.wipe_chance);
         // Clients waiting on it time out: their outcome is unknown.
         let n = self.node(id);
         n.engine = None;
         n.incarnation += 1;
+        if wipe {
+            n.durable = MemLog::new();
+            n.snapshot = StateMachine::default();
+            n.has_state = false;
+            self.unrepaired = Some(id);
+            self.report.wipes += 1;
+        }
         let d = self.rng.gen_range(100..1_500);
         self.at(d, Event::Restart(id));
     }
@@ -548,6 +579,7 @@ impl World {
         };
         for op in &w.ops {
             n.durable.apply(op);
+            n.has_state |= matches!(op, PersistOp::HardState(_));
         }
         if let Some(e) = n.engine.as_mut() {
             e.persisted(w.seq);
@@ -574,6 +606,13 @@ impl World {
 
     /// Drains the engine's outputs and carries them out.
     fn process(&mut self, id: NodeId) -> Result<(), String> {
+        let n = self.node(id);
+        if n.has_state
+            && n.engine.as_ref().is_some_and(|e| e.is_voter())
+            && self.unrepaired == Some(id)
+        {
+            self.unrepaired = None;
+        }
         for _ in 0..64 {
             let n = self.node(id);
             let Some(engine) = n.engine.as_mut() else {
@@ -693,11 +732,23 @@ impl World {
         let masters: Vec<NodeId> =
             (1..=self.cfg.nodes as NodeId).filter(|id| self.is_established_master(*id)).collect();
         if masters.len() != 1 {
-            return Err(format!("no single master after the healed phase: {masters:?}"));
+            return Err(format!(
+                "no single master after the healed phase: {masters:?}\n{}",
+                self.dump()
+            ));
         }
         let master = masters[0];
         let m = &self.nodes[master as usize - 1];
         let target = m.engine.as_ref().map(|e| e.commit()).unwrap_or_default();
+        if let Some(last) = self.committed.last() {
+            if last.zxid > target {
+                return Err(format!(
+                    "committed entry {} lost: master {master} commits only {target}\n{}",
+                    last.zxid,
+                    self.dump()
+                ));
+            }
+        }
         for n in &self.nodes {
             let applied = n.sm.applied;
             if applied != target {
