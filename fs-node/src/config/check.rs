@@ -165,15 +165,7 @@ pub(super) fn ttl(setting: &'static str, ttl: &u32) -> Checked<()> {
 
 /// A duration that must be above zero.
 pub(super) fn positive_ms(setting: &'static str, value: &u64) -> Checked<()> {
-    if *value == 0 {
-        return Err(invalid(
-            setting,
-            value,
-            "must be above zero",
-            "give a positive number of milliseconds",
-        ));
-    }
-    Ok(())
+    above_zero(setting, *value, "give a positive number of milliseconds".into())
 }
 
 pub(super) fn key_bytes_max(setting: &'static str, value: &usize) -> Checked<()> {
@@ -201,25 +193,24 @@ fn at_most_hard_max(setting: &'static str, value: usize, max: usize) -> Checked<
 }
 
 pub(super) fn snapshot_entries(setting: &'static str, value: &u64) -> Checked<()> {
-    if *value == 0 {
-        return Err(invalid(
-            setting,
-            value,
-            "must be above zero",
-            format!("give a number of entries (default {SNAPSHOT_ENTRIES_DEFAULT})"),
-        ));
-    }
-    Ok(())
+    above_zero(
+        setting,
+        *value,
+        format!("give a number of entries (default {SNAPSHOT_ENTRIES_DEFAULT})"),
+    )
 }
 
 pub(super) fn snapshot_log_bytes(setting: &'static str, value: &u64) -> Checked<()> {
-    if *value == 0 {
-        return Err(invalid(
-            setting,
-            value,
-            "must be above zero",
-            format!("give a number of bytes (default {SNAPSHOT_LOG_BYTES_DEFAULT})"),
-        ));
+    above_zero(
+        setting,
+        *value,
+        format!("give a number of bytes (default {SNAPSHOT_LOG_BYTES_DEFAULT})"),
+    )
+}
+
+fn above_zero(setting: &'static str, value: u64, fix: String) -> Checked<()> {
+    if value == 0 {
+        return Err(invalid(setting, value, "must be above zero", fix));
     }
     Ok(())
 }

@@ -69,8 +69,13 @@
 //!     parse: check::same,                   // a given value: TOML type -> Config type
 //!     check: check::positive_ms,            // optional: the value, given or default
 //!     rule: check::some_rule(a, b),         // optional: against settings above it
-//! }
+//!     derive { /** doc */ name: T = expr }  // optional: a Config field computed from it
+//! }                                         // (as `cluster_key` from `cluster_key_file`)
 //! ```
+//!
+//! Validation runs entry by entry in the table's order and reports the first refusal, so a
+//! `rule` may use only the settings above its entry (the compiler enforces it: a later name
+//! is not yet bound).
 //!
 //! From it follow the [`Config`] field, the [`RawConfig`] key, the [`Args`] flag with its
 //! variable and `--help` line, the merge, the validation step and the [`SETTINGS`] row. Then
