@@ -782,8 +782,15 @@ impl World {
             let out = self.nodes.iter().filter(|h| h.node.is_none() || h.stalled).count();
             let up = self.host(id).node.is_some() && !self.host(id).stalled;
             let room = out < (self.cfg.nodes - 1) / 2;
+            // A wipe loses a copy of the history: only while every other node holds one (is
+            // up and a voter), or a majority could lose it, which no protocol survives.
+            let others_hold = self
+                .nodes
+                .iter()
+                .all(|h| h.id == id || h.node.as_ref().is_some_and(|n| n.status().voter));
             match kind {
-                "power" | "kill" | "wipe" if up && room => self.crash(id, kind),
+                "wipe" if up && room && others_hold => self.crash(id, kind),
+                "power" | "kill" if up && room => self.crash(id, kind),
                 "stall" if up && room => {
                     self.report.stalls += 1;
                     self.host(id).stalled = true;

@@ -49,6 +49,9 @@ pub struct ManualStatus {
     pub committed: Zxid,
     /// Until when (this node's clock) its master lease holds, while it leads.
     pub lease_until_ms: Option<u64>,
+    /// Whether it votes and counts toward quorums (a node that lost its durable state does
+    /// not, until repaired).
+    pub voter: bool,
 }
 
 /// Every key of a store, in order, with its value (none for a directory).
@@ -208,6 +211,7 @@ impl ManualNode {
             applied: *self.shared.applied.read().expect("applied lock poisoned"),
             committed: status.committed,
             lease_until_ms: self.core.engine.lease_until_ms(),
+            voter: self.core.engine.is_voter(),
         }
     }
 
