@@ -6,7 +6,7 @@
 use shoal_tests::nodesim::{self, Faults, NodeSimConfig, NodeSimReport};
 
 /// Seeds per case in CI (a seed takes tens of ms in a release build).
-const CI_SEEDS: u64 = 150;
+const CI_SEEDS: u64 = 500;
 
 fn seeds() -> u64 {
     std::env::var("SHOAL_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(CI_SEEDS)

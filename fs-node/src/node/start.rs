@@ -10,7 +10,9 @@ use super::transfer;
 use super::{io_err, NodeBackend, NodeError, UNICAST_BATCH_BYTES_MAX};
 use crate::config::Config;
 use crate::locks::LeaseConfig;
-use crate::replication::{Config as EngineConfig, Engine, HardState, LogReader, RestartState};
+use crate::replication::{
+    Config as EngineConfig, Durability, Engine, HardState, LogReader, RestartState,
+};
 use crate::state::{StateConfig, StateMachine};
 use crate::storage::{
     DamagePolicy, DataLog, KvStore as StorageKv, LogConfig, LogOptions, StoreConfig, SyncMode, Vfs,
@@ -63,12 +65,15 @@ fn empty_dir(vfs: &dyn Vfs, dir: &Path) -> Result<(), NodeError> {
 }
 
 /// The epoch state: the log's record, or (a data directory written before the record
-/// existed) the old `epoch.state` file.
-fn hard_state(dir: &Path, log: &DataLog) -> Result<HardState, NodeError> {
+/// existed) the old `epoch.state` file; `None` when neither exists.
+fn hard_state(dir: &Path, log: &DataLog) -> Result<Option<HardState>, NodeError> {
     if log.hard_state().is_some() {
-        return Ok(log.replication_hard_state()?);
+        return Ok(Some(log.replication_hard_state()?));
     }
-    disk::read_hard_state(dir).map_err(NodeError::Other)
+    if !dir.join(disk::HARD_STATE_FILE).exists() {
+        return Ok(None);
+    }
+    disk::read_hard_state(dir).map(Some).map_err(NodeError::Other)
 }
 
 /// Opens the data log, the store and the tables of `config.data_dir` on `parts.vfs`, and
@@ -101,7 +106,23 @@ pub(crate) fn open(config: &Config, parts: Parts) -> Result<Opened, NodeError> {
     let (store, tables, restart_applied) = open_state(&parts.vfs, &dir, &log, store_config)?;
     let view = LogView::open(log.clone())?;
     let store = Arc::new(store);
-    let hard = hard_state(&dir, &log)?;
+    // A node that finds no epoch state (a new or wiped data directory) or whose log lost
+    // bytes it had synced may have forgotten promises and acknowledged entries: it starts as
+    // a non-voter until it holds the committed history again (replication, "Lost durable
+    // state").
+    let found = hard_state(&dir, &log)?;
+    let durability = if found.is_none() || recovery.lost_synced.is_some() {
+        tracing::warn!(
+            event = "non_voter",
+            lost_log = recovery.lost_synced.is_some(),
+            "no complete durable state: this node neither votes nor counts toward a quorum \
+             until it has caught up with a master"
+        );
+        Durability::Lost
+    } else {
+        Durability::Durable
+    };
+    let hard = found.unwrap_or_default();
     let last_snapshot = snapshot::latest(&dir).map_err(NodeError::Other)?;
     if let Some(snap) = &last_snapshot {
         parts.metrics.snapshot_zxid.store(snap.zxid.0, std::sync::atomic::Ordering::Relaxed);
@@ -116,7 +137,7 @@ pub(crate) fn open(config: &Config, parts: Parts) -> Result<Opened, NodeError> {
     engine_config.batch_bytes_max = UNICAST_BATCH_BYTES_MAX;
     engine_config.sync_entries_max = 256;
     let restart = RestartState { hard, applied: restart_applied };
-    let engine = Engine::new(engine_config, restart, &view, parts.now_ms)?;
+    let engine = Engine::start(engine_config, restart, durability, &view, parts.now_ms)?;
     tracing::info!(
         node = config.node_id,
         log_base = %view.base(),
