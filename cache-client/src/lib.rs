@@ -12,6 +12,7 @@
 //!   random choices and in-flight counts, the master for writes. IO-free.
 //! - [`watch`]: watches per path or prefix, events in zxid order, `Missed` after a flush.
 //!   IO-free.
+//! - [`window`]: the bound on request seqs in flight (the master's 32-result window).
 //! - [`transport`]: the [`Transport`] trait the client needs from the network, and
 //!   [`transport::MemNetwork`], an in-memory network for tests.
 //! - [`net`]: [`net::SocketTransport`], the [`Transport`] over `protocol::messaging`, and the

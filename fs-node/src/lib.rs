@@ -5,8 +5,10 @@
 //! - [`replication`]: the IO-free replication engine (election, prepare, proposals, lease).
 //! - [`state`]: the replicated state machine applied from committed entries: commands,
 //!   conditions, the client request table, and the lock and session tables ([`locks`]).
-//! - [`node`]: the runtime composing all of the above with the messaging endpoint and the
-//!   cache server (what `shoal-fs` runs).
+//! - [`node`]: the node core composing all of the above without IO of its own
+//!   (`node::core`), the tokio shell that gives it a clock, a disk and the messaging endpoint
+//!   (what `shoal-fs` runs), the one door every message comes in by (`node::door`), and
+//!   [`node::ManualNode`], the same core driven by hand (what `shoal-sim` runs).
 //! - [`events`]: the stable `event` names of the node's log lines (role changes decided here).
 //! - [`metrics`]: counters, gauges and histograms served as Prometheus text on `metrics_addr`.
 //! - [`config`]: `shoal-fs` configuration (TOML, flags, environment) and its validation.
