@@ -12,7 +12,7 @@
 //! thread applies durable entries to the store in zxid order, as the state machine does.
 
 use bytes::Bytes;
-use fs_node::storage::{DataLog, KvStore, LogConfig, RealFs, StoreConfig, Vfs};
+use fs_node::storage::{DataLog, DiskStore, LogConfig, RealFs, StoreConfig, Vfs};
 use lru::LruCache;
 use protocol::message::data::Op;
 use protocol::message::replication::Entry;
@@ -52,10 +52,10 @@ fn encode(ops: &[Op]) -> Bytes {
     )
 }
 
-fn open(dir: &Path, config: StoreConfig) -> (Arc<DataLog>, Arc<KvStore>) {
+fn open(dir: &Path, config: StoreConfig) -> (Arc<DataLog>, Arc<DiskStore>) {
     let vfs: Arc<dyn Vfs> = Arc::new(RealFs);
     let (log, _) = DataLog::open(vfs.clone(), &dir.join("log"), LogConfig::default()).unwrap();
-    let (store, _) = KvStore::open(vfs, &dir.join("data"), config).unwrap();
+    let (store, _) = DiskStore::open(vfs, &dir.join("data"), config).unwrap();
     (Arc::new(log), Arc::new(store))
 }
 
@@ -234,7 +234,7 @@ fn compaction() {
 /// Loads `keys` keys (values of `value_bytes`) in batches straight into a store.
 fn load(dir: &Path, keys: u64, value_bytes: usize) {
     let vfs: Arc<dyn Vfs> = Arc::new(RealFs);
-    let (store, _) = KvStore::open(vfs, &dir.join("data"), StoreConfig::default()).unwrap();
+    let (store, _) = DiskStore::open(vfs, &dir.join("data"), StoreConfig::default()).unwrap();
     let per_batch = 1000;
     let value = Bytes::from(vec![7u8; value_bytes]);
     let mut zxid = Zxid::new(1, 0);
@@ -277,7 +277,7 @@ fn startup() {
     let t = Instant::now();
     let vfs: Arc<dyn Vfs> = Arc::new(RealFs);
     let (store, rec) =
-        KvStore::open(vfs, &dir.path().join("data"), StoreConfig::default()).unwrap();
+        DiskStore::open(vfs, &dir.path().join("data"), StoreConfig::default()).unwrap();
     let secs = t.elapsed().as_secs_f64();
     let after = heap_bytes();
     assert_eq!(store.key_count() as u64, keys);
@@ -297,7 +297,8 @@ fn reads() {
     let dir = tempfile::tempdir_in(bench_dir()).unwrap();
     load(dir.path(), keys, VALUE_BYTES);
     let vfs: Arc<dyn Vfs> = Arc::new(RealFs);
-    let (store, _) = KvStore::open(vfs, &dir.path().join("data"), StoreConfig::default()).unwrap();
+    let (store, _) =
+        DiskStore::open(vfs, &dir.path().join("data"), StoreConfig::default()).unwrap();
     let mut rng = SmallRng::seed_from_u64(1);
     let n = 1_000_000;
     let t = Instant::now();

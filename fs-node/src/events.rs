@@ -2,10 +2,10 @@
 //! field so that `grep 'event="election_won"'` finds it whatever the message text says. The
 //! full list (with the ones other modules log) is the "Logs" table of the README.
 //!
-//! Role changes are decided here, IO-free ([`role_events`]), and logged by [`role_changed`],
+//! EngineRole changes are decided here, IO-free ([`role_events`]), and logged by [`role_changed`],
 //! which the node runtime calls once per role change the engine reports.
 
-use crate::replication::Role;
+use crate::replication::EngineRole;
 use protocol::NodeId;
 
 /// What one role change means to an operator.
@@ -39,26 +39,26 @@ impl RoleEvent {
 /// The events of a change to `role`, given whether this node was the established master
 /// before it. A master that is leading but not yet established (still bringing a quorum up
 /// to date) has won nothing yet: no event until it is.
-pub fn role_events(was_master: bool, role: Role) -> Vec<RoleEvent> {
-    let is_master = matches!(role, Role::Leading { established: true, .. });
+pub fn role_events(was_master: bool, role: EngineRole) -> Vec<RoleEvent> {
+    let is_master = matches!(role, EngineRole::Leading { established: true, .. });
     let mut events = Vec::with_capacity(2);
     if was_master && !is_master {
         events.push(RoleEvent::MasterLost);
     }
     match role {
-        Role::Leading { epoch, established: true } if !was_master => {
+        EngineRole::Leading { epoch, established: true } if !was_master => {
             events.push(RoleEvent::ElectionWon { epoch })
         }
-        Role::Leading { .. } => {}
-        Role::Following { master } => events.push(RoleEvent::Following { master }),
-        Role::Looking => events.push(RoleEvent::Looking),
+        EngineRole::Leading { .. } => {}
+        EngineRole::Following { master } => events.push(RoleEvent::Following { master }),
+        EngineRole::Looking => events.push(RoleEvent::Looking),
     }
     events
 }
 
 /// Logs the events of node `node`'s change to `role` (see [`role_events`]); `epoch` is the
 /// node's current epoch (for `looking`, the last one it knew).
-pub fn role_changed(node: NodeId, was_master: bool, role: Role, epoch: u32) {
+pub fn role_changed(node: NodeId, was_master: bool, role: EngineRole, epoch: u32) {
     for event in role_events(was_master, role) {
         let name = event.name();
         match event {
@@ -97,18 +97,21 @@ mod tests {
     /// only when this node was the master, and a deposed master that follows logs both.
     #[test]
     fn role_changes_map_to_the_documented_events() {
-        let won = Role::Leading { epoch: 4, established: true };
-        let leading = Role::Leading { epoch: 4, established: false };
-        let following = Role::Following { master: 2 };
+        let won = EngineRole::Leading { epoch: 4, established: true };
+        let leading = EngineRole::Leading { epoch: 4, established: false };
+        let following = EngineRole::Following { master: 2 };
         assert_eq!(role_events(false, won), [RoleEvent::ElectionWon { epoch: 4 }]);
         assert_eq!(role_events(false, leading), []);
         assert_eq!(role_events(false, following), [RoleEvent::Following { master: 2 }]);
-        assert_eq!(role_events(false, Role::Looking), [RoleEvent::Looking]);
+        assert_eq!(role_events(false, EngineRole::Looking), [RoleEvent::Looking]);
         assert_eq!(
             role_events(true, following),
             [RoleEvent::MasterLost, RoleEvent::Following { master: 2 }]
         );
-        assert_eq!(role_events(true, Role::Looking), [RoleEvent::MasterLost, RoleEvent::Looking]);
+        assert_eq!(
+            role_events(true, EngineRole::Looking),
+            [RoleEvent::MasterLost, RoleEvent::Looking]
+        );
         assert_eq!(role_events(true, won), [], "still the master: nothing new");
         let names: Vec<&str> = [
             RoleEvent::ElectionWon { epoch: 1 },

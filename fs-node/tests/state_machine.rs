@@ -5,8 +5,8 @@ mod state_support;
 
 use bytes::Bytes;
 use fs_node::state::{
-    Command, KvStore, MemStore, Notice, Outcome, RequestConfig, StateConfig, StateError,
-    StateMachine,
+    Command, MemStore, Notice, Outcome, RequestConfig, StateConfig, StateError, StateMachine,
+    StateStore,
 };
 use protocol::message::data::{Condition, ErrorCode, Op, UpdateNotice};
 use protocol::message::replication::Entry;

@@ -8,8 +8,8 @@ use fs_node::locks::LeaseEvent;
 use fs_node::state::conformance::NamespaceModel;
 use fs_node::state::store::check_batch;
 use fs_node::state::{
-    ApplyResult, Command, EntryKind, KvStore, MemStore, RequestConfig, StateConfig, StateMachine,
-    Tables,
+    ApplyResult, Command, EntryKind, MemStore, RequestConfig, StateConfig, StateMachine,
+    StateStore, Tables,
 };
 use proptest::prelude::*;
 use protocol::limits::KEY_BYTES_DEFAULT;

@@ -1,13 +1,13 @@
-//! The `KvStore` conformance suite run on `MemStore` (the disk store runs the same suite), and
+//! The `StateStore` conformance suite run on `MemStore` (the disk store runs the same suite), and
 //! on a store that relies on the trait's default `visit_within`.
 
 use fs_node::state::conformance::{check_random, check_rules};
-use fs_node::state::{EntryKind, KvStore, MemStore};
+use fs_node::state::{EntryKind, MemStore, StateStore};
 use protocol::message::data::{DirEntry, Op, Versioned, WireError};
 use protocol::Zxid;
 use std::convert::Infallible;
 
-/// MemStore follows every rule of the `KvStore` trait, one scenario per rule.
+/// MemStore follows every rule of the `StateStore` trait, one scenario per rule.
 #[test]
 fn mem_store_follows_every_store_rule() {
     check_rules(&mut MemStore::new).unwrap();
@@ -25,7 +25,7 @@ fn mem_store_matches_the_model_on_seeded_random_batches() {
 /// A store that implements only what the trait requires (no `visit_within`, no `check`).
 struct Minimal(MemStore);
 
-impl KvStore for Minimal {
+impl StateStore for Minimal {
     type Error = Infallible;
     fn stat(&self, key: &str) -> Option<(EntryKind, Zxid)> {
         self.0.stat(key)

@@ -4,7 +4,7 @@
 mod storage_common;
 
 use fs_node::storage::backup::{self, MANIFEST_NAME};
-use fs_node::storage::{KvStore, RealFs, StorageError, StoreConfig, Vfs};
+use fs_node::storage::{DiskStore, RealFs, StorageError, StoreConfig, Vfs};
 use md5::{Digest, Md5};
 use protocol::Zxid;
 use std::collections::BTreeMap;
@@ -21,9 +21,9 @@ fn config() -> StoreConfig {
     }
 }
 
-fn open(dir: &Path) -> KvStore {
+fn open(dir: &Path) -> DiskStore {
     let vfs: Arc<dyn Vfs> = Arc::new(RealFs);
-    KvStore::open(vfs, dir, config()).expect("open").0
+    DiskStore::open(vfs, dir, config()).expect("open").0
 }
 
 fn md5_of(path: &Path) -> Vec<u8> {
@@ -33,7 +33,7 @@ fn md5_of(path: &Path) -> Vec<u8> {
 /// Runs `batches` random batches against `store` on a thread, reporting each applied zxid on
 /// `tx`; returns the model after every zxid.
 fn writer(
-    store: Arc<KvStore>,
+    store: Arc<DiskStore>,
     seed: u64,
     batches: u32,
     tx: mpsc::Sender<Zxid>,

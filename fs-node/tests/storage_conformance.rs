@@ -1,16 +1,16 @@
-//! The state machine's `KvStore` conformance suite, run on the disk store (on the simulated
+//! The state machine's `DiskStore` conformance suite, run on the disk store (on the simulated
 //! file layer, with small segments so that seals happen). Restart equivalence is covered by
 //! `storage_model.rs`.
 
 use fs_node::state::conformance::{check_random, check_rules};
-use fs_node::storage::{KvStore, SimFs, StoreConfig, Vfs};
+use fs_node::storage::{DiskStore, SimFs, StoreConfig, Vfs};
 use std::path::Path;
 use std::sync::Arc;
 
-fn fresh() -> KvStore {
+fn fresh() -> DiskStore {
     let vfs: Arc<dyn Vfs> = Arc::new(SimFs::new());
     let config = StoreConfig { segment_bytes_max: 4096, ..StoreConfig::default() };
-    KvStore::open(vfs, Path::new("/node/data"), config).expect("open").0
+    DiskStore::open(vfs, Path::new("/node/data"), config).expect("open").0
 }
 
 /// The disk store follows every rule of the state machine's store trait.

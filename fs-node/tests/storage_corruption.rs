@@ -5,7 +5,7 @@
 mod storage_common;
 
 use bytes::Bytes;
-use fs_node::storage::{DataLog, KvStore, LogConfig, SimFs, StorageError, StoreConfig, Vfs};
+use fs_node::storage::{DataLog, DiskStore, LogConfig, SimFs, StorageError, StoreConfig, Vfs};
 use protocol::message::data::Op;
 use protocol::tlv;
 use protocol::Zxid;
@@ -134,8 +134,8 @@ fn store_config() -> StoreConfig {
     StoreConfig { segment_bytes_max: 2048, ..StoreConfig::default() }
 }
 
-fn open_store(fs: &SimFs) -> Result<KvStore, StorageError> {
-    KvStore::open(vfs(fs), Path::new(DATA_DIR), store_config()).map(|(s, _)| s)
+fn open_store(fs: &SimFs) -> Result<DiskStore, StorageError> {
+    DiskStore::open(vfs(fs), Path::new(DATA_DIR), store_config()).map(|(s, _)| s)
 }
 
 fn put(key: &str, value: &[u8]) -> Op {
@@ -152,7 +152,7 @@ fn data_path(seg: u32) -> PathBuf {
 }
 
 /// A store with /k0../k49 (100-byte values) over several segments, all sealed by a freeze.
-fn filled_store(fs: &SimFs) -> KvStore {
+fn filled_store(fs: &SimFs) -> DiskStore {
     let store = open_store(fs).expect("open");
     for i in 0..50u32 {
         store
@@ -229,7 +229,7 @@ fn torn_tail_of_active_data_segment_is_cut() {
     bytes.extend_from_slice(&[0xAB; 9]);
     fs.write_file_durably(&path, &bytes).expect("write");
     let (store, recovery) =
-        KvStore::open(vfs(&fs), Path::new(DATA_DIR), store_config()).expect("open");
+        DiskStore::open(vfs(&fs), Path::new(DATA_DIR), store_config()).expect("open");
     assert_eq!(recovery.torn_tail, Some((path, whole, bytes.len() as u64 - whole)));
     assert_eq!(store.applied_zxid(), Zxid::new(1, 2));
     assert!(store.get("/d").expect("read").is_none());

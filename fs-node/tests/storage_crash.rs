@@ -8,8 +8,8 @@ mod storage_common;
 
 use bytes::Bytes;
 use fs_node::storage::{
-    CrashMode, DataLog, KvStore, LogConfig, LogRecovery, Merge, SimFs, StoreConfig, StoreRecovery,
-    Vfs,
+    CrashMode, DataLog, DiskStore, LogConfig, LogRecovery, Merge, SimFs, StoreConfig,
+    StoreRecovery, Vfs,
 };
 use protocol::message::data::Op;
 use protocol::message::replication::Entry;
@@ -34,18 +34,18 @@ fn store_config() -> StoreConfig {
     }
 }
 
-fn open_both(fs: &SimFs) -> (DataLog, KvStore, LogRecovery, StoreRecovery) {
+fn open_both(fs: &SimFs) -> (DataLog, DiskStore, LogRecovery, StoreRecovery) {
     let vfs: Arc<dyn Vfs> = Arc::new(fs.clone());
     let (log, log_rec) =
         DataLog::open(vfs.clone(), Path::new(LOG_DIR), log_config()).expect("open log");
     let (store, store_rec) =
-        KvStore::open(vfs, Path::new(DATA_DIR), store_config()).expect("open store");
+        DiskStore::open(vfs, Path::new(DATA_DIR), store_config()).expect("open store");
     (log, store, log_rec, store_rec)
 }
 
 /// Applies every logged entry above the store's applied zxid (all entries are committed in
 /// these single-node scenarios).
-fn replay(log: &DataLog, store: &KvStore) {
+fn replay(log: &DataLog, store: &DiskStore) {
     let mut from = store.applied_zxid();
     loop {
         let entries = log.read_range(from, 100).expect("read_range");
@@ -77,7 +77,7 @@ struct Outcome {
 const HARD_STATE: &[u8] = b"epoch state";
 
 /// Runs the scenario until the first error (the fail point).
-fn scenario(log: &DataLog, store: &KvStore, seed: u64) -> Outcome {
+fn scenario(log: &DataLog, store: &DiskStore, seed: u64) -> Outcome {
     let mut work = Workload::new(seed);
     let mut model = Model::default();
     let mut out = Outcome {

@@ -5,7 +5,7 @@
 mod storage_common;
 
 use bytes::Bytes;
-use fs_node::storage::{KvStore, Merge, SimFs, StoreConfig, Vfs};
+use fs_node::storage::{DiskStore, Merge, SimFs, StoreConfig, Vfs};
 use protocol::message::data::Op;
 use protocol::Zxid;
 use std::path::Path;
@@ -24,9 +24,9 @@ fn config(sealed_segments_max: usize) -> StoreConfig {
     }
 }
 
-fn open(fs: &SimFs, config: StoreConfig) -> KvStore {
+fn open(fs: &SimFs, config: StoreConfig) -> DiskStore {
     let vfs: Arc<dyn Vfs> = Arc::new(fs.clone());
-    KvStore::open(vfs, Path::new(DIR), config).expect("open").0
+    DiskStore::open(vfs, Path::new(DIR), config).expect("open").0
 }
 
 /// Data and hint files actually in the store's directory.

@@ -7,7 +7,7 @@
 
 mod storage_common;
 
-use fs_node::storage::{DataLog, KvStore, LogConfig, RealFs, StorageError, StoreConfig, Vfs};
+use fs_node::storage::{DataLog, DiskStore, LogConfig, RealFs, StorageError, StoreConfig, Vfs};
 use protocol::message::data::Op;
 use protocol::Zxid;
 use rand::rngs::SmallRng;
@@ -44,15 +44,15 @@ fn batch_for(zxid: Zxid) -> Vec<Op> {
     Workload::new(zxid.0 ^ 0x5EED).batch()
 }
 
-fn open(dir: &Path) -> (DataLog, KvStore) {
+fn open(dir: &Path) -> (DataLog, DiskStore) {
     let vfs: Arc<dyn Vfs> = Arc::new(RealFs);
     let (log, _) = DataLog::open(vfs.clone(), &dir.join("log"), log_config()).expect("open log");
-    let (store, _) = KvStore::open(vfs, &dir.join("data"), store_config()).expect("open store");
+    let (store, _) = DiskStore::open(vfs, &dir.join("data"), store_config()).expect("open store");
     (log, store)
 }
 
 /// Single node: every durable entry is committed, so replay up to the log's end.
-fn replay(log: &DataLog, store: &KvStore) {
+fn replay(log: &DataLog, store: &DiskStore) {
     fs_node::storage::replay_committed(log, store, log.last_zxid(), |e| Ok(ops_of(e)))
         .expect("replay");
 }

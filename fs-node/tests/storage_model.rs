@@ -3,7 +3,7 @@
 
 mod storage_common;
 
-use fs_node::storage::{Applied, KvStore, Merge, SimFs, StorageError, StoreConfig, Vfs};
+use fs_node::storage::{Applied, DiskStore, Merge, SimFs, StorageError, StoreConfig, Vfs};
 use protocol::Zxid;
 use rand::Rng;
 use std::path::Path;
@@ -19,9 +19,9 @@ fn small_config() -> StoreConfig {
     }
 }
 
-fn open(vfs: &SimFs) -> KvStore {
+fn open(vfs: &SimFs) -> DiskStore {
     let vfs: Arc<dyn Vfs> = Arc::new(vfs.clone());
-    KvStore::open(vfs, Path::new("/node/data"), small_config()).expect("open").0
+    DiskStore::open(vfs, Path::new("/node/data"), small_config()).expect("open").0
 }
 
 /// For random batches, the engine accepts exactly the batches the model accepts (with the same

@@ -28,8 +28,8 @@ use cache_server::{Server, ServerConfig};
 use fs_node::locks::{LeaseConfig, LeaseKeeper};
 use fs_node::state::store::check_batch;
 use fs_node::state::{
-    ApplyResult, Command, EntryKind, KvStore, Lookup, MemStore, Notice, Outcome, StateConfig,
-    StateMachine,
+    ApplyResult, Command, EntryKind, Lookup, MemStore, Notice, Outcome, StateConfig, StateMachine,
+    StateStore,
 };
 use protocol::key;
 use protocol::limits::LIST_ENTRIES_MAX;

@@ -57,7 +57,7 @@ pub struct FrozenSet {
     pub files: Vec<PathBuf>,
 }
 
-/// The node's freeze. `fs-node` maps it onto `KvStore::freeze` / `KvStore::unfreeze` and the
+/// The node's freeze. `fs-node` maps it onto `DiskStore::freeze` / `DiskStore::unfreeze` and the
 /// Freeze announcements.
 pub trait Freezer: Send {
     /// Freezes (if not yet) and returns the frozen file set.

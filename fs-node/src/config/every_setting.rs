@@ -266,7 +266,7 @@ fn cases() -> Vec<Case> {
 
 /// A directory with three key files (the base one, `a.key`, `b.key`) and a config file
 /// written per load: the base settings, with one key replaced.
-struct Fixture {
+struct SettingsFixture {
     dir: tempfile::TempDir,
 }
 
@@ -278,13 +278,13 @@ enum Source {
     Flag,
 }
 
-impl Fixture {
-    fn new() -> Fixture {
+impl SettingsFixture {
+    fn new() -> SettingsFixture {
         let dir = tempfile::tempdir().unwrap();
         for (name, key) in [("cluster.key", "k"), ("a.key", "a"), ("b.key", "b")] {
             std::fs::write(dir.path().join(name), key.repeat(32)).unwrap();
         }
-        Fixture { dir }
+        SettingsFixture { dir }
     }
 
     fn expand(&self, text: &str) -> String {
@@ -343,7 +343,7 @@ impl Fixture {
 /// and one that differs from the base file's.
 #[test]
 fn flag_env_and_file_each_set_every_setting() {
-    let fx = Fixture::new();
+    let fx = SettingsFixture::new();
     let base = fx.load(&[]).unwrap();
     for case in cases() {
         let by_file = fx.load(&[(&case, &case.a, Source::File)]).unwrap();
@@ -360,7 +360,7 @@ fn flag_env_and_file_each_set_every_setting() {
 /// Precedence, setting by setting: flag over environment over file over default.
 #[test]
 fn flag_beats_env_beats_file() {
-    let fx = Fixture::new();
+    let fx = SettingsFixture::new();
     for case in cases() {
         let (a, b) = (&case.a, &case.b);
         let want_b = fx.load(&[(&case, b, Source::File)]).unwrap();
@@ -381,7 +381,7 @@ fn flag_beats_env_beats_file() {
 /// for a value the flag parser refuses, its flag), and nothing is created.
 #[test]
 fn bad_value_names_the_setting() {
-    let fx = Fixture::new();
+    let fx = SettingsFixture::new();
     for case in cases() {
         for source in [Source::File, Source::Env, Source::Flag] {
             let err = fx.load(&[(&case, &case.bad, source)]).unwrap_err();
@@ -422,7 +422,7 @@ fn documented_defaults_are_the_defaults() {
         .collect();
     assert!(example.lines().count() > 20, "the example was not found: {example}");
     let documented = RawConfig::from_toml(&example, Path::new("doc")).unwrap();
-    let fx = Fixture::new();
+    let fx = SettingsFixture::new();
     let base = fx.load(&[]).unwrap();
     let base_raw = RawConfig::from_toml(
         &std::fs::read_to_string(fx.dir.path().join("shoal.toml")).unwrap(),
@@ -436,7 +436,7 @@ fn documented_defaults_are_the_defaults() {
 /// validation runs in the table's order, and a setting's checks look only at settings above it.
 #[test]
 fn first_refusal_in_table_order_is_reported() {
-    let fx = Fixture::new();
+    let fx = SettingsFixture::new();
     let cases = cases();
     // Bad values that reach validation (the flag parser refuses the others first).
     let validated: Vec<&Case> = cases
@@ -478,7 +478,7 @@ fn help_lists_every_setting() {
 /// pinned here fails), and the defaults documented at the top of the module parse.
 #[test]
 fn table_covers_every_file_key() {
-    let fx = Fixture::new();
+    let fx = SettingsFixture::new();
     for case in cases() {
         let text = format!("{} = {}\n", case.key, fx.expand(&case.a.toml));
         RawConfig::from_toml(&text, Path::new("x")).unwrap_or_else(|e| panic!("{}: {e}", case.key));

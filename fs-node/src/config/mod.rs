@@ -106,7 +106,7 @@ pub const MULTICAST_TTL_DEFAULT: u32 = 1;
 pub const FSLIVE_INTERVAL_MS_DEFAULT: u64 = 30_000;
 pub const FSLIVE_VALIDITY_MS_DEFAULT: u64 = 70_000;
 pub const LOCK_TTL_MS_DEFAULT: u64 = 5_000;
-/// Timing defaults match the replication engine's (`replication::Config::new`).
+/// Timing defaults match the replication engine's (`replication::EngineConfig::new`).
 pub const HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 50;
 pub const ELECTION_TIMEOUT_MS_DEFAULT: u64 = 500;
 pub const LEASE_MS_DEFAULT: u64 = 300;

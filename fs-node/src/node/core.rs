@@ -34,11 +34,11 @@ use super::snapshot::{self, SnapshotDir};
 use super::transfer;
 use super::{NodeBackend, NodeError, READY_ROUNDS_MAX};
 use crate::locks::{LeaseConfig, LeaseKeeper};
-use crate::replication::{Engine, PersistOp, ProposeError, Ready, Role, To};
+use crate::replication::{Engine, EngineRole, PersistOp, ProposeError, Ready, To};
 use crate::state::{Command, Outcome, StateMachine};
 use bytes::Bytes;
 use cache_server::{Server, ServerError};
-use protocol::message::data::{ErrorCode, Role as WireRole, UpdateNotice, WireError};
+use protocol::message::data::{ErrorCode, Role, UpdateNotice, WireError};
 use protocol::message::lock::LockGrant;
 use protocol::message::Message;
 use protocol::{NodeId, SenderId, Zxid};
@@ -133,7 +133,7 @@ pub(crate) enum Effect {
 }
 
 /// (persist_seq, the log zxid whose durability covers it, what to send once it is durable).
-type PendingPersist = (u64, Zxid, Vec<(To, Message)>);
+type AwaitingDurable = (u64, Zxid, Vec<(To, Message)>);
 
 /// The node core (see the module docs).
 pub(crate) struct Core {
@@ -150,7 +150,7 @@ pub(crate) struct Core {
     pub(super) pending: HashMap<Zxid, Waiter>,
     /// Readys whose persist is not yet durable: (persist_seq, log zxid that covers it, what to
     /// send once it is).
-    pub(super) persists: VecDeque<PendingPersist>,
+    pub(super) persists: VecDeque<AwaitingDurable>,
     pub(super) keeper: Option<LeaseKeeper>,
     /// The zxid of this master's Takeover record; the lease keeper starts when it applies.
     pub(super) takeover: Option<Zxid>,
@@ -430,14 +430,13 @@ impl Core {
         let (role, master) = wire_role(self.engine.role());
         let mut status = self.shared.status.lock().expect("status poisoned");
         status.role = role;
-        status.master = if role == WireRole::Master { Some(self.shared.node) } else { master };
+        status.master = if role == Role::Master { Some(self.shared.node) } else { master };
         status.epoch = self.engine.hard_state().current_epoch;
         status.committed = self.engine.commit();
     }
 
-    fn on_role(&mut self, role: Role) {
-        let was_master =
-            self.shared.status.lock().expect("status poisoned").role == WireRole::Master;
+    fn on_role(&mut self, role: EngineRole) {
+        let was_master = self.shared.status.lock().expect("status poisoned").role == Role::Master;
         crate::events::role_changed(
             self.shared.node,
             was_master,
@@ -447,7 +446,7 @@ impl Core {
         self.shared.metrics.role_changes.inc();
         self.update_status();
         match role {
-            Role::Leading { epoch, established: true } => {
+            EngineRole::Leading { epoch, established: true } => {
                 self.shared.metrics.elections.inc();
                 let command = Command::Takeover { epoch, master: self.shared.node };
                 match command.encode().map(Bytes::from).map(|d| self.engine.propose(d)) {
@@ -471,7 +470,7 @@ impl Core {
     }
 
     fn is_master(&self) -> bool {
-        matches!(self.engine.role(), Role::Leading { established: true, .. })
+        matches!(self.engine.role(), EngineRole::Leading { established: true, .. })
     }
 
     fn apply(&mut self, entry: protocol::message::replication::Entry) -> Result<(), NodeError> {

@@ -1,11 +1,11 @@
 //! The node's disk: a [`LogReader`] over the [`DataLog`] (with an in-memory zxid index and a
 //! bounded window of recent entries, so that catch-up and apply rarely read the disk), the
-//! epoch-state file, and the adapter that makes the storage [`KvStore`](StorageKv) a
-//! [`state::KvStore`](crate::state::KvStore).
+//! epoch-state file, and the adapter that makes the storage [`DiskStore`] a
+//! [`state::StateStore`](crate::state::StateStore).
 
 use crate::replication::{HardState, LogReader};
-use crate::state::store::{EntryKind, KvStore as StateKv};
-use crate::storage::{DataLog, KvStore as StorageKv, StorageError};
+use crate::state::store::{EntryKind, StateStore};
+use crate::storage::{DataLog, DiskStore, StorageError};
 use protocol::key::ROOT;
 use protocol::message::data::{DirEntry, Op, Versioned, WireError};
 use protocol::message::replication::Entry;
@@ -183,9 +183,9 @@ pub fn write_hard_state(dir: &Path, hard: HardState) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-/// The storage engine's key-value store as the state machine's [`StateKv`].
+/// The storage engine's key-value store as the state machine's [`StateStore`].
 #[derive(Clone)]
-pub struct DiskKv(pub Arc<StorageKv>);
+pub struct DiskKv(pub Arc<DiskStore>);
 
 impl std::fmt::Debug for DiskKv {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -193,7 +193,7 @@ impl std::fmt::Debug for DiskKv {
     }
 }
 
-impl StateKv for DiskKv {
+impl StateStore for DiskKv {
     type Error = StorageError;
 
     fn stat(&self, key: &str) -> Option<(EntryKind, Zxid)> {

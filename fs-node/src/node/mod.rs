@@ -72,7 +72,7 @@ pub use manual::{Dest, ManualNode, ManualStatus};
 pub(crate) use shared::Shared;
 
 use crate::config::Config;
-use crate::replication::ConfigError as EngineConfigError;
+use crate::replication::EngineConfigError;
 use crate::state::StateError;
 use crate::storage::StorageError;
 use cache_server::Server;

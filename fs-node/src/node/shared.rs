@@ -5,9 +5,9 @@
 
 use super::core::Cmd;
 use super::transfer;
-use crate::replication::Role;
-use crate::storage::KvStore as StorageKv;
-use protocol::message::data::Role as WireRole;
+use crate::replication::EngineRole;
+use crate::storage::DiskStore;
+use protocol::message::data::Role;
 use protocol::{NodeId, Zxid};
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::{mpsc, watch};
@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 /// Role, epoch and master as the backend reports them.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct StatusView {
-    pub role: WireRole,
+    pub role: Role,
     pub epoch: u32,
     pub master: Option<NodeId>,
     pub committed: Zxid,
@@ -27,7 +27,7 @@ pub(crate) struct StatusView {
 /// State shared by the core (writer) and the request tasks (readers).
 pub(crate) struct Shared {
     pub node: NodeId,
-    pub store: Arc<StorageKv>,
+    pub store: Arc<DiskStore>,
     /// The applied zxid. The core holds it for writing while it applies an entry, a read holds
     /// it for reading while it reads the store: a read sees exactly the state at this zxid.
     pub applied: RwLock<Zxid>,
@@ -51,11 +51,11 @@ impl Shared {
     }
 }
 
-pub(crate) fn wire_role(role: Role) -> (WireRole, Option<NodeId>) {
+pub(crate) fn wire_role(role: EngineRole) -> (Role, Option<NodeId>) {
     match role {
-        Role::Looking => (WireRole::Looking, None),
-        Role::Following { master } => (WireRole::Follower, Some(master)),
-        Role::Leading { established: true, .. } => (WireRole::Master, None),
-        Role::Leading { established: false, .. } => (WireRole::Looking, None),
+        EngineRole::Looking => (Role::Looking, None),
+        EngineRole::Following { master } => (Role::Follower, Some(master)),
+        EngineRole::Leading { established: true, .. } => (Role::Master, None),
+        EngineRole::Leading { established: false, .. } => (Role::Looking, None),
     }
 }

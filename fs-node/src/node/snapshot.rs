@@ -20,7 +20,7 @@
 
 use crate::state::Tables;
 use crate::storage::backup::{Manifest, ManifestFile, MANIFEST_FORMAT, MANIFEST_NAME};
-use crate::storage::KvStore;
+use crate::storage::DiskStore;
 use md5::{Digest, Md5};
 use protocol::Zxid;
 use std::collections::HashMap;
@@ -163,7 +163,7 @@ pub struct Pending {
 /// [`Pending::finish`] off the core.
 pub fn take(
     data_dir: &Path,
-    store: &KvStore,
+    store: &DiskStore,
     tables: &Tables,
     zxid: Zxid,
 ) -> Result<Pending, String> {

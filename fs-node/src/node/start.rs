@@ -10,15 +10,13 @@ use super::transfer;
 use super::{io_err, NodeBackend, NodeError, UNICAST_BATCH_BYTES_MAX};
 use crate::config::Config;
 use crate::locks::LeaseConfig;
-use crate::replication::{
-    Config as EngineConfig, Durability, Engine, HardState, LogReader, RestartState,
-};
+use crate::replication::{Durability, Engine, EngineConfig, HardState, LogReader, RestartState};
 use crate::state::{StateConfig, StateMachine};
 use crate::storage::{
-    DamagePolicy, DataLog, KvStore as StorageKv, LogConfig, LogOptions, StoreConfig, SyncMode, Vfs,
+    DamagePolicy, DataLog, DiskStore, LogConfig, LogOptions, StoreConfig, SyncMode, Vfs,
 };
 use cache_server::{Server, ServerConfig};
-use protocol::message::data::Role as WireRole;
+use protocol::message::data::Role;
 use protocol::Zxid;
 use std::collections::HashMap;
 use std::path::Path;
@@ -45,7 +43,7 @@ pub(crate) struct Opened {
     /// Commands from the request tasks (the other end is `shared.cmds`).
     pub cmds: mpsc::UnboundedReceiver<Cmd>,
     pub log: Arc<DataLog>,
-    pub store: Arc<StorageKv>,
+    pub store: Arc<DiskStore>,
 }
 
 /// Removes every file of a flat directory (the store is rebuilt at every start).
@@ -155,7 +153,7 @@ pub(crate) fn open(config: &Config, parts: Parts) -> Result<Opened, NodeError> {
         applied: RwLock::new(restart_applied),
         applied_tx,
         status: Mutex::new(StatusView {
-            role: WireRole::Looking,
+            role: Role::Looking,
             epoch: hard.current_epoch,
             master: None,
             committed: restart_applied,
@@ -220,14 +218,14 @@ pub(crate) fn open_state(
     dir: &Path,
     log: &Arc<DataLog>,
     store_config: StoreConfig,
-) -> Result<(StorageKv, crate::state::Tables, Zxid), NodeError> {
+) -> Result<(DiskStore, crate::state::Tables, Zxid), NodeError> {
     let vfs = vfs.clone();
     let store_dir = dir.join("store");
     let other = NodeError::Other;
     let snapshots = snapshot::list(dir, true).map_err(other)?;
     let Some(snap) = snapshots.last().cloned() else {
         empty_dir(vfs.as_ref(), &store_dir)?;
-        let (store, _) = StorageKv::open(vfs, &store_dir, store_config)?;
+        let (store, _) = DiskStore::open(vfs, &store_dir, store_config)?;
         return Ok((store, crate::state::Tables::default(), Zxid::ZERO));
     };
     let tables = snapshot::check(&snap).map_err(|e| {
@@ -250,7 +248,7 @@ pub(crate) fn open_state(
         )));
     }
     snapshot::install_store(&snap, &store_dir).map_err(other)?;
-    let (store, _) = StorageKv::open(vfs, &store_dir, store_config)?;
+    let (store, _) = DiskStore::open(vfs, &store_dir, store_config)?;
     match store.applied_zxid() {
         a if a > z => {
             return Err(NodeError::Other(format!(

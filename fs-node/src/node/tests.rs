@@ -5,7 +5,7 @@ use super::disk::DiskKv;
 use super::snapshot::{self, SnapshotDir};
 use super::start::open_state;
 use crate::state::{Command, StateConfig, StateMachine, Tables};
-use crate::storage::{DataLog, KvStore, LogConfig, RealFs, StoreConfig};
+use crate::storage::{DataLog, DiskStore, LogConfig, RealFs, StoreConfig};
 use bytes::Bytes;
 use protocol::message::data::{Op, RequestId};
 use protocol::message::lock::{LockOp, SessionOp};
@@ -17,7 +17,7 @@ use std::sync::Arc;
 const CLIENT: u64 = 0x77 << 40;
 
 /// Every key of a store with its value.
-type Dump = Vec<(String, Option<protocol::message::data::Versioned>)>;
+use super::manual::Dump;
 
 /// A node's disk: log and store under `dir`, with a state machine over the store.
 struct Disk {
@@ -44,7 +44,7 @@ impl Disk {
     fn new(dir: &Path) -> Disk {
         let log = open_log(dir);
         let (store, _) =
-            KvStore::open(Arc::new(RealFs), &dir.join("store"), StoreConfig::default())
+            DiskStore::open(Arc::new(RealFs), &dir.join("store"), StoreConfig::default())
                 .expect("store");
         let sm = StateMachine::new(DiskKv(Arc::new(store)), StateConfig::default());
         Disk { log, sm, next: 1, seq: 0 }

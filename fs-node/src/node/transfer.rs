@@ -84,7 +84,7 @@ pub(crate) struct Transfers {
     pub base: EndpointConfig,
     pub donor_config: DonorConfig,
     pub receiver_config: ReceiverConfig,
-    state: Mutex<State>,
+    state: Mutex<TransferState>,
     /// One donor start at a time (the first RequestFile starts it, the next ones join it).
     starting: tokio::sync::Mutex<()>,
     next_id: AtomicU64,
@@ -93,7 +93,7 @@ pub(crate) struct Transfers {
 }
 
 #[derive(Default)]
-struct State {
+struct TransferState {
     donor: Option<DonorHandle>,
     /// Snapshots being sent or copied: not deleted, and no new snapshot or log release.
     pinned: Vec<Zxid>,
@@ -128,7 +128,7 @@ impl Transfers {
             base,
             donor_config: DonorConfig { rate_bytes_per_s, ..DonorConfig::default() },
             receiver_config: ReceiverConfig::default(),
-            state: Mutex::new(State::default()),
+            state: Mutex::new(TransferState::default()),
             starting: tokio::sync::Mutex::new(()),
             // Unique per node and start: node id in the top byte, start time below.
             next_id: AtomicU64::new((u64::from(node) << 56) | (now_ms & ((1 << 48) - 1)) << 8),
@@ -146,7 +146,7 @@ impl Transfers {
         self.endpoint.get().cloned().ok_or_else(|| "this node has no network endpoint".into())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, TransferState> {
         self.state.lock().expect("transfer state poisoned")
     }
 

@@ -1,8 +1,8 @@
 //! [`Engine`]: the replication state machine. See the module docs for the protocol.
 
 use super::types::{
-    entry, Config, ConfigError, Durability, HardState, LogReader, PersistOp, ProposeError, Ready,
-    RestartState, Role, To, LEASE_HEARTBEATS_TRACKED_MAX,
+    entry, Durability, EngineConfig, EngineConfigError, EngineRole, HardState, LogReader,
+    PersistOp, ProposeError, Ready, RestartState, To, LEASE_HEARTBEATS_TRACKED_MAX,
 };
 use bytes::Bytes;
 use protocol::message::replication::{
@@ -121,7 +121,7 @@ struct PendingPersist {
 /// The IO-free replication engine of one node.
 #[derive(Clone, Debug)]
 pub struct Engine {
-    cfg: Config,
+    cfg: EngineConfig,
     /// The newest epoch state (maybe not yet durable) and the durable one.
     hard: HardState,
     durable_hard: HardState,
@@ -145,7 +145,7 @@ pub struct Engine {
     persist_seq: u64,
     pending: VecDeque<PendingPersist>,
     out: Ready,
-    role_reported: Option<Role>,
+    role_reported: Option<EngineRole>,
     snapshot_wait: Option<Zxid>,
     /// Set while this node is a non-voter (it started [`Durability::Lost`]).
     lost: Option<Box<Recovery>>,
@@ -174,23 +174,23 @@ impl Engine {
     /// for a master, and makes no promise for one lease from `now_ms`: it may have acked a
     /// heartbeat just before a crash.
     pub fn new(
-        cfg: Config,
+        cfg: EngineConfig,
         restart: RestartState,
         log: &dyn LogReader,
         now_ms: u64,
-    ) -> Result<Engine, ConfigError> {
+    ) -> Result<Engine, EngineConfigError> {
         Engine::start(cfg, restart, Durability::Durable, log, now_ms)
     }
 
     /// Starts a node; with [`Durability::Lost`] as a non-voter, which votes for no one,
     /// promises nothing and acks nothing toward a quorum until repaired (module docs).
     pub fn start(
-        cfg: Config,
+        cfg: EngineConfig,
         restart: RestartState,
         durability: Durability,
         log: &dyn LogReader,
         now_ms: u64,
-    ) -> Result<Engine, ConfigError> {
+    ) -> Result<Engine, EngineConfigError> {
         cfg.validate()?;
         assert!(restart.applied <= log.last(), "applied beyond the log");
         let last = log.last();
@@ -236,17 +236,18 @@ impl Engine {
         self.cfg.id
     }
 
-    pub fn config(&self) -> &Config {
+    pub fn config(&self) -> &EngineConfig {
         &self.cfg
     }
 
-    pub fn role(&self) -> Role {
+    pub fn role(&self) -> EngineRole {
         match &self.state {
-            State::Looking(_) => Role::Looking,
-            State::Following(f) => Role::Following { master: f.master },
-            State::Leading(l) => {
-                Role::Leading { epoch: l.epoch, established: l.phase == LeaderPhase::Established }
-            }
+            State::Looking(_) => EngineRole::Looking,
+            State::Following(f) => EngineRole::Following { master: f.master },
+            State::Leading(l) => EngineRole::Leading {
+                epoch: l.epoch,
+                established: l.phase == LeaderPhase::Established,
+            },
         }
     }
 

@@ -11,7 +11,7 @@
 //! [`LogReader`] the host passes in, since the log lives on disk.
 //!
 //! # Layout
-//! - `types`: [`Config`], [`HardState`], [`PersistOp`], [`Ready`], [`LogReader`], errors.
+//! - `types`: [`EngineConfig`], [`HardState`], [`PersistOp`], [`Ready`], [`LogReader`], errors.
 //! - `engine`: [`Engine`], the protocol below.
 //! - `memlog`: [`MemLog`], an in-memory [`LogReader`] that applies [`PersistOp`]s; the
 //!   reference of the log rules, used by the tests and the simulator.
@@ -144,6 +144,6 @@ mod types;
 pub use engine::Engine;
 pub use memlog::MemLog;
 pub use types::{
-    Config, ConfigError, Durability, HardState, LogReader, PersistOp, ProposeError, Ready,
-    RestartState, Role, To, CLUSTER_SIZES, LEASE_HEARTBEATS_TRACKED_MAX,
+    Durability, EngineConfig, EngineConfigError, EngineRole, HardState, LogReader, PersistOp,
+    ProposeError, Ready, RestartState, To, CLUSTER_SIZES, LEASE_HEARTBEATS_TRACKED_MAX,
 };

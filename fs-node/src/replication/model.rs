@@ -33,8 +33,8 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 const QUANTUM_MS: u64 = 10;
 const NODES: NodeId = 3;
 
-fn model_config(id: NodeId) -> Config {
-    Config {
+fn model_config(id: NodeId) -> EngineConfig {
+    EngineConfig {
         id,
         members: vec![1, 2, 3],
         heartbeat_interval_ms: 10,
@@ -195,7 +195,7 @@ impl ModelState {
                     None => self.committed.push(e.zxid),
                 }
             }
-            if let Some(Role::Leading { epoch, established: true }) = r.role {
+            if let Some(EngineRole::Leading { epoch, established: true }) = r.role {
                 if let Some(other) = self.masters.insert(epoch, id) {
                     if other != id {
                         return Err(format!("epoch {epoch} has two masters: {other} and {id}"));
@@ -208,7 +208,7 @@ impl ModelState {
 
     fn check(&self) -> Result<(), String> {
         for n in &self.nodes {
-            if let Role::Leading { established: true, .. } = n.engine.role() {
+            if let EngineRole::Leading { established: true, .. } = n.engine.role() {
                 for z in &self.committed {
                     if !n.view.contains(*z) {
                         return Err(format!("master {} lacks committed {z}", n.engine.id()));
@@ -248,7 +248,7 @@ impl ModelState {
             }
             if self.proposals_left > 0
                 && n.engine.role()
-                    == (Role::Leading {
+                    == (EngineRole::Leading {
                         epoch: n.engine.hard_state().current_epoch,
                         established: true,
                     })
@@ -335,7 +335,7 @@ impl ModelState {
             if self
                 .nodes
                 .iter()
-                .any(|n| matches!(n.engine.role(), Role::Leading { established: true, .. }))
+                .any(|n| matches!(n.engine.role(), EngineRole::Leading { established: true, .. }))
                 && self.net.is_empty()
                 && self.nodes.iter().all(|n| n.disk.is_empty())
             {
@@ -487,7 +487,7 @@ fn model_replication_and_failover_from_established_master() {
     let master = start
         .nodes
         .iter()
-        .find(|n| matches!(n.engine.role(), Role::Leading { .. }))
+        .find(|n| matches!(n.engine.role(), EngineRole::Leading { .. }))
         .expect("a master")
         .engine
         .id();

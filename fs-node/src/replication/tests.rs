@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 
 const LEASE_MS: u64 = 300;
 
-fn config(id: NodeId) -> Config {
-    Config::new(id, vec![1, 2, 3])
+fn config(id: NodeId) -> EngineConfig {
+    EngineConfig::new(id, vec![1, 2, 3])
 }
 
 fn z(epoch: u32, counter: u32) -> Zxid {
@@ -138,7 +138,7 @@ impl Cluster {
 
     fn master(&self) -> Option<NodeId> {
         self.nodes.values().find_map(|n| match n.engine.role() {
-            Role::Leading { established: true, .. } => Some(n.engine.id()),
+            EngineRole::Leading { established: true, .. } => Some(n.engine.id()),
             _ => None,
         })
     }
@@ -222,7 +222,7 @@ fn vote_order_is_epoch_then_zxid_then_id() {
             })
         )]
     );
-    assert_eq!(r.role, Some(Role::Following { master: 3 }));
+    assert_eq!(r.role, Some(EngineRole::Following { master: 3 }));
 }
 
 /// A node that gathers n/2+1 votes for itself leads with an epoch above every epoch it has
@@ -244,10 +244,10 @@ fn quorum_of_votes_makes_master_with_epoch_above_all_seen() {
     };
     // Still inside the restart no-promise window: it may not promise itself yet.
     n.step(10, Message::Vote(v));
-    assert_eq!(n.engine.role(), Role::Looking);
+    assert_eq!(n.engine.role(), EngineRole::Looking);
     n.tick(LEASE_MS);
     let r = n.ready();
-    assert_eq!(n.engine.role(), Role::Leading { epoch: 8, established: false });
+    assert_eq!(n.engine.role(), EngineRole::Leading { epoch: 8, established: false });
     assert_eq!(
         r.persist,
         vec![PersistOp::HardState(HardState {
@@ -293,7 +293,7 @@ fn prepare_is_promised_durably_before_prepare_ok() {
             })
         )]
     );
-    assert_eq!(n.engine.role(), Role::Following { master: 3 });
+    assert_eq!(n.engine.role(), EngineRole::Following { master: 3 });
 }
 
 /// One master per epoch: a node refuses a Prepare for an epoch it already promised to someone
@@ -375,7 +375,7 @@ fn leader_in_discovery(log: MemLog) -> Node {
     n.step(LEASE_MS, vote(1, 1, 3, hs.current_epoch, n.engine.last()));
     n.tick(LEASE_MS);
     let r = n.ready_durable();
-    assert!(matches!(n.engine.role(), Role::Leading { .. }), "{r:?}");
+    assert!(matches!(n.engine.role(), EngineRole::Leading { .. }), "{r:?}");
     n
 }
 
@@ -390,7 +390,7 @@ fn master_gives_way_to_a_promiser_with_newer_history() {
         Message::PrepareOk(PrepareOk { from: 1, epoch, current_epoch: 1, last_zxid: z(1, 2) }),
     );
     let r = n.ready();
-    assert_eq!(n.engine.role(), Role::Looking);
+    assert_eq!(n.engine.role(), EngineRole::Looking);
     assert!(r.persist.is_empty(), "no epoch adopted: {r:?}");
 }
 
@@ -646,7 +646,7 @@ fn new_master_takes_writes_only_once_a_quorum_synced() {
     assert!(n.engine.propose(Bytes::from_static(b"w")).is_err());
     n.step(LEASE_MS, Message::Accept(Accept { from: 1, epoch, durable: z(1, 1), heartbeat: 0 }));
     let r = n.ready_durable();
-    assert_eq!(n.engine.role(), Role::Leading { epoch, established: true });
+    assert_eq!(n.engine.role(), EngineRole::Leading { epoch, established: true });
     assert_eq!(r.commits, vec![entry(z(1, 1), "a")]);
     assert_eq!(n.engine.propose(Bytes::from_static(b"w")), Ok(z(epoch, 1)));
 }
@@ -753,12 +753,12 @@ fn master_steps_down_without_quorum_contact() {
     let mut lone = c.nodes.remove(&m).expect("master");
     let start = c.now_ms;
     let mut t = start;
-    while t < start + 2000 && matches!(lone.engine.role(), Role::Leading { .. }) {
+    while t < start + 2000 && matches!(lone.engine.role(), EngineRole::Leading { .. }) {
         t += 10;
         lone.tick(t);
         lone.ready_durable();
     }
-    assert_eq!(lone.engine.role(), Role::Looking);
+    assert_eq!(lone.engine.role(), EngineRole::Looking);
     assert!(t <= start + 500 + 20, "stepped down only at {t}");
 }
 
@@ -833,7 +833,7 @@ fn master_steps_down_for_a_peer_promised_to_a_rival_in_its_epoch() {
     // Promised to this master: it is brought back with a Prepare, no step-down.
     c.node(m).step(now, Message::Vote(v));
     let r = c.node(m).ready();
-    assert!(matches!(c.node(m).engine.role(), Role::Leading { .. }));
+    assert!(matches!(c.node(m).engine.role(), EngineRole::Leading { .. }));
     assert!(r
         .send_now
         .iter()
@@ -843,7 +843,7 @@ fn master_steps_down_for_a_peer_promised_to_a_rival_in_its_epoch() {
     v.promised_to = rival;
     c.node(m).step(now, Message::Vote(v));
     c.node(m).ready();
-    assert_eq!(c.node(m).engine.role(), Role::Looking);
+    assert_eq!(c.node(m).engine.role(), EngineRole::Looking);
 }
 
 /// Configuration is refused unless membership is 3, 5 or 7 distinct ids including this node,
@@ -851,22 +851,28 @@ fn master_steps_down_for_a_peer_promised_to_a_rival_in_its_epoch() {
 #[test]
 fn config_requires_static_membership_and_consistent_timeouts() {
     assert_eq!(config(1).validate(), Ok(()));
-    assert_eq!(Config::new(1, vec![1, 2, 3, 4, 5]).validate(), Ok(()));
-    assert_eq!(Config::new(1, vec![1, 2]).validate(), Err(ConfigError::Membership(vec![1, 2])));
+    assert_eq!(EngineConfig::new(1, vec![1, 2, 3, 4, 5]).validate(), Ok(()));
     assert_eq!(
-        Config::new(1, vec![1, 2, 2]).validate(),
-        Err(ConfigError::Membership(vec![1, 2, 2]))
+        EngineConfig::new(1, vec![1, 2]).validate(),
+        Err(EngineConfigError::Membership(vec![1, 2]))
     );
-    assert_eq!(Config::new(9, vec![1, 2, 3]).validate(), Err(ConfigError::NotAMember(9)));
+    assert_eq!(
+        EngineConfig::new(1, vec![1, 2, 2]).validate(),
+        Err(EngineConfigError::Membership(vec![1, 2, 2]))
+    );
+    assert_eq!(
+        EngineConfig::new(9, vec![1, 2, 3]).validate(),
+        Err(EngineConfigError::NotAMember(9))
+    );
     let mut c = config(1);
     c.lease_ms = c.election_timeout_ms;
-    assert_eq!(c.validate(), Err(ConfigError::Timeouts));
+    assert_eq!(c.validate(), Err(EngineConfigError::Timeouts));
     let mut c = config(1);
     c.drift_margin_ms = c.lease_ms - c.heartbeat_interval_ms;
-    assert_eq!(c.validate(), Err(ConfigError::Drift));
+    assert_eq!(c.validate(), Err(EngineConfigError::Drift));
     let mut c = config(1);
     c.batch_entries_max = 0;
-    assert_eq!(c.validate(), Err(ConfigError::ZeroLimit));
+    assert_eq!(c.validate(), Err(EngineConfigError::ZeroLimit));
 }
 
 /// When the commit point advances, the master multicasts it (the Commit doubles as the Update
@@ -905,9 +911,9 @@ fn master_counts_itself_only_after_its_epoch_adoption_is_durable() {
     let r = n.ready(); // adoption written, not durable
     n.step(LEASE_MS, Message::Accept(Accept { from: 1, epoch, durable: z(1, 1), heartbeat: 0 }));
     n.ready();
-    assert_eq!(n.engine.role(), Role::Leading { epoch, established: false });
+    assert_eq!(n.engine.role(), EngineRole::Leading { epoch, established: false });
     n.engine.persisted(r.persist_seq.expect("seq"));
-    assert_eq!(n.engine.role(), Role::Leading { epoch, established: true });
+    assert_eq!(n.engine.role(), EngineRole::Leading { epoch, established: true });
 }
 
 fn fresh_vote(from: NodeId, round: u64, candidate: NodeId, settled: bool) -> Vote {
@@ -936,7 +942,7 @@ fn fresh_node_does_not_vote_until_repaired() {
     n.step(LEASE_MS, vote(1, 1, 3, 1, z(1, 1)));
     let r = n.ready();
     assert!(r.send_now.is_empty() && r.persist.is_empty(), "{r:?}");
-    assert_eq!(n.engine.role(), Role::Looking);
+    assert_eq!(n.engine.role(), EngineRole::Looking);
     n.step(LEASE_MS, Message::Prepare(Prepare { from: 3, epoch: 2 }));
     let r = n.ready();
     assert!(r.persist.is_empty() && r.send_after_persist.is_empty(), "promised: {r:?}");
@@ -950,7 +956,7 @@ fn fresh_node_does_not_vote_until_repaired() {
     v.step(LEASE_MS, Message::Vote(Vote { candidate: 3, ..fresh_vote(1, 1, 1, false) }));
     v.tick(LEASE_MS);
     let r = v.ready();
-    assert_eq!(v.engine.role(), Role::Looking);
+    assert_eq!(v.engine.role(), EngineRole::Looking);
     assert!(r.persist.is_empty(), "led on a fresh vote: {r:?}");
     assert!(r
         .send_now
@@ -1029,7 +1035,7 @@ fn lost_disk_node_cannot_help_a_lagging_node_win() {
         Cluster::new(vec![Node::lost(2, MemLog::new(), 0), Node::new(3, c_log, Zxid::ZERO, 0)]);
     c.advance(3000);
     assert_eq!(c.master(), None);
-    assert!(c.nodes.values().all(|n| !matches!(n.engine.role(), Role::Leading { .. })));
+    assert!(c.nodes.values().all(|n| !matches!(n.engine.role(), EngineRole::Leading { .. })));
     assert_eq!(c.node(3).log.entries(), &[entry(z(1, 1), "a")]);
     assert!(!c.node(2).engine.is_voter());
 

@@ -15,7 +15,7 @@ pub const LEASE_HEARTBEATS_TRACKED_MAX: usize = 16;
 
 /// Engine configuration. Times are in milliseconds of the host's monotonic clock.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Config {
+pub struct EngineConfig {
     pub id: NodeId,
     /// Every member's id, including `id`; 3, 5 or 7 distinct ids.
     pub members: Vec<NodeId>,
@@ -42,10 +42,10 @@ pub struct Config {
     pub apply_entries_max: usize,
 }
 
-impl Config {
+impl EngineConfig {
     /// A configuration with the defaults used by `shoal-fs` and the simulator.
-    pub fn new(id: NodeId, members: Vec<NodeId>) -> Config {
-        Config {
+    pub fn new(id: NodeId, members: Vec<NodeId>) -> EngineConfig {
+        EngineConfig {
             id,
             members,
             heartbeat_interval_ms: 50,
@@ -60,29 +60,29 @@ impl Config {
         }
     }
 
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), EngineConfigError> {
         let mut sorted = self.members.clone();
         sorted.sort_unstable();
         sorted.dedup();
         if sorted.len() != self.members.len() || !CLUSTER_SIZES.contains(&sorted.len()) {
-            return Err(ConfigError::Membership(self.members.clone()));
+            return Err(EngineConfigError::Membership(self.members.clone()));
         }
         if !sorted.contains(&self.id) {
-            return Err(ConfigError::NotAMember(self.id));
+            return Err(EngineConfigError::NotAMember(self.id));
         }
         if self.heartbeat_interval_ms == 0 || self.lease_ms >= self.election_timeout_ms {
-            return Err(ConfigError::Timeouts);
+            return Err(EngineConfigError::Timeouts);
         }
         // The lease (less the margin) must outlast a heartbeat interval, or it never holds.
         if self.drift_margin_ms + self.heartbeat_interval_ms >= self.lease_ms {
-            return Err(ConfigError::Drift);
+            return Err(EngineConfigError::Drift);
         }
         if self.batch_entries_max == 0
             || self.sync_entries_max == 0
             || self.apply_entries_max == 0
             || self.inflight_entries_max == 0
         {
-            return Err(ConfigError::ZeroLimit);
+            return Err(EngineConfigError::ZeroLimit);
         }
         Ok(())
     }
@@ -94,7 +94,7 @@ impl Config {
 }
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
-pub enum ConfigError {
+pub enum EngineConfigError {
     #[error("membership {0:?} must be 3, 5 or 7 distinct node ids")]
     Membership(Vec<NodeId>),
     #[error("node id {0} is not in the member list")]
@@ -162,7 +162,7 @@ pub enum To {
 
 /// The engine's role as the host sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Role {
+pub enum EngineRole {
     /// Electing; no master known.
     Looking,
     /// Following `master` (which may still be bringing this node up to date).
@@ -191,7 +191,7 @@ pub struct Ready {
     pub commits: Vec<Entry>,
     /// Set when the role changed since the previous Ready. A master that stops leading fails
     /// its pending proposals as "outcome unknown": they may still commit under the next master.
-    pub role: Option<Role>,
+    pub role: Option<EngineRole>,
     pub fetch_snapshot: Option<(NodeId, Zxid)>,
 }
 

@@ -1,4 +1,4 @@
-//! The [`KvStore`] conformance suite: every store must pass it (the storage engine runs it on
+//! The [`StateStore`] conformance suite: every store must pass it (the storage engine runs it on
 //! the disk store; `fs-node/tests/state_store.rs` runs it on [`MemStore`](super::MemStore)).
 //!
 //! - [`check_rules`]: one scenario per rule of the trait, each failure naming the rule.
@@ -7,7 +7,7 @@
 //!
 //! It returns `Err(description)` instead of panicking, so that it can run inside any harness.
 
-use super::store::{EntryKind, KvStore};
+use super::store::{EntryKind, StateStore};
 use bytes::Bytes;
 use protocol::key::{self, ROOT};
 use protocol::limits::KEY_BYTES_DEFAULT;
@@ -19,7 +19,7 @@ use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 
 /// Every key, kind and zxid a store holds, in key order, read through the trait.
-pub fn snapshot<S: KvStore + ?Sized>(store: &S) -> Vec<(String, EntryKind, Zxid)> {
+pub fn snapshot<S: StateStore + ?Sized>(store: &S) -> Vec<(String, EntryKind, Zxid)> {
     let mut keys = Vec::new();
     store.visit_within(ROOT, &mut |k, _| {
         keys.push(k.to_string());
@@ -46,11 +46,11 @@ fn expect(rule: &str, ok: bool) -> Result<(), String> {
     }
 }
 
-fn refused<S: KvStore>(store: &S, ops: &[Op]) -> Option<ErrorCode> {
+fn refused<S: StateStore>(store: &S, ops: &[Op]) -> Option<ErrorCode> {
     store.check(ops, KEY_BYTES_DEFAULT).err().map(|e| e.code)
 }
 
-fn apply<S: KvStore>(store: &mut S, zxid: Zxid, ops: &[Op]) -> Result<(), String> {
+fn apply<S: StateStore>(store: &mut S, zxid: Zxid, ops: &[Op]) -> Result<(), String> {
     store
         .check(ops, KEY_BYTES_DEFAULT)
         .map_err(|e| format!("check refused a valid batch: {}", e.message))?;
@@ -58,7 +58,7 @@ fn apply<S: KvStore>(store: &mut S, zxid: Zxid, ops: &[Op]) -> Result<(), String
 }
 
 /// Runs one scenario per rule against fresh stores from `make`.
-pub fn check_rules<S: KvStore>(make: &mut dyn FnMut() -> S) -> Result<(), String> {
+pub fn check_rules<S: StateStore>(make: &mut dyn FnMut() -> S) -> Result<(), String> {
     let z = |c| Zxid::new(1, c);
     let mkdir = |k: &str| Op::Mkdir { key: k.into() };
 
@@ -178,7 +178,7 @@ pub fn check_rules<S: KvStore>(make: &mut dyn FnMut() -> S) -> Result<(), String
 
 /// Applies `batches` seeded random batches over a small key space to a fresh store and to the
 /// model, comparing refusals (op index and code), contents and listings after each.
-pub fn check_random<S: KvStore>(
+pub fn check_random<S: StateStore>(
     make: &mut dyn FnMut() -> S,
     seed: u64,
     batches: usize,

@@ -18,7 +18,7 @@
 
 use super::command::Command;
 use super::requests::{Lookup, Outcome, RequestConfig, RequestTable};
-use super::store::KvStore;
+use super::store::StateStore;
 use crate::locks::{Grant, LeaseEvent, LockTable, SessionTable};
 use protocol::batch;
 use protocol::limits::{BATCH_OPS_MAX, KEY_BYTES_DEFAULT, VALUE_BYTES_DEFAULT};
@@ -178,9 +178,9 @@ pub enum StateError {
     Invariant { zxid: Zxid, detail: String },
 }
 
-/// The replicated state machine over a [`KvStore`].
+/// The replicated state machine over a [`StateStore`].
 #[derive(Debug)]
-pub struct StateMachine<S: KvStore> {
+pub struct StateMachine<S: StateStore> {
     store: S,
     tables: Tables,
     config: StateConfig,
@@ -197,7 +197,7 @@ struct Effects {
     leases: Vec<LeaseEvent>,
 }
 
-impl<S: KvStore> StateMachine<S> {
+impl<S: StateStore> StateMachine<S> {
     /// A machine over `store` with empty tables (a new cluster).
     pub fn new(store: S, config: StateConfig) -> StateMachine<S> {
         StateMachine::restore(store, Tables::default(), config)

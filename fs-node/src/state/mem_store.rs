@@ -1,8 +1,8 @@
-//! [`MemStore`]: a complete in-memory [`KvStore`] over a `BTreeMap`, for tests and the
+//! [`MemStore`]: a complete in-memory [`StateStore`] over a `BTreeMap`, for tests and the
 //! deterministic simulations of other modules. It follows every rule of the trait; its batches
 //! are atomic because `apply` is only called on a checked batch and cannot fail.
 
-use super::store::{descendant_bounds, rebase, EntryKind, KvStore};
+use super::store::{descendant_bounds, rebase, EntryKind, StateStore};
 use protocol::key::{self, ROOT};
 use protocol::message::data::{DirEntry, ErrorCode, Op, Versioned, WireError};
 use protocol::Zxid;
@@ -70,7 +70,7 @@ impl MemStore {
     }
 }
 
-impl KvStore for MemStore {
+impl StateStore for MemStore {
     type Error = Infallible;
 
     fn stat(&self, key: &str) -> Option<(EntryKind, Zxid)> {

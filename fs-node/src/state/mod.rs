@@ -7,10 +7,10 @@
 //! - [`machine`]: [`StateMachine`], `apply(entry) -> ApplyResult`: conditions, all-or-nothing
 //!   batches, the reply and the notices to multicast.
 //! - [`requests`]: [`RequestTable`], (client, seq) → first outcome, so retries never apply twice.
-//! - [`store`]: the [`KvStore`] trait the store implements, its errors, and the shared batch
+//! - [`store`]: the [`StateStore`] trait the store implements, its errors, and the shared batch
 //!   checker.
 //! - [`mem_store`]: [`MemStore`], a complete in-memory store for tests and simulations.
-//! - [`conformance`]: the suite every [`KvStore`] must pass (rule scenarios, and seeded random
+//! - [`conformance`]: the suite every [`StateStore`] must pass (rule scenarios, and seeded random
 //!   batches against a naive model).
 //!
 //! The lock and session tables live in [`crate::locks`]; they are part of the applied state.
@@ -40,4 +40,4 @@ pub use command::Command;
 pub use machine::{ApplyResult, Notice, Reply, StateConfig, StateError, StateMachine, Tables};
 pub use mem_store::MemStore;
 pub use requests::{Lookup, Outcome, RequestConfig, RequestTable};
-pub use store::{EntryKind, KvStore, NamespaceError, OpError};
+pub use store::{EntryKind, NamespaceError, OpError, StateStore};

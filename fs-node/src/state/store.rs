@@ -1,17 +1,17 @@
-//! The key/value store as the state machine sees it: the [`KvStore`] trait. The rules a
+//! The key/value store as the state machine sees it: the [`StateStore`] trait. The rules a
 //! batch must keep are `protocol::batch`'s (its module docs list them); [`check_batch`] applies
 //! the namespace rules to any store through its index.
 //!
 //! # Rules a store implements ([`conformance`](super::conformance) checks them; every store
 //! runs it: `fs-node/tests/state_store.rs` for [`MemStore`](super::MemStore))
-//! - The namespace rules of `protocol::batch` ([`KvStore::check`] applies them by default).
-//! - A batch is applied all-or-nothing ([`KvStore::apply`]).
+//! - The namespace rules of `protocol::batch` ([`StateStore::check`] applies them by default).
+//! - A batch is applied all-or-nothing ([`StateStore::apply`]).
 //! - Every entry written, created or moved by a batch carries that batch's zxid.
 //! - `Op::Lock` and `Op::Session` are not data: stores ignore them (the lock and session
 //!   tables live in the state machine).
 //! - The shape of a write (`protocol::batch::check_write`) is checked by the state machine
 //!   before `check`.
-//! - [`KvStore::list`] of a missing directory is `NotFound`, of a value `NotADirectory`.
+//! - [`StateStore::list`] of a missing directory is `NotFound`, of a value `NotADirectory`.
 
 use protocol::batch::{self, Namespace};
 pub use protocol::batch::{descendant_bounds, rebase, EntryKind, NamespaceError, OpError};
@@ -33,7 +33,7 @@ use protocol::Zxid;
 /// Errors that reach a client are [`WireError`]s, so that a store with its own error enum
 /// (such as the disk store) implements `check` and `list` by mapping its errors with their
 /// codes; [`check_batch`] gives any store with an ordered index the rules for free.
-pub trait KvStore {
+pub trait StateStore {
     /// An IO failure. The state machine treats it as fatal for this node (it stops applying;
     /// the node then repairs from a peer).
     type Error: std::error::Error + Send + Sync + 'static;
@@ -42,7 +42,7 @@ pub trait KvStore {
     fn stat(&self, key: &str) -> Option<(EntryKind, Zxid)>;
 
     /// Visits every key strictly below `dir` (not `dir` itself), in any order, until `visit`
-    /// returns `false`. The default walks the tree with [`KvStore::list`]; a store with an
+    /// returns `false`. The default walks the tree with [`StateStore::list`]; a store with an
     /// ordered index should override it with a range scan.
     fn visit_within(&self, dir: &str, visit: &mut dyn FnMut(&str, EntryKind) -> bool) {
         let mut pending = vec![dir.to_string()];
@@ -72,7 +72,7 @@ pub trait KvStore {
     /// is `NotFound`, a value `NotADirectory`.
     fn list(&self, dir: &str, limit: usize) -> Result<Vec<DirEntry>, WireError>;
 
-    /// Applies a batch that [`KvStore::check`] accepted, atomically, stamping `zxid`.
+    /// Applies a batch that [`StateStore::check`] accepted, atomically, stamping `zxid`.
     fn apply(&mut self, zxid: Zxid, ops: &[Op]) -> Result<(), Self::Error>;
 
     /// Whether `key` is a directory (the root is).
@@ -91,7 +91,7 @@ pub trait KvStore {
 /// Checks `ops` against the namespace rules of `protocol::batch` on `store` plus the changes of
 /// the ops before each one, without touching `store`. Cost: the size of the batch plus the
 /// subtrees it renames or deletes.
-pub fn check_batch<S: KvStore + ?Sized>(
+pub fn check_batch<S: StateStore + ?Sized>(
     store: &S,
     ops: &[Op],
     key_bytes_max: usize,
@@ -102,7 +102,7 @@ pub fn check_batch<S: KvStore + ?Sized>(
 /// A store's index as the namespace rules read it.
 struct Index<'a, S: ?Sized>(&'a S);
 
-impl<S: KvStore + ?Sized> Namespace for Index<'_, S> {
+impl<S: StateStore + ?Sized> Namespace for Index<'_, S> {
     fn kind(&self, key: &str) -> Option<EntryKind> {
         self.0.stat(key).map(|(kind, _)| kind)
     }

@@ -5,7 +5,7 @@
 //! its log) after the backup's zxid.
 
 use crate::storage::error::{Result, StorageError};
-use crate::storage::store::KvStore;
+use crate::storage::store::DiskStore;
 use crate::storage::vfs::Vfs;
 use md5::{Digest, Md5};
 use protocol::Zxid;
@@ -76,7 +76,7 @@ fn file_md5(vfs: &dyn Vfs, path: &Path) -> Result<(u64, String)> {
 /// Makes a consistent backup of a running store into `dest` (created if missing; must not
 /// already hold a backup). Writes continue meanwhile. Leaves the store frozen only if it was
 /// frozen before.
-pub fn backup(store: &KvStore, dest: &Path) -> Result<Manifest> {
+pub fn backup(store: &DiskStore, dest: &Path) -> Result<Manifest> {
     let vfs = store.vfs().clone();
     vfs.create_dir_all(dest).map_err(|e| StorageError::io("creating", dest, e))?;
     if vfs.exists(&dest.join(MANIFEST_NAME)) {
@@ -151,7 +151,7 @@ pub fn verify(vfs: &dyn Vfs, dir: &Path) -> Result<Manifest> {
 
 /// Restores the backup in `backup_dir` into `data_dir` (which must hold no data files),
 /// after verifying it. Returns the zxid the restored store is at: open it with
-/// [`KvStore::open`], reset the data log to this zxid and catch up from there.
+/// [`DiskStore::open`], reset the data log to this zxid and catch up from there.
 pub fn restore(vfs: &dyn Vfs, backup_dir: &Path, data_dir: &Path) -> Result<Zxid> {
     let manifest = verify(vfs, backup_dir)?;
     vfs.create_dir_all(data_dir).map_err(|e| StorageError::io("creating", data_dir, e))?;

@@ -133,7 +133,7 @@ pub struct LogRecovery {
 }
 
 #[derive(Debug)]
-struct Segment {
+struct LogSegment {
     seq: u64,
     path: PathBuf,
     file: Arc<dyn VFile>,
@@ -144,15 +144,15 @@ struct Segment {
     len: u64,
 }
 
-impl Segment {
+impl LogSegment {
     fn last_zxid(&self) -> Zxid {
         self.entries.last().map(|e| e.0).unwrap_or(self.prev)
     }
 }
 
 #[derive(Debug)]
-struct Inner {
-    segments: Vec<Segment>,
+struct LogState {
+    segments: Vec<LogSegment>,
     written: Zxid,
     durable: Zxid,
     commit: Zxid,
@@ -171,11 +171,11 @@ struct Inner {
 }
 
 #[derive(Debug)]
-struct Shared {
+struct LogShared {
     vfs: Arc<dyn Vfs>,
     dir: PathBuf,
     config: LogConfig,
-    inner: Mutex<Inner>,
+    inner: Mutex<LogState>,
     /// The sync thread waits here for new writes.
     work: Condvar,
     /// Waiters for durability wait here.
@@ -188,7 +188,7 @@ struct Shared {
 /// The data log. Cheap to share behind an `Arc`; every method takes `&self`.
 #[derive(Debug)]
 pub struct DataLog {
-    shared: Arc<Shared>,
+    shared: Arc<LogShared>,
     sync_thread: Option<JoinHandle<()>>,
 }
 
@@ -280,9 +280,9 @@ impl DataLog {
             let is_last = i + 1 == count;
             let file = vfs.open(&path, false).map_err(|e| StorageError::io("opening", &path, e))?;
             let buf = read_whole(file.as_ref(), &path)?;
-            let floor = segments.last().map(Segment::last_zxid).unwrap_or(Zxid::ZERO);
+            let floor = segments.last().map(LogSegment::last_zxid).unwrap_or(Zxid::ZERO);
             let mut seg =
-                Segment { seq, path: path.clone(), file, prev: floor, entries: vec![], len: 0 };
+                LogSegment { seq, path: path.clone(), file, prev: floor, entries: vec![], len: 0 };
             let mut off = 0usize;
             let mut damage: Option<String> = None;
             let mut last = floor;
@@ -411,8 +411,8 @@ impl DataLog {
         tail.file.sync_data().map_err(|e| StorageError::io("syncing", &tail.path, e))?;
         vfs.sync_dir(dir).map_err(|e| StorageError::io("syncing", dir, e))?;
         let synced_len = tail.len;
-        let written = segments.last().map(Segment::last_zxid).unwrap_or(Zxid::ZERO);
-        let inner = Inner {
+        let written = segments.last().map(LogSegment::last_zxid).unwrap_or(Zxid::ZERO);
+        let inner = LogState {
             segments,
             written,
             durable: written,
@@ -428,7 +428,7 @@ impl DataLog {
             marked_len: synced_len.min(SEGMENT_HEADER_BYTES),
         };
         let (durable_tx, _) = watch::channel(Durable { zxid: written, failed: false });
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(LogShared {
             vfs,
             dir: dir.to_path_buf(),
             config,
@@ -452,7 +452,7 @@ impl DataLog {
         Ok((DataLog { shared, sync_thread }, recovery))
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    fn lock(&self) -> MutexGuard<'_, LogState> {
         self.shared.inner.lock().expect("data log lock poisoned by a panic")
     }
 
@@ -502,7 +502,7 @@ impl DataLog {
     /// nothing else.
     fn write_batch(
         &self,
-        inner: &mut Inner,
+        inner: &mut LogState,
         fill: impl FnOnce(&mut Vec<u8>, u64) -> Result<()>,
     ) -> Result<()> {
         let mut buf = Vec::new();
@@ -529,7 +529,7 @@ impl DataLog {
 
     /// Syncs the active segment now, holding the lock (a hard state change, a truncation):
     /// everything written becomes durable. A failure poisons the log.
-    fn sync_active(&self, inner: &mut Inner) -> Result<()> {
+    fn sync_active(&self, inner: &mut LogState) -> Result<()> {
         let seg = inner.segments.last().expect("one segment");
         let (file, path, len) = (seg.file.clone(), seg.path.clone(), seg.len);
         if let Err(e) = file.sync_data() {
@@ -558,7 +558,7 @@ impl DataLog {
 
     /// Seals the active segment (synced, so only the last segment can ever have a torn tail)
     /// and starts the next one.
-    fn roll(&self, inner: &mut Inner) -> Result<()> {
+    fn roll(&self, inner: &mut LogState) -> Result<()> {
         let old = inner.segments.last().expect("one segment");
         let (file, path) = (old.file.clone(), old.path.clone());
         let (seq, prev) = (old.seq + 1, old.last_zxid());
@@ -576,7 +576,7 @@ impl DataLog {
 
     fn poison(
         &self,
-        inner: &mut Inner,
+        inner: &mut LogState,
         op: &'static str,
         path: &Path,
         e: std::io::Error,
@@ -588,7 +588,7 @@ impl DataLog {
         StorageError::Poisoned { detail }
     }
 
-    fn publish(&self, inner: &Inner) {
+    fn publish(&self, inner: &LogState) {
         self.shared.durable_changed.notify_all();
         self.shared
             .durable_tx
@@ -597,7 +597,7 @@ impl DataLog {
 
     /// Writes the current hard state (if any) into the active segment, unsynced: used when a
     /// segment is started or cut, so that the newest segment always carries it.
-    fn rewrite_hard_state(&self, inner: &mut Inner) -> Result<()> {
+    fn rewrite_hard_state(&self, inner: &mut LogState) -> Result<()> {
         let Some(hard) = inner.hard_state.clone() else { return Ok(()) };
         let written = inner.written;
         self.write_batch(inner, |buf, _| {
@@ -897,7 +897,7 @@ impl DataLog {
             // the roll): it must be durable before the segment with the old copy goes.
             self.sync_active(&mut inner)?;
         }
-        let gone: Vec<Segment> = inner.segments.drain(..removable).collect();
+        let gone: Vec<LogSegment> = inner.segments.drain(..removable).collect();
         for seg in &gone {
             self.shared
                 .vfs
@@ -958,7 +958,7 @@ fn segment_header(prev: Zxid) -> Vec<u8> {
     tlv::encode(RecordType::SegmentStart, prev, &value).expect("small record")
 }
 
-fn create_segment(vfs: &dyn Vfs, dir: &Path, seq: u64, prev: Zxid) -> Result<Segment> {
+fn create_segment(vfs: &dyn Vfs, dir: &Path, seq: u64, prev: Zxid) -> Result<LogSegment> {
     let path = dir.join(segment_name(seq));
     let file = vfs.open(&path, true).map_err(|e| StorageError::io("creating", &path, e))?;
     let header = segment_header(prev);
@@ -966,11 +966,11 @@ fn create_segment(vfs: &dyn Vfs, dir: &Path, seq: u64, prev: Zxid) -> Result<Seg
     file.write_all_at(&header, 0).map_err(|e| StorageError::io("writing", &path, e))?;
     file.sync_data().map_err(|e| StorageError::io("syncing", &path, e))?;
     vfs.sync_dir(dir).map_err(|e| StorageError::io("syncing", dir, e))?;
-    Ok(Segment { seq, path, file, prev, entries: Vec::new(), len: header.len() as u64 })
+    Ok(LogSegment { seq, path, file, prev, entries: Vec::new(), len: header.len() as u64 })
 }
 
 /// The group-commit thread: one `fdatasync` covers every append made before it started.
-fn sync_loop(shared: &Shared) {
+fn sync_loop(shared: &LogShared) {
     loop {
         {
             let mut inner = shared.inner.lock().expect("data log lock");
@@ -990,7 +990,7 @@ fn sync_loop(shared: &Shared) {
 /// One group commit: syncs the active segment as written now, then advances the durable zxid
 /// (and synced length) to what was written before the sync started, and wakes everyone.
 /// Returns false once the log is poisoned.
-fn sync_round(shared: &Shared) -> bool {
+fn sync_round(shared: &LogShared) -> bool {
     let (file, path, target_gen, target_zxid, target_len) = {
         let inner = shared.inner.lock().expect("data log lock");
         if inner.poisoned.is_some() {

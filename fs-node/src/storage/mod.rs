@@ -11,8 +11,8 @@
 //! - [`error`]: [`StorageError`] (operating errors) and [`StoreError`] (a refused batch).
 //! - `replication_log` (impls only): [`DataLog`] as the replication engine's
 //!   [`LogReader`](crate::replication::LogReader), and `DataLog::persist` for `PersistOp`s.
-//! - `state_store` (impls only): [`KvStore`] as the state machine's
-//!   [`state::KvStore`](crate::state::KvStore).
+//! - `state_store` (impls only): [`DiskStore`] as the state machine's
+//!   [`state::StateStore`](crate::state::StateStore).
 //!
 //! The format and its crash analysis are in `fs-node/STORAGE.md`.
 
@@ -28,7 +28,7 @@ pub use error::{StorageError, StoreError};
 pub use log::{
     DamagePolicy, DataLog, Durable, LogConfig, LogOptions, LogRecovery, LostSynced, SyncMode,
 };
-pub use store::{Applied, Compactor, FrozenFiles, KvStore, Merge, StoreConfig, StoreRecovery};
+pub use store::{Applied, Compactor, DiskStore, FrozenFiles, Merge, StoreConfig, StoreRecovery};
 pub use vfs::{CrashMode, RealFs, SimFs, Vfs};
 
 use protocol::message::data::Op;
@@ -42,7 +42,7 @@ use protocol::Zxid;
 /// many entries were applied.
 pub fn replay_committed(
     log: &DataLog,
-    store: &KvStore,
+    store: &DiskStore,
     upto: Zxid,
     mut ops_of: impl FnMut(&Entry) -> Result<Vec<Op>, StorageError>,
 ) -> Result<usize, StorageError> {
@@ -73,7 +73,7 @@ pub fn replay_committed(
 /// A checkpoint: makes the data files durable up to the applied zxid, then lets log retention
 /// drop segments at or below it (keeping the retention window). Returns the checkpoint zxid and
 /// how many log segments went.
-pub fn checkpoint(log: &DataLog, store: &KvStore) -> Result<(Zxid, usize), StorageError> {
+pub fn checkpoint(log: &DataLog, store: &DiskStore) -> Result<(Zxid, usize), StorageError> {
     let zxid = store.checkpoint()?;
     let released = log.release_through(zxid)?;
     Ok((zxid, released))

@@ -1,11 +1,11 @@
-//! The disk store as the state machine's [`crate::state::KvStore`]: the state machine applies
+//! The disk store as the state machine's [`crate::state::StateStore`]: the state machine applies
 //! committed batches to it exactly as to `MemStore` (and checks them with the same namespace
 //! rules, `protocol::batch`, with the state machine's key limit), and the conformance suite
 //! (`state::conformance`) runs on it in `fs-node/tests/storage_conformance.rs`.
 
-use crate::state::{EntryKind, KvStore as StateStore};
+use crate::state::{EntryKind, StateStore};
 use crate::storage::error::StorageError;
-use crate::storage::store::KvStore;
+use crate::storage::store::DiskStore;
 use protocol::message::data::{DirEntry, Op, Versioned, WireError};
 use protocol::Zxid;
 
@@ -17,23 +17,23 @@ fn kind(is_dir: bool) -> EntryKind {
     }
 }
 
-impl StateStore for KvStore {
+impl StateStore for DiskStore {
     type Error = StorageError;
 
     fn stat(&self, key: &str) -> Option<(EntryKind, Zxid)> {
-        KvStore::stat(self, key).map(|(is_dir, zxid)| (kind(is_dir), zxid))
+        DiskStore::stat(self, key).map(|(is_dir, zxid)| (kind(is_dir), zxid))
     }
 
     fn visit_within(&self, dir: &str, visit: &mut dyn FnMut(&str, EntryKind) -> bool) {
-        KvStore::visit_within(self, dir, &mut |k, is_dir| visit(k, kind(is_dir)))
+        DiskStore::visit_within(self, dir, &mut |k, is_dir| visit(k, kind(is_dir)))
     }
 
     fn get(&self, key: &str) -> Result<Option<Versioned>, StorageError> {
-        KvStore::get(self, key)
+        DiskStore::get(self, key)
     }
 
     fn list(&self, dir: &str, limit: usize) -> Result<Vec<DirEntry>, WireError> {
-        let mut entries = KvStore::list(self, dir).map_err(|e| e.to_wire())?;
+        let mut entries = DiskStore::list(self, dir).map_err(|e| e.to_wire())?;
         entries.truncate(limit);
         Ok(entries)
     }
@@ -41,7 +41,7 @@ impl StateStore for KvStore {
     /// A refused batch is an error here (the state machine only applies checked batches, so it
     /// would be a bug); replays of applied zxids are no-ops.
     fn apply(&mut self, zxid: Zxid, ops: &[Op]) -> Result<(), StorageError> {
-        KvStore::apply(self, zxid, ops).map(|_| ())
+        DiskStore::apply(self, zxid, ops).map(|_| ())
     }
 }
 
@@ -64,10 +64,10 @@ mod tests {
         }
     }
 
-    fn open(key_bytes_max: usize) -> KvStore {
+    fn open(key_bytes_max: usize) -> DiskStore {
         let vfs: Arc<dyn Vfs> = Arc::new(SimFs::new());
         let config = StoreConfig { key_bytes_max, ..StoreConfig::default() };
-        KvStore::open(vfs, Path::new("/node/data"), config).expect("open").0
+        DiskStore::open(vfs, Path::new("/node/data"), config).expect("open").0
     }
 
     fn write<S: StateStore>(

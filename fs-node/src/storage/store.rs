@@ -9,10 +9,10 @@
 //! and when a segment is sealed.
 //!
 //! A batch is checked by the rules of `protocol::batch` (shape, then namespace) in
-//! [`KvStore::check`] and [`KvStore::apply`]; the plan of a batch (`Plan`) only lays out what
+//! [`DiskStore::check`] and [`DiskStore::apply`]; the plan of a batch (`Plan`) only lays out what
 //! to write where. Lock and Session ops are ignored: the state machine's lock and session
 //! tables own them.
-//! Call [`KvStore::apply`] for every committed entry anyway, so that `applied_zxid` advances.
+//! Call [`DiskStore::apply`] for every committed entry anyway, so that `applied_zxid` advances.
 
 use crate::storage::error::{Result, StorageError, StoreError};
 use crate::storage::vfs::{VFile, Vfs};
@@ -107,7 +107,7 @@ struct Loc {
 }
 
 #[derive(Debug)]
-struct Segment {
+struct DataSegment {
     path: PathBuf,
     file: Arc<dyn VFile>,
     len: u64,
@@ -131,9 +131,9 @@ struct Footer {
 }
 
 #[derive(Debug)]
-struct Inner {
+struct StoreState {
     index: BTreeMap<Box<str>, Loc>,
-    segments: BTreeMap<u32, Segment>,
+    segments: BTreeMap<u32, DataSegment>,
     active: u32,
     /// Records of the active segment, for its hint file when it is sealed.
     active_hints: Vec<HintRec>,
@@ -166,7 +166,7 @@ pub struct StoreRecovery {
     pub applied: Zxid,
 }
 
-/// What [`KvStore::apply`] did.
+/// What [`DiskStore::apply`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Applied {
     /// The batch changed the store at this zxid.
@@ -185,11 +185,11 @@ pub struct FrozenFiles {
 /// The key-value store. Share it behind an `Arc`: reads take a shared lock only to look up the
 /// index and then `pread` without it; apply, freeze and checkpoint take it exclusively.
 #[derive(Debug)]
-pub struct KvStore {
+pub struct DiskStore {
     vfs: Arc<dyn Vfs>,
     dir: PathBuf,
     config: StoreConfig,
-    inner: RwLock<Inner>,
+    inner: RwLock<StoreState>,
     /// One compaction at a time.
     compacting: Mutex<()>,
     /// Set when publishing a merge failed half-way: no more merges until restart.
@@ -553,7 +553,7 @@ impl batch::Namespace for IndexView<'_> {
     }
 }
 
-impl KvStore {
+impl DiskStore {
     /// Opens (or creates) the store in `dir`, recovering from any crash: interrupted
     /// compactions are finished or undone, a torn tail of the active segment is cut off and
     /// reported, damage anywhere else stops with [`StorageError::Corrupt`].
@@ -561,7 +561,7 @@ impl KvStore {
         vfs: Arc<dyn Vfs>,
         dir: &Path,
         config: StoreConfig,
-    ) -> Result<(KvStore, StoreRecovery)> {
+    ) -> Result<(DiskStore, StoreRecovery)> {
         let config = StoreConfig {
             segment_bytes_max: config.segment_bytes_max.min(DATA_SEGMENT_BYTES_HARD_MAX),
             ..config
@@ -651,7 +651,7 @@ impl KvStore {
                     .ok_or_else(|| corrupt(&hint_path, 0, "hint file changed during start-up"))?;
                 let len = file.len().map_err(io("sizing", &path))?;
                 applied = applied.max(footer.watermark);
-                segments.insert(id, Segment { path, file, len, dead_bytes: 0, sealed: true });
+                segments.insert(id, DataSegment { path, file, len, dead_bytes: 0, sealed: true });
                 continue;
             }
             let (recs, watermark, len, sealed) = {
@@ -693,7 +693,7 @@ impl KvStore {
                 active_watermark = watermark;
             }
             records.extend(recs.into_iter().map(|r| (r.key, r.loc)));
-            segments.insert(id, Segment { path, file, len, dead_bytes: 0, sealed });
+            segments.insert(id, DataSegment { path, file, len, dead_bytes: 0, sealed });
         }
         let index = build_index(records);
         // Dead bytes: everything not pointed at by the index.
@@ -705,7 +705,7 @@ impl KvStore {
             seg.dead_bytes = seg.len.saturating_sub(*live_by_seg.get(id).unwrap_or(&0));
         }
         let next_id = data_ids.last().map(|i| i + 1).unwrap_or(1);
-        let mut inner = Inner {
+        let mut inner = StoreState {
             index,
             segments,
             active: 0,
@@ -719,7 +719,7 @@ impl KvStore {
         let store = match active_id {
             Some(id) => {
                 inner.active = id;
-                KvStore {
+                DiskStore {
                     vfs,
                     dir: dir.to_path_buf(),
                     config,
@@ -729,7 +729,7 @@ impl KvStore {
                 }
             }
             None => {
-                let store = KvStore {
+                let store = DiskStore {
                     vfs,
                     dir: dir.to_path_buf(),
                     config,
@@ -752,20 +752,20 @@ impl KvStore {
         Ok((store, recovery))
     }
 
-    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+    fn read(&self) -> RwLockReadGuard<'_, StoreState> {
         self.inner.read().expect("store lock poisoned by a panic")
     }
-    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+    fn write(&self) -> RwLockWriteGuard<'_, StoreState> {
         self.inner.write().expect("store lock poisoned by a panic")
     }
 
-    fn start_active(&self, inner: &mut Inner) -> Result<()> {
+    fn start_active(&self, inner: &mut StoreState) -> Result<()> {
         let id = inner.next_id;
         inner.next_id += 1;
         let path = self.dir.join(data_name(id));
         let file = self.vfs.open(&path, true).map_err(io("creating", &path))?;
         self.vfs.sync_dir(&self.dir).map_err(io("syncing", &self.dir))?;
-        inner.segments.insert(id, Segment { path, file, len: 0, dead_bytes: 0, sealed: false });
+        inner.segments.insert(id, DataSegment { path, file, len: 0, dead_bytes: 0, sealed: false });
         inner.active = id;
         inner.active_hints.clear();
         inner.active_watermark = Zxid::ZERO;
@@ -773,7 +773,7 @@ impl KvStore {
     }
 
     /// Seals the active segment (fsync, then its hint file) and starts a new one.
-    fn seal_active(&self, inner: &mut Inner) -> Result<()> {
+    fn seal_active(&self, inner: &mut StoreState) -> Result<()> {
         let id = inner.active;
         let seg = inner.segments.get(&id).expect("active segment");
         seg.file.sync_data().map_err(io("syncing", &seg.path))?;
@@ -798,7 +798,7 @@ impl KvStore {
 
     /// Checks `ops` by the rules of a batch (`protocol::batch`: shape, then namespace, with
     /// this store's limits), then lays out their changes.
-    fn plan<'a>(&self, inner: &'a Inner, ops: &[Op]) -> Result<Plan<'a>, StoreError> {
+    fn plan<'a>(&self, inner: &'a StoreState, ops: &[Op]) -> Result<Plan<'a>, StoreError> {
         let limits = batch::Limits {
             key_bytes_max: self.config.key_bytes_max,
             value_bytes_max: self.config.value_bytes_max,
@@ -813,7 +813,7 @@ impl KvStore {
     }
 
     /// Applies `ops` atomically as one batch at `zxid`: either all of them or, if any is
-    /// invalid (see [`KvStore::check`]), none. A zxid at or below `applied_zxid` is a replay and
+    /// invalid (see [`DiskStore::check`]), none. A zxid at or below `applied_zxid` is a replay and
     /// changes nothing.
     pub fn apply(&self, zxid: Zxid, ops: &[Op]) -> Result<Applied> {
         let mut inner = self.write();
@@ -914,7 +914,7 @@ impl KvStore {
         Ok(buf)
     }
 
-    fn read_value(&self, inner: &Inner, loc: &Loc) -> Result<Bytes> {
+    fn read_value(&self, inner: &StoreState, loc: &Loc) -> Result<Bytes> {
         let seg = inner.segments.get(&loc.seg).expect("index points at a live segment");
         let buf = self.read_record(seg.file.as_ref(), &seg.path, loc)?;
         extract_value(&buf, &seg.path, loc)
@@ -1060,7 +1060,7 @@ impl KvStore {
 
     /// Freezes the data files: the active segment is sealed, and the sealed set as of now
     /// (immutable, hinted, synced) is what backups and transfers copy. Compaction stops until
-    /// [`KvStore::unfreeze`]; writes go on into segments created after the freeze. Returns the
+    /// [`DiskStore::unfreeze`]; writes go on into segments created after the freeze. Returns the
     /// zxid the frozen files hold.
     pub fn freeze(&self) -> Result<FrozenFiles> {
         let mut inner = self.write();
@@ -1075,7 +1075,7 @@ impl KvStore {
         Ok(self.frozen_files(&inner).expect("frozen"))
     }
 
-    fn frozen_files(&self, inner: &Inner) -> Option<FrozenFiles> {
+    fn frozen_files(&self, inner: &StoreState) -> Option<FrozenFiles> {
         let frozen = inner.frozen.as_ref()?;
         let mut files = Vec::new();
         for id in &frozen.segments {
@@ -1141,7 +1141,7 @@ impl KvStore {
         }
     }
 
-    /// Whether a merge is due (see [`KvStore::compaction_plan`]).
+    /// Whether a merge is due (see [`DiskStore::compaction_plan`]).
     pub fn compaction_due(&self) -> bool {
         self.compaction_plan().is_some()
     }
@@ -1321,7 +1321,13 @@ impl KvStore {
             let path = self.dir.join(data_name(out.id));
             inner.segments.insert(
                 out.id,
-                Segment { path, file: out.file.clone(), len: out.len, dead_bytes: 0, sealed: true },
+                DataSegment {
+                    path,
+                    file: out.file.clone(),
+                    len: out.len,
+                    dead_bytes: 0,
+                    sealed: true,
+                },
             );
         }
         for (k, old, new) in moved {
@@ -1410,7 +1416,7 @@ fn read_checkpoint(vfs: &dyn Vfs, dir: &Path) -> Result<(Zxid, u32, u64)> {
     Ok((rec.zxid, seg, len))
 }
 
-/// A background thread that merges whatever [`KvStore::compaction_plan`] says is due, checking every
+/// A background thread that merges whatever [`DiskStore::compaction_plan`] says is due, checking every
 /// `check_every`. Writes never wait for it. Dropping the handle stops the thread (after the
 /// merge in progress, if any).
 #[derive(Debug)]
@@ -1420,7 +1426,7 @@ pub struct Compactor {
 }
 
 impl Compactor {
-    pub fn spawn(store: Arc<KvStore>, check_every: std::time::Duration) -> Compactor {
+    pub fn spawn(store: Arc<DiskStore>, check_every: std::time::Duration) -> Compactor {
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("shoal-compactor".into())

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use bytes::Bytes;
-use fs_node::storage::KvStore;
+use fs_node::storage::DiskStore;
 use protocol::message::data::{DirEntry, ErrorCode, Op};
 use protocol::message::replication::Entry;
 use protocol::Zxid;
@@ -138,7 +138,7 @@ impl Model {
             .collect()
     }
 
-    /// The model as `KvStore::dump` shows a store.
+    /// The model as `DiskStore::dump` shows a store.
     pub fn dump(&self) -> Vec<(String, Option<(Zxid, Bytes)>)> {
         self.nodes
             .iter()
@@ -148,7 +148,7 @@ impl Model {
 }
 
 /// The store's full contents in the model's `dump` shape.
-pub fn store_dump(store: &KvStore) -> Vec<(String, Option<(Zxid, Bytes)>)> {
+pub fn store_dump(store: &DiskStore) -> Vec<(String, Option<(Zxid, Bytes)>)> {
     store
         .dump()
         .expect("dump")
@@ -158,7 +158,7 @@ pub fn store_dump(store: &KvStore) -> Vec<(String, Option<(Zxid, Bytes)>)> {
 }
 
 /// Asserts the store equals the model: contents, zxids, and every directory's listing.
-pub fn assert_same(store: &KvStore, model: &Model, context: &str) {
+pub fn assert_same(store: &DiskStore, model: &Model, context: &str) {
     let got: BTreeMap<_, _> = store_dump(store).into_iter().collect();
     let want: BTreeMap<_, _> = model.dump().into_iter().collect();
     if got != want {

@@ -21,7 +21,8 @@
 
 use bytes::Bytes;
 use fs_node::replication::{
-    Config, Durability, Engine, LogReader, MemLog, PersistOp, ProposeError, RestartState, Role, To,
+    Durability, Engine, EngineConfig, EngineRole, LogReader, MemLog, PersistOp, ProposeError,
+    RestartState, To,
 };
 use protocol::message::replication::Entry;
 use protocol::message::Message;
@@ -246,8 +247,8 @@ struct World {
     report: SimReport,
 }
 
-fn engine_config(id: NodeId, n: usize) -> Config {
-    Config::new(id, (1..=n as NodeId).collect())
+fn engine_config(id: NodeId, n: usize) -> EngineConfig {
+    EngineConfig::new(id, (1..=n as NodeId).collect())
 }
 
 /// Runs one seeded simulation; `Err` describes the first broken invariant.
@@ -505,7 +506,7 @@ impl World {
     fn is_established_master(&self, id: NodeId) -> bool {
         matches!(
             self.nodes[id as usize - 1].engine.as_ref().map(|e| e.role()),
-            Some(Role::Leading { established: true, .. })
+            Some(EngineRole::Leading { established: true, .. })
         )
     }
 
@@ -645,10 +646,10 @@ impl World {
         Ok(())
     }
 
-    fn on_role(&mut self, id: NodeId, role: Role) -> Result<(), String> {
+    fn on_role(&mut self, id: NodeId, role: EngineRole) -> Result<(), String> {
         // Several candidates may pick the same epoch; only one can gather a quorum of
         // promises for it and become its master.
-        if let Role::Leading { epoch, established: true } = role {
+        if let EngineRole::Leading { epoch, established: true } = role {
             if let Some(other) = self.leaders.insert(epoch, id) {
                 if other != id {
                     return Err(format!("epoch {epoch} has two masters: {other} and {id}"));
@@ -658,7 +659,7 @@ impl World {
                 self.report.failovers_ms.push(self.now - at);
             }
         }
-        if !matches!(role, Role::Leading { established: true, .. }) {
+        if !matches!(role, EngineRole::Leading { established: true, .. }) {
             let pending = std::mem::take(&mut self.node(id).pending);
             for (c, op, attempt) in pending.into_values() {
                 self.reply(c, op, attempt, Reply::Unknown);
