@@ -6,7 +6,7 @@ mod state_support;
 use bytes::Bytes;
 use fs_node::locks::LeaseEvent;
 use fs_node::state::conformance::NamespaceModel;
-use fs_node::state::store::check_batch;
+use fs_node::state::state_store::check_batch;
 use fs_node::state::{
     ApplyResult, Command, EntryKind, MemStore, RequestConfig, StateConfig, StateMachine,
     StateStore, Tables,

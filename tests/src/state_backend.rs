@@ -26,7 +26,7 @@ use cache_server::backend::{Backend, BackendStatus, Snapshot};
 use cache_server::error::ServerError;
 use cache_server::{Server, ServerConfig};
 use fs_node::locks::{LeaseConfig, LeaseKeeper};
-use fs_node::state::store::check_batch;
+use fs_node::state::state_store::check_batch;
 use fs_node::state::{
     ApplyResult, Command, EntryKind, Lookup, MemStore, Notice, Outcome, StateConfig, StateMachine,
     StateStore,

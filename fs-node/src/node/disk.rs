@@ -4,7 +4,7 @@
 //! [`state::StateStore`](crate::state::StateStore).
 
 use crate::replication::{HardState, LogReader};
-use crate::state::store::{EntryKind, StateStore};
+use crate::state::state_store::{EntryKind, StateStore};
 use crate::storage::{DataLog, DiskStore, StorageError};
 use protocol::key::ROOT;
 use protocol::message::data::{DirEntry, Op, Versioned, WireError};

@@ -1,7 +1,7 @@
 //! [`ManualNode`]: the node core with every outside thing in the caller's hands: time (a
 //! clock value with every call), the disk (a [`Vfs`]; the data log's group commit runs when
 //! the caller says), the network (the caller delivers messages and takes the outbox). The
-//! deterministic simulator (`shoal-sim`) runs the same [`Core`] as `shoal-fs` through it; its
+//! deterministic simulator (`shoal-sim`) runs the same core (`node::core::Core`) as `shoal-fs` through it; its
 //! data log runs in [`SyncMode::Manual`]: nothing becomes durable but by [`ManualNode::sync`].
 //!
 //! What a manual node does not do: snapshots (the hard links they are made of are the

@@ -1,27 +1,30 @@
-//! The node runtime: one tokio process composing the messaging [`Endpoint`], the data log and
-//! key-value store, the replication [`Engine`], the [`StateMachine`], the master's
-//! [`LeaseKeeper`] and the cache-server [`Server`] (through [`NodeBackend`]).
+//! The node: a core without IO of its own composing the data log and key-value store, the
+//! replication [`Engine`](crate::replication::Engine), the
+//! [`StateMachine`](crate::state::StateMachine) and the master's
+//! [`LeaseKeeper`](crate::locks::LeaseKeeper); the tokio shell around it with the messaging
+//! [`Endpoint`] and the cache-server [`Server`] (through
+//! [`NodeBackend`]); and [`ManualNode`], the same core driven by hand.
 //!
 //! # Layout
 //! | file | what it holds |
 //! |---|---|
 //! | `mod.rs` | this shell: [`run`] (the process: endpoint, metrics listener, in-process restarts), the limits |
-//! | [`core`] | the node core without IO: engine, data log, store, state machine, lease keeper, snapshot schedule; time, disk and network come from outside |
-//! | [`start`] | opening a data directory on a [`Vfs`](crate::storage::Vfs) into a core |
-//! | [`shell`] | one run on tokio: the core loop (a clock reading per input), outbound, announcer, sampler, compactor |
-//! | [`door`] | the one door every message comes in by, with the table of which handler takes each message |
-//! | [`shared`] | what the core publishes to request tasks |
+//! | `core` | the node core without IO: engine, data log, store, state machine, lease keeper, snapshot schedule; time, disk and network come from outside |
+//! | `start` | opening a data directory on a [`Vfs`](crate::storage::Vfs) into a core |
+//! | `shell` | one run on tokio: the core loop (a clock reading per input), outbound, announcer, sampler, compactor |
+//! | `door` | the one door every message comes in by, with the table of which handler takes each message |
+//! | `shared` | what the core publishes to request tasks |
 //! | [`backend`] | the cache server's view of the node: reads, writes, locks |
 //! | [`disk`] | the log as the engine reads it; the store as the state machine's store |
 //! | [`snapshot`], [`transfer`] | snapshots, file transfer and backups |
 //!
 //! # Tasks
-//! - **core** (one task, owns the [`core::Core`]): ticks it every [`TICK_MS`], steps it with
+//! - **core** (one task, owns the `core::Core`): ticks it every [`TICK_MS`], steps it with
 //!   received replication messages and commands, and carries out what it asks (see
-//!   [`core`] for the order of effects and [`shell`] for the tasks around it).
-//! - **receive** ([`door`]): requests are answered on their own task, replication messages
+//!   `core` for the order of effects and `shell` for the tasks around it).
+//! - **receive** (`door`): requests are answered on their own task, replication messages
 //!   from members go to the core.
-//! - **outbound**, the announcer (FSLive/Freeze), the load sampler, the compactor ([`shell`]).
+//! - **outbound**, the announcer (FSLive/Freeze), the load sampler, the compactor (`shell`).
 //! - transfers ([`transfer`]): a donor per running transfer, a receiver per fetch or pushed
 //!   backup, each on its own endpoint bound to the transfer's group; snapshot hashing and
 //!   backup copies run on blocking threads.
@@ -48,7 +51,7 @@
 //! by [`UNICAST_BATCH_BYTES_MAX`]. A chunk always holds at least one entry, so a single entry
 //! bigger than one datagram (a value over ~60 KB; values go up to 16 MiB) makes a chunk that
 //! does not fit: such a message is sent with [`Endpoint::request`], which fragments it and
-//! retries until the receiver acknowledges it (a [`ReadReply`] carrying `ReadValue::Bool(true)`
+//! retries until the receiver acknowledges it (a `ReadReply` carrying `ReadValue::Bool(true)`
 //! and the receiver's applied zxid; the requester only checks that a reply came). At most
 //! [`LARGE_UNICAST_IN_FLIGHT_MAX`] such sends run at once, each on its own task so the
 //! outbound order of everything else is not held up; beyond that one is dropped, which is

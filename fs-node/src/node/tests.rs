@@ -382,7 +382,7 @@ fn two_hundred_snapshots_still_fit_one_offer() {
     }
     let snap = last.unwrap();
     let files = snap.files().unwrap();
-    let bound = 2 * (crate::storage::store::SEALED_SEGMENTS_MAX_DEFAULT + 1) + 2;
+    let bound = 2 * (crate::storage::disk_store::SEALED_SEGMENTS_MAX_DEFAULT + 1) + 2;
     assert!(files.len() <= bound, "{} files in the snapshot, bound {bound}", files.len());
     offer_for(&snap).expect("the offer fits");
     let (dump, ..) = restart(dir);

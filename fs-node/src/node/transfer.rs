@@ -23,7 +23,7 @@
 //! [`OFFER_FILES_ABOUT`] store files): the store's merges of small segments keep a snapshot far
 //! below that (`StoreConfig::sealed_segments_max`); a donor whose snapshot would not fit
 //! refuses with `Unavailable` and says why. The offer's MD5s come from the snapshot's manifest
-//! ([`describe_snapshot`]), so a donor starts without reading its data once more.
+//! (`describe_snapshot`), so a donor starts without reading its data once more.
 
 use super::core::Cmd;
 use super::shared::Shared;

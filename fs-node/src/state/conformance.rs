@@ -7,7 +7,7 @@
 //!
 //! It returns `Err(description)` instead of panicking, so that it can run inside any harness.
 
-use super::store::{EntryKind, StateStore};
+use super::state_store::{EntryKind, StateStore};
 use bytes::Bytes;
 use protocol::key::{self, ROOT};
 use protocol::limits::KEY_BYTES_DEFAULT;

@@ -18,7 +18,7 @@
 
 use super::command::Command;
 use super::requests::{Lookup, Outcome, RequestConfig, RequestTable};
-use super::store::StateStore;
+use super::state_store::StateStore;
 use crate::locks::{Grant, LeaseEvent, LockTable, SessionTable};
 use protocol::batch;
 use protocol::limits::{BATCH_OPS_MAX, KEY_BYTES_DEFAULT, VALUE_BYTES_DEFAULT};

@@ -2,7 +2,7 @@
 //! deterministic simulations of other modules. It follows every rule of the trait; its batches
 //! are atomic because `apply` is only called on a checked batch and cannot fail.
 
-use super::store::{descendant_bounds, rebase, EntryKind, StateStore};
+use super::state_store::{descendant_bounds, rebase, EntryKind, StateStore};
 use protocol::key::{self, ROOT};
 use protocol::message::data::{DirEntry, ErrorCode, Op, Versioned, WireError};
 use protocol::Zxid;

@@ -7,7 +7,7 @@
 //! - [`machine`]: [`StateMachine`], `apply(entry) -> ApplyResult`: conditions, all-or-nothing
 //!   batches, the reply and the notices to multicast.
 //! - [`requests`]: [`RequestTable`], (client, seq) → first outcome, so retries never apply twice.
-//! - [`store`]: the [`StateStore`] trait the store implements, its errors, and the shared batch
+//! - [`state_store`]: the [`StateStore`] trait the store implements, its errors, and the shared batch
 //!   checker.
 //! - [`mem_store`]: [`MemStore`], a complete in-memory store for tests and simulations.
 //! - [`conformance`]: the suite every [`StateStore`] must pass (rule scenarios, and seeded random
@@ -34,10 +34,10 @@ pub mod conformance;
 pub mod machine;
 pub mod mem_store;
 pub mod requests;
-pub mod store;
+pub mod state_store;
 
 pub use command::Command;
 pub use machine::{ApplyResult, Notice, Reply, StateConfig, StateError, StateMachine, Tables};
 pub use mem_store::MemStore;
 pub use requests::{Lookup, Outcome, RequestConfig, RequestTable};
-pub use store::{EntryKind, NamespaceError, OpError, StateStore};
+pub use state_store::{EntryKind, NamespaceError, OpError, StateStore};

@@ -4,8 +4,8 @@
 //! then copies into an empty data directory; the node then catches up from its peers (or from
 //! its log) after the backup's zxid.
 
+use crate::storage::disk_store::DiskStore;
 use crate::storage::error::{Result, StorageError};
-use crate::storage::store::DiskStore;
 use crate::storage::vfs::Vfs;
 use md5::{Digest, Md5};
 use protocol::Zxid;

@@ -3,7 +3,7 @@
 //! # Layout
 //! - [`log`]: the data log: append-only TLV segments of replication entries, group commit,
 //!   commit marks, truncation of a divergent tail, catch-up reads, retention.
-//! - [`store`]: the key-value store: data segments, in-memory index, hint files, batch apply
+//! - [`disk_store`]: the key-value store ([`DiskStore`]): data segments, in-memory index, hint files, batch apply
 //!   and validation, freeze, checkpoint, merge compaction.
 //! - [`backup`]: consistent backups of a frozen store with an MD5 manifest; restore; verify.
 //! - [`vfs`]: the file layer, real or simulated (written vs durable bytes; loss, tearing and
@@ -17,18 +17,20 @@
 //! The format and its crash analysis are in `fs-node/STORAGE.md`.
 
 pub mod backup;
+pub mod disk_store;
 pub mod error;
 pub mod log;
 mod replication_log;
 mod state_store;
-pub mod store;
 pub mod vfs;
 
+pub use disk_store::{
+    Applied, Compactor, DiskStore, FrozenFiles, Merge, StoreConfig, StoreRecovery,
+};
 pub use error::{StorageError, StoreError};
 pub use log::{
     DamagePolicy, DataLog, Durable, LogConfig, LogOptions, LogRecovery, LostSynced, SyncMode,
 };
-pub use store::{Applied, Compactor, DiskStore, FrozenFiles, Merge, StoreConfig, StoreRecovery};
 pub use vfs::{CrashMode, RealFs, SimFs, Vfs};
 
 use protocol::message::data::Op;

@@ -4,8 +4,8 @@
 //! (`state::conformance`) runs on it in `fs-node/tests/storage_conformance.rs`.
 
 use crate::state::{EntryKind, StateStore};
+use crate::storage::disk_store::DiskStore;
 use crate::storage::error::StorageError;
-use crate::storage::store::DiskStore;
 use protocol::message::data::{DirEntry, Op, Versioned, WireError};
 use protocol::Zxid;
 
