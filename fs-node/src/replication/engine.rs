@@ -99,8 +99,9 @@ enum State {
 /// "Lost durable state").
 #[derive(Clone, Debug, Default, Hash)]
 struct Recovery {
-    /// Per peer, from its votes since this start: the highest accepted epoch it reported.
-    heard: BTreeMap<NodeId, u32>,
+    /// Per peer, from its votes since this start: the highest accepted epoch it reported, and
+    /// whether it ever reported no history and no promise at all (epochs 0, zxid 0).
+    heard: BTreeMap<NodeId, (u32, bool)>,
     last_vote_ms: u64,
     /// The (master, epoch) whose `done` chunk this node took ...
     synced: Option<(NodeId, u32)>,
@@ -200,11 +201,7 @@ impl Engine {
             durable: last,
             commit: restart.applied,
             applied: restart.applied,
-            max_seen_epoch: restart
-                .hard
-                .accepted_epoch
-                .max(restart.hard.current_epoch)
-                .max(log.last().epoch()),
+            max_seen_epoch: restart.hard.accepted_epoch.max(restart.hard.current_epoch),
             round: 0,
             state: State::Following(Following {
                 master: 0,
@@ -548,17 +545,16 @@ impl Engine {
         if !self.is_peer(v.from) {
             return;
         }
-        // A history's own epochs count too (a restored node holds entries of an epoch it never
-        // promised): a new master's zxids must follow every history it may adopt.
-        self.max_seen_epoch = self
-            .max_seen_epoch
-            .max(v.accepted_epoch)
-            .max(v.candidate_epoch)
-            .max(v.candidate_zxid.epoch());
+        self.max_seen_epoch = self.max_seen_epoch.max(v.accepted_epoch).max(v.candidate_epoch);
         if let Some(rec) = &mut self.lost {
             // A non-voter counts no vote; it learns what every member promised.
-            let heard = rec.heard.entry(v.from).or_insert(0);
-            *heard = (*heard).max(v.accepted_epoch);
+            // No history and no promise ever (a vote's candidate is at least the sender's own
+            // history): nothing can have been committed with this member's help.
+            let empty =
+                v.accepted_epoch == 0 && v.candidate_epoch == 0 && v.candidate_zxid == Zxid::ZERO;
+            let heard = rec.heard.entry(v.from).or_insert((0, false));
+            heard.0 = heard.0.max(v.accepted_epoch);
+            heard.1 |= empty;
             self.try_repair();
             return;
         }
@@ -667,18 +663,20 @@ impl Engine {
         if !self.peers().all(|id| rec.heard.contains_key(&id)) {
             return;
         }
-        // Bootstrap: no member remembers promising any epoch. A member that never promised
-        // never acknowledged an entry; one that forgot is a non-voter like this one. So an
-        // entry committed before had only acks of members that all lost their state, which
-        // nothing survives: the members' histories (empty in a new cluster, the backup's in a
-        // cluster restored from one) are all there is, and the election picks the longest.
-        if self.hard.accepted_epoch == 0 && rec.heard.values().all(|epoch| *epoch == 0) {
+        let no_history = self.hard == HardState::default() && self.last == Zxid::ZERO;
+        if no_history && rec.heard.values().all(|(_, empty)| *empty) {
             self.lost = None;
             self.out.persist.push(PersistOp::HardState(self.hard));
             self.enter_looking();
             return;
         }
-        let learned = rec.heard.values().copied().max().unwrap_or(0).max(self.hard.accepted_epoch);
+        let learned = rec
+            .heard
+            .values()
+            .map(|(epoch, _)| *epoch)
+            .max()
+            .unwrap_or(0)
+            .max(self.hard.accepted_epoch);
         let durable =
             rec.synced_seq.is_some_and(|seq| self.pending.front().is_none_or(|p| p.seq > seq));
         let (master, epoch) = match (&self.state, rec.synced) {

@@ -1184,25 +1184,3 @@ fn bootstrap_counts_members_that_never_promised() {
     assert!(n.engine.is_voter());
     assert_eq!(r.persist, vec![PersistOp::HardState(HardState::default())]);
 }
-
-/// Every member restored from one backup (no epoch state; the backup's data at zxid Z, the
-/// log reset to it): none remembers a promise, so none can hold a commit the others lack.
-/// They bootstrap, elect, and the new master's epoch is above Z's, so new zxids follow the
-/// restored history. (Before: no member had an empty history, so none bootstrapped.)
-#[test]
-fn a_cluster_restored_from_one_backup_bootstraps() {
-    let restored = |id| {
-        let mut log = MemLog::new();
-        log.reset_to(z(2, 7));
-        let restart = RestartState { hard: HardState::default(), applied: z(2, 7) };
-        let engine =
-            Engine::start(config(id), restart, Durability::Lost, &log, 0).expect("valid config");
-        Node { engine, log }
-    };
-    let mut c = Cluster::new(vec![restored(1), restored(2), restored(3)]);
-    let m = c.elect();
-    for n in c.nodes.values() {
-        assert!(n.engine.is_voter());
-    }
-    assert!(c.nodes[&m].engine.hard_state().current_epoch > 2, "new zxids below the history");
-}
