@@ -400,6 +400,16 @@ impl Core {
             if !ready.commits.is_empty() {
                 self.shared.metrics.commit_batch.record(ready.commits.len() as u64);
             }
+            if let Some(last) = ready.commits.last() {
+                // The engine hands out only what this node holds durably (its rule, checked
+                // at the host once per Ready: commits come in zxid order).
+                let durable = self.log.log().durable_zxid();
+                assert!(
+                    last.zxid <= durable,
+                    "applying {} beyond the durable log ({durable})",
+                    last.zxid
+                );
+            }
             for entry in ready.commits {
                 self.apply(entry)?;
             }
@@ -480,11 +490,9 @@ impl Core {
         let now = self.now_ms;
         let result = {
             let mut applied = self.shared.applied.write().expect("applied lock poisoned");
-            // The boundary's invariants: entries apply once, in zxid order, and only once
-            // this node holds them durably (the engine's rule, checked at the host).
+            // The boundary's invariants: entries apply once, in zxid order (and only once this
+            // node holds them durably: checked per Ready in `drain_ready`).
             assert!(zxid > *applied, "applying {zxid} at or below the applied zxid {applied}");
-            let durable = self.log.log().durable_zxid();
-            assert!(zxid <= durable, "applying {zxid} beyond the durable log ({durable})");
             let result = if entry.data.is_empty() { None } else { Some(self.sm.apply(&entry)?) };
             let mut followed = false;
             for notice in result.iter().flat_map(|r| &r.notices) {

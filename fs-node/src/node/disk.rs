@@ -1,6 +1,6 @@
 //! The node's disk: a [`LogReader`] over the [`DataLog`] (with an in-memory zxid index and a
 //! bounded window of recent entries, so that catch-up and apply rarely read the disk), the
-//! epoch-state file, and the adapter that makes the storage [`DiskStore`] a
+//! old epoch-state file (read once, for data directories from before the log kept it), and the adapter that makes the storage [`DiskStore`] a
 //! [`state::StateStore`](crate::state::StateStore).
 
 use crate::replication::{HardState, LogReader};
@@ -11,8 +11,7 @@ use protocol::message::data::{DirEntry, Op, Versioned, WireError};
 use protocol::message::replication::Entry;
 use protocol::Zxid;
 use std::collections::VecDeque;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 /// Recent entries kept in memory for apply and catch-up (older ones are read from the log).
@@ -154,33 +153,24 @@ impl LogReader for LogView {
     }
 }
 
-/// Reads the epoch state (all zero when the file does not exist: a new node).
-pub fn read_hard_state(dir: &Path) -> Result<HardState, String> {
+/// Reads the epoch state of a data directory written before the data log kept it; `None`
+/// when the file does not exist.
+pub fn read_hard_state(dir: &Path) -> Result<Option<HardState>, String> {
     let path = dir.join(HARD_STATE_FILE);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HardState::default()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("reading {}: {e}", path.display())),
     };
     let nums: Vec<u64> = text.split_whitespace().filter_map(|w| w.parse().ok()).collect();
     match nums.as_slice() {
-        [a, p, c] => Ok(HardState {
+        [a, p, c] => Ok(Some(HardState {
             accepted_epoch: *a as u32,
             promised_to: *p as u8,
             current_epoch: *c as u32,
-        }),
+        })),
         _ => Err(format!("{} is damaged: {text:?}", path.display())),
     }
-}
-
-/// Replaces the epoch state durably (temporary file, fsync, rename, fsync of the directory).
-pub fn write_hard_state(dir: &Path, hard: HardState) -> std::io::Result<()> {
-    let tmp: PathBuf = dir.join(format!("{HARD_STATE_FILE}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
-    writeln!(f, "{} {} {}", hard.accepted_epoch, hard.promised_to, hard.current_epoch)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, dir.join(HARD_STATE_FILE))?;
-    std::fs::File::open(dir)?.sync_all()
 }
 
 /// The storage engine's key-value store as the state machine's [`StateStore`].

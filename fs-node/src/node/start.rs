@@ -68,10 +68,7 @@ fn hard_state(dir: &Path, log: &DataLog) -> Result<Option<HardState>, NodeError>
     if log.hard_state().is_some() {
         return Ok(Some(log.replication_hard_state()?));
     }
-    if !dir.join(disk::HARD_STATE_FILE).exists() {
-        return Ok(None);
-    }
-    disk::read_hard_state(dir).map(Some).map_err(NodeError::Other)
+    disk::read_hard_state(dir).map_err(NodeError::Other)
 }
 
 /// Opens the data log, the store and the tables of `config.data_dir` on `parts.vfs`, and
