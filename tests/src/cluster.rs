@@ -181,6 +181,24 @@ impl Cluster {
         }
     }
 
+    /// SIGSTOP node `id`: it stays alive with its sockets open and runs nothing (a stalled
+    /// process) until [`Cluster::resume`].
+    pub fn pause(&self, id: NodeId) {
+        self.signal(id, libc::SIGSTOP);
+    }
+
+    /// SIGCONT node `id` after [`Cluster::pause`].
+    pub fn resume(&self, id: NodeId) {
+        self.signal(id, libc::SIGCONT);
+    }
+
+    fn signal(&self, id: NodeId, signal: libc::c_int) {
+        let child = self.children.get(&id).unwrap_or_else(|| panic!("node {id} is not running"));
+        // SAFETY: kill(2) on a child this harness spawned and has not reaped.
+        let rc = unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "signal {signal} to node {id}: {}", std::io::Error::last_os_error());
+    }
+
     /// SIGTERM node `id` and wait (bounded) for it to exit; returns its exit code.
     pub fn stop(&mut self, id: NodeId) -> Option<i32> {
         let mut child = self.children.remove(&id)?;

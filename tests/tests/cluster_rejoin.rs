@@ -381,6 +381,58 @@ async fn backup_to_node_and_directory_restore_into_a_node() {
     assert!(log2.contains("store rebuilt from the snapshot"), "node 2 ignored the restore\n{log2}");
 }
 
+/// Claim: a backup asked of a follower that is behind holds every write acknowledged before
+/// the Backup was sent: the follower first learns the master's linearizable zxid and applies
+/// that far. Before, it snapshotted whatever it had applied (seen first in CI as
+/// "backup older than the writes before it").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_on_a_lagging_follower_holds_every_acknowledged_write() {
+    // Long enough timeouts that a paused follower does not start an election when resumed.
+    let flags: Vec<&str> = NODE_FLAGS
+        .iter()
+        .copied()
+        .chain(["--election-timeout-ms", "4000", "--lease-ms", "2000"])
+        .collect();
+    let cluster = Cluster::start_with(3, &flags);
+    let client = cluster.client().await;
+    let Some(master) = cluster.wait_master(&client, ELECTION_WAIT).await else {
+        panic!("no master elected\n{}", cluster.logs())
+    };
+    let follower = cluster.ids().into_iter().find(|&id| id != master).expect("a follower");
+
+    cluster.pause(follower);
+    let mut last = Zxid::ZERO;
+    for i in 0..200 {
+        let key = format!("/lag{i}");
+        let value = Bytes::from(format!("{key}:{}", "l".repeat(VALUE_BYTES)));
+        last = client.write(&key, value).await.expect("write");
+    }
+    // The Backup waits in the stalled follower's socket behind the replication it missed.
+    let dir = cluster.dir.path().join("lagging-backup");
+    let transport = cluster.transport().await;
+    let backup =
+        Message::Backup(Backup { target: BackupTarget::Directory(dir.display().to_string()) });
+    let address = cluster.address(follower);
+    let asked =
+        tokio::spawn(
+            async move { transport.request(&address, backup, Duration::from_secs(10)).await },
+        );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    cluster.resume(follower);
+    match asked.await.expect("backup task") {
+        Ok(Message::ReadReply(ReadReply { result: Ok(ReadValue::Bool(true)), .. })) => {}
+        other => panic!("backup refused: {other:?}\n{}", cluster.logs()),
+    }
+    let ended = transfer_end(&cluster, follower).await;
+    assert!(ended.starts_with("done: backup to"), "donor status: {ended}");
+    let manifest = backup::verify(&RealFs, &dir).expect("the backup verifies");
+    assert!(
+        manifest.zxid >= last.0,
+        "the backup on node {follower} is at {}, older than the write acknowledged at {last}",
+        Zxid(manifest.zxid)
+    );
+}
+
 /// Claim: a donor killed in the middle of a transfer leaves the receiver with nothing half
 /// installed; the receiver starts over with another member as donor and ends with the same
 /// data as the others, while writes go on and none acknowledged is lost (the killed donor,

@@ -36,7 +36,7 @@ use cache_server::transfer::{
     md5_of, offer_bytes, DonorConfig, DonorOutcome, Freezer, FrozenSet, FsSink, Progress,
     ReceiverConfig, TransferError,
 };
-use protocol::message::data::{ErrorCode, ReadReply, ReadValue, WireError};
+use protocol::message::data::{ErrorCode, ReadOp, ReadReply, ReadRequest, ReadValue, WireError};
 use protocol::message::transfer::{
     Backup, BackupTarget, FileOffer, RequestFile, TransFile, TransferPurpose,
 };
@@ -338,18 +338,113 @@ fn reply(shared: &Shared, result: Result<(), WireError>) -> Message {
     })
 }
 
-/// Asks the core for a snapshot to send (a fresh one unless one is pinned already), pinned.
-async fn snapshot_for_transfer(shared: &Shared) -> Result<(SnapshotDir, PinGuard), WireError> {
-    let unavailable = |m: String| refused(ErrorCode::Unavailable, m);
+/// Asks the core for a snapshot to send (a fresh one unless one is pinned already), pinned,
+/// at or above `floor` (see [`backup_floor`]; zero for a catch-up, whose receiver catches up
+/// the rest from the log).
+async fn snapshot_for_transfer(
+    shared: &Shared,
+    floor: Zxid,
+) -> Result<(SnapshotDir, PinGuard), WireError> {
     let (tx, rx) = oneshot::channel();
-    shared.cmds.send(Cmd::Snapshot(tx)).map_err(|_| unavailable("the node is stopping".into()))?;
-    rx.await
-        .map_err(|_| unavailable("the node is stopping".into()))?
-        .map_err(|e| unavailable(format!("no snapshot can be made on node {}: {e}", shared.node)))
+    shared.cmds.send(Cmd::Snapshot(tx)).map_err(|_| stopping())?;
+    let (snap, pin) = rx.await.map_err(|_| stopping())?.map_err(|e| {
+        refused(
+            ErrorCode::Unavailable,
+            format!("no snapshot can be made on node {}: {e}", shared.node),
+        )
+    })?;
+    if snap.zxid < floor {
+        return Err(refused(
+            ErrorCode::Unavailable,
+            format!(
+                "node {} can offer only its snapshot at {}, older than the writes acknowledged \
+                 before the backup was asked for ({floor}): a transfer or snapshot holds it; try \
+                 again when it ends",
+                shared.node, snap.zxid
+            ),
+        ));
+    }
+    Ok((snap, pin))
+}
+
+fn stopping() -> WireError {
+    refused(ErrorCode::Unavailable, "the node is stopping")
+}
+
+/// How long a backup waits for this node to apply the writes acknowledged before it.
+pub const BACKUP_CATCH_UP: Duration = Duration::from_secs(5);
+
+/// The zxid a backup must hold: every write acknowledged before the `Backup` arrived. The
+/// master's linearizable zxid covers them; a follower asks the master for it with a
+/// linearizable read, as a client would, and waits until it has applied that far. A backup
+/// taken on a lagging follower is then never older than what clients were told is written.
+async fn backup_floor(shared: &Arc<Shared>) -> Result<Zxid, WireError> {
+    let unavailable = |m: String| refused(ErrorCode::Unavailable, m);
+    let master = shared.status.lock().expect("status poisoned").master;
+    let floor = match master {
+        Some(m) if m == shared.node => {
+            let (tx, rx) = oneshot::channel();
+            shared.cmds.send(Cmd::Linearizable(tx)).map_err(|_| stopping())?;
+            rx.await.map_err(|_| stopping())?.map_err(|e| {
+                unavailable(format!("the master cannot say which writes are acknowledged: {e}"))
+            })?
+        }
+        Some(m) => {
+            let addr = shared.transfers.members.get(&m).copied().ok_or_else(|| {
+                unavailable(format!("the master, node {m}, is not in the member list"))
+            })?;
+            let endpoint = shared.transfers.endpoint().map_err(unavailable)?;
+            let barrier = Message::Request(ReadRequest {
+                floor: Zxid::ZERO,
+                linearizable: true,
+                op: ReadOp::Exists { key: protocol::key::ROOT.to_string() },
+            });
+            match endpoint.request(addr, barrier, OFFER_TIMEOUT, OFFER_RETRIES).await {
+                Ok(Message::ReadReply(ReadReply { applied, result: Ok(_), .. })) => applied,
+                Ok(Message::ReadReply(ReadReply { result: Err(e), .. })) => {
+                    return Err(unavailable(format!(
+                        "the master, node {m}, cannot say which writes are acknowledged: {}",
+                        e.message
+                    )))
+                }
+                Ok(other) => {
+                    return Err(unavailable(format!(
+                        "the master, node {m}, answered the barrier with {:?}",
+                        other.kind()
+                    )))
+                }
+                Err(e) => {
+                    return Err(unavailable(format!(
+                        "the master, node {m}, did not answer the barrier: {e}"
+                    )))
+                }
+            }
+        }
+        None => {
+            return Err(unavailable(format!(
+                "node {} knows no master, so it cannot tell which writes are acknowledged; try \
+                 again once a master is elected",
+                shared.node
+            )))
+        }
+    };
+    cache_server::backend::wait_applied_on(&shared.applied_tx, floor, BACKUP_CATCH_UP)
+        .await
+        .map_err(|e| {
+            unavailable(format!(
+                "node {} did not apply the acknowledged writes (through {floor}) within {:?}: {e}",
+                shared.node, BACKUP_CATCH_UP
+            ))
+        })?;
+    Ok(floor)
 }
 
 /// Starts a donor over a fresh snapshot, or returns the running one.
-async fn donor(shared: &Arc<Shared>, what: String) -> Result<(DonorHandle, bool), WireError> {
+async fn donor(
+    shared: &Arc<Shared>,
+    what: String,
+    floor: Zxid,
+) -> Result<(DonorHandle, bool), WireError> {
     let transfers = &shared.transfers;
     if transfers.fetching() {
         return Err(refused(
@@ -363,7 +458,7 @@ async fn donor(shared: &Arc<Shared>, what: String) -> Result<(DonorHandle, bool)
             return Ok((d, false));
         }
     }
-    let (snap, pin) = snapshot_for_transfer(shared).await?;
+    let (snap, pin) = snapshot_for_transfer(shared, floor).await?;
     let files = snap.files().map_err(|e| refused(ErrorCode::Internal, e))?;
     let id = transfers.next_transfer();
     let group = transfers.group_for(id);
@@ -452,7 +547,7 @@ pub(crate) async fn on_request_file(shared: &Arc<Shared>, request: RequestFile) 
         return reply(shared, Err(e));
     }
     let what = format!("send to node {}", request.receiver);
-    match donor(shared, what).await {
+    match donor(shared, what, Zxid::ZERO).await {
         Ok((handle, _)) => match handle.add_receiver(&request) {
             Ok(offer) => Message::TransFile(offer),
             Err(e) => reply(shared, Err(refused(ErrorCode::Unavailable, e.to_string()))),
@@ -493,7 +588,8 @@ async fn backup_to_node(shared: &Arc<Shared>, target: NodeId) -> Result<(), Wire
             format!("node {} is already sending a transfer; try again when it ends", shared.node),
         ));
     }
-    let (handle, fresh) = donor(shared, format!("backup to node {target}")).await?;
+    let floor = backup_floor(shared).await?;
+    let (handle, fresh) = donor(shared, format!("backup to node {target}"), floor).await?;
     if !fresh {
         return Err(refused(ErrorCode::Unavailable, "a transfer is already running"));
     }
@@ -541,7 +637,8 @@ async fn backup_to_dir(shared: &Arc<Shared>, dir: PathBuf) -> Result<(), WireErr
             format!("{} is not empty; choose an empty or new directory", dir.display()),
         ));
     }
-    let (snap, pin) = snapshot_for_transfer(shared).await?;
+    let floor = backup_floor(shared).await?;
+    let (snap, pin) = snapshot_for_transfer(shared, floor).await?;
     let what = format!("backup to {}", dir.display());
     shared.transfers.lock().live = Some(Live::Copy(what.clone()));
     shared.metrics.transfers_started.inc();
