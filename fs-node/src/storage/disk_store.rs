@@ -1194,122 +1194,19 @@ impl DiskStore {
         result
     }
 
-    /// The merge itself; `unpublished` collects the `.tmp` files it creates until they are
-    /// renamed into place.
+    /// The merge itself, as its steps; `unpublished` collects the `.tmp` files it creates
+    /// until they are renamed into place.
     fn compact_locked(&self, which: Merge, unpublished: &mut Vec<PathBuf>) -> Result<Option<u64>> {
-        let inputs: Vec<(u32, Arc<dyn VFile>, PathBuf, u64)> = {
-            let inner = self.read();
-            if inner.frozen.is_some() {
-                return Ok(None);
-            }
-            inner
-                .segments
-                .iter()
-                .filter(|(_, s)| s.sealed && (which == Merge::All || self.is_small(s.len)))
-                .map(|(id, s)| (*id, s.file.clone(), s.path.clone(), s.len))
-                .collect()
-        };
-        let inputs_min = if which == Merge::All { 1 } else { 2 };
-        if inputs.len() < inputs_min {
-            return Ok(None);
-        }
-        let input_ids: Vec<u32> = inputs.iter().map(|i| i.0).collect();
-        let input_bytes: u64 = inputs.iter().map(|i| i.3).sum();
-        // Outputs are written as .tmp files, then renamed together once all are whole.
-        struct Output {
-            id: u32,
-            file: Arc<dyn VFile>,
-            len: u64,
-            recs: Vec<HintRec>,
-        }
-        let tmp_of = |id: u32| self.dir.join(format!("{}{TMP_SUFFIX}", data_name(id)));
-        // Takes the next segment id and creates its .tmp file, recorded as unpublished.
-        let open_output = |unpublished: &mut Vec<PathBuf>| -> Result<Output> {
-            let id = {
-                let mut inner = self.write();
-                inner.next_id += 1;
-                inner.next_id - 1
-            };
-            let tmp = tmp_of(id);
-            let file = self.vfs.open(&tmp, true).map_err(io("creating", &tmp))?;
-            unpublished.push(tmp);
-            Ok(Output { id, file, len: 0, recs: Vec::new() })
-        };
-        let mut outputs: Vec<Output> = Vec::new();
-        let mut moved: Vec<(Box<str>, Loc, Loc)> = Vec::new();
-        let mut watermark = Zxid::ZERO;
-        for (id, file, path, _) in &inputs {
-            let hint_path = self.dir.join(hint_name(*id));
-            let hint_file = self.vfs.open(&hint_path, false).map_err(io("opening", &hint_path))?;
-            let (recs, footer) = decode_hint(&read_all(hint_file.as_ref(), &hint_path)?, *id)
-                .ok_or_else(|| {
-                    corrupt(&hint_path, 0, "hint file of a sealed segment is damaged")
-                })?;
-            watermark = watermark.max(footer.watermark);
-            let live: Vec<HintRec> = {
-                let inner = self.read();
-                recs.into_iter()
-                    .filter(|r| {
-                        inner.index.get(&r.key) == Some(&r.loc)
-                            // A partial merge keeps the tombstones of deleted keys: an older
-                            // record of the key may sit in a segment it does not take, and
-                            // would come back at start-up without them. (Copied tombstones
-                            // count as dead bytes below; a full merge drops them.)
-                            || (which == Merge::Small
-                                && r.loc.kind == Kind::Deleted
-                                && !inner.index.contains_key(&r.key))
-                    })
-                    .collect()
-            };
-            for r in live {
-                let bytes = self.read_record(file.as_ref(), path, &r.loc)?;
-                tlv::decode(&bytes).map_err(|e| corrupt(path, r.loc.offset as u64, e))?;
-                let need_new = match outputs.last() {
-                    None => true,
-                    Some(o) => {
-                        o.len > 0 && o.len + bytes.len() as u64 > self.config.segment_bytes_max
-                    }
-                };
-                if need_new {
-                    outputs.push(open_output(unpublished)?);
-                }
-                let out = outputs.last_mut().expect("output");
-                let tmp = tmp_of(out.id);
-                out.file.write_all_at(&bytes, out.len).map_err(io("writing", &tmp))?;
-                let new_loc = Loc { seg: out.id, offset: out.len as u32, ..r.loc };
-                out.len += bytes.len() as u64;
-                out.recs.push(HintRec { key: r.key.clone(), loc: new_loc });
-                moved.push((r.key, r.loc, new_loc));
-            }
-        }
-        if outputs.is_empty() {
-            // Nothing is live: still write one (empty) output, because its hint footer is what
-            // tells a restart to finish deleting the inputs. Deleting only some of them could
-            // bring back a value whose tombstone was in a deleted one.
-            outputs.push(open_output(unpublished)?);
-        }
-        let group: Vec<u32> = outputs.iter().map(|o| o.id).collect();
-        for out in &outputs {
-            let tmp = tmp_of(out.id);
-            out.file.sync_data().map_err(io("syncing", &tmp))?;
-            let footer = Footer { watermark, group: group.clone(), replaces: input_ids.clone() };
-            let hint_tmp = self.dir.join(format!("{}{TMP_SUFFIX}", hint_name(out.id)));
-            let hf = self.vfs.open(&hint_tmp, true).map_err(io("creating", &hint_tmp))?;
-            unpublished.push(hint_tmp.clone());
-            hf.write_all_at(&encode_hint(&out.recs, &footer), 0)
-                .map_err(io("writing", &hint_tmp))?;
-            hf.sync_data().map_err(io("syncing", &hint_tmp))?;
-        }
+        let Some(inputs) = self.merge_inputs(which) else { return Ok(None) };
+        let input_ids: Vec<u32> = inputs.iter().map(|i| i.id).collect();
+        let input_bytes: u64 = inputs.iter().map(|i| i.len).sum();
+        let copied = self.copy_live_records(which, &inputs, unpublished)?;
+        self.write_output_hints(&copied, &input_ids, unpublished)?;
         let mut inner = self.write();
         if inner.frozen.is_some() {
             // A freeze began meanwhile: its set includes the inputs, so they must stay.
             drop(inner);
-            for out in &outputs {
-                for name in [data_name(out.id), hint_name(out.id)] {
-                    let tmp = self.dir.join(format!("{name}{TMP_SUFFIX}"));
-                    self.vfs.remove(&tmp).map_err(io("removing", &tmp))?;
-                }
-            }
+            self.discard_outputs(&copied.outputs)?;
             return Ok(None);
         }
         // The outputs leave out records that later writes made dead. Those writes must be
@@ -1320,9 +1217,161 @@ impl DiskStore {
             let seg = &inner.segments[&inner.active];
             seg.file.sync_data().map_err(io("syncing", &seg.path))?;
         }
-        // Publish: rename every output into place, then retire the inputs. A crash in
-        // between is finished at start-up from the outputs' footers.
-        for out in &outputs {
+        self.publish_outputs(&copied.outputs)?;
+        unpublished.clear();
+        let output_bytes: u64 = copied.outputs.iter().map(|o| o.len).sum();
+        adopt_outputs(&mut inner, &self.dir, copied, &input_ids);
+        drop(inner);
+        self.retire_inputs(&input_ids)?;
+        Ok(Some(input_bytes.saturating_sub(output_bytes)))
+    }
+
+    /// The sealed segments a merge of kind `which` takes, or `None` when the store is frozen
+    /// or there are too few to merge (one for a full merge, two small ones for a partial).
+    fn merge_inputs(&self, which: Merge) -> Option<Vec<MergeInput>> {
+        let inner = self.read();
+        if inner.frozen.is_some() {
+            return None;
+        }
+        let inputs: Vec<MergeInput> = inner
+            .segments
+            .iter()
+            .filter(|(_, s)| s.sealed && (which == Merge::All || self.is_small(s.len)))
+            .map(|(id, s)| MergeInput {
+                id: *id,
+                file: s.file.clone(),
+                path: s.path.clone(),
+                len: s.len,
+            })
+            .collect();
+        let inputs_min = if which == Merge::All { 1 } else { 2 };
+        (inputs.len() >= inputs_min).then_some(inputs)
+    }
+
+    /// The `.tmp` path of segment `id`'s data file.
+    fn merge_tmp(&self, id: u32) -> PathBuf {
+        self.dir.join(format!("{}{TMP_SUFFIX}", data_name(id)))
+    }
+
+    /// Takes the next segment id and creates its `.tmp` data file, recorded as unpublished.
+    fn open_merge_output(&self, unpublished: &mut Vec<PathBuf>) -> Result<MergeOutput> {
+        let id = {
+            let mut inner = self.write();
+            inner.next_id += 1;
+            inner.next_id - 1
+        };
+        let tmp = self.merge_tmp(id);
+        let file = self.vfs.open(&tmp, true).map_err(io("creating", &tmp))?;
+        unpublished.push(tmp);
+        Ok(MergeOutput { id, file, len: 0, recs: Vec::new() })
+    }
+
+    /// Copies every live record of `inputs` into new `.tmp` segments of at most
+    /// `segment_bytes_max` each; always at least one (possibly empty) output, because its
+    /// hint footer is what tells a restart to finish deleting the inputs.
+    fn copy_live_records(
+        &self,
+        which: Merge,
+        inputs: &[MergeInput],
+        unpublished: &mut Vec<PathBuf>,
+    ) -> Result<Copied> {
+        let mut copied = Copied { outputs: Vec::new(), moved: Vec::new(), watermark: Zxid::ZERO };
+        for input in inputs {
+            let hint_path = self.dir.join(hint_name(input.id));
+            let hint_file = self.vfs.open(&hint_path, false).map_err(io("opening", &hint_path))?;
+            let (recs, footer) = decode_hint(&read_all(hint_file.as_ref(), &hint_path)?, input.id)
+                .ok_or_else(|| {
+                    corrupt(&hint_path, 0, "hint file of a sealed segment is damaged")
+                })?;
+            copied.watermark = copied.watermark.max(footer.watermark);
+            for r in self.live_records(which, recs) {
+                let bytes = self.read_record(input.file.as_ref(), &input.path, &r.loc)?;
+                tlv::decode(&bytes).map_err(|e| corrupt(&input.path, r.loc.offset as u64, e))?;
+                let need_new = match copied.outputs.last() {
+                    None => true,
+                    Some(o) => {
+                        o.len > 0 && o.len + bytes.len() as u64 > self.config.segment_bytes_max
+                    }
+                };
+                if need_new {
+                    copied.outputs.push(self.open_merge_output(unpublished)?);
+                }
+                let out = copied.outputs.last_mut().expect("output");
+                let tmp = self.merge_tmp(out.id);
+                out.file.write_all_at(&bytes, out.len).map_err(io("writing", &tmp))?;
+                let new_loc = Loc { seg: out.id, offset: out.len as u32, ..r.loc };
+                out.len += bytes.len() as u64;
+                out.recs.push(HintRec { key: r.key.clone(), loc: new_loc });
+                copied.moved.push((r.key, r.loc, new_loc));
+            }
+        }
+        if copied.outputs.is_empty() {
+            // Nothing is live: still write one (empty) output. Deleting only some of the
+            // inputs could bring back a value whose tombstone was in a deleted one.
+            copied.outputs.push(self.open_merge_output(unpublished)?);
+        }
+        Ok(copied)
+    }
+
+    /// The records of one input's hint file that the merge must keep.
+    fn live_records(&self, which: Merge, recs: Vec<HintRec>) -> Vec<HintRec> {
+        let inner = self.read();
+        recs.into_iter()
+            .filter(|r| {
+                inner.index.get(&r.key) == Some(&r.loc)
+                    // A partial merge keeps the tombstones of deleted keys: an older record of
+                    // the key may sit in a segment it does not take, and would come back at
+                    // start-up without them. (Copied tombstones count as dead bytes; a full
+                    // merge drops them.)
+                    || (which == Merge::Small
+                        && r.loc.kind == Kind::Deleted
+                        && !inner.index.contains_key(&r.key))
+            })
+            .collect()
+    }
+
+    /// Syncs each output and writes its `.tmp` hint file, whose footer names the whole group
+    /// and the inputs it replaces.
+    fn write_output_hints(
+        &self,
+        copied: &Copied,
+        input_ids: &[u32],
+        unpublished: &mut Vec<PathBuf>,
+    ) -> Result<()> {
+        let group: Vec<u32> = copied.outputs.iter().map(|o| o.id).collect();
+        for out in &copied.outputs {
+            let tmp = self.merge_tmp(out.id);
+            out.file.sync_data().map_err(io("syncing", &tmp))?;
+            let footer = Footer {
+                watermark: copied.watermark,
+                group: group.clone(),
+                replaces: input_ids.to_vec(),
+            };
+            let hint_tmp = self.dir.join(format!("{}{TMP_SUFFIX}", hint_name(out.id)));
+            let hf = self.vfs.open(&hint_tmp, true).map_err(io("creating", &hint_tmp))?;
+            unpublished.push(hint_tmp.clone());
+            hf.write_all_at(&encode_hint(&out.recs, &footer), 0)
+                .map_err(io("writing", &hint_tmp))?;
+            hf.sync_data().map_err(io("syncing", &hint_tmp))?;
+        }
+        Ok(())
+    }
+
+    /// Removes the `.tmp` files of a merge that will not be published.
+    fn discard_outputs(&self, outputs: &[MergeOutput]) -> Result<()> {
+        for out in outputs {
+            for name in [data_name(out.id), hint_name(out.id)] {
+                let tmp = self.dir.join(format!("{name}{TMP_SUFFIX}"));
+                self.vfs.remove(&tmp).map_err(io("removing", &tmp))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Renames every output into place and syncs the directory. A crash before the inputs
+    /// are retired is finished at start-up from the outputs' footers.
+    fn publish_outputs(&self, outputs: &[MergeOutput]) -> Result<()> {
+        for out in outputs {
             for name in [data_name(out.id), hint_name(out.id)] {
                 let tmp = self.dir.join(format!("{name}{TMP_SUFFIX}"));
                 if let Err(e) = self.vfs.rename(&tmp, &self.dir.join(&name)) {
@@ -1335,45 +1384,18 @@ impl DiskStore {
                 }
             }
         }
-        self.vfs.sync_dir(&self.dir).map_err(io("syncing", &self.dir))?;
-        unpublished.clear();
-        for out in &outputs {
-            let path = self.dir.join(data_name(out.id));
-            inner.segments.insert(
-                out.id,
-                DataSegment {
-                    path,
-                    file: out.file.clone(),
-                    len: out.len,
-                    dead_bytes: 0,
-                    sealed: true,
-                },
-            );
-        }
-        for (k, old, new) in moved {
-            match inner.index.get_mut(&k) {
-                Some(loc) if *loc == old => *loc = new,
-                _ => {
-                    // Overwritten or deleted while we copied: the copy is already dead.
-                    if let Some(s) = inner.segments.get_mut(&new.seg) {
-                        s.dead_bytes += new.len as u64;
-                    }
-                }
-            }
-        }
-        for id in &input_ids {
-            inner.segments.remove(id);
-        }
-        drop(inner);
-        for id in &input_ids {
+        self.vfs.sync_dir(&self.dir).map_err(io("syncing", &self.dir))
+    }
+
+    /// Deletes the inputs' files once their replacements are published.
+    fn retire_inputs(&self, input_ids: &[u32]) -> Result<()> {
+        for id in input_ids {
             for name in [data_name(*id), hint_name(*id)] {
                 let path = self.dir.join(name);
                 self.vfs.remove(&path).map_err(io("removing", &path))?;
             }
         }
-        self.vfs.sync_dir(&self.dir).map_err(io("syncing", &self.dir))?;
-        let output_bytes: u64 = outputs.iter().map(|o| o.len).sum();
-        Ok(Some(input_bytes.saturating_sub(output_bytes)))
+        self.vfs.sync_dir(&self.dir).map_err(io("syncing", &self.dir))
     }
 
     /// Every key with its kind and zxid, in order (tests and the reference model compare this).
@@ -1434,6 +1456,59 @@ fn read_checkpoint(vfs: &dyn Vfs, dir: &Path) -> Result<(Zxid, u32, u64)> {
     let seg = u32::from_le_bytes(rec.value[..4].try_into().expect("4"));
     let len = u64::from_le_bytes(rec.value[4..12].try_into().expect("8"));
     Ok((rec.zxid, seg, len))
+}
+
+/// One sealed segment a merge takes.
+struct MergeInput {
+    id: u32,
+    file: Arc<dyn VFile>,
+    path: PathBuf,
+    len: u64,
+}
+
+/// One segment a merge writes, as `.tmp` files until published.
+struct MergeOutput {
+    id: u32,
+    file: Arc<dyn VFile>,
+    len: u64,
+    recs: Vec<HintRec>,
+}
+
+/// What a merge copied: its outputs, each moved record (key, old place, new place), and the
+/// highest watermark of the inputs.
+struct Copied {
+    outputs: Vec<MergeOutput>,
+    moved: Vec<(Box<str>, Loc, Loc)>,
+    watermark: Zxid,
+}
+
+/// Makes published merge outputs the store's segments: the index follows each record that
+/// was not overwritten or deleted while the merge copied it (a copy that was is dead bytes),
+/// and the inputs leave the segment table.
+fn adopt_outputs(inner: &mut StoreState, dir: &Path, copied: Copied, input_ids: &[u32]) {
+    for out in &copied.outputs {
+        let segment = DataSegment {
+            path: dir.join(data_name(out.id)),
+            file: out.file.clone(),
+            len: out.len,
+            dead_bytes: 0,
+            sealed: true,
+        };
+        inner.segments.insert(out.id, segment);
+    }
+    for (k, old, new) in copied.moved {
+        match inner.index.get_mut(&k) {
+            Some(loc) if *loc == old => *loc = new,
+            _ => {
+                if let Some(s) = inner.segments.get_mut(&new.seg) {
+                    s.dead_bytes += new.len as u64;
+                }
+            }
+        }
+    }
+    for id in input_ids {
+        inner.segments.remove(id);
+    }
 }
 
 /// A background thread that merges whatever [`DiskStore::compaction_plan`] says is due, checking every
