@@ -13,7 +13,8 @@ use crate::locks::LeaseConfig;
 use crate::replication::{Durability, Engine, EngineConfig, HardState, LogReader, RestartState};
 use crate::state::{StateConfig, StateMachine};
 use crate::storage::{
-    DamagePolicy, DataLog, DiskStore, LogConfig, LogOptions, StoreConfig, SyncMode, Vfs,
+    DamagePolicy, DataLog, DiskStore, LogConfig, LogOptions, LogRecovery, StoreConfig, SyncMode,
+    Vfs,
 };
 use cache_server::{Server, ServerConfig};
 use protocol::message::data::Role;
@@ -75,23 +76,7 @@ fn hard_state(dir: &Path, log: &DataLog) -> Result<Option<HardState>, NodeError>
 /// composes the core (see [`super::core`]).
 pub(crate) fn open(config: &Config, parts: Parts) -> Result<Opened, NodeError> {
     let dir = config.data_dir.clone();
-    let log_config = LogConfig {
-        segment_bytes_max: config.log_segment_bytes,
-        retention_entries: config.log_retention_entries,
-    };
-    // Damage the log cannot place (below a point it synced, or in an old-format segment) is
-    // cut and reported rather than refused: the node then holds less than it may have
-    // acknowledged, which the engine is told (see `lost_synced` below).
-    let options = LogOptions { sync: parts.sync, uncertain_damage: DamagePolicy::CutAndReport };
-    let (log, recovery) =
-        DataLog::open_with(parts.vfs.clone(), &dir.join("log"), log_config, options)?;
-    if recovery.torn_tail.is_some() {
-        tracing::warn!(?recovery, "data log recovered a torn tail");
-    }
-    if let Some(lost) = &recovery.lost_synced {
-        tracing::error!(?lost, "the data log lost bytes it had synced");
-    }
-    let log = Arc::new(log);
+    let (log, recovery) = open_log(config, &parts)?;
     let store_config = StoreConfig {
         key_bytes_max: config.key_bytes_max,
         value_bytes_max: config.value_bytes_max,
@@ -101,38 +86,15 @@ pub(crate) fn open(config: &Config, parts: Parts) -> Result<Opened, NodeError> {
     let (store, tables, restart_applied) = open_state(&parts.vfs, &dir, &log, store_config)?;
     let view = LogView::open(log.clone())?;
     let store = Arc::new(store);
-    // A node that finds no epoch state (a new or wiped data directory) or whose log lost
-    // bytes it had synced may have forgotten promises and acknowledged entries: it starts as
-    // a non-voter until it holds the committed history again (replication, "Lost durable
-    // state").
     let found = hard_state(&dir, &log)?;
-    let durability = if found.is_none() || recovery.lost_synced.is_some() {
-        tracing::warn!(
-            event = "non_voter",
-            lost_log = recovery.lost_synced.is_some(),
-            "no complete durable state: this node neither votes nor counts toward a quorum \
-             until it has caught up with a master"
-        );
-        Durability::Lost
-    } else {
-        Durability::Durable
-    };
+    let durability = durability(found.is_some(), &recovery);
     let hard = found.unwrap_or_default();
     let last_snapshot = snapshot::latest(&dir).map_err(NodeError::Other)?;
     if let Some(snap) = &last_snapshot {
         parts.metrics.snapshot_zxid.store(snap.zxid.0, std::sync::atomic::Ordering::Relaxed);
     }
-
-    let members = config.members.keys().copied().collect();
-    let mut engine_config = EngineConfig::new(config.node_id, members);
-    engine_config.heartbeat_interval_ms = config.heartbeat_interval_ms;
-    engine_config.election_timeout_ms = config.election_timeout_ms;
-    engine_config.lease_ms = config.lease_ms;
-    engine_config.drift_margin_ms = config.drift_margin_ms;
-    engine_config.batch_bytes_max = UNICAST_BATCH_BYTES_MAX;
-    engine_config.sync_entries_max = 256;
     let restart = RestartState { hard, applied: restart_applied };
-    let engine = Engine::start(engine_config, restart, durability, &view, parts.now_ms)?;
+    let engine = Engine::start(engine_config(config), restart, durability, &view, parts.now_ms)?;
     tracing::info!(
         node = config.node_id,
         log_base = %view.base(),
@@ -141,37 +103,28 @@ pub(crate) fn open(config: &Config, parts: Parts) -> Result<Opened, NodeError> {
         ?hard,
         "node starting"
     );
-
     let (cmd_tx, cmds) = mpsc::unbounded_channel();
+    let status = StatusView {
+        role: Role::Looking,
+        epoch: hard.current_epoch,
+        master: None,
+        committed: restart_applied,
+        locks: tables.locks.len() as u64,
+        sessions: tables.sessions.len() as u64,
+    };
     let (applied_tx, _) = watch::channel(restart_applied);
     let shared = Arc::new(Shared {
         node: config.node_id,
         store: store.clone(),
         applied: RwLock::new(restart_applied),
         applied_tx,
-        status: Mutex::new(StatusView {
-            role: Role::Looking,
-            epoch: hard.current_epoch,
-            master: None,
-            committed: restart_applied,
-            locks: tables.locks.len() as u64,
-            sessions: tables.sessions.len() as u64,
-        }),
+        status: Mutex::new(status),
         cmds: cmd_tx,
         recovered_commit: log.commit_zxid(),
         metrics: parts.metrics.clone(),
         transfers: parts.transfers.clone(),
     });
-    let server_config = ServerConfig {
-        fs_live_interval: Duration::from_millis(config.fslive_interval_ms),
-        key_bytes_max: config.key_bytes_max,
-        value_bytes_max: config.value_bytes_max,
-        ..ServerConfig::new(config.own_addr().to_string())
-    };
-    let server = Arc::new(Server::new(NodeBackend::new(shared.clone()), server_config));
-    // The cache starts at the snapshot's zxid.
-    server.flush_cache();
-
+    let server = new_server(config, &shared);
     let state_config = StateConfig {
         key_bytes_max: config.key_bytes_max,
         value_bytes_max: config.value_bytes_max,
@@ -193,18 +146,85 @@ pub(crate) fn open(config: &Config, parts: Parts) -> Result<Opened, NodeError> {
         lease_config: LeaseConfig { lock_ttl_ms: config.lock_ttl_ms as u32 },
         now_ms: parts.now_ms,
         marked_commit: log.commit_zxid(),
-        snaps: Snapshots {
-            every_entries: config.snapshot_entries,
-            every_bytes: config.snapshot_log_bytes,
-            retention_bytes: config.log_retention_bytes,
-            entries_since: 0,
-            bytes_since: 0,
-            last: last_snapshot,
-            running: false,
-            waiters: Vec::new(),
-        },
+        snaps: snapshots(config, last_snapshot),
     };
     Ok(Opened { core, shared, server, cmds, log, store })
+}
+
+/// Opens the data log. Damage the log cannot place (below a point it synced, or in an
+/// old-format segment) is cut and reported rather than refused: the node then holds less
+/// than it may have acknowledged, which the engine is told (see [`durability`]).
+fn open_log(config: &Config, parts: &Parts) -> Result<(Arc<DataLog>, LogRecovery), NodeError> {
+    let log_config = LogConfig {
+        segment_bytes_max: config.log_segment_bytes,
+        retention_entries: config.log_retention_entries,
+    };
+    let options = LogOptions { sync: parts.sync, uncertain_damage: DamagePolicy::CutAndReport };
+    let (log, recovery) =
+        DataLog::open_with(parts.vfs.clone(), &config.data_dir.join("log"), log_config, options)?;
+    if recovery.torn_tail.is_some() {
+        tracing::warn!(?recovery, "data log recovered a torn tail");
+    }
+    if let Some(lost) = &recovery.lost_synced {
+        tracing::error!(?lost, "the data log lost bytes it had synced");
+    }
+    Ok((Arc::new(log), recovery))
+}
+
+/// A node that finds no epoch state (a new or wiped data directory) or whose log lost bytes
+/// it had synced may have forgotten promises and acknowledged entries: it starts as a
+/// non-voter until it holds the committed history again (replication, "Lost durable state").
+fn durability(found_hard_state: bool, recovery: &LogRecovery) -> Durability {
+    if found_hard_state && recovery.lost_synced.is_none() {
+        return Durability::Durable;
+    }
+    tracing::warn!(
+        event = "non_voter",
+        lost_log = recovery.lost_synced.is_some(),
+        "no complete durable state: this node neither votes nor counts toward a quorum until \
+         it has caught up with a master"
+    );
+    Durability::Lost
+}
+
+/// The replication engine's settings from the node's.
+fn engine_config(config: &Config) -> EngineConfig {
+    let members = config.members.keys().copied().collect();
+    let mut engine_config = EngineConfig::new(config.node_id, members);
+    engine_config.heartbeat_interval_ms = config.heartbeat_interval_ms;
+    engine_config.election_timeout_ms = config.election_timeout_ms;
+    engine_config.lease_ms = config.lease_ms;
+    engine_config.drift_margin_ms = config.drift_margin_ms;
+    engine_config.batch_bytes_max = UNICAST_BATCH_BYTES_MAX;
+    engine_config.sync_entries_max = 256;
+    engine_config
+}
+
+/// The request server in front of the core; its cache starts empty (at the snapshot's zxid).
+fn new_server(config: &Config, shared: &Arc<Shared>) -> Arc<Server<NodeBackend>> {
+    let server_config = ServerConfig {
+        fs_live_interval: Duration::from_millis(config.fslive_interval_ms),
+        key_bytes_max: config.key_bytes_max,
+        value_bytes_max: config.value_bytes_max,
+        ..ServerConfig::new(config.own_addr().to_string())
+    };
+    let server = Arc::new(Server::new(NodeBackend::new(shared.clone()), server_config));
+    server.flush_cache();
+    server
+}
+
+/// When the core takes snapshots, starting from the newest one on disk.
+fn snapshots(config: &Config, last: Option<snapshot::SnapshotDir>) -> Snapshots {
+    Snapshots {
+        every_entries: config.snapshot_entries,
+        every_bytes: config.snapshot_log_bytes,
+        retention_bytes: config.log_retention_bytes,
+        entries_since: 0,
+        bytes_since: 0,
+        last,
+        running: false,
+        waiters: Vec::new(),
+    }
 }
 
 /// Opens the store from the newest snapshot (or empty without one) and gives the tables and
