@@ -37,7 +37,7 @@ use protocol::message::data::{
 };
 use protocol::message::lock::{LockGrant, LockOp, LockRequest, LockRequestOp};
 use protocol::message::Message;
-use protocol::{SenderId, Zxid, CLIENT_ID_MIN};
+use protocol::{NodeId, SenderId, Zxid, CLIENT_ID_MIN};
 use rand::Rng;
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -471,70 +471,42 @@ impl<T: Transport> Client<T> {
         // read, rounds that find no master count against `redirects_max` instead, as for
         // writes (`to_master`), so that an election is waited out rather than every attempt
         // burnt in a few milliseconds of redirects.
-        let (mut attempts, mut redirects) = (0, 0);
+        let mut attempts = 0;
+        let mut redirects = Redirects::new(config.redirects_max);
+        let route = if linearizable { Route::LinearizableRead } else { Route::Read };
         while attempts < config.attempts_max {
-            let picked = {
-                let mut st = self.inner.lock();
-                let t = now();
-                let floor = st.floor;
-                let believed = st.router.master_epoch();
-                let address = if linearizable {
-                    st.router
-                        .master_address(t)
-                        .filter(|a| !tried.contains(a))
-                        .or_else(|| st.router.pick_any(&tried, t))
-                } else {
-                    st.router
-                        .pick_read(floor, &tried, t)
-                        .or_else(|| st.router.pick_read(floor, &[], t))
-                };
-                match address {
-                    Some(address) => {
-                        st.router.begin(&address);
-                        st.stats.reads_sent += 1;
-                        Some((address, floor, believed))
-                    }
-                    None if linearizable && !tried.is_empty() => None,
-                    None => {
-                        return Err(ClientError::Unavailable {
-                            detail: "no live, unfrozen node heard from within the validity".into(),
-                        })
-                    }
+            let (address, floor, believed) = match self.inner.pick_target(route, &tried) {
+                NextSend::Send { address, floor, believed } => (address, floor, believed),
+                NextSend::WaitForMaster => {
+                    // Everyone was asked and none is the master: an election may be under
+                    // way; start over after a pause.
+                    tried.clear();
+                    redirects.count(None)?;
+                    tokio::time::sleep(NO_MASTER_BACKOFF).await;
+                    continue;
+                }
+                NextSend::NoNode => {
+                    return Err(ClientError::Unavailable {
+                        detail: "no live, unfrozen node heard from within the validity".into(),
+                    })
                 }
             };
-            let Some((address, floor, believed)) = picked else {
-                // Everyone was asked and none is the master: an election may be under way;
-                // start over after a pause.
-                tried.clear();
-                redirects += 1;
-                if redirects > config.redirects_max {
-                    return Err(ClientError::NotMaster { master: None });
-                }
-                tokio::time::sleep(NO_MASTER_BACKOFF).await;
-                continue;
-            };
-            let inflight = Inflight { inner: &self.inner, address: &address };
             let request = Message::Request(ReadRequest { floor, linearizable, op: op.clone() });
             let timeout = config.request_timeout;
             let reply = if linearizable {
                 // Only the master answers: when another one is announced meanwhile, ask it
                 // now rather than wait out the timeout (see `to_master`).
-                let reply =
-                    self.inner.request_unless_master_moves(&address, believed, request, timeout);
-                match reply.await {
+                match self.inner.attempt(&address, believed, request, timeout).await {
                     Some(reply) => reply,
                     None => {
-                        redirects += 1;
-                        if redirects > config.redirects_max {
-                            return Err(ClientError::NotMaster { master: None });
-                        }
+                        redirects.count(None)?;
                         continue;
                     }
                 }
             } else {
+                let _inflight = Inflight { inner: &self.inner, address: &address };
                 self.inner.transport.request(&address, request, timeout).await
             };
-            drop(inflight);
             let mut st = self.inner.lock();
             let reply = match reply {
                 Ok(Message::ReadReply(reply)) => reply,
@@ -725,6 +697,47 @@ impl<T: Transport> Drop for Inflight<'_, T> {
     }
 }
 
+/// Which nodes a request may go to (see [`Inner::pick_target`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Route {
+    Write,
+    LinearizableRead,
+    Read,
+}
+
+/// The outcome of [`Inner::pick_target`].
+enum NextSend {
+    /// Send to `address`, with the client's `floor`, believing in the master of epoch
+    /// `believed`.
+    Send { address: String, floor: Zxid, believed: u32 },
+    /// Every node was tried and none is the master: an election may be under way.
+    WaitForMaster,
+    /// No live node is known at all.
+    NoNode,
+}
+
+/// Rounds of a request that found no master (or saw the master move), bounded by
+/// `redirects_max`.
+struct Redirects {
+    count: usize,
+    max: usize,
+}
+
+impl Redirects {
+    fn new(max: usize) -> Redirects {
+        Redirects { count: 0, max }
+    }
+
+    /// Counts one round; past the bound, `NotMaster` naming the last master heard of.
+    fn count(&mut self, master: Option<NodeId>) -> Result<(), ClientError> {
+        self.count += 1;
+        if self.count > self.max {
+            return Err(ClientError::NotMaster { master });
+        }
+        Ok(())
+    }
+}
+
 fn expect_bool(value: ReadValue) -> Result<bool, ClientError> {
     match value {
         ReadValue::Bool(b) => Ok(b),
@@ -781,8 +794,9 @@ impl<T: Transport> Inner<T> {
     }
 
     /// Sends `request` to the master, following `NotMaster` redirects and retrying on timeout
-    /// (at most `attempts` timeouts and `redirects_max` rounds without a master); `take` unpacks the reply
-    /// kind expected, `applied_of` says how far a success shows the master has applied.
+    /// (at most `attempts` timeouts and `redirects_max` rounds without a master); `take`
+    /// unpacks the reply kind expected, `applied_of` says how far a success shows the master
+    /// has applied.
     async fn to_master<R>(
         &self,
         request: RequestId,
@@ -792,68 +806,39 @@ impl<T: Transport> Inner<T> {
         attempts: usize,
         timeout: Duration,
     ) -> Result<R, ClientError> {
-        let config = &self.config;
-        let (mut timeouts, mut redirects) = (0, 0);
+        let mut timeouts = 0;
+        let mut redirects = Redirects::new(self.config.redirects_max);
         let mut tried: Vec<String> = Vec::new();
         let mut last_master = None;
         loop {
-            enum Next {
-                Send(String),
-                WaitForMaster,
-                NoNode,
-            }
-            // The epoch of the master the router believed in when this attempt was sent.
-            let believed: u32;
-            let next = {
-                let mut st = self.lock();
-                let t = now();
-                believed = st.router.master_epoch();
-                let master = st.router.master_address(t).filter(|a| !tried.contains(a));
-                match master.or_else(|| st.router.pick_any(&tried, t)) {
-                    Some(a) => {
-                        st.router.begin(&a);
-                        st.stats.writes_sent += 1;
-                        Next::Send(a)
-                    }
-                    None if !tried.is_empty() => Next::WaitForMaster,
-                    None => Next::NoNode,
-                }
-            };
-            let address = match next {
-                Next::Send(address) => address,
-                Next::WaitForMaster => {
+            let (address, believed) = match self.pick_target(Route::Write, &tried) {
+                NextSend::Send { address, believed, .. } => (address, believed),
+                NextSend::WaitForMaster => {
                     // Everyone was tried: start over after a pause (an election may end).
                     tried.clear();
-                    redirects += 1;
-                    if redirects > config.redirects_max {
-                        return Err(ClientError::NotMaster { master: last_master });
-                    }
+                    redirects.count(last_master)?;
                     tokio::time::sleep(NO_MASTER_BACKOFF).await;
                     continue;
                 }
-                Next::NoNode => {
+                NextSend::NoNode => {
                     return Err(ClientError::Unavailable {
                         detail: "no live node heard from within the validity".into(),
                     })
                 }
             };
-            let inflight = Inflight { inner: self, address: &address };
-            let reply =
-                self.request_unless_master_moves(&address, believed, message(request), timeout);
-            let Some(reply) = reply.await else {
+            let Some(reply) = self.attempt(&address, believed, message(request), timeout).await
+            else {
                 // A master of a later epoch was announced while this attempt waited (the one
-                // asked died or lost its place): go there now, with the same request id, rather than
-                // wait out the timeout on a node that cannot answer.
-                drop(inflight);
-                let mut st = self.lock();
-                st.stats.redirects += 1;
-                redirects += 1;
-                if redirects > config.redirects_max {
-                    return Err(ClientError::NotMaster { master: st.router.master() });
-                }
+                // asked died or lost its place): go there now, with the same request id,
+                // rather than wait out the timeout on a node that cannot answer.
+                let master = {
+                    let mut st = self.lock();
+                    st.stats.redirects += 1;
+                    st.router.master()
+                };
+                redirects.count(master)?;
                 continue;
             };
-            drop(inflight);
             let mut st = self.lock();
             let (load, result) = match reply.map(take) {
                 Ok(Ok((id, load, result))) if id == request => (load, result),
@@ -896,6 +881,51 @@ impl<T: Transport> Inner<T> {
                 },
             }
         }
+    }
+
+    /// Where the next attempt of a request goes: the master (or, not knowing it, any node
+    /// not yet `tried`) for writes and linearizable reads; a node that has applied the floor
+    /// for other reads. Counts the send and marks it in flight with the router.
+    fn pick_target(&self, route: Route, tried: &[String]) -> NextSend {
+        let mut st = self.lock();
+        let t = now();
+        let floor = st.floor;
+        let believed = st.router.master_epoch();
+        let address = match route {
+            Route::Write | Route::LinearizableRead => st
+                .router
+                .master_address(t)
+                .filter(|a| !tried.iter().any(|b| b == a))
+                .or_else(|| st.router.pick_any(tried, t)),
+            Route::Read => {
+                st.router.pick_read(floor, tried, t).or_else(|| st.router.pick_read(floor, &[], t))
+            }
+        };
+        match address {
+            Some(address) => {
+                st.router.begin(&address);
+                match route {
+                    Route::Write => st.stats.writes_sent += 1,
+                    Route::LinearizableRead | Route::Read => st.stats.reads_sent += 1,
+                }
+                NextSend::Send { address, floor, believed }
+            }
+            None if route != Route::Read && !tried.is_empty() => NextSend::WaitForMaster,
+            None => NextSend::NoNode,
+        }
+    }
+
+    /// One attempt at the master: [`Inner::request_unless_master_moves`], with the request
+    /// counted in flight at `address` while it waits.
+    async fn attempt(
+        &self,
+        address: &str,
+        believed: u32,
+        message: Message,
+        timeout: Duration,
+    ) -> Option<Result<Message, TransportError>> {
+        let _inflight = Inflight { inner: self, address };
+        self.request_unless_master_moves(address, believed, message, timeout).await
     }
 
     /// Sends `message` to `address` and waits for the reply (or the timeout), unless the
