@@ -344,7 +344,6 @@ pub async fn measure<T: Transport>(
     let Some(first) = clients.first() else {
         return Err(ClientError::Transport("no client to measure with".into()));
     };
-    let value = Bytes::from(vec![b'x'; args.value_bytes]);
     // A bad size is refused once, before any worker starts.
     if args.value_bytes > first.config().value_bytes_max {
         return Err(ClientError::TooLarge {
@@ -357,80 +356,27 @@ pub async fn measure<T: Transport>(
     let counters = Arc::new(Progress::default());
     let start = Instant::now();
     let end = start + args.duration;
+    let read_options = if args.linearizable {
+        cache_client::ReadOptions::linearizable()
+    } else {
+        cache_client::ReadOptions {
+            bypass_cache: args.no_cache,
+            ..cache_client::ReadOptions::default()
+        }
+    };
     let mut workers = tokio::task::JoinSet::new();
     for w in 0..args.clients {
-        let client = clients[w as usize % clients.len()].clone();
-        let (counters, value, workload, keys) =
-            (counters.clone(), value.clone(), args.workload, args.keys);
-        let read_options = if args.linearizable {
-            cache_client::ReadOptions::linearizable()
-        } else {
-            cache_client::ReadOptions {
-                bypass_cache: args.no_cache,
-                ..cache_client::ReadOptions::default()
-            }
-        };
-        workers.spawn(async move {
-            let mut hist = Histogram::<u64>::new(3).expect("3 significant digits is valid");
-            let mut errors = 0u64;
-            let mut refused = 0u64;
-            let lock_name = format!("{BENCH_DIR}/lock-{w}");
+        let worker = Worker {
+            client: clients[w as usize % clients.len()].clone(),
+            lock_name: format!("{BENCH_DIR}/lock-{w}"),
             // A per-worker xorshift: key and op choice need no quality, only spread.
-            let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ (w + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            loop {
-                let t0 = Instant::now();
-                if t0 >= end {
-                    break;
-                }
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                let k = key(x % keys);
-                let outcome = match workload {
-                    Workload::Lock => lock_pair(&client, &lock_name).await,
-                    Workload::Txn => {
-                        // TXN_KEYS keys from successive xorshift draws (duplicates collapse).
-                        let mut ks = vec![k];
-                        for _ in 1..TXN_KEYS {
-                            x ^= x << 13;
-                            x ^= x >> 7;
-                            x ^= x << 17;
-                            ks.push(key(x % keys));
-                        }
-                        txn_once(&client, &ks, &value).await
-                    }
-                    _ => {
-                        let read = match workload {
-                            Workload::Get => true,
-                            Workload::Mixed => (x >> 32) % 100 < MIXED_READ_PERCENT,
-                            _ => false,
-                        };
-                        let ok = if read {
-                            client.read_with(&k, read_options).await.is_ok()
-                        } else {
-                            client.write(&k, value.clone()).await.is_ok()
-                        };
-                        if ok {
-                            Outcome::Done
-                        } else {
-                            Outcome::Failed
-                        }
-                    }
-                };
-                match outcome {
-                    Outcome::Done => {
-                        let _ = hist.record(t0.elapsed().as_nanos() as u64);
-                        counters.ops.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Outcome::Refused => refused += 1,
-                    Outcome::Failed => {
-                        errors += 1;
-                        counters.errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-            (hist, errors, refused)
-        });
+            x: 0x9E37_79B9_7F4A_7C15u64 ^ (w + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9),
+            value: Bytes::from(vec![b'x'; args.value_bytes]),
+            workload: args.workload,
+            keys: args.keys,
+            read_options,
+        };
+        workers.spawn(worker.run(counters.clone(), end));
     }
     let reporter = progress.then(|| tokio::spawn(report_progress(counters.clone(), start, end)));
     let mut hist = Histogram::<u64>::new(3).expect("3 significant digits is valid");
@@ -450,6 +396,88 @@ pub async fn measure<T: Transport>(
         }
     }
     Ok(BenchReport::new(args, &hist, errors, refused, elapsed))
+}
+
+/// One load generator of [`measure`]: a client issuing the workload's operations back to
+/// back until the end of the run.
+struct Worker<T: Transport> {
+    client: Client<T>,
+    lock_name: String,
+    /// Its xorshift state.
+    x: u64,
+    value: Bytes,
+    workload: Workload,
+    keys: u64,
+    read_options: cache_client::ReadOptions,
+}
+
+impl<T: Transport> Worker<T> {
+    /// Runs until `end`; gives the latencies of operations done, and the counts of errors
+    /// and of refusals (a lock held by another worker).
+    async fn run(mut self, counters: Arc<Progress>, end: Instant) -> (Histogram<u64>, u64, u64) {
+        let mut hist = Histogram::<u64>::new(3).expect("3 significant digits is valid");
+        let (mut errors, mut refused) = (0u64, 0u64);
+        loop {
+            let t0 = Instant::now();
+            if t0 >= end {
+                break;
+            }
+            match self.one_op().await {
+                Outcome::Done => {
+                    let _ = hist.record(t0.elapsed().as_nanos() as u64);
+                    counters.ops.fetch_add(1, Ordering::Relaxed);
+                }
+                Outcome::Refused => refused += 1,
+                Outcome::Failed => {
+                    errors += 1;
+                    counters.errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        (hist, errors, refused)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.x ^= self.x << 13;
+        self.x ^= self.x >> 7;
+        self.x ^= self.x << 17;
+        self.x
+    }
+
+    /// One operation of the workload on a key drawn at random.
+    async fn one_op(&mut self) -> Outcome {
+        let x = self.next();
+        let k = key(x % self.keys);
+        match self.workload {
+            Workload::Lock => lock_pair(&self.client, &self.lock_name).await,
+            Workload::Txn => {
+                // TXN_KEYS keys from successive xorshift draws (duplicates collapse).
+                let mut ks = vec![k];
+                for _ in 1..TXN_KEYS {
+                    let x = self.next();
+                    ks.push(key(x % self.keys));
+                }
+                txn_once(&self.client, &ks, &self.value).await
+            }
+            workload => {
+                let read = match workload {
+                    Workload::Get => true,
+                    Workload::Mixed => (x >> 32) % 100 < MIXED_READ_PERCENT,
+                    _ => false,
+                };
+                let ok = if read {
+                    self.client.read_with(&k, self.read_options).await.is_ok()
+                } else {
+                    self.client.write(&k, self.value.clone()).await.is_ok()
+                };
+                if ok {
+                    Outcome::Done
+                } else {
+                    Outcome::Failed
+                }
+            }
+        }
+    }
 }
 
 async fn report_progress(counters: Arc<Progress>, start: Instant, end: Instant) {
