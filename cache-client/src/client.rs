@@ -191,7 +191,7 @@ pub(crate) struct Inner<T> {
     /// Request seqs of writes and lock commands, within the master's window.
     requests: crate::window::RequestWindow,
     /// Locks and the session this client holds (see [`crate::locks`]).
-    pub(crate) locks: crate::locks::Registry,
+    pub(crate) locks: crate::leases::Registry,
     state: Mutex<State>,
     /// Watch deliveries in zxid order, appended under the state lock.
     outbox: Mutex<VecDeque<Delivery>>,
@@ -221,10 +221,7 @@ impl<T: Transport> Clone for Client<T> {
     }
 }
 
-/// The monotonic clock: tokio's, so that paused-time tests control it.
-pub(crate) fn now() -> Instant {
-    tokio::time::Instant::now().into_std()
-}
+use crate::clock::now;
 
 impl<T: Transport> Client<T> {
     /// Starts a client on `transport`. Must be called inside a tokio runtime (it spawns the
@@ -255,7 +252,7 @@ impl<T: Transport> Client<T> {
             config,
             id,
             requests: crate::window::RequestWindow::new(crate::window::REQUEST_WINDOW),
-            locks: crate::locks::Registry::new(),
+            locks: crate::leases::Registry::new(),
             state: Mutex::new(state),
             outbox: Mutex::new(VecDeque::new()),
             delivering: AtomicBool::new(false),

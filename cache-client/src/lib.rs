@@ -21,7 +21,10 @@
 //! - [`error`]: [`ClientError`]. A missing key on a read is `Ok(None)`, not an error.
 //! - [`locks`]: named locks with fencing tokens ([`LockGuard`]), `lock_wait`, and the one
 //!   background renewal of the session and every held lock; [`SessionState`] tells the
-//!   application when its leases are in danger or lost.
+//!   application when its leases are in danger or lost. The record of what is held (the
+//!   session, each lock's auth word and token, until when the leases are valid) is `leases`,
+//!   which the client's state holds without depending on the lock API.
+//! - `clock`: the client's one monotonic clock (tokio's, so paused-time tests control it).
 //! - [`session`]: the client's session (opened on first use) and ephemeral entries.
 //! - [`txn`]: transactions: declared keys, locks in one global order, reads under them, writes
 //!   buffered in a local TLV log, one atomic commit conditioned on every lock.
@@ -34,7 +37,9 @@
 pub mod blocking;
 pub mod cache;
 pub mod client;
+mod clock;
 pub mod error;
+mod leases;
 pub mod locks;
 pub mod net;
 pub mod routing;

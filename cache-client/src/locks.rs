@@ -30,8 +30,11 @@
 //! - Dropping a [`LockGuard`] releases the lock in a spawned task; [`LockGuard::release`]
 //!   waits for the answer.
 
-use crate::client::{now, Client, Inner};
+use crate::client::{Client, Inner};
+use crate::clock::now;
 use crate::error::ClientError;
+use crate::leases::Held;
+pub use crate::leases::SessionState;
 use crate::transport::Transport;
 use crate::watch::{EventKind, Kinds, Target};
 use protocol::key;
@@ -40,8 +43,8 @@ use protocol::message::data::Condition;
 use protocol::message::lock::{LockGrant, LockRequestOp, AUTH_SHARED};
 use protocol::Zxid;
 use rand::Rng;
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -79,138 +82,6 @@ impl Default for LockConfig {
     fn default() -> LockConfig {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "unknown-host".to_string());
         LockConfig { ttl: LOCK_TTL_DEFAULT, renew_interval: RENEW_INTERVAL_DEFAULT, host }
-    }
-}
-
-/// How this client's leases stand, as a watch channel ([`Client::session_state`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SessionState {
-    /// Renewed within the last half TTL (or nothing held yet).
-    Healthy,
-    /// Renewals are failing and less than half a TTL of validity is left.
-    InDanger,
-    /// The leases are gone (refused renewal or validity ran out): every lock this client held
-    /// must be treated as lost, and its ephemeral entries are (or soon will be) deleted. The
-    /// next lock or ephemeral use opens a new session.
-    Lost,
-}
-
-#[derive(Clone, Debug)]
-struct Held {
-    auth: i32,
-    token: Zxid,
-    /// Local holders of a shared lock (1 for exclusive).
-    refs: u32,
-}
-
-#[derive(Default)]
-struct Leases {
-    held: BTreeMap<String, Held>,
-    session: Option<u64>,
-    /// Until when the client may count on its leases (the last renewal's send time + lease).
-    valid_until: Option<Instant>,
-    /// Bumped whenever everything is lost, so guards of earlier grants know.
-    generation: u64,
-    renewer: Option<tokio::task::JoinHandle<()>>,
-}
-
-/// Per lock name: the FIFO queue of this client's waiters and the gate of its acquire/release.
-#[derive(Default)]
-struct Slot {
-    queue: tokio::sync::Mutex<()>,
-    op: tokio::sync::Mutex<()>,
-}
-
-/// The locks and session of one client (inside the client's shared state).
-pub(crate) struct Registry {
-    leases: Mutex<Leases>,
-    state_tx: watch::Sender<SessionState>,
-    /// Shared by acquires, releases and commits; exclusive for a renewal.
-    pub(crate) gate: tokio::sync::RwLock<()>,
-    /// Serializes session opens.
-    pub(crate) opening: tokio::sync::Mutex<()>,
-    slots: Mutex<HashMap<String, Arc<Slot>>>,
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        if let Some(task) = self.leases.get_mut().ok().and_then(|l| l.renewer.take()) {
-            task.abort();
-        }
-    }
-}
-
-impl Registry {
-    pub(crate) fn new() -> Registry {
-        Registry {
-            leases: Mutex::new(Leases::default()),
-            state_tx: watch::channel(SessionState::Healthy).0,
-            gate: tokio::sync::RwLock::new(()),
-            opening: tokio::sync::Mutex::new(()),
-            slots: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn leases(&self) -> MutexGuard<'_, Leases> {
-        self.leases.lock().expect("lock registry poisoned")
-    }
-
-    fn slot(&self, name: &str) -> Arc<Slot> {
-        let mut slots = self.slots.lock().expect("lock slots poisoned");
-        // Forget idle slots so the map stays bounded by the names in use.
-        if slots.len() > 1024 {
-            slots.retain(|_, s| Arc::strong_count(s) > 1);
-        }
-        Arc::clone(slots.entry(name.to_string()).or_default())
-    }
-
-    pub(crate) fn session(&self) -> Option<u64> {
-        self.leases().session
-    }
-
-    /// Records an opened session valid until `valid_until`.
-    pub(crate) fn session_opened(&self, session: u64, valid_until: Instant) {
-        let mut leases = self.leases();
-        leases.session = Some(session);
-        leases.valid_until = Some(valid_until);
-        drop(leases);
-        self.state_tx.send_replace(SessionState::Healthy);
-    }
-
-    /// Forgets the session and every lock (closed, or lost when `lost`).
-    pub(crate) fn forget_all(&self, lost: bool) {
-        let mut leases = self.leases();
-        leases.held.clear();
-        leases.session = None;
-        leases.valid_until = None;
-        leases.generation += 1;
-        drop(leases);
-        if lost {
-            self.state_tx.send_replace(SessionState::Lost);
-        }
-    }
-
-    /// Whether this client still counts on `name` with `token` (granted in `generation`).
-    fn holds(&self, name: &str, token: Zxid, generation: u64) -> bool {
-        let leases = self.leases();
-        leases.generation == generation
-            && leases.held.get(name).is_some_and(|h| h.token == token)
-            && leases.valid_until.is_some_and(|until| now() < until)
-    }
-
-    /// Takes one local reference of `name` for release: `Some(auth)` when the lock is to be
-    /// released on the master now (the last local holder), `None` when it is not held with
-    /// `token` any more or other local holders remain.
-    pub(crate) fn unref(&self, name: &str, token: Zxid) -> Option<i32> {
-        let mut leases = self.leases();
-        let held = leases.held.get_mut(name).filter(|h| h.token == token)?;
-        if held.refs > 1 {
-            held.refs -= 1;
-            return None;
-        }
-        let auth = held.auth;
-        leases.held.remove(name);
-        Some(auth)
     }
 }
 

@@ -7,7 +7,8 @@
 //! After a loss ([`crate::SessionState::Lost`]) the next use opens a new session; entries and
 //! locks of the old one are not carried over.
 
-use crate::client::{now, Client};
+use crate::client::Client;
+use crate::clock::now;
 use crate::error::ClientError;
 use crate::transport::Transport;
 use bytes::Bytes;
