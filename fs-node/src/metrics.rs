@@ -357,62 +357,6 @@ pub fn render_endpoint(out: &mut String, stats: &protocol::messaging::EndpointSt
     );
 }
 
-/// Everything a node exposes: its registry plus what its owners hold at scrape time.
-pub(crate) fn render_node(
-    shared: &crate::node::Shared,
-    server: &cache_server::Server<crate::node::NodeBackend>,
-    endpoint: &protocol::messaging::Endpoint,
-) -> String {
-    use cache_server::Backend;
-    use protocol::message::data::Role;
-    let mut out = String::with_capacity(8192);
-    shared.metrics.render(&mut out);
-    let status = *shared.status.lock().expect("status poisoned");
-    let backend = server.backend().status();
-    let role = |r: Role| u64::from(status.role == r);
-    labelled(
-        &mut out,
-        "shoal_role",
-        "gauge",
-        "1 for this node's current role.",
-        "role",
-        &[
-            ("looking", role(Role::Looking)),
-            ("follower", role(Role::Follower)),
-            ("master", role(Role::Master)),
-        ],
-    );
-    gauge(&mut out, "shoal_epoch", "Current epoch.", u64::from(status.epoch));
-    gauge(
-        &mut out,
-        "shoal_applied_zxid",
-        "Applied zxid (epoch << 32 | counter).",
-        backend.applied.0,
-    );
-    gauge(
-        &mut out,
-        "shoal_committed_zxid",
-        "Committed zxid (epoch << 32 | counter).",
-        status.committed.0,
-    );
-    gauge(&mut out, "shoal_locks", "Held locks in the applied state.", status.locks);
-    gauge(&mut out, "shoal_sessions", "Open sessions in the applied state.", status.sessions);
-    gauge(
-        &mut out,
-        "shoal_transfer_in_progress",
-        "1 while a data-file transfer runs.",
-        u64::from(shared.transfers.running()),
-    );
-    let cache = server.cache_stats();
-    counter(&mut out, "shoal_cache_hits_total", "Server cache hits.", cache.hits);
-    counter(&mut out, "shoal_cache_misses_total", "Server cache misses.", cache.misses);
-    counter(&mut out, "shoal_cache_evictions_total", "Server cache evictions.", cache.evictions);
-    let endpoint_stats = endpoint.stats();
-    render_endpoint(&mut out, &endpoint_stats);
-    render_dropped(&mut out, &endpoint_stats.dropped);
-    out
-}
-
 /// Appends `shoal_dropped_datagrams_total{reason}`: every datagram the endpoint refused on
 /// receipt, one sample per [`protocol::stats::DropReason`] (zeros included, so a dashboard
 /// sees every series from the first scrape).

@@ -41,6 +41,9 @@
 use crate::clock::{self, ClockSkew};
 use crate::cluster::get_at;
 use crate::jepsen_harness::{drive, enter_namespace, start_cluster, Cluster, Driven};
+pub use crate::jepsen_harness::{established_master, Unavailability};
+pub use crate::jepsen_harness::{CLUSTER_ID, FSLIVE_INTERVAL_MS, GROUP, NODE_PORT};
+pub use crate::jepsen_harness::{MONITOR_INTERVAL_MS, READY_TIMEOUT_MS, REQUEST_TIMEOUT_MS};
 use crate::linearizability::{self, Input, Operation, Output, Value, Violation};
 use crate::nemesis::{
     Fault, FaultKind, FaultWindow, Nemesis, Schedule, ScheduleBounds, ScheduledFault,
@@ -50,7 +53,7 @@ use crate::report::{self, Sample, Summary};
 use crate::session::{self, ReadMode, SessionCheck, SessionEvent, SessionOp};
 use cache_client::net::{ClusterFile, SocketTransport};
 use cache_client::{Batch, Client, ClientConfig, ClientError, ReadOptions};
-use protocol::message::data::{Role, Versioned};
+use protocol::message::data::Versioned;
 use protocol::Zxid;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -59,27 +62,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The unicast port every node listens on (each host has its own address).
-pub const NODE_PORT: u16 = 7400;
-/// The cluster's multicast group (each network is its own set of namespaces, so a fixed group
-/// never meets another run's).
-pub const GROUP: &str = "239.77.77.1:7401";
-/// The cluster id of these runs.
-pub const CLUSTER_ID: u32 = 7777;
-/// FSLive interval of the nodes (fast, so clients learn a new master quickly).
-pub const FSLIVE_INTERVAL_MS: u64 = 500;
-/// Longest the cluster gets to elect a master a majority follows before the run starts.
-pub const READY_TIMEOUT_MS: u64 = 30_000;
-/// One unicast request's timeout in the clients.
-pub const REQUEST_TIMEOUT_MS: u64 = 500;
 /// Timeouts one client call tolerates before giving up (a write's outcome is then unknown).
 pub const ATTEMPTS_MAX: usize = 6;
 /// A guard over one whole client call (redirects and no-master pauses included).
 pub const OP_TIMEOUT_MS: u64 = 10_000;
 /// How long the final read of one key is retried before it counts as unavailable.
 pub const FINAL_READ_TIMEOUT_MS: u64 = 30_000;
-/// How often the monitor asks every node who the master is.
-pub const MONITOR_INTERVAL_MS: u64 = 250;
 /// Most history lines quoted around a violation in the report.
 pub const EXCERPT_OPS_MAX: usize = 40;
 /// How long after the final reads every client's cache gets to hold the final values.
@@ -186,15 +174,6 @@ pub struct Recorded {
     pub end_us: u64,
     /// The error, when there was one.
     pub error: Option<String>,
-}
-
-/// The longest time without an acknowledged write inside one fault window.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Unavailability {
-    pub window: FaultWindow,
-    pub longest_gap_ms: u64,
-    /// From the end of the window to the first acknowledged write after it.
-    pub recovery_ms: Option<u64>,
 }
 
 /// What a run produced.
@@ -699,23 +678,6 @@ async fn connect(cluster_file: &Path) -> Result<Client<SocketTransport>, ClientE
         ..ClientConfig::default()
     };
     Ok(Client::new(transport, config))
-}
-
-/// The node id of a master that a majority of the nodes that answered follow.
-pub async fn established_master(
-    client: &Client<SocketTransport>,
-    file: &ClusterFile,
-) -> Option<usize> {
-    let mut statuses = Vec::new();
-    for address in file.members.values() {
-        if let Ok(s) = client.status_of(address).await {
-            statuses.push(s);
-        }
-    }
-    let master = statuses.iter().find(|s| s.role == Role::Master)?;
-    let following =
-        statuses.iter().filter(|s| s.node == master.node || s.master == Some(master.node)).count();
-    (following > file.members.len() / 2).then_some(master.node as usize)
 }
 
 /// One client's sequential workload.

@@ -12,20 +12,61 @@
 //! holds the master).
 
 use crate::cluster::node_args;
-use crate::jepsen::{established_master, CLUSTER_ID, FSLIVE_INTERVAL_MS, GROUP, NODE_PORT};
-use crate::jepsen::{Unavailability, MONITOR_INTERVAL_MS, READY_TIMEOUT_MS, REQUEST_TIMEOUT_MS};
 use crate::nemesis::ScheduleBounds;
 use crate::nemesis::{wait_until, Fault, FaultKind, FaultWindow, Nemesis, Schedule};
 use crate::netns::{NetnsError, Network, Node, NodeSpec};
 use crate::report::Summary;
 use cache_client::net::{ClusterFile, SocketTransport};
 use cache_client::{Client, ClientConfig, ClientError, LockConfig};
+use protocol::message::data::Role;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// The unicast port every node listens on (each host has its own address).
+pub const NODE_PORT: u16 = 7400;
+/// The cluster's multicast group (each network is its own set of namespaces, so a fixed group
+/// never meets another run's).
+pub const GROUP: &str = "239.77.77.1:7401";
+/// The cluster id of these runs.
+pub const CLUSTER_ID: u32 = 7777;
+/// FSLive interval of the nodes (fast, so clients learn a new master quickly).
+pub const FSLIVE_INTERVAL_MS: u64 = 500;
+/// Longest the cluster gets to elect a master a majority follows before the run starts.
+pub const READY_TIMEOUT_MS: u64 = 30_000;
+/// One unicast request's timeout in the clients.
+pub const REQUEST_TIMEOUT_MS: u64 = 500;
+/// How often the monitor asks every node who the master is.
+pub const MONITOR_INTERVAL_MS: u64 = 250;
+
+/// The longest time without an acknowledged write inside one fault window.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unavailability {
+    pub window: FaultWindow,
+    pub longest_gap_ms: u64,
+    /// From the end of the window to the first acknowledged write after it.
+    pub recovery_ms: Option<u64>,
+}
+
+/// The node id of a master that a majority of the nodes that answered follow.
+pub async fn established_master(
+    client: &Client<SocketTransport>,
+    file: &ClusterFile,
+) -> Option<usize> {
+    let mut statuses = Vec::new();
+    for address in file.members.values() {
+        if let Ok(s) = client.status_of(address).await {
+            statuses.push(s);
+        }
+    }
+    let master = statuses.iter().find(|s| s.role == Role::Master)?;
+    let following =
+        statuses.iter().filter(|s| s.node == master.node || s.master == Some(master.node)).count();
+    (following > file.members.len() / 2).then_some(master.node as usize)
+}
 
 /// The lock lease of the nodes in lock and bank runs: short, so that faults of 1–4 s really
 /// expire leases (the safety argument does not depend on the TTL; 5 s would mostly hide it).

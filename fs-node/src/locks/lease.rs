@@ -9,7 +9,7 @@
 //! for one full TTL from the takeover, whatever the old master's clock said.
 
 use super::{LockTable, SessionTable};
-use crate::state::Command;
+use crate::command::Command;
 use protocol::message::data::{ErrorCode, Load, WireError};
 use protocol::message::lock::{LockGrant, LockReply, LockRequest, LockRequestOp};
 use protocol::{SenderId, Zxid};

@@ -2,7 +2,7 @@
 //! belongs to which session). The store knows nothing of ephemerals; this index is the only
 //! record of them, kept exact through every put, delete and rename.
 
-use crate::state::state_store::{descendant_bounds, rebase};
+use protocol::batch::{descendant_bounds, rebase};
 use protocol::key;
 use protocol::message::data::Op;
 use protocol::{SenderId, Zxid};

@@ -36,6 +36,7 @@ use super::{NodeBackend, NodeError, READY_ROUNDS_MAX};
 use crate::locks::{LeaseConfig, LeaseKeeper};
 use crate::replication::{Engine, EngineRole, PersistOp, ProposeError, Ready, To};
 use crate::state::{Command, Outcome, StateMachine};
+use crate::storage::DiskStore;
 use bytes::Bytes;
 use cache_server::{Server, ServerError};
 use protocol::message::data::{ErrorCode, Role, UpdateNotice, WireError};
@@ -47,7 +48,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
-use super::disk::{DiskKv, LogView};
+use super::disk::LogView;
 
 /// What a proposal's proposer waits for.
 pub(crate) enum Waiter {
@@ -140,7 +141,7 @@ pub(crate) struct Core {
     pub(super) data_dir: PathBuf,
     pub(super) engine: Engine,
     pub(super) log: LogView,
-    pub(super) sm: StateMachine<DiskKv>,
+    pub(super) sm: StateMachine<Arc<DiskStore>>,
     pub(super) shared: Arc<Shared>,
     pub(super) server: Arc<Server<NodeBackend>>,
     /// Messages for the host to send, in order.

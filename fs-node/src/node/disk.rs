@@ -1,13 +1,10 @@
 //! The node's disk: a [`LogReader`] over the [`DataLog`] (with an in-memory zxid index and a
 //! bounded window of recent entries, so that catch-up and apply rarely read the disk), the
-//! old epoch-state file (read once, for data directories from before the log kept it), and the adapter that makes the storage [`DiskStore`] a
-//! [`state::StateStore`](crate::state::StateStore).
+//! and the old epoch-state file (read once, for data directories from before the log kept it).
+//! The store is the state machine's store as `Arc<DiskStore>` (`storage::state_store`).
 
 use crate::replication::{HardState, LogReader};
-use crate::state::state_store::{EntryKind, StateStore};
-use crate::storage::{DataLog, DiskStore, StorageError};
-use protocol::key::ROOT;
-use protocol::message::data::{DirEntry, Op, Versioned, WireError};
+use crate::storage::{DataLog, StorageError};
 use protocol::message::replication::Entry;
 use protocol::Zxid;
 use std::collections::VecDeque;
@@ -170,43 +167,5 @@ pub fn read_hard_state(dir: &Path) -> Result<Option<HardState>, String> {
             current_epoch: *c as u32,
         })),
         _ => Err(format!("{} is damaged: {text:?}", path.display())),
-    }
-}
-
-/// The storage engine's key-value store as the state machine's [`StateStore`].
-#[derive(Clone)]
-pub struct DiskKv(pub Arc<DiskStore>);
-
-impl std::fmt::Debug for DiskKv {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DiskKv").finish_non_exhaustive()
-    }
-}
-
-impl StateStore for DiskKv {
-    type Error = StorageError;
-
-    fn stat(&self, key: &str) -> Option<(EntryKind, Zxid)> {
-        if key == ROOT {
-            return Some((EntryKind::Dir, Zxid::ZERO));
-        }
-        let zxid = self.0.zxid_of(key)?;
-        let kind = if self.0.is_dir(key) { EntryKind::Dir } else { EntryKind::Value };
-        Some((kind, zxid))
-    }
-
-    fn get(&self, key: &str) -> Result<Option<Versioned>, StorageError> {
-        self.0.get(key)
-    }
-
-    fn list(&self, dir: &str, limit: usize) -> Result<Vec<DirEntry>, WireError> {
-        let mut entries =
-            self.0.list(dir).map_err(|e| WireError { code: e.code(), message: e.to_string() })?;
-        entries.truncate(limit);
-        Ok(entries)
-    }
-
-    fn apply(&mut self, zxid: Zxid, ops: &[Op]) -> Result<(), StorageError> {
-        self.0.apply(zxid, ops).map(|_| ())
     }
 }

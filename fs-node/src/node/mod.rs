@@ -14,6 +14,7 @@
 //! | `shell` | one run on tokio: the core loop (a clock reading per input), outbound, announcer, sampler, compactor |
 //! | `door` | the one door every message comes in by, with the table of which handler takes each message |
 //! | `shared` | what the core publishes to request tasks |
+//! | `scrape` | what the metrics address serves: the registry plus role, zxids, tables, cache and endpoint figures at scrape time |
 //! | [`backend`] | the cache server's view of the node: reads, writes, locks |
 //! | [`disk`] | the log as the engine reads it; the store as the state machine's store |
 //! | [`snapshot`], [`transfer`] | snapshots, file transfer and backups |
@@ -63,6 +64,7 @@ mod core;
 pub mod disk;
 mod door;
 pub mod manual;
+mod scrape;
 mod shared;
 mod shell;
 pub mod snapshot;
@@ -208,9 +210,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             Some(tokio::spawn(crate::metrics::serve(listener, move || {
                 let run = current.lock().expect("current run poisoned").clone();
                 match run {
-                    Some((shared, server)) => {
-                        crate::metrics::render_node(&shared, &server, &endpoint)
-                    }
+                    Some((shared, server)) => scrape::render_node(&shared, &server, &endpoint),
                     None => String::new(),
                 }
             })))

@@ -3,7 +3,7 @@
 //! the shell at every (re)start and by the simulator, each with its own [`Vfs`].
 
 use super::core::{Cmd, Core, Snapshots};
-use super::disk::{self, DiskKv, LogView};
+use super::disk::{self, LogView};
 use super::shared::{Shared, StatusView};
 use super::snapshot;
 use super::transfer;
@@ -134,7 +134,7 @@ pub(crate) fn open(config: &Config, parts: Parts) -> Result<Opened, NodeError> {
         data_dir: dir,
         engine,
         log: view,
-        sm: StateMachine::restore(DiskKv(store.clone()), tables, state_config),
+        sm: StateMachine::restore(store.clone(), tables, state_config),
         shared: shared.clone(),
         server: server.clone(),
         outbox: Vec::new(),

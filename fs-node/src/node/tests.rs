@@ -1,7 +1,6 @@
 //! Snapshots and restart on a real disk, without the network: the log, the store, the state
 //! machine and [`open_state`] as the node's start-up uses them.
 
-use super::disk::DiskKv;
 use super::snapshot::{self, SnapshotDir};
 use super::start::open_state;
 use crate::state::{Command, StateConfig, StateMachine, Tables};
@@ -22,7 +21,7 @@ use super::manual::Dump;
 /// A node's disk: log and store under `dir`, with a state machine over the store.
 struct Disk {
     log: Arc<DataLog>,
-    sm: StateMachine<DiskKv>,
+    sm: StateMachine<Arc<DiskStore>>,
     next: u32,
     seq: u64,
 }
@@ -46,7 +45,7 @@ impl Disk {
         let (store, _) =
             DiskStore::open(Arc::new(RealFs), &dir.join("store"), StoreConfig::default())
                 .expect("store");
-        let sm = StateMachine::new(DiskKv(Arc::new(store)), StateConfig::default());
+        let sm = StateMachine::new(Arc::new(store), StateConfig::default());
         Disk { log, sm, next: 1, seq: 0 }
     }
 
@@ -105,7 +104,7 @@ impl Disk {
     /// A complete snapshot at the applied zxid, then log retention, as the core does.
     fn snapshot(&mut self, dir: &Path, previous: Option<&SnapshotDir>) -> SnapshotDir {
         let zxid = self.sm.applied();
-        let store = self.sm.store().0.clone();
+        let store = self.sm.store().clone();
         let pending = snapshot::take(dir, &store, self.sm.tables(), zxid).expect("take");
         let snap = pending.finish(previous).expect("finish");
         self.log.release_through(zxid).expect("release");
@@ -113,7 +112,7 @@ impl Disk {
     }
 
     fn state(&self) -> (Dump, Tables) {
-        (self.sm.store().0.dump().expect("dump"), self.sm.tables().clone())
+        (self.sm.store().dump().expect("dump"), self.sm.tables().clone())
     }
 }
 
@@ -123,7 +122,7 @@ fn restart(dir: &Path) -> (Dump, Tables, Zxid, Arc<DataLog>) {
     let log = open_log(dir);
     let (store, tables, from) =
         open_state(&real_fs(), dir, &log, StoreConfig::default()).expect("open");
-    let mut sm = StateMachine::restore(DiskKv(Arc::new(store)), tables, StateConfig::default());
+    let mut sm = StateMachine::restore(Arc::new(store), tables, StateConfig::default());
     let mut after = from;
     loop {
         let entries = log.read_range(after, 256).expect("read");
@@ -133,7 +132,7 @@ fn restart(dir: &Path) -> (Dump, Tables, Zxid, Arc<DataLog>) {
             sm.apply(e).expect("replay");
         }
     }
-    (sm.store().0.dump().expect("dump"), sm.tables().clone(), from, log)
+    (sm.store().dump().expect("dump"), sm.tables().clone(), from, log)
 }
 
 /// Claim: a snapshot saves the store and the lock, session and request tables at one zxid;
@@ -374,7 +373,7 @@ fn two_hundred_snapshots_still_fit_one_offer() {
         disk.put(&format!("/k{}", i % 37), &format!("value {i}"));
         let snap = disk.snapshot(dir, last.as_ref());
         snapshot::prune(dir, snap.zxid, &[]).unwrap();
-        let store = disk.sm.store().0.clone();
+        let store = disk.sm.store().clone();
         if let Some(which) = store.compaction_plan() {
             store.merge(which).unwrap();
         }

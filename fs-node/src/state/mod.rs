@@ -2,8 +2,8 @@
 //! hands over committed entries in zxid order) and the store.
 //!
 //! # Layout
-//! - [`command`]: [`Command`], what an entry's `data` carries (client writes, lock and session
-//!   commands, master records), and its versioned, size-checked encoding.
+//! - [`command`] (re-exported from [`crate::command`], its home, since the lock keeper proposes
+//!   commands too): [`Command`], what an entry's `data` carries, and its encoding.
 //! - [`machine`]: [`StateMachine`], `apply(entry) -> ApplyResult`: conditions, all-or-nothing
 //!   batches, the reply and the notices to multicast.
 //! - [`requests`]: [`RequestTable`], (client, seq) → first outcome, so retries never apply twice.
@@ -29,7 +29,7 @@
 //! - The tables ([`Tables`]) and the store must be saved at the same zxid: replaying entries
 //!   onto a store that is ahead of the tables would evaluate conditions on the wrong state.
 
-pub mod command;
+pub use crate::command;
 pub mod conformance;
 pub mod machine;
 pub mod mem_store;

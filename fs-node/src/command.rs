@@ -17,7 +17,7 @@ pub const COMMAND_VERSION: u8 = 1;
 /// Largest encoded command: one message's worth (a value at the hard ceiling plus keys).
 pub const COMMAND_BYTES_MAX: usize = MESSAGE_BYTES_MAX;
 
-/// One entry of the replicated log, applied by [`StateMachine`](super::StateMachine).
+/// One entry of the replicated log, applied by [`StateMachine`](crate::state::StateMachine).
 ///
 /// Client commands carry the client's [`RequestId`] (retries are answered from the request
 /// table); master records do not.
