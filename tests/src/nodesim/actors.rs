@@ -54,7 +54,7 @@ pub const NAK_RANGE_MAX: u64 = 64;
 /// client (the library's `locks::valid_until`).
 pub fn valid_until(sent: u64, lease_ms: u32) -> u64 {
     let margin = u64::from(lease_ms) * u64::from(LEASE_DRIFT_MARGIN_PERCENT) / 100;
-    sent + u64::from(lease_ms) + 0 * margin
+    sent + u64::from(lease_ms) - margin
 }
 
 /// A time a lock client counted on a lock: from `start` until `end` (simulated ms).
