@@ -1342,6 +1342,15 @@ impl ManualCluster {
         self.isolated.clear();
     }
 
+    /// Takes the messages in flight to node `to` (from, message), in the order sent: what
+    /// queued for a node run with `skip` (a stalled one).
+    pub fn take_queued(&mut self, to: NodeId) -> Vec<(NodeId, Message)> {
+        let (mine, rest): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.in_flight).into_iter().partition(|m| m.1 == to);
+        self.in_flight = rest;
+        mine.into_iter().map(|(from, _, message)| (from, message)).collect()
+    }
+
     /// The established master, if any.
     pub fn master(&self) -> Option<NodeId> {
         self.nodes
