@@ -65,8 +65,8 @@ fn a_master_outside_its_lease_renews_nothing() {
 /// them: its promise not to vote for another candidate must cover the lease the master
 /// counts on. With one reading per batch the promise ends 150 ms early: the follower could
 /// help elect a new master while the old one still serves lease reads. Failed with the clock
-/// read once per batch: "follower 1 promised its master until 100803 ms, but the master's
-/// lease runs until 100922 ms".
+/// read once per batch (the shell's loop before this commit): "follower 1 promised its master
+/// until 811 ms, but the master's lease runs until 920 ms".
 #[test]
 fn a_heartbeat_handled_late_in_a_batch_is_dated_when_it_is_handled() {
     let mut c = ManualCluster::new(3).expect("cluster");
