@@ -672,6 +672,7 @@ impl World {
                 client.floor = client.floor.max(zxid);
                 trace!("{} c{c} own write at {zxid} via {}", self.now, client.target);
                 client.cache.apply_own(&ops, zxid, generation, t);
+                self.acked_cache_writes.push((zxid, ops));
             }
             (
                 CacheOp::Write { ops, request, generation, redirects },
@@ -771,14 +772,26 @@ impl World {
         }
     }
 
-    /// The announced history must replay to the final state of the cache clients' keys (so
-    /// that the hits were checked against all of it).
+    /// The announced history (what the hits are checked against) is the committed one: every
+    /// write a cache client saw acknowledged is in it at its zxid with its ops, and it replays
+    /// to the final state of the cache clients' keys.
     pub(super) fn check_announced(
         &self,
         dump: &[(String, Option<Versioned>)],
     ) -> Result<(), String> {
         if self.cachers.is_empty() {
             return Ok(());
+        }
+        for (zxid, ops) in &self.acked_cache_writes {
+            match self.announced.get(zxid) {
+                Some(announced) if announced == ops => {}
+                announced => {
+                    return Err(format!(
+                        "a cache write acknowledged at {zxid} ({ops:?}) was announced as \
+                         {announced:?}"
+                    ))
+                }
+            }
         }
         for k in 0..CACHE_KEYS {
             let key = cache_key(k);
@@ -1076,5 +1089,22 @@ mod tests {
             first.contains("overwritten at 1:7, at or below the client's floor 1:7"),
             "{first}"
         );
+    }
+
+    #[test]
+    fn an_acknowledged_write_missing_from_the_announced_history_fails_the_check() {
+        let mut w = world();
+        assert!(!w.cachers.is_empty(), "the check runs only with cache clients");
+        let value =
+            |v: &str| Versioned { zxid: Zxid::new(1, 3), value: Bytes::from(v.to_string()) };
+        let dump: Vec<(String, Option<Versioned>)> =
+            (0..CACHE_KEYS).map(|k| (cache_key(k), (k == 0).then(|| value("a")))).collect();
+        w.acked_cache_writes = vec![(Zxid::new(1, 3), vec![put("/c0", "a")])];
+        let e = w.check_announced(&dump).expect_err("an unannounced acknowledged write passed");
+        assert!(e.contains("acknowledged at 1:3"), "{e}");
+        w.announced.insert(Zxid::new(1, 3), vec![put("/c0", "b")]);
+        w.check_announced(&dump).expect_err("a write announced with other ops passed");
+        w.announced.insert(Zxid::new(1, 3), vec![put("/c0", "a")]);
+        w.check_announced(&dump).expect("the acknowledged write is announced");
     }
 }

@@ -94,9 +94,8 @@ pub const EVENTS_MAX: u64 = 5_000_000;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Checks {
     pub locks: bool,
-    /// Cache hits against the client's floor. Off in CI until issue 15 point 1 (a new
-    /// master's old-epoch notices moving a cache past a lost notice) is fixed: see
-    /// RELIABILITY.md for the seeds that find it.
+    /// Cache hits against the committed history at the client's floor (on in CI since issue
+    /// 15 point 1, the notice chain, was fixed).
     pub cache: bool,
 }
 
@@ -467,6 +466,9 @@ struct World {
     beliefs: Vec<actors::Belief>,
     /// The committed history as the masters announced it: each notice's ops by zxid.
     announced: BTreeMap<Zxid, Vec<Op>>,
+    /// The cache clients' acknowledged writes: (zxid, ops). Each must be in `announced` at its
+    /// zxid with its ops, which ties the announced history to the committed one.
+    acked_cache_writes: Vec<(Zxid, Vec<Op>)>,
     /// The caches' clock (they take an `Instant`): this plus the simulated time.
     epoch_instant: std::time::Instant,
 }
@@ -595,6 +597,7 @@ impl World {
             cachers,
             beliefs: Vec::new(),
             announced: BTreeMap::new(),
+            acked_cache_writes: Vec::new(),
             epoch_instant: std::time::Instant::now(),
         }
     }
