@@ -431,24 +431,23 @@ impl World {
         }
         let mut think = self.arng.gen_range(0..50);
         match (&call.op, result) {
-            (LockRequestOp::OpenSession { session, ttl_ms }, Some(Ok(grant))) => {
-                if let LockGrant::SessionOpened { lease_ms } = grant {
-                    let client = &mut self.lockers[c];
-                    client.session = Some(*session);
-                    client.valid_until = Some(valid_until(call.sent, lease_ms.min(*ttl_ms)));
-                    client.renew_due = now + RENEW_INTERVAL_MS;
-                }
+            (
+                LockRequestOp::OpenSession { session, ttl_ms },
+                Some(Ok(LockGrant::SessionOpened { lease_ms })),
+            ) => {
+                let client = &mut self.lockers[c];
+                client.session = Some(*session);
+                client.valid_until = Some(valid_until(call.sent, lease_ms.min(*ttl_ms)));
+                client.renew_due = now + RENEW_INTERVAL_MS;
             }
-            (LockRequestOp::Acquire { lock, auth, .. }, Some(Ok(grant))) => {
-                if let LockGrant::Granted { token } = grant {
-                    let hold = self.arng.gen_range(50..=LOCK_HOLD_MS_MAX);
-                    let client = &mut self.lockers[c];
-                    if client.generation == call.generation {
-                        client.held = Some(Held { name: lock.clone(), auth: *auth, token });
-                        client.release_at = now + hold;
-                        self.report.locks_acquired += 1;
-                        self.lock_open_belief(c);
-                    }
+            (LockRequestOp::Acquire { lock, auth, .. }, Some(Ok(LockGrant::Granted { token }))) => {
+                let hold = self.arng.gen_range(50..=LOCK_HOLD_MS_MAX);
+                let client = &mut self.lockers[c];
+                if client.generation == call.generation {
+                    client.held = Some(Held { name: lock.clone(), auth: *auth, token });
+                    client.release_at = now + hold;
+                    self.report.locks_acquired += 1;
+                    self.lock_open_belief(c);
                 }
             }
             (LockRequestOp::Renew { .. }, Some(Ok(LockGrant::Renewed { lease_ms }))) => {
