@@ -3,6 +3,7 @@
 
 use protocol::message::data::RequestId;
 use protocol::message::lock::{LockGrant, LockRequest, LockRequestOp};
+use protocol::message::Message;
 use protocol::NodeId;
 use shoal_tests::nodesim::ManualCluster;
 
@@ -55,4 +56,49 @@ fn a_master_outside_its_lease_renews_nothing() {
     assert_eq!(c.master(), Some(m), "still master by role: the case this rule is about");
     let late = lock_call(&mut c, m, 4, renew());
     assert!(late.is_err(), "a renewal outside the master's lease was granted: {late:?}");
+}
+
+/// Issue 14 point 5: the core's host handles a batch of replication messages (up to
+/// `MESSAGES_PER_ROUND_MAX`, the shell's `Core::step_batch`) and must read its clock for each.
+/// A follower whose first message of a batch took long (a slow fsync: here 150 ms without
+/// CPU, while the master's heartbeats queued) must date the heartbeats by when it handles
+/// them: its promise not to vote for another candidate must cover the lease the master
+/// counts on. With one reading per batch the promise ends 150 ms early: the follower could
+/// help elect a new master while the old one still serves lease reads. Failed with the clock
+/// read once per batch (the shell's loop before this commit): "follower 1 promised its master
+/// until 811 ms, but the master's lease runs until 920 ms".
+#[test]
+fn a_heartbeat_handled_late_in_a_batch_is_dated_when_it_is_handled() {
+    let mut c = ManualCluster::new(3).expect("cluster");
+    let m = c.elect(5_000).expect("a master");
+    c.run_ms(200, None).expect("run");
+    let f = (1..=3).find(|id| *id != m).expect("a follower");
+    let i = f as usize - 1;
+    // The batch starts with the first message to arrive once the follower stalls.
+    let first_arrival = c.clocks[i] + 1;
+    c.run_ms(150, Some(f)).expect("run");
+    let batch = c.take_queued(f);
+    let heartbeats = batch.iter().filter(|(_, msg)| matches!(msg, Message::Heartbeat(_))).count();
+    assert!(heartbeats >= 2, "the batch holds {heartbeats} heartbeats");
+    // The first message is handled as it arrives and keeps the core busy until now; the
+    // others arrived meanwhile and are handled now.
+    let now = c.clocks[i];
+    let mut readings = 0;
+    let mut clock = || {
+        readings += 1;
+        if readings == 1 {
+            first_arrival
+        } else {
+            now
+        }
+    };
+    c.node(f).step_batch(&mut clock, batch).expect("step the batch");
+    let promised = c.node(f).status().promised_until_ms;
+    let lease = c.node(m).status().lease_until_ms.expect("the master leads");
+    assert!(lease > now, "the master's lease ({lease} ms) has run out at {now} ms");
+    assert!(
+        promised >= lease,
+        "follower {f} promised its master until {promised} ms, but the master's lease runs \
+         until {lease} ms"
+    );
 }

@@ -197,6 +197,21 @@ impl Core {
         self.drain()
     }
 
+    /// A batch of replication messages, the clock read for each: a message handled after the
+    /// ones before it (their fsyncs, their applies) must be judged by the time it is handled,
+    /// not by a reading taken before them, or a heartbeat handled late gives a promise (and a
+    /// last contact) that ends in the past (issue 14 point 5).
+    pub fn step_batch(
+        &mut self,
+        clock: &mut dyn FnMut() -> u64,
+        messages: impl Iterator<Item = Message>,
+    ) -> Result<(), NodeError> {
+        for message in messages {
+            self.step(clock(), message)?;
+        }
+        Ok(())
+    }
+
     /// One command from a request task; `Some` when the run must end (restart).
     pub fn command(&mut self, now_ms: u64, cmd: Cmd) -> Result<Option<Exit>, NodeError> {
         self.now_ms = now_ms;

@@ -52,6 +52,9 @@ pub struct ManualStatus {
     /// Whether it votes and counts toward quorums (a node that lost its durable state does
     /// not, until repaired).
     pub voter: bool,
+    /// Until when (this node's clock) it promises no candidate but its master anything (the
+    /// follower side of the master's lease).
+    pub promised_until_ms: u64,
 }
 
 /// Every key of a store, in order, with its value (none for a directory).
@@ -99,6 +102,19 @@ impl ManualNode {
             return Ok(());
         }
         self.core.step(now_ms, message)?;
+        self.after()
+    }
+
+    /// A batch of replication messages as the shell hands them to the core: `clock` is read
+    /// for each (see `Core::step_batch`), so a test can make time pass while the batch runs.
+    pub fn step_batch(
+        &mut self,
+        clock: &mut dyn FnMut() -> u64,
+        messages: Vec<(NodeId, Message)>,
+    ) -> Result<(), NodeError> {
+        let me = self.shared.node;
+        let messages = messages.into_iter().filter(|(from, _)| *from != me).map(|(_, m)| m);
+        self.core.step_batch(clock, messages)?;
         self.after()
     }
 
@@ -212,6 +228,7 @@ impl ManualNode {
             committed: status.committed,
             lease_until_ms: self.core.engine.lease_until_ms(),
             voter: self.core.engine.is_voter(),
+            promised_until_ms: self.core.engine.promise().1,
         }
     }
 

@@ -149,11 +149,10 @@ impl Host {
                 Some(done) = self.snap_done.1.recv() => self.core.snapshot_done(done)?,
                 _ = ticker.tick() => self.core.tick(self.clock.now_ms())?,
                 Some(message) = repl_rx.recv() => {
-                    self.core.step(self.clock.now_ms(), message)?;
-                    for _ in 1..MESSAGES_PER_ROUND_MAX {
-                        let Ok(message) = repl_rx.try_recv() else { break };
-                        self.core.step(self.clock.now_ms(), message)?;
-                    }
+                    let clock = self.clock;
+                    let rest = std::iter::from_fn(|| repl_rx.try_recv().ok());
+                    let batch = std::iter::once(message).chain(rest).take(MESSAGES_PER_ROUND_MAX);
+                    self.core.step_batch(&mut || clock.now_ms(), batch)?;
                 }
                 Some(cmd) = cmd_rx.recv() => {
                     if let Some(exit) = self.core.command(self.clock.now_ms(), cmd)? {

@@ -310,6 +310,12 @@ impl Engine {
         }
     }
 
+    /// The follower side of the lease: the master this node promised, and until when (host
+    /// clock) it promises no other candidate anything.
+    pub fn promise(&self) -> (NodeId, u64) {
+        (self.lease_holder, self.lease_until_ms)
+    }
+
     // ---- Inputs --------------------------------------------------------------------------
 
     /// Proposes one client operation. Returns the zxid it will commit at, if it commits.

@@ -19,20 +19,52 @@
 //! - `clock`: node clocks run fast or slow by up to [`CLOCK_PPM_MAX`] (inside the drift
 //!   margin of the lease).
 //!
+//! # Clients
+//! - Register clients ([`NodeSimConfig::clients`]) write and read keys `/k*` linearizably;
+//!   their history is checked.
+//! - Lock clients ([`NodeSimConfig::lock_clients`], [`actors`]) open a session, acquire,
+//!   renew and release the locks `/locks/*` through the node core's lock path
+//!   ([`ManualNode::lock`]) the way `cache_client::locks` does: a lock counts as valid for its
+//!   client until the send time of its last successful session open or renewal plus the lease
+//!   less the drift margin ([`LEASE_DRIFT_MARGIN_PERCENT`]); a refused renewal loses every lock.
+//! - Cache clients ([`NodeSimConfig::cache_clients`], [`actors`]) each keep a
+//!   [`cache_client::cache::ClientCache`] fed by the master's UpdateNotices on the group
+//!   stream, modelled as `protocol::messaging` delivers it to a client: per sender incarnation,
+//!   in order and once, holes NAKed and repaired while the sender runs, and the undelivered
+//!   rest of an incarnation reported as a gap (the cache flushes) when the restarted sender is
+//!   met. Reads try the cache first (with the client's floor), then a node (fill); writes go
+//!   to the master (write-through); after a flush the client asks the master for a fill floor,
+//!   as `cache_client::Client` does.
+//!
 //! # Checks
 //! After every input: at most one established master per epoch. After the run (a safety
 //! phase with faults, then a liveness phase without): the cluster has a master and every node
 //! has applied the same zxid; every replica's applied state is identical; the clients' history
 //! of writes and linearizable reads, ended by a final read of every key, is linearizable (so
-//! no acknowledged write is lost).
+//! no acknowledged write is lost). With [`Checks`]:
+//! - `locks`: at no simulated instant do two lock clients count on the same lock, and the
+//!   fencing tokens of a lock's successive holders strictly increase;
+//! - `cache`: every cache hit shows the key's committed value at some zxid at or above the
+//!   client's floor (the committed history is what the masters announced; at the end it must
+//!   replay to the final state).
+//!
+//! Either check's violations are counted in the report ([`NodeSimReport::lock_violations`],
+//! [`NodeSimReport::stale_hits`]) even when it is off; only a check that is on fails the run.
+
+mod actors;
 
 use crate::linearizability::{self, Input, Operation, Output, Value};
+use actors::{CacheClient, LockClient};
 use bytes::Bytes;
+pub use cache_client::locks::LEASE_DRIFT_MARGIN_PERCENT;
 use cache_server::ServerError;
 use fs_node::config::{Config, RawConfig};
 use fs_node::node::{is_replication, Dest, ManualNode};
 use fs_node::storage::{CrashMode, SimFs, Vfs};
-use protocol::message::data::{Op, RequestId, Role, UpdateRequest};
+use protocol::message::data::{
+    Op, RequestId, Role, UpdateNotice, UpdateRequest, Versioned, WireError,
+};
+use protocol::message::lock::LockGrant;
 use protocol::message::Message;
 use protocol::{NodeId, Zxid};
 use rand::rngs::SmallRng;
@@ -57,6 +89,49 @@ pub const STALL_MS_MAX: u64 = 3_000;
 pub const QUIET_MS: u64 = 1_000;
 /// Most events of one run (a runaway run is a failure, not a hang).
 pub const EVENTS_MAX: u64 = 5_000_000;
+
+/// Which checks fail a run (the workloads run and the violations are counted either way).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Checks {
+    pub locks: bool,
+    /// Cache hits against the committed history at the client's floor (on in CI since issue
+    /// 15 point 1, the notice chain, was fixed).
+    pub cache: bool,
+}
+
+impl Default for Checks {
+    fn default() -> Checks {
+        Checks { locks: true, cache: true }
+    }
+}
+
+impl Checks {
+    /// `locks,cache` in any combination, or `all`, or `none`.
+    pub fn parse(text: &str) -> Result<Checks, String> {
+        let mut c = Checks { locks: false, cache: false };
+        for word in text.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            match word {
+                "all" => c = Checks::default(),
+                "none" => {}
+                "locks" => c.locks = true,
+                "cache" => c.cache = true,
+                other => {
+                    return Err(format!("unknown check {other:?}; use locks, cache, all or none"))
+                }
+            }
+        }
+        Ok(c)
+    }
+
+    pub fn spell(&self) -> String {
+        match (self.locks, self.cache) {
+            (true, true) => "all".into(),
+            (true, false) => "locks".into(),
+            (false, true) => "cache".into(),
+            (false, false) => "none".into(),
+        }
+    }
+}
 
 /// Which faults a run injects.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -129,6 +204,12 @@ pub struct NodeSimConfig {
     pub heal_ms: u64,
     /// Mean time between faults of the safety phase.
     pub fault_every_ms: u64,
+    /// Clients that take, renew and release locks (0: none; their randomness is drawn apart,
+    /// so a run without lock or cache clients is the run it was before they existed).
+    pub lock_clients: usize,
+    /// Clients with a cache fed by notices.
+    pub cache_clients: usize,
+    pub checks: Checks,
 }
 
 impl NodeSimConfig {
@@ -142,16 +223,27 @@ impl NodeSimConfig {
             fault_ms: 4_000,
             heal_ms: 4_000,
             fault_every_ms: 700,
+            lock_clients: 3,
+            cache_clients: 3,
+            checks: Checks::default(),
         }
+    }
+
+    /// Without lock and cache clients: the runs (and regression seeds) of before they existed.
+    pub fn registers_only(mut self) -> NodeSimConfig {
+        self.lock_clients = 0;
+        self.cache_clients = 0;
+        self
     }
 
     /// The command that replays this run.
     pub fn replay(&self) -> String {
         format!(
-            "cargo run --release -p shoal-tests --bin shoal-sim -- --seed {} --nodes {} --faults {}",
+            "cargo run --release -p shoal-tests --bin shoal-sim -- --seed {} --nodes {} --faults {} --checks {}",
             self.seed,
             self.nodes,
-            self.faults.spell()
+            self.faults.spell(),
+            self.checks.spell()
         )
     }
 }
@@ -168,6 +260,30 @@ pub struct NodeSimReport {
     pub partitions: usize,
     pub committed: Zxid,
     pub history: Vec<Operation>,
+    /// Lock grants received by lock clients.
+    pub locks_acquired: usize,
+    /// Renewals answered with a new lease.
+    pub renewals: usize,
+    /// Sessions a lock client lost (a refused renewal, or its validity ran out).
+    pub sessions_lost: usize,
+    /// Two clients counting on one lock at once, or a token not above its predecessor's.
+    pub lock_violations: usize,
+    /// Cache hits checked against the committed history.
+    pub cache_hits: usize,
+    /// Hits older than the client's floor.
+    pub stale_hits: usize,
+    /// Fills the caches accepted.
+    pub cache_fills: usize,
+    /// Notices delivered to caches, and gaps reported to them.
+    pub notices_delivered: usize,
+    pub gaps: usize,
+    /// Notices lost on their first transmission to a client.
+    pub notices_lost: usize,
+    /// Notices still in a crashing node's send queue (never sent).
+    pub notices_unsent: usize,
+    /// The first violation of each check, described.
+    pub first_lock_violation: Option<String>,
+    pub first_stale_hit: Option<String>,
 }
 
 #[derive(Debug)]
@@ -201,6 +317,52 @@ enum Event {
     EndFaults,
     /// Clients stop starting operations, so the cluster can settle before the checks.
     Quiet,
+    /// A lock client's next step.
+    LockNext(usize),
+    LockArrive {
+        client: usize,
+        node: NodeId,
+        attempt: u64,
+    },
+    LockReply {
+        client: usize,
+        attempt: u64,
+        result: Result<LockGrant, WireError>,
+    },
+    LockTimeout {
+        client: usize,
+        attempt: u64,
+    },
+    CacheNext(usize),
+    CacheArrive {
+        client: usize,
+        node: NodeId,
+        attempt: u64,
+    },
+    CacheReply {
+        client: usize,
+        attempt: u64,
+        reply: actors::CacheAnswer,
+    },
+    CacheTimeout {
+        client: usize,
+        attempt: u64,
+    },
+    /// One datagram of node `from`'s group stream reaches cache client `client`.
+    Datagram {
+        client: usize,
+        from: NodeId,
+        incarnation: u32,
+        seq: u64,
+        sent: u64,
+        notice: Option<UpdateNotice>,
+    },
+    /// A NAK round of cache client `client` for `from`'s stream.
+    Nak {
+        client: usize,
+        from: NodeId,
+        incarnation: u32,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -213,10 +375,32 @@ enum Reply {
 /// A request waiting at a node for the core's answer.
 enum Waiting {
     Write(oneshot::Receiver<Result<Zxid, ServerError>>),
-    /// A linearizable read: first the zxid to reach, then the value read once applied.
+    /// A linearizable read: first the zxid to reach, then the value read once applied (for a
+    /// cache client's position probe, the applied zxid then).
     Barrier(oneshot::Receiver<Result<Zxid, ServerError>>),
     Read(Zxid),
+    Lock(oneshot::Receiver<Result<LockGrant, WireError>>),
 }
+
+/// What a node finished for an asker.
+enum Finished {
+    Write(Result<Zxid, ServerError>),
+    Read(Option<Versioned>),
+    Position(Zxid),
+    Lock(Result<LockGrant, WireError>),
+}
+
+/// Who waits for a node's answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Asker {
+    Register(usize),
+    Lock(usize),
+    Cache(usize),
+}
+
+/// Most datagrams of its group stream a node keeps for repair (the messaging layer's
+/// retransmit buffer); a NAK for an older one is answered with a gap.
+pub const RETAINED_DATAGRAMS_MAX: usize = 8_192;
 
 struct NodeHost {
     id: NodeId,
@@ -226,7 +410,15 @@ struct NodeHost {
     /// What arrived while stalled, handled in order when the node runs again.
     deferred: VecDeque<Event>,
     sync_scheduled: bool,
-    waiting: Vec<(usize, u64, Waiting)>,
+    waiting: Vec<(Asker, u64, Waiting)>,
+    /// The run (messaging incarnation) of the node, and its group stream: the next sequence
+    /// and what it keeps for repair (`None` for datagrams that carry no notice).
+    incarnation: u32,
+    stream_seq: u64,
+    retained: VecDeque<(u64, Option<UpdateNotice>)>,
+    /// The incarnation that crashed last and when: its datagrams sent within
+    /// [`actors::SEND_QUEUE_MS`] before were still in its send queue and reach no one.
+    crashed_at: Option<(u32, u64)>,
 }
 
 #[derive(Clone, Debug)]
@@ -258,11 +450,27 @@ struct World {
     configs: Vec<Config>,
     clients: Vec<Client>,
     blocked: BTreeSet<(NodeId, NodeId)>,
+    /// Lock and cache clients cut off from nodes by a partition.
+    cut: BTreeSet<(Asker, NodeId)>,
     clocks: Vec<(u64, i64)>,
     faulting: bool,
     masters: BTreeMap<u32, NodeId>,
     history: Vec<Operation>,
     report: NodeSimReport,
+    /// The lock and cache clients' randomness, apart from `rng` (see
+    /// [`NodeSimConfig::lock_clients`]).
+    arng: SmallRng,
+    lockers: Vec<LockClient>,
+    cachers: Vec<CacheClient>,
+    /// Every (lock, client, token) belief interval of the lock clients.
+    beliefs: Vec<actors::Belief>,
+    /// The committed history as the masters announced it: each notice's ops by zxid.
+    announced: BTreeMap<Zxid, Vec<Op>>,
+    /// The cache clients' acknowledged writes: (zxid, ops). Each must be in `announced` at its
+    /// zxid with its ops, which ties the announced history to the committed one.
+    acked_cache_writes: Vec<(Zxid, Vec<Op>)>,
+    /// The caches' clock (they take an `Instant`): this plus the simulated time.
+    epoch_instant: std::time::Instant,
 }
 
 /// The configuration of node `id` of `n`, its data directory under `/sim`.
@@ -277,6 +485,7 @@ fn node_config(id: NodeId, n: usize, key_file: &Path) -> Result<Config, String> 
         data_dir: Some(PathBuf::from(format!("/sim/node{id}"))),
         cluster_key_file: Some(key_file.to_path_buf()),
         cluster_id: Some(7),
+        lock_ttl_ms: Some(actors::LOCK_TTL_MS),
         // Snapshots are hard links of the operating system's file system: not simulated.
         snapshot_entries: Some(u64::MAX),
         snapshot_log_bytes: Some(u64::MAX),
@@ -347,8 +556,15 @@ impl World {
                 deferred: VecDeque::new(),
                 sync_scheduled: false,
                 waiting: Vec::new(),
+                incarnation: 0,
+                stream_seq: 0,
+                retained: VecDeque::new(),
+                crashed_at: None,
             })
             .collect();
+        let mut arng = SmallRng::seed_from_u64(cfg.seed ^ 0x5eed_10c4_cac4_e000);
+        let lockers = (0..cfg.lock_clients).map(|c| LockClient::new(c, &mut arng)).collect();
+        let cachers = (0..cfg.cache_clients).map(CacheClient::new).collect();
         let clients = (0..cfg.clients)
             .map(|c| Client {
                 target: 1 + (c % cfg.nodes) as NodeId,
@@ -370,11 +586,19 @@ impl World {
             configs,
             clients,
             blocked: BTreeSet::new(),
+            cut: BTreeSet::new(),
             clocks,
             faulting: true,
             masters: BTreeMap::new(),
             history: Vec::new(),
             report: NodeSimReport::default(),
+            arng,
+            lockers,
+            cachers,
+            beliefs: Vec::new(),
+            announced: BTreeMap::new(),
+            acked_cache_writes: Vec::new(),
+            epoch_instant: std::time::Instant::now(),
         }
     }
 
@@ -413,6 +637,14 @@ impl World {
             let d = self.rng.gen_range(0..50);
             self.at(d, Event::ClientNext(c));
         }
+        for c in 0..self.cfg.lock_clients {
+            let d = self.arng.gen_range(0..100);
+            self.at(d, Event::LockNext(c));
+        }
+        for c in 0..self.cfg.cache_clients {
+            let d = self.arng.gen_range(0..100);
+            self.at(d, Event::CacheNext(c));
+        }
         if self.cfg.faults != Faults::default() {
             let d =
                 self.rng.gen_range(self.cfg.fault_every_ms / 2..=self.cfg.fault_every_ms * 3 / 2);
@@ -448,6 +680,9 @@ impl World {
         host.deferred.clear();
         host.sync_scheduled = false;
         host.waiting.clear();
+        host.incarnation += 1;
+        host.stream_seq = 0;
+        host.retained.clear();
         let d = self.rng.gen_range(0..TICK_MS);
         self.at(d, Event::Tick(id));
         self.after(id)
@@ -458,7 +693,9 @@ impl World {
         let target = match &event {
             Event::Tick(id) | Event::Sync(id) => Some(*id),
             Event::Deliver { to, .. } => Some(*to),
-            Event::ClientArrive { node, .. } => Some(*node),
+            Event::ClientArrive { node, .. }
+            | Event::LockArrive { node, .. }
+            | Event::CacheArrive { node, .. } => Some(*node),
             _ => None,
         };
         if let Some(id) = target {
@@ -512,9 +749,36 @@ impl World {
                 }
             }
             Event::Resume(id) => self.resume(id)?,
-            Event::Heal => self.blocked.clear(),
+            Event::Heal => {
+                self.blocked.clear();
+                self.cut.clear();
+            }
             Event::EndFaults => self.end_faults()?,
-            Event::Quiet => self.clients.iter_mut().for_each(|c| c.done = true),
+            Event::Quiet => {
+                self.clients.iter_mut().for_each(|c| c.done = true);
+                self.lockers.iter_mut().for_each(|c| c.done = true);
+                self.cachers.iter_mut().for_each(|c| c.done = true);
+            }
+            Event::LockNext(c) => self.lock_next(c),
+            Event::LockArrive { client, node, attempt } => {
+                self.lock_arrive(client, node, attempt)?
+            }
+            Event::LockReply { client, attempt, result } => {
+                self.lock_reply(client, attempt, Some(result))
+            }
+            Event::LockTimeout { client, attempt } => self.lock_reply(client, attempt, None),
+            Event::CacheNext(c) => self.cache_next(c),
+            Event::CacheArrive { client, node, attempt } => {
+                self.cache_arrive(client, node, attempt)?
+            }
+            Event::CacheReply { client, attempt, reply } => {
+                self.cache_reply(client, attempt, Some(reply))
+            }
+            Event::CacheTimeout { client, attempt } => self.cache_reply(client, attempt, None),
+            Event::Datagram { client, from, incarnation, seq, sent, notice } => {
+                self.datagram(client, from, incarnation, seq, sent, notice)
+            }
+            Event::Nak { client, from, incarnation } => self.nak(client, from, incarnation),
         }
         Ok(())
     }
@@ -559,6 +823,9 @@ impl World {
             }
         }
         for (dest, message) in outbox {
+            if dest == Dest::Group {
+                self.group_stream(id, &message)?;
+            }
             match dest {
                 Dest::Node(to) => self.send(id, to, message.clone()),
                 Dest::Group | Dest::GroupUnreliable => {
@@ -590,51 +857,87 @@ impl World {
         let host = &mut self.nodes[id as usize - 1];
         let Some(node) = host.node.as_mut() else { return Ok(()) };
         let applied = node.status().applied;
-        let mut replies = Vec::new();
+        let mut done: Vec<(Asker, u64, Finished)> = Vec::new();
         let mut keep = Vec::new();
-        for (client, attempt, waiting) in host.waiting.drain(..) {
+        for (asker, attempt, waiting) in host.waiting.drain(..) {
             match waiting {
                 Waiting::Write(mut rx) => match rx.try_recv() {
-                    Ok(r) => replies.push((client, attempt, answer(r.map(|_| Output::Write)))),
+                    Ok(r) => done.push((asker, attempt, Finished::Write(r))),
                     Err(oneshot::error::TryRecvError::Empty) => {
-                        keep.push((client, attempt, Waiting::Write(rx)))
+                        keep.push((asker, attempt, Waiting::Write(rx)))
                     }
                     Err(oneshot::error::TryRecvError::Closed) => {}
                 },
                 Waiting::Barrier(mut rx) => match rx.try_recv() {
-                    Ok(Ok(z)) => keep.push((client, attempt, Waiting::Read(z))),
-                    Ok(Err(e)) => replies.push((client, attempt, answer(Err(e)))),
+                    Ok(Ok(z)) => keep.push((asker, attempt, Waiting::Read(z))),
+                    Ok(Err(e)) => done.push((asker, attempt, Finished::Write(Err(e)))),
                     Err(oneshot::error::TryRecvError::Empty) => {
-                        keep.push((client, attempt, Waiting::Barrier(rx)))
+                        keep.push((asker, attempt, Waiting::Barrier(rx)))
                     }
                     Err(oneshot::error::TryRecvError::Closed) => {}
                 },
-                Waiting::Read(z) => keep.push((client, attempt, Waiting::Read(z))),
+                Waiting::Lock(mut rx) => match rx.try_recv() {
+                    Ok(r) => done.push((asker, attempt, Finished::Lock(r))),
+                    Err(oneshot::error::TryRecvError::Empty) => {
+                        keep.push((asker, attempt, Waiting::Lock(rx)))
+                    }
+                    Err(oneshot::error::TryRecvError::Closed) => {}
+                },
+                Waiting::Read(z) => keep.push((asker, attempt, Waiting::Read(z))),
             }
         }
         // Reads whose zxid is applied are served now.
         let mut still = Vec::new();
-        for (client, attempt, waiting) in keep {
+        for (asker, attempt, waiting) in keep {
             match waiting {
-                Waiting::Read(z) if z <= applied => {
-                    let key = self.clients[client].op.as_ref().map(|o| o.key.clone());
-                    let Some(key) = key else { continue };
-                    let node = self.nodes[id as usize - 1].node.as_ref().expect("up");
-                    let (value, _) =
-                        node.get(&key).map_err(|e| format!("node {id} read {key}: {e}"))?;
-                    let value = value.map(|v| value_of(&v.value)).transpose()?;
-                    replies.push((client, attempt, Reply::Done(Output::Read(value))));
-                }
-                other => still.push((client, attempt, other)),
+                Waiting::Read(z) if z <= applied => match asker {
+                    Asker::Register(client) => {
+                        let key = self.clients[client].op.as_ref().map(|o| o.key.clone());
+                        let Some(key) = key else { continue };
+                        let node = self.nodes[id as usize - 1].node.as_ref().expect("up");
+                        let (value, _) =
+                            node.get(&key).map_err(|e| format!("node {id} read {key}: {e}"))?;
+                        done.push((asker, attempt, Finished::Read(value)));
+                    }
+                    _ => done.push((asker, attempt, Finished::Position(applied))),
+                },
+                other => still.push((asker, attempt, other)),
             }
         }
         self.nodes[id as usize - 1].waiting = still;
-        for (client, attempt, reply) in replies {
-            if self.lost() {
-                continue;
+        for (asker, attempt, finished) in done {
+            match asker {
+                Asker::Register(client) => {
+                    let reply = match finished {
+                        Finished::Write(r) => answer(r.map(|_| Output::Write)),
+                        Finished::Read(value) => Reply::Done(Output::Read(
+                            value.map(|v| value_of(&v.value)).transpose()?,
+                        )),
+                        Finished::Lock(_) | Finished::Position(_) => continue,
+                    };
+                    if self.lost() {
+                        continue;
+                    }
+                    let d = self.net_delay();
+                    self.at(d, Event::ClientReply { client, attempt, reply });
+                }
+                Asker::Lock(client) => {
+                    let Finished::Lock(result) = finished else { continue };
+                    if let Some(d) = self.client_delay(asker, id) {
+                        self.at(d, Event::LockReply { client, attempt, result });
+                    }
+                }
+                Asker::Cache(client) => {
+                    let reply = match finished {
+                        Finished::Write(r) => actors::CacheAnswer::Wrote(r),
+                        Finished::Position(z) => actors::CacheAnswer::Position(z),
+                        Finished::Read(_) | Finished::Lock(_) => continue,
+                    };
+                    if let Some(d) = self.client_delay(asker, id) {
+                        self.at(d, Event::CacheReply { client, attempt, reply });
+                    }
+                }
             }
-            let d = self.net_delay();
-            self.at(d, Event::ClientReply { client, attempt, reply });
         }
         Ok(())
     }
@@ -699,7 +1002,7 @@ impl World {
             }
             Input::Cas { .. } => unreachable!("the simulation issues no compare-and-set"),
         };
-        self.host(id).waiting.push((c, attempt, waiting));
+        self.host(id).waiting.push((Asker::Register(c), attempt, waiting));
         self.after(id)
     }
 
@@ -808,6 +1111,20 @@ impl World {
                             }
                         }
                     }
+                    // The lock and cache clients take sides too.
+                    self.cut.clear();
+                    let askers: Vec<Asker> = (0..self.lockers.len())
+                        .map(Asker::Lock)
+                        .chain((0..self.cachers.len()).map(Asker::Cache))
+                        .collect();
+                    for who in askers {
+                        let on_side = self.arng.gen_bool(0.4);
+                        for node in 1..=n {
+                            if side.contains(&node) != on_side {
+                                self.cut.insert((who, node));
+                            }
+                        }
+                    }
                     let d = self.rng.gen_range(200..1_500);
                     self.at(d, Event::Heal);
                 }
@@ -822,7 +1139,9 @@ impl World {
 
     fn crash(&mut self, id: NodeId, kind: &str) {
         let seed = self.rng.gen();
+        let now = self.now;
         let host = self.host(id);
+        host.crashed_at = Some((host.incarnation, now));
         host.node = None;
         host.waiting.clear();
         host.deferred.clear();
@@ -858,6 +1177,7 @@ impl World {
     fn end_faults(&mut self) -> Result<(), String> {
         self.faulting = false;
         self.blocked.clear();
+        self.cut.clear();
         for id in 1..=self.cfg.nodes as NodeId {
             if self.host(id).node.is_none() {
                 self.start(id)?;
@@ -929,7 +1249,37 @@ impl World {
                 output: Some(Output::Read(value)),
             });
         }
-        linearizability::check(&self.history).map_err(|v| format!("history: {v:?}"))
+        linearizability::check(&self.history).map_err(|v| format!("history: {v:?}"))?;
+        self.check_announced(&dumps[0])?;
+        self.check_locks()?;
+        if self.cfg.checks.cache {
+            if let Some(stale) = &self.report.first_stale_hit {
+                return Err(format!(
+                    "{} stale cache hits; the first: {stale}",
+                    self.report.stale_hits
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The caches' clock.
+    fn instant(&self) -> std::time::Instant {
+        self.epoch_instant + std::time::Duration::from_millis(self.now)
+    }
+
+    /// The delay of a message between a lock or cache client and a node, or `None` when it
+    /// is lost or they are on different sides of a partition (the lock and cache clients'
+    /// randomness).
+    fn client_delay(&mut self, who: Asker, node: NodeId) -> Option<u64> {
+        if self.cut.contains(&(who, node)) {
+            return None;
+        }
+        let faulty = self.faulting && self.cfg.faults.net;
+        if faulty && self.arng.gen_bool(0.05) {
+            return None;
+        }
+        Some(if faulty { self.arng.gen_range(1..=20) } else { self.arng.gen_range(1..=3) })
     }
 }
 
@@ -993,6 +1343,15 @@ impl ManualCluster {
 
     pub fn heal(&mut self) {
         self.isolated.clear();
+    }
+
+    /// Takes the messages in flight to node `to` (from, message), in the order sent: what
+    /// queued for a node run with `skip` (a stalled one).
+    pub fn take_queued(&mut self, to: NodeId) -> Vec<(NodeId, Message)> {
+        let (mine, rest): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.in_flight).into_iter().partition(|m| m.1 == to);
+        self.in_flight = rest;
+        mine.into_iter().map(|(from, _, message)| (from, message)).collect()
     }
 
     /// The established master, if any.
