@@ -202,6 +202,8 @@ struct ModelState {
     wipes_left: u8,
     dups_left: u8,
     proposals_left: u8,
+    /// Whether a newer Vote or Heartbeat replaces the older one in flight (`Config`).
+    supersede: bool,
     masters: BTreeMap<u32, NodeId>,
     committed: Vec<Zxid>,
 }
@@ -234,6 +236,8 @@ struct Config {
     wipes: u8,
     dups: u8,
     proposals: u8,
+    /// A newer Vote or Heartbeat from a sender to a node loses the older one still in flight.
+    supersede: bool,
     /// A safety net: the search fails (not exhausted) beyond this many states.
     states_max: usize,
 }
@@ -246,6 +250,15 @@ struct Bounds {
 fn engine_start(id: NodeId, log: &MemLog, durability: Durability, clock: u64) -> Engine {
     let restart = RestartState { hard: log.hard, applied: Zxid::ZERO };
     Engine::start(model_config(id), restart, durability, log, clock).expect("valid config")
+}
+
+/// The sender of a Vote or Heartbeat.
+fn periodic_sender(w: &Wire) -> Option<NodeId> {
+    match decode(w) {
+        Message::Vote(v) => Some(v.from),
+        Message::Heartbeat(h) => Some(h.from),
+        _ => None,
+    }
 }
 
 fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
@@ -265,6 +278,7 @@ impl ModelState {
             wipes_left: 0,
             dups_left: 0,
             proposals_left: 0,
+            supersede: false,
             masters: BTreeMap::new(),
             committed: Vec::new(),
         };
@@ -290,6 +304,7 @@ impl ModelState {
         self.wipes_left = c.wipes;
         self.dups_left = c.dups;
         self.proposals_left = c.proposals;
+        self.supersede = c.supersede;
         self
     }
 
@@ -319,15 +334,22 @@ impl ModelState {
 
     fn send(&mut self, from: NodeId, to: To, w: Wire) {
         match to {
-            To::Node(id) => {
-                self.net.insert((id, w));
-            }
+            To::Node(id) => self.send_one(from, id, w),
             To::Peers => {
                 for id in (1..=NODES).filter(|id| *id != from) {
-                    self.net.insert((id, w.clone()));
+                    self.send_one(from, id, w.clone());
                 }
             }
         }
+    }
+
+    /// With `supersede`, a Vote or Heartbeat loses the older one of its sender and kind to the
+    /// same node still in flight (those are resent periodically; see the module docs).
+    fn send_one(&mut self, from: NodeId, to: NodeId, w: Wire) {
+        if self.supersede && periodic_sender(&w).is_some() {
+            self.net.retain(|(t, old)| *t != to || old[0] != w[0] || periodic_sender(old) != Some(from));
+        }
+        self.net.insert((to, w));
     }
 
     /// Drains one engine's outputs, checking every commit and role change.
@@ -688,6 +710,20 @@ fn explore(start: &ModelState, c: &Config) -> Result<Coverage, String> {
         if !next_level.is_empty() {
             depth += 1;
         }
+        if std::env::var("MDBG").is_ok() {
+            let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+            for st in &next_level {
+                for (_, w) in &st.net {
+                    let m = decode(w);
+                    *kinds.entry(format!("{:?}", m.kind())).or_default() += 1;
+                }
+                for n in &st.nodes {
+                    *kinds.entry(format!("pending{}", n.pending.len())).or_default() += 1;
+                    *kinds.entry(format!("{:?}", n.engine.role())).or_default() += 1;
+                }
+            }
+            eprintln!("depth {depth}: {} states; {kinds:?}", next_level.len());
+        }
         frontier = next_level;
     }
     Ok(Coverage { states: seen.len(), transitions, depth, seconds: t0.elapsed().as_secs_f64() })
@@ -722,6 +758,7 @@ fn correct(ticks: u64) -> Config {
         wipes: 0,
         dups: 0,
         proposals: 0,
+        supersede: true,
         states_max: 3_000_000,
     }
 }
@@ -865,7 +902,7 @@ fn model_measure() {
     let v: Vec<u64> = spec.split(',').map(|x| x.parse().unwrap()).collect();
     let start = match v[0] { 0 => ModelState::fresh(), 1 => failover_start().0, _ => silent_master_start().0 };
     let host = match v[6] { 0 => Host::Correct, 1 => Host::HardStateFirst, _ => Host::WipedVotes };
-    let c = Config { host, ticks: v[1], crashes: v[2] as u8, wipes: v[3] as u8, dups: 0, proposals: v[4] as u8, states_max: v[5] as usize };
+    let c = Config { host, ticks: v[1], crashes: v[2] as u8, wipes: v[3] as u8, dups: 0, proposals: v[4] as u8, supersede: v[7]==1, states_max: v[5] as usize };
     let t = Instant::now();
     match explore(&start, &c) {
         Ok(cov) => println!("{spec}: {cov:?}"),
