@@ -4,21 +4,26 @@
 //! # Why an entry can be trusted
 //! Each entry holds what a node answered (the value, or "absent") and `as_of`, the zxid whose
 //! state it shows. The cache tracks its `position`: the zxid of the last UpdateNotice it applied,
-//! with the promise that every notice above `position` will still reach it (the stream is FIFO
-//! and an unrepairable loss is reported as a gap, which flushes). An entry is inserted only when
-//! `as_of >= position`, so every later change to its key arrives as a notice and is applied to
-//! it: the entry then shows the key's state at `max(as_of, position)`, its *valid-through*
-//! zxid. A lookup with the client's floor F hits only when valid-through >= F, so the cache
-//! never answers older than the client's floor.
+//! with the proof that it applied every notice between where its chain started and there. The
+//! proof is the notice chain: every notice names `prev`, the zxid of the notice-producing entry
+//! before it, computed by every replica from the committed log (so a new master continues the
+//! old master's chain). A notice is applied only when its `prev` is the position; any other
+//! notice above it means one was missed (lost, never sent by a master that crashed, or sent
+//! before this receiver first heard the master), and the cache flushes. A reported gap flushes
+//! too. An entry is inserted only when `as_of >= position`, so every later change to its key
+//! arrives as a chained notice and is applied to it: the entry then shows the key's state at
+//! `max(as_of, position)`, its *valid-through* zxid. A lookup with the client's floor F hits
+//! only when valid-through >= F, so the cache never answers older than the client's floor.
 //!
-//! After a flush (gap, epoch change) and at start the position is unknown: fills are refused
-//! until a notice arrives or the client learns a safe *fill floor* C from the master
-//! ([`ClientCache::learn_position`]: every entry committed above C will still arrive as a
-//! notice). A fill at `as_of >= C` is then safe, but C is not a position: notices at or below C
-//! may still be on their way, so an entry's valid-through stays its own `as_of` until notices
-//! move the position. Each flush bumps a generation; a fill or write-through prepared under an
-//! older generation is refused, so a reply that raced a flush cannot bring back what the flush
-//! dropped.
+//! After a flush and at start the position is unknown. Entries inserted then (fills at or
+//! above a *fill floor* C learned from the master, [`ClientCache::learn_position`], and the
+//! client's own writes) are valid through their own `as_of` only. The first notice N starts
+//! the chain only if `N.prev` is at or below the `as_of` of every such entry: then no change
+//! committed between an entry's `as_of` and N went by unseen, and the position becomes N.
+//! Otherwise the cache flushes and starts its chain at N, empty. So the fill floor is a hint
+//! (where fills are likely to be proven), not a promise the cache relies on. Each flush bumps a
+//! generation; a fill or write-through prepared under an older generation is refused, so a
+//! reply that raced a flush cannot bring back what the flush dropped.
 
 use bytes::Bytes;
 use protocol::lru::ByteLru;
@@ -65,6 +70,8 @@ pub struct CacheStats {
     pub refused_fills: u64,
     pub flushes: u64,
     pub notices: u64,
+    /// Notices whose `prev` did not continue the cache's chain (each flushed).
+    pub chain_breaks: u64,
 }
 
 /// A cache hit: the value (or absence) and the zxid the answer is valid through.
@@ -78,11 +85,12 @@ pub struct Hit {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NoticeOutcome {
     Applied,
-    /// At or below the position: already applied.
+    /// At or below the highest notice seen: already applied, or from before a flush.
     Duplicate,
-    /// From a later epoch than the position: the cache flushed first (a new master may have
-    /// committed entries of the old epoch whose notices never went out), then applied it.
-    FlushedForEpoch,
+    /// Its `prev` is not the position (a notice was missed, whoever sent them), or with the
+    /// position unknown it does not prove the entries cached since: the cache flushed, then
+    /// started its chain at this notice.
+    FlushedForBreak,
 }
 
 pub struct ClientCache {
@@ -93,6 +101,9 @@ pub struct ClientCache {
     fill_floor: Option<Zxid>,
     /// The highest notice ever applied (not reset by a flush).
     highest_notice: Option<Zxid>,
+    /// While the position is unknown: the lowest `as_of` of the entries inserted since the
+    /// flush (or start). The first notice must chain from at or below it.
+    unproven_min: Option<Zxid>,
     generation: u64,
     stats: CacheStats,
 }
@@ -109,6 +120,7 @@ impl ClientCache {
             position: None,
             fill_floor: None,
             highest_notice: None,
+            unproven_min: None,
             generation: 0,
             stats: CacheStats::default(),
         }
@@ -190,9 +202,10 @@ impl ClientCache {
         self.insert(key, Entry { value, as_of, inserted: now })
     }
 
-    /// Sets the fill floor learned from the master after a flush or at start: every entry
-    /// committed above `zxid` will still arrive as a notice. Only ever raises it; ignored when
-    /// a flush happened since the master was asked (`generation`).
+    /// Sets the fill floor learned from the master after a flush or at start (its linearizable
+    /// zxid: entries committed above it will normally still arrive as notices). Only ever
+    /// raises it; ignored when a flush happened since the master was asked (`generation`).
+    /// Fills it admits are proven, or flushed, by the first notice (see the module docs).
     pub fn learn_position(&mut self, zxid: Zxid, generation: u64) {
         if generation == self.generation {
             self.fill_floor = Some(self.fill_floor.map_or(zxid, |f| f.max(zxid)));
@@ -200,6 +213,9 @@ impl ClientCache {
     }
 
     fn insert(&mut self, key: &str, entry: Entry) -> bool {
+        if self.position.is_none() {
+            self.unproven_min = Some(self.unproven_min.map_or(entry.as_of, |m| m.min(entry.as_of)));
+        }
         let evicted = self.entries.insert(key, entry);
         self.stats.evictions += evicted.unwrap_or(0);
         evicted.is_some()
@@ -248,16 +264,23 @@ impl ClientCache {
         if self.highest_notice.is_some_and(|h| notice.zxid <= h) {
             return NoticeOutcome::Duplicate;
         }
+        let chained = match self.position {
+            Some(position) => notice.prev == position,
+            // Nothing committed between an unproven entry's `as_of` and this notice changed
+            // data, so every entry shows its key as of this notice once its ops are applied.
+            None => self.unproven_min.is_none_or(|lowest| notice.prev <= lowest),
+        };
         let mut outcome = NoticeOutcome::Applied;
-        let last = self.highest_notice.max(self.position).max(self.fill_floor);
-        if last.is_some_and(|last| notice.zxid.epoch() > last.epoch()) {
+        if !chained {
             self.flush();
-            outcome = NoticeOutcome::FlushedForEpoch;
+            self.stats.chain_breaks += 1;
+            outcome = NoticeOutcome::FlushedForBreak;
         }
         self.stats.notices += 1;
         self.apply_ops(&notice.ops, notice.zxid, false, now);
         self.position = Some(notice.zxid);
         self.highest_notice = Some(notice.zxid);
+        self.unproven_min = None;
         outcome
     }
 
@@ -274,6 +297,7 @@ impl ClientCache {
         self.entries.clear();
         self.position = None;
         self.fill_floor = None;
+        self.unproven_min = None;
         self.generation += 1;
         self.stats.flushes += 1;
     }
@@ -304,6 +328,66 @@ mod tests {
         ClientCache::new(CacheConfig::default())
     }
 
+    /// The notice for entry 1:`c`, chained after 1:`prev`.
+    fn n(c: u32, prev: u32, ops: Vec<Op>) -> UpdateNotice {
+        UpdateNotice { zxid: z(c), prev: z(prev), ops }
+    }
+
+    /// Issue 15.1: the old master's notice for 1:10 is lost (or never sent) and the new master
+    /// announces 1:11, whose `prev` is 1:10. The position must not move past 1:10 with /k still
+    /// showing its value from before 1:10: the broken chain flushes.
+    #[test]
+    fn a_notice_that_does_not_chain_from_the_position_flushes() {
+        let now = Instant::now();
+        let mut c = cache();
+        c.apply_notice(&n(9, 8, vec![]), now);
+        assert!(c.fill("/k", v(5, "a"), z(9), 0, now));
+        // 1:10 (put /k "b") is lost; 1:11 touches another key.
+        c.apply_notice(&n(11, 10, vec![put("/j", "x")]), now);
+        let hit = c.lookup("/k", z(11), now);
+        assert!(
+            hit.as_ref().is_none_or(|h| h.value == v(10, "b")),
+            "served /k = {hit:?} for floor 1:11, but 1:10 changed it"
+        );
+        // The late 1:10 is a duplicate: the chain restarted at 1:11.
+        assert_eq!(c.apply_notice(&n(10, 9, vec![put("/k", "b")]), now), NoticeOutcome::Duplicate);
+        assert_eq!(c.position(), Some(z(11)));
+    }
+
+    /// Issue 15.3: the client learned the fill floor 1:5 and filled /k at 1:5, but its receiver
+    /// first heard the master after losing 1:6 (no gap is reported for what came before it
+    /// joined). The first notice, 1:7, chains from 1:6 > the floor: flush, not trust.
+    #[test]
+    fn the_first_notice_after_a_learned_floor_must_chain_from_at_or_below_the_fills() {
+        let now = Instant::now();
+        let mut c = cache();
+        c.learn_position(z(5), 0);
+        assert!(c.fill("/k", v(2, "a"), z(5), 0, now));
+        c.apply_notice(&n(7, 6, vec![put("/j", "x")]), now);
+        let hit = c.lookup("/k", z(7), now);
+        assert!(hit.is_none(), "served /k = {hit:?} for floor 1:7, but 1:6 may have changed it");
+        // A first notice that chains from at or below every fill proves them.
+        let mut c = cache();
+        c.learn_position(z(5), 0);
+        assert!(c.fill("/k", v(2, "a"), z(5), 0, now));
+        assert_eq!(c.apply_notice(&n(7, 4, vec![put("/j", "x")]), now), NoticeOutcome::Applied);
+        assert_eq!(c.lookup("/k", z(7), now).map(|h| h.value), Some(v(2, "a")));
+        assert_eq!(c.stats().flushes, 0);
+    }
+
+    /// A notice of a new epoch that chains from the position is continuous: no flush (the
+    /// chain, not the epoch, decides).
+    #[test]
+    fn a_new_epoch_that_continues_the_chain_keeps_the_cache() {
+        let now = Instant::now();
+        let mut c = cache();
+        c.apply_notice(&n(9, 8, vec![]), now);
+        assert!(c.fill("/k", v(5, "a"), z(9), 0, now));
+        let next = UpdateNotice { zxid: Zxid::new(2, 1), prev: z(9), ops: vec![] };
+        assert_eq!(c.apply_notice(&next, now), NoticeOutcome::Applied);
+        assert_eq!(c.lookup("/k", Zxid::new(2, 1), now).map(|h| h.value), Some(v(5, "a")));
+    }
+
     /// Fills are refused while the position is unknown, and from snapshots older than it.
     #[test]
     fn fills_need_a_known_position_at_or_below_the_snapshot() {
@@ -324,19 +408,13 @@ mod tests {
         c.learn_position(z(1), 0);
         assert!(c.fill("/k", v(1, "a"), z(1), 0, now));
         assert!(c.lookup("/k", z(2), now).is_none(), "entry valid through 1 served floor 2");
-        assert_eq!(
-            c.apply_notice(&UpdateNotice { zxid: z(2), ops: vec![put("/k", "b")] }, now),
-            NoticeOutcome::Applied
-        );
+        assert_eq!(c.apply_notice(&n(2, 1, vec![put("/k", "b")]), now), NoticeOutcome::Applied);
         assert_eq!(c.lookup("/k", z(2), now).unwrap().value, v(2, "b"));
         // A notice for another key moves the position, so /k stays valid through 3.
-        c.apply_notice(&UpdateNotice { zxid: z(3), ops: vec![put("/j", "x")] }, now);
+        c.apply_notice(&n(3, 2, vec![put("/j", "x")]), now);
         assert!(c.lookup("/k", z(3), now).is_some());
         assert!(c.lookup("/j", z(0), now).is_none(), "a notice filled an uncached key");
-        assert_eq!(
-            c.apply_notice(&UpdateNotice { zxid: z(3), ops: vec![] }, now),
-            NoticeOutcome::Duplicate
-        );
+        assert_eq!(c.apply_notice(&n(3, 2, vec![]), now), NoticeOutcome::Duplicate);
     }
 
     /// A notice replayed after a flush is still a duplicate: it cannot become the position.
@@ -344,12 +422,12 @@ mod tests {
     fn replay_after_flush_is_not_a_position() {
         let now = Instant::now();
         let mut c = cache();
-        c.apply_notice(&UpdateNotice { zxid: z(5), ops: vec![] }, now);
+        c.apply_notice(&n(5, 4, vec![]), now);
         c.flush();
-        let out = c.apply_notice(&UpdateNotice { zxid: z(4), ops: vec![] }, now);
+        let out = c.apply_notice(&n(4, 3, vec![]), now);
         assert_eq!(out, NoticeOutcome::Duplicate);
         assert_eq!(c.position(), None);
-        c.apply_notice(&UpdateNotice { zxid: z(9), ops: vec![] }, now);
+        c.apply_notice(&n(9, 8, vec![]), now);
         assert_eq!(c.position(), Some(z(9)));
     }
 
@@ -377,7 +455,7 @@ mod tests {
         );
     }
 
-    /// Entries expire after the maximum age; a notice from a new epoch flushes.
+    /// Entries expire after the maximum age; a notice that breaks the chain flushes.
     #[test]
     fn max_age_and_epoch_change() {
         let t0 = Instant::now();
@@ -390,8 +468,10 @@ mod tests {
         assert!(c.lookup("/k", z(1), t0 + Duration::from_secs(10)).is_some());
         assert!(c.lookup("/k", z(1), t0 + Duration::from_secs(11)).is_none());
         assert!(c.fill("/k", v(1, "a"), z(1), 0, t0));
-        let out = c.apply_notice(&UpdateNotice { zxid: Zxid::new(2, 1), ops: vec![] }, t0);
-        assert_eq!(out, NoticeOutcome::FlushedForEpoch);
+        // The first notice chains from above the fill: the fill may be stale.
+        let out =
+            c.apply_notice(&UpdateNotice { zxid: Zxid::new(2, 1), prev: z(7), ops: vec![] }, t0);
+        assert_eq!(out, NoticeOutcome::FlushedForBreak);
         assert!(c.is_empty());
         assert_eq!(c.position(), Some(Zxid::new(2, 1)));
     }
@@ -419,14 +499,17 @@ mod tests {
 #[cfg(test)]
 mod model_tests {
     //! The cache against a model of the committed history: whatever the interleaving of
-    //! notices, fills from nodes at any applied zxid, own writes, gaps and probes, a hit for
-    //! floor F shows exactly the key's committed state at its valid-through zxid, which is at
-    //! least F.
+    //! notices, fills from nodes at any applied zxid, own writes, gaps, notices lost without a
+    //! gap (a master change, a notice never sent, a receiver that joined late) and probes, a
+    //! hit for floor F shows exactly the key's committed state at its valid-through zxid,
+    //! which is at least F.
 
     use super::*;
     use proptest::prelude::*;
 
     const KEYS: [&str; 3] = ["/a", "/b", "/c"];
+    /// A history entry on this key index changes no data (a lock or session op): no notice.
+    const NO_DATA: usize = KEYS.len();
 
     #[derive(Clone, Debug)]
     enum Step {
@@ -434,12 +517,18 @@ mod model_tests {
         Deliver,
         /// Lose the next `n` notices and report a gap.
         Gap(usize),
+        /// Lose the next `n` notices silently: no gap is ever reported (the old master's last
+        /// notices, or those sent before the receiver first heard the master).
+        Lose(usize),
         /// A node at applied `at` (a fraction of the history) answers a read of a key.
         Fill(usize, u8),
         /// A read of a key with a floor (a fraction of the history).
         Lookup(usize, u8),
         /// The master's linearizable zxid arrives (the whole history is committed).
         Probe,
+        /// The master's answer is the zxid before the next undelivered notice: true when sent,
+        /// unless notices are then lost silently (the late-join race).
+        ProbeNext,
         /// The client sends its own write: it will commit as an entry whose notice has not
         /// been delivered yet (so every later notice is still to come), chosen by a fraction.
         OwnSend(u8),
@@ -451,17 +540,19 @@ mod model_tests {
         prop_oneof![
             4 => Just(Step::Deliver),
             1 => (1usize..4).prop_map(Step::Gap),
+            1 => (1usize..4).prop_map(Step::Lose),
             3 => (0usize..3, any::<u8>()).prop_map(|(k, at)| Step::Fill(k, at)),
             4 => (0usize..3, any::<u8>()).prop_map(|(k, f)| Step::Lookup(k, f)),
             1 => Just(Step::Probe),
+            1 => Just(Step::ProbeNext),
             2 => any::<u8>().prop_map(Step::OwnSend),
             2 => Just(Step::OwnAck),
         ]
     }
 
-    /// One op per entry: Some(v) puts value v, None deletes.
+    /// One op per entry: Some(v) puts value v, None deletes; key `NO_DATA` changes no data.
     fn history() -> impl Strategy<Value = Vec<(usize, Option<u8>)>> {
-        proptest::collection::vec((0usize..3, proptest::option::of(any::<u8>())), 1..40)
+        proptest::collection::vec((0usize..=NO_DATA, proptest::option::of(any::<u8>())), 1..40)
     }
 
     /// The state of `key` after entries 1..=upto: (value, zxid of the write that made it).
@@ -475,8 +566,13 @@ mod model_tests {
         out
     }
 
-    fn notice(history: &[(usize, Option<u8>)], i: usize) -> UpdateNotice {
+    /// The notice of entry `i` (0-based; its zxid is 1:i+1), chained after the previous entry
+    /// that has one; `None` for an entry that changes no data.
+    fn notice(history: &[(usize, Option<u8>)], i: usize) -> Option<UpdateNotice> {
         let (k, v) = history[i];
+        if k == NO_DATA {
+            return None;
+        }
         let op = match v {
             Some(v) => Op::Put {
                 key: KEYS[k].into(),
@@ -486,7 +582,11 @@ mod model_tests {
             },
             None => Op::Delete { key: KEYS[k].into(), recursive: false },
         };
-        UpdateNotice { zxid: Zxid::new(1, i as u32 + 1), ops: vec![op] }
+        let prev = (0..i)
+            .rev()
+            .find(|&j| history[j].0 != NO_DATA)
+            .map_or(Zxid::ZERO, |j| Zxid::new(1, j as u32 + 1));
+        Some(UpdateNotice { zxid: Zxid::new(1, i as u32 + 1), prev, ops: vec![op] })
     }
 
     proptest! {
@@ -500,19 +600,25 @@ mod model_tests {
             let mut cache = ClientCache::new(CacheConfig::default());
             // The client subscribed before any commit: fills at or above zero are safe.
             cache.learn_position(Zxid::new(1, 0), 0);
+            // Index of the next entry whose notice is still to come.
             let mut next = 0usize;
             let mut sent = std::collections::VecDeque::new();
             for step in steps {
                 match step {
-                    Step::Deliver if next < n => {
-                        cache.apply_notice(&notice(&history, next), now);
-                        next += 1;
+                    Step::Deliver => {
+                        while next < n {
+                            next += 1;
+                            if let Some(notice) = notice(&history, next - 1) {
+                                cache.apply_notice(&notice, now);
+                                break;
+                            }
+                        }
                     }
-                    Step::Deliver => {}
                     Step::Gap(lost) => {
                         next = (next + lost).min(n);
                         cache.flush();
                     }
+                    Step::Lose(lost) => next = (next + lost).min(n),
                     Step::Fill(k, at) => {
                         let applied = at as usize * n / 255;
                         let value = state(&history, k, applied)
@@ -522,19 +628,23 @@ mod model_tests {
                     }
                     Step::OwnSend(o) => {
                         let i = next + o as usize * (n - next) / 256;
-                        if i < n {
+                        if i < n && history[i].0 != NO_DATA {
                             sent.push_back((i, cache.generation()));
                         }
                     }
                     Step::OwnAck => {
                         if let Some((i, g)) = sent.pop_front() {
-                            let own = notice(&history, i);
+                            let own = notice(&history, i).expect("own writes change data");
                             cache.apply_own(&own.ops, own.zxid, g, now);
                         }
                     }
                     Step::Probe => {
                         let g = cache.generation();
                         cache.learn_position(Zxid::new(1, n as u32), g);
+                    }
+                    Step::ProbeNext => {
+                        let g = cache.generation();
+                        cache.learn_position(Zxid::new(1, next as u32), g);
                     }
                     Step::Lookup(k, f) => {
                         let floor = Zxid::new(1, (f as usize * n / 255) as u32);

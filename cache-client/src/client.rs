@@ -430,9 +430,10 @@ impl<T: Transport> Client<T> {
     }
 
     /// After a flush (or at start) the cache accepts no fill until a notice arrives or it knows
-    /// a safe fill floor; ask the master, once, for its linearizable zxid (every entry above it
-    /// commits later, so its notice is still to come). Skipped when no master is known or one
-    /// was asked less than [`POSITION_PROBE_BACKOFF`] ago: failure only delays caching.
+    /// a fill floor; ask the master, once, for its linearizable zxid (every entry above it
+    /// commits later, so its notice should still come; the first notice's `prev` proves it or
+    /// the cache flushes). Skipped when no master is known or one was asked less than
+    /// [`POSITION_PROBE_BACKOFF`] ago: failure only delays caching.
     async fn learn_position(&self) {
         let (generation, master) = {
             let mut st = self.inner.lock();
@@ -994,7 +995,7 @@ impl State {
             GroupEvent::Message(Message::UpdateNotice(notice)) => {
                 match self.cache.apply_notice(&notice, t) {
                     NoticeOutcome::Duplicate => return,
-                    NoticeOutcome::FlushedForEpoch => deliveries.extend(self.watches.on_flush()),
+                    NoticeOutcome::FlushedForBreak => deliveries.extend(self.watches.on_flush()),
                     NoticeOutcome::Applied => {}
                 }
                 deliveries.extend(self.watches.on_notice(&notice));

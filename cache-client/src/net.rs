@@ -23,17 +23,27 @@
 //! FSLive, UpdateNotice, LockChanged and Freeze go to every subscriber; replication traffic is
 //! dropped here. A gap in a member's reliable stream becomes [`GroupEvent::Gap`], and so does an
 //! overflow of a subscriber's queue (sender 0), so a cache never trusts a stream with holes.
+//!
+//! Only members speak on the group stream: a message counts only when its sender id is one of
+//! the cluster file's members and, where the file gives the member's address as an IP
+//! address, the messaging layer saw the sender at that address; UpdateNotice and LockChanged
+//! must also come on the sender's reliable stream. Everything else is dropped and counted
+//! ([`SocketTransport::foreign_dropped`]). This keeps a client (or any other holder of the
+//! cluster key) from feeding caches its own notices by accident or by a plain forgery; it is
+//! not a cryptographic separation (a key holder can still forge a member's id and address:
+//! that needs member credentials, issue 16).
 
 use crate::error::ClientError;
 use crate::transport::{GroupEvent, Transport, TransportError, GROUP_QUEUE_MAX};
 use protocol::header::{cluster_key_from_file_contents, ClusterAuth};
 use protocol::message::Message;
-use protocol::messaging::{Endpoint, EndpointConfig, Incoming, MessagingError};
+use protocol::messaging::{Endpoint, EndpointConfig, Incoming, MessagingError, Received};
 use protocol::{SenderId, CLIENT_ID_MIN};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -162,6 +172,44 @@ fn to_toml(file: &ClusterFile) -> Result<String, String> {
     }
 }
 
+/// Who may speak on the group stream (see the module docs).
+#[derive(Clone, Debug, Default)]
+struct Admission {
+    /// Member id → its unicast address when the cluster file names one as `ip:port` (a
+    /// hostname or an unspecified IP leaves only the id check).
+    members: BTreeMap<SenderId, Option<SocketAddr>>,
+}
+
+impl Admission {
+    fn from_cluster(cluster: &ClusterFile) -> Admission {
+        let members = cluster
+            .members
+            .iter()
+            .filter_map(|(id, addr)| {
+                let id = id.parse::<SenderId>().ok()?;
+                let addr = addr.parse::<SocketAddr>().ok().filter(|a| !a.ip().is_unspecified());
+                Some((id, addr))
+            })
+            .collect();
+        Admission { members }
+    }
+
+    fn is_member(&self, sender: SenderId) -> bool {
+        self.members.contains_key(&sender)
+    }
+
+    /// Whether `received` counts: a member's, from its address when known, notices on the
+    /// reliable stream.
+    fn admits(&self, received: &Received) -> bool {
+        let Some(known) = self.members.get(&received.sender) else { return false };
+        if known.is_some_and(|addr| received.source != Some(addr)) {
+            return false;
+        }
+        let notice = matches!(received.message, Message::UpdateNotice(_) | Message::LockChanged(_));
+        received.reliable || !notice
+    }
+}
+
 struct Subscriber {
     tx: mpsc::Sender<GroupEvent>,
     lost: bool,
@@ -173,6 +221,8 @@ type Subscribers = Arc<Mutex<Vec<Subscriber>>>;
 pub struct SocketTransport {
     endpoint: Endpoint,
     subscribers: Subscribers,
+    /// Group messages dropped because they did not come from a member (see the module docs).
+    foreign: Arc<AtomicU64>,
     pump: JoinHandle<()>,
 }
 
@@ -213,14 +263,21 @@ impl SocketTransport {
         if !config.interface.is_unspecified() {
             config.unicast_bind = SocketAddr::from((config.interface, 0));
         }
-        let members: Vec<SenderId> =
-            cluster.members.keys().filter_map(|k| k.parse::<SenderId>().ok()).collect();
+        let admission = Admission::from_cluster(cluster);
         let endpoint = Endpoint::bind(config)
             .await
             .map_err(|e| unreachable(format!("cannot join the cluster group: {e}")))?;
         let subscribers: Subscribers = Arc::default();
-        let pump = tokio::spawn(pump(endpoint.clone(), subscribers.clone(), members));
-        Ok(SocketTransport { endpoint, subscribers, pump })
+        let foreign = Arc::new(AtomicU64::new(0));
+        let pump =
+            tokio::spawn(pump(endpoint.clone(), subscribers.clone(), admission, foreign.clone()));
+        Ok(SocketTransport { endpoint, subscribers, foreign, pump })
+    }
+
+    /// How many group messages (FSLive, UpdateNotice, LockChanged, Freeze) were dropped
+    /// because they did not come from a member at its address.
+    pub fn foreign_dropped(&self) -> u64 {
+        self.foreign.load(Ordering::Relaxed)
     }
 
     /// This client's sender id.
@@ -249,7 +306,12 @@ fn deliver(subscribers: &Subscribers, event: GroupEvent) {
     }
 }
 
-async fn pump(endpoint: Endpoint, subscribers: Subscribers, members: Vec<SenderId>) {
+async fn pump(
+    endpoint: Endpoint,
+    subscribers: Subscribers,
+    admission: Admission,
+    foreign: Arc<AtomicU64>,
+) {
     loop {
         match endpoint.recv().await {
             Ok(Incoming::Message(received)) => {
@@ -260,11 +322,15 @@ async fn pump(endpoint: Endpoint, subscribers: Subscribers, members: Vec<SenderI
                         | Message::LockChanged(_)
                         | Message::Freeze(_)
                 ) {
-                    deliver(&subscribers, GroupEvent::Message(received.message));
+                    if admission.admits(&received) {
+                        deliver(&subscribers, GroupEvent::Message(received.message));
+                    } else {
+                        foreign.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
             Ok(Incoming::Gap { sender, .. }) => {
-                if members.contains(&sender) {
+                if admission.is_member(sender) {
                     deliver(&subscribers, GroupEvent::Gap { sender });
                 }
             }
@@ -319,6 +385,116 @@ mod tests {
             loopback: true,
             members: BTreeMap::from([("1".into(), "127.0.0.1:7701".into())]),
         }
+    }
+
+    fn notice(counter: u32) -> Message {
+        use protocol::message::data::UpdateNotice;
+        let zxid = protocol::Zxid::new(1, counter);
+        Message::UpdateNotice(UpdateNotice { zxid, prev: protocol::Zxid::ZERO, ops: vec![] })
+    }
+
+    /// An endpoint on loopback that sends its group traffic to `to` only.
+    async fn sender(id: SenderId, incarnation: u32, to: SocketAddr) -> Endpoint {
+        let mut config = EndpointConfig::new(id, incarnation, ClusterAuth::new(7, b"secret"));
+        config.interface = Ipv4Addr::LOCALHOST;
+        config.unicast_bind = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        config.peers = Some(vec![to]);
+        Endpoint::bind(config).await.expect("bind a loopback sender")
+    }
+
+    /// Issue 15.2: a notice from a sender that holds the cluster key but is not a member, or
+    /// that claims a member's id from another address, never reaches a subscriber (it is
+    /// counted); the member's own notice from its address does.
+    #[tokio::test]
+    async fn only_members_notices_from_their_addresses_are_delivered() {
+        // The real member 1, bound first so that the cluster file names its address.
+        let member_config = {
+            let mut c = EndpointConfig::new(1, 5, ClusterAuth::new(7, b"secret"));
+            c.interface = Ipv4Addr::LOCALHOST;
+            c.unicast_bind = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+            c
+        };
+        let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let group_port = probe.local_addr().unwrap().port();
+        drop(probe);
+        let placeholder = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let member_addr = placeholder.local_addr().unwrap();
+        drop(placeholder);
+        let mut file = sample();
+        file.group = format!("239.255.77.9:{group_port}");
+        file.members = BTreeMap::from([("1".into(), member_addr.to_string())]);
+        let auth = ClusterAuth::new(file.cluster_id, b"secret");
+        let transport =
+            SocketTransport::connect(&file, auth, Some(CLIENT_ID_MIN + 15)).await.unwrap();
+        let mut rx = transport.subscribe();
+        let client = transport.endpoint().local_addr().unwrap();
+
+        let outsider = sender(99, 1, client).await;
+        outsider.multicast(notice(99)).await.unwrap();
+        let spoof = sender(1, 1, client).await;
+        spoof.multicast(notice(98)).await.unwrap();
+        // Both are dropped and counted (bounded wait: 100 × 10 ms).
+        for _ in 0..100 {
+            if let Ok(event) = rx.try_recv() {
+                panic!("a foreign notice reached the subscriber: {event:?}");
+            }
+            if transport.foreign_dropped() >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(transport.foreign_dropped(), 2, "the foreign notices were not counted");
+        outsider.shutdown().await;
+        spoof.shutdown().await;
+
+        let mut config = member_config;
+        config.unicast_bind = member_addr;
+        config.peers = Some(vec![client]);
+        let member = Endpoint::bind(config).await.expect("bind the member");
+        member.multicast(notice(1)).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
+        member.shutdown().await;
+        match got {
+            Ok(Some(GroupEvent::Message(Message::UpdateNotice(n)))) => {
+                assert_eq!(n.zxid, protocol::Zxid::new(1, 1));
+            }
+            other => panic!("the member's notice was not delivered: {other:?}"),
+        }
+    }
+
+    /// The admission rule on its own: members only, from their addresses where the file names
+    /// them, notices only from the reliable stream.
+    #[test]
+    fn admission_takes_members_at_their_addresses() {
+        let mut file = sample();
+        file.members = BTreeMap::from([
+            ("1".into(), "127.0.0.1:7701".into()),
+            ("2".into(), "node2.example:7702".into()),
+            ("x".into(), "127.0.0.1:7709".into()),
+        ]);
+        let admission = Admission::from_cluster(&file);
+        let at = |sender, source: &str, reliable, message| Received {
+            sender,
+            source: source.parse().ok(),
+            reliable,
+            message,
+            request: None,
+        };
+        let live = || {
+            Message::Freeze(protocol::message::live::Freeze {
+                node: 1,
+                frozen: true,
+                applied: protocol::Zxid::ZERO,
+            })
+        };
+        assert!(admission.admits(&at(1, "127.0.0.1:7701", true, notice(1))));
+        assert!(!admission.admits(&at(1, "127.0.0.1:9999", true, notice(1))), "wrong address");
+        assert!(!admission.admits(&at(1, "", true, notice(1))), "address unknown");
+        assert!(!admission.admits(&at(3, "127.0.0.1:7701", true, notice(1))), "not a member");
+        assert!(admission.admits(&at(2, "10.0.0.2:7702", true, notice(1))), "hostname: id only");
+        assert!(!admission.admits(&at(1, "127.0.0.1:7701", false, notice(1))), "best-effort");
+        assert!(admission.admits(&at(1, "127.0.0.1:7701", false, live())));
+        assert!(admission.is_member(2) && !admission.is_member(3));
     }
 
     /// A `.json` cluster file is written as JSON, so that `load` (which reads `.json` paths as

@@ -337,7 +337,7 @@ mod tests {
     }
 
     fn notice(c: u32, ops: Vec<Op>) -> UpdateNotice {
-        UpdateNotice { zxid: Zxid::new(1, c), ops }
+        UpdateNotice { zxid: Zxid::new(1, c), prev: Zxid::new(1, c.saturating_sub(1)), ops }
     }
 
     fn put(key: &str, create_only: bool) -> Op {
@@ -404,6 +404,7 @@ mod tests {
         for counter in [3, 5, 6, 7] {
             let notice = UpdateNotice {
                 zxid: Zxid::new(1, counter),
+                prev: Zxid::ZERO,
                 ops: vec![Op::Put {
                     key: "/a/x".into(),
                     value: Bytes::from_static(b"v"),

@@ -167,12 +167,16 @@ mod tests {
             create_only: false,
             ephemeral: None,
         };
-        cache.on_applied(&UpdateNotice { zxid: Zxid::new(1, 1), ops: vec![put] });
+        cache.on_applied(&UpdateNotice { zxid: Zxid::new(1, 1), prev: Zxid::ZERO, ops: vec![put] });
         assert_eq!(cache.get("/k").unwrap().value, Bytes::from("new"));
         assert!(!cache.fill("/k", v(0, 1), Zxid::new(1, 0)), "stale fill accepted");
         assert_eq!(cache.get("/k").unwrap().zxid, Zxid::new(1, 1));
         let rename = Op::Rename { from: "/k".into(), to: "/j".into() };
-        cache.on_applied(&UpdateNotice { zxid: Zxid::new(1, 2), ops: vec![rename] });
+        cache.on_applied(&UpdateNotice {
+            zxid: Zxid::new(1, 2),
+            prev: Zxid::new(1, 1),
+            ops: vec![rename],
+        });
         assert!(cache.get("/k").is_none());
     }
 }

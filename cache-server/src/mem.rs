@@ -349,7 +349,8 @@ impl MemBackend {
         }
         state.dedup.insert(request.request, zxid);
         state.dedup_order.push_back(request.request);
-        self.finish_apply(&mut state, UpdateNotice { zxid, ops: request.ops });
+        let prev = state.log.last().map_or(Zxid::ZERO, |n| n.zxid);
+        self.finish_apply(&mut state, UpdateNotice { zxid, prev, ops: request.ops });
         Ok(zxid)
     }
 }

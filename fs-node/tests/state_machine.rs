@@ -6,7 +6,7 @@ mod state_support;
 use bytes::Bytes;
 use fs_node::state::{
     Command, MemStore, Notice, Outcome, RequestConfig, StateConfig, StateError, StateMachine,
-    StateStore,
+    StateStore, Tables,
 };
 use protocol::message::data::{Condition, ErrorCode, Op, UpdateNotice};
 use protocol::message::replication::Entry;
@@ -168,6 +168,7 @@ fn session_expiry_deletes_ephemerals_and_releases_locks() {
     h.acquire(A, "/l", 5, 77).unwrap();
     h.acquire(A, "/free", 6, 0).unwrap();
     let opened = h.machine.tables().sessions.get(77).unwrap().opened;
+    let prev = h.machine.tables().last_notice;
     let r = h.apply(Command::ExpireSession { session: 77, opened });
     let zxid = r.zxid;
     assert_eq!(
@@ -175,6 +176,7 @@ fn session_expiry_deletes_ephemerals_and_releases_locks() {
         vec![
             Notice::Update(UpdateNotice {
                 zxid,
+                prev,
                 ops: vec![delete("/e1", false), delete("/moved/e2", false)]
             }),
             Notice::LockChanged(protocol::message::lock::LockChanged {
@@ -263,10 +265,43 @@ fn update_notice_carries_the_applied_ops() {
     let ops = vec![mkdir("/d"), put("/d/x", "1")];
     let request = h.next_request(A);
     let r = h.apply(Command::Write { request, conditions: vec![], ops: ops.clone() });
-    assert_eq!(r.notices, vec![Notice::Update(UpdateNotice { zxid: r.zxid, ops })]);
+    assert_eq!(
+        r.notices,
+        vec![Notice::Update(UpdateNotice { zxid: r.zxid, prev: Zxid::ZERO, ops })]
+    );
     let request = h.next_request(A);
     let r = h.apply(Command::Write { request, conditions: vec![], ops: vec![mkdir("/d")] });
     assert!(r.notices.is_empty());
+}
+
+/// Each Update notice names the previous notice-producing entry as `prev`: entries without a
+/// notice (a refused write, a master record) are skipped, and the chain's last link is in the
+/// tables, so a machine restored from encoded tables continues it.
+#[test]
+fn update_notices_chain_over_notice_producing_entries() {
+    let mut h = Harness::default();
+    let request = h.next_request(A);
+    let first = h.apply(Command::Write { request, conditions: vec![], ops: vec![mkdir("/d")] });
+    let request = h.next_request(A);
+    let refused = h.apply(Command::Write { request, conditions: vec![], ops: vec![mkdir("/d")] });
+    assert!(refused.notices.is_empty());
+    h.apply(Command::Takeover { epoch: 1, master: 1 });
+    assert_eq!(h.machine.tables().last_notice, first.zxid);
+    let request = h.next_request(A);
+    let second =
+        h.apply(Command::Write { request, conditions: vec![], ops: vec![put("/d/x", "1")] });
+    let prevs: Vec<(Zxid, Zxid)> = [&first, &second]
+        .iter()
+        .flat_map(|r| &r.notices)
+        .filter_map(|n| match n {
+            Notice::Update(u) => Some((u.zxid, u.prev)),
+            Notice::LockChanged(_) => None,
+        })
+        .collect();
+    assert_eq!(prevs, vec![(first.zxid, Zxid::ZERO), (second.zxid, first.zxid)]);
+    let bytes = h.machine.tables().encode(1 << 20).unwrap();
+    let tables = Tables::decode(&bytes, 1 << 20).unwrap();
+    assert_eq!(tables.last_notice, second.zxid, "the chain's last link did not survive encoding");
 }
 
 /// Entries out of order and entries that do not decode are refused with a fatal error and

@@ -13,7 +13,8 @@ use sha2::Sha256;
 /// "SHOL".
 pub const MAGIC: u32 = 0x5348_4F4C;
 /// The one wire version this build speaks. A node refuses any other (see WIRE.md).
-pub const VERSION: u8 = 1;
+/// Version 2: `UpdateNotice.prev` (the notice chain).
+pub const VERSION: u8 = 2;
 pub const HEADER_BYTES: usize = 40;
 pub const TAG_BYTES: usize = 16;
 

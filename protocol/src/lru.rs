@@ -2,9 +2,17 @@
 //! upkeep the client cache (`cache_client::cache`) and the server's value cache
 //! (`cache_server::cache`) share. What they store, and when an entry may be inserted, stays
 //! with each of them; this module only keeps the byte count exact and the bounds held.
+//!
+//! Beside the recency list it keeps the keys in order (one shared allocation per key), so that
+//! dropping a directory subtree, which every Delete and Rename notice does, is a range of the
+//! index: O(log n + removed), not a scan of the whole cache. Insert, lookup and eviction stay
+//! O(1) in the recency list plus O(log n) in the index.
 
 use crate::key;
 use lru::LruCache;
+use std::collections::BTreeSet;
+use std::ops::Bound;
+use std::sync::Arc;
 
 /// The bytes one entry is charged: its key, its value and the owner's bookkeeping overhead.
 pub type Charge<V> = fn(&str, &V) -> usize;
@@ -12,17 +20,29 @@ pub type Charge<V> = fn(&str, &V) -> usize;
 /// An LRU map bounded by `bytes_max` (the sum of every entry's [`Charge`]) and `entries_max`.
 /// After every call both bounds hold; the least recently used entries go first.
 pub struct ByteLru<V> {
-    entries: LruCache<String, V>,
+    entries: LruCache<Arc<str>, V>,
+    /// The keys of `entries`, in order (the same allocations).
+    index: BTreeSet<Arc<str>>,
     bytes: usize,
     bytes_max: usize,
     entries_max: usize,
     charge: Charge<V>,
+    /// Keys examined by [`Self::remove_within`], ever (its cost, for tests and stats).
+    visited: u64,
 }
 
 impl<V> ByteLru<V> {
     pub fn new(bytes_max: usize, entries_max: usize, charge: Charge<V>) -> ByteLru<V> {
         // Unbounded by count in the `lru` crate's sense: both bounds are enforced here.
-        ByteLru { entries: LruCache::unbounded(), bytes: 0, bytes_max, entries_max, charge }
+        ByteLru {
+            entries: LruCache::unbounded(),
+            index: BTreeSet::new(),
+            bytes: 0,
+            bytes_max,
+            entries_max,
+            charge,
+            visited: 0,
+        }
     }
 
     /// Inserts or replaces `key` as the most recently used entry, then evicts least recently
@@ -35,13 +55,19 @@ impl<V> ByteLru<V> {
             self.remove(key);
             return None;
         }
-        if let Some(old) = self.entries.put(key.to_string(), value) {
+        if let Some(old) = self.entries.get_mut(key) {
+            let old = std::mem::replace(old, value);
             self.bytes -= (self.charge)(key, &old);
+        } else {
+            let shared: Arc<str> = Arc::from(key);
+            self.index.insert(Arc::clone(&shared));
+            self.entries.put(shared, value);
         }
         self.bytes += cost;
         let mut evicted = 0;
         while self.bytes > self.bytes_max || self.entries.len() > self.entries_max {
             let (k, v) = self.entries.pop_lru().expect("over a bound implies non-empty");
+            self.index.remove(&*k);
             self.bytes -= (self.charge)(&k, &v);
             evicted += 1;
         }
@@ -64,26 +90,44 @@ impl<V> ByteLru<V> {
 
     pub fn remove(&mut self, key: &str) -> Option<V> {
         let old = self.entries.pop(key)?;
+        self.index.remove(key);
         self.bytes -= (self.charge)(key, &old);
         Some(old)
     }
 
-    /// Removes `dir` and every key below it (see [`key::is_within`]).
+    /// Removes `dir` and every key below it (see [`key::is_within`]): `dir` itself, then the
+    /// index range of keys starting `dir/` (they sort before `dir0`, `'0'` being the byte
+    /// after `'/'`).
     pub fn remove_within(&mut self, dir: &str) {
-        let doomed: Vec<String> = self
-            .entries
-            .iter()
-            .map(|(k, _)| k)
-            .filter(|k| key::is_within(k, dir))
+        if dir == key::ROOT {
+            self.visited += self.entries.len() as u64;
+            self.clear();
+            return;
+        }
+        self.visited += 1;
+        self.remove(dir);
+        let low = format!("{dir}/");
+        let high = format!("{dir}0");
+        let doomed: Vec<Arc<str>> = self
+            .index
+            .range::<str, _>((Bound::Included(low.as_str()), Bound::Excluded(high.as_str())))
             .cloned()
             .collect();
+        self.visited += doomed.len() as u64;
         for k in doomed {
+            debug_assert!(key::is_within(&k, dir));
             self.remove(&k);
         }
     }
 
+    /// Keys examined by [`Self::remove_within`] so far.
+    pub fn keys_visited(&self) -> u64 {
+        self.visited
+    }
+
     pub fn clear(&mut self) {
         self.entries.clear();
+        self.index.clear();
         self.bytes = 0;
     }
 
@@ -115,6 +159,8 @@ mod tests {
     }
 
     fn recount(lru: &ByteLru<Bytes>) -> usize {
+        assert_eq!(lru.index.len(), lru.entries.len(), "the index is out of step");
+        assert!(lru.entries.iter().all(|(k, _)| lru.index.contains(k)));
         lru.entries.iter().map(|(k, v)| charge(k, v)).sum()
     }
 
@@ -164,11 +210,72 @@ mod tests {
             lru.insert(k, b(0));
         }
         lru.remove_within("/d");
-        let mut left: Vec<&String> = lru.entries.iter().map(|(k, _)| k).collect();
+        let mut left: Vec<&str> = lru.entries.iter().map(|(k, _)| &**k).collect();
         left.sort();
         assert_eq!(left, ["/dx", "/e"]);
         assert_eq!(lru.bytes(), recount(&lru));
         lru.clear();
         assert_eq!((lru.len(), lru.bytes()), (0, 0));
+    }
+
+    /// Issue 15.4: removing a subtree visits the keys it removes (and a bounded few around
+    /// them), not every entry; eviction keeps the index in step.
+    #[test]
+    fn remove_within_visits_the_subtree_not_the_cache() {
+        let mut lru = ByteLru::new(usize::MAX, 10_000, charge);
+        for i in 0..5_000 {
+            lru.insert(&format!("/other/k{i}"), b(0));
+        }
+        for k in ["/d", "/d/a", "/d/a/b", "/d-x", "/d0", "/dx"] {
+            lru.insert(k, b(0));
+        }
+        lru.remove_within("/d");
+        let visited = lru.keys_visited();
+        assert!(visited <= 3 + 2, "removing 3 keys visited {visited} of {} keys", 5_006);
+        assert!(!lru.contains("/d") && !lru.contains("/d/a") && !lru.contains("/d/a/b"));
+        assert!(lru.contains("/d-x") && lru.contains("/d0") && lru.contains("/dx"));
+        assert_eq!(lru.len(), 5_003);
+        assert_eq!(lru.bytes(), recount(&lru));
+        // Evicted keys leave the index: a later subtree removal does not find them.
+        let mut small = ByteLru::new(usize::MAX, 2, charge);
+        for k in ["/e/1", "/e/2", "/e/3"] {
+            small.insert(k, b(0));
+        }
+        small.remove_within("/e");
+        assert!(small.is_empty());
+        assert!(small.keys_visited() <= 2 + 1, "visited {}", small.keys_visited());
+        small.insert("/e/4", b(0));
+        small.remove_within("/");
+        assert!(small.is_empty() && small.bytes() == 0);
+    }
+
+    proptest::proptest! {
+        /// Against a plain filter with `key::is_within`: whatever the keys (names that sort
+        /// just before and after `/`, nested directories), `remove_within` removes exactly the
+        /// subtree, and the index stays in step through inserts, evictions and removals.
+        #[test]
+        fn remove_within_matches_is_within(
+            keys in proptest::collection::vec("(/[a-]{1,2}[0/]?){1,3}", 1..40),
+            dirs in proptest::collection::vec("(/[a-]{1,2}){1,2}", 1..6),
+        ) {
+            let mut lru = ByteLru::new(usize::MAX, 30, charge);
+            for k in &keys {
+                lru.insert(k, b(0));
+            }
+            for dir in &dirs {
+                let mut expected: Vec<String> = lru
+                    .entries
+                    .iter()
+                    .map(|(k, _)| k.to_string())
+                    .filter(|k| !key::is_within(k, dir))
+                    .collect();
+                expected.sort();
+                lru.remove_within(dir);
+                let mut left: Vec<String> = lru.entries.iter().map(|(k, _)| k.to_string()).collect();
+                left.sort();
+                proptest::prop_assert_eq!(left, expected, "removing {}", dir);
+                proptest::prop_assert_eq!(lru.bytes(), recount(&lru));
+            }
+        }
     }
 }

@@ -503,7 +503,9 @@ impl Core {
             }
             if !followed {
                 // Keeps the server cache's position at the applied zxid, so it keeps serving.
-                self.server.on_applied(&UpdateNotice { zxid, ops: Vec::new() });
+                // Not a link of the notice chain (never sent); the server cache reads no `prev`.
+                let prev = self.sm.tables().last_notice;
+                self.server.on_applied(&UpdateNotice { zxid, prev, ops: Vec::new() });
             }
             *applied = zxid;
             result

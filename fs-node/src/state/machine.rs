@@ -81,10 +81,32 @@ pub struct Tables {
     pub locks: LockTable,
     pub sessions: SessionTable,
     pub requests: RequestTable,
+    /// The zxid of the last entry that produced an [`UpdateNotice`] (`Zxid::ZERO`: none yet):
+    /// the next notice's `prev`.
+    ///
+    /// Why this is kept here rather than chaining notices over every log entry: most entries
+    /// (lock grants and releases, sessions, takeovers, refused writes) change no data, and a
+    /// chain over entries would need a notice for each of them on every client's stream. So
+    /// the chain is over notice-producing entries only, and its last link is replicated state:
+    /// every replica computes it in [`StateMachine::apply`] from the entries alone, it is saved
+    /// in every checkpoint and snapshot with the rest of the tables (so it survives restarts
+    /// and travels with a file transfer), and replaying the log after a snapshot recomputes it.
+    pub last_notice: Zxid,
 }
 
-/// Version byte in front of encoded [`Tables`].
-pub const TABLES_VERSION: u8 = 1;
+/// Version byte in front of encoded [`Tables`]. Version 2 added `last_notice`.
+pub const TABLES_VERSION: u8 = 2;
+
+/// [`Tables`] as version 1 wrote them (before `last_notice`).
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct TablesV1 {
+    applied: Zxid,
+    takeover: Option<(Zxid, u32, NodeId)>,
+    locks: LockTable,
+    sessions: SessionTable,
+    requests: RequestTable,
+}
 
 impl Tables {
     /// Encodes the tables for a checkpoint (saved with the store at the same zxid).
@@ -101,6 +123,22 @@ impl Tables {
         match bytes.split_first() {
             Some((&TABLES_VERSION, payload)) => {
                 protocol::codec::decode(payload, "tables", limit_bytes.saturating_sub(1))
+            }
+            Some((1, payload)) => {
+                let v1: TablesV1 =
+                    protocol::codec::decode(payload, "tables", limit_bytes.saturating_sub(1))?;
+                // The last notice is not known: `applied` is a safe stand-in. If the entry at
+                // `applied` produced a notice it is exactly right; if not, no receiver holds
+                // it as its position, so the next notice's `prev` breaks every receiver's
+                // chain and caches flush (a spurious flush, never a missed change).
+                Ok(Tables {
+                    applied: v1.applied,
+                    takeover: v1.takeover,
+                    locks: v1.locks,
+                    sessions: v1.sessions,
+                    requests: v1.requests,
+                    last_notice: v1.applied,
+                })
             }
             Some((&version, _)) => Err(ProtocolError::Malformed {
                 what: "tables",
@@ -254,6 +292,21 @@ impl<S: StateStore> StateMachine<S> {
                 None
             }
         };
+        let mut updates = 0;
+        for notice in &mut effects.notices {
+            if let Notice::Update(update) = notice {
+                update.prev = self.tables.last_notice;
+                self.tables.last_notice = zxid;
+                updates += 1;
+            }
+        }
+        if updates > 1 {
+            // Two notices with one zxid would break the chain for every receiver.
+            return Err(StateError::Invariant {
+                zxid,
+                detail: format!("the entry produced {updates} update notices; at most one"),
+            });
+        }
         self.tables.applied = zxid;
         Ok(ApplyResult { zxid, reply, notices: effects.notices, leases: effects.leases })
     }
@@ -359,7 +412,11 @@ impl<S: StateStore> StateMachine<S> {
                 .filter(|op| !matches!(op, Op::Lock(_) | Op::Session(_)))
                 .cloned()
                 .collect();
-            effects.notices.push(Notice::Update(UpdateNotice { zxid, ops: data }));
+            effects.notices.push(Notice::Update(UpdateNotice {
+                zxid,
+                prev: Zxid::ZERO, // set by `apply_command`
+                ops: data,
+            }));
         }
         for lock in releases {
             self.release_lock(zxid, &lock, client, effects);
@@ -627,7 +684,11 @@ impl<S: StateStore> StateMachine<S> {
             self.store
                 .apply(zxid, &deletes)
                 .map_err(|e| StateError::Store { zxid, source: Box::new(e) })?;
-            effects.notices.push(Notice::Update(UpdateNotice { zxid, ops: deletes }));
+            effects.notices.push(Notice::Update(UpdateNotice {
+                zxid,
+                prev: Zxid::ZERO, // set by `apply_command`
+                ops: deletes,
+            }));
         }
         for lock in &ended.locks {
             let holder = self
@@ -642,5 +703,35 @@ impl<S: StateStore> StateMachine<S> {
         }
         effects.leases.push(LeaseEvent::SessionEnded { session, opened: ended.opened });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Tables written by version 1 (no `last_notice`) still decode, with `applied` standing in
+    /// for the last notice; an unknown version is refused, naming it.
+    #[test]
+    fn version_1_tables_decode_with_applied_as_the_last_notice() {
+        let applied = Zxid::new(3, 17);
+        let v1 = TablesV1 {
+            applied,
+            takeover: Some((Zxid::new(3, 1), 3, 2)),
+            locks: LockTable::default(),
+            sessions: SessionTable::default(),
+            requests: RequestTable::default(),
+        };
+        let mut bytes = vec![1u8];
+        bytes.extend(protocol::codec::encode(&v1, 1 << 20).unwrap());
+        let tables = Tables::decode(&bytes, 1 << 20).unwrap();
+        assert_eq!((tables.applied, tables.last_notice), (applied, applied));
+        assert_eq!(tables.takeover, v1.takeover);
+        let current = Tables { last_notice: Zxid::new(3, 9), ..tables };
+        let back = Tables::decode(&current.encode(1 << 20).unwrap(), 1 << 20).unwrap();
+        assert_eq!(back, current);
+        bytes[0] = 9;
+        let error = Tables::decode(&bytes, 1 << 20).unwrap_err().to_string();
+        assert!(error.contains("version 9"), "{error}");
     }
 }

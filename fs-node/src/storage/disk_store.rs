@@ -397,6 +397,131 @@ fn write_file_atomic(vfs: &dyn Vfs, dir: &Path, name: &str, bytes: &[u8]) -> Res
     Ok(())
 }
 
+/// The data and hint file ids in `dir`; leftover temporary files are removed.
+fn list_store_files(vfs: &dyn Vfs, dir: &Path) -> Result<(Vec<u32>, HashSet<u32>)> {
+    let names = vfs.list(dir).map_err(io("listing", dir))?;
+    for name in names.iter().filter(|n| n.ends_with(TMP_SUFFIX)) {
+        let path = dir.join(name);
+        vfs.remove(&path).map_err(io("removing", &path))?;
+    }
+    let ids = |suffix: &str| -> HashSet<u32> {
+        names.iter().filter_map(|n| n.strip_suffix(suffix)?.parse::<u32>().ok()).collect()
+    };
+    let mut data_ids: Vec<u32> = ids(DATA_SUFFIX).into_iter().collect();
+    data_ids.sort();
+    Ok((data_ids, ids(HINT_SUFFIX)))
+}
+
+/// The footers of the hint files that are whole. A damaged hint file is found here, before any
+/// of its entries is used; its segment is scanned instead.
+fn whole_hints(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    data_ids: &[u32],
+    hint_ids: &HashSet<u32>,
+) -> Result<HashMap<u32, Footer>> {
+    let mut hints = HashMap::new();
+    for &id in data_ids.iter().filter(|id| hint_ids.contains(id)) {
+        let path = dir.join(hint_name(id));
+        let file = vfs.open(&path, false).map_err(io("opening", &path))?;
+        if let Some(footer) = visit_hint(&read_all(file.as_ref(), &path)?, id, |_, _| {}) {
+            hints.insert(id, footer);
+        }
+    }
+    Ok(hints)
+}
+
+/// Finishes or undoes a compaction that a crash interrupted: a group whose every output has
+/// its hint replaces its inputs; otherwise the partial outputs go. Removed ids leave
+/// `data_ids` and `hints`.
+fn settle_compactions(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    data_ids: &mut Vec<u32>,
+    hints: &mut HashMap<u32, Footer>,
+    recovery: &mut StoreRecovery,
+) -> Result<()> {
+    let mut remove: HashSet<u32> = HashSet::new();
+    let mut groups: Vec<(Vec<u32>, Vec<u32>)> = hints
+        .values()
+        .filter(|f| !f.group.is_empty())
+        .map(|f| (f.group.clone(), f.replaces.clone()))
+        .collect();
+    groups.sort();
+    groups.dedup();
+    for (group, replaces) in groups {
+        if !replaces.iter().any(|id| data_ids.contains(id)) {
+            continue;
+        }
+        let complete = group.iter().all(|id| hints.contains_key(id));
+        let gone = if complete { &replaces } else { &group };
+        remove.extend(gone.iter().copied());
+        recovery.compaction_rolled = Some(complete);
+    }
+    for id in &remove {
+        for name in [data_name(*id), hint_name(*id)] {
+            let path = dir.join(name);
+            if vfs.exists(&path) {
+                vfs.remove(&path).map_err(io("removing", &path))?;
+            }
+        }
+        hints.remove(id);
+    }
+    if !remove.is_empty() {
+        vfs.sync_dir(dir).map_err(io("syncing", dir))?;
+    }
+    data_ids.retain(|id| !remove.contains(id));
+    Ok(())
+}
+
+/// A segment read record by record, and the bytes of a torn tail cut off.
+struct Recovered {
+    scan: Scan,
+    torn: Option<u64>,
+}
+
+/// Scans segment `id` without a hint. `torn_from`: for the active segment, the length that
+/// was synced; damage at or past it is a torn tail, cut off. Damage below it, or in a sealed
+/// segment, is corruption. A sealed segment gets its missing hint file written again.
+fn recover_scanned(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    id: u32,
+    path: &Path,
+    file: &dyn VFile,
+    torn_from: Option<u64>,
+) -> Result<Recovered> {
+    let buf = read_all(file, path)?;
+    let scan = scan_segment(&buf, id);
+    let mut torn = None;
+    if let Some((offset, detail)) = &scan.damage {
+        if torn_from.is_none_or(|from| *offset < from) {
+            return Err(corrupt(path, *offset, detail));
+        }
+        tracing::warn!(event = "torn_tail", file = %path.display(),
+            offset = scan.good_len, "data files: torn tail cut off ({detail})");
+        file.set_len(scan.good_len).map_err(io("truncating", path))?;
+        file.sync_data().map_err(io("syncing", path))?;
+        torn = Some(buf.len() as u64 - scan.good_len);
+    }
+    if torn_from.is_none() {
+        let footer = Footer { watermark: scan.watermark, ..Footer::default() };
+        write_file_atomic(vfs, dir, &hint_name(id), &encode_hint(&scan.recs, &footer))?;
+    }
+    Ok(Recovered { scan, torn })
+}
+
+/// Dead bytes: everything in a segment not pointed at by the index.
+fn count_dead_bytes(index: &BTreeMap<Box<str>, Loc>, segments: &mut BTreeMap<u32, DataSegment>) {
+    let mut live_by_seg: HashMap<u32, u64> = HashMap::new();
+    for loc in index.values() {
+        *live_by_seg.entry(loc.seg).or_default() += loc.len as u64;
+    }
+    for (id, seg) in segments.iter_mut() {
+        seg.dead_bytes = seg.len.saturating_sub(*live_by_seg.get(id).unwrap_or(&0));
+    }
+}
+
 /// A view of the state as it evolves through a batch: the index under a plan of changes.
 #[derive(Clone, Debug)]
 enum Planned {
@@ -568,68 +693,10 @@ impl DiskStore {
         };
         vfs.create_dir_all(dir).map_err(io("creating", dir))?;
         let mut recovery = StoreRecovery::default();
-        let names = vfs.list(dir).map_err(io("listing", dir))?;
-        for name in names.iter().filter(|n| n.ends_with(TMP_SUFFIX)) {
-            let path = dir.join(name);
-            vfs.remove(&path).map_err(io("removing", &path))?;
-        }
-        let ids = |suffix: &str| -> HashSet<u32> {
-            names.iter().filter_map(|n| n.strip_suffix(suffix)?.parse::<u32>().ok()).collect()
-        };
-        let mut data_ids: Vec<u32> = ids(DATA_SUFFIX).into_iter().collect();
-        data_ids.sort();
-        let hint_ids = ids(HINT_SUFFIX);
-
+        let (mut data_ids, hint_ids) = list_store_files(vfs.as_ref(), dir)?;
         let (cp_zxid, cp_seg, cp_len) = read_checkpoint(vfs.as_ref(), dir)?;
-
-        // Hints, and the compaction groups they describe.
-        // First pass: which hint files are whole, and their footers (a damaged hint file is
-        // found before any of its entries is used; its segment is scanned instead).
-        let mut hints: HashMap<u32, Footer> = HashMap::new();
-        for &id in &data_ids {
-            if hint_ids.contains(&id) {
-                let path = dir.join(hint_name(id));
-                let file = vfs.open(&path, false).map_err(io("opening", &path))?;
-                if let Some(footer) = visit_hint(&read_all(file.as_ref(), &path)?, id, |_, _| {}) {
-                    hints.insert(id, footer);
-                }
-            }
-        }
-        let mut remove: HashSet<u32> = HashSet::new();
-        let mut groups: Vec<(Vec<u32>, Vec<u32>)> = hints
-            .values()
-            .filter(|f| !f.group.is_empty())
-            .map(|f| (f.group.clone(), f.replaces.clone()))
-            .collect();
-        groups.sort();
-        groups.dedup();
-        for (group, replaces) in groups {
-            let complete = group.iter().all(|id| hints.contains_key(id));
-            let inputs_left = replaces.iter().any(|id| data_ids.contains(id));
-            if !inputs_left {
-                continue;
-            }
-            if complete {
-                remove.extend(replaces.iter().copied());
-                recovery.compaction_rolled = Some(true);
-            } else {
-                remove.extend(group.iter().copied());
-                recovery.compaction_rolled = Some(false);
-            }
-        }
-        for id in &remove {
-            for name in [data_name(*id), hint_name(*id)] {
-                let path = dir.join(name);
-                if vfs.exists(&path) {
-                    vfs.remove(&path).map_err(io("removing", &path))?;
-                }
-            }
-            hints.remove(id);
-        }
-        if !remove.is_empty() {
-            vfs.sync_dir(dir).map_err(io("syncing", dir))?;
-        }
-        data_ids.retain(|id| !remove.contains(id));
+        let mut hints = whole_hints(vfs.as_ref(), dir, &data_ids, &hint_ids)?;
+        settle_compactions(vfs.as_ref(), dir, &mut data_ids, &mut hints, &mut recovery)?;
 
         let hintless: Vec<u32> =
             data_ids.iter().copied().filter(|id| !hints.contains_key(id)).collect();
@@ -654,61 +721,33 @@ impl DiskStore {
                 segments.insert(id, DataSegment { path, file, len, dead_bytes: 0, sealed: true });
                 continue;
             }
-            let (recs, watermark, len, sealed) = {
-                recovery.segments_scanned += 1;
-                let buf = read_all(file.as_ref(), &path)?;
-                let scan = scan_segment(&buf, id);
-                let is_active = Some(id) == active_id;
-                if let Some((offset, detail)) = &scan.damage {
-                    // Bytes of the active segment past the checkpoint's synced length were
-                    // never synced: damage there is a torn tail (the data log still holds
-                    // those batches). Damage below it, or in a sealed segment, is corruption.
-                    let durable_len = if id == cp_seg { cp_len } else { 0 };
-                    let torn = is_active && *offset >= durable_len;
-                    if !torn {
-                        return Err(corrupt(&path, *offset, detail));
-                    }
-                    tracing::warn!(event = "torn_tail", file = %path.display(),
-                        offset = scan.good_len, "data files: torn tail cut off ({detail})");
-                    file.set_len(scan.good_len).map_err(io("truncating", &path))?;
-                    file.sync_data().map_err(io("syncing", &path))?;
-                    recovery.torn_tail =
-                        Some((path.clone(), scan.good_len, buf.len() as u64 - scan.good_len));
-                }
-                if !is_active {
-                    // A sealed segment whose hint is missing: write it again.
-                    let footer = Footer { watermark: scan.watermark, ..Footer::default() };
-                    write_file_atomic(
-                        vfs.as_ref(),
-                        dir,
-                        &hint_name(id),
-                        &encode_hint(&scan.recs, &footer),
-                    )?;
-                }
-                (scan.recs, scan.watermark, scan.good_len, !is_active)
-            };
+            recovery.segments_scanned += 1;
+            let is_active = Some(id) == active_id;
+            // Bytes of the active segment past the checkpoint's synced length were never
+            // synced: damage there is a torn tail (the data log still holds those batches).
+            let durable_len = if id == cp_seg { cp_len } else { 0 };
+            let torn_from = is_active.then_some(durable_len);
+            let scan = recover_scanned(vfs.as_ref(), dir, id, &path, file.as_ref(), torn_from)?;
+            if let Some(torn) = scan.torn {
+                recovery.torn_tail = Some((path.clone(), scan.scan.good_len, torn));
+            }
+            let Scan { recs, watermark, good_len, .. } = scan.scan;
             applied = applied.max(watermark);
-            if !sealed {
+            if is_active {
                 active_hints = recs.clone();
                 active_watermark = watermark;
             }
             records.extend(recs.into_iter().map(|r| (r.key, r.loc)));
-            segments.insert(id, DataSegment { path, file, len, dead_bytes: 0, sealed });
+            let seg = DataSegment { path, file, len: good_len, dead_bytes: 0, sealed: !is_active };
+            segments.insert(id, seg);
         }
         let index = build_index(records);
-        // Dead bytes: everything not pointed at by the index.
-        let mut live_by_seg: HashMap<u32, u64> = HashMap::new();
-        for loc in index.values() {
-            *live_by_seg.entry(loc.seg).or_default() += loc.len as u64;
-        }
-        for (id, seg) in segments.iter_mut() {
-            seg.dead_bytes = seg.len.saturating_sub(*live_by_seg.get(id).unwrap_or(&0));
-        }
+        count_dead_bytes(&index, &mut segments);
         let next_id = data_ids.last().map(|i| i + 1).unwrap_or(1);
-        let mut inner = StoreState {
+        let inner = StoreState {
             index,
             segments,
-            active: 0,
+            active: active_id.unwrap_or(0),
             active_hints,
             active_watermark,
             next_id,
@@ -716,38 +755,19 @@ impl DiskStore {
             checkpoint: cp_zxid,
             frozen: None,
         };
-        let store = match active_id {
-            Some(id) => {
-                inner.active = id;
-                DiskStore {
-                    vfs,
-                    dir: dir.to_path_buf(),
-                    config,
-                    inner: RwLock::new(inner),
-                    compacting: Mutex::new(()),
-                    merge_disabled: Mutex::new(None),
-                }
-            }
-            None => {
-                let store = DiskStore {
-                    vfs,
-                    dir: dir.to_path_buf(),
-                    config,
-                    inner: RwLock::new(inner),
-                    compacting: Mutex::new(()),
-                    merge_disabled: Mutex::new(None),
-                };
-                {
-                    let mut inner = store.write();
-                    store.start_active(&mut inner)?;
-                }
-                store
-            }
+        recovery.keys = inner.index.len();
+        recovery.applied = inner.applied;
+        let store = DiskStore {
+            vfs,
+            dir: dir.to_path_buf(),
+            config,
+            inner: RwLock::new(inner),
+            compacting: Mutex::new(()),
+            merge_disabled: Mutex::new(None),
         };
-        {
-            let inner = store.read();
-            recovery.keys = inner.index.len();
-            recovery.applied = inner.applied;
+        if active_id.is_none() {
+            let mut inner = store.write();
+            store.start_active(&mut inner)?;
         }
         Ok((store, recovery))
     }

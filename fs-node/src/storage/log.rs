@@ -237,6 +237,183 @@ fn search_after_damage(buf: &[u8], from: usize, after: Zxid) -> AfterDamage {
     found
 }
 
+/// The segment files in `dir`, by sequence number.
+fn segment_names(vfs: &dyn Vfs, dir: &Path) -> Result<Vec<(u64, String)>> {
+    let mut names: Vec<(u64, String)> = vfs
+        .list(dir)
+        .map_err(|e| StorageError::io("listing", dir, e))?
+        .into_iter()
+        .filter_map(|n| {
+            let seq = n.strip_suffix(SEGMENT_SUFFIX)?.parse::<u64>().ok()?;
+            Some((seq, n))
+        })
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// One segment as read back: its well-formed records up to the first damage, if any.
+struct SegmentScan {
+    seg: LogSegment,
+    buf: Vec<u8>,
+    /// Where the well-formed records end.
+    off: usize,
+    /// The last entry's zxid (or the segment's floor).
+    last: Zxid,
+    /// Why the records end before the file does.
+    damage: Option<String>,
+    commit: Zxid,
+    hard_state: Option<bytes::Bytes>,
+    /// Whether this segment's writer wrote sync markers, and the highest one seen.
+    writes_markers: bool,
+    marked: u64,
+}
+
+/// Reads the segment at `path` record by record from its start; `floor` is the last zxid of
+/// the segment before it.
+fn scan_segment(vfs: &dyn Vfs, path: PathBuf, seq: u64, floor: Zxid) -> Result<SegmentScan> {
+    let file = vfs.open(&path, false).map_err(|e| StorageError::io("opening", &path, e))?;
+    let buf = read_whole(file.as_ref(), &path)?;
+    let seg = LogSegment { seq, path, file, prev: floor, entries: vec![], len: 0 };
+    let mut scan = SegmentScan {
+        seg,
+        buf,
+        off: 0,
+        last: floor,
+        damage: None,
+        commit: Zxid::ZERO,
+        hard_state: None,
+        writes_markers: false,
+        marked: 0,
+    };
+    while scan.off < scan.buf.len() {
+        let (rec, used) = match tlv::decode(&scan.buf[scan.off..]) {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                scan.damage = Some(e.to_string());
+                break;
+            }
+        };
+        let off = scan.off;
+        match rec.kind {
+            RecordType::SegmentStart if off == 0 => {
+                let version = rec.value.first().copied().unwrap_or(0);
+                if version > tlv::FORMAT_VERSION {
+                    return Err(StorageError::State(format!(
+                        "{} was written in on-disk format {version}; this build reads up to \
+                         {}: run a newer shoal-fs",
+                        scan.seg.path.display(),
+                        tlv::FORMAT_VERSION
+                    )));
+                }
+                scan.seg.prev = rec.zxid;
+                scan.last = rec.zxid;
+                scan.writes_markers =
+                    rec.value.get(1).is_some_and(|f| f & SEGMENT_FLAG_SYNC_MARKERS != 0);
+            }
+            RecordType::LogEntry if off > 0 && rec.zxid > scan.last => {
+                scan.seg.entries.push((rec.zxid, off as u64));
+                scan.last = rec.zxid;
+            }
+            RecordType::CommitMark if off > 0 => {
+                scan.commit = scan.commit.max(rec.zxid);
+                if let Some(len) = marker_len(&rec) {
+                    // A marker in the chain of records from the start is ours.
+                    scan.writes_markers = true;
+                    scan.marked = scan.marked.max(len);
+                }
+            }
+            RecordType::HardState if off > 0 => {
+                scan.hard_state = Some(bytes::Bytes::copy_from_slice(rec.value))
+            }
+            other => {
+                scan.damage = Some(format!(
+                    "unexpected {other:?} record with zxid {} (after {})",
+                    rec.zxid, scan.last
+                ));
+                break;
+            }
+        }
+        scan.off += used;
+    }
+    Ok(scan)
+}
+
+/// Repairs what a scan found: damage in the last segment is cut off, as a torn tail when no
+/// acknowledged byte can be in it, else reported as [`LostSynced`] (or refused, by
+/// `options`); damage in any other segment is corruption. A segment whose header never
+/// reached the disk gets one.
+fn recover_segment(
+    scan: SegmentScan,
+    is_last: bool,
+    options: &LogOptions,
+    recovery: &mut LogRecovery,
+) -> Result<LogSegment> {
+    let SegmentScan { mut seg, buf, off, last, damage, writes_markers, marked, .. } = scan;
+    let path = seg.path.clone();
+    if let Some(detail) = damage {
+        if !is_last {
+            return Err(corrupt(&path, off as u64, detail));
+        }
+        let after = search_after_damage(&buf, off + 1, last);
+        let synced = marked.max(after.marked_len);
+        let (cut, dropped) = (off as u64, (buf.len() - off) as u64);
+        // Damage below a synced length is not a torn write; nor, in a segment without
+        // markers, is damage followed by well-formed records known to be one.
+        let lost_synced = if synced > cut {
+            Some(Some(synced))
+        } else if after.valid_record && !writes_markers {
+            Some(None)
+        } else {
+            None
+        };
+        match lost_synced {
+            Some(synced_through) => {
+                if options.uncertain_damage == DamagePolicy::Refuse {
+                    let why = match synced_through {
+                        Some(x) => format!("{detail}; bytes below {x} were synced"),
+                        None => format!("{detail}; well-formed records follow it"),
+                    };
+                    return Err(corrupt(&path, cut, why));
+                }
+                tracing::error!(event = "log_lost_synced", file = %path.display(),
+                    offset = cut, dropped, ?synced_through,
+                    "data log: damage that may hold acknowledged entries cut off \
+                     ({detail}); this node must catch up before it votes again");
+                recovery.lost_synced =
+                    Some(LostSynced { file: path.clone(), offset: cut, dropped, synced_through });
+            }
+            None => {
+                tracing::warn!(event = "torn_tail", file = %path.display(), offset = off,
+                    dropped, "data log: torn tail cut off ({detail})");
+                recovery.torn_tail = Some((path.clone(), cut, dropped));
+            }
+        }
+        seg.file.set_len(cut).map_err(|e| StorageError::io("truncating", &path, e))?;
+        seg.file.sync_data().map_err(|e| StorageError::io("syncing", &path, e))?;
+    }
+    seg.len = off as u64;
+    if seg.len == 0 {
+        // A segment whose header never reached the disk (crash while rolling).
+        let header = segment_header(seg.prev);
+        seg.file.write_all_at(&header, 0).map_err(|e| StorageError::io("writing", &path, e))?;
+        seg.file.sync_data().map_err(|e| StorageError::io("syncing", &path, e))?;
+        seg.len = header.len() as u64;
+    }
+    Ok(seg)
+}
+
+/// Earlier segments were synced when they were sealed; the last one may hold bytes that a
+/// killed process left in the page cache. Makes them (and the names) durable before the log
+/// counts them durable, or a power loss could take what this process acknowledges. Returns
+/// the synced length of the last segment.
+fn sync_tail(vfs: &dyn Vfs, dir: &Path, segments: &[LogSegment]) -> Result<u64> {
+    let tail = segments.last().expect("one segment");
+    tail.file.sync_data().map_err(|e| StorageError::io("syncing", &tail.path, e))?;
+    vfs.sync_dir(dir).map_err(|e| StorageError::io("syncing", dir, e))?;
+    Ok(tail.len)
+}
+
 impl DataLog {
     /// Opens (or creates) the log in `dir`, recovering from a crash: a torn tail of the last
     /// segment is cut off and reported; damage anywhere else stops with [`StorageError::Corrupt`].
@@ -260,157 +437,27 @@ impl DataLog {
         options: LogOptions,
     ) -> Result<(DataLog, LogRecovery)> {
         vfs.create_dir_all(dir).map_err(|e| StorageError::io("creating", dir, e))?;
-        let mut names: Vec<(u64, String)> = vfs
-            .list(dir)
-            .map_err(|e| StorageError::io("listing", dir, e))?
-            .into_iter()
-            .filter_map(|n| {
-                let seq = n.strip_suffix(SEGMENT_SUFFIX)?.parse::<u64>().ok()?;
-                Some((seq, n))
-            })
-            .collect();
-        names.sort();
+        let names = segment_names(vfs.as_ref(), dir)?;
         let mut recovery = LogRecovery::default();
-        let mut segments = Vec::new();
-        let mut commit = Zxid::ZERO;
-        let mut hard_state = None;
+        let mut segments: Vec<LogSegment> = Vec::new();
+        let (mut commit, mut hard_state) = (Zxid::ZERO, None);
         let count = names.len();
         for (i, (seq, name)) in names.into_iter().enumerate() {
-            let path = dir.join(&name);
-            let is_last = i + 1 == count;
-            let file = vfs.open(&path, false).map_err(|e| StorageError::io("opening", &path, e))?;
-            let buf = read_whole(file.as_ref(), &path)?;
             let floor = segments.last().map(LogSegment::last_zxid).unwrap_or(Zxid::ZERO);
-            let mut seg =
-                LogSegment { seq, path: path.clone(), file, prev: floor, entries: vec![], len: 0 };
-            let mut off = 0usize;
-            let mut damage: Option<String> = None;
-            let mut last = floor;
-            // Whether this segment's writer wrote sync markers, and the highest one seen.
-            let mut writes_markers = false;
-            let mut marked = 0u64;
-            while off < buf.len() {
-                match tlv::decode(&buf[off..]) {
-                    Ok((rec, used)) => {
-                        match rec.kind {
-                            RecordType::SegmentStart if off == 0 => {
-                                let version = rec.value.first().copied().unwrap_or(0);
-                                if version > tlv::FORMAT_VERSION {
-                                    return Err(StorageError::State(format!(
-                                        "{} was written in on-disk format {version}; this build \
-                                         reads up to {}: run a newer shoal-fs",
-                                        path.display(),
-                                        tlv::FORMAT_VERSION
-                                    )));
-                                }
-                                seg.prev = rec.zxid;
-                                last = rec.zxid;
-                                writes_markers = rec
-                                    .value
-                                    .get(1)
-                                    .is_some_and(|f| f & SEGMENT_FLAG_SYNC_MARKERS != 0);
-                            }
-                            RecordType::LogEntry if off > 0 && rec.zxid > last => {
-                                seg.entries.push((rec.zxid, off as u64));
-                                last = rec.zxid;
-                            }
-                            RecordType::CommitMark if off > 0 => {
-                                commit = commit.max(rec.zxid);
-                                if let Some(len) = marker_len(&rec) {
-                                    // A marker in the chain of records from the start is ours.
-                                    writes_markers = true;
-                                    marked = marked.max(len);
-                                }
-                            }
-                            RecordType::HardState if off > 0 => {
-                                hard_state = Some(bytes::Bytes::copy_from_slice(rec.value))
-                            }
-                            other => {
-                                damage = Some(format!(
-                                    "unexpected {other:?} record with zxid {} (after {last})",
-                                    rec.zxid
-                                ));
-                                break;
-                            }
-                        }
-                        off += used;
-                    }
-                    Err(e) => {
-                        damage = Some(e.to_string());
-                        break;
-                    }
-                }
+            let scan = scan_segment(vfs.as_ref(), dir.join(&name), seq, floor)?;
+            commit = commit.max(scan.commit);
+            if scan.hard_state.is_some() {
+                hard_state = scan.hard_state.clone();
             }
-            if let Some(detail) = damage {
-                if !is_last {
-                    return Err(corrupt(&path, off as u64, detail));
-                }
-                let after = search_after_damage(&buf, off + 1, last);
-                let synced = marked.max(after.marked_len);
-                let (cut, dropped) = (off as u64, (buf.len() - off) as u64);
-                // Damage below a synced length is not a torn write; nor, in a segment without
-                // markers, is damage followed by well-formed records known to be one.
-                let lost_synced = if synced > cut {
-                    Some(Some(synced))
-                } else if after.valid_record && !writes_markers {
-                    Some(None)
-                } else {
-                    None
-                };
-                match lost_synced {
-                    Some(synced_through) => {
-                        if options.uncertain_damage == DamagePolicy::Refuse {
-                            let why = match synced_through {
-                                Some(x) => format!("{detail}; bytes below {x} were synced"),
-                                None => format!("{detail}; well-formed records follow it"),
-                            };
-                            return Err(corrupt(&path, cut, why));
-                        }
-                        tracing::error!(event = "log_lost_synced", file = %path.display(),
-                            offset = cut, dropped, ?synced_through,
-                            "data log: damage that may hold acknowledged entries cut off \
-                             ({detail}); this node must catch up before it votes again");
-                        recovery.lost_synced = Some(LostSynced {
-                            file: path.clone(),
-                            offset: cut,
-                            dropped,
-                            synced_through,
-                        });
-                    }
-                    None => {
-                        tracing::warn!(event = "torn_tail", file = %path.display(), offset = off,
-                            dropped, "data log: torn tail cut off ({detail})");
-                        recovery.torn_tail = Some((path.clone(), cut, dropped));
-                    }
-                }
-                seg.file.set_len(cut).map_err(|e| StorageError::io("truncating", &path, e))?;
-                seg.file.sync_data().map_err(|e| StorageError::io("syncing", &path, e))?;
-            }
-            seg.len = off as u64;
-            if seg.len == 0 {
-                // A segment whose header never reached the disk (crash while rolling).
-                let header = segment_header(seg.prev);
-                seg.file
-                    .write_all_at(&header, 0)
-                    .map_err(|e| StorageError::io("writing", &path, e))?;
-                seg.file.sync_data().map_err(|e| StorageError::io("syncing", &path, e))?;
-                seg.len = header.len() as u64;
-            }
+            let seg = recover_segment(scan, i + 1 == count, &options, &mut recovery)?;
             recovery.entries += seg.entries.len();
             segments.push(seg);
         }
-        let shared_vfs = vfs.clone();
         if segments.is_empty() {
-            segments.push(create_segment(shared_vfs.as_ref(), dir, 1, Zxid::ZERO)?);
+            segments.push(create_segment(vfs.as_ref(), dir, 1, Zxid::ZERO)?);
         }
         recovery.segments = segments.len();
-        // Earlier segments were synced when they were sealed; the last one may hold bytes that
-        // a killed process left in the page cache. Make them (and the names) durable before
-        // counting them durable, or a power loss could take what this process acknowledges.
-        let tail = segments.last().expect("one segment");
-        tail.file.sync_data().map_err(|e| StorageError::io("syncing", &tail.path, e))?;
-        vfs.sync_dir(dir).map_err(|e| StorageError::io("syncing", dir, e))?;
-        let synced_len = tail.len;
+        let synced_len = sync_tail(vfs.as_ref(), dir, &segments)?;
         let written = segments.last().map(LogSegment::last_zxid).unwrap_or(Zxid::ZERO);
         let inner = LogState {
             segments,
@@ -427,7 +474,19 @@ impl DataLog {
             // after it was synced just now, and the first write records that.
             marked_len: synced_len.min(SEGMENT_HEADER_BYTES),
         };
-        let (durable_tx, _) = watch::channel(Durable { zxid: written, failed: false });
+        let log = DataLog::start(vfs, dir, config, options.sync, inner)?;
+        Ok((log, recovery))
+    }
+
+    /// The log over its recovered state, with its sync thread when `sync` asks for one.
+    fn start(
+        vfs: Arc<dyn Vfs>,
+        dir: &Path,
+        config: LogConfig,
+        sync: SyncMode,
+        inner: LogState,
+    ) -> Result<DataLog> {
+        let (durable_tx, _) = watch::channel(Durable { zxid: inner.durable, failed: false });
         let shared = Arc::new(LogShared {
             vfs,
             dir: dir.to_path_buf(),
@@ -436,9 +495,9 @@ impl DataLog {
             work: Condvar::new(),
             durable_changed: Condvar::new(),
             durable_tx,
-            manual: options.sync == SyncMode::Manual,
+            manual: sync == SyncMode::Manual,
         });
-        let sync_thread = match options.sync {
+        let sync_thread = match sync {
             SyncMode::Manual => None,
             SyncMode::Thread => {
                 let thread_shared = shared.clone();
@@ -449,7 +508,7 @@ impl DataLog {
                 Some(thread)
             }
         };
-        Ok((DataLog { shared, sync_thread }, recovery))
+        Ok(DataLog { shared, sync_thread })
     }
 
     fn lock(&self) -> MutexGuard<'_, LogState> {

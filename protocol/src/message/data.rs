@@ -183,9 +183,17 @@ pub struct WriteReply {
 
 /// Master → cache group: one committed entry (this is also the Update notification that keeps
 /// caches fresh and drives watches). Sent on the reliable stream, so gaps are detected.
+///
+/// The notices form one chain over the committed log, whoever sends them: `prev` is the zxid
+/// of the notice-producing entry before this one (`Zxid::ZERO` for the first). Every replica
+/// computes it from replicated state, so a new master continues the old master's chain, and a
+/// receiver whose last applied notice is not `prev` knows it missed one, whatever the
+/// reliable stream of the sender said.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpdateNotice {
     pub zxid: Zxid,
+    /// The zxid of the previous notice in the chain.
+    pub prev: Zxid,
     #[serde(
         deserialize_with = "crate::codec::bounded::vec::<_, _, { crate::limits::BATCH_OPS_MAX }>"
     )]
