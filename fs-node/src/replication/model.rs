@@ -180,12 +180,14 @@ impl ModelNode {
     fn image(&self, logs: u8, hards: u8) -> MemLog {
         let mut image = self.durable.clone();
         let ops = self.pending.iter().flat_map(|w| w.ops.iter());
-        for op in ops.clone().filter(|op| !matches!(op, PersistOp::HardState(_))).take(logs as usize)
+        for op in
+            ops.clone().filter(|op| !matches!(op, PersistOp::HardState(_))).take(logs as usize)
         {
             image.apply(op);
         }
-        if let Some(PersistOp::HardState(h)) =
-            ops.filter(|op| matches!(op, PersistOp::HardState(_))).nth((hards as usize).wrapping_sub(1))
+        if let Some(PersistOp::HardState(h)) = ops
+            .filter(|op| matches!(op, PersistOp::HardState(_)))
+            .nth((hards as usize).wrapping_sub(1))
         {
             image.hard = *h;
         }
@@ -204,6 +206,8 @@ struct ModelState {
     proposals_left: u8,
     /// Whether a newer Vote or Heartbeat replaces the older one in flight (`Config`).
     supersede: bool,
+    /// A node cut off for the whole search (`Config`): every message to it is lost.
+    isolated: Option<NodeId>,
     masters: BTreeMap<u32, NodeId>,
     committed: Vec<Zxid>,
 }
@@ -230,14 +234,17 @@ enum Action {
 #[derive(Clone, Copy, Debug)]
 struct Config {
     host: Host,
-    /// Ticks per node beyond the start state's clock.
-    ticks: u64,
+    /// Ticks per node (node 1, 2, 3) beyond the start state's clock.
+    ticks: [u64; NODES as usize],
     crashes: u8,
     wipes: u8,
     dups: u8,
     proposals: u8,
     /// A newer Vote or Heartbeat from a sender to a node loses the older one still in flight.
     supersede: bool,
+    /// A node cut off for the whole search: every message to it is lost (give it no ticks, and
+    /// it sends nothing either).
+    isolated: Option<NodeId>,
     /// A safety net: the search fails (not exhausted) beyond this many states.
     states_max: usize,
 }
@@ -279,6 +286,7 @@ impl ModelState {
             dups_left: 0,
             proposals_left: 0,
             supersede: false,
+            isolated: None,
             masters: BTreeMap::new(),
             committed: Vec::new(),
         };
@@ -305,13 +313,22 @@ impl ModelState {
         self.dups_left = c.dups;
         self.proposals_left = c.proposals;
         self.supersede = c.supersede;
+        self.isolated = c.isolated;
+        if let Some(id) = c.isolated {
+            self.net.retain(|(to, _)| *to != id);
+        }
         self
     }
 
     fn bounds(&self, c: &Config) -> Bounds {
         Bounds {
             host: c.host,
-            clock_max: self.nodes.iter().map(|n| n.clock + c.ticks * QUANTUM_MS).collect(),
+            clock_max: self
+                .nodes
+                .iter()
+                .zip(c.ticks)
+                .map(|(n, t)| n.clock + t * QUANTUM_MS)
+                .collect(),
         }
     }
 
@@ -346,8 +363,13 @@ impl ModelState {
     /// With `supersede`, a Vote or Heartbeat loses the older one of its sender and kind to the
     /// same node still in flight (those are resent periodically; see the module docs).
     fn send_one(&mut self, from: NodeId, to: NodeId, w: Wire) {
+        if self.isolated == Some(to) {
+            return;
+        }
         if self.supersede && periodic_sender(&w).is_some() {
-            self.net.retain(|(t, old)| *t != to || old[0] != w[0] || periodic_sender(old) != Some(from));
+            self.net.retain(|(t, old)| {
+                *t != to || old[0] != w[0] || periodic_sender(old) != Some(from)
+            });
         }
         self.net.insert((to, w));
     }
@@ -537,10 +559,13 @@ impl ModelState {
         match action {
             Action::Deliver(i) | Action::Duplicate(i) => {
                 let (to, w) = self.net.iter().nth(i).expect("index in range");
-                let how = if matches!(action, Action::Deliver(_)) { "deliver" } else { "duplicate" };
+                let how =
+                    if matches!(action, Action::Deliver(_)) { "deliver" } else { "duplicate" };
                 format!("{how} to {to}: {:?}", decode(w))
             }
-            Action::Tick(id) => format!("tick {id} to {} ms", self.nodes[id as usize - 1].clock + QUANTUM_MS),
+            Action::Tick(id) => {
+                format!("tick {id} to {} ms", self.nodes[id as usize - 1].clock + QUANTUM_MS)
+            }
             Action::Persist(id, k) => {
                 let n = &self.nodes[id as usize - 1];
                 let ops: Vec<&PersistOp> =
@@ -585,15 +610,26 @@ impl ModelState {
     /// message, else tick the node with the lowest clock), dropping every message to a node in
     /// `deaf`, until `done` holds with nothing in flight or pending.
     fn settle(
-        mut self,
+        self,
         deaf: &[NodeId],
         done: impl Fn(&ModelState) -> bool,
     ) -> Result<ModelState, String> {
+        self.run(deaf, |s| {
+            done(s) && s.net.is_empty() && s.nodes.iter().all(|n| n.pending.is_empty())
+        })
+    }
+
+    /// The schedule of [`ModelState::settle`], with the nodes in `stopped` neither ticked nor
+    /// reached (a stopped process), until `stop` holds (checked before every step).
+    fn run(
+        mut self,
+        stopped: &[NodeId],
+        stop: impl Fn(&ModelState) -> bool,
+    ) -> Result<ModelState, String> {
         let bounds = Bounds { host: Host::Correct, clock_max: vec![u64::MAX; NODES as usize] };
         for _ in 0..5_000 {
-            self.net.retain(|(to, _)| !deaf.contains(to));
-            if done(&self) && self.net.is_empty() && self.nodes.iter().all(|n| n.pending.is_empty())
-            {
+            self.net.retain(|(to, _)| !stopped.contains(to));
+            if stop(&self) {
                 return Ok(self);
             }
             let action = if let Some(n) = self.nodes.iter().find(|n| !n.pending.is_empty()) {
@@ -601,7 +637,14 @@ impl ModelState {
             } else if !self.net.is_empty() {
                 Action::Deliver(0)
             } else {
-                let id = self.nodes.iter().min_by_key(|n| n.clock).expect("nodes").engine.id();
+                let id = self
+                    .nodes
+                    .iter()
+                    .filter(|n| !stopped.contains(&n.engine.id()))
+                    .min_by_key(|n| n.clock)
+                    .expect("a running node")
+                    .engine
+                    .id();
                 Action::Tick(id)
             };
             self = self.apply(action, &bounds)?;
@@ -630,27 +673,15 @@ fn failover_start() -> (ModelState, NodeId) {
     (s, lagging)
 }
 
-/// The failover prefix, then one tick on every node with every message lost: the master has
-/// gone silent, and every node is one tick from its timeout.
-fn silent_master_start() -> (ModelState, NodeId) {
-    let (mut s, lagging) = failover_start();
-    for id in 1..=NODES {
-        let n = s.node(id);
-        n.clock += QUANTUM_MS;
-        n.engine.tick(n.clock, &n.view);
-        s.process(id).expect("a tick");
-        assert!(s.nodes[id as usize - 1].pending.is_empty(), "{}", s.summary());
-    }
-    s.net.clear();
-    (s, lagging)
-}
-
 /// What an exhausted search covered.
 #[derive(Debug)]
 struct Coverage {
     states: usize,
     transitions: usize,
     depth: usize,
+    /// States with an established master, and the most entries committed in any state.
+    established: usize,
+    committed_max: usize,
     seconds: f64,
 }
 
@@ -668,6 +699,8 @@ fn explore(start: &ModelState, c: &Config) -> Result<Coverage, String> {
     let mut frontier = vec![start.clone()];
     let mut depth = 0;
     let mut transitions = 0;
+    let mut established = 0;
+    let mut committed_max = start.committed.len();
     while !frontier.is_empty() {
         let mut next_level = Vec::new();
         for state in &frontier {
@@ -679,6 +712,8 @@ fn explore(start: &ModelState, c: &Config) -> Result<Coverage, String> {
                         let f = next.fingerprint();
                         if let std::collections::hash_map::Entry::Vacant(v) = seen.entry(f) {
                             v.insert((here, action));
+                            established += usize::from(next.master().is_some());
+                            committed_max = committed_max.max(next.committed.len());
                             next_level.push(next);
                         }
                     }
@@ -710,23 +745,16 @@ fn explore(start: &ModelState, c: &Config) -> Result<Coverage, String> {
         if !next_level.is_empty() {
             depth += 1;
         }
-        if std::env::var("MDBG").is_ok() {
-            let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
-            for st in &next_level {
-                for (_, w) in &st.net {
-                    let m = decode(w);
-                    *kinds.entry(format!("{:?}", m.kind())).or_default() += 1;
-                }
-                for n in &st.nodes {
-                    *kinds.entry(format!("pending{}", n.pending.len())).or_default() += 1;
-                    *kinds.entry(format!("{:?}", n.engine.role())).or_default() += 1;
-                }
-            }
-            eprintln!("depth {depth}: {} states; {kinds:?}", next_level.len());
-        }
         frontier = next_level;
     }
-    Ok(Coverage { states: seen.len(), transitions, depth, seconds: t0.elapsed().as_secs_f64() })
+    Ok(Coverage {
+        states: seen.len(),
+        transitions,
+        depth,
+        established,
+        committed_max,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
 }
 
 /// Replays `path` from `start`, one line per step with the state after it.
@@ -750,7 +778,7 @@ fn deep() -> bool {
     std::env::var("SHOAL_MODEL_DEEP").is_ok_and(|v| v == "1")
 }
 
-fn correct(ticks: u64) -> Config {
+fn correct(ticks: [u64; NODES as usize]) -> Config {
     Config {
         host: Host::Correct,
         ticks,
@@ -759,86 +787,201 @@ fn correct(ticks: u64) -> Config {
         dups: 0,
         proposals: 0,
         supersede: true,
-        states_max: 3_000_000,
+        isolated: None,
+        states_max: 1_500_000,
     }
+}
+
+/// Ticks for every node but `stopped` (a stopped process: no clock, though it still receives).
+fn ticks_but(stopped: NodeId, t: u64) -> [u64; NODES as usize] {
+    let mut out = [t; NODES as usize];
+    out[stopped as usize - 1] = 0;
+    out
 }
 
 /// Exhausts `c` from `start`, printing and returning what it covered.
 fn exhaust(name: &str, start: &ModelState, c: Config) -> Coverage {
     let cov = explore(start, &c).unwrap_or_else(|e| panic!("{name}: invariant broken: {e}"));
     println!(
-        "{name}: exhausted {c:?}: {} states, {} transitions, depth {}, {:.1} s",
-        cov.states, cov.transitions, cov.depth, cov.seconds
+        "{name}: exhausted {c:?}: {} states, {} transitions, depth {}, {} with an established \
+         master, up to {} committed, {:.1} s",
+        cov.states, cov.transitions, cov.depth, cov.established, cov.committed_max, cov.seconds
     );
     cov
 }
 
-/// A brand-new cluster (every node `Lost`), 5 ticks per node, every order of every message:
-/// the bootstrap and first election keep one master per epoch, and some order elects one.
+/// The failover prefix with every message in flight lost and the old master `master`
+/// stopped from here on: the other two must elect.
+fn master_stopped_start() -> (ModelState, NodeId, NodeId) {
+    let (mut s, lagging) = failover_start();
+    let master = s.master().expect("the failover prefix has a master");
+    s.net.clear();
+    (s, master, lagging)
+}
+
+/// For issue 14 point 1: the failover prefix, then the old master stops and the up-to-date
+/// follower is elected for a new epoch and catches the lagging node up; the run stops where
+/// the lagging node has written the missing entry and the new epoch (one Ready, not yet
+/// durable). Returns the state, the old master and the lagging node.
+fn catch_up_start() -> (ModelState, NodeId, NodeId) {
+    let (s, master, lagging) = master_stopped_start();
+    let epoch = s.nodes[master as usize - 1].engine.hard_state().current_epoch;
+    let s = s
+        .run(&[master], |s| {
+            s.nodes[lagging as usize - 1]
+                .pending
+                .iter()
+                .flat_map(|w| w.ops.iter())
+                .any(|op| matches!(op, PersistOp::HardState(h) if h.current_epoch > epoch))
+        })
+        .expect("a new epoch reaches the lagging node");
+    (s, master, lagging)
+}
+
+/// A brand-new cluster (every node `Lost`, as the host starts one), one tick per node, every
+/// order of every message: the bootstrap rule and the votes before the first election keep
+/// one master per epoch. No order establishes a master within one tick (that takes two, whose
+/// space is beyond the default budget: `SHOAL_MODEL_DEEP=1`).
 #[test]
 fn model_bootstrap_exhaustive() {
     let start = ModelState::fresh();
-    let cov = exhaust("bootstrap", &start, correct(if deep() { 7 } else { 5 }));
-    assert!(cov.states > 1_000, "explored too little: {cov:?}");
+    let ticks = if deep() { 2 } else { 1 };
+    let c =
+        Config { states_max: if deep() { 20_000_000 } else { 1_500_000 }, ..correct([ticks; 3]) };
+    let cov = exhaust("bootstrap", &start, c);
+    assert!(cov.states > 100_000, "explored too little: {cov:?}");
 }
 
-/// From the failover prefix (entry 2 committed on the master and one follower, the third
-/// lagging): every interleaving of 4 ticks per node, one crash of any node keeping any
-/// durable image the host allows, and one proposal; then of 4 ticks and one wipe.
+/// From the failover prefix (an established master, entry 2 committed on it and one
+/// follower, the third lagging): (a) 1 tick per node, one crash of any node keeping any image
+/// the host allows, one proposal; (b) the same with one wipe instead of the crash; with the
+/// old master cut off and 3 ticks for each other node, (c) one crash, (d) one wipe: the
+/// election of a successor and the catch-up of the lagging node.
 #[test]
 fn model_failover_exhaustive() {
     let (start, _) = failover_start();
-    let crash = Config { crashes: 1, proposals: 1, ..correct(4) };
-    let wipe = Config { wipes: 1, ..correct(4) };
+    assert!(start.master().is_some(), "the prefix has an established master");
+    assert_eq!(start.committed.len(), 2, "the prefix has committed entries 1 and 2");
+    let crash = Config { crashes: 1, proposals: 1, ..correct([1; 3]) };
+    let wipe = Config { wipes: 1, proposals: 1, ..correct([1; 3]) };
     for (name, c) in [("failover with a crash", crash), ("failover with a wipe", wipe)] {
         let cov = exhaust(name, &start, c);
-        assert!(cov.states > 10_000, "{name}: explored too little: {cov:?}");
+        assert!(cov.committed_max >= 3, "{name}: the proposal never committed: {cov:?}");
+    }
+    let (cut, master, _) = master_stopped_start();
+    let isolated = Some(master);
+    let crash = Config { crashes: 1, isolated, ..correct(ticks_but(master, 3)) };
+    let wipe = Config { wipes: 1, isolated, ..correct(ticks_but(master, 3)) };
+    for (name, c) in [("master cut off, a crash", crash), ("master cut off, a wipe", wipe)] {
+        let cov = exhaust(name, &cut, c);
+        assert!(cov.established > 0, "{name}: no successor was established: {cov:?}");
     }
     if deep() {
-        let c = Config { crashes: 1, wipes: 1, dups: 1, proposals: 2, ..correct(5) };
+        let c = Config {
+            crashes: 1,
+            wipes: 1,
+            proposals: 1,
+            isolated,
+            states_max: 20_000_000,
+            ..correct(ticks_but(master, 4))
+        };
+        exhaust("master cut off, deep", &cut, c);
+        let c = Config { crashes: 1, proposals: 1, states_max: 20_000_000, ..correct([2; 3]) };
         exhaust("failover, deep", &start, c);
     }
 }
 
 /// The search finds issue 14 point 1: with a host that makes the HardState durable before
-/// the appends written before it, a catch-up of the lagging node followed by a crash leaves it
-/// with the new epoch and a short log, which wins an election and loses entry 2.
+/// the appends written before it, a crash of the lagging node in the middle of its catch-up
+/// leaves it with the new epoch and a short log; with the old master it elects itself and
+/// loses entry 2. Bounds: from [`catch_up_start`], the new master cut off, 2 ticks for each
+/// other node, one crash. The same search over the correct host is exhausted clean.
 #[test]
 fn model_negative_hard_state_before_appends() {
-    let (start, _) = failover_start();
-    let c = Config { host: Host::HardStateFirst, crashes: 1, ..correct(4) };
+    let (start, master, lagging) = catch_up_start();
+    let new_master = (1..=NODES).find(|id| *id != master && *id != lagging).expect("a third");
+    let c = Config {
+        host: Host::HardStateFirst,
+        crashes: 1,
+        isolated: Some(new_master),
+        ..correct(ticks_but(new_master, 2))
+    };
     let err = explore(&start, &c).expect_err("the broken host must be caught");
     println!("found: {err}");
     assert!(
         err.contains("lacks committed") || err.contains("below applied"),
         "another failure than the lost entry: {err}"
     );
-    // The same search over the correct host passes (the failure is the host's order).
-    explore(&start, &Config { host: Host::Correct, ..c }).expect("the correct host passes");
+    exhaust("hard state before appends, correct host", &start, Config { host: Host::Correct, ..c });
 }
 
 /// The search finds issue 14 point 3: with a host that restarts a wiped node as a voter from
-/// epoch 0, the wiped node and the lagging one elect a master without entry 2.
+/// epoch 0, the wiped node and the lagging one elect a master without entry 2. Bounds: the old
+/// master cut off, 2 ticks for each other node, one wipe. The same search over the correct
+/// host (the wiped node restarts as a non-voter) is exhausted clean.
 #[test]
 fn model_negative_wiped_node_votes() {
-    let (start, _) = failover_start();
-    let c = Config { host: Host::WipedVotes, wipes: 1, ..correct(4) };
+    let (start, master, _) = master_stopped_start();
+    let c = Config {
+        host: Host::WipedVotes,
+        wipes: 1,
+        isolated: Some(master),
+        ..correct(ticks_but(master, 2))
+    };
     let err = explore(&start, &c).expect_err("the broken host must be caught");
     println!("found: {err}");
     assert!(
         err.contains("lacks committed") || err.contains("below applied"),
         "another failure than the lost entry: {err}"
     );
+    exhaust("wiped node votes, correct host", &start, Config { host: Host::Correct, ..c });
+}
+
+/// Tuning aid: `M=start,t1,t2,t3,crashes,wipes,proposals,host,supersede` (start 0 fresh,
+/// 1 failover, 2 master stopped, 3 catch-up; host 0 correct, 1 HardStateFirst, 2 WipedVotes).
+#[test]
+#[ignore]
+fn model_measure() {
+    let v: Vec<u64> = std::env::var("M")
+        .unwrap_or_default()
+        .split(',')
+        .map(|x| x.parse().expect("a number"))
+        .collect();
+    let start = match v[0] {
+        0 => ModelState::fresh(),
+        1 => failover_start().0,
+        2 => master_stopped_start().0,
+        _ => catch_up_start().0,
+    };
+    let host = [Host::Correct, Host::HardStateFirst, Host::WipedVotes][v[7] as usize];
+    let c = Config {
+        host,
+        crashes: v[4] as u8,
+        wipes: v[5] as u8,
+        proposals: v[6] as u8,
+        supersede: v[8] == 1,
+        isolated: v.get(9).map(|id| *id as NodeId).filter(|id| *id != 0),
+        ..correct([v[1], v[2], v[3]])
+    };
+    match explore(&start, &c) {
+        Ok(cov) => println!("{v:?}: {cov:?}"),
+        Err(e) => println!("{v:?}: ERR {}", &e[..e.len().min(4000)]),
+    }
 }
 
 /// Follows `walks` random paths of up to `steps` actions from `start` (seeded), weighted
 /// toward progress, checking every state: the deep complement of the bounded exhaustive
 /// searches (several elections, failovers and catch-ups in one run).
-fn random_walks(start: &ModelState, seed: u64, walks: usize, steps: usize) -> Result<usize, String> {
+fn random_walks(
+    start: &ModelState,
+    seed: u64,
+    walks: usize,
+    steps: usize,
+) -> Result<usize, String> {
     use rand::rngs::SmallRng;
     use rand::{Rng, SeedableRng};
     let mut rng = SmallRng::seed_from_u64(seed);
-    let c = Config { crashes: 3, wipes: 1, dups: 8, proposals: 4, ..correct(40) };
+    let c = Config { crashes: 3, wipes: 1, dups: 8, proposals: 4, ..correct([40; NODES as usize]) };
     let mut masters_seen = 0;
     for walk in 0..walks {
         let mut s = start.clone().with_budgets(&c);
@@ -889,23 +1032,8 @@ fn model_random_walks_from_fresh_cluster() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(if cfg!(debug_assertions) { 200 } else { 1_000 });
     let seed = std::env::var("SHOAL_MODEL_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
-    let masters = random_walks(&start, seed, walks, 300)
-        .unwrap_or_else(|e| panic!("invariant broken: {e}"));
+    let masters =
+        random_walks(&start, seed, walks, 300).unwrap_or_else(|e| panic!("invariant broken: {e}"));
     println!("random walks: {walks} walks, {masters} epochs with an established master");
     assert!(masters > walks / 2, "walks rarely elected anyone: {masters}");
-}
-
-#[test]
-#[ignore]
-fn model_measure() {
-    let spec = std::env::var("M").unwrap_or_default();
-    let v: Vec<u64> = spec.split(',').map(|x| x.parse().unwrap()).collect();
-    let start = match v[0] { 0 => ModelState::fresh(), 1 => failover_start().0, _ => silent_master_start().0 };
-    let host = match v[6] { 0 => Host::Correct, 1 => Host::HardStateFirst, _ => Host::WipedVotes };
-    let c = Config { host, ticks: v[1], crashes: v[2] as u8, wipes: v[3] as u8, dups: 0, proposals: v[4] as u8, supersede: v[7]==1, states_max: v[5] as usize };
-    let t = Instant::now();
-    match explore(&start, &c) {
-        Ok(cov) => println!("{spec}: {cov:?}"),
-        Err(e) => println!("{spec}: ERR {:.1}s {}", t.elapsed().as_secs_f64(), &e[..e.len().min(3000)]),
-    }
 }
