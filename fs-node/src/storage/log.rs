@@ -648,6 +648,7 @@ impl DataLog {
     }
 
     fn publish(&self, inner: &LogState) {
+        check_invariants(inner);
         self.shared.durable_changed.notify_all();
         self.shared
             .durable_tx
@@ -848,6 +849,8 @@ impl DataLog {
             inner.marked_len = inner.marked_len.min(offset);
         }
         inner.written = inner.segments.last().expect("segment").last_zxid();
+        // What was cut is no longer durable here, even if a step below fails.
+        inner.durable = inner.durable.min(inner.written);
         self.rewrite_hard_state(&mut inner)?;
         if inner.commit > Zxid::ZERO {
             // The cut may have taken the latest commit mark with it: write it again.
@@ -992,6 +995,7 @@ impl DataLog {
         inner.marked_len = fresh.len;
         inner.segments.push(fresh);
         inner.written = prev;
+        inner.durable = inner.durable.min(prev);
         inner.commit = prev;
         self.rewrite_hard_state(&mut inner)?;
         inner.written_gen += 1;
@@ -1046,6 +1050,33 @@ fn sync_loop(shared: &LogShared) {
     }
 }
 
+/// What the log's bookkeeping promises whenever it tells anyone what is durable: nothing
+/// counts as durable or committed that was not written, and no sync covered bytes the active
+/// segment does not hold. A broken one is a bug in the log (or a caller that truncated
+/// committed entries) and stops the process rather than let a wrong durable zxid be
+/// acknowledged.
+fn check_invariants(inner: &LogState) {
+    assert!(
+        inner.durable <= inner.written,
+        "data log: durable {} beyond written {}",
+        inner.durable,
+        inner.written
+    );
+    assert!(
+        inner.commit <= inner.written,
+        "data log: commit mark {} beyond written {} (committed entries truncated?)",
+        inner.commit,
+        inner.written
+    );
+    let active = inner.segments.last().expect("one segment");
+    assert!(
+        inner.synced_len <= active.len,
+        "data log: synced {} bytes of a {}-byte active segment",
+        inner.synced_len,
+        active.len
+    );
+}
+
 /// One group commit: syncs the active segment as written now, then advances the durable zxid
 /// (and synced length) to what was written before the sync started, and wakes everyone.
 /// Returns false once the log is poisoned.
@@ -1079,6 +1110,7 @@ fn sync_round(shared: &LogShared) -> bool {
             inner.poisoned = Some(detail);
         }
     }
+    check_invariants(&inner);
     shared.durable_changed.notify_all();
     shared
         .durable_tx
