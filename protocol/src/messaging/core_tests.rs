@@ -942,3 +942,90 @@ fn killed_member_stalls_the_sender_at_most_the_credit_silence() {
         "the dead member stalled the sender {longest_stall_ms} ms"
     );
 }
+
+/// A reliable datagram that `sender` (any id: the peer holds the cluster key) never had to
+/// earn: sequence `seq`, fragment `index` of `count`, `len` bytes of payload.
+fn forged_data(sender: SenderId, seq: u64, index: u16, count: u16, len: usize) -> Vec<u8> {
+    let header = Header {
+        version: crate::header::VERSION,
+        kind: crate::message::MessageKind::FileTransBlock as u8,
+        flags: crate::header::flags::RELIABLE,
+        cluster_id: auth().cluster_id,
+        sender,
+        incarnation: 1,
+        seq,
+        frag_index: index,
+        frag_count: count,
+        payload_len: len as u32,
+    };
+    let mut out = Vec::new();
+    crate::header::seal(&auth(), &header, &vec![0x5A; len], &mut out).unwrap();
+    out
+}
+
+/// Issue 15 point 9: one hostile peer claims many sender ids and fills each one's reorder
+/// window out of order (the head, sequence 1, never comes). The receiver's total held bytes
+/// stay within `held_bytes_max` whatever the number of ids; what does not fit is dropped and
+/// counted; an in-order datagram is still delivered when the cap is reached, and delivering a
+/// stream's head frees what it held.
+#[test]
+fn claimed_sender_ids_cannot_hold_more_than_the_global_cap() {
+    const CAP: usize = 4 * 1024 * 1024;
+    const WINDOW: u64 = 64;
+    const IDS: u64 = 64;
+    const LEN: usize = 8 * 1024;
+    let mut config = CoreConfig::with_members(vec![1]);
+    config.receiver.window_datagrams = WINDOW;
+    config.receiver.held_bytes_max = CAP;
+    let mut core = Core::new(1, 1, auth(), config, 0);
+    let mut peak = 0;
+    // 64 ids × 63 datagrams × 8 KiB = 32 MiB offered, eight times the cap.
+    for id in 100..100 + IDS {
+        for seq in (FIRST_SEQ + 1..FIRST_SEQ + WINDOW).rev() {
+            core.on_datagram(&forged_data(id, seq, 0, 1, LEN), 0).unwrap();
+            peak = peak.max(core.receivers().held_bytes());
+        }
+    }
+    assert!(
+        peak <= CAP,
+        "receiver held {peak} bytes for reordering across {IDS} claimed sender ids, over the \
+         global cap of {CAP}"
+    );
+    let offered = IDS * (WINDOW - 1);
+    let held = core.receivers().held_datagrams() as u64;
+    assert_eq!(core.stats().receiver.over_held_cap, offered - held, "every refusal is counted");
+    assert!(held > 0, "the cap is used, not refused outright");
+    // The cap never refuses an in-order datagram: a new sender's head is delivered at once.
+    core.on_datagram(&forged_data(7, FIRST_SEQ, 0, 1, 0), 1).unwrap();
+    assert!(
+        matches!(core.pop_delivery(), Some(Delivery::Message { sender: 7, .. })),
+        "the in-order datagram was delivered"
+    );
+    // The first id's head arrives: everything it held is delivered and freed.
+    let before = core.receivers().held_bytes();
+    core.on_datagram(&forged_data(100, FIRST_SEQ, 0, 1, 0), 1).unwrap();
+    assert!(core.receivers().held_bytes() < before, "delivering the head frees the window");
+    assert!(core.receivers().held_bytes() <= CAP);
+}
+
+/// A fragment 0 announcing a huge message reserves its reassembly buffer up front; claimed
+/// sender ids each starting one must not reserve more than the global cap together.
+#[test]
+fn claimed_sender_ids_cannot_reserve_reassembly_past_the_global_cap() {
+    const CAP: usize = 4 * 1024 * 1024;
+    let mut config = CoreConfig::with_members(vec![1]);
+    config.receiver.held_bytes_max = CAP;
+    let mut core = Core::new(1, 1, auth(), config, 0);
+    let mut peak = 0;
+    // Each first fragment announces 100 fragments (6 MiB), more than the whole cap.
+    for id in 100..116 {
+        core.on_datagram(&forged_data(id, FIRST_SEQ, 0, 100, 16), 0).unwrap();
+        peak = peak.max(core.receivers().held_bytes());
+    }
+    assert!(
+        peak <= CAP,
+        "receiver reserved {peak} bytes for reassembly across claimed sender ids, over the \
+         global cap of {CAP}"
+    );
+    assert!(core.stats().receiver.over_held_cap > 0, "the refusals are counted");
+}

@@ -36,6 +36,17 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 /// Tombstones kept per `senders_max` slot before they are all forgotten.
 const TOMBSTONES_PER_SENDER_SLOT: usize = 4;
 
+/// Default of [`ReceiverConfig::held_bytes_max`]: bytes held for reordering and reassembly
+/// across all senders. Two senders' worst case at once (a full window of maximum-size
+/// fragments, 1024 × 60 KiB = 60 MiB, plus the largest message being reassembled, 65 MiB), and
+/// some thirty full windows of ordinary 8 KiB batches; the same as the best-effort
+/// reassembly bound ([`super::core::PARTIAL_BYTES_MAX`]).
+pub const HELD_BYTES_MAX: usize = 256 * 1024 * 1024;
+
+/// What one datagram held out of order costs beyond its payload (map node, `Bytes` handle),
+/// charged against [`ReceiverConfig::held_bytes_max`] so that empty datagrams are not free.
+pub const HELD_DATAGRAM_OVERHEAD_BYTES: usize = 128;
+
 /// Bounds and timers of the receiving side.
 #[derive(Clone, Debug)]
 pub struct ReceiverConfig {
@@ -70,6 +81,11 @@ pub struct ReceiverConfig {
     /// even though it is silent, so its open hole ends in a gap within `nak_rounds_max` more
     /// rounds. Longer than any partition we mean to ride out without a gap.
     pub sender_gone_ms: u64,
+    /// Most bytes held for reordering and reassembly across all senders together (payloads
+    /// plus [`HELD_DATAGRAM_OVERHEAD_BYTES`] per datagram held out of order, plus the buffer of
+    /// each message being reassembled). Without it a peer claiming many sender ids could make
+    /// a receiver hold `senders_max × window_datagrams` datagrams.
+    pub held_bytes_max: usize,
 }
 
 impl Default for ReceiverConfig {
@@ -86,6 +102,7 @@ impl Default for ReceiverConfig {
             senders_max: 4096,
             sender_silent_ms: 5000,
             sender_gone_ms: 10_000,
+            held_bytes_max: HELD_BYTES_MAX,
         }
     }
 }
@@ -108,6 +125,9 @@ pub struct ReceiverStats {
     pub malformed: u64,
     /// Senders forgotten to make room for a new one (`senders_max` reached).
     pub senders_evicted: u64,
+    /// Datagrams refused (or held ones shed) because the held bytes of all senders together
+    /// reached `held_bytes_max`; the sender's retransmission repairs them later.
+    pub over_held_cap: u64,
 }
 
 #[derive(Debug)]
@@ -280,6 +300,19 @@ impl ReceiverSet {
     /// per sender).
     pub fn held_datagrams(&self) -> usize {
         self.streams.values().map(|s| s.pending.len()).sum()
+    }
+
+    /// Bytes held for reordering and reassembly across all senders, counted as
+    /// [`ReceiverConfig::held_bytes_max`] counts them.
+    pub fn held_bytes(&self) -> usize {
+        self.streams
+            .values()
+            .map(|s| {
+                let pending: usize =
+                    s.pending.values().map(|p| p.payload.len() + HELD_DATAGRAM_OVERHEAD_BYTES).sum();
+                pending + s.reassembly.as_ref().map_or(0, |r| r.bytes.capacity())
+            })
+            .sum()
     }
 
     /// Where delivery of `sender` stands: (incarnation, next sequence to deliver).
