@@ -101,6 +101,8 @@ impl Net {
         let ids: Vec<SenderId> = (1..=self.nodes.len() as u64).collect();
         for &id in &ids {
             let Some(core) = self.nodes[id as usize - 1].core.as_mut() else { continue };
+            let receivers = core.receivers();
+            assert_eq!(receivers.held_bytes(), receivers.held_bytes_recounted(), "held bytes");
             core.tick(now);
             while let Some(t) = core.poll_transmit(now) {
                 let targets: Vec<SenderId> = match t.dest {
@@ -946,9 +948,27 @@ fn killed_member_stalls_the_sender_at_most_the_credit_silence() {
 /// A reliable datagram that `sender` (any id: the peer holds the cluster key) never had to
 /// earn: sequence `seq`, fragment `index` of `count`, `len` bytes of payload.
 fn forged_data(sender: SenderId, seq: u64, index: u16, count: u16, len: usize) -> Vec<u8> {
+    let kind = crate::message::MessageKind::FileTransBlock as u8;
+    forged_fragment(sender, kind, seq, index, count, &vec![0x5A; len])
+}
+
+/// A whole message `m` of `sender` as one reliable datagram at `seq`.
+fn forged_message(sender: SenderId, seq: u64, m: &Message) -> Vec<u8> {
+    let payload = m.encode_payload().unwrap();
+    forged_fragment(sender, m.kind() as u8, seq, 0, 1, &payload)
+}
+
+fn forged_fragment(
+    sender: SenderId,
+    kind: u8,
+    seq: u64,
+    index: u16,
+    count: u16,
+    payload: &[u8],
+) -> Vec<u8> {
     let header = Header {
         version: crate::header::VERSION,
-        kind: crate::message::MessageKind::FileTransBlock as u8,
+        kind,
         flags: crate::header::flags::RELIABLE,
         cluster_id: auth().cluster_id,
         sender,
@@ -956,10 +976,10 @@ fn forged_data(sender: SenderId, seq: u64, index: u16, count: u16, len: usize) -
         seq,
         frag_index: index,
         frag_count: count,
-        payload_len: len as u32,
+        payload_len: payload.len() as u32,
     };
     let mut out = Vec::new();
-    crate::header::seal(&auth(), &header, &vec![0x5A; len], &mut out).unwrap();
+    crate::header::seal(&auth(), &header, payload, &mut out).unwrap();
     out
 }
 
@@ -983,7 +1003,7 @@ fn claimed_sender_ids_cannot_hold_more_than_the_global_cap() {
     for id in 100..100 + IDS {
         for seq in (FIRST_SEQ + 1..FIRST_SEQ + WINDOW).rev() {
             core.on_datagram(&forged_data(id, seq, 0, 1, LEN), 0).unwrap();
-            peak = peak.max(core.receivers().held_bytes());
+            peak = peak.max(core.receivers().held_bytes_recounted());
         }
     }
     assert!(
@@ -996,31 +1016,37 @@ fn claimed_sender_ids_cannot_hold_more_than_the_global_cap() {
     assert_eq!(core.stats().receiver.over_held_cap, offered - held, "every refusal is counted");
     assert!(held > 0, "the cap is used, not refused outright");
     // The cap never refuses an in-order datagram: a new sender's head is delivered at once.
-    core.on_datagram(&forged_data(7, FIRST_SEQ, 0, 1, 0), 1).unwrap();
+    core.on_datagram(&forged_message(7, FIRST_SEQ, &msg(7, 0, 100)), 1).unwrap();
     assert!(
         matches!(core.pop_delivery(), Some(Delivery::Message { sender: 7, .. })),
         "the in-order datagram was delivered"
     );
     // The first id's head arrives: everything it held is delivered and freed.
     let before = core.receivers().held_bytes();
-    core.on_datagram(&forged_data(100, FIRST_SEQ, 0, 1, 0), 1).unwrap();
+    core.on_datagram(&forged_message(100, FIRST_SEQ, &msg(100, 0, 100)), 1).unwrap();
     assert!(core.receivers().held_bytes() < before, "delivering the head frees the window");
     assert!(core.receivers().held_bytes() <= CAP);
 }
 
-/// A fragment 0 announcing a huge message reserves its reassembly buffer up front; claimed
-/// sender ids each starting one must not reserve more than the global cap together.
+/// Reassemblies count too: claimed sender ids each sending the first fragments of a large
+/// message in order (and never its end) cannot make the receiver hold more than the cap. (The
+/// old code reserved the whole announced size at the first fragment.)
 #[test]
-fn claimed_sender_ids_cannot_reserve_reassembly_past_the_global_cap() {
+fn claimed_sender_ids_cannot_reassemble_past_the_global_cap() {
     const CAP: usize = 4 * 1024 * 1024;
+    const FRAG: usize = crate::limits::FRAGMENT_PAYLOAD_BYTES_MAX;
     let mut config = CoreConfig::with_members(vec![1]);
     config.receiver.held_bytes_max = CAP;
     let mut core = Core::new(1, 1, auth(), config, 0);
     let mut peak = 0;
-    // Each first fragment announces 100 fragments (6 MiB), more than the whole cap.
+    // 16 ids × 10 fragments × 60 KiB = 9.4 MiB offered in order; each message announces 100.
     for id in 100..116 {
-        core.on_datagram(&forged_data(id, FIRST_SEQ, 0, 100, 16), 0).unwrap();
-        peak = peak.max(core.receivers().held_bytes());
+        for index in 0..10u16 {
+            let datagram = forged_data(id, FIRST_SEQ + index as u64, index, 100, FRAG);
+            core.on_datagram(&datagram, 0).unwrap();
+            peak = peak.max(core.receivers().held_bytes_recounted());
+            assert_eq!(core.receivers().held_bytes(), core.receivers().held_bytes_recounted());
+        }
     }
     assert!(
         peak <= CAP,
@@ -1028,4 +1054,57 @@ fn claimed_sender_ids_cannot_reserve_reassembly_past_the_global_cap() {
          global cap of {CAP}"
     );
     assert!(core.stats().receiver.over_held_cap > 0, "the refusals are counted");
+    assert_eq!(core.stats().receiver.malformed, 0, "a refusal is not a malformed datagram");
+    // A whole message in one datagram is never held, so it still gets through.
+    core.on_datagram(&forged_message(7, FIRST_SEQ, &msg(7, 0, 100)), 1).unwrap();
+    assert!(matches!(core.pop_delivery(), Some(Delivery::Message { sender: 7, .. })));
+}
+
+/// In-order data comes before out-of-order data: with the cap full of datagrams held out of
+/// order, a sender's large message, arriving in order, sheds them (their senders' NAKs repair
+/// them later) and is delivered whole.
+#[test]
+fn in_order_reassembly_sheds_out_of_order_datagrams_at_the_cap() {
+    const CAP: usize = 1024 * 1024;
+    const FRAG: usize = crate::limits::FRAGMENT_PAYLOAD_BYTES_MAX;
+    let mut config = CoreConfig::with_members(vec![1]);
+    config.receiver.held_bytes_max = CAP;
+    let mut core = Core::new(1, 1, auth(), config, 0);
+    // Fill the cap with out-of-order datagrams of claimed ids (their heads never come).
+    for id in 100..132 {
+        for seq in FIRST_SEQ + 1..FIRST_SEQ + 8 {
+            core.on_datagram(&forged_data(id, seq, 0, 1, 8 * 1024), 0).unwrap();
+        }
+    }
+    let refused = core.stats().receiver.over_held_cap;
+    assert!(refused > 0 && core.receivers().held_bytes() + 8 * 1024 > CAP, "the cap is full");
+    // Sender 7 sends a real 10-fragment message (600 KiB, more than half the cap), in order.
+    let big = msg(7, 0, 10 * FRAG - 100);
+    let payload = big.encode_payload().unwrap();
+    let chunks: Vec<&[u8]> = payload.chunks(FRAG).collect();
+    for (index, chunk) in chunks.iter().enumerate() {
+        let header = Header {
+            version: crate::header::VERSION,
+            kind: big.kind() as u8,
+            flags: crate::header::flags::RELIABLE,
+            cluster_id: auth().cluster_id,
+            sender: 7,
+            incarnation: 1,
+            seq: FIRST_SEQ + index as u64,
+            frag_index: index as u16,
+            frag_count: chunks.len() as u16,
+            payload_len: chunk.len() as u32,
+        };
+        let mut out = Vec::new();
+        crate::header::seal(&auth(), &header, chunk, &mut out).unwrap();
+        core.on_datagram(&out, 1).unwrap();
+        assert!(core.receivers().held_bytes() <= CAP);
+        assert_eq!(core.receivers().held_bytes(), core.receivers().held_bytes_recounted());
+    }
+    match core.pop_delivery() {
+        Some(Delivery::Message { sender: 7, message, .. }) => assert_eq!(message, big),
+        other => panic!("the in-order message was not delivered: {other:?}"),
+    }
+    assert!(core.stats().receiver.over_held_cap > refused, "the shed datagrams are counted");
+    assert_eq!(core.receivers().held_bytes(), core.receivers().held_bytes_recounted());
 }

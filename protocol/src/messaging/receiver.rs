@@ -138,6 +138,13 @@ struct Pending {
     payload: Bytes,
 }
 
+impl Pending {
+    /// What holding it costs against [`ReceiverConfig::held_bytes_max`].
+    fn cost(&self) -> usize {
+        self.payload.len() + HELD_DATAGRAM_OVERHEAD_BYTES
+    }
+}
+
 #[derive(Debug)]
 struct Reassembly {
     kind: u8,
@@ -196,6 +203,12 @@ impl Stream {
         }
     }
 
+    /// What this stream holds against [`ReceiverConfig::held_bytes_max`].
+    fn held(&self) -> usize {
+        let pending: usize = self.pending.values().map(Pending::cost).sum();
+        pending + self.reassembly.as_ref().map_or(0, |r| r.bytes.capacity())
+    }
+
     fn has_missing(&self) -> bool {
         // Every sequence in [next_deliver, known_below) is either pending or missing.
         (self.known_below - self.next_deliver) as usize > self.pending.len()
@@ -229,6 +242,41 @@ impl Stream {
     }
 }
 
+/// The capacity a reassembly needs to take `add` more bytes: it doubles (so copying stays
+/// linear in the message) up to what the message announced, so that the buffer grows with
+/// what arrived instead of being reserved up front from a header any key holder can write.
+fn grown_capacity(r: &Reassembly, add: usize) -> usize {
+    let need = r.bytes.len() + add;
+    if need <= r.bytes.capacity() {
+        return r.bytes.capacity();
+    }
+    let announced = (r.count as usize * FRAGMENT_PAYLOAD_BYTES_MAX).min(MESSAGE_BYTES_MAX);
+    (r.bytes.capacity() * 2).min(announced).max(need)
+}
+
+/// Bytes the reassembly of `stream` would grow by if it took this in-order fragment (0 if
+/// the fragment starts no reassembly, continues none, or is refused as malformed anyway).
+fn reassembly_growth(stream: &Stream, kind: u8, index: u16, count: u16, add: usize) -> usize {
+    if count == 1 || (stream.skip_to_message_start && index != 0) {
+        return 0;
+    }
+    if index == 0 {
+        let fresh = Reassembly { kind, next_index: 0, count, bytes: Vec::new() };
+        // A reassembly it replaces is freed first; ignoring that only errs on the safe side.
+        return grown_capacity(&fresh, add);
+    }
+    match &stream.reassembly {
+        Some(r) if r.next_index == index && r.count == count && r.kind == kind => {
+            if r.bytes.len() + add > MESSAGE_BYTES_MAX {
+                0
+            } else {
+                grown_capacity(r, add) - r.bytes.capacity()
+            }
+        }
+        _ => 0,
+    }
+}
+
 /// The receiving half of one endpoint: all senders' windows.
 #[derive(Debug)]
 pub struct ReceiverSet {
@@ -241,6 +289,9 @@ pub struct ReceiverSet {
     deliveries: VecDeque<Delivery>,
     control: VecDeque<Transmit>,
     stats: ReceiverStats,
+    /// Bytes held for reordering and reassembly by all streams (see [`Stream::held`]), at most
+    /// `config.held_bytes_max`.
+    held_bytes: usize,
 }
 
 impl ReceiverSet {
@@ -255,6 +306,7 @@ impl ReceiverSet {
             deliveries: VecDeque::new(),
             control: VecDeque::new(),
             stats: ReceiverStats::default(),
+            held_bytes: 0,
         }
     }
 
@@ -305,14 +357,33 @@ impl ReceiverSet {
     /// Bytes held for reordering and reassembly across all senders, counted as
     /// [`ReceiverConfig::held_bytes_max`] counts them.
     pub fn held_bytes(&self) -> usize {
-        self.streams
-            .values()
-            .map(|s| {
-                let pending: usize =
-                    s.pending.values().map(|p| p.payload.len() + HELD_DATAGRAM_OVERHEAD_BYTES).sum();
-                pending + s.reassembly.as_ref().map_or(0, |r| r.bytes.capacity())
-            })
-            .sum()
+        self.held_bytes
+    }
+
+    /// [`ReceiverSet::held_bytes`] recounted from the streams: tests check the running count.
+    #[cfg(test)]
+    pub(crate) fn held_bytes_recounted(&self) -> usize {
+        self.streams.values().map(Stream::held).sum()
+    }
+
+    /// Frees held datagrams until `need` more bytes fit under `held_bytes_max`: the highest
+    /// sequence of the stream holding most goes first (the furthest from delivery; NAK repairs
+    /// it later). False if that is not enough (the rest is held by reassemblies).
+    fn make_room(&mut self, need: usize) -> bool {
+        while self.held_bytes + need > self.config.held_bytes_max {
+            let Some(stream) = self
+                .streams
+                .values_mut()
+                .filter(|s| !s.pending.is_empty())
+                .max_by_key(|s| s.pending.len())
+            else {
+                return false;
+            };
+            let (_, shed) = stream.pending.pop_last().expect("not empty");
+            self.held_bytes -= shed.cost();
+            self.stats.over_held_cap += 1;
+        }
+        true
     }
 
     /// Where delivery of `sender` stands: (incarnation, next sequence to deliver).
@@ -338,6 +409,7 @@ impl ReceiverSet {
             }
             Some(current) if incarnation > current => {
                 let old = self.streams.remove(&sender).expect("present");
+                self.held_bytes -= old.held();
                 let undelivered = old.known_below > old.next_deliver || old.reassembly.is_some();
                 if undelivered && !old.fresh {
                     self.stats.gaps += 1;
@@ -362,6 +434,7 @@ impl ReceiverSet {
                         .map(|(id, _)| *id)
                         .expect("senders_max > 0");
                     let old = self.streams.remove(&oldest).expect("just found");
+                    self.held_bytes -= old.held();
                     if self.tombstones.len() >= TOMBSTONES_PER_SENDER_SLOT * self.config.senders_max
                     {
                         // Bounded memory; a sender whose tombstone goes is met as a new one.
@@ -416,9 +489,11 @@ impl ReceiverSet {
             return;
         }
         stream.known_below = stream.known_below.max(seq + 1);
+        let sender = header.sender;
         if seq == stream.next_deliver {
-            let sender = header.sender;
             let incarnation = header.incarnation;
+            // Refused only if a reassembly cannot grow under the cap; then it is a hole like
+            // any lost datagram, and `drain_pending` schedules its NAK.
             self.deliver_in_order(
                 sender,
                 incarnation,
@@ -429,20 +504,27 @@ impl ReceiverSet {
                 payload,
             );
             self.drain_pending(sender, now_ms);
-        } else {
-            stream.pending.insert(
-                seq,
-                Pending {
-                    kind: header.kind,
-                    frag_index: header.frag_index,
-                    frag_count: header.frag_count,
-                    payload: Bytes::copy_from_slice(payload),
-                },
-            );
-            if stream.nak_due_ms.is_none() {
-                stream.nak_due_ms = Some(now_ms + nak_delay_ms);
-            }
+            return;
         }
+        if stream.nak_due_ms.is_none() {
+            stream.nak_due_ms = Some(now_ms + nak_delay_ms);
+        }
+        let held = Pending {
+            kind: header.kind,
+            frag_index: header.frag_index,
+            frag_count: header.frag_count,
+            payload: Bytes::copy_from_slice(payload),
+        };
+        let cost = held.cost();
+        if self.held_bytes + cost > self.config.held_bytes_max {
+            // Out of order and over the global cap: not held. It is missing like a lost
+            // datagram, so the NAK (scheduled above) has the sender retransmit it later.
+            self.stats.over_held_cap += 1;
+            return;
+        }
+        self.held_bytes += cost;
+        let stream = self.streams.get_mut(&sender).expect("found above");
+        stream.pending.insert(seq, held);
     }
 
     /// A sender's status: learn the tail (so a lost last datagram is NAKed) and what is gone.
@@ -492,7 +574,9 @@ impl ReceiverSet {
         stream.next_deliver = resume;
         stream.consumed_below = stream.consumed_below.max(resume);
         stream.known_below = stream.known_below.max(resume);
-        stream.reassembly = None;
+        if let Some(old) = stream.reassembly.take() {
+            self.held_bytes -= old.bytes.capacity();
+        }
         stream.skip_to_message_start = true;
         stream.nak_rounds = 0;
         stream.nak_due_ms = None;
@@ -513,8 +597,9 @@ impl ReceiverSet {
             let stream = self.streams.get_mut(&sender).expect("drained stream exists");
             let next = stream.next_deliver;
             let Some(p) = stream.pending.remove(&next) else { break };
+            self.held_bytes -= p.cost();
             let incarnation = stream.incarnation;
-            self.deliver_in_order(
+            if !self.deliver_in_order(
                 sender,
                 incarnation,
                 next,
@@ -522,7 +607,10 @@ impl ReceiverSet {
                 p.frag_index,
                 p.frag_count,
                 &p.payload,
-            );
+            ) {
+                // Refused for the cap: `next` is missing again and will be NAKed.
+                break;
+            }
         }
         let stream = self.streams.get_mut(&sender).expect("drained stream exists");
         if stream.has_missing() {
@@ -536,6 +624,10 @@ impl ReceiverSet {
         }
     }
 
+    /// Takes the next datagram of `sender`'s stream. False if it was refused because the
+    /// reassembly it continues could not grow under `held_bytes_max` (nothing changed then:
+    /// the datagram is missing again and NAK repair brings it back; if the cap stays full
+    /// that long, the NAK rounds run out and it ends in a gap like any other loss).
     #[allow(clippy::too_many_arguments)]
     fn deliver_in_order(
         &mut self,
@@ -546,9 +638,15 @@ impl ReceiverSet {
         frag_index: u16,
         frag_count: u16,
         payload: &[u8],
-    ) {
+    ) -> bool {
         let stream = self.streams.get_mut(&sender).expect("stream exists");
         debug_assert_eq!(seq, stream.next_deliver);
+        let growth = reassembly_growth(stream, kind, frag_index, frag_count, payload.len());
+        if growth > 0 && !self.make_room(growth) {
+            self.stats.over_held_cap += 1;
+            return false;
+        }
+        let stream = self.streams.get_mut(&sender).expect("stream exists");
         stream.next_deliver = seq + 1;
         // Progress restarts the NAK round count: only a hole that makes no progress is
         // abandoned.
@@ -557,12 +655,13 @@ impl ReceiverSet {
         if stream.skip_to_message_start {
             if frag_index != 0 {
                 stream.consumed_below = stream.consumed_below.max(seq_below);
-                return;
+                return true;
             }
             stream.skip_to_message_start = false;
         }
         if frag_count == 1 {
-            if stream.reassembly.take().is_some() {
+            if let Some(old) = stream.reassembly.take() {
+                self.held_bytes -= old.bytes.capacity();
                 self.stats.malformed += 1;
             }
             if kind == KIND_BATCH {
@@ -570,40 +669,45 @@ impl ReceiverSet {
             } else {
                 self.decode_and_deliver(sender, incarnation, seq_below, kind, payload);
             }
-            return;
+            return true;
         }
         if frag_index == 0 {
-            if stream.reassembly.is_some() {
+            if let Some(old) = stream.reassembly.take() {
+                self.held_bytes -= old.bytes.capacity();
                 self.stats.malformed += 1;
             }
-            let capacity =
-                (frag_count as usize * FRAGMENT_PAYLOAD_BYTES_MAX).min(MESSAGE_BYTES_MAX);
-            let mut bytes = Vec::with_capacity(capacity);
-            bytes.extend_from_slice(payload);
-            stream.reassembly = Some(Reassembly { kind, next_index: 1, count: frag_count, bytes });
-            stream.consumed_below = stream.consumed_below.max(seq_below);
-            return;
+            stream.reassembly =
+                Some(Reassembly { kind, next_index: 0, count: frag_count, bytes: Vec::new() });
         }
         let in_place = matches!(&stream.reassembly,
             Some(r) if r.next_index == frag_index && r.count == frag_count && r.kind == kind);
         if !in_place
             || stream.reassembly.as_ref().unwrap().bytes.len() + payload.len() > MESSAGE_BYTES_MAX
         {
-            stream.reassembly = None;
+            if let Some(old) = stream.reassembly.take() {
+                self.held_bytes -= old.bytes.capacity();
+            }
             stream.skip_to_message_start = true;
             stream.consumed_below = stream.consumed_below.max(seq_below);
             self.stats.malformed += 1;
-            return;
+            return true;
         }
         let r = stream.reassembly.as_mut().unwrap();
+        let before = r.bytes.capacity();
+        let target = grown_capacity(r, payload.len());
+        r.bytes.reserve_exact(target - r.bytes.len());
         r.bytes.extend_from_slice(payload);
+        // `make_room` made room for `target`; the allocator may round up a little.
+        self.held_bytes += r.bytes.capacity() - before;
         r.next_index += 1;
         if r.next_index < r.count {
             stream.consumed_below = stream.consumed_below.max(seq_below);
-            return;
+            return true;
         }
         let r = stream.reassembly.take().unwrap();
+        self.held_bytes -= r.bytes.capacity();
         self.decode_and_deliver(sender, incarnation, seq_below, r.kind, &r.bytes);
+        true
     }
 
     fn unpack_batch(&mut self, sender: SenderId, incarnation: u32, seq_below: u64, batch: &[u8]) {
