@@ -21,6 +21,14 @@
 //! stop. Memory never grows meanwhile: the out-of-order window holds at most
 //! `window_datagrams` per sender whatever happens.
 //!
+//! Memory is also bounded across senders: everything held for reordering (each datagram
+//! charged its payload plus [`HELD_DATAGRAM_OVERHEAD_BYTES`]) and reassembly (the buffer's
+//! capacity, which grows with what arrived rather than with what the first fragment announces)
+//! counts against `held_bytes_max`. At the cap an out-of-order datagram is not held; an
+//! in-order fragment sheds held out-of-order datagrams to make room and is refused only if
+//! that is not enough. Refusals and sheds are counted (`over_held_cap`); what was refused is
+//! missing and NAKed like a lost datagram.
+//!
 //! Credit counts what the *application* has taken ([`ReceiverSet::consumed`]), not what the
 //! window holds, so that a slow application slows the senders instead of losing data.
 
