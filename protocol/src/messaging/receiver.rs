@@ -375,15 +375,16 @@ impl ReceiverSet {
     }
 
     /// Frees held datagrams until `need` more bytes fit under `held_bytes_max`: the highest
-    /// sequence of the stream holding most goes first (the furthest from delivery; NAK repairs
+    /// sequence of the stream holding the most datagrams goes first (the furthest from delivery; NAK repairs
     /// it later). False if that is not enough (the rest is held by reassemblies).
     fn make_room(&mut self, need: usize) -> bool {
         while self.held_bytes + need > self.config.held_bytes_max {
-            let Some(stream) = self
+            // Ties go to the highest id, so the choice does not depend on the map's order.
+            let Some((_, stream)) = self
                 .streams
-                .values_mut()
-                .filter(|s| !s.pending.is_empty())
-                .max_by_key(|s| s.pending.len())
+                .iter_mut()
+                .filter(|(_, s)| !s.pending.is_empty())
+                .max_by_key(|(id, s)| (s.pending.len(), **id))
             else {
                 return false;
             };
