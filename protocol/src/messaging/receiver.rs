@@ -22,11 +22,12 @@
 //! `window_datagrams` per sender whatever happens.
 //!
 //! Memory is also bounded across senders: everything held for reordering (each datagram
-//! charged its payload plus [`HELD_DATAGRAM_OVERHEAD_BYTES`]) and reassembly (the buffer's
-//! capacity, which grows with what arrived rather than with what the first fragment announces)
-//! counts against `held_bytes_max`. At the cap an out-of-order datagram is not held; an
-//! in-order fragment sheds held out-of-order datagrams to make room and is refused only if
-//! that is not enough. Refusals and sheds are counted (`over_held_cap`); what was refused is
+//! charged its payload plus [`HELD_DATAGRAM_OVERHEAD_BYTES`]) and reassembly (the message's
+//! announced size, reserved by its first fragment, so that a started reassembly never waits
+//! for room and two can never wait on each other; the buffer itself grows with what arrived)
+//! counts against `held_bytes_max`. At the cap an out-of-order datagram is not held; a
+//! message's first fragment, arriving in order, sheds held out-of-order datagrams to make room
+//! for its reservation and is refused only if that is not enough. Refusals and sheds are counted (`over_held_cap`); what was refused is
 //! missing and NAKed like a lost datagram.
 //!
 //! Credit counts what the *application* has taken ([`ReceiverSet::consumed`]), not what the
@@ -158,6 +159,9 @@ struct Reassembly {
     kind: u8,
     next_index: u16,
     count: u16,
+    /// Bytes charged against the cap from the first fragment on ([`announced_bytes`]); the
+    /// buffer never grows past it.
+    reserved: usize,
     bytes: Vec<u8>,
 }
 
@@ -214,7 +218,7 @@ impl Stream {
     /// What this stream holds against [`ReceiverConfig::held_bytes_max`].
     fn held(&self) -> usize {
         let pending: usize = self.pending.values().map(Pending::cost).sum();
-        pending + self.reassembly.as_ref().map_or(0, |r| r.bytes.capacity())
+        pending + self.reassembly.as_ref().map_or(0, |r| r.reserved)
     }
 
     fn has_missing(&self) -> bool {
@@ -250,39 +254,22 @@ impl Stream {
     }
 }
 
+/// What a message of `count` fragments may need: reserved against the cap by its first
+/// fragment.
+fn announced_bytes(count: u16) -> usize {
+    (count as usize * FRAGMENT_PAYLOAD_BYTES_MAX).min(MESSAGE_BYTES_MAX)
+}
+
 /// The capacity a reassembly needs to take `add` more bytes: it doubles (so copying stays
-/// linear in the message) up to what the message announced, so that the buffer grows with
-/// what arrived instead of being reserved up front from a header any key holder can write.
+/// linear in the message) up to its reservation, so that the memory really allocated grows
+/// with what arrived rather than with what a first fragment (any key holder can write one)
+/// announces.
 fn grown_capacity(r: &Reassembly, add: usize) -> usize {
     let need = r.bytes.len() + add;
     if need <= r.bytes.capacity() {
         return r.bytes.capacity();
     }
-    let announced = (r.count as usize * FRAGMENT_PAYLOAD_BYTES_MAX).min(MESSAGE_BYTES_MAX);
-    (r.bytes.capacity() * 2).min(announced).max(need)
-}
-
-/// Bytes the reassembly of `stream` would grow by if it took this in-order fragment (0 if
-/// the fragment starts no reassembly, continues none, or is refused as malformed anyway).
-fn reassembly_growth(stream: &Stream, kind: u8, index: u16, count: u16, add: usize) -> usize {
-    if count == 1 || (stream.skip_to_message_start && index != 0) {
-        return 0;
-    }
-    if index == 0 {
-        let fresh = Reassembly { kind, next_index: 0, count, bytes: Vec::new() };
-        // A reassembly it replaces is freed first; ignoring that only errs on the safe side.
-        return grown_capacity(&fresh, add);
-    }
-    match &stream.reassembly {
-        Some(r) if r.next_index == index && r.count == count && r.kind == kind => {
-            if r.bytes.len() + add > MESSAGE_BYTES_MAX {
-                0
-            } else {
-                grown_capacity(r, add) - r.bytes.capacity()
-            }
-        }
-        _ => 0,
-    }
+    (r.bytes.capacity() * 2).min(r.reserved).max(need)
 }
 
 /// The receiving half of one endpoint: all senders' windows.
@@ -584,7 +571,7 @@ impl ReceiverSet {
         stream.consumed_below = stream.consumed_below.max(resume);
         stream.known_below = stream.known_below.max(resume);
         if let Some(old) = stream.reassembly.take() {
-            self.held_bytes -= old.bytes.capacity();
+            self.held_bytes -= old.reserved;
         }
         stream.skip_to_message_start = true;
         stream.nak_rounds = 0;
@@ -633,10 +620,11 @@ impl ReceiverSet {
         }
     }
 
-    /// Takes the next datagram of `sender`'s stream. False if it was refused because the
-    /// reassembly it continues could not grow under `held_bytes_max` (nothing changed then:
-    /// the datagram is missing again and NAK repair brings it back; if the cap stays full
-    /// that long, the NAK rounds run out and it ends in a gap like any other loss).
+    /// Takes the next datagram of `sender`'s stream. False if it was refused because it starts
+    /// a reassembly whose reservation does not fit under `held_bytes_max` even after shedding
+    /// every datagram held out of order (nothing changed then: the datagram is missing again
+    /// and NAK repair brings it back once a reassembly finished; if the cap stays full that
+    /// long, the NAK rounds run out and it ends in a gap like any other loss).
     #[allow(clippy::too_many_arguments)]
     fn deliver_in_order(
         &mut self,
@@ -650,8 +638,12 @@ impl ReceiverSet {
     ) -> bool {
         let stream = self.streams.get_mut(&sender).expect("stream exists");
         debug_assert_eq!(seq, stream.next_deliver);
-        let growth = reassembly_growth(stream, kind, frag_index, frag_count, payload.len());
-        if growth > 0 && !self.make_room(growth) {
+        // A message's first fragment reserves the message's whole announced size: once started,
+        // a reassembly never needs more, so two of them can never wait on each other.
+        let starts = frag_count > 1 && frag_index == 0;
+        let old = if starts { stream.reassembly.as_ref().map_or(0, |r| r.reserved) } else { 0 };
+        let need = if starts { announced_bytes(frag_count).saturating_sub(old) } else { 0 };
+        if need > 0 && !self.make_room(need) {
             self.stats.over_held_cap += 1;
             return false;
         }
@@ -670,7 +662,7 @@ impl ReceiverSet {
         }
         if frag_count == 1 {
             if let Some(old) = stream.reassembly.take() {
-                self.held_bytes -= old.bytes.capacity();
+                self.held_bytes -= old.reserved;
                 self.stats.malformed += 1;
             }
             if kind == KIND_BATCH {
@@ -682,11 +674,18 @@ impl ReceiverSet {
         }
         if frag_index == 0 {
             if let Some(old) = stream.reassembly.take() {
-                self.held_bytes -= old.bytes.capacity();
+                self.held_bytes -= old.reserved;
                 self.stats.malformed += 1;
             }
-            stream.reassembly =
-                Some(Reassembly { kind, next_index: 0, count: frag_count, bytes: Vec::new() });
+            let reserved = announced_bytes(frag_count);
+            self.held_bytes += reserved;
+            stream.reassembly = Some(Reassembly {
+                kind,
+                next_index: 0,
+                count: frag_count,
+                reserved,
+                bytes: Vec::new(),
+            });
         }
         let in_place = matches!(&stream.reassembly,
             Some(r) if r.next_index == frag_index && r.count == frag_count && r.kind == kind);
@@ -694,7 +693,7 @@ impl ReceiverSet {
             || stream.reassembly.as_ref().unwrap().bytes.len() + payload.len() > MESSAGE_BYTES_MAX
         {
             if let Some(old) = stream.reassembly.take() {
-                self.held_bytes -= old.bytes.capacity();
+                self.held_bytes -= old.reserved;
             }
             stream.skip_to_message_start = true;
             stream.consumed_below = stream.consumed_below.max(seq_below);
@@ -702,19 +701,16 @@ impl ReceiverSet {
             return true;
         }
         let r = stream.reassembly.as_mut().unwrap();
-        let before = r.bytes.capacity();
         let target = grown_capacity(r, payload.len());
         r.bytes.reserve_exact(target - r.bytes.len());
         r.bytes.extend_from_slice(payload);
-        // `make_room` made room for `target`; the allocator may round up a little.
-        self.held_bytes += r.bytes.capacity() - before;
         r.next_index += 1;
         if r.next_index < r.count {
             stream.consumed_below = stream.consumed_below.max(seq_below);
             return true;
         }
         let r = stream.reassembly.take().unwrap();
-        self.held_bytes -= r.bytes.capacity();
+        self.held_bytes -= r.reserved;
         self.decode_and_deliver(sender, incarnation, seq_below, r.kind, &r.bytes);
         true
     }
