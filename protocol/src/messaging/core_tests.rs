@@ -1150,3 +1150,49 @@ fn tight_held_cap_under_loss_and_reordering_loses_nothing() {
         assert!(refused > 0, "seed {seed}: the cap was never reached, so this tested nothing");
     }
 }
+
+/// A sender that falls silent in the middle of a fragmented message (it crashed before sending
+/// the rest, so no hole tells the receiver) does not hold its reservation against the cap for
+/// ever: after `sender_gone_ms` the reassembly is given up, a gap says so, and another sender's
+/// message that did not fit before is admitted.
+#[test]
+fn half_sent_message_of_a_silent_sender_frees_its_reservation() {
+    const FRAG: usize = crate::limits::FRAGMENT_PAYLOAD_BYTES_MAX;
+    let mut config = CoreConfig::with_members(vec![1]);
+    config.receiver.held_bytes_max = 150 * FRAG;
+    let gone_ms = config.receiver.sender_gone_ms;
+    let mut core = Core::new(1, 1, auth(), config, 0);
+    // Sender 5 delivers one message, then starts a 100-fragment one and dies after two.
+    core.on_datagram(&forged_message(5, FIRST_SEQ, &msg(5, 0, 100)), 0).unwrap();
+    assert!(matches!(core.pop_delivery(), Some(Delivery::Message { sender: 5, .. })));
+    for index in 0..2u16 {
+        let datagram = forged_data(5, FIRST_SEQ + 1 + index as u64, index, 100, FRAG);
+        core.on_datagram(&datagram, 0).unwrap();
+    }
+    assert_eq!(core.receivers().held_bytes(), 100 * FRAG, "the whole message is reserved");
+    // Sender 6's 100-fragment message does not fit beside it.
+    let first = forged_data(6, FIRST_SEQ, 0, 100, FRAG);
+    core.on_datagram(&first, 1).unwrap();
+    assert_eq!(core.receivers().position(6), Some((1, FIRST_SEQ)), "refused for the cap");
+    assert_eq!(core.stats().receiver.over_held_cap, 1);
+    // Time passes; sender 5 stays silent.
+    let mut now = 1;
+    while now <= gone_ms + 1_000 && core.receivers().held_bytes() >= 100 * FRAG {
+        now += 10;
+        core.tick(now);
+        while core.poll_transmit(now).is_some() {}
+    }
+    assert!(now > gone_ms, "freed only once sender 5 was presumed gone (at {now} ms)");
+    assert_eq!(core.stats().receiver.reassemblies_abandoned, 1);
+    match core.pop_delivery() {
+        Some(Delivery::Gap { sender: 5, first_missing, resumed_at, .. }) => {
+            assert_eq!((first_missing, resumed_at), (FIRST_SEQ + 1, Some(FIRST_SEQ + 3)));
+        }
+        other => panic!("expected sender 5's gap, got {other:?}"),
+    }
+    // A large message is admitted again.
+    core.on_datagram(&forged_data(7, FIRST_SEQ, 0, 100, FRAG), now).unwrap();
+    assert_eq!(core.receivers().position(7), Some((1, FIRST_SEQ + 1)), "admitted now");
+    assert_eq!(core.receivers().held_bytes(), 100 * FRAG);
+    assert_eq!(core.receivers().held_bytes(), core.receivers().held_bytes_recounted());
+}

@@ -37,7 +37,9 @@
 //! never refused, nor is a later fragment of a message whose reassembly started. Only if
 //! reassemblies hold the whole cap is a first fragment refused; a cap that stays full for the
 //! NAK rounds ends in a [`Incoming::Gap`], as any loss would. So `held_bytes_max` must be at
-//! least the largest message a sender sends (`limits::MESSAGE_BYTES_MAX` for any).
+//! least the largest message a sender sends (`limits::MESSAGE_BYTES_MAX` for any). A message
+//! half reassembled when its sender falls silent for `sender_gone_ms` is given up (a gap) so
+//! that a sender that crashed mid-message does not hold its reservation for ever.
 //!
 //! A receiver meeting a sender for the first time starts at the first datagram it sees (from
 //! the start of the message in progress, whose earlier fragments it repairs if the sender still

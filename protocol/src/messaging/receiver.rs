@@ -27,7 +27,9 @@
 //! for room and two can never wait on each other; the buffer itself grows with what arrived)
 //! counts against `held_bytes_max`. At the cap an out-of-order datagram is not held; a
 //! message's first fragment, arriving in order, sheds held out-of-order datagrams to make room
-//! for its reservation and is refused only if that is not enough. Refusals and sheds are counted (`over_held_cap`); what was refused is
+//! for its reservation and is refused only if that is not enough. A reassembly whose sender is
+//! silent for `sender_gone_ms` is given up (a gap, `reassemblies_abandoned`): a sender that
+//! crashed mid-message leaves no hole to end it otherwise. Refusals and sheds are counted (`over_held_cap`); what was refused is
 //! missing and NAKed like a lost datagram.
 //!
 //! Credit counts what the *application* has taken ([`ReceiverSet::consumed`]), not what the
@@ -137,6 +139,9 @@ pub struct ReceiverStats {
     /// Datagrams refused (or held ones shed) because the held bytes of all senders together
     /// reached `held_bytes_max`; the sender's retransmission repairs them later.
     pub over_held_cap: u64,
+    /// Messages half reassembled when their sender fell silent for `sender_gone_ms`: given
+    /// up (reported as a gap) so that their reservation does not hold the cap for ever.
+    pub reassemblies_abandoned: u64,
 }
 
 #[derive(Debug)]
@@ -781,6 +786,27 @@ impl ReceiverSet {
 
     fn tick_stream(&mut self, sender: SenderId, now_ms: u64) {
         let config = self.config.clone();
+        let stream = self.streams.get_mut(&sender).expect("listed");
+        if stream.reassembly.is_some()
+            && now_ms.saturating_sub(stream.last_heard_ms) > config.sender_gone_ms
+        {
+            // The sender is presumed gone in the middle of a message (it may have crashed
+            // before sending the rest, so no hole says so): free the reservation rather than
+            // hold it against the cap for ever. The message is lost; say so.
+            let r = stream.reassembly.take().expect("checked");
+            self.held_bytes -= r.reserved;
+            self.stats.reassemblies_abandoned += 1;
+            stream.skip_to_message_start = true;
+            if !stream.fresh {
+                self.stats.gaps += 1;
+                self.deliveries.push_back(Delivery::Gap {
+                    sender,
+                    incarnation: stream.incarnation,
+                    first_missing: stream.next_deliver - r.next_index as u64,
+                    resumed_at: Some(stream.next_deliver),
+                });
+            }
+        }
         let stream = self.streams.get_mut(&sender).expect("listed");
         if let Some(due) = stream.nak_due_ms {
             if !stream.has_missing() {
