@@ -29,8 +29,8 @@
 //! message's first fragment, arriving in order, sheds held out-of-order datagrams to make room
 //! for its reservation and is refused only if that is not enough. A reassembly whose sender is
 //! silent for `sender_gone_ms` is given up (a gap, `reassemblies_abandoned`): a sender that
-//! crashed mid-message leaves no hole to end it otherwise. Refusals and sheds are counted (`over_held_cap`); what was refused is
-//! missing and NAKed like a lost datagram.
+//! crashed mid-message leaves no hole to end it otherwise. Refusals and sheds are counted
+//! (`over_held_cap`); what was refused is missing and NAKed like a lost datagram.
 //!
 //! Credit counts what the *application* has taken ([`ReceiverSet::consumed`]), not what the
 //! window holds, so that a slow application slows the senders instead of losing data.
@@ -93,8 +93,9 @@ pub struct ReceiverConfig {
     /// rounds. Longer than any partition we mean to ride out without a gap.
     pub sender_gone_ms: u64,
     /// Most bytes held for reordering and reassembly across all senders together (payloads
-    /// plus [`HELD_DATAGRAM_OVERHEAD_BYTES`] per datagram held out of order, plus the buffer of
-    /// each message being reassembled). Without it a peer claiming many sender ids could make
+    /// plus [`HELD_DATAGRAM_OVERHEAD_BYTES`] per datagram held out of order, plus the announced
+    /// size of each message being reassembled, reserved by its first fragment). At least the
+    /// largest message a sender sends, or that message can never be reassembled. Without it a peer claiming many sender ids could make
     /// a receiver hold `senders_max × window_datagrams` datagrams.
     pub held_bytes_max: usize,
 }
@@ -367,8 +368,8 @@ impl ReceiverSet {
     }
 
     /// Frees held datagrams until `need` more bytes fit under `held_bytes_max`: the highest
-    /// sequence of the stream holding the most datagrams goes first (the furthest from delivery; NAK repairs
-    /// it later). False if that is not enough (the rest is held by reassemblies).
+    /// sequence of the stream holding the most datagrams goes first (the furthest from
+    /// delivery; NAK repairs it later). False if that is not enough (reassemblies hold the rest).
     fn make_room(&mut self, need: usize) -> bool {
         while self.held_bytes + need > self.config.held_bytes_max {
             // Ties go to the highest id, so the choice does not depend on the map's order.
@@ -493,8 +494,8 @@ impl ReceiverSet {
         let sender = header.sender;
         if seq == stream.next_deliver {
             let incarnation = header.incarnation;
-            // Refused only if a reassembly cannot grow under the cap; then it is a hole like
-            // any lost datagram, and `drain_pending` schedules its NAK.
+            // Refused only if it starts a message whose reservation does not fit under the cap;
+            // then it is a hole like any lost datagram, and `drain_pending` schedules its NAK.
             self.deliver_in_order(
                 sender,
                 incarnation,
