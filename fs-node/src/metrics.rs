@@ -28,7 +28,7 @@
 //! | `shoal_cache_hits_total` / `shoal_cache_misses_total` / `shoal_cache_evictions_total` | counter | | the server cache |
 //! | `shoal_messaging_*_total` | counter | | endpoint counters: retransmits, NAKs sent and received, gaps, duplicates |
 //! | `shoal_messaging_dropped_total` | counter | `reason` | datagrams dropped inside the messaging core, by reason (rejected, stale incarnation, beyond the window, queue overflow, unmatched replies) |
-//! | `shoal_dropped_datagrams_total` | counter | `reason` | datagrams refused on receipt, by [`protocol::stats::DropReason`]: `truncated`, `bad_magic`, `wrong_version`, `wrong_cluster`, `bad_mac`, `unknown_kind`, `malformed`, `too_large` |
+//! | `shoal_dropped_datagrams_total` | counter | `reason` | datagrams refused on receipt, by [`protocol::stats::DropReason`]: `truncated`, `bad_magic`, `wrong_version`, `wrong_cluster`, `bad_mac`, `unknown_kind`, `malformed`, `too_large`, `receiver_full` (authentic, but the receiver's reorder/reassembly memory cap was full; repaired by retransmission) |
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -26,10 +26,14 @@ pub enum DropReason {
     Malformed,
     /// Over a named size or count limit.
     TooLarge,
+    /// Authentic and well formed, but the receiver's memory for reordering and reassembly
+    /// (`ReceiverConfig::held_bytes_max`, across all senders) was full: not held, or shed to
+    /// make room for in-order data. The sender's retransmission repairs it later.
+    ReceiverFull,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: [DropReason; 9] = [
         DropReason::Truncated,
         DropReason::BadMagic,
         DropReason::WrongVersion,
@@ -38,6 +42,7 @@ impl DropReason {
         DropReason::UnknownKind,
         DropReason::Malformed,
         DropReason::TooLarge,
+        DropReason::ReceiverFull,
     ];
 
     /// A stable snake_case name, for metric labels.
@@ -51,6 +56,7 @@ impl DropReason {
             DropReason::UnknownKind => "unknown_kind",
             DropReason::Malformed => "malformed",
             DropReason::TooLarge => "too_large",
+            DropReason::ReceiverFull => "receiver_full",
         }
     }
 
@@ -92,6 +98,7 @@ pub struct DropSnapshot {
     pub unknown_kind: u64,
     pub malformed: u64,
     pub too_large: u64,
+    pub receiver_full: u64,
 }
 
 impl DropCounters {
@@ -107,8 +114,13 @@ impl DropCounters {
     }
 
     pub fn record_reason(&self, reason: DropReason) {
+        self.record_many(reason, 1);
+    }
+
+    /// Counts `n` dropped inputs for `reason` (drops the core counts itself, added in bulk).
+    pub fn record_many(&self, reason: DropReason, n: u64) {
         // Relaxed: each counter is independent and only ever read as a statistic.
-        self.counts[reason.index()].fetch_add(1, Ordering::Relaxed);
+        self.counts[reason.index()].fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn get(&self, reason: DropReason) -> u64 {
@@ -125,6 +137,7 @@ impl DropCounters {
             unknown_kind: self.get(DropReason::UnknownKind),
             malformed: self.get(DropReason::Malformed),
             too_large: self.get(DropReason::TooLarge),
+            receiver_full: self.get(DropReason::ReceiverFull),
         }
     }
 }
@@ -150,6 +163,7 @@ impl DropSnapshot {
             DropReason::UnknownKind => self.unknown_kind,
             DropReason::Malformed => self.malformed,
             DropReason::TooLarge => self.too_large,
+            DropReason::ReceiverFull => self.receiver_full,
         }
     }
 }
@@ -177,6 +191,7 @@ mod tests {
         }
         counters.record(&ProtocolError::TooMany { what: "x", count: 2, max: 1 });
         counters.record(&ProtocolError::BadChecksum { stored: 1, computed: 2 });
+        counters.record_many(DropReason::ReceiverFull, 3);
         let snap = counters.snapshot();
         assert_eq!(
             snap,
@@ -189,9 +204,10 @@ mod tests {
                 unknown_kind: 1,
                 malformed: 2,
                 too_large: 2,
+                receiver_full: 3,
             }
         );
-        assert_eq!(snap.total(), 10);
+        assert_eq!(snap.total(), 13);
         for reason in DropReason::ALL {
             assert_eq!(snap.get(reason), counters.get(reason), "{}", reason.name());
         }

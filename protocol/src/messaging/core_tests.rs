@@ -101,6 +101,8 @@ impl Net {
         let ids: Vec<SenderId> = (1..=self.nodes.len() as u64).collect();
         for &id in &ids {
             let Some(core) = self.nodes[id as usize - 1].core.as_mut() else { continue };
+            let receivers = core.receivers();
+            assert_eq!(receivers.held_bytes(), receivers.held_bytes_recounted(), "held bytes");
             core.tick(now);
             while let Some(t) = core.poll_transmit(now) {
                 let targets: Vec<SenderId> = match t.dest {
@@ -941,4 +943,256 @@ fn killed_member_stalls_the_sender_at_most_the_credit_silence() {
         longest_stall_ms <= defaults.credit_silence_ms,
         "the dead member stalled the sender {longest_stall_ms} ms"
     );
+}
+
+/// A reliable datagram that `sender` (any id: the peer holds the cluster key) never had to
+/// earn: sequence `seq`, fragment `index` of `count`, `len` bytes of payload.
+fn forged_data(sender: SenderId, seq: u64, index: u16, count: u16, len: usize) -> Vec<u8> {
+    let kind = crate::message::MessageKind::FileTransBlock as u8;
+    forged_fragment(sender, kind, seq, index, count, &vec![0x5A; len])
+}
+
+/// A whole message `m` of `sender` as one reliable datagram at `seq`.
+fn forged_message(sender: SenderId, seq: u64, m: &Message) -> Vec<u8> {
+    let payload = m.encode_payload().unwrap();
+    forged_fragment(sender, m.kind() as u8, seq, 0, 1, &payload)
+}
+
+fn forged_fragment(
+    sender: SenderId,
+    kind: u8,
+    seq: u64,
+    index: u16,
+    count: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    let header = Header {
+        version: crate::header::VERSION,
+        kind,
+        flags: crate::header::flags::RELIABLE,
+        cluster_id: auth().cluster_id,
+        sender,
+        incarnation: 1,
+        seq,
+        frag_index: index,
+        frag_count: count,
+        payload_len: payload.len() as u32,
+    };
+    let mut out = Vec::new();
+    crate::header::seal(&auth(), &header, payload, &mut out).unwrap();
+    out
+}
+
+/// Issue 15 point 9: one hostile peer claims many sender ids and fills each one's reorder
+/// window out of order (the head, sequence 1, never comes). The receiver's total held bytes
+/// stay within `held_bytes_max` whatever the number of ids; what does not fit is dropped and
+/// counted; an in-order datagram is still delivered when the cap is reached, and delivering a
+/// stream's head frees what it held.
+#[test]
+fn claimed_sender_ids_cannot_hold_more_than_the_global_cap() {
+    const CAP: usize = 4 * 1024 * 1024;
+    const WINDOW: u64 = 64;
+    const IDS: u64 = 64;
+    const LEN: usize = 8 * 1024;
+    let mut config = CoreConfig::with_members(vec![1]);
+    config.receiver.window_datagrams = WINDOW;
+    config.receiver.held_bytes_max = CAP;
+    let mut core = Core::new(1, 1, auth(), config, 0);
+    let mut peak = 0;
+    // 64 ids × 63 datagrams × 8 KiB = 32 MiB offered, eight times the cap.
+    for id in 100..100 + IDS {
+        for seq in (FIRST_SEQ + 1..FIRST_SEQ + WINDOW).rev() {
+            core.on_datagram(&forged_data(id, seq, 0, 1, LEN), 0).unwrap();
+            peak = peak.max(core.receivers().held_bytes_recounted());
+        }
+    }
+    assert!(
+        peak <= CAP,
+        "receiver held {peak} bytes for reordering across {IDS} claimed sender ids, over the \
+         global cap of {CAP}"
+    );
+    let offered = IDS * (WINDOW - 1);
+    let held = core.receivers().held_datagrams() as u64;
+    assert_eq!(core.stats().receiver.over_held_cap, offered - held, "every refusal is counted");
+    assert!(held > 0, "the cap is used, not refused outright");
+    // The cap never refuses an in-order datagram: a new sender's head is delivered at once.
+    core.on_datagram(&forged_message(7, FIRST_SEQ, &msg(7, 0, 100)), 1).unwrap();
+    assert!(
+        matches!(core.pop_delivery(), Some(Delivery::Message { sender: 7, .. })),
+        "the in-order datagram was delivered"
+    );
+    // The first id's head arrives: everything it held is delivered and freed.
+    let before = core.receivers().held_bytes();
+    core.on_datagram(&forged_message(100, FIRST_SEQ, &msg(100, 0, 100)), 1).unwrap();
+    assert!(core.receivers().held_bytes() < before, "delivering the head frees the window");
+    assert!(core.receivers().held_bytes() <= CAP);
+}
+
+/// Reassemblies count too: claimed sender ids each sending the first fragments of a large
+/// message in order (and never its end) cannot make the receiver hold or reserve more than the
+/// cap. (The old code reserved each message's announced size at its first fragment, without
+/// any limit across senders.)
+#[test]
+fn claimed_sender_ids_cannot_reassemble_past_the_global_cap() {
+    const CAP: usize = 4 * 1024 * 1024;
+    const FRAG: usize = crate::limits::FRAGMENT_PAYLOAD_BYTES_MAX;
+    let mut config = CoreConfig::with_members(vec![1]);
+    config.receiver.held_bytes_max = CAP;
+    let mut core = Core::new(1, 1, auth(), config, 0);
+    let mut peak = 0;
+    // 16 ids × 10 fragments × 60 KiB = 9.4 MiB offered in order; each message announces 100.
+    for id in 100..116 {
+        for index in 0..10u16 {
+            let datagram = forged_data(id, FIRST_SEQ + index as u64, index, 100, FRAG);
+            core.on_datagram(&datagram, 0).unwrap();
+            peak = peak.max(core.receivers().held_bytes_recounted());
+            assert_eq!(core.receivers().held_bytes(), core.receivers().held_bytes_recounted());
+        }
+    }
+    assert!(
+        peak <= CAP,
+        "receiver reserved {peak} bytes for reassembly across claimed sender ids, over the \
+         global cap of {CAP}"
+    );
+    assert!(core.stats().receiver.over_held_cap > 0, "the refusals are counted");
+    assert_eq!(core.stats().receiver.malformed, 0, "a refusal is not a malformed datagram");
+    // A whole message in one datagram is never held, so it still gets through.
+    core.on_datagram(&forged_message(7, FIRST_SEQ, &msg(7, 0, 100)), 1).unwrap();
+    assert!(matches!(core.pop_delivery(), Some(Delivery::Message { sender: 7, .. })));
+}
+
+/// In-order data comes before out-of-order data: with the cap full of datagrams held out of
+/// order, a sender's large message, arriving in order, sheds them (their senders' NAKs repair
+/// them later) and is delivered whole.
+#[test]
+fn in_order_reassembly_sheds_out_of_order_datagrams_at_the_cap() {
+    const CAP: usize = 1024 * 1024;
+    const FRAG: usize = crate::limits::FRAGMENT_PAYLOAD_BYTES_MAX;
+    let mut config = CoreConfig::with_members(vec![1]);
+    config.receiver.held_bytes_max = CAP;
+    let mut core = Core::new(1, 1, auth(), config, 0);
+    // Fill the cap with out-of-order datagrams of claimed ids (their heads never come).
+    for id in 100..132 {
+        for seq in FIRST_SEQ + 1..FIRST_SEQ + 8 {
+            core.on_datagram(&forged_data(id, seq, 0, 1, 8 * 1024), 0).unwrap();
+        }
+    }
+    let refused = core.stats().receiver.over_held_cap;
+    assert!(refused > 0 && core.receivers().held_bytes() + 8 * 1024 > CAP, "the cap is full");
+    // Sender 7 sends a real 10-fragment message (600 KiB, more than half the cap), in order.
+    let big = msg(7, 0, 10 * FRAG - 100);
+    let payload = big.encode_payload().unwrap();
+    let chunks: Vec<&[u8]> = payload.chunks(FRAG).collect();
+    for (index, chunk) in chunks.iter().enumerate() {
+        let header = Header {
+            version: crate::header::VERSION,
+            kind: big.kind() as u8,
+            flags: crate::header::flags::RELIABLE,
+            cluster_id: auth().cluster_id,
+            sender: 7,
+            incarnation: 1,
+            seq: FIRST_SEQ + index as u64,
+            frag_index: index as u16,
+            frag_count: chunks.len() as u16,
+            payload_len: chunk.len() as u32,
+        };
+        let mut out = Vec::new();
+        crate::header::seal(&auth(), &header, chunk, &mut out).unwrap();
+        core.on_datagram(&out, 1).unwrap();
+        assert!(core.receivers().held_bytes() <= CAP);
+        assert_eq!(core.receivers().held_bytes(), core.receivers().held_bytes_recounted());
+    }
+    match core.pop_delivery() {
+        Some(Delivery::Message { sender: 7, message, .. }) => assert_eq!(message, big),
+        other => panic!("the in-order message was not delivered: {other:?}"),
+    }
+    assert!(core.stats().receiver.over_held_cap > refused, "the shed datagrams are counted");
+    assert_eq!(core.receivers().held_bytes(), core.receivers().held_bytes_recounted());
+}
+
+/// The cap costs no data: with `held_bytes_max` far below the window (and only a little above
+/// the largest message), under 20 % loss, 10 % duplication and full reordering, every member
+/// still delivers every other member's messages exactly once, in order, without a gap — what
+/// the cap refused or shed was NAKed and retransmitted.
+#[test]
+fn tight_held_cap_under_loss_and_reordering_loses_nothing() {
+    const CAP: usize = 320 * 1024;
+    for seed in 0..2u64 {
+        let mut net = Net::new(3, &[1, 2, 3], |c| c.receiver.held_bytes_max = CAP);
+        net.filter = seeded_filter(seed + 7, 20, 10);
+        net.reorder = Some(SmallRng::seed_from_u64(seed + 300));
+        let sizes = [10, 100, 3000, 70_000, 100, 200_000, 50, 30_000];
+        let per_sender = 60u64;
+        for round in 0..per_sender {
+            for sender in 1..=3 {
+                let size = sizes[(round as usize + sender as usize) % sizes.len()];
+                net.send_blocking(sender, &[msg(sender, round, size)], 5_000);
+            }
+        }
+        net.run_until(30_000, |net| {
+            (1..=3).all(|r| {
+                (1..=3)
+                    .filter(|s| *s != r)
+                    .all(|s| net.delivered_from(r, s).len() == per_sender as usize)
+            })
+        });
+        let mut refused = 0;
+        for receiver in 1..=3 {
+            assert_eq!(net.delivered(receiver).1, 0, "seed {seed}: receiver {receiver}: a gap");
+            for sender in (1..=3).filter(|s| *s != receiver) {
+                let got = net.delivered_from(receiver, sender);
+                assert_eq!(got, (0..per_sender).collect::<Vec<_>>(), "seed {seed}");
+            }
+            let core = net.core(receiver);
+            assert!(core.receivers().held_bytes() <= CAP);
+            refused += core.stats().receiver.over_held_cap;
+        }
+        assert!(refused > 0, "seed {seed}: the cap was never reached, so this tested nothing");
+    }
+}
+
+/// A sender that falls silent in the middle of a fragmented message (it crashed before sending
+/// the rest, so no hole tells the receiver) does not hold its reservation against the cap for
+/// ever: after `sender_gone_ms` the reassembly is given up, a gap says so, and another sender's
+/// message that did not fit before is admitted.
+#[test]
+fn half_sent_message_of_a_silent_sender_frees_its_reservation() {
+    const FRAG: usize = crate::limits::FRAGMENT_PAYLOAD_BYTES_MAX;
+    let mut config = CoreConfig::with_members(vec![1]);
+    config.receiver.held_bytes_max = 150 * FRAG;
+    let gone_ms = config.receiver.sender_gone_ms;
+    let mut core = Core::new(1, 1, auth(), config, 0);
+    // Sender 5 delivers one message, then starts a 100-fragment one and dies after two.
+    core.on_datagram(&forged_message(5, FIRST_SEQ, &msg(5, 0, 100)), 0).unwrap();
+    assert!(matches!(core.pop_delivery(), Some(Delivery::Message { sender: 5, .. })));
+    for index in 0..2u16 {
+        let datagram = forged_data(5, FIRST_SEQ + 1 + index as u64, index, 100, FRAG);
+        core.on_datagram(&datagram, 0).unwrap();
+    }
+    assert_eq!(core.receivers().held_bytes(), 100 * FRAG, "the whole message is reserved");
+    // Sender 6's 100-fragment message does not fit beside it.
+    let first = forged_data(6, FIRST_SEQ, 0, 100, FRAG);
+    core.on_datagram(&first, 1).unwrap();
+    assert_eq!(core.receivers().position(6), Some((1, FIRST_SEQ)), "refused for the cap");
+    assert_eq!(core.stats().receiver.over_held_cap, 1);
+    // Time passes; sender 5 stays silent.
+    let mut now = 1;
+    while now <= gone_ms + 1_000 && core.receivers().held_bytes() >= 100 * FRAG {
+        now += 10;
+        core.tick(now);
+        while core.poll_transmit(now).is_some() {}
+    }
+    assert!(now > gone_ms, "freed only once sender 5 was presumed gone (at {now} ms)");
+    assert_eq!(core.stats().receiver.reassemblies_abandoned, 1);
+    match core.pop_delivery() {
+        Some(Delivery::Gap { sender: 5, first_missing, resumed_at, .. }) => {
+            assert_eq!((first_missing, resumed_at), (FIRST_SEQ + 1, Some(FIRST_SEQ + 3)));
+        }
+        other => panic!("expected sender 5's gap, got {other:?}"),
+    }
+    // A large message is admitted again.
+    core.on_datagram(&forged_data(7, FIRST_SEQ, 0, 100, FRAG), now).unwrap();
+    assert_eq!(core.receivers().position(7), Some((1, FIRST_SEQ + 1)), "admitted now");
+    assert_eq!(core.receivers().held_bytes(), 100 * FRAG);
+    assert_eq!(core.receivers().held_bytes(), core.receivers().held_bytes_recounted());
 }

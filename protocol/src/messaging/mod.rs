@@ -24,6 +24,23 @@
 //! A member silent for `credit_silence_ms` stops counting toward credit (a dead member stalls
 //! senders at most that long), and one silent for `member_timeout_ms` toward stability too.
 //!
+//! A receiver's memory for the reliable streams is bounded whatever its peers do (anyone with
+//! the cluster key can claim any sender id): at most `senders_max` sender states (the one heard
+//! least recently is evicted, its position kept as a tombstone; `senders_evicted` counts them),
+//! and at most `held_bytes_max` bytes held for reordering and reassembly across all senders
+//! together (a fragmented message reserves its announced size with its first fragment). Past
+//! that cap a datagram that arrives out of order is not held, and the in-order first fragment
+//! of a message first sheds held out-of-order datagrams (the highest sequences of the sender
+//! holding most) to make room for its reservation; each is counted as
+//! [`crate::stats::DropReason::ReceiverFull`] and is missing like a lost datagram, so NAK
+//! repair brings it back once there is room. A datagram that completes a message by itself is
+//! never refused, nor is a later fragment of a message whose reassembly started. Only if
+//! reassemblies hold the whole cap is a first fragment refused; a cap that stays full for the
+//! NAK rounds ends in a [`Incoming::Gap`], as any loss would. So `held_bytes_max` must be at
+//! least the largest message a sender sends (`limits::MESSAGE_BYTES_MAX` for any). A message
+//! half reassembled when its sender falls silent for `sender_gone_ms` is given up (a gap) so
+//! that a sender that crashed mid-message does not hold its reservation for ever.
+//!
 //! A receiver meeting a sender for the first time starts at the first datagram it sees (from
 //! the start of the message in progress, whose earlier fragments it repairs if the sender still
 //! has them, else from the next message start), or, when the sender's stream is younger than
@@ -58,6 +75,8 @@
 //! | credit silence | 750 ms (three keepalives) | a dead node blocks senders at most this long: its last credit runs out after one window (half a second at a busy master), then its silence lifts the limit |
 //! | member timeout | 3 s | a dead node holds the retransmit buffer (stability) this long, so a slow one can still repair |
 //! | tick | 2 ms | the granularity of the timers above |
+//! | senders tracked by a receiver | 4096 (`senders_max`) | every node and client of a large cluster; a sender state without held data is a few hundred bytes |
+//! | bytes held for reordering and reassembly, all senders | 256 MiB (`held_bytes_max`, [`receiver::HELD_BYTES_MAX`]), each datagram held out of order charged its payload + 128 bytes, a fragmented message its announced size | without it, 4096 senders × a 1024-datagram window of 60 KiB fragments is 240 GiB; 256 MiB is the worst case of two senders at once (a window of maximum fragments, 60 MiB, plus the largest message reassembling, 65 MiB) and some thirty full windows of ordinary 8 KiB batches; the same as the best-effort reassembly bound (`core::PARTIAL_BYTES_MAX`) |
 //!
 //! Retransmissions are the original sealed bytes (no `RETRANSMIT` flag, so a repair costs no
 //! new HMAC). Own multicast looped back to us is recognised from the header before the HMAC.

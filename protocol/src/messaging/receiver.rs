@@ -21,6 +21,17 @@
 //! stop. Memory never grows meanwhile: the out-of-order window holds at most
 //! `window_datagrams` per sender whatever happens.
 //!
+//! Memory is also bounded across senders: everything held for reordering (each datagram
+//! charged its payload plus [`HELD_DATAGRAM_OVERHEAD_BYTES`]) and reassembly (the message's
+//! announced size, reserved by its first fragment, so that a started reassembly never waits
+//! for room and two can never wait on each other; the buffer itself grows with what arrived)
+//! counts against `held_bytes_max`. At the cap an out-of-order datagram is not held; a
+//! message's first fragment, arriving in order, sheds held out-of-order datagrams to make room
+//! for its reservation and is refused only if that is not enough. A reassembly whose sender is
+//! silent for `sender_gone_ms` is given up (a gap, `reassemblies_abandoned`): a sender that
+//! crashed mid-message leaves no hole to end it otherwise. Refusals and sheds are counted
+//! (`over_held_cap`); what was refused is missing and NAKed like a lost datagram.
+//!
 //! Credit counts what the *application* has taken ([`ReceiverSet::consumed`]), not what the
 //! window holds, so that a slow application slows the senders instead of losing data.
 
@@ -35,6 +46,17 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 /// Tombstones kept per `senders_max` slot before they are all forgotten.
 const TOMBSTONES_PER_SENDER_SLOT: usize = 4;
+
+/// Default of [`ReceiverConfig::held_bytes_max`]: bytes held for reordering and reassembly
+/// across all senders. Two senders' worst case at once (a full window of maximum-size
+/// fragments, 1024 × 60 KiB = 60 MiB, plus the largest message being reassembled, 65 MiB), and
+/// some thirty full windows of ordinary 8 KiB batches; the same as the best-effort
+/// reassembly bound ([`super::core::PARTIAL_BYTES_MAX`]).
+pub const HELD_BYTES_MAX: usize = 256 * 1024 * 1024;
+
+/// What one datagram held out of order costs beyond its payload (map node, `Bytes` handle),
+/// charged against [`ReceiverConfig::held_bytes_max`] so that empty datagrams are not free.
+pub const HELD_DATAGRAM_OVERHEAD_BYTES: usize = 128;
 
 /// Bounds and timers of the receiving side.
 #[derive(Clone, Debug)]
@@ -70,6 +92,12 @@ pub struct ReceiverConfig {
     /// even though it is silent, so its open hole ends in a gap within `nak_rounds_max` more
     /// rounds. Longer than any partition we mean to ride out without a gap.
     pub sender_gone_ms: u64,
+    /// Most bytes held for reordering and reassembly across all senders together (payloads
+    /// plus [`HELD_DATAGRAM_OVERHEAD_BYTES`] per datagram held out of order, plus the announced
+    /// size of each message being reassembled, reserved by its first fragment). At least the
+    /// largest message a sender sends, or that message can never be reassembled. Without it a peer claiming many sender ids could make
+    /// a receiver hold `senders_max × window_datagrams` datagrams.
+    pub held_bytes_max: usize,
 }
 
 impl Default for ReceiverConfig {
@@ -86,6 +114,7 @@ impl Default for ReceiverConfig {
             senders_max: 4096,
             sender_silent_ms: 5000,
             sender_gone_ms: 10_000,
+            held_bytes_max: HELD_BYTES_MAX,
         }
     }
 }
@@ -108,6 +137,12 @@ pub struct ReceiverStats {
     pub malformed: u64,
     /// Senders forgotten to make room for a new one (`senders_max` reached).
     pub senders_evicted: u64,
+    /// Datagrams refused (or held ones shed) because the held bytes of all senders together
+    /// reached `held_bytes_max`; the sender's retransmission repairs them later.
+    pub over_held_cap: u64,
+    /// Messages half reassembled when their sender fell silent for `sender_gone_ms`: given
+    /// up (reported as a gap) so that their reservation does not hold the cap for ever.
+    pub reassemblies_abandoned: u64,
 }
 
 #[derive(Debug)]
@@ -118,11 +153,21 @@ struct Pending {
     payload: Bytes,
 }
 
+impl Pending {
+    /// What holding it costs against [`ReceiverConfig::held_bytes_max`].
+    fn cost(&self) -> usize {
+        self.payload.len() + HELD_DATAGRAM_OVERHEAD_BYTES
+    }
+}
+
 #[derive(Debug)]
 struct Reassembly {
     kind: u8,
     next_index: u16,
     count: u16,
+    /// Bytes charged against the cap from the first fragment on ([`announced_bytes`]); the
+    /// buffer never grows past it.
+    reserved: usize,
     bytes: Vec<u8>,
 }
 
@@ -176,6 +221,12 @@ impl Stream {
         }
     }
 
+    /// What this stream holds against [`ReceiverConfig::held_bytes_max`].
+    fn held(&self) -> usize {
+        let pending: usize = self.pending.values().map(Pending::cost).sum();
+        pending + self.reassembly.as_ref().map_or(0, |r| r.reserved)
+    }
+
     fn has_missing(&self) -> bool {
         // Every sequence in [next_deliver, known_below) is either pending or missing.
         (self.known_below - self.next_deliver) as usize > self.pending.len()
@@ -209,6 +260,24 @@ impl Stream {
     }
 }
 
+/// What a message of `count` fragments may need: reserved against the cap by its first
+/// fragment.
+fn announced_bytes(count: u16) -> usize {
+    (count as usize * FRAGMENT_PAYLOAD_BYTES_MAX).min(MESSAGE_BYTES_MAX)
+}
+
+/// The capacity a reassembly needs to take `add` more bytes: it doubles (so copying stays
+/// linear in the message) up to its reservation, so that the memory really allocated grows
+/// with what arrived rather than with what a first fragment (any key holder can write one)
+/// announces.
+fn grown_capacity(r: &Reassembly, add: usize) -> usize {
+    let need = r.bytes.len() + add;
+    if need <= r.bytes.capacity() {
+        return r.bytes.capacity();
+    }
+    (r.bytes.capacity() * 2).min(r.reserved).max(need)
+}
+
 /// The receiving half of one endpoint: all senders' windows.
 #[derive(Debug)]
 pub struct ReceiverSet {
@@ -221,6 +290,9 @@ pub struct ReceiverSet {
     deliveries: VecDeque<Delivery>,
     control: VecDeque<Transmit>,
     stats: ReceiverStats,
+    /// Bytes held for reordering and reassembly by all streams (see [`Stream::held`]), at most
+    /// `config.held_bytes_max`.
+    held_bytes: usize,
 }
 
 impl ReceiverSet {
@@ -235,6 +307,7 @@ impl ReceiverSet {
             deliveries: VecDeque::new(),
             control: VecDeque::new(),
             stats: ReceiverStats::default(),
+            held_bytes: 0,
         }
     }
 
@@ -282,6 +355,39 @@ impl ReceiverSet {
         self.streams.values().map(|s| s.pending.len()).sum()
     }
 
+    /// Bytes held for reordering and reassembly across all senders, counted as
+    /// [`ReceiverConfig::held_bytes_max`] counts them.
+    pub fn held_bytes(&self) -> usize {
+        self.held_bytes
+    }
+
+    /// [`ReceiverSet::held_bytes`] recounted from the streams: tests check the running count.
+    #[cfg(test)]
+    pub(crate) fn held_bytes_recounted(&self) -> usize {
+        self.streams.values().map(Stream::held).sum()
+    }
+
+    /// Frees held datagrams until `need` more bytes fit under `held_bytes_max`: the highest
+    /// sequence of the stream holding the most datagrams goes first (the furthest from
+    /// delivery; NAK repairs it later). False if that is not enough (reassemblies hold the rest).
+    fn make_room(&mut self, need: usize) -> bool {
+        while self.held_bytes + need > self.config.held_bytes_max {
+            // Ties go to the highest id, so the choice does not depend on the map's order.
+            let Some((_, stream)) = self
+                .streams
+                .iter_mut()
+                .filter(|(_, s)| !s.pending.is_empty())
+                .max_by_key(|(id, s)| (s.pending.len(), **id))
+            else {
+                return false;
+            };
+            let (_, shed) = stream.pending.pop_last().expect("not empty");
+            self.held_bytes -= shed.cost();
+            self.stats.over_held_cap += 1;
+        }
+        true
+    }
+
     /// Where delivery of `sender` stands: (incarnation, next sequence to deliver).
     pub fn position(&self, sender: SenderId) -> Option<(u32, u64)> {
         self.streams.get(&sender).map(|s| (s.incarnation, s.next_deliver))
@@ -305,6 +411,7 @@ impl ReceiverSet {
             }
             Some(current) if incarnation > current => {
                 let old = self.streams.remove(&sender).expect("present");
+                self.held_bytes -= old.held();
                 let undelivered = old.known_below > old.next_deliver || old.reassembly.is_some();
                 if undelivered && !old.fresh {
                     self.stats.gaps += 1;
@@ -329,6 +436,7 @@ impl ReceiverSet {
                         .map(|(id, _)| *id)
                         .expect("senders_max > 0");
                     let old = self.streams.remove(&oldest).expect("just found");
+                    self.held_bytes -= old.held();
                     if self.tombstones.len() >= TOMBSTONES_PER_SENDER_SLOT * self.config.senders_max
                     {
                         // Bounded memory; a sender whose tombstone goes is met as a new one.
@@ -383,9 +491,11 @@ impl ReceiverSet {
             return;
         }
         stream.known_below = stream.known_below.max(seq + 1);
+        let sender = header.sender;
         if seq == stream.next_deliver {
-            let sender = header.sender;
             let incarnation = header.incarnation;
+            // Refused only if it starts a message whose reservation does not fit under the cap;
+            // then it is a hole like any lost datagram, and `drain_pending` schedules its NAK.
             self.deliver_in_order(
                 sender,
                 incarnation,
@@ -396,20 +506,27 @@ impl ReceiverSet {
                 payload,
             );
             self.drain_pending(sender, now_ms);
-        } else {
-            stream.pending.insert(
-                seq,
-                Pending {
-                    kind: header.kind,
-                    frag_index: header.frag_index,
-                    frag_count: header.frag_count,
-                    payload: Bytes::copy_from_slice(payload),
-                },
-            );
-            if stream.nak_due_ms.is_none() {
-                stream.nak_due_ms = Some(now_ms + nak_delay_ms);
-            }
+            return;
         }
+        if stream.nak_due_ms.is_none() {
+            stream.nak_due_ms = Some(now_ms + nak_delay_ms);
+        }
+        let held = Pending {
+            kind: header.kind,
+            frag_index: header.frag_index,
+            frag_count: header.frag_count,
+            payload: Bytes::copy_from_slice(payload),
+        };
+        let cost = held.cost();
+        if self.held_bytes + cost > self.config.held_bytes_max {
+            // Out of order and over the global cap: not held. It is missing like a lost
+            // datagram, so the NAK (scheduled above) has the sender retransmit it later.
+            self.stats.over_held_cap += 1;
+            return;
+        }
+        self.held_bytes += cost;
+        let stream = self.streams.get_mut(&sender).expect("found above");
+        stream.pending.insert(seq, held);
     }
 
     /// A sender's status: learn the tail (so a lost last datagram is NAKed) and what is gone.
@@ -459,7 +576,9 @@ impl ReceiverSet {
         stream.next_deliver = resume;
         stream.consumed_below = stream.consumed_below.max(resume);
         stream.known_below = stream.known_below.max(resume);
-        stream.reassembly = None;
+        if let Some(old) = stream.reassembly.take() {
+            self.held_bytes -= old.reserved;
+        }
         stream.skip_to_message_start = true;
         stream.nak_rounds = 0;
         stream.nak_due_ms = None;
@@ -480,8 +599,9 @@ impl ReceiverSet {
             let stream = self.streams.get_mut(&sender).expect("drained stream exists");
             let next = stream.next_deliver;
             let Some(p) = stream.pending.remove(&next) else { break };
+            self.held_bytes -= p.cost();
             let incarnation = stream.incarnation;
-            self.deliver_in_order(
+            if !self.deliver_in_order(
                 sender,
                 incarnation,
                 next,
@@ -489,7 +609,10 @@ impl ReceiverSet {
                 p.frag_index,
                 p.frag_count,
                 &p.payload,
-            );
+            ) {
+                // Refused for the cap: `next` is missing again and will be NAKed.
+                break;
+            }
         }
         let stream = self.streams.get_mut(&sender).expect("drained stream exists");
         if stream.has_missing() {
@@ -503,6 +626,11 @@ impl ReceiverSet {
         }
     }
 
+    /// Takes the next datagram of `sender`'s stream. False if it was refused because it starts
+    /// a reassembly whose reservation does not fit under `held_bytes_max` even after shedding
+    /// every datagram held out of order (nothing changed then: the datagram is missing again
+    /// and NAK repair brings it back once a reassembly finished; if the cap stays full that
+    /// long, the NAK rounds run out and it ends in a gap like any other loss).
     #[allow(clippy::too_many_arguments)]
     fn deliver_in_order(
         &mut self,
@@ -513,9 +641,19 @@ impl ReceiverSet {
         frag_index: u16,
         frag_count: u16,
         payload: &[u8],
-    ) {
+    ) -> bool {
         let stream = self.streams.get_mut(&sender).expect("stream exists");
         debug_assert_eq!(seq, stream.next_deliver);
+        // A message's first fragment reserves the message's whole announced size: once started,
+        // a reassembly never needs more, so two of them can never wait on each other.
+        let starts = frag_count > 1 && frag_index == 0;
+        let old = if starts { stream.reassembly.as_ref().map_or(0, |r| r.reserved) } else { 0 };
+        let need = if starts { announced_bytes(frag_count).saturating_sub(old) } else { 0 };
+        if need > 0 && !self.make_room(need) {
+            self.stats.over_held_cap += 1;
+            return false;
+        }
+        let stream = self.streams.get_mut(&sender).expect("stream exists");
         stream.next_deliver = seq + 1;
         // Progress restarts the NAK round count: only a hole that makes no progress is
         // abandoned.
@@ -524,12 +662,13 @@ impl ReceiverSet {
         if stream.skip_to_message_start {
             if frag_index != 0 {
                 stream.consumed_below = stream.consumed_below.max(seq_below);
-                return;
+                return true;
             }
             stream.skip_to_message_start = false;
         }
         if frag_count == 1 {
-            if stream.reassembly.take().is_some() {
+            if let Some(old) = stream.reassembly.take() {
+                self.held_bytes -= old.reserved;
                 self.stats.malformed += 1;
             }
             if kind == KIND_BATCH {
@@ -537,40 +676,49 @@ impl ReceiverSet {
             } else {
                 self.decode_and_deliver(sender, incarnation, seq_below, kind, payload);
             }
-            return;
+            return true;
         }
         if frag_index == 0 {
-            if stream.reassembly.is_some() {
+            if let Some(old) = stream.reassembly.take() {
+                self.held_bytes -= old.reserved;
                 self.stats.malformed += 1;
             }
-            let capacity =
-                (frag_count as usize * FRAGMENT_PAYLOAD_BYTES_MAX).min(MESSAGE_BYTES_MAX);
-            let mut bytes = Vec::with_capacity(capacity);
-            bytes.extend_from_slice(payload);
-            stream.reassembly = Some(Reassembly { kind, next_index: 1, count: frag_count, bytes });
-            stream.consumed_below = stream.consumed_below.max(seq_below);
-            return;
+            let reserved = announced_bytes(frag_count);
+            self.held_bytes += reserved;
+            stream.reassembly = Some(Reassembly {
+                kind,
+                next_index: 0,
+                count: frag_count,
+                reserved,
+                bytes: Vec::new(),
+            });
         }
         let in_place = matches!(&stream.reassembly,
             Some(r) if r.next_index == frag_index && r.count == frag_count && r.kind == kind);
         if !in_place
             || stream.reassembly.as_ref().unwrap().bytes.len() + payload.len() > MESSAGE_BYTES_MAX
         {
-            stream.reassembly = None;
+            if let Some(old) = stream.reassembly.take() {
+                self.held_bytes -= old.reserved;
+            }
             stream.skip_to_message_start = true;
             stream.consumed_below = stream.consumed_below.max(seq_below);
             self.stats.malformed += 1;
-            return;
+            return true;
         }
         let r = stream.reassembly.as_mut().unwrap();
+        let target = grown_capacity(r, payload.len());
+        r.bytes.reserve_exact(target - r.bytes.len());
         r.bytes.extend_from_slice(payload);
         r.next_index += 1;
         if r.next_index < r.count {
             stream.consumed_below = stream.consumed_below.max(seq_below);
-            return;
+            return true;
         }
         let r = stream.reassembly.take().unwrap();
+        self.held_bytes -= r.reserved;
         self.decode_and_deliver(sender, incarnation, seq_below, r.kind, &r.bytes);
+        true
     }
 
     fn unpack_batch(&mut self, sender: SenderId, incarnation: u32, seq_below: u64, batch: &[u8]) {
@@ -639,6 +787,27 @@ impl ReceiverSet {
 
     fn tick_stream(&mut self, sender: SenderId, now_ms: u64) {
         let config = self.config.clone();
+        let stream = self.streams.get_mut(&sender).expect("listed");
+        if stream.reassembly.is_some()
+            && now_ms.saturating_sub(stream.last_heard_ms) > config.sender_gone_ms
+        {
+            // The sender is presumed gone in the middle of a message (it may have crashed
+            // before sending the rest, so no hole says so): free the reservation rather than
+            // hold it against the cap for ever. The message is lost; say so.
+            let r = stream.reassembly.take().expect("checked");
+            self.held_bytes -= r.reserved;
+            self.stats.reassemblies_abandoned += 1;
+            stream.skip_to_message_start = true;
+            if !stream.fresh {
+                self.stats.gaps += 1;
+                self.deliveries.push_back(Delivery::Gap {
+                    sender,
+                    incarnation: stream.incarnation,
+                    first_missing: stream.next_deliver - r.next_index as u64,
+                    resumed_at: Some(stream.next_deliver),
+                });
+            }
+        }
         let stream = self.streams.get_mut(&sender).expect("listed");
         if let Some(due) = stream.nak_due_ms {
             if !stream.has_missing() {

@@ -20,7 +20,7 @@ use crate::error::ProtocolError;
 use crate::header::{flags, ClusterAuth};
 use crate::limits::DATAGRAM_BYTES_MAX;
 use crate::message::Message;
-use crate::stats::{DropCounters, DropSnapshot};
+use crate::stats::{DropCounters, DropReason, DropSnapshot};
 use crate::SenderId;
 use bytes::Bytes;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -199,6 +199,18 @@ struct State {
     next_membership_check_ms: u64,
     /// Since when reliable datagrams have waited for credit (none: not stalled).
     credit_stalled_since_ms: Option<u64>,
+    /// The core's `over_held_cap` count already added to [`Shared::drops`].
+    receiver_full_exported: u64,
+}
+
+/// Adds the datagrams the core's held-bytes cap refused or shed since the last call to the
+/// drop counters ([`DropReason::ReceiverFull`]), so that metrics show them.
+fn export_receiver_full(shared: &Shared, state: &mut State) {
+    let total = state.core.receivers().stats().over_held_cap;
+    if total > state.receiver_full_exported {
+        shared.drops.record_many(DropReason::ReceiverFull, total - state.receiver_full_exported);
+        state.receiver_full_exported = total;
+    }
 }
 
 struct Shared {
@@ -310,6 +322,7 @@ impl Endpoint {
             heard_members: BTreeSet::new(),
             next_membership_check_ms: 0,
             credit_stalled_since_ms: None,
+            receiver_full_exported: 0,
         };
         let (shutdown, _) = watch::channel(false);
         let shared = Arc::new(Shared {
@@ -698,6 +711,8 @@ async fn transmit_task(shared: Arc<Shared>) {
                 if ticked {
                     // Timers once per tick, not once per batch of datagrams.
                     state.core.tick(now);
+                    // A tick can shed held datagrams too (a gap lets a reassembly go on).
+                    export_receiver_full(&shared, &mut state);
                     membership = membership_changes(&mut state, now);
                     ticked = false;
                 }
@@ -842,6 +857,7 @@ async fn receive_task(shared: Arc<Shared>, group: bool) {
                     state.addresses.insert(header.sender, from);
                 }
             }
+            export_receiver_full(&shared, &mut state);
             while let Some(reply) = state.core.pop_reply() {
                 match state.requests.remove(&reply.request_id) {
                     Some(tx) => {
@@ -869,7 +885,6 @@ mod tests {
     use super::*;
     use crate::datagram::{encode_datagram, Envelope};
     use crate::message::live::Freeze;
-    use crate::stats::DropReason;
     use crate::Zxid;
 
     /// Bound on waiting for a datagram sent on loopback to be received and counted.
@@ -929,6 +944,47 @@ mod tests {
         let stats = endpoint.stats();
         assert_eq!(stats.dropped, endpoint.dropped());
         assert_eq!(stats.dropped.total(), 3, "{:?}", stats.dropped);
+        endpoint.shutdown().await;
+    }
+
+    /// Claim: authentic reliable datagrams that the receiver's held-bytes cap refuses (here
+    /// out of order, from sender ids a peer made up) are counted as `receiver_full`, so they
+    /// reach `shoal_dropped_datagrams_total`.
+    #[tokio::test]
+    async fn datagrams_over_the_held_cap_are_counted_as_receiver_full() {
+        let mut config = EndpointConfig::new(1, 1, auth());
+        config.unicast_bind = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        config.peers = Some(Vec::new());
+        config.core.receiver.held_bytes_max = 16 * 1024;
+        let endpoint = Endpoint::bind(config).await.expect("bind");
+        let to = endpoint.local_addr().expect("addr");
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind sender");
+        // 8 claimed ids × 3 datagrams of 1 KiB, all after a head that never comes: 24 KiB
+        // offered (plus overhead) against a 16 KiB cap.
+        for sender in 100..108u64 {
+            for seq in 2..5u64 {
+                let header = crate::header::Header {
+                    version: crate::header::VERSION,
+                    kind: crate::message::MessageKind::Freeze as u8,
+                    flags: crate::header::flags::RELIABLE,
+                    cluster_id: auth().cluster_id,
+                    sender,
+                    incarnation: 1,
+                    seq,
+                    frag_index: 0,
+                    frag_count: 1,
+                    payload_len: 1024,
+                };
+                let mut out = Vec::new();
+                crate::header::seal(&auth(), &header, &[0; 1024], &mut out).expect("seals");
+                socket.send_to(&out, to).expect("send");
+            }
+        }
+        let dropped = wait_for(&endpoint, DropReason::ReceiverFull, 1).await;
+        assert!(dropped.receiver_full > 0, "{dropped:?}");
+        assert_eq!(dropped.total(), dropped.receiver_full, "nothing else refused: {dropped:?}");
+        let stats = endpoint.stats();
+        assert!(stats.core.receiver.over_held_cap >= dropped.receiver_full, "{stats:?}");
         endpoint.shutdown().await;
     }
 }
