@@ -475,11 +475,7 @@ impl<T: Transport> Client<T> {
             let (address, floor, believed) = match self.inner.pick_target(route, &tried) {
                 NextSend::Send { address, floor, believed } => (address, floor, believed),
                 NextSend::WaitForMaster => {
-                    // Everyone was asked and none is the master: an election may be under
-                    // way; start over after a pause.
-                    tried.clear();
-                    redirects.count(None)?;
-                    tokio::time::sleep(NO_MASTER_BACKOFF).await;
+                    redirects.new_round(&mut tried, None).await?;
                     continue;
                 }
                 NextSend::NoNode => {
@@ -725,6 +721,19 @@ impl Redirects {
         Redirects { count: 0, max }
     }
 
+    /// Every node was asked and none is the master: an election may be under way. Counts
+    /// the round, forgets who was asked and pauses before the next one.
+    async fn new_round(
+        &mut self,
+        tried: &mut Vec<String>,
+        master: Option<NodeId>,
+    ) -> Result<(), ClientError> {
+        self.count(master)?;
+        tried.clear();
+        tokio::time::sleep(NO_MASTER_BACKOFF).await;
+        Ok(())
+    }
+
     /// Counts one round; past the bound, `NotMaster` naming the last master heard of.
     fn count(&mut self, master: Option<NodeId>) -> Result<(), ClientError> {
         self.count += 1;
@@ -811,10 +820,7 @@ impl<T: Transport> Inner<T> {
             let (address, believed) = match self.pick_target(Route::Write, &tried) {
                 NextSend::Send { address, believed, .. } => (address, believed),
                 NextSend::WaitForMaster => {
-                    // Everyone was tried: start over after a pause (an election may end).
-                    tried.clear();
-                    redirects.count(last_master)?;
-                    tokio::time::sleep(NO_MASTER_BACKOFF).await;
+                    redirects.new_round(&mut tried, last_master).await?;
                     continue;
                 }
                 NextSend::NoNode => {
