@@ -1196,3 +1196,18 @@ fn half_sent_message_of_a_silent_sender_frees_its_reservation() {
     assert_eq!(core.receivers().held_bytes(), 100 * FRAG);
     assert_eq!(core.receivers().held_bytes(), core.receivers().held_bytes_recounted());
 }
+
+/// The receive window checks its bookkeeping after each change and stops rather than go on
+/// from a corrupt state: a consumption report for data never delivered (it would grant the
+/// sender credit for datagrams no one took) trips `consumed_below <= next_deliver`.
+#[test]
+#[should_panic(expected = "out of order: consumed_below 50 next_deliver 2")]
+fn a_window_consumed_past_what_was_delivered_stops_the_process() {
+    let mut receivers =
+        super::receiver::ReceiverSet::new(1, auth(), super::receiver::ReceiverConfig::default());
+    let datagram = forged_message(7, FIRST_SEQ, &msg(7, 0, 100));
+    let (header, payload) = crate::header::open(&auth(), &datagram).unwrap();
+    receivers.on_data(&header, payload, 0);
+    assert!(receivers.pop_delivery().is_some());
+    receivers.consumed(7, 1, 50);
+}

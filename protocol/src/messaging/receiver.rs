@@ -221,6 +221,50 @@ impl Stream {
         }
     }
 
+    /// The window's bookkeeping, asserted after each change to the stream (a broken
+    /// invariant stops the process: delivering on from a corrupt window would break FIFO or
+    /// lose data without a gap):
+    /// - `consumed_below <= next_deliver <= known_below`: the application took only what was
+    ///   delivered, and nothing is delivered that was not seen;
+    /// - every datagram held out of order lies in `(next_deliver, consumed_below + window)`
+    ///   and below `known_below`: the head of the line is never held (it is delivered at
+    ///   once), and the window bounds what is held;
+    /// - a reassembly never holds more than it reserved.
+    fn check_invariants(&self, sender: SenderId, window: u64) {
+        assert!(
+            self.consumed_below <= self.next_deliver && self.next_deliver <= self.known_below,
+            "receive window of sender {sender} out of order: consumed_below {} next_deliver {} \
+             known_below {}",
+            self.consumed_below,
+            self.next_deliver,
+            self.known_below
+        );
+        if let (Some(&first), Some(&last)) =
+            (self.pending.keys().next(), self.pending.keys().next_back())
+        {
+            assert!(
+                first > self.next_deliver
+                    && last < self.consumed_below + window
+                    && last < self.known_below,
+                "sender {sender}: held datagrams {first}..={last} outside the window \
+                 (next_deliver {}, consumed_below {}, window {window}, known_below {})",
+                self.next_deliver,
+                self.consumed_below,
+                self.known_below
+            );
+        }
+        if let Some(r) = &self.reassembly {
+            assert!(
+                r.bytes.len() <= r.reserved && r.next_index < r.count,
+                "sender {sender}: reassembly of {} bytes, fragment {} of {}, reserved {}",
+                r.bytes.len(),
+                r.next_index,
+                r.count,
+                r.reserved
+            );
+        }
+    }
+
     /// What this stream holds against [`ReceiverConfig::held_bytes_max`].
     fn held(&self) -> usize {
         let pending: usize = self.pending.values().map(Pending::cost).sum();
@@ -332,6 +376,13 @@ impl ReceiverSet {
     /// Tells the window that the application has taken everything of `sender`'s incarnation
     /// below `seq_below` (carried by [`Delivery::Message`]); credit is granted from here.
     pub fn consumed(&mut self, sender: SenderId, incarnation: u32, seq_below: u64) {
+        self.mark_consumed(sender, incarnation, seq_below);
+        self.check_invariants(sender);
+    }
+
+    /// [`ReceiverSet::consumed`] without the check: also called in the middle of a delivery,
+    /// where the window is not yet whole.
+    fn mark_consumed(&mut self, sender: SenderId, incarnation: u32, seq_below: u64) {
         if let Some(s) = self.streams.get_mut(&sender) {
             if s.incarnation == incarnation {
                 s.consumed_below = s.consumed_below.max(seq_below);
@@ -391,6 +442,21 @@ impl ReceiverSet {
     /// Where delivery of `sender` stands: (incarnation, next sequence to deliver).
     pub fn position(&self, sender: SenderId) -> Option<(u32, u64)> {
         self.streams.get(&sender).map(|s| (s.incarnation, s.next_deliver))
+    }
+
+    /// Asserts the window of `sender` (see [`Stream::check_invariants`]) and the bounds across
+    /// senders: held bytes under the cap, at most `senders_max` streams.
+    fn check_invariants(&self, sender: SenderId) {
+        if let Some(stream) = self.streams.get(&sender) {
+            stream.check_invariants(sender, self.config.window_datagrams);
+        }
+        assert!(
+            self.held_bytes <= self.config.held_bytes_max,
+            "receiver holds {} bytes, over held_bytes_max {}",
+            self.held_bytes,
+            self.config.held_bytes_max
+        );
+        assert!(self.streams.len() <= self.config.senders_max);
     }
 
     /// Finds or creates the stream for (sender, incarnation). None: the datagram is stale or
@@ -472,6 +538,11 @@ impl ReceiverSet {
 
     /// A datagram of a reliable stream (already authenticated).
     pub fn on_data(&mut self, header: &Header, payload: &[u8], now_ms: u64) {
+        self.take_data(header, payload, now_ms);
+        self.check_invariants(header.sender);
+    }
+
+    fn take_data(&mut self, header: &Header, payload: &[u8], now_ms: u64) {
         self.stats.datagrams_received += 1;
         let message_start = header.seq.saturating_sub(header.frag_index as u64);
         let window = self.config.window_datagrams;
@@ -544,6 +615,7 @@ impl ReceiverSet {
             }
         }
         self.skip_lost(sender, now_ms);
+        self.check_invariants(sender);
     }
 
     /// Moves past holes the sender can no longer fill (below its `retained_from`). Each pass
@@ -748,7 +820,7 @@ impl ReceiverSet {
             self.push_message(sender, incarnation, below, message);
         }
         if count == 0 {
-            self.consumed(sender, incarnation, seq_below);
+            self.mark_consumed(sender, incarnation, seq_below);
         }
     }
 
@@ -764,7 +836,7 @@ impl ReceiverSet {
             Ok(m) => self.push_message(sender, incarnation, seq_below, m),
             Err(_) => {
                 self.stats.malformed += 1;
-                self.consumed(sender, incarnation, seq_below);
+                self.mark_consumed(sender, incarnation, seq_below);
             }
         }
     }
@@ -782,6 +854,7 @@ impl ReceiverSet {
         let senders: Vec<SenderId> = self.streams.keys().copied().collect();
         for sender in senders {
             self.tick_stream(sender, now_ms);
+            self.check_invariants(sender);
         }
     }
 

@@ -11,7 +11,9 @@
 
 use super::{Dest, SendError, Transmit, FIRST_SEQ, KIND_BATCH};
 use crate::header::{flags, seal, ClusterAuth, Header, VERSION};
-use crate::limits::{FRAGMENT_PAYLOAD_BYTES_MAX, MESSAGE_BYTES_MAX, NAK_RANGES_MAX};
+use crate::limits::{
+    FRAGMENTS_PER_MESSAGE_MAX, FRAGMENT_PAYLOAD_BYTES_MAX, MESSAGE_BYTES_MAX, NAK_RANGES_MAX,
+};
 use crate::message::layer::{Nak, SenderStatus, Stability};
 use crate::message::Message;
 use crate::SenderId;
@@ -286,6 +288,7 @@ impl SenderCore {
             self.open_batch.extend_from_slice(&(payload.len() as u32).to_be_bytes());
             self.open_batch.extend_from_slice(payload);
             self.stats.messages_sent += 1;
+            self.check_invariants();
             return Ok(());
         }
         // A large message: its fragments join the backlog together (so a blocked sender holds
@@ -303,6 +306,7 @@ impl SenderCore {
             self.push_datagram(kind, index as u16, fragments as u16, chunk);
         }
         self.stats.messages_sent += 1;
+        self.check_invariants();
         Ok(())
     }
 
@@ -357,6 +361,7 @@ impl SenderCore {
             m.delivered_below = m.delivered_below.max(report.delivered_below.min(next_seq));
             m.credit_until = m.credit_until.max(report.credit_until);
             m.last_heard_ms = m.last_heard_ms.max(now_ms);
+            assert!(m.delivered_below <= next_seq, "member {} delivered unsent data", m.id);
         }
     }
 
@@ -453,9 +458,49 @@ impl SenderCore {
             let datagram = self.buffer[(self.sent_below - self.buffer_low) as usize].clone();
             self.sent_below += 1;
             self.stats.datagrams_sent += 1;
+            self.check_invariants();
             return Some(Transmit { dest: Dest::Group, datagram });
         }
         None
+    }
+
+    /// The window's bookkeeping, asserted after each change (a broken invariant stops the
+    /// process: sending on from a corrupt window would hand receivers wrong sequences).
+    /// - `buffer_low <= sent_below <= next_seq`, and the buffer holds exactly
+    ///   `[buffer_low, next_seq)`;
+    /// - the buffer exceeds `buffer_datagrams_max` only by one message admitted into an empty
+    ///   buffer, and the backlog exceeds `backlog_datagrams_max` only by one message (plus the
+    ///   open batch) admitted into an empty backlog;
+    /// - the retransmission and status queues stay within their bounds.
+    fn check_invariants(&self) {
+        assert!(
+            self.buffer_low <= self.sent_below && self.sent_below <= self.next_seq,
+            "sender window out of order: buffer_low {} sent_below {} next_seq {}",
+            self.buffer_low,
+            self.sent_below,
+            self.next_seq
+        );
+        assert_eq!(
+            self.buffer.len() as u64,
+            self.next_seq - self.buffer_low,
+            "the sender's buffer does not hold exactly [buffer_low, next_seq)"
+        );
+        let one_message = FRAGMENTS_PER_MESSAGE_MAX + 1;
+        assert!(
+            self.buffer.len() <= self.config.buffer_datagrams_max.max(one_message),
+            "sender buffer holds {} datagrams, over its bound {}",
+            self.buffer.len(),
+            self.config.buffer_datagrams_max
+        );
+        assert!(
+            self.next_seq - self.sent_below
+                <= self.config.backlog_datagrams_max.max(one_message as u64),
+            "sender backlog {} over its bound {}",
+            self.next_seq - self.sent_below,
+            self.config.backlog_datagrams_max
+        );
+        assert!(self.retransmit_queue.len() <= self.config.buffer_datagrams_max);
+        assert!(self.status_queue.len() <= STATUS_QUEUE_MAX);
     }
 
     /// Whether a `try_send` of a small message would currently succeed without blocking, i.e.
