@@ -25,6 +25,17 @@
 //!    every successful fenced write (an overlap would let one holder overwrite another's
 //!    entry), no entry of a refused write, only entries some write made, tokens never
 //!    decreasing along the log, and successful writes in their zxid order.
+//!
+//! # Beliefs, checked apart ([`check_beliefs`])
+//! The library promises more than fencing: a client whose [`cache_client::LockGuard::is_held`]
+//! is true may count on the lock, because its validity ends (by the drift margin) before the
+//! master's lease does, and a master grants the lock to another only after that lease ended.
+//! All clients of a run share one process and so one monotonic clock, so this is checkable:
+//!
+//! 7. **No belief after a newer grant**: a client that saw `is_held` true for token `t` at
+//!    time `b` must not do so after a grant `g > t` of the same lock was acknowledged (to
+//!    anyone) before `b`. A deposed master that renews leases it no longer owns (issue 15
+//!    point 5) breaks exactly this, while fencing still refuses the old holder's writes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -37,6 +48,15 @@ pub struct Acquire {
     pub token: u64,
     pub call_us: u64,
     pub end_us: u64,
+}
+
+/// A client saw its guard held (`is_held` true) at `at_us`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Belief {
+    pub client: u64,
+    pub lock: String,
+    pub token: u64,
+    pub at_us: u64,
 }
 
 /// How a fenced write ended.
@@ -100,6 +120,7 @@ pub enum Anomaly {
     UnknownEntry { lock: String, entry: String },
     LogOutOfOrder { lock: String, detail: String },
     Unparsable { lock: String, text: String },
+    BeliefAfterNewerGrant { belief: Belief, grant: Acquire },
 }
 
 impl fmt::Display for Anomaly {
@@ -159,6 +180,18 @@ impl fmt::Display for Anomaly {
             Anomaly::Unparsable { lock, text } => {
                 write!(f, "{lock}: final log is not a log: {text:?}")
             }
+            Anomaly::BeliefAfterNewerGrant { belief, grant } => write!(
+                f,
+                "{}: c{} believed it held token {} at {:.3} ms, after grant {} to c{} was \
+                 acknowledged at {:.3} ms",
+                belief.lock,
+                belief.client,
+                belief.token,
+                belief.at_us as f64 / 1000.0,
+                grant.token,
+                grant.client,
+                grant.end_us as f64 / 1000.0
+            ),
         }
     }
 }
@@ -260,6 +293,30 @@ pub fn check(
             }
         };
         check_log(lock, &entries, writes, &mut anomalies);
+    }
+    anomalies
+}
+
+/// Rule 7 of the module docs: every belief against the grants acknowledged before it. One
+/// anomaly per belief (the earliest-acknowledged newer grant).
+pub fn check_beliefs(acquires: &[Acquire], beliefs: &[Belief]) -> Vec<Anomaly> {
+    let mut by_lock: BTreeMap<&str, Vec<&Acquire>> = BTreeMap::new();
+    for a in acquires {
+        by_lock.entry(&a.lock).or_default().push(a);
+    }
+    for grants in by_lock.values_mut() {
+        grants.sort_by_key(|a| a.end_us);
+    }
+    let mut anomalies = Vec::new();
+    for b in beliefs {
+        let Some(grants) = by_lock.get(b.lock.as_str()) else { continue };
+        let newer = grants.iter().take_while(|g| g.end_us < b.at_us).find(|g| g.token > b.token);
+        if let Some(grant) = newer {
+            anomalies.push(Anomaly::BeliefAfterNewerGrant {
+                belief: b.clone(),
+                grant: (*grant).clone(),
+            });
+        }
     }
     anomalies
 }
@@ -372,6 +429,21 @@ mod tests {
         let finals = log(&[(10, "c1n1"), (20, "c2n1")]);
         assert_eq!(check(&acquires, &writes, &finals), Vec::<Anomaly>::new());
         assert_eq!(parse_log(&format_log(&parse_log("t1:a;t2:b;").unwrap())).unwrap().len(), 2);
+    }
+
+    /// Rule 7: a belief in token 10 after grant 20 was acknowledged is an anomaly; the same
+    /// belief just before that acknowledgement, or in the newer token, is not.
+    #[test]
+    fn belief_after_a_newer_grant_is_flagged() {
+        let acquires = [acquire(1, 10, 0, 5), acquire(2, 20, 6, 3_000)];
+        let belief = |client, token, at_us| Belief { client, lock: L.into(), token, at_us };
+        let fine = [belief(1, 10, 2_999), belief(2, 20, 3_500)];
+        assert_eq!(check_beliefs(&acquires, &fine), Vec::<Anomaly>::new());
+        let late = belief(1, 10, 3_001);
+        assert_eq!(
+            check_beliefs(&acquires, std::slice::from_ref(&late)),
+            vec![Anomaly::BeliefAfterNewerGrant { belief: late, grant: acquires[1].clone() }]
+        );
     }
 
     /// The old holder's write committed after a newer grant: overlapping tenures (4), even

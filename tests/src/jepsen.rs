@@ -46,7 +46,7 @@ pub use crate::jepsen_harness::{CLUSTER_ID, FSLIVE_INTERVAL_MS, GROUP, NODE_PORT
 pub use crate::jepsen_harness::{MONITOR_INTERVAL_MS, READY_TIMEOUT_MS, REQUEST_TIMEOUT_MS};
 use crate::linearizability::{self, Input, Operation, Output, Value, Violation};
 use crate::nemesis::{
-    Fault, FaultKind, FaultWindow, Nemesis, Schedule, ScheduleBounds, ScheduledFault,
+    Fault, FaultKind, FaultWindow, Nemesis, Scenario, Schedule, ScheduleBounds, ScheduledFault,
 };
 use crate::netns::{NetnsError, Node};
 use crate::report::{self, Sample, Summary};
@@ -101,6 +101,8 @@ pub struct RegistersOptions {
     /// through the client's routing): whatever node answers one claims to hold the master's
     /// lease, so the lease is checked even where the client would have moved on.
     pub lease_probe: bool,
+    /// Drawn faults, or an aimed scenario (its schedule replaces the drawn one).
+    pub scenario: Scenario,
 }
 
 impl RegistersOptions {
@@ -120,12 +122,15 @@ impl RegistersOptions {
             session_reads: true,
             clocks: Vec::new(),
             lease_probe: true,
+            scenario: Scenario::Drawn,
         }
     }
 
     /// The run's schedule (sequential or overlapping).
     pub fn schedule(&self) -> Schedule {
-        if self.overlap {
+        if let Some(schedule) = self.scenario.schedule(self.seed, self.hosts, &self.bounds) {
+            schedule
+        } else if self.overlap {
             Schedule::generate_overlapping(self.seed, self.hosts, &self.bounds, &self.kinds)
         } else {
             Schedule::generate(self.seed, self.hosts, &self.bounds, &self.kinds)
@@ -137,6 +142,9 @@ impl RegistersOptions {
         let mut name = format!("registers-seed{}-n{}", self.seed, self.hosts);
         if self.overlap {
             name.push_str("-overlap");
+        }
+        if let Some(scenario) = self.scenario.name() {
+            name.push_str(&format!("-{scenario}"));
         }
         for c in &self.clocks {
             name.push_str(&format!("-clock-h{}", c.host));
@@ -332,7 +340,15 @@ pub fn run_registers(
     };
     let schedule_from = |run_start: Instant| {
         let mut nemesis = Nemesis::new(&network);
-        run_schedule(&mut nemesis, &schedule, &mut nodes, run_start, &shared, stop)
+        run_schedule(
+            &mut nemesis,
+            &schedule,
+            &mut nodes,
+            run_start,
+            &shared,
+            options.scenario,
+            stop,
+        )
     };
     let Driven { output: result, windows, interrupted, .. } = drive(
         client,
@@ -424,6 +440,7 @@ fn run_schedule(
     nodes: &mut [Node],
     run_start: Instant,
     shared: &Shared,
+    scenario: Scenario,
     stop: &dyn Fn() -> bool,
 ) -> Result<Vec<FaultWindow>, NetnsError> {
     let mut resolve = |scheduled: &ScheduledFault, in_force: &[String]| {
@@ -432,8 +449,15 @@ fn run_schedule(
             .iter()
             .filter_map(|l| l.strip_prefix("isolate master h").and_then(|h| h.parse().ok()))
             .collect();
+        // The host whose notices the clients stopped hearing (notice-loss scenario).
+        let muted: Option<usize> = in_force.iter().find_map(|l| {
+            l.strip_prefix("drop master h")?.strip_suffix(" -> clients")?.parse().ok()
+        });
         let fault = scheduled.fault.clone();
         let label = fault.label();
+        if let Some(aimed) = aim_scenario(scenario, &fault, master, muted) {
+            return aimed;
+        }
         match fault {
             Fault::Isolate { .. } if master != 0 => {
                 (Fault::Isolate { host: master }, format!("isolate master h{master}"))
@@ -458,6 +482,35 @@ fn run_schedule(
         }
     };
     nemesis.run_schedule_with(schedule, nodes, run_start, stop, &mut resolve)
+}
+
+/// The faults of an aimed scenario ([`Scenario`]): the clients stop hearing the current
+/// master; a kill during that drop hits the muted master; a pause hits the current master.
+/// `None`: the fault is not the scenario's (or no master is known yet), resolve as usual.
+pub fn aim_scenario(
+    scenario: Scenario,
+    fault: &Fault,
+    master: usize,
+    muted: Option<usize>,
+) -> Option<(Fault, String)> {
+    if !scenario.aims_at_master() {
+        return None;
+    }
+    match fault {
+        Fault::OneWay { to: 0, .. } if master != 0 => Some((
+            Fault::OneWay { from: master, to: 0 },
+            format!("drop master h{master} -> clients"),
+        )),
+        Fault::Kill { .. } => {
+            let host = muted.or((master != 0).then_some(master))?;
+            let what = if muted.is_some() { "master, its notices lost" } else { "master" };
+            Some((Fault::Kill { host }, format!("kill -9 h{host} ({what})")))
+        }
+        Fault::Pause { .. } if master != 0 => {
+            Some((Fault::Pause { host: master }, format!("pause h{master} (master)")))
+        }
+        _ => None,
+    }
 }
 
 /// Enters `namespace` (this thread only) and runs the clients there on a current-thread

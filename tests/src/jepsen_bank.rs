@@ -593,6 +593,7 @@ pub fn run_bank(
         quiet_ms: options.quiet_ms,
         node_args: vec!["--lock-ttl-ms".into(), LOCK_TTL_MS.to_string()],
         client_cut_percent: options.client_cut_percent,
+        scenario: crate::nemesis::Scenario::Drawn,
     };
     let workload = BankWorkload { options: options.clone(), clients: Vec::new() };
     let ran = jepsen_harness::run(&harness, shoal_fs, stop, workload)?;

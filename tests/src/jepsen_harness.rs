@@ -13,7 +13,7 @@
 
 use crate::cluster::node_args;
 use crate::nemesis::ScheduleBounds;
-use crate::nemesis::{wait_until, Fault, FaultKind, FaultWindow, Nemesis, Schedule};
+use crate::nemesis::{wait_until, Fault, FaultKind, FaultWindow, Nemesis, Scenario, Schedule};
 use crate::netns::{NetnsError, Network, Node, NodeSpec};
 use crate::report::Summary;
 use cache_client::net::{ClusterFile, SocketTransport};
@@ -99,6 +99,8 @@ pub struct HarnessOptions {
     /// namespace and every host drop each other's packets, so that holders keep believing in
     /// leases the master lets lapse (the case fencing exists for). Drawn from the seed.
     pub client_cut_percent: u32,
+    /// Drawn faults, or an aimed scenario (its schedule replaces the drawn one; no client cuts).
+    pub scenario: Scenario,
 }
 
 /// What the client thread and the main thread share.
@@ -257,9 +259,14 @@ pub fn run<W: Workload>(
     workload: W,
 ) -> Result<Ran<W::Output>, NetnsError> {
     let created = Instant::now();
-    let schedule = Schedule::generate(options.seed, options.hosts, &options.bounds, &options.kinds);
+    let schedule =
+        options.scenario.schedule(options.seed, options.hosts, &options.bounds).unwrap_or_else(
+            || Schedule::generate(options.seed, options.hosts, &options.bounds, &options.kinds),
+        );
     println!("{schedule}");
-    let cuts = client_cuts(options.seed, schedule.faults.len(), options.client_cut_percent);
+    let cut_percent =
+        if options.scenario.aims_at_master() { 0 } else { options.client_cut_percent };
+    let cuts = client_cuts(options.seed, schedule.faults.len(), cut_percent);
     for (i, _) in cuts.iter().enumerate().filter(|(_, cut)| **cut) {
         println!("  fault {} replaced by: cut clients off every host", i + 1);
     }
@@ -281,7 +288,15 @@ pub fn run<W: Workload>(
     };
     let schedule_from = |run_start: Instant| {
         let mut nemesis = Nemesis::new(&network);
-        run_schedule(&mut nemesis, &schedule, &cuts, &mut nodes, run_start, &shared, stop)
+        run_schedule(
+            &mut nemesis,
+            &schedule,
+            Aims { cuts: &cuts, scenario: options.scenario },
+            &mut nodes,
+            run_start,
+            &shared,
+            stop,
+        )
     };
     let Driven { output, windows, interrupted, run_start, finished } = drive(
         client,
@@ -388,18 +403,45 @@ fn cut_clients(nemesis: &mut Nemesis<'_>, hosts: usize) -> Result<(), NetnsError
     Ok(())
 }
 
+/// What the runner does to the drawn faults: which it replaces by client cuts, and the
+/// scenario that aims them.
+#[derive(Clone, Copy)]
+struct Aims<'a> {
+    cuts: &'a [bool],
+    scenario: Scenario,
+}
+
+/// Cuts the client namespace off from every host but `except`, both ways.
+fn cut_clients_except(
+    nemesis: &mut Nemesis<'_>,
+    hosts: usize,
+    except: usize,
+) -> Result<(), NetnsError> {
+    let others: Vec<usize> = (1..=hosts).filter(|h| *h != except).collect();
+    nemesis.drop_from(0, &others)?;
+    for h in others {
+        nemesis.drop_from(h, &[0])?;
+    }
+    Ok(())
+}
+
+/// How long a stalled master, resumed, is the only node the clients reach
+/// ([`Scenario::MasterStalls`]): time to answer the renewals queued at it.
+pub const STALLED_MASTER_ALONE_MS: u64 = 300;
+
 /// The schedule, with `Isolate` aimed at the current master, process faults on the master
 /// labelled so (the same rule as the register runs), and the faults `cuts` marks replaced by a
 /// client cut over the same window.
 fn run_schedule(
     nemesis: &mut Nemesis<'_>,
     schedule: &Schedule,
-    cuts: &[bool],
+    aims: Aims<'_>,
     nodes: &mut [Node],
     run_start: Instant,
     shared: &Shared,
     stop: &dyn Fn() -> bool,
 ) -> Result<Vec<FaultWindow>, NetnsError> {
+    let Aims { cuts, scenario } = aims;
     let mut windows = Vec::new();
     let since = |t: Instant| t.duration_since(run_start).as_millis() as u64;
     for (i, scheduled) in schedule.faults.iter().enumerate() {
@@ -422,27 +464,48 @@ fn run_schedule(
         let mut fault = scheduled.fault.clone();
         let mut label = fault.label();
         let master = shared.master.load(Ordering::SeqCst);
-        match fault {
-            Fault::Isolate { .. } if master != 0 => {
-                fault = Fault::Isolate { host: master };
-                label = format!("isolate master h{master}");
+        let aimed = crate::jepsen::aim_scenario(scenario, &fault, master, None);
+        if let Some((aimed, aimed_label)) = aimed {
+            fault = aimed;
+            label = aimed_label;
+        } else {
+            match fault {
+                Fault::Isolate { .. } if master != 0 => {
+                    fault = Fault::Isolate { host: master };
+                    label = format!("isolate master h{master}");
+                }
+                Fault::Kill { host } | Fault::Pause { host } | Fault::WipeRestart { host }
+                    if host == master =>
+                {
+                    label = format!("{label} (master)");
+                }
+                // A minority partition that holds the master is an isolated master in effect.
+                Fault::Partition { ref minority } if minority.contains(&master) => {
+                    label = format!("{label} (master in minority)");
+                }
+                _ => {}
             }
-            Fault::Kill { host } | Fault::Pause { host } | Fault::WipeRestart { host }
-                if host == master =>
-            {
-                label = format!("{label} (master)");
-            }
-            // A minority partition that holds the master is an isolated master in effect.
-            Fault::Partition { ref minority } if minority.contains(&master) => {
-                label = format!("{label} (master in minority)");
-            }
-            _ => {}
         }
+        // The stall scenario: while the master is stopped the clients reach only it, so
+        // their renewals queue up there; when it runs again it meets them before anything
+        // else, and only then are the clients let through to the new master.
+        let stalled = match fault {
+            Fault::Pause { host } if scenario == Scenario::MasterStalls => Some(host),
+            _ => None,
+        };
         let start_ms = since(Instant::now());
         nemesis.begin(&fault, nodes)?;
+        if let Some(host) = stalled {
+            cut_clients_except(nemesis, nodes.len(), host)?;
+            label = format!("{label}, clients reach only it");
+        }
         let end_at = run_start + Duration::from_millis(scheduled.at_ms + scheduled.duration_ms);
         let stopped = !wait_until(end_at, stop);
         nemesis.end(&fault, nodes)?;
+        if stalled.is_some() {
+            std::thread::sleep(Duration::from_millis(STALLED_MASTER_ALONE_MS));
+            nemesis.heal_network()?;
+        }
         windows.push(FaultWindow { label, start_ms, end_ms: since(Instant::now()) });
         if stopped {
             break;

@@ -21,13 +21,13 @@
 //! The nodes run with a 2 s lock lease ([`crate::jepsen_harness::LOCK_TTL_MS`]) so that
 //! faults of 1–4 s really expire leases and hand locks over.
 
-use crate::fencing::{self, Acquire, Anomaly, FencedWrite, WriteOutcome};
+use crate::fencing::{self, Acquire, Anomaly, Belief, FencedWrite, WriteOutcome};
 use crate::jepsen::join_all;
 use crate::jepsen_harness::{
     self, bounded, connect, connect_with, final_read, replica_check, write_history, Checked, Ctx,
     HarnessOptions, Workload, FINAL_LOCK_WAIT_MS, FINAL_READ_LIMIT_MS, LOCK_TTL_MS, OP_LIMIT_MS,
 };
-use crate::nemesis::{FaultKind, ScheduleBounds};
+use crate::nemesis::{FaultKind, Scenario, ScheduleBounds};
 use crate::netns::NetnsError;
 use crate::report::{self, Sample};
 use cache_client::net::SocketTransport;
@@ -43,6 +43,8 @@ use std::time::Duration;
 pub const LOCK_WAIT_MS: u64 = 3_000;
 /// How long a stalling holder sleeps after its grant: past the lease, with margin.
 pub const STALL_MS: u64 = LOCK_TTL_MS + 1_500;
+/// How often a holder notes whether its lock is still held while it holds it.
+pub const BELIEF_SAMPLE_MS: u64 = 100;
 /// A client that never renews in practice.
 pub const NEVER_RENEW: Duration = Duration::from_secs(3600);
 
@@ -67,6 +69,8 @@ pub struct LocksOptions {
     /// Percentage of drawn faults replaced by cutting the clients off every host.
     pub client_cut_percent: u32,
     pub out_dir: PathBuf,
+    /// Drawn faults, or an aimed scenario ([`Scenario::MasterStalls`] for issue 15 point 5).
+    pub scenario: Scenario,
 }
 
 impl LocksOptions {
@@ -85,6 +89,7 @@ impl LocksOptions {
             quiet_ms: 3_000,
             client_cut_percent: 30,
             out_dir: PathBuf::from("target/jepsen"),
+            scenario: Scenario::Drawn,
         }
     }
 }
@@ -122,6 +127,8 @@ pub struct LockCounts {
     pub lapsed_refused: usize,
     pub releases_ok: usize,
     pub releases_failed: usize,
+    /// Times a holder saw its guard held ([`fencing::check_beliefs`] checks each).
+    pub beliefs: usize,
 }
 
 impl LockCounts {
@@ -138,6 +145,7 @@ impl LockCounts {
         self.lapsed_refused += o.lapsed_refused;
         self.releases_ok += o.releases_ok;
         self.releases_failed += o.releases_failed;
+        self.beliefs += o.beliefs;
     }
 }
 
@@ -147,7 +155,7 @@ impl std::fmt::Display for LockCounts {
             f,
             "acquired {}, wait timeouts {}, acquire unknown {}; fenced writes ok {}, refused {}, \
              unknown {}; stale writes refused {}, accepted {}; lapsed writes ok {}, refused {}; \
-             releases ok {}, failed {}",
+             releases ok {}, failed {}; beliefs checked {}",
             self.acquired,
             self.wait_timeouts,
             self.acquire_unknown,
@@ -159,7 +167,8 @@ impl std::fmt::Display for LockCounts {
             self.lapsed_ok,
             self.lapsed_refused,
             self.releases_ok,
-            self.releases_failed
+            self.releases_failed,
+            self.beliefs
         )
     }
 }
@@ -169,6 +178,8 @@ impl std::fmt::Display for LockCounts {
 pub struct LockLog {
     pub acquires: Vec<Acquire>,
     pub writes: Vec<FencedWrite>,
+    /// When holders saw their guard held ([`fencing::check_beliefs`]).
+    pub beliefs: Vec<Belief>,
     pub samples: Vec<Sample>,
     pub counts: LockCounts,
 }
@@ -220,6 +231,7 @@ impl Workload for LocksWorkload {
         for w in join_all(workers).await {
             log.acquires.extend(w.acquires);
             log.writes.extend(w.writes);
+            log.beliefs.extend(w.beliefs);
             log.samples.extend(w.samples);
             log.counts.add(&w.counts);
         }
@@ -355,7 +367,7 @@ impl LockWorker {
             }
         }
         let hold_ms = self.rng.gen_range(0..=self.hold_ms_max);
-        tokio::time::sleep(Duration::from_millis(hold_ms)).await;
+        self.hold(ctx, &guard, lock, hold_ms).await;
         let call_us = ctx.now_us();
         let released = matches!(bounded(OP_LIMIT_MS, guard.release()).await, Ok(Ok(())));
         self.sample(ctx, "release", call_us, released);
@@ -367,6 +379,47 @@ impl LockWorker {
         if released && self.rng.gen_range(0..100) < self.stale_percent {
             self.fenced_write(ctx, client, lock, token, Purpose::Stale).await;
         }
+    }
+
+    /// Holds `guard` for `hold_ms`, noting every [`BELIEF_SAMPLE_MS`] (and at both ends)
+    /// whether the library still counts the lock held: each such belief is checked against
+    /// the grants acknowledged before it.
+    async fn hold(
+        &mut self,
+        ctx: &Ctx,
+        guard: &cache_client::LockGuard<SocketTransport>,
+        lock: &str,
+        hold_ms: u64,
+    ) {
+        let end = tokio::time::Instant::now() + Duration::from_millis(hold_ms);
+        loop {
+            // Sampled to the end even when not held now: a late renewal answer may make the
+            // guard count as held again, and that is what must be checked.
+            self.note_belief(ctx, guard, lock);
+            let now = tokio::time::Instant::now();
+            if now >= end {
+                return;
+            }
+            tokio::time::sleep((end - now).min(Duration::from_millis(BELIEF_SAMPLE_MS))).await;
+        }
+    }
+
+    /// Records a belief if `guard` is held now; returns whether it is.
+    fn note_belief(
+        &mut self,
+        ctx: &Ctx,
+        guard: &cache_client::LockGuard<SocketTransport>,
+        lock: &str,
+    ) -> bool {
+        // The time is taken after the look, so the belief is never dated earlier than it was.
+        let held = guard.is_held();
+        if held {
+            let at_us = ctx.now_us();
+            let token = guard.token().0;
+            self.log.beliefs.push(Belief { client: self.index, lock: lock.into(), token, at_us });
+            self.log.counts.beliefs += 1;
+        }
+        held
     }
 
     /// A holder that stops renewing and sleeps past its lease, then writes with its token.
@@ -485,6 +538,7 @@ pub fn run_locks(
         quiet_ms: options.quiet_ms,
         node_args: vec!["--lock-ttl-ms".into(), LOCK_TTL_MS.to_string()],
         client_cut_percent: options.client_cut_percent,
+        scenario: options.scenario,
     };
     let workload = LocksWorkload { options: options.clone(), clients: Vec::new() };
     let ran = jepsen_harness::run(&harness, shoal_fs, stop, workload)?;
@@ -492,9 +546,13 @@ pub fn run_locks(
     log.acquires.sort_by_key(|a| a.call_us);
     log.writes.sort_by_key(|w| w.call_us);
     log.samples.sort_by_key(|s| s.at_ms);
-    let anomalies = fencing::check(&log.acquires, &log.writes, &finals);
+    let mut anomalies = fencing::check(&log.acquires, &log.writes, &finals);
+    anomalies.extend(fencing::check_beliefs(&log.acquires, &log.beliefs));
     let passed = anomalies.is_empty() && final_problems.is_empty() && !ran.interrupted;
-    let name = format!("locks-seed{}-n{}", options.seed, options.hosts);
+    let mut name = format!("locks-seed{}-n{}", options.seed, options.hosts);
+    if let Some(scenario) = options.scenario.name() {
+        name.push_str(&format!("-{scenario}"));
+    }
     let title = format!(
         "shoal-fs locks, {} hosts, seed {}: {} grants, {} fenced writes, {}",
         options.hosts,

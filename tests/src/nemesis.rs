@@ -88,6 +88,7 @@ impl Fault {
         match self {
             Fault::Partition { minority } => format!("partition {minority:?} | rest"),
             Fault::Isolate { host } => format!("isolate h{host}"),
+            Fault::OneWay { from, to: 0 } => format!("drop h{from} -> clients"),
             Fault::OneWay { from, to } => format!("drop h{from} -> h{to}"),
             Fault::LinkDown { host } => format!("link down h{host}"),
             Fault::Loss { percent } => format!("loss {percent}%"),
@@ -137,6 +138,45 @@ impl Default for ScheduleBounds {
             quiet_ms_max: 2_000,
             loss_percent_max: 30,
         }
+    }
+}
+
+/// Where a run's faults come from: drawn from the seed over the chosen kinds, or one of the
+/// aimed scenarios of issue 15 (their process faults hit the current master).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Scenario {
+    #[default]
+    Drawn,
+    /// [`Schedule::notice_loss_then_kill`].
+    NoticeLossThenKill,
+    /// [`Schedule::master_stalls`].
+    MasterStalls,
+}
+
+impl Scenario {
+    /// A name for reports (`None` for drawn faults).
+    pub fn name(self) -> Option<&'static str> {
+        match self {
+            Scenario::Drawn => None,
+            Scenario::NoticeLossThenKill => Some("notice-loss"),
+            Scenario::MasterStalls => Some("master-stalls"),
+        }
+    }
+
+    /// The scenario's schedule; `None` for [`Scenario::Drawn`] (the caller draws).
+    pub fn schedule(self, seed: u64, hosts: usize, bounds: &ScheduleBounds) -> Option<Schedule> {
+        match self {
+            Scenario::Drawn => None,
+            Scenario::NoticeLossThenKill => {
+                Some(Schedule::notice_loss_then_kill(seed, hosts, bounds))
+            }
+            Scenario::MasterStalls => Some(Schedule::master_stalls(seed, hosts, bounds)),
+        }
+    }
+
+    /// Whether its process faults are aimed at the current master.
+    pub fn aims_at_master(self) -> bool {
+        self != Scenario::Drawn
     }
 }
 
@@ -254,6 +294,53 @@ impl Schedule {
             now_ms = step_end;
         }
         Schedule { seed, hosts, faults }
+    }
+
+    /// The scenario of issue 15 point 1: in each step the client namespace stops hearing
+    /// host `h` (a one-way drop `h -> clients`: its Update notices, FSLive and replies are
+    /// lost), and while that lasts, `h` is killed (from a quarter to a half into the drop,
+    /// while the workload's proposals are in flight) and restarted after a fault duration.
+    /// `h` is host 1 here; the runner aims both at the current master (see
+    /// `jepsen::run_schedule`). Faults stay within `bounds`; each step counts two faults.
+    pub fn notice_loss_then_kill(seed: u64, hosts: usize, bounds: &ScheduleBounds) -> Schedule {
+        assert!(hosts >= 1, "a schedule needs a host");
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut faults = Vec::new();
+        let mut now_ms = 0u64;
+        while faults.len() + 2 <= bounds.faults_max {
+            let quiet = rng.gen_range(bounds.quiet_ms_min..=bounds.quiet_ms_max);
+            let drop_ms = rng.gen_range(bounds.fault_ms_min..=bounds.fault_ms_max);
+            let at_ms = now_ms + quiet;
+            let kill_at = at_ms + rng.gen_range(drop_ms / 4..=drop_ms / 2);
+            let kill_ms = rng.gen_range(bounds.fault_ms_min..=bounds.fault_ms_max);
+            let end = (at_ms + drop_ms).max(kill_at + kill_ms);
+            if end > bounds.run_ms {
+                break;
+            }
+            faults.push(ScheduledFault {
+                at_ms,
+                duration_ms: drop_ms,
+                fault: Fault::OneWay { from: 1, to: 0 },
+            });
+            faults.push(ScheduledFault {
+                at_ms: kill_at,
+                duration_ms: kill_ms,
+                fault: Fault::Kill { host: 1 },
+            });
+            now_ms = end;
+        }
+        Schedule { seed, hosts, faults }
+    }
+
+    /// The scenario of issue 15 point 5: SIGSTOP of host 1 (the runner aims it at the current
+    /// master) for a fault duration, then SIGCONT: a master stalled long enough to be deposed
+    /// comes back and answers what queued meanwhile.
+    pub fn master_stalls(seed: u64, hosts: usize, bounds: &ScheduleBounds) -> Schedule {
+        let mut schedule = Schedule::generate(seed, hosts, bounds, &[FaultKind::Pause]);
+        for f in &mut schedule.faults {
+            f.fault = Fault::Pause { host: 1 };
+        }
+        schedule
     }
 
     /// When the last fault ends.
@@ -832,6 +919,28 @@ mod tests {
         );
         assert!(s.overlaps());
         assert_eq!(s.end_ms(), 900);
+    }
+
+    /// The notice-loss scenario: each kill falls inside its drop, seeded, within bounds; the
+    /// drop cuts only what the clients hear from the host.
+    #[test]
+    fn the_notice_loss_scenario_kills_inside_each_drop_within_bounds() {
+        let bounds = ScheduleBounds { faults_max: 6, ..ScheduleBounds::default() };
+        let schedule = Schedule::notice_loss_then_kill(3, 3, &bounds);
+        assert_eq!(schedule, Schedule::notice_loss_then_kill(3, 3, &bounds), "seeded");
+        assert!(schedule.faults.len() >= 2 && schedule.faults.len() <= 6, "{schedule}");
+        for pair in schedule.faults.chunks(2) {
+            let (drop, kill) = (&pair[0], &pair[1]);
+            assert_eq!(drop.fault, Fault::OneWay { from: 1, to: 0 });
+            assert_eq!(kill.fault, Fault::Kill { host: 1 });
+            assert!(kill.at_ms > drop.at_ms && kill.at_ms < drop.at_ms + drop.duration_ms);
+        }
+        assert!(schedule.end_ms() <= bounds.run_ms);
+        let addresses: Vec<Ipv4Addr> =
+            (0..=3u8).map(|i| Ipv4Addr::new(198, 18, 77, if i == 0 { 200 } else { i })).collect();
+        let (rules, _) = model_of(&[Fault::OneWay { from: 2, to: 0 }], 3, &addresses);
+        assert_eq!(rules[0].blocked_from, BTreeSet::from([addresses[2]]), "clients drop h2");
+        assert!(rules[1..].iter().all(|r| r.blocked_from.is_empty()), "members still hear h2");
     }
 
     /// The model of several network faults is their union (the highest loss); ending one

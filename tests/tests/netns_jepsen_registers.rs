@@ -69,3 +69,40 @@ fn acknowledged_register_ops_stay_linearizable_under_process_and_network_faults(
         "failing seeds (rerun: shoal-jepsen --workload registers --seed N): {failed:#?}"
     );
 }
+
+/// Issue 15 point 1 on real hosts: the clients stop hearing the master (its Update notices,
+/// FSLive and replies are dropped on the way to the client namespace) and, during that, the
+/// master is SIGKILLed while writes are in flight; its successor goes on with the old epoch's
+/// entries. Every cached read is checked against the client's floor (`session::check`), and
+/// the whole history is linearizable. The seed is the CI one; `SHOAL_SOAK_SEEDS=N` runs more.
+#[test]
+fn cached_reads_keep_the_floor_when_notices_are_lost_and_the_master_dies() {
+    if skipped("netns_jepsen_registers") {
+        return;
+    }
+    let shoal_fs = binary("shoal-fs");
+    let mut failed = Vec::new();
+    for seed in soak_seeds(&[1]) {
+        let mut options = RegistersOptions::new(seed);
+        options.scenario = shoal_tests::nemesis::Scenario::NoticeLossThenKill;
+        options.out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("jepsen");
+        let outcome = run_registers(&options, &shoal_fs, &|| false).expect("harness");
+        println!("{}", outcome.summary);
+        let session = &outcome.session;
+        println!("seed {seed}: session reads checked {:?}", session.reads);
+        let kills = outcome.windows.iter().filter(|w| w.label.contains("notices lost")).count();
+        assert!(kills > 0, "seed {seed}: no master was killed with its notices lost");
+        let cached = session.reads.get("cached read").copied().unwrap_or(0);
+        assert!(cached > 100, "seed {seed}: only {cached} cached reads checked");
+        if !outcome.passed() {
+            let violations: Vec<String> =
+                session.violations.iter().map(ToString::to_string).collect();
+            failed.push((seed, outcome.check.err(), violations, outcome.final_problems));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "failing seeds (rerun: shoal-jepsen --workload registers --scenario notice-loss --seed N): \
+         {failed:#?}"
+    );
+}

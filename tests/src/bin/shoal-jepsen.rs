@@ -23,7 +23,7 @@ use shoal_tests::jepsen::{run_registers, RegistersOptions, Unavailability};
 use shoal_tests::jepsen_bank::{run_bank, BankOptions};
 use shoal_tests::jepsen_locks::{run_locks, LocksOptions};
 use shoal_tests::messaging_workload::{run_messaging, RunOptions};
-use shoal_tests::nemesis::FaultKind;
+use shoal_tests::nemesis::{FaultKind, Scenario};
 use shoal_tests::netns::{cleanup_stale, skip_reason, NetnsError};
 use shoal_tests::tables::{run_stats, table, RunStats};
 use std::path::PathBuf;
@@ -53,6 +53,27 @@ enum Faults {
     Isolate,
     /// kill -9 and SIGSTOP only: for measuring the cost of losing a (master) process.
     Process,
+}
+
+/// The aimed scenarios of issue 15 (`--scenario`): they replace the drawn faults.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ScenarioArg {
+    /// Registers: the clients stop hearing the master (its notices are lost) and, during
+    /// that, the master is killed while proposals are in flight; cached reads are checked
+    /// against each client's floor.
+    NoticeLoss,
+    /// Locks: the master is paused (SIGSTOP) long enough to be deposed, then resumed; every
+    /// holder's belief (`is_held`) is checked against the grants acknowledged before it.
+    MasterStalls,
+}
+
+impl From<ScenarioArg> for Scenario {
+    fn from(s: ScenarioArg) -> Scenario {
+        match s {
+            ScenarioArg::NoticeLoss => Scenario::NoticeLossThenKill,
+            ScenarioArg::MasterStalls => Scenario::MasterStalls,
+        }
+    }
 }
 
 #[derive(Parser, Debug)]
@@ -113,6 +134,14 @@ struct Args {
     /// Registers: only print each seed's schedule (no network, no root needed).
     #[arg(long)]
     print_schedules: bool,
+    /// An aimed scenario instead of drawn faults (`notice-loss` for registers,
+    /// `master-stalls` for locks).
+    #[arg(long, value_enum)]
+    scenario: Option<ScenarioArg>,
+    /// Locks: the longest hold after the fenced writes, in ms (default 30; `master-stalls`
+    /// holds up to 6 000 so that holdings span the stall).
+    #[arg(long)]
+    hold_ms_max: Option<u64>,
     /// Named locks of the locks workload.
     #[arg(long, default_value_t = 2)]
     locks: usize,
@@ -160,6 +189,7 @@ fn register_options(args: &Args, seed: u64) -> RegistersOptions {
     options.overlap = args.overlap;
     options.session_reads = !args.no_session_reads;
     options.clocks = args.clock.clone();
+    options.scenario = args.scenario.map_or(Scenario::Drawn, Scenario::from);
     options
 }
 
@@ -301,6 +331,9 @@ fn locks(args: &Args) -> Vec<u64> {
         options.clients = args.clients.unwrap_or(options.clients);
         options.locks = args.locks;
         options.out_dir = args.out.clone();
+        options.scenario = args.scenario.map_or(Scenario::Drawn, Scenario::from);
+        let stall_hold = if options.scenario == Scenario::MasterStalls { 6_000 } else { 30 };
+        options.hold_ms_max = args.hold_ms_max.unwrap_or(stall_hold);
         let outcome = run_locks(&options, &shoal_fs, &stopped)?;
         if outcome.interrupted {
             return Ok(Verdict::Interrupted(outcome.svg));
