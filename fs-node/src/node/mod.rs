@@ -115,7 +115,32 @@ pub const ANNOUNCE_TICK: Duration = Duration::from_millis(200);
 pub const COMPACTION_CHECK: Duration = Duration::from_secs(10);
 /// How often the load gauge is sampled.
 pub const LOAD_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+/// Replication messages received from members and waiting for the core: one round of
+/// [`shell::MESSAGES_PER_ROUND_MAX`]; each at most one proposal batch (~48 KiB) as a rule, so
+/// about 12 MiB. While it is full the receive task waits, and the members' credit stops.
+pub const REPLICATION_QUEUE_MAX: usize = 256;
+/// Commands from request tasks waiting for the core: one round of
+/// [`shell::COMMANDS_PER_ROUND_MAX`]. Senders wait for room (they are request tasks, themselves
+/// bounded by [`REQUESTS_IN_FLIGHT_MAX`]).
+pub const COMMAND_QUEUE_MAX: usize = 1024;
+/// Client requests being answered at once (one task each); past it a request is answered
+/// `Unavailable` at once. Also the most commands request tasks can have queued for the core.
+pub const REQUESTS_IN_FLIGHT_MAX: usize = 1024;
+/// Bytes of request messages being answered at once (their encoded length): four of the
+/// largest (a 16 MiB value), or thousands of ordinary ones; past it `Unavailable` as above.
+pub const REQUEST_BYTES_IN_FLIGHT_MAX: usize = 4 * protocol::limits::MESSAGE_BYTES_MAX;
+/// Messages the core has handed to the outbound task and that wait for it (a reliable
+/// multicast waits there for the members' credit). The core never waits for room (a core
+/// waiting on its outbound, which waits on a peer's credit, which waits on that peer's core,
+/// could wait in a circle): past the bound a message is dropped and counted in
+/// `shoal_outbound_dropped_total`, as a lost datagram would be (the engine repairs losses).
+pub const OUTBOUND_QUEUE_MAX: usize = 1024;
+/// The core takes no new command while less room than this is left in the outbound queue, so
+/// that new work waits (and pushes back on its clients) before anything has to be dropped.
+pub const OUTBOUND_HEADROOM: usize = OUTBOUND_QUEUE_MAX / 2;
 
+#[cfg(test)]
+mod bounds_tests;
 #[cfg(test)]
 mod tests;
 
