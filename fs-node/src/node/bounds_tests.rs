@@ -194,3 +194,143 @@ async fn a_stalled_core_turns_away_requests_past_the_in_flight_bound() {
     client.shutdown().await;
     f.node.shutdown().await;
 }
+
+/// Resident memory of this process in KiB (Linux `/proc/self/status`).
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// Growth of resident memory a flood may cause: the node's replication queue (256 × ~4 KiB),
+/// its requests in flight (1024 small ones), its endpoint's window for the member (1024
+/// datagrams of 8 KiB) and queue of requests not yet taken (small ones), the flooding member's
+/// own retransmit buffer (at most 64 MiB; it is in this process too), and allocator slack.
+const FLOOD_RSS_GROWTH_MAX_KIB: u64 = 160 * 1024;
+
+/// Memory under a flood (issue 15, Proof): a member multicasting proposals and a client
+/// sending writes without pause, for `SHOAL_FLOOD_SECS` (default 5) seconds, at a node whose
+/// core is slow (it takes one replication message and one command per millisecond and drops
+/// them). The process's resident memory must not grow past [`FLOOD_RSS_GROWTH_MAX_KIB`]; the
+/// flood stops early (and the test fails) if it does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_under_a_flood_stays_within_the_bounds() {
+    let secs: u64 =
+        std::env::var("SHOAL_FLOOD_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    let f = fixture().await;
+    let Fixture { opened, node, node_addr, _dir } = f;
+    let Opened { server, shared, mut cmds, .. } = opened;
+    let (repl_tx, mut repl_rx) = door::replication_channel();
+    let receive = tokio::spawn(door::receive(
+        node.clone(),
+        server.clone(),
+        shared.clone(),
+        repl_tx,
+        vec![1, 2, 3],
+    ));
+    // The slow core.
+    let core = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        loop {
+            tick.tick().await;
+            let _ = repl_rx.try_recv();
+            let _ = cmds.try_recv();
+        }
+    });
+    let config = config(_dir.path());
+    let member = endpoint(&config, 2, vec![node_addr]).await;
+    let client = endpoint(&config, 0x4000, vec![node_addr]).await;
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let base = rss_kib();
+
+    let member_task = {
+        let (member, stop) = (member.clone(), stop.clone());
+        tokio::spawn(async move {
+            let data = Bytes::from(vec![7u8; 4096]);
+            let mut sent = 0u32;
+            while Instant::now() < deadline && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let message = Message::Proposal(Proposal {
+                    from: 2,
+                    epoch: 1,
+                    prev: Zxid::new(1, sent),
+                    entries: vec![Entry { zxid: Zxid::new(1, sent + 1), data: data.clone() }],
+                    commit: Zxid::default(),
+                });
+                let send = member.multicast(message);
+                if let Ok(result) = tokio::time::timeout(Duration::from_millis(200), send).await {
+                    result.expect("multicast");
+                    sent += 1;
+                }
+            }
+            sent
+        })
+    };
+    let client_task = {
+        let (client, stop) = (client.clone(), stop.clone());
+        tokio::spawn(async move {
+            let slots = Arc::new(tokio::sync::Semaphore::new(1024));
+            let mut seq = 0u64;
+            while Instant::now() < deadline && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok(Ok(slot)) =
+                    tokio::time::timeout(Duration::from_millis(100), slots.clone().acquire_owned())
+                        .await
+                else {
+                    continue;
+                };
+                seq += 1;
+                let client = client.clone();
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    let message = Message::Update(UpdateRequest {
+                        request: RequestId { client: 0x4000, seq },
+                        conditions: vec![],
+                        ops: vec![Op::Put {
+                            key: format!("/k{seq}"),
+                            value: Bytes::from(vec![b'v'; 100]),
+                            create_only: false,
+                            ephemeral: None,
+                        }],
+                    });
+                    let _ = client.request(node_addr, message, Duration::from_millis(500), 0).await;
+                });
+            }
+            seq
+        })
+    };
+    let mut peak = base;
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        peak = peak.max(rss_kib());
+        if peak - base > FLOOD_RSS_GROWTH_MAX_KIB {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            break;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let proposals = member_task.await.expect("member");
+    let writes = client_task.await.expect("client");
+    let busy = shared.metrics.requests_refused_busy.get();
+    println!(
+        "flood for {secs} s: {proposals} proposals, {writes} writes ({busy} answered busy); \
+         resident memory {} MiB before, peak {} MiB, growth {} MiB (bound {} MiB)",
+        base / 1024,
+        peak / 1024,
+        (peak - base) / 1024,
+        FLOOD_RSS_GROWTH_MAX_KIB / 1024
+    );
+    assert!(
+        peak - base <= FLOOD_RSS_GROWTH_MAX_KIB,
+        "resident memory grew by {} MiB under the flood, over the bound of {} MiB",
+        (peak - base) / 1024,
+        FLOOD_RSS_GROWTH_MAX_KIB / 1024
+    );
+    core.abort();
+    receive.abort();
+    member.shutdown().await;
+    client.shutdown().await;
+    node.shutdown().await;
+}
