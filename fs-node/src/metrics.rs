@@ -168,6 +168,11 @@ pub struct Metrics {
     pub transfer_bytes_sent: Counter,
     pub transfer_bytes_received: Counter,
     pub snapshots: Counter,
+    /// Messages the core could not hand to the full outbound queue (`node::OUTBOUND_QUEUE_MAX`).
+    pub outbound_dropped: Counter,
+    /// Requests turned away because the in-flight bounds were reached
+    /// (`node::REQUESTS_IN_FLIGHT_MAX`, `node::REQUEST_BYTES_IN_FLIGHT_MAX`).
+    pub requests_refused_busy: Counter,
     /// Zxid of the latest snapshot (a gauge: set, not added).
     pub snapshot_zxid: AtomicU64,
 }
@@ -193,6 +198,8 @@ impl Metrics {
             transfer_bytes_sent: Counter::default(),
             transfer_bytes_received: Counter::default(),
             snapshots: Counter::default(),
+            outbound_dropped: Counter::default(),
+            requests_refused_busy: Counter::default(),
             snapshot_zxid: AtomicU64::new(0),
         }
     }
@@ -276,6 +283,18 @@ impl Metrics {
             self.transfer_bytes_received.get(),
         );
         counter(out, "shoal_snapshots_total", "Snapshots taken.", self.snapshots.get());
+        counter(
+            out,
+            "shoal_outbound_dropped_total",
+            "Messages dropped because the outbound queue was full (repaired like lost datagrams).",
+            self.outbound_dropped.get(),
+        );
+        counter(
+            out,
+            "shoal_requests_refused_busy_total",
+            "Requests answered Unavailable (or dropped) because the in-flight bounds were reached.",
+            self.requests_refused_busy.get(),
+        );
         gauge(
             out,
             "shoal_snapshot_zxid",

@@ -105,6 +105,7 @@ impl Backend for NodeBackend {
         self.shared
             .cmds
             .send(Cmd::Propose { data: Bytes::from(data), waiter: Waiter::Write(tx) })
+            .await
             .map_err(|_| stopping())?;
         let result = rx.await.map_err(|_| stopping())?;
         if result.is_ok() {
@@ -116,7 +117,7 @@ impl Backend for NodeBackend {
     async fn linearizable_zxid(&self) -> Result<Zxid, ServerError> {
         self.shared.metrics.op(OpKind::Linearizable);
         let (tx, rx) = oneshot::channel();
-        self.shared.cmds.send(Cmd::Linearizable(tx)).map_err(|_| stopping())?;
+        self.shared.cmds.send(Cmd::Linearizable(tx)).await.map_err(|_| stopping())?;
         rx.await.map_err(|_| stopping())?
     }
 
@@ -160,7 +161,7 @@ async fn lock_command(shared: &Shared, lock: LockRequest) -> Result<LockGrant, W
     let closed = || WireError { code: ErrorCode::Unavailable, message: "node stopping".into() };
     let (cmd, rx) = lock_cmd(lock);
     if let Some(cmd) = cmd {
-        shared.cmds.send(cmd).map_err(|_| closed())?;
+        shared.cmds.send(cmd).await.map_err(|_| closed())?;
     }
     rx.await.map_err(|_| closed())?
 }

@@ -66,7 +66,7 @@ pub struct ManualNode {
     shared: Arc<Shared>,
     log: Arc<DataLog>,
     /// Commands from request tasks: none run here, but the channel must stay open.
-    _cmds: mpsc::UnboundedReceiver<Cmd>,
+    _cmds: mpsc::Receiver<Cmd>,
     fetches: u64,
 }
 

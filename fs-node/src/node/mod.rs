@@ -58,6 +58,23 @@
 //! outbound order of everything else is not held up; beyond that one is dropped, which is
 //! safe because the engine re-sends catch-up chunks on its own timers. The proposal path
 //! (multicast, fragmented by the reliable stream) is not limited.
+//!
+//! # Queues and their bounds
+//! Every queue between the endpoint and the core is bounded, so that a slow core slows its
+//! senders instead of filling the node's memory (issue 15 point 8).
+//!
+//! | queue | bound | when full | why this size |
+//! |---|---|---|---|
+//! | replication messages, receive → core | [`REPLICATION_QUEUE_MAX`] = 256 | the receive task waits and takes nothing more from the endpoint: the members' credit (granted as messages are taken) runs out, so they wait | one round of the core's batch (`MESSAGES_PER_ROUND_MAX`); ~48 KiB each, ~12 MiB |
+//! | commands, request tasks → core | [`COMMAND_QUEUE_MAX`] = 1024 | the request task waits | one round of commands (`COMMANDS_PER_ROUND_MAX`); the senders are bounded below |
+//! | client requests being answered (one task each) | [`REQUESTS_IN_FLIGHT_MAX`] = 1024 and [`REQUEST_BYTES_IN_FLIGHT_MAX`] = 128 MiB | a client request is answered `Unavailable` ("node N is busy …") at once; a transfer message is dropped (its requester retries); both counted in `shoal_requests_refused_busy_total` | far above what one node serves at once (a client's own window is 32 writes); bytes: the largest write (64 MiB value) fits beside ordinary traffic |
+//! | outbound, core → sender task (a multicast waits there for credit) | [`OUTBOUND_QUEUE_MAX`] = 1024 | the core never waits (a core waiting on its outbound, which waits on a peer's credit, which waits on that peer's core, could wait in a circle): it takes no new command while less than [`OUTBOUND_HEADROOM`] is free, and past the bound the message is dropped and counted in `shoal_outbound_dropped_total`, as the network might lose it (the engine repairs: a lost proposal is re-sent from the follower's last ack); the announcer's FSLive/Freeze likewise (the next tick announces again) | ~50 MiB of ordinary proposal batches (a catch-up chunk holding one entry bigger than a datagram is as big as that entry, in either queue) |
+//! | snapshot results, blocking thread → core | one (unbounded type) | — | at most one snapshot runs at a time |
+//!
+//! Below these, the endpoint bounds what it holds itself (see
+//! [`protocol::messaging`]: the credit window per sender, `held_bytes_max`, and at most
+//! 65 536 best-effort messages, requests among them, waiting to be taken). Replies are not
+//! weighed: a read of a large value holds its reply while it is sent.
 
 pub mod backend;
 mod core;
@@ -115,7 +132,33 @@ pub const ANNOUNCE_TICK: Duration = Duration::from_millis(200);
 pub const COMPACTION_CHECK: Duration = Duration::from_secs(10);
 /// How often the load gauge is sampled.
 pub const LOAD_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+/// Replication messages received from members and waiting for the core: one round of
+/// `shell::MESSAGES_PER_ROUND_MAX`; each at most one proposal batch (~48 KiB) as a rule, so
+/// about 12 MiB. While it is full the receive task waits, and the members' credit stops.
+pub const REPLICATION_QUEUE_MAX: usize = 256;
+/// Commands from request tasks waiting for the core: one round of
+/// `shell::COMMANDS_PER_ROUND_MAX`. Senders wait for room (they are request tasks, themselves
+/// bounded by [`REQUESTS_IN_FLIGHT_MAX`]).
+pub const COMMAND_QUEUE_MAX: usize = 1024;
+/// Client requests being answered at once (one task each); past it a request is answered
+/// `Unavailable` at once. Also the most commands request tasks can have queued for the core.
+pub const REQUESTS_IN_FLIGHT_MAX: usize = 1024;
+/// Bytes of request messages being answered at once (their encoded length): 128 MiB, room for
+/// the largest write (a 64 MiB value) beside ordinary traffic, or thousands of ordinary ones;
+/// past it `Unavailable` as above.
+pub const REQUEST_BYTES_IN_FLIGHT_MAX: usize = 2 * protocol::limits::VALUE_BYTES_HARD_MAX;
+/// Messages the core has handed to the outbound task and that wait for it (a reliable
+/// multicast waits there for the members' credit). The core never waits for room (a core
+/// waiting on its outbound, which waits on a peer's credit, which waits on that peer's core,
+/// could wait in a circle): past the bound a message is dropped and counted in
+/// `shoal_outbound_dropped_total`, as a lost datagram would be (the engine repairs losses).
+pub const OUTBOUND_QUEUE_MAX: usize = 1024;
+/// The core takes no new command while less room than this is left in the outbound queue, so
+/// that new work waits (and pushes back on its clients) before anything has to be dropped.
+pub const OUTBOUND_HEADROOM: usize = OUTBOUND_QUEUE_MAX / 2;
 
+#[cfg(test)]
+mod bounds_tests;
 #[cfg(test)]
 mod tests;
 

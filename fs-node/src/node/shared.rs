@@ -33,7 +33,8 @@ pub(crate) struct Shared {
     pub applied: RwLock<Zxid>,
     pub applied_tx: watch::Sender<Zxid>,
     pub status: Mutex<StatusView>,
-    pub cmds: mpsc::UnboundedSender<Cmd>,
+    /// Bounded by [`super::COMMAND_QUEUE_MAX`]: senders wait for room.
+    pub cmds: mpsc::Sender<Cmd>,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The commit point the log recorded before this start. Until the rebuilt store reaches
     /// it, this node answers reads with `Behind` (the client asks another node), so that a

@@ -19,7 +19,8 @@ use super::start::{self, Opened, Parts};
 use super::{door, transfer, NodeError, RunContext};
 use super::{
     ANNOUNCE_TICK, COMPACTION_CHECK, LARGE_UNICAST_IN_FLIGHT_MAX, LARGE_UNICAST_RETRIES,
-    LARGE_UNICAST_TIMEOUT, LOAD_SAMPLE_INTERVAL, SHUTDOWN_SYNC_WAIT, TICK_MS,
+    LARGE_UNICAST_TIMEOUT, LOAD_SAMPLE_INTERVAL, OUTBOUND_HEADROOM, OUTBOUND_QUEUE_MAX,
+    SHUTDOWN_SYNC_WAIT, TICK_MS,
 };
 use crate::config::Config;
 use crate::storage::{RealFs, SyncMode};
@@ -69,8 +70,8 @@ pub(super) async fn run_once(
     let endpoint = ctx.endpoint.clone();
     let members: Vec<NodeId> = config.members.keys().copied().collect();
 
-    let (out_tx, out_rx) = mpsc::unbounded_channel();
-    let (repl_tx, repl_rx) = mpsc::unbounded_channel();
+    let (out_tx, out_rx) = mpsc::channel(OUTBOUND_QUEUE_MAX);
+    let (repl_tx, repl_rx) = door::replication_channel();
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(outbound(endpoint.clone(), config.members.clone(), out_rx)));
     tasks.push(tokio::spawn(door::receive(
@@ -81,6 +82,7 @@ pub(super) async fn run_once(
         members,
     )));
     let announce_tx = out_tx.clone();
+    let announce_metrics = ctx.metrics.clone();
     tasks.push(tokio::spawn(cache_server::server::run_announcer(
         server.clone(),
         ANNOUNCE_TICK,
@@ -89,7 +91,11 @@ pub(super) async fn run_once(
                 Message::FsLive(_) => Out::GroupUnreliable(m),
                 other => Out::Group(other),
             };
-            let _ = announce_tx.send(out);
+            // Never waits (the announcer is not async); past the bound the announcement is
+            // dropped and counted, and the next tick announces again.
+            if let Err(mpsc::error::TrySendError::Full(_)) = announce_tx.try_send(out) {
+                announce_metrics.outbound_dropped.inc();
+            }
         },
     )));
     tasks.push(tokio::spawn(cache_server::load::run_sampler(
@@ -97,7 +103,13 @@ pub(super) async fn run_once(
         LOAD_SAMPLE_INTERVAL,
     )));
 
-    let mut host = Host { core, clock, out: out_tx, snap_done: mpsc::unbounded_channel() };
+    let mut host = Host {
+        core,
+        clock,
+        out: out_tx,
+        metrics: ctx.metrics.clone(),
+        snap_done: mpsc::unbounded_channel(),
+    };
     let result = host.drive(repl_rx, cmds, shutdown).await;
     // Drain: whatever was written becomes durable before the run ends.
     let last = log.last_zxid();
@@ -121,19 +133,21 @@ pub(super) async fn run_once(
 type SnapshotResult = Result<SnapshotDir, String>;
 
 /// The core with what the shell gives it: a clock, the outbound queue, and the channel on
-/// which snapshots finished off the core come back.
+/// which snapshots finished off the core come back (unbounded, but at most one snapshot runs
+/// at a time, so it holds at most one result).
 struct Host {
     core: Core,
     clock: Clock,
-    out: mpsc::UnboundedSender<Out>,
+    out: mpsc::Sender<Out>,
+    metrics: Arc<crate::metrics::Metrics>,
     snap_done: (mpsc::UnboundedSender<SnapshotResult>, mpsc::UnboundedReceiver<SnapshotResult>),
 }
 
 impl Host {
     async fn drive(
         &mut self,
-        mut repl_rx: mpsc::UnboundedReceiver<Message>,
-        mut cmd_rx: mpsc::UnboundedReceiver<Cmd>,
+        mut repl_rx: mpsc::Receiver<Message>,
+        mut cmd_rx: mpsc::Receiver<Cmd>,
         shutdown: &mut (impl Future<Output = ()> + Unpin),
     ) -> Result<Exit, NodeError> {
         let mut ticker = tokio::time::interval(Duration::from_millis(TICK_MS));
@@ -154,7 +168,8 @@ impl Host {
                     let batch = std::iter::once(message).chain(rest).take(MESSAGES_PER_ROUND_MAX);
                     self.core.step_batch(&mut || clock.now_ms(), batch)?;
                 }
-                Some(cmd) = cmd_rx.recv() => {
+                // New work waits while the outbound queue is nearly full (see OUTBOUND_HEADROOM).
+                Some(cmd) = cmd_rx.recv(), if self.out.capacity() >= OUTBOUND_HEADROOM => {
                     if let Some(exit) = self.core.command(self.clock.now_ms(), cmd)? {
                         return Ok(exit);
                     }
@@ -179,7 +194,11 @@ impl Host {
     /// Sends the core's outbox and carries out its effects.
     fn flush(&mut self) {
         for out in self.core.take_outbox() {
-            let _ = self.out.send(out);
+            // Never waits (see OUTBOUND_QUEUE_MAX): a full queue loses the message as the
+            // network might, and the engine repairs it.
+            if let Err(mpsc::error::TrySendError::Full(_)) = self.out.try_send(out) {
+                self.metrics.outbound_dropped.inc();
+            }
         }
         for effect in self.core.take_effects() {
             match effect {
@@ -200,7 +219,7 @@ impl Host {
 async fn outbound(
     endpoint: Endpoint,
     members: BTreeMap<NodeId, SocketAddr>,
-    mut rx: mpsc::UnboundedReceiver<Out>,
+    mut rx: mpsc::Receiver<Out>,
 ) {
     let large_permits = Arc::new(Semaphore::new(LARGE_UNICAST_IN_FLIGHT_MAX));
     while let Some(out) = rx.recv().await {

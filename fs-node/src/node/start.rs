@@ -42,7 +42,7 @@ pub(crate) struct Opened {
     pub shared: Arc<Shared>,
     pub server: Arc<Server<NodeBackend>>,
     /// Commands from the request tasks (the other end is `shared.cmds`).
-    pub cmds: mpsc::UnboundedReceiver<Cmd>,
+    pub cmds: mpsc::Receiver<Cmd>,
     pub log: Arc<DataLog>,
     pub store: Arc<DiskStore>,
 }
@@ -103,7 +103,7 @@ pub(crate) fn open(config: &Config, parts: Parts) -> Result<Opened, NodeError> {
         ?hard,
         "node starting"
     );
-    let (cmd_tx, cmds) = mpsc::unbounded_channel();
+    let (cmd_tx, cmds) = mpsc::channel(super::COMMAND_QUEUE_MAX);
     let status = StatusView {
         role: Role::Looking,
         epoch: hard.current_epoch,

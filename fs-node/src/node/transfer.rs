@@ -346,7 +346,7 @@ async fn snapshot_for_transfer(
     floor: Zxid,
 ) -> Result<(SnapshotDir, PinGuard), WireError> {
     let (tx, rx) = oneshot::channel();
-    shared.cmds.send(Cmd::Snapshot(tx)).map_err(|_| stopping())?;
+    shared.cmds.send(Cmd::Snapshot(tx)).await.map_err(|_| stopping())?;
     let (snap, pin) = rx.await.map_err(|_| stopping())?.map_err(|e| {
         refused(
             ErrorCode::Unavailable,
@@ -384,7 +384,7 @@ async fn backup_floor(shared: &Arc<Shared>) -> Result<Zxid, WireError> {
     let floor = match master {
         Some(m) if m == shared.node => {
             let (tx, rx) = oneshot::channel();
-            shared.cmds.send(Cmd::Linearizable(tx)).map_err(|_| stopping())?;
+            shared.cmds.send(Cmd::Linearizable(tx)).await.map_err(|_| stopping())?;
             rx.await.map_err(|_| stopping())?.map_err(|e| {
                 unavailable(format!("the master cannot say which writes are acknowledged: {e}"))
             })?
@@ -844,7 +844,7 @@ pub(crate) fn start_fetch(shared: &Arc<Shared>, first: NodeId, base: Zxid, appli
                         .transfers
                         .end(format!("done: fetch from node {donor} {bytes} bytes in {secs:.1} s"));
                     tracing::info!(donor, zxid = %snap.zxid, secs, "fetched the data files; restarting from them");
-                    let _ = shared.cmds.send(Cmd::Installed(snap.zxid));
+                    let _ = shared.cmds.send(Cmd::Installed(snap.zxid)).await;
                     return;
                 }
                 Err(e) => {
@@ -856,7 +856,7 @@ pub(crate) fn start_fetch(shared: &Arc<Shared>, first: NodeId, base: Zxid, appli
             }
         }
         tracing::error!("no donor could send the data files; restarting to ask again");
-        let _ = shared.cmds.send(Cmd::Restart);
+        let _ = shared.cmds.send(Cmd::Restart).await;
     });
 }
 
