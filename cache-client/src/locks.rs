@@ -332,11 +332,14 @@ async fn renew_once<T: Transport>(inner: &Inner<T>) -> Duration {
             // configuration corrects the client here.
             leases.valid_until = Some(until);
             drop(leases);
-            registry.state_tx.send_if_modified(|s| {
+            let recovered = registry.state_tx.send_if_modified(|s| {
                 let changed = *s != SessionState::Healthy;
                 *s = SessionState::Healthy;
                 changed
             });
+            if recovered {
+                tracing::info!(session = %format_args!("{session:#x}"), "lock renewal succeeded again: session healthy, locks kept");
+            }
             config.renew_interval
         }
         Err(
@@ -358,14 +361,23 @@ async fn renew_once<T: Transport>(inner: &Inner<T>) -> Duration {
                 registry.forget_all(true);
                 return config.renew_interval;
             }
+            tracing::debug!(?left, "lock renewal failed ({other:?}); trying again shortly");
             if left < config.ttl / 2 {
-                registry.state_tx.send_if_modified(|s| {
+                let entered = registry.state_tx.send_if_modified(|s| {
                     let changed = *s == SessionState::Healthy;
                     if changed {
                         *s = SessionState::InDanger;
                     }
                     changed
                 });
+                if entered {
+                    tracing::warn!(
+                        session = %format_args!("{session:#x}"),
+                        ?left,
+                        "lock renewals failing ({other:?}): session in danger; locks are kept \
+                         if a renewal reaches the master before the validity ends"
+                    );
+                }
             }
             // Try again sooner, but never past the end of the validity.
             (config.renew_interval / 3).min(left)
