@@ -20,8 +20,14 @@
 //!   lease: a deposed master that still thinks it leads answers `Unavailable`.
 //! - A renewal refused with `SessionExpired`, `LockNotHeld` or `BadAuth` means the leases are
 //!   gone: every lock is marked lost and the state becomes [`SessionState::Lost`]. A renewal
-//!   that cannot reach the master is retried faster; once less than half a TTL of validity is
-//!   left the state is [`SessionState::InDanger`], and when the validity runs out, `Lost`.
+//!   that cannot reach the master (dead, electing, or not yet holding its takeover) is retried
+//!   every third of a renewal period, each attempt following redirects to the new master; once
+//!   less than half a TTL of validity is left the state is [`SessionState::InDanger`] (a
+//!   warning is logged), and when the validity runs out, `Lost`. The first renewal answered
+//!   makes it `Healthy` again (logged) with the same session and locks: a master failover
+//!   shorter than the validity costs nothing, because a new master gives every existing lease
+//!   a full TTL from its takeover. In `InDanger` the application should hold back side effects
+//!   that rely on the lock without a fencing check; after `Lost` it re-acquires.
 //! - Renewals never race a release of a listed lock: acquires and releases hold a shared gate,
 //!   a renewal the exclusive one (a release applied before a renewal that still lists the lock
 //!   would make the master refuse the whole renewal).
