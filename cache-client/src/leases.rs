@@ -13,7 +13,10 @@ use tokio::sync::watch;
 pub enum SessionState {
     /// Renewed within the last half TTL (or nothing held yet).
     Healthy,
-    /// Renewals are failing and less than half a TTL of validity is left.
+    /// Renewals are failing and less than half a TTL of validity is left (for instance during
+    /// a master failover). The session and locks are still this client's; the renewer keeps
+    /// trying and the state returns to `Healthy` when a renewal is answered. Hold back side
+    /// effects that rely on the lock without a fencing check.
     InDanger,
     /// The leases are gone (refused renewal or validity ran out): every lock this client held
     /// must be treated as lost, and its ephemeral entries are (or soon will be) deleted. The

@@ -20,8 +20,14 @@
 //!   lease: a deposed master that still thinks it leads answers `Unavailable`.
 //! - A renewal refused with `SessionExpired`, `LockNotHeld` or `BadAuth` means the leases are
 //!   gone: every lock is marked lost and the state becomes [`SessionState::Lost`]. A renewal
-//!   that cannot reach the master is retried faster; once less than half a TTL of validity is
-//!   left the state is [`SessionState::InDanger`], and when the validity runs out, `Lost`.
+//!   that cannot reach the master (dead, electing, or not yet holding its takeover) is retried
+//!   every third of a renewal period, each attempt following redirects to the new master; once
+//!   less than half a TTL of validity is left the state is [`SessionState::InDanger`] (a
+//!   warning is logged), and when the validity runs out, `Lost`. The first renewal answered
+//!   makes it `Healthy` again (logged) with the same session and locks: a master failover
+//!   shorter than the validity costs nothing, because a new master gives every existing lease
+//!   a full TTL from its takeover. In `InDanger` the application should hold back side effects
+//!   that rely on the lock without a fencing check; after `Lost` it re-acquires.
 //! - Renewals never race a release of a listed lock: acquires and releases hold a shared gate,
 //!   a renewal the exclusive one (a release applied before a renewal that still lists the lock
 //!   would make the master refuse the whole renewal).
@@ -332,11 +338,14 @@ async fn renew_once<T: Transport>(inner: &Inner<T>) -> Duration {
             // configuration corrects the client here.
             leases.valid_until = Some(until);
             drop(leases);
-            registry.state_tx.send_if_modified(|s| {
+            let recovered = registry.state_tx.send_if_modified(|s| {
                 let changed = *s != SessionState::Healthy;
                 *s = SessionState::Healthy;
                 changed
             });
+            if recovered {
+                tracing::info!(session = %format_args!("{session:#x}"), "lock renewal succeeded again: session healthy, locks kept");
+            }
             config.renew_interval
         }
         Err(
@@ -358,14 +367,23 @@ async fn renew_once<T: Transport>(inner: &Inner<T>) -> Duration {
                 registry.forget_all(true);
                 return config.renew_interval;
             }
+            tracing::debug!(?left, "lock renewal failed ({other:?}); trying again shortly");
             if left < config.ttl / 2 {
-                registry.state_tx.send_if_modified(|s| {
+                let entered = registry.state_tx.send_if_modified(|s| {
                     let changed = *s == SessionState::Healthy;
                     if changed {
                         *s = SessionState::InDanger;
                     }
                     changed
                 });
+                if entered {
+                    tracing::warn!(
+                        session = %format_args!("{session:#x}"),
+                        ?left,
+                        "lock renewals failing ({other:?}): session in danger; locks are kept \
+                         if a renewal reaches the master before the validity ends"
+                    );
+                }
             }
             // Try again sooner, but never past the end of the validity.
             (config.renew_interval / 3).min(left)

@@ -227,9 +227,18 @@ impl Cluster {
 
     /// A client on this cluster (socket transport), with a short request timeout.
     pub async fn client(&self) -> Client<SocketTransport> {
+        self.client_with(|_| {}).await
+    }
+
+    /// [`Cluster::client`] with its configuration changed by `edit` first (the seeds and
+    /// client id are the harness's).
+    pub async fn client_with(
+        &self,
+        edit: impl FnOnce(&mut ClientConfig),
+    ) -> Client<SocketTransport> {
         let (file, auth) = ClusterFile::load(&self.cluster_file).expect("cluster file");
         let transport = SocketTransport::connect(&file, auth, None).await.expect("connect");
-        let config = ClientConfig {
+        let mut config = ClientConfig {
             seeds: file.seeds(),
             request_timeout: Duration::from_millis(500),
             attempts_max: 6,
@@ -237,6 +246,7 @@ impl Cluster {
             client_id: Some(transport.id()),
             ..ClientConfig::default()
         };
+        edit(&mut config);
         Client::new(transport, config)
     }
 

@@ -158,6 +158,51 @@ async fn session_loss_releases_locks_and_ephemerals() {
     other.lock("/session-lock", false).await.unwrap();
 }
 
+/// The session rule across a failover: the master unreachable for less than the lease (here
+/// 3 s of a 5 s lease, with a new master's takeover in the middle) costs nothing. The state
+/// goes `InDanger` while renewals fail, back to `Healthy` when one reaches the new master, and
+/// never `Lost`; the same session, lock (fenced write with the old token) and ephemeral entry
+/// are kept and the lock is refused to others throughout.
+#[tokio::test(start_paused = true)]
+async fn an_outage_shorter_than_the_lease_keeps_the_session() {
+    let h = Harness::new(TTL);
+    let (client, transport) = h.client_with(h.config(11));
+    let other = h.client(12);
+    let guard = client.lock("/kept", false).await.unwrap();
+    client.create_ephemeral("/kept-eph", "x").await.unwrap();
+    let session = client.ensure_session().await.unwrap();
+    let mut state = client.session_state();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = Arc::clone(&seen);
+    let mut watch = client.session_state();
+    tokio::spawn(async move {
+        while watch.changed().await.is_ok() {
+            record.lock().unwrap().push(*watch.borrow_and_update());
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    transport.cut_switch().store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    h.backend().takeover();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    transport.cut_switch().store(false, Ordering::SeqCst);
+    tokio::time::timeout(TTL, state.wait_for(|s| *s == SessionState::Healthy))
+        .await
+        .expect("Healthy again")
+        .unwrap();
+    tokio::time::sleep(TTL).await;
+    assert_eq!(*seen.lock().unwrap(), vec![SessionState::InDanger, SessionState::Healthy]);
+    assert!(guard.is_held(), "lock lost across the outage");
+    assert_eq!(client.ensure_session().await.unwrap(), session, "a new session was opened");
+    assert_eq!(h.holders("/kept"), vec![client.id()]);
+    client
+        .batch(Batch::new().write("/kept-fenced", "y").if_token("/kept", guard.token()))
+        .await
+        .unwrap();
+    assert!(other.read("/kept-eph").await.unwrap().is_some(), "ephemeral lost");
+    assert!(matches!(other.lock("/kept", false).await, Err(ClientError::LockHeld { .. })));
+}
+
 /// A new master honours every lease for one full TTL from its takeover, whatever was left of
 /// it under the old master; then the lease expires through the log.
 #[tokio::test(start_paused = true)]
