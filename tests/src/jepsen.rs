@@ -455,7 +455,7 @@ fn run_schedule(
         });
         let fault = scheduled.fault.clone();
         let label = fault.label();
-        if let Some(aimed) = aim_scenario(scenario, &fault, master, muted) {
+        if let Some(aimed) = crate::nemesis::aim_scenario(scenario, &fault, master, muted) {
             return aimed;
         }
         match fault {
@@ -482,35 +482,6 @@ fn run_schedule(
         }
     };
     nemesis.run_schedule_with(schedule, nodes, run_start, stop, &mut resolve)
-}
-
-/// The faults of an aimed scenario ([`Scenario`]): the clients stop hearing the current
-/// master; a kill during that drop hits the muted master; a pause hits the current master.
-/// `None`: the fault is not the scenario's (or no master is known yet), resolve as usual.
-pub fn aim_scenario(
-    scenario: Scenario,
-    fault: &Fault,
-    master: usize,
-    muted: Option<usize>,
-) -> Option<(Fault, String)> {
-    if !scenario.aims_at_master() {
-        return None;
-    }
-    match fault {
-        Fault::OneWay { to: 0, .. } if master != 0 => Some((
-            Fault::OneWay { from: master, to: 0 },
-            format!("drop master h{master} -> clients"),
-        )),
-        Fault::Kill { .. } => {
-            let host = muted.or((master != 0).then_some(master))?;
-            let what = if muted.is_some() { "master, its notices lost" } else { "master" };
-            Some((Fault::Kill { host }, format!("kill -9 h{host} ({what})")))
-        }
-        Fault::Pause { .. } if master != 0 => {
-            Some((Fault::Pause { host: master }, format!("pause h{master} (master)")))
-        }
-        _ => None,
-    }
 }
 
 /// Enters `namespace` (this thread only) and runs the clients there on a current-thread

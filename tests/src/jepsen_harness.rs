@@ -464,7 +464,7 @@ fn run_schedule(
         let mut fault = scheduled.fault.clone();
         let mut label = fault.label();
         let master = shared.master.load(Ordering::SeqCst);
-        let aimed = crate::jepsen::aim_scenario(scenario, &fault, master, None);
+        let aimed = crate::nemesis::aim_scenario(scenario, &fault, master, None);
         if let Some((aimed, aimed_label)) = aimed {
             fault = aimed;
             label = aimed_label;
