@@ -79,20 +79,30 @@ async fn endpoint(config: &Config, id: SenderId, peers: Vec<SocketAddr>) -> Endp
     Endpoint::bind(c).await.expect("bind")
 }
 
+/// The node's one door, receiving for members 1–3, with the replication queue the core would
+/// take from (nothing takes from it unless the test does).
+fn start_door(
+    node: &Endpoint,
+    opened: &Opened,
+) -> (tokio::task::JoinHandle<()>, tokio::sync::mpsc::Receiver<Message>) {
+    let (repl_tx, repl_rx) = door::replication_channel();
+    let receive = tokio::spawn(door::receive(
+        node.clone(),
+        opened.server.clone(),
+        opened.shared.clone(),
+        repl_tx,
+        vec![1, 2, 3],
+    ));
+    (receive, repl_rx)
+}
+
 /// A member multicasting proposals as fast as credit lets it, to a node whose core does not
 /// run: the receive task stops taking messages once the replication queue is full, so the
 /// member runs out of credit instead of filling the node's memory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_core_stops_a_flooding_member() {
     let f = fixture().await;
-    let (repl_tx, repl_rx) = door::replication_channel();
-    let receive = tokio::spawn(door::receive(
-        f.node.clone(),
-        f.opened.server.clone(),
-        f.opened.shared.clone(),
-        repl_tx,
-        vec![1, 2, 3],
-    ));
+    let (receive, repl_rx) = start_door(&f.node, &f.opened);
     let config = config(f._dir.path());
     let member = endpoint(&config, 2, vec![f.node_addr]).await;
     // 4 KiB proposals: two per 8 KiB batch datagram, so one window of credit (1024
@@ -140,14 +150,7 @@ async fn a_stalled_core_stops_a_flooding_member() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_core_turns_away_requests_past_the_in_flight_bound() {
     let f = fixture().await;
-    let (repl_tx, _repl_rx) = door::replication_channel();
-    let receive = tokio::spawn(door::receive(
-        f.node.clone(),
-        f.opened.server.clone(),
-        f.opened.shared.clone(),
-        repl_tx,
-        vec![1, 2, 3],
-    ));
+    let (receive, _repl_rx) = start_door(&f.node, &f.opened);
     let config = config(f._dir.path());
     let client = endpoint(&config, 0x4000, vec![f.node_addr]).await;
     let total = super::REQUESTS_IN_FLIGHT_MAX as u64 + 1000;
@@ -253,15 +256,8 @@ async fn flood() {
         std::env::var("SHOAL_FLOOD_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
     let f = fixture().await;
     let Fixture { opened, node, node_addr, _dir } = f;
-    let Opened { server, shared, mut cmds, .. } = opened;
-    let (repl_tx, mut repl_rx) = door::replication_channel();
-    let receive = tokio::spawn(door::receive(
-        node.clone(),
-        server.clone(),
-        shared.clone(),
-        repl_tx,
-        vec![1, 2, 3],
-    ));
+    let (receive, mut repl_rx) = start_door(&node, &opened);
+    let Opened { shared, mut cmds, .. } = opened;
     // The slow core.
     let core = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(1));
