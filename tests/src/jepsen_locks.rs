@@ -404,22 +404,20 @@ impl LockWorker {
         }
     }
 
-    /// Records a belief if `guard` is held now; returns whether it is.
+    /// Records a belief if `guard` is held now.
     fn note_belief(
         &mut self,
         ctx: &Ctx,
         guard: &cache_client::LockGuard<SocketTransport>,
         lock: &str,
-    ) -> bool {
+    ) {
         // The time is taken after the look, so the belief is never dated earlier than it was.
-        let held = guard.is_held();
-        if held {
+        if guard.is_held() {
             let at_us = ctx.now_us();
             let token = guard.token().0;
             self.log.beliefs.push(Belief { client: self.index, lock: lock.into(), token, at_us });
             self.log.counts.beliefs += 1;
         }
-        held
     }
 
     /// A holder that stops renewing and sleeps past its lease, then writes with its token.
