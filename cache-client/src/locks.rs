@@ -294,6 +294,17 @@ impl<T: Transport> Client<T> {
         self.inner.locks.state_tx.subscribe()
     }
 
+    /// How much longer this client counts on its session and locks: the validity of the last
+    /// renewal the master answered (its send time plus the lease, less the drift margin) minus
+    /// the time since. `None` without a session; zero once it ran out (the state is then
+    /// [`SessionState::Lost`]). Work protected by a lock without a fencing check should finish
+    /// inside this.
+    pub fn lease_left(&self) -> Option<Duration> {
+        let leases = self.inner.locks.leases();
+        leases.session?;
+        Some(leases.valid_until.map_or(Duration::ZERO, |u| u.saturating_duration_since(now())))
+    }
+
     /// Lock names this client holds (for status and tests).
     pub fn held_locks(&self) -> Vec<String> {
         self.inner.locks.leases().held.keys().cloned().collect()
@@ -315,16 +326,24 @@ async fn renew_once<T: Transport>(inner: &Inner<T>) -> Duration {
     let config = &inner.config.locks;
     let registry = &inner.locks;
     let _gate = registry.gate.write().await;
-    let (session, locks, generation) = {
+    let (session, locks, generation, counted_until) = {
         let leases = registry.leases();
         let locks: Vec<(String, i32)> =
             leases.held.iter().map(|(name, h)| (name.clone(), h.auth)).collect();
-        (leases.session, locks, leases.generation)
+        (leases.session, locks, leases.generation, leases.valid_until)
     };
     let Some(session) = session else { return config.renew_interval };
     let sent = now();
-    // One attempt, bounded by the renewal period: a late answer is worth less than a fresh try.
-    let timeout = inner.config.request_timeout.min(config.renew_interval);
+    // One attempt, bounded by the renewal period (a late answer is worth less than a fresh
+    // try) and by the validity: once it has run out the locks are lost for good, and an answer
+    // that arrives later must not bring them back (`is_held` already said false).
+    let left = counted_until.map_or(Duration::MAX, |u| u.saturating_duration_since(sent));
+    if left.is_zero() {
+        tracing::warn!("lock validity ran out before a renewal got through: locks lost");
+        registry.forget_all(true);
+        return config.renew_interval;
+    }
+    let timeout = inner.config.request_timeout.min(config.renew_interval).min(left);
     let result = inner.lock_call(LockRequestOp::Renew { session, locks }, 1, timeout).await;
     let mut leases = registry.leases();
     if leases.generation != generation {

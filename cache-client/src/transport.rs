@@ -159,7 +159,7 @@ impl MemNetwork {
 
     /// A transport on this network for one client.
     pub fn transport(&self) -> MemTransport {
-        MemTransport { network: self.clone(), cut: Arc::default() }
+        MemTransport { network: self.clone(), cut: Arc::default(), reply_delay_ms: Arc::default() }
     }
 }
 
@@ -168,6 +168,9 @@ pub struct MemTransport {
     network: MemNetwork,
     /// While set, this transport's requests go unanswered (a client cut off from the nodes).
     cut: Arc<std::sync::atomic::AtomicBool>,
+    /// Milliseconds each reply spends on its way back, after the node handled the request (a
+    /// slow return path: the node acted at once, the client hears late).
+    reply_delay_ms: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl MemTransport {
@@ -175,6 +178,12 @@ impl MemTransport {
     /// group stream keeps flowing. Tests use it for a client partitioned from the master.
     pub fn cut_switch(&self) -> Arc<std::sync::atomic::AtomicBool> {
         Arc::clone(&self.cut)
+    }
+
+    /// A knob for the milliseconds every reply is held back after the node handled its
+    /// request; a reply held past the request's timeout is a timeout.
+    pub fn reply_delay_ms(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        Arc::clone(&self.reply_delay_ms)
     }
 }
 
@@ -206,12 +215,26 @@ impl Transport for MemTransport {
             tokio::time::sleep(timeout).await;
             return Err(TransportError::Timeout(timeout));
         };
+        let start = tokio::time::Instant::now();
         match tokio::time::timeout(timeout, handler(message)).await {
             Ok(Some(_)) if drop_reply => {
                 tokio::time::sleep(timeout).await;
                 Err(TransportError::Timeout(timeout))
             }
-            Ok(Some(reply)) => Ok(reply),
+            Ok(Some(reply)) => {
+                let delay = Duration::from_millis(
+                    self.reply_delay_ms.load(std::sync::atomic::Ordering::Relaxed),
+                );
+                if delay.is_zero() {
+                    return Ok(reply);
+                }
+                if start.elapsed() + delay >= timeout {
+                    tokio::time::sleep_until(start + timeout).await;
+                    return Err(TransportError::Timeout(timeout));
+                }
+                tokio::time::sleep(delay).await;
+                Ok(reply)
+            }
             // A node that does not answer this kind looks like silence on a real network.
             Ok(None) | Err(_) => Err(TransportError::Timeout(timeout)),
         }

@@ -203,6 +203,50 @@ async fn an_outage_shorter_than_the_lease_keeps_the_session() {
     assert!(matches!(other.lock("/kept", false).await, Err(ClientError::LockHeld { .. })));
 }
 
+/// Lost is final and comes when the validity runs out: a renewal whose answer arrives after
+/// the client's validity ended (sent at the last moment, slow return path) does not bring the
+/// locks back. The client said `is_held() == false` at the end of the validity, so the
+/// application may have stopped or handed off the protected work; a lock that is then "held"
+/// again with the same token would contradict what it was told. (Before: the late answer set
+/// the state back to `Healthy` and `is_held()` to true.)
+#[tokio::test(start_paused = true)]
+async fn a_renewal_answered_after_the_validity_ran_out_does_not_bring_the_lock_back() {
+    let h = Harness::new(TTL);
+    let (client, transport) = h.client_with(h.config(13));
+    let guard = client.lock("/late", false).await.unwrap();
+    let mut state = client.session_state();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    transport.cut_switch().store(true, Ordering::SeqCst);
+    // Open the path again, slowly (400 ms back, inside the 500 ms request timeout), once less
+    // than that is left: the renewer's next round goes out at the end of the validity.
+    // Every wait is bounded in simulated time: with paused time and a renewer that never
+    // stops, an unbounded wait for a state that never comes would spin for ever.
+    let step = Duration::from_millis(5);
+    let bound = Instant::now() + TTL;
+    while client.lease_left().expect("session") >= Duration::from_millis(400) {
+        assert!(Instant::now() < bound, "the validity did not run down while cut off");
+        tokio::time::sleep(step).await;
+    }
+    transport.reply_delay_ms().store(400, Ordering::SeqCst);
+    transport.cut_switch().store(false, Ordering::SeqCst);
+    while guard.is_held() {
+        assert!(Instant::now() < bound, "the lock stayed held past its validity");
+        tokio::time::sleep(step).await;
+    }
+    let ran_out = Instant::now();
+    tokio::time::timeout(Duration::from_secs(2), state.wait_for(|s| *s == SessionState::Lost))
+        .await
+        .expect("not Lost within 2 s of the validity running out")
+        .unwrap();
+    assert!(ran_out.elapsed() <= step, "Lost {:?} after the validity ran out", ran_out.elapsed());
+    let until = ran_out + Duration::from_secs(2);
+    while Instant::now() < until {
+        assert!(!guard.is_held(), "the lock came back after it ran out");
+        assert_eq!(*state.borrow(), SessionState::Lost, "the state left Lost");
+        tokio::time::sleep(step).await;
+    }
+}
+
 /// A new master honours every lease for one full TTL from its takeover, whatever was left of
 /// it under the old master; then the lease expires through the log.
 #[tokio::test(start_paused = true)]
