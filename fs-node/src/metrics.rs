@@ -391,14 +391,24 @@ pub fn render_dropped(out: &mut String, dropped: &protocol::stats::DropSnapshot)
     );
 }
 
-/// Serves `GET /metrics` on `listener` with the text `render` returns, until the task is
-/// aborted. Bounded: [`CONNECTIONS_MAX`] at once, [`REQUEST_BYTES_MAX`] per request head,
+/// Whether the node should receive traffic, for `GET /ready`: `Ok(what it is)` or
+/// `Err(why not)`, one line each.
+pub type Readiness = Result<String, String>;
+
+/// Serves, on `listener`, until the task is aborted:
+/// - `GET /metrics`: the text `render` returns;
+/// - `GET /health`: 200 whenever the process answers (a liveness probe);
+/// - `GET /ready`: 200 with `ready()`'s line when it is `Ok`, 503 with its reason otherwise (a
+///   readiness probe for a load balancer or Kubernetes).
+///
+/// Bounded: [`CONNECTIONS_MAX`] at once, [`REQUEST_BYTES_MAX`] per request head,
 /// [`REQUEST_WAIT`] to send it; one request per connection.
-pub async fn serve<F>(listener: TcpListener, render: F)
+pub async fn serve<F, R>(listener: TcpListener, render: F, ready: R)
 where
     F: Fn() -> String + Send + Sync + 'static,
+    R: Fn() -> Readiness + Send + Sync + 'static,
 {
-    let render = Arc::new(render);
+    let probes = Arc::new((render, ready));
     let permits = Arc::new(Semaphore::new(CONNECTIONS_MAX));
     loop {
         let Ok(permit) = permits.clone().acquire_owned().await else { return };
@@ -411,10 +421,10 @@ where
                 continue;
             }
         };
-        let render = render.clone();
+        let probes = probes.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(e) = respond(stream, &*render).await {
+            if let Err(e) = respond(stream, &probes.0, &probes.1).await {
                 tracing::debug!("metrics connection: {e}");
             }
         });
@@ -425,6 +435,8 @@ where
 #[derive(Debug, PartialEq, Eq)]
 pub enum Route {
     Metrics,
+    Health,
+    Ready,
     NotFound,
     MethodNotAllowed,
     BadRequest,
@@ -445,7 +457,9 @@ pub fn route(head: &[u8]) -> Route {
     let path = target.split('?').next().unwrap_or("");
     match (method, path) {
         ("GET", "/metrics") => Route::Metrics,
-        (_, "/metrics") => Route::MethodNotAllowed,
+        ("GET", "/health") => Route::Health,
+        ("GET", "/ready") => Route::Ready,
+        (_, "/metrics" | "/health" | "/ready") => Route::MethodNotAllowed,
         _ => Route::NotFound,
     }
 }
@@ -453,6 +467,7 @@ pub fn route(head: &[u8]) -> Route {
 async fn respond(
     mut stream: TcpStream,
     render: &(dyn Fn() -> String + Send + Sync),
+    ready: &(dyn Fn() -> Readiness + Send + Sync),
 ) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
@@ -480,6 +495,13 @@ async fn respond(
         Ok(Ok(false)) => return Ok(()),
         Ok(Ok(true)) => match route(&head) {
             Route::Metrics => ("200 OK", render(), "text/plain; version=0.0.4"),
+            Route::Health => ("200 OK", "ok\n".into(), "text/plain"),
+            Route::Ready => match ready() {
+                Ok(what) => ("200 OK", format!("ready: {what}\n"), "text/plain"),
+                Err(why) => {
+                    ("503 Service Unavailable", format!("not ready: {why}\n"), "text/plain")
+                }
+            },
             Route::NotFound => ("404 Not Found", "not found\n".into(), "text/plain"),
             Route::MethodNotAllowed => {
                 ("405 Method Not Allowed", "GET only\n".into(), "text/plain")
@@ -555,6 +577,9 @@ mod tests {
         assert_eq!(route(b"GET /metrics?x=1 HTTP/1.0\r\n\r\n"), Route::Metrics);
         assert_eq!(route(b"GET / HTTP/1.1\r\n\r\n"), Route::NotFound);
         assert_eq!(route(b"POST /metrics HTTP/1.1\r\n\r\n"), Route::MethodNotAllowed);
+        assert_eq!(route(b"GET /health HTTP/1.1\r\n\r\n"), Route::Health);
+        assert_eq!(route(b"GET /ready?verbose HTTP/1.1\r\n\r\n"), Route::Ready);
+        assert_eq!(route(b"DELETE /ready HTTP/1.1\r\n\r\n"), Route::MethodNotAllowed);
         assert_eq!(route(b"garbage\r\n\r\n"), Route::BadRequest);
         assert_eq!(route(&[0xff, 0xfe, b'\r', b'\n']), Route::BadRequest);
     }
@@ -563,7 +588,19 @@ mod tests {
     async fn server_answers_metrics_404_and_refuses_an_oversized_head() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(serve(listener, || "shoal_up 1\n".to_string()));
+        let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = ready.clone();
+        let task = tokio::spawn(serve(
+            listener,
+            || "shoal_up 1\n".to_string(),
+            move || {
+                if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                    Ok("follower".into())
+                } else {
+                    Err("looking for a master".into())
+                }
+            },
+        ));
         async fn ask(addr: std::net::SocketAddr, request: Vec<u8>) -> String {
             let mut s = TcpStream::connect(addr).await.unwrap();
             s.write_all(&request).await.unwrap();
@@ -576,6 +613,15 @@ mod tests {
         assert!(ok.ends_with("\r\n\r\nshoal_up 1\n"), "{ok}");
         let missing = ask(addr, b"GET /other HTTP/1.1\r\n\r\n".to_vec()).await;
         assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+        let health = ask(addr, b"GET /health HTTP/1.1\r\n\r\n".to_vec()).await;
+        assert!(health.starts_with("HTTP/1.1 200 OK\r\n"), "{health}");
+        let not_ready = ask(addr, b"GET /ready HTTP/1.1\r\n\r\n".to_vec()).await;
+        assert!(not_ready.starts_with("HTTP/1.1 503"), "{not_ready}");
+        assert!(not_ready.ends_with("not ready: looking for a master\n"), "{not_ready}");
+        ready.store(true, std::sync::atomic::Ordering::SeqCst);
+        let is_ready = ask(addr, b"GET /ready HTTP/1.1\r\n\r\n".to_vec()).await;
+        assert!(is_ready.starts_with("HTTP/1.1 200 OK\r\n"), "{is_ready}");
+        assert!(is_ready.ends_with("ready: follower\n"), "{is_ready}");
         let mut big = b"GET /metrics HTTP/1.1\r\nX: ".to_vec();
         big.extend(std::iter::repeat_n(b'a', REQUEST_BYTES_MAX + 10));
         let refused = ask(addr, big).await;

@@ -223,3 +223,69 @@ async fn metrics_endpoint_serves_prometheus_text_that_moves_with_writes() {
     let (status, _) = http(addr, "POST /metrics HTTP/1.1\r\n\r\n");
     assert_eq!(status, "HTTP/1.1 405 Method Not Allowed");
 }
+
+/// `GET /health` and `GET /ready` on a real node. Alone (its two peers stopped) it is alive but
+/// not ready: 503, "looking for a master". Once a peer is back and a master is elected it is
+/// ready (200), as a follower or as the master. A probe can tell the two states apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_readiness_probes_follow_the_node_state() {
+    let mut cluster = Cluster::start(3);
+    // A first election makes every node's state durable, so that each votes after a restart
+    // (a node without complete durable state neither votes nor counts toward a quorum).
+    let client = cluster.client().await;
+    assert!(cluster.wait_master(&client, ELECTION_WAIT).await.is_some(), "{}", cluster.logs());
+    drop(client);
+    for id in [1, 2, 3] {
+        cluster.stop(id);
+    }
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let log = std::fs::File::create(cluster.dir.path().join("node1-probes.log")).expect("log");
+    let _node = Node(
+        Command::new(binary("shoal-fs"))
+            .args(cluster.node_args(1))
+            .arg("--metrics-addr")
+            .arg(addr.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start node 1"),
+    );
+    // Alive as soon as it listens; bounded wait for the listener.
+    let mut health = None;
+    for _ in 0..100 {
+        if TcpStream::connect_timeout(&addr, IO_WAIT).is_ok() {
+            health = Some(http(addr, "GET /health HTTP/1.1\r\n\r\n"));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, body) = health.expect("metrics listener never came up");
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    assert_eq!(body, "ok\n");
+    // Alone it can never win an election: not ready, for several seconds in a row.
+    for _ in 0..10 {
+        let (status, body) = http(addr, "GET /ready HTTP/1.1\r\n\r\n");
+        assert_eq!(status, "HTTP/1.1 503 Service Unavailable", "{body}");
+        assert!(body.starts_with("not ready: "), "{body}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (_, body) = http(addr, "GET /ready HTTP/1.1\r\n\r\n");
+    assert!(body.contains("looking for a master") || body.contains("starting"), "{body}");
+
+    cluster.spawn(2);
+    let mut ready = None;
+    for _ in 0..200 {
+        let (status, body) = http(addr, "GET /ready HTTP/1.1\r\n\r\n");
+        if status == "HTTP/1.1 200 OK" {
+            ready = Some(body);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let body = ready.unwrap_or_else(|| panic!("never ready with a quorum\n{}", cluster.logs()));
+    assert!(body.starts_with("ready: master") || body.starts_with("ready: follower"), "{body}");
+    let (status, _) = http(addr, "POST /ready HTTP/1.1\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 405 Method Not Allowed");
+}

@@ -250,13 +250,24 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 .await
                 .map_err(|e| NodeError::Other(format!("metrics address {addr}: {e}")))?;
             let (current, endpoint) = (current.clone(), endpoint.clone());
-            Some(tokio::spawn(crate::metrics::serve(listener, move || {
-                let run = current.lock().expect("current run poisoned").clone();
-                match run {
-                    Some((shared, server)) => scrape::render_node(&shared, &server, &endpoint),
-                    None => String::new(),
-                }
-            })))
+            let current_ready = current.clone();
+            Some(tokio::spawn(crate::metrics::serve(
+                listener,
+                move || {
+                    let run = current.lock().expect("current run poisoned").clone();
+                    match run {
+                        Some((shared, server)) => scrape::render_node(&shared, &server, &endpoint),
+                        None => String::new(),
+                    }
+                },
+                move || {
+                    let run = current_ready.lock().expect("current run poisoned").clone();
+                    match run {
+                        Some((shared, server)) => scrape::ready_node(&shared, &server),
+                        None => Err("starting or restarting".into()),
+                    }
+                },
+            )))
         }
         None => None,
     };

@@ -62,3 +62,30 @@ pub(crate) fn render_node(
     render_dropped(&mut out, &endpoint_stats.dropped);
     out
 }
+
+/// `GET /ready`: a master is ready once elected; a follower once it has applied everything it
+/// knows committed and no data-file transfer runs (it then serves reads at the committed state);
+/// a node looking for a master is not.
+pub(crate) fn ready_node(
+    shared: &Shared,
+    server: &Server<NodeBackend>,
+) -> crate::metrics::Readiness {
+    use cache_server::Backend;
+    use protocol::message::data::Role;
+    let status = *shared.status.lock().expect("status poisoned");
+    let applied = server.backend().status().applied;
+    match status.role {
+        Role::Master => Ok(format!("master of epoch {}, applied {applied}", status.epoch)),
+        Role::Looking => Err("looking for a master".into()),
+        Role::Follower if shared.transfers.running() => {
+            Err("receiving the data files by transfer".into())
+        }
+        Role::Follower if applied < status.committed => {
+            Err(format!("catching up: applied {applied} of committed {}", status.committed))
+        }
+        Role::Follower => Ok(match status.master {
+            Some(master) => format!("follower of node {master}, applied {applied}"),
+            None => format!("follower, applied {applied}"),
+        }),
+    }
+}
