@@ -598,7 +598,10 @@ impl<T: Transport> Client<T> {
         let config = &self.inner.config;
         let limits =
             Limits { key_bytes_max: config.key_bytes_max, value_bytes_max: config.value_bytes_max };
-        batch::check_write(ops, conditions, &limits, Some(self.inner.id)).map_err(shape_error)
+        let single = ops.len() == 1 && conditions.is_empty();
+        batch::check_write(ops, conditions, &limits, Some(self.inner.id))
+            .map_err(shape_error)
+            .map_err(|e| if single { e.for_single_op() } else { e })
     }
 
     /// Sends one write to the master with one request id, following redirects and retrying
@@ -613,8 +616,12 @@ impl<T: Transport> Client<T> {
         let (request, _slot) = self.inner.next_request().await;
         let attempts = self.inner.config.attempts_max;
         let timeout = self.inner.config.request_timeout;
-        let zxid =
-            self.inner.to_master(request, message, take_write, |z| *z, attempts, timeout).await?;
+        let single = ops.len() == 1;
+        let zxid = self
+            .inner
+            .to_master(request, message, take_write, |z| *z, attempts, timeout)
+            .await
+            .map_err(|e| if single { e.for_single_op() } else { e })?;
         let mut st = self.inner.lock();
         st.floor = st.floor.max(zxid);
         st.cache.apply_own(&ops, zxid, generation, now());
@@ -1162,12 +1169,12 @@ mod tests {
         });
         assert!(matches!(
             refused(batch(vec![grant], vec![])).await,
-            ClientError::Server { code: ErrorCode::BadRequest, .. }
+            ClientError::Refused { code: ErrorCode::BadRequest, .. }
         ));
         let open = Op::Session(SessionOp::Open { session: 1, client: me, ttl_ms: 1_000 });
         assert!(matches!(
             refused(batch(vec![open], vec![])).await,
-            ClientError::Server { code: ErrorCode::BadRequest, .. }
+            ClientError::Refused { code: ErrorCode::BadRequest, .. }
         ));
         let foreign = Op::Lock(LockOp::Release { lock: "/l".into(), auth: 3, holder: me + 1 });
         assert!(matches!(refused(batch(vec![foreign], vec![])).await, ClientError::BadAuth { .. }));

@@ -63,8 +63,21 @@ pub enum ClientError {
     /// nothing was sent.
     #[error("transaction did not declare {key} for {intent}: declare every key before begin")]
     Undeclared { key: String, intent: &'static str },
-    /// Another error the server reported (locks, sessions, internal).
-    #[error("server error {code:?}: {message}")]
+    /// The server refused the request's input (`BadKey`, `TooLarge`, `BadRequest`: a rule the
+    /// client could not check alone, such as renaming a directory into itself); nothing
+    /// changed. `detail` is the server's sentence.
+    #[error("{detail}")]
+    Refused { code: ErrorCode, detail: String },
+    /// The node cannot serve the request now (`Frozen` during a file transfer, `Behind` its
+    /// floor, `Unavailable`); nothing changed, and a retry later may succeed.
+    #[error("the cluster cannot serve this now ({}): {detail}; retry later", code_word(code))]
+    NotServing { code: ErrorCode, detail: String },
+    /// A write retried so late that the master no longer remembers its result
+    /// (`RequestTooOld`): it may or may not have been applied, and was not applied again.
+    #[error("the outcome of this write is unknown (its retry came after the master forgot it): {detail}; read the key to find out")]
+    OutcomeUnknown { detail: String },
+    /// The server failed (`Internal`).
+    #[error("internal server error: {message}")]
     Server { code: ErrorCode, message: String },
     /// The node answered with a message of the wrong kind: a protocol bug.
     #[error("unexpected reply: {0}")]
@@ -91,7 +104,41 @@ impl ClientError {
             ErrorCode::LockNotHeld => ClientError::LockLost { detail: message },
             ErrorCode::BadAuth => ClientError::BadAuth { detail: message },
             ErrorCode::SessionExpired => ClientError::SessionLost { detail: message },
-            code => ClientError::Server { code, message },
+            ErrorCode::BadKey | ErrorCode::TooLarge | ErrorCode::BadRequest => {
+                ClientError::Refused { code, detail: message }
+            }
+            ErrorCode::Frozen | ErrorCode::Behind | ErrorCode::Unavailable => {
+                ClientError::NotServing { code, detail: message }
+            }
+            ErrorCode::RequestTooOld => ClientError::OutcomeUnknown { detail: message },
+            ErrorCode::Internal => ClientError::Server { code, message },
         }
+    }
+
+    /// The error with a single-op write's `op 0: ` prefix taken off its sentence (the index
+    /// names the op at fault only when there are several).
+    pub(crate) fn for_single_op(self) -> ClientError {
+        let strip = |s: String| match s.strip_prefix("op 0: ") {
+            Some(rest) => rest.to_string(),
+            None => s,
+        };
+        match self {
+            ClientError::Refused { code, detail } => {
+                ClientError::Refused { code, detail: strip(detail) }
+            }
+            ClientError::ConditionFailed { detail } => {
+                ClientError::ConditionFailed { detail: strip(detail) }
+            }
+            other => other,
+        }
+    }
+}
+
+/// A wire code's word in a sentence.
+fn code_word(code: &ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::Frozen => "a node is frozen for a file transfer",
+        ErrorCode::Behind => "the node is behind what this client has seen",
+        _ => "unavailable",
     }
 }

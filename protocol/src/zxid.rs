@@ -40,9 +40,39 @@ impl fmt::Display for Zxid {
     }
 }
 
+/// Reads what [`Zxid`]'s `Display` writes (`EPOCH:COUNTER`, e.g. `3:17`) or the raw 64-bit
+/// number; anything else is refused with a sentence.
+impl std::str::FromStr for Zxid {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Zxid, String> {
+        let bad = || format!("{s:?} is not a zxid: write EPOCH:COUNTER as printed (e.g. 3:17)");
+        match s.split_once(':') {
+            Some((epoch, counter)) => {
+                let epoch = epoch.parse::<u32>().map_err(|_| bad())?;
+                let counter = counter.parse::<u32>().map_err(|_| bad())?;
+                Ok(Zxid::new(epoch, counter))
+            }
+            None => s.parse::<u64>().map(Zxid).map_err(|_| bad()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A zxid reads back from its printed form and from its raw number; junk is refused.
+    #[test]
+    fn parses_what_display_prints() {
+        let z = Zxid::new(3, 17);
+        assert_eq!(z.to_string().parse::<Zxid>(), Ok(z));
+        assert_eq!(z.0.to_string().parse::<Zxid>(), Ok(z));
+        assert_eq!("0".parse::<Zxid>(), Ok(Zxid::ZERO));
+        for bad in ["", "3:", ":1", "1:2:3", "-1", "x", "4294967296:0", "1:4294967296"] {
+            assert!(bad.parse::<Zxid>().is_err(), "{bad:?} parsed");
+        }
+    }
 
     /// A later epoch orders above any counter of an earlier one.
     #[test]

@@ -20,12 +20,15 @@
 use crate::connect::Connection;
 use crate::{backup, bench, exit, status};
 use bytes::Bytes;
+use cache_client::client::{Batch, ReadOptions};
 use cache_client::locks::SessionState;
 use cache_client::watch::{Kinds, Target, WatchEvent};
 use cache_client::{Client, ClientError, Transport};
 use clap::{Parser, Subcommand};
 use protocol::NodeId;
+use protocol::Zxid;
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -50,21 +53,37 @@ pub struct Cli {
 #[derive(Debug, Subcommand, Clone, PartialEq, Eq)]
 pub enum Command {
     /// Print the value at KEY (raw bytes).
-    Get { key: String },
-    /// Write VALUE (or the contents of --file) at KEY.
+    Get {
+        key: String,
+        /// Read through the master inside its lease (linearizable; skips the cache).
+        #[arg(long)]
+        linearizable: bool,
+    },
+    /// Write VALUE (any bytes; or the contents of --file) at KEY; prints the write's zxid.
     Put {
         key: String,
-        #[arg(required_unless_present = "file", conflicts_with = "file")]
-        value: Option<String>,
+        #[arg(required_unless_present = "file", conflicts_with = "file", value_parser = clap::value_parser!(OsString))]
+        value: Option<OsString>,
         #[arg(long)]
         file: Option<PathBuf>,
+        /// Compare-and-set: write only if KEY's last change has this zxid (exit 3 otherwise).
+        #[arg(long, conflicts_with = "if_absent", value_name = "ZXID")]
+        if_zxid: Option<Zxid>,
+        /// Write only if nothing is at KEY (exit 3 otherwise).
+        #[arg(long)]
+        if_absent: bool,
     },
     /// Remove KEY (a directory must be empty unless -r).
     Rm {
         key: String,
         #[arg(short, long)]
         recursive: bool,
+        /// Remove only if KEY's last change has this zxid (exit 3 otherwise).
+        #[arg(long, value_name = "ZXID")]
+        if_zxid: Option<Zxid>,
     },
+    /// Exit 0 and print `value` or `directory` when something is at KEY; exit 1 otherwise.
+    Exists { key: String },
     /// Rename FROM to TO (a key or a whole directory).
     Mv { from: String, to: String },
     /// List directory DIR (directories end with '/').
@@ -143,9 +162,20 @@ pub async fn execute<T: Transport>(
     out: &mut impl Write,
 ) -> Result<i32, ClientError> {
     match command {
-        Command::Get { key } => get(client, key, out).await,
-        Command::Put { key, value, file } => put(client, key, value, file, out).await,
-        Command::Rm { key, recursive } => done(client.remove(key, *recursive).await),
+        Command::Get { key, linearizable } => get(client, key, *linearizable, out).await,
+        Command::Put { key, value, file, if_zxid, if_absent } => {
+            let condition = match (if_zxid, if_absent) {
+                (Some(z), _) => Some(*z),
+                (None, true) => Some(Zxid::ZERO),
+                (None, false) => None,
+            };
+            put(client, key, value, file, condition, out).await
+        }
+        Command::Rm { key, recursive, if_zxid: None } => done(client.remove(key, *recursive).await),
+        Command::Rm { key, recursive, if_zxid: Some(z) } => {
+            done(client.batch(Batch::new().if_zxid(key, *z).remove(key, *recursive)).await)
+        }
+        Command::Exists { key } => exists(client, key, out).await,
         Command::Mv { from, to } => done(client.rename(from, to).await),
         Command::Ls { dir } => ls(client, dir, out).await,
         Command::Mkdir { dir } => done(client.mkdir(dir).await),
@@ -175,9 +205,11 @@ fn output_error(e: std::io::Error) -> ClientError {
 async fn get<T: Transport>(
     client: &Client<T>,
     key: &str,
+    linearizable: bool,
     out: &mut impl Write,
 ) -> Result<i32, ClientError> {
-    match client.read(key).await? {
+    let options = if linearizable { ReadOptions::linearizable() } else { ReadOptions::default() };
+    match client.read_with(key, options).await? {
         Some(versioned) => {
             out.write_all(&versioned.value).map_err(output_error)?;
             Ok(exit::OK)
@@ -189,20 +221,40 @@ async fn get<T: Transport>(
     }
 }
 
-/// `put KEY (VALUE | --file PATH)`: prints the write's zxid.
+/// `exists KEY`: `value` or `directory` and exit 0, or exit 1 when nothing is there.
+async fn exists<T: Transport>(
+    client: &Client<T>,
+    key: &str,
+    out: &mut impl Write,
+) -> Result<i32, ClientError> {
+    if !client.exists(key).await? {
+        eprintln!("shoal: {key} does not exist");
+        return Ok(exit::NOT_FOUND);
+    }
+    let what = if client.is_dir(key).await? { "directory" } else { "value" };
+    writeln!(out, "{what}").map_err(output_error)?;
+    Ok(exit::OK)
+}
+
+/// `put KEY (VALUE | --file PATH) [--if-zxid Z | --if-absent]`: prints the write's zxid.
+/// `condition`: the zxid KEY must have (`Zxid::ZERO`: KEY must be absent).
 async fn put<T: Transport>(
     client: &Client<T>,
     key: &str,
-    value: &Option<String>,
+    value: &Option<OsString>,
     file: &Option<PathBuf>,
+    condition: Option<Zxid>,
     out: &mut impl Write,
 ) -> Result<i32, ClientError> {
     let bytes = match (value, file) {
-        (Some(v), _) => Bytes::from(v.clone()),
+        (Some(v), _) => Bytes::from(std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str()).to_vec()),
         (None, Some(path)) => read_file(path, client.config().value_bytes_max)?,
         (None, None) => unreachable!("clap requires a value or --file"),
     };
-    let zxid = client.write(key, bytes).await?;
+    let zxid = match condition {
+        None => client.write(key, bytes).await?,
+        Some(z) => client.batch(Batch::new().if_zxid(key, z).write(key, bytes)).await?,
+    };
     writeln!(out, "{zxid}").map_err(output_error)?;
     Ok(exit::OK)
 }

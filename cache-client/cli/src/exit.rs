@@ -7,9 +7,12 @@
 //! | 0 | done |
 //! | 1 | not found (`get` of a missing key, `rm`/`mv`/`ls` of something absent) |
 //! | 2 | usage error (bad flags; clap's own code) |
-//! | 3 | refused input: bad key, too large, parent missing, exists, not/is a directory, not empty, condition failed |
-//! | 4 | cluster unreachable: no live node, timeout, no master, or no transport |
-//! | 5 | any other error |
+//! | 3 | refused input: bad key, too large, parent missing, exists, not/is a directory, not empty, condition failed, any other rule the server refuses (e.g. renaming a directory into itself) |
+//! | 4 | cluster unreachable or not serving now: no live node, timeout, no master, no transport, a node frozen for a transfer or behind |
+//! | 5 | any other error: an internal server error, a write whose outcome is unknown, a protocol bug |
+//!
+//! Every wire error code maps to one client error ([`ClientError::from_wire`]) and so to one
+//! code here and one sentence; the test below checks each.
 //! | 6 | lock: held by another (`lock` without `--wait`), not free within `--wait`, lost (expired, session lost) or refused auth word |
 //! | 7 | backup: the donor refused to start it |
 //! | 8 | backup: started, then failed |
@@ -42,6 +45,7 @@ pub fn code_of(error: &ClientError) -> i32 {
         | ClientError::IsADirectory { .. }
         | ClientError::DirectoryNotEmpty { .. }
         | ClientError::ConditionFailed { .. }
+        | ClientError::Refused { .. }
         | ClientError::Undeclared { .. } => REFUSED,
         ClientError::LockHeld { .. }
         | ClientError::WaitTimeout { .. }
@@ -51,7 +55,90 @@ pub fn code_of(error: &ClientError) -> i32 {
         ClientError::NotMaster { .. }
         | ClientError::Unavailable { .. }
         | ClientError::Timeout { .. }
+        | ClientError::NotServing { .. }
         | ClientError::Transport(_) => UNREACHABLE,
-        ClientError::Server { .. } | ClientError::UnexpectedReply(_) => FAILED,
+        ClientError::Server { .. }
+        | ClientError::OutcomeUnknown { .. }
+        | ClientError::UnexpectedReply(_) => FAILED,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::message::data::{ErrorCode, WireError};
+
+    /// Every wire code, listed by an exhaustive match so that a new code fails to compile
+    /// here until it has a row.
+    fn expected(code: &ErrorCode) -> i32 {
+        match code {
+            ErrorCode::NotFound => NOT_FOUND,
+            ErrorCode::AlreadyExists
+            | ErrorCode::ParentMissing
+            | ErrorCode::NotADirectory
+            | ErrorCode::IsADirectory
+            | ErrorCode::DirectoryNotEmpty
+            | ErrorCode::BadKey
+            | ErrorCode::TooLarge
+            | ErrorCode::ConditionFailed
+            | ErrorCode::BadRequest => REFUSED,
+            ErrorCode::NotMaster { .. }
+            | ErrorCode::Frozen
+            | ErrorCode::Behind
+            | ErrorCode::Unavailable => UNREACHABLE,
+            ErrorCode::LockHeld
+            | ErrorCode::BadAuth
+            | ErrorCode::LockNotHeld
+            | ErrorCode::SessionExpired => LOCK,
+            ErrorCode::Internal | ErrorCode::RequestTooOld => FAILED,
+        }
+    }
+
+    const ALL: [ErrorCode; 21] = [
+        ErrorCode::NotFound,
+        ErrorCode::AlreadyExists,
+        ErrorCode::ParentMissing,
+        ErrorCode::NotADirectory,
+        ErrorCode::IsADirectory,
+        ErrorCode::DirectoryNotEmpty,
+        ErrorCode::BadKey,
+        ErrorCode::TooLarge,
+        ErrorCode::ConditionFailed,
+        ErrorCode::NotMaster { master: None },
+        ErrorCode::NotMaster { master: Some(2) },
+        ErrorCode::LockHeld,
+        ErrorCode::BadAuth,
+        ErrorCode::LockNotHeld,
+        ErrorCode::SessionExpired,
+        ErrorCode::Frozen,
+        ErrorCode::Behind,
+        ErrorCode::Unavailable,
+        ErrorCode::Internal,
+        ErrorCode::RequestTooOld,
+        ErrorCode::BadRequest,
+    ];
+
+    /// Each wire code gives its documented exit code and a sentence that carries the server's
+    /// words and no Rust debug form of the code.
+    #[test]
+    fn every_wire_code_has_one_exit_code_and_a_plain_sentence() {
+        let mut seen = 0;
+        for code in ALL {
+            let message = "/app/x".to_string();
+            let error = ClientError::from_wire(WireError { code, message });
+            assert_eq!(code_of(&error), expected(&code), "{code:?} -> {error:?}");
+            let sentence = error.to_string();
+            let debug = format!("{code:?}");
+            assert!(
+                !sentence.contains(&debug),
+                "{code:?}: the sentence {sentence:?} shows the code"
+            );
+            assert!(!sentence.starts_with("server error"), "{code:?}: {sentence:?}");
+            if !matches!(code, ErrorCode::NotMaster { .. }) {
+                assert!(sentence.contains("/app/x"), "{code:?}: {sentence:?} drops the detail");
+            }
+            seen += 1;
+        }
+        assert_eq!(seen, 21, "every wire code is checked");
     }
 }

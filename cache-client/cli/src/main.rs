@@ -5,8 +5,9 @@ use clap::Parser;
 use shoal_cli::{cli, dev};
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("dev") {
+    // `args_os`: a value may be any bytes (`shoal put /k $'\xff'`); clap checks the rest.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).and_then(|a| a.to_str()) == Some("dev") {
         let dev = dev::DevArgs::parse_from(&args[1..]);
         std::process::exit(dev::run(dev));
     }

@@ -52,6 +52,41 @@ async fn data_commands_and_exit_codes() {
     assert_eq!(run(&client, &["rm", "/app"]).await.0, exit::NOT_FOUND);
 }
 
+/// Compare-and-set from the CLI, `exists`, `get --linearizable`, raw-byte values, and a
+/// server-side refusal (rename into itself) that exits 3 with a plain sentence.
+#[tokio::test(start_paused = true)]
+async fn conditional_writes_exists_and_refusals() {
+    let cluster = Cluster::new(3);
+    let client = cluster.client(33);
+    let (code, zxid) = run(&client, &["put", "/k", "1", "--if-absent"]).await;
+    assert_eq!(code, exit::OK);
+    let zxid = zxid.trim().to_string();
+    assert_eq!(run(&client, &["put", "/k", "2", "--if-absent"]).await.0, exit::REFUSED);
+    assert_eq!(run(&client, &["put", "/k", "2", "--if-zxid", "0:1"]).await.0, exit::REFUSED);
+    let (code, newer) = run(&client, &["put", "/k", "2", "--if-zxid", &zxid]).await;
+    assert_eq!(code, exit::OK);
+    assert_eq!(run(&client, &["get", "/k", "--linearizable"]).await, (exit::OK, "2".into()));
+    assert_eq!(run(&client, &["rm", "/k", "--if-zxid", &zxid]).await.0, exit::REFUSED);
+    assert_eq!(run(&client, &["exists", "/k"]).await, (exit::OK, "value\n".into()));
+    assert_eq!(run(&client, &["rm", "/k", "--if-zxid", newer.trim()]).await.0, exit::OK);
+    assert_eq!(run(&client, &["exists", "/k"]).await.0, exit::NOT_FOUND);
+    assert_eq!(run(&client, &["mkdir", "/a"]).await.0, exit::OK);
+    assert_eq!(run(&client, &["exists", "/a"]).await, (exit::OK, "directory\n".into()));
+    assert_eq!(run(&client, &["mv", "/a", "/a/b"]).await.0, exit::REFUSED);
+    let err = client.rename("/a", "/a/b").await.unwrap_err();
+    assert_eq!(err.to_string(), "cannot rename /a to /a/b: the target lies inside the source");
+    // A value that is not UTF-8 is stored as its bytes.
+    use std::os::unix::ffi::OsStringExt;
+    let raw = std::ffi::OsString::from_vec(vec![0xff, 0xfe]);
+    let argv: Vec<std::ffi::OsString> = vec!["shoal".into(), "put".into(), "/raw".into(), raw];
+    let cli = Cli::try_parse_from(argv).expect("raw bytes are a valid value");
+    let mut out = Vec::new();
+    assert_eq!(execute(&client, &cli.command, &mut out).await.unwrap(), exit::OK);
+    let got = client.read("/raw").await.unwrap().unwrap();
+    assert_eq!(&got.value[..], &[0xff, 0xfe]);
+    assert!(Cli::try_parse_from(["shoal", "put", "/k", "1", "--if-zxid", "x"]).is_err());
+}
+
 /// `watch --count N` prints N events, one line each, then ends.
 #[tokio::test(start_paused = true)]
 async fn watch_prints_events() {
@@ -82,7 +117,7 @@ fn put_needs_one_source() {
     assert_eq!(both.exit_code(), exit::USAGE);
     let cli = Cli::try_parse_from(["shoal", "--cluster", "239.1.2.3:7000", "get", "/k"]).unwrap();
     assert_eq!(cli.cluster, "239.1.2.3:7000");
-    assert_eq!(cli.command, Command::Get { key: "/k".into() });
+    assert_eq!(cli.command, Command::Get { key: "/k".into(), linearizable: false });
 }
 
 /// Without a readable cluster file the binary says which file and exits "unreachable"; it does
