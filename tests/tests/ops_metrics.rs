@@ -21,6 +21,27 @@ impl Drop for Node {
     }
 }
 
+/// Starts node `id` of `cluster` with `--metrics-addr` on a free loopback port, its log in
+/// `log_name` under the cluster directory; returns the process (stopped on drop) and the
+/// metrics address.
+fn start_with_metrics(cluster: &Cluster, id: u8, log_name: &str) -> (Node, SocketAddr) {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let log = std::fs::File::create(cluster.dir.path().join(log_name)).expect("log");
+    let node = Node(
+        Command::new(binary("shoal-fs"))
+            .args(cluster.node_args(id))
+            .arg("--metrics-addr")
+            .arg(addr.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start node {id}: {e}")),
+    );
+    (node, addr)
+}
+
 /// A well-formed datagram (a Freeze from a made-up sender) sealed for cluster
 /// `cluster_id` under `key`.
 fn forged(cluster_id: u32, key: &[u8]) -> Vec<u8> {
@@ -96,20 +117,7 @@ async fn metrics_endpoint_serves_prometheus_text_that_moves_with_writes() {
     // Node 1 again, this time with a metrics address.
     // Stopped and reaped (its exit code does not matter: it may not have set up its handlers).
     cluster.stop(1);
-    let port = free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let log = std::fs::File::create(cluster.dir.path().join("node1-metrics.log")).expect("log");
-    let _node = Node(
-        Command::new(binary("shoal-fs"))
-            .args(cluster.node_args(1))
-            .arg("--metrics-addr")
-            .arg(addr.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start node 1"),
-    );
+    let (_node, addr) = start_with_metrics(&cluster, 1, "node1-metrics.log");
     let client = cluster.client().await;
     assert!(cluster.wait_master(&client, ELECTION_WAIT).await.is_some(), "{}", cluster.logs());
     // Node 1 must have joined (it answers status) before its counters mean anything.
@@ -238,20 +246,7 @@ async fn health_and_readiness_probes_follow_the_node_state() {
     for id in [1, 2, 3] {
         cluster.stop(id);
     }
-    let port = free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let log = std::fs::File::create(cluster.dir.path().join("node1-probes.log")).expect("log");
-    let _node = Node(
-        Command::new(binary("shoal-fs"))
-            .args(cluster.node_args(1))
-            .arg("--metrics-addr")
-            .arg(addr.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start node 1"),
-    );
+    let (_node, addr) = start_with_metrics(&cluster, 1, "node1-probes.log");
     // Alive as soon as it listens; bounded wait for the listener.
     let mut health = None;
     for _ in 0..100 {
