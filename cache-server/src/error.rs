@@ -45,6 +45,9 @@ pub enum ServerError {
     /// store rules), passed through with its wire code and message unchanged.
     #[error("{}", .0.message)]
     Refused(WireError),
+    /// A history read after a zxid below this node's history window.
+    #[error("{}", protocol::history::compacted_sentence(*after, *oldest))]
+    Compacted { after: Zxid, oldest: Zxid },
 }
 
 impl ServerError {
@@ -65,6 +68,7 @@ impl ServerError {
             ServerError::Unavailable(_) => ErrorCode::Unavailable,
             ServerError::Internal(_) => ErrorCode::Internal,
             ServerError::Refused(e) => e.code,
+            ServerError::Compacted { oldest, .. } => ErrorCode::Compacted { oldest: *oldest },
         }
     }
 

@@ -9,6 +9,8 @@
 //!   the master with `NotMaster` (why: see the module).
 //! - [`cache`]: the server LRU, bounded by bytes and count, kept exact by following applied
 //!   entries. IO-free.
+//! - [`history`]: the history window of applied notices that answers history reads (watches
+//!   that resume), bounded in entries and bytes. IO-free.
 //! - [`load`]: CPU and memory permille from `sysinfo`, sampled off the request path, and the
 //!   in-flight count.
 //! - [`live`]: when to send FSLive and Freeze, and what they carry. IO-free.
@@ -19,7 +21,8 @@
 //! - [`error`]: [`ServerError`], each variant one wire error code.
 //!
 //! # Wiring (done by `fs-node`)
-//! Wrap the backend in a [`Server`], call [`Server::on_applied`] for every applied entry,
+//! Wrap the backend in a [`Server`], call [`Server::on_applied`] for every applied entry and
+//! [`Server::on_notice`] for every notice an entry produced (the history window),
 //! spawn [`load::run_sampler`] on [`Server::gauge`], hand each unicast request to
 //! [`Server::handle`] and send back the reply, and spawn [`server::run_announcer`] with the
 //! node's multicast send.
@@ -28,6 +31,7 @@ pub mod backend;
 pub mod cache;
 pub mod conformance;
 pub mod error;
+pub mod history;
 pub mod live;
 pub mod load;
 pub mod mem;

@@ -356,13 +356,14 @@ impl MemBackend {
 }
 
 /// A [`Server`] over `backend`, with the backend's applied entries wired into the server cache
-/// (the hook holds the server weakly, so dropping the server ends it).
+/// and its history window (every MemBackend entry is a notice; the hook holds the server weakly, so dropping the server ends it).
 pub fn serve(backend: MemBackend, config: ServerConfig) -> Arc<Server<MemBackend>> {
     let server = Arc::new(Server::new(backend, config));
     let weak: Weak<Server<MemBackend>> = Arc::downgrade(&server);
     server.backend().set_hook(Arc::new(move |notice| {
         if let Some(server) = weak.upgrade() {
             server.on_applied(notice);
+            server.on_notice(notice);
         }
     }));
     server

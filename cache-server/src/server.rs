@@ -19,6 +19,7 @@
 use crate::backend::Backend;
 use crate::cache::{CacheStats, ValueCache};
 use crate::error::ServerError;
+use crate::history::{HistoryError, HistoryWindow};
 use crate::live::{LiveAnnouncer, FS_LIVE_INTERVAL_DEFAULT};
 use crate::load::LoadGauge;
 use crate::validate::validate_request;
@@ -48,6 +49,10 @@ pub struct ServerConfig {
     pub fs_live_interval: Duration,
     pub key_bytes_max: usize,
     pub value_bytes_max: usize,
+    /// Most notices kept for history reads (see [`crate::history`]).
+    pub history_entries_max: usize,
+    /// Most bytes of notices kept for history reads.
+    pub history_bytes_max: usize,
 }
 
 impl ServerConfig {
@@ -60,6 +65,8 @@ impl ServerConfig {
             fs_live_interval: FS_LIVE_INTERVAL_DEFAULT,
             key_bytes_max: KEY_BYTES_DEFAULT,
             value_bytes_max: VALUE_BYTES_DEFAULT,
+            history_entries_max: crate::history::HISTORY_ENTRIES_DEFAULT,
+            history_bytes_max: crate::history::HISTORY_BYTES_DEFAULT,
         }
     }
 }
@@ -70,6 +77,7 @@ pub struct Server<B> {
     cache: Mutex<ValueCache>,
     gauge: Arc<LoadGauge>,
     announcer: Mutex<LiveAnnouncer>,
+    history: Mutex<HistoryWindow>,
 }
 
 impl<B: Backend> Server<B> {
@@ -77,7 +85,15 @@ impl<B: Backend> Server<B> {
         let cache =
             ValueCache::new(config.cache_bytes_max, config.cache_entries_max, backend.applied());
         let announcer = LiveAnnouncer::new(config.fs_live_interval, config.address.clone());
+        // Until the owner says where the notice chain of its state stands
+        // ([`Server::reset_history`]), nothing below the backend's applied zxid is claimed.
+        let history = HistoryWindow::new(
+            backend.applied(),
+            config.history_entries_max,
+            config.history_bytes_max,
+        );
         Server {
+            history: Mutex::new(history),
             backend,
             config,
             cache: Mutex::new(cache),
@@ -111,6 +127,29 @@ impl<B: Backend> Server<B> {
     /// applied zxid moves past it (the cache serves only while it has seen all of them).
     pub fn on_applied(&self, notice: &UpdateNotice) {
         self.lock_cache().on_applied(notice);
+    }
+
+    /// Records a notice an applied entry produced, in zxid order, before the backend's applied
+    /// zxid moves past it: the history window that answers [`ReadOp::History`].
+    pub fn on_notice(&self, notice: &UpdateNotice) {
+        self.lock_history().record(notice);
+    }
+
+    /// Empties the history window; the chain of notices restarts after `last_notice` (the last
+    /// notice of the state the node starts from, or installed).
+    pub fn reset_history(&self, last_notice: Zxid) {
+        self.lock_history().reset(last_notice);
+    }
+
+    /// The history window's (base, last notice, notices held, bytes held), for tests and
+    /// status.
+    pub fn history_stats(&self) -> (Zxid, Zxid, usize, usize) {
+        let h = self.lock_history();
+        (h.base(), h.last(), h.len(), h.bytes())
+    }
+
+    fn lock_history(&self) -> std::sync::MutexGuard<'_, HistoryWindow> {
+        self.history.lock().expect("history window poisoned")
     }
 
     /// Empties the server cache; call after the backend's state jumped (file-transfer install).
@@ -165,6 +204,7 @@ impl<B: Backend> Server<B> {
                 key::validate(key, max)?
             }
             ReadOp::List { dir } => key::validate(dir, max)?,
+            ReadOp::History { scope, .. } => key::validate(scope.path(), max)?,
             ReadOp::Status => {}
         }
         let mut floor = request.floor;
@@ -196,6 +236,19 @@ impl<B: Backend> Server<B> {
             ReadOp::List { dir } => {
                 let snap = self.backend.list(dir, LIST_ENTRIES_MAX).await?;
                 Ok((ReadValue::List(snap.value), snap.applied))
+            }
+            ReadOp::History { scope, after, values, bytes_max } => {
+                // The applied zxid is read first: every notice up to it is in the window (they
+                // are recorded before applied moves), so the page shows at least that much.
+                let applied = self.backend.applied();
+                let page = self
+                    .lock_history()
+                    .page(scope, *after, *values, *bytes_max as usize)
+                    .map_err(|HistoryError::Compacted { oldest }| ServerError::Compacted {
+                        after: *after,
+                        oldest,
+                    })?;
+                Ok((ReadValue::History(page), applied))
             }
             ReadOp::Status => {
                 let s = self.backend.status();

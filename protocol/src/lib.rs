@@ -6,6 +6,8 @@
 //! - [`key`]: the key namespace (absolute `/` paths) and its validation.
 //! - [`batch`]: the rules of a batch of ops (shape and namespace), the one home every layer
 //!   calls: client, server, state machine and stores.
+//! - [`history`]: the change events a watch scope sees in an entry's ops, the one definition
+//!   the client's live watches and a node's history reads share.
 //! - [`header`]: the fixed datagram header and its HMAC-SHA256 tag under the cluster key.
 //! - [`codec`]: the one place that knows payloads are bincode 1.3.3; swap it here alone.
 //! - [`message`]: the payload types of every message (the design's eleven, replication, the
@@ -25,6 +27,7 @@ pub mod codec;
 pub mod datagram;
 pub mod error;
 pub mod header;
+pub mod history;
 pub mod key;
 pub mod limits;
 pub mod lru;

@@ -30,6 +30,14 @@ pub const BATCH_OPS_MAX: usize = 4096;
 /// Most entries returned by one `list`.
 pub const LIST_ENTRIES_MAX: usize = 100_000;
 
+/// Most events in one page of a history read (one entry yields at most two per op, so a
+/// page always has room for a whole entry).
+pub const HISTORY_EVENTS_MAX: usize = 65_536;
+
+/// Most bytes of events (keys and values) one page of a history read collects before it stops
+/// at an entry boundary; a page holds at least one entry whatever its size.
+pub const HISTORY_PAGE_BYTES_MAX: usize = 4 * 1024 * 1024;
+
 /// Most records in one replication proposal or catch-up message.
 pub const RECORDS_PER_MESSAGE_MAX: usize = 65_536;
 

@@ -246,6 +246,22 @@ fn cases() -> Vec<Case> {
             quoted("lots"),
         ),
         case(
+            "history_entries",
+            "--history-entries",
+            "SHOAL_HISTORY_ENTRIES",
+            plain("10"),
+            plain("20"),
+            quoted("lots"),
+        ),
+        case(
+            "history_bytes",
+            "--history-bytes",
+            "SHOAL_HISTORY_BYTES",
+            plain("1000"),
+            plain("2000"),
+            plain("-1"),
+        ),
+        case(
             "transfer_rate_bytes_per_s",
             "--transfer-rate-bytes-per-s",
             "SHOAL_TRANSFER_RATE_BYTES_PER_S",

@@ -38,6 +38,8 @@
 //! snapshot_log_bytes = 268435456  # ... or this many entry bytes, whichever comes first
 //! log_segment_bytes = 67108864    # data log segment size (retention removes whole segments)
 //! log_retention_entries = 100000  # entries kept below a snapshot for lagging followers
+//! history_entries = 100000       # notices kept in memory for watches that resume ...
+//! history_bytes = 67108864       # ... and at most this many bytes of them
 //! transfer_rate_bytes_per_s = 33554432  # pace of a file transfer this node sends
 //! # metrics_addr = "127.0.0.1:9900"
 //! ```
@@ -125,6 +127,11 @@ pub const LOG_SEGMENT_BYTES_DEFAULT: u64 = crate::storage::log::LOG_SEGMENT_BYTE
 /// Entries kept in the log below the latest snapshot, so that a follower that fell a little
 /// behind catches up from the log rather than by file transfer.
 pub const LOG_RETENTION_ENTRIES_DEFAULT: u64 = crate::storage::log::LOG_RETENTION_ENTRIES_DEFAULT;
+/// Notices a node keeps for watches that resume from a zxid (`shoal watch --from`): about a
+/// snapshot interval's worth, so a watcher away for a while catches up from history.
+pub const HISTORY_ENTRIES_DEFAULT: usize = cache_server::history::HISTORY_ENTRIES_DEFAULT;
+/// ... and at most this many bytes of them, whichever bound is reached first.
+pub const HISTORY_BYTES_DEFAULT: usize = cache_server::history::HISTORY_BYTES_DEFAULT;
 /// Pace of a file transfer this node sends (blocks and repairs): about a quarter of a
 /// 1 Gbit/s link, so loss stays low and the donor keeps serving writes.
 pub const TRANSFER_RATE_BYTES_PER_S_DEFAULT: u64 = 32 * 1024 * 1024;
@@ -365,6 +372,22 @@ settings! {
         flag: Option<u64>;
         env: "SHOAL_LOG_RETENTION_ENTRIES",
         absent: default(LOG_RETENTION_ENTRIES_DEFAULT),
+        parse: check::same,
+    }
+    /// Notices kept in memory for watches that resume (history reads); 0 keeps none.
+    history_entries: usize {
+        toml: usize,
+        flag: Option<usize>;
+        env: "SHOAL_HISTORY_ENTRIES",
+        absent: default(HISTORY_ENTRIES_DEFAULT),
+        parse: check::same,
+    }
+    /// Bytes of notices (keys and values) kept in memory for watches that resume.
+    history_bytes: usize {
+        toml: usize,
+        flag: Option<usize>;
+        env: "SHOAL_HISTORY_BYTES",
+        absent: default(HISTORY_BYTES_DEFAULT),
         parse: check::same,
     }
     /// Pace of a file transfer this node sends.

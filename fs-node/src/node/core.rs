@@ -514,6 +514,7 @@ impl Core {
             for notice in result.iter().flat_map(|r| &r.notices) {
                 if let crate::state::Notice::Update(update) = notice {
                     self.server.on_applied(update);
+                    self.server.on_notice(update);
                     followed = true;
                 }
             }

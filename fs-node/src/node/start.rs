@@ -125,6 +125,9 @@ pub(crate) fn open(config: &Config, parts: Parts) -> Result<Opened, NodeError> {
         transfers: parts.transfers.clone(),
     });
     let server = new_server(config, &shared);
+    // The history window starts at the snapshot's place in the notice chain; the replay of the
+    // entries above it records their notices again.
+    server.reset_history(tables.last_notice);
     let state_config = StateConfig {
         key_bytes_max: config.key_bytes_max,
         value_bytes_max: config.value_bytes_max,
@@ -206,6 +209,8 @@ fn new_server(config: &Config, shared: &Arc<Shared>) -> Arc<Server<NodeBackend>>
         fs_live_interval: Duration::from_millis(config.fslive_interval_ms),
         key_bytes_max: config.key_bytes_max,
         value_bytes_max: config.value_bytes_max,
+        history_entries_max: config.history_entries,
+        history_bytes_max: config.history_bytes,
         ..ServerConfig::new(config.own_addr().to_string())
     };
     let server = Arc::new(Server::new(NodeBackend::new(shared.clone()), server_config));

@@ -50,6 +50,17 @@ pub enum ReadOp {
     },
     /// Node status for `shoal status`.
     Status,
+    /// The change events under `scope` of the entries above `after` that this node has applied
+    /// and still holds in its history window, oldest first, in pages of about `bytes_max`
+    /// bytes (capped by [`crate::limits::HISTORY_PAGE_BYTES_MAX`]); with `values`, created and
+    /// changed events carry the value written. Part of wire version 3. Below the window:
+    /// [`ErrorCode::Compacted`].
+    History {
+        scope: Scope,
+        after: Zxid,
+        values: bool,
+        bytes_max: u32,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +83,8 @@ pub enum ReadValue {
         Vec<DirEntry>,
     ),
     Status(NodeStatus),
+    /// The answer to [`ReadOp::History`].
+    History(HistoryPage),
 }
 
 /// A value with the zxid of the write that made it.
@@ -238,4 +251,66 @@ pub enum ErrorCode {
     /// A request that is well-formed on the wire but not allowed (e.g. a lock grant inside a
     /// write batch, a lease length out of range).
     BadRequest,
+    /// [`ReadOp::History`] asked for events after a zxid below this node's history window:
+    /// they are gone. `oldest` is the lowest zxid a history read can start after here; re-read
+    /// the state, then watch from a zxid at or above it.
+    Compacted {
+        oldest: Zxid,
+    },
+}
+
+/// What a history read (and a watch) covers: one key, or a directory and everything below it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Scope {
+    Path(String),
+    Prefix(String),
+}
+
+impl Scope {
+    /// The key or directory named.
+    pub fn path(&self) -> &str {
+        match self {
+            Scope::Path(p) | Scope::Prefix(p) => p,
+        }
+    }
+
+    /// Whether an event about `key` is in scope.
+    pub fn matches(&self, key: &str) -> bool {
+        match self {
+            Scope::Path(p) => p == key,
+            Scope::Prefix(dir) => crate::key::is_within(key, dir),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ChangeKind {
+    Created,
+    Changed,
+    Removed,
+}
+
+/// One change to one key, as a watch reports it (see [`crate::history::events_of`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeEvent {
+    pub zxid: Zxid,
+    pub kind: ChangeKind,
+    pub key: String,
+    /// The value written, for created and changed keys when asked for (`None` for a directory,
+    /// a rename's target, a removal, or when not asked).
+    pub value: Option<Bytes>,
+}
+
+/// One page of a history read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryPage {
+    /// The events of every entry in (`after`, `through`], in zxid order.
+    #[serde(
+        deserialize_with = "crate::codec::bounded::vec::<_, _, { crate::limits::HISTORY_EVENTS_MAX }>"
+    )]
+    pub events: Vec<ChangeEvent>,
+    /// Every notice-producing entry up to here was looked at: the next page starts after it.
+    pub through: Zxid,
+    /// `through` is the last entry this node had applied when it answered.
+    pub complete: bool,
 }
