@@ -110,6 +110,18 @@ impl<T: Transport> BlockingClient<T> {
         self.client.watch(target, kinds, callback)
     }
 
+    /// Resumes a watch from `from` (see [`Client::watch_from`]): every event after it once, in
+    /// order, from history then live; `Compacted` when history no longer reaches back to it.
+    pub fn watch_from(
+        &self,
+        target: Target,
+        kinds: Kinds,
+        from: Zxid,
+        callback: impl Fn(&WatchEvent) + Send + Sync + 'static,
+    ) -> Result<WatchId, ClientError> {
+        self.client.watch_from(target, kinds, from, callback)
+    }
+
     pub fn unwatch(&self, id: WatchId) -> bool {
         self.client.unwatch(id)
     }

@@ -26,7 +26,9 @@ use crate::cache::{ClientCache, NoticeOutcome};
 use crate::error::ClientError;
 use crate::routing::Router;
 use crate::transport::{GroupEvent, Transport, TransportError};
-use crate::watch::{Callback, Delivery, Kinds, Target, WatchEvent, WatchId, WatchRegistry};
+use crate::watch::{
+    Callback, CatchUp, Delivery, Kinds, Target, WatchEvent, WatchId, WatchRegistry,
+};
 use crate::ClientConfig;
 use bytes::Bytes;
 use protocol::batch::{self, Limits, ShapeError};
@@ -56,6 +58,20 @@ pub const MASTER_CHANGE_POLL: Duration = Duration::from_millis(10);
 
 /// Least time between two position probes to the master (see `learn_position`).
 pub const POSITION_PROBE_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Bytes asked for per history page when a watch catches up (the node caps it).
+pub const HISTORY_PAGE_BYTES: u32 = 256 * 1024;
+
+/// Failed history reads in a row (every node timed out, none known) before a catching-up
+/// watch gives up with `Missed` and goes live at the stream's position.
+pub const CATCH_UP_FAILURES_MAX: u32 = 20;
+
+/// Pause after a failed history read (an election or a partition may be under way).
+pub const CATCH_UP_BACKOFF: Duration = Duration::from_millis(250);
+
+/// Compacted answers in a row before a watch is told: another node may hold more history (a
+/// node that restarted keeps only what it replayed).
+pub const COMPACTED_ANSWERS_MAX: u32 = 3;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReadOptions {
@@ -171,6 +187,10 @@ pub struct ClientStats {
     pub redirects: u64,
     pub behind: u64,
     pub gaps: u64,
+    /// Notices that broke the chain (the cache flushed; watches caught up from history).
+    pub chain_breaks: u64,
+    /// History pages read for watches catching up.
+    pub history_pages: u64,
 }
 
 struct State {
@@ -198,6 +218,12 @@ pub(crate) struct Inner<T> {
     /// Set while one thread runs callbacks from the outbox; the others leave their deliveries
     /// to it, so callbacks run one at a time, in order, with no lock held.
     delivering: AtomicBool,
+    /// Set while the catch-up task reads history for watches (see [`run_catch_up`]).
+    catching_up: AtomicBool,
+    /// The runtime the client was started in: the catch-up task runs there, also when a watch
+    /// is registered from a thread outside it (the blocking client).
+    runtime: tokio::runtime::Handle,
+    me: Weak<Inner<T>>,
 }
 
 /// Aborts the event pump when the last clone of the client goes.
@@ -247,7 +273,10 @@ impl<T: Transport> Client<T> {
             group,
             stats: ClientStats::default(),
         };
-        let inner = Arc::new(Inner {
+        let inner = Arc::new_cyclic(|me| Inner {
+            catching_up: AtomicBool::new(false),
+            runtime: tokio::runtime::Handle::current(),
+            me: me.clone(),
             transport,
             config,
             id,
@@ -454,88 +483,12 @@ impl<T: Transport> Client<T> {
         }
     }
 
-    /// Sends a read to a node chosen by the router (the master for linearizable reads), trying
-    /// others on timeout or `Behind`, at most `attempts_max` sends. Callers raise the floor
-    /// with the returned applied zxid (the state they have now seen).
     async fn send_read(
         &self,
         op: ReadOp,
         linearizable: bool,
     ) -> Result<(ReadValue, Zxid), ClientError> {
-        let config = &self.inner.config;
-        let mut tried: Vec<String> = Vec::new();
-        // Sends that timed out or found the node behind count as attempts; for a linearizable
-        // read, rounds that find no master count against `redirects_max` instead, as for
-        // writes (`to_master`), so that an election is waited out rather than every attempt
-        // burnt in a few milliseconds of redirects.
-        let mut attempts = 0;
-        let mut redirects = Redirects::new(config.redirects_max);
-        let route = if linearizable { Route::LinearizableRead } else { Route::Read };
-        while attempts < config.attempts_max {
-            let (address, floor, believed) = match self.inner.pick_target(route, &tried) {
-                NextSend::Send { address, floor, believed } => (address, floor, believed),
-                NextSend::WaitForMaster => {
-                    redirects.new_round(&mut tried, None).await?;
-                    continue;
-                }
-                NextSend::NoNode => {
-                    return Err(ClientError::Unavailable {
-                        detail: "no live, unfrozen node heard from within the validity".into(),
-                    })
-                }
-            };
-            let request = Message::Request(ReadRequest { floor, linearizable, op: op.clone() });
-            let timeout = config.request_timeout;
-            let reply = if linearizable {
-                // Only the master answers: when another one is announced meanwhile, ask it
-                // now rather than wait out the timeout (see `to_master`).
-                match self.inner.attempt(&address, believed, request, timeout).await {
-                    Some(reply) => reply,
-                    None => {
-                        redirects.count(None)?;
-                        continue;
-                    }
-                }
-            } else {
-                let _inflight = Inflight { inner: &self.inner, address: &address };
-                self.inner.transport.request(&address, request, timeout).await
-            };
-            let mut st = self.inner.lock();
-            let reply = match reply {
-                Ok(Message::ReadReply(reply)) => reply,
-                Ok(other) => {
-                    return Err(ClientError::UnexpectedReply(format!("{:?}", other.kind())))
-                }
-                Err(TransportError::Timeout(_)) | Err(TransportError::Unreachable(_)) => {
-                    st.stats.timeouts += 1;
-                    attempts += 1;
-                    tried.push(address);
-                    continue;
-                }
-                Err(TransportError::Closed) => {
-                    return Err(ClientError::Transport("transport closed".into()))
-                }
-            };
-            st.router.on_reply(&address, reply.load, reply.applied, now());
-            match reply.result {
-                Ok(value) => return Ok((value, reply.applied)),
-                Err(e) if e.code == ErrorCode::Behind => {
-                    st.stats.behind += 1;
-                    attempts += 1;
-                    tried.push(address);
-                }
-                Err(e) if linearizable && matches!(e.code, ErrorCode::NotMaster { .. }) => {
-                    // Followed within this round (each node once); only a round that finds no
-                    // master counts against `redirects_max`.
-                    let ErrorCode::NotMaster { master } = e.code else { unreachable!() };
-                    st.router.on_redirect(master);
-                    st.stats.redirects += 1;
-                    tried.push(address);
-                }
-                Err(e) => return Err(ClientError::from_wire(e)),
-            }
-        }
-        Err(ClientError::Timeout { attempts: config.attempts_max })
+        self.inner.send_read(op, linearizable, Zxid::ZERO).await
     }
 
     // ---- writes ----
@@ -643,27 +596,61 @@ impl<T: Transport> Client<T> {
 
     // ---- watches ----
 
-    /// Calls `callback` for each event of `kinds` on `target`, in zxid order, and with
-    /// `Missed` after a flush. See [`crate::watch`] for what each kind means.
+    /// Calls `callback` for each event of `kinds` on `target`, in zxid order, each once. See
+    /// [`crate::watch`] for what each kind means and how a watch catches up from history.
     ///
     /// Only changes above this client's floor at registration are reported: what it has
-    /// already seen is not news. A client that has not read or written yet has floor zero and
-    /// may be told of entries committed before the watch; read the path first to start from
-    /// now (the `shoal watch` command does).
+    /// already seen is not news. A client that has not read or written yet (floor zero) is told
+    /// of the changes from the next notice of the stream on; read the path first to start from
+    /// a known point (the `shoal watch` command does), or use [`Self::watch_from`].
     pub fn watch(
         &self,
         target: Target,
         kinds: Kinds,
         callback: impl Fn(&WatchEvent) + Send + Sync + 'static,
     ) -> Result<WatchId, ClientError> {
-        let callback: Callback = Arc::new(callback);
+        let floor = self.inner.lock().floor;
+        let from = (floor > Zxid::ZERO).then_some(floor);
+        self.register(target, kinds, from, Arc::new(callback))
+    }
+
+    /// Like [`Self::watch`], with the events of every entry above `from`: a watcher that was
+    /// away resumes from the last zxid it saw, and gets every event after it once, in order,
+    /// from the nodes' history window, then live. When history no longer reaches back to
+    /// `from` the watch gets [`WatchEvent::Compacted`] naming the oldest zxid it holds, then
+    /// the events after that.
+    pub fn watch_from(
+        &self,
+        target: Target,
+        kinds: Kinds,
+        from: Zxid,
+        callback: impl Fn(&WatchEvent) + Send + Sync + 'static,
+    ) -> Result<WatchId, ClientError> {
+        self.register(target, kinds, Some(from), Arc::new(callback))
+    }
+
+    fn register(
+        &self,
+        target: Target,
+        kinds: Kinds,
+        from: Option<Zxid>,
+        callback: Callback,
+    ) -> Result<WatchId, ClientError> {
+        key::validate(target.path(), self.inner.config.key_bytes_max)?;
+        self.inner.pump_now();
         let mut st = self.inner.lock();
-        let after = st.floor;
-        st.watches.register_after(target, kinds, after, callback).ok_or(ClientError::TooLarge {
+        let id = match from {
+            Some(from) => st.watches.register_after(target, kinds, from, callback),
+            None => st.watches.register(target, kinds, callback),
+        };
+        let id = id.ok_or(ClientError::TooLarge {
             what: "watch count",
             len: crate::watch::WATCHES_MAX + 1,
             max: crate::watch::WATCHES_MAX,
-        })
+        })?;
+        // Starts the catch-up when the watch begins behind the stream.
+        self.inner.deliver(st, Vec::new());
+        Ok(id)
     }
 
     /// Like [`Self::watch`], delivering into a channel instead of a callback.
@@ -677,6 +664,25 @@ impl<T: Transport> Client<T> {
             let _ = tx.send(event.clone());
         })?;
         Ok((id, rx))
+    }
+
+    /// Like [`Self::watch_from`], delivering into a channel instead of a callback.
+    pub fn watch_channel_from(
+        &self,
+        target: Target,
+        kinds: Kinds,
+        from: Zxid,
+    ) -> Result<(WatchId, mpsc::UnboundedReceiver<WatchEvent>), ClientError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let id = self.watch_from(target, kinds, from, move |event| {
+            let _ = tx.send(event.clone());
+        })?;
+        Ok((id, rx))
+    }
+
+    /// Whether some watch is catching up from history (for tests and status).
+    pub fn watches_catching_up(&self) -> bool {
+        self.inner.lock().watches.wants_catch_up()
     }
 
     /// Removes a watch; false when it was not registered.
@@ -780,6 +786,95 @@ impl<T: Transport> Inner<T> {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().expect("client state poisoned")
     }
+
+    /// Sends a read to a node chosen by the router (the master for linearizable reads), trying
+    /// others on timeout or `Behind`, at most `attempts_max` sends. Callers raise the floor
+    /// with the returned applied zxid (the state they have now seen). The request's floor is
+    /// at least `floor_min`.
+    async fn send_read(
+        &self,
+        op: ReadOp,
+        linearizable: bool,
+        floor_min: Zxid,
+    ) -> Result<(ReadValue, Zxid), ClientError> {
+        let config = &self.config;
+        let mut tried: Vec<String> = Vec::new();
+        // Sends that timed out or found the node behind count as attempts; for a linearizable
+        // read, rounds that find no master count against `redirects_max` instead, as for
+        // writes (`to_master`), so that an election is waited out rather than every attempt
+        // burnt in a few milliseconds of redirects.
+        let mut attempts = 0;
+        let mut redirects = Redirects::new(config.redirects_max);
+        let route = if linearizable { Route::LinearizableRead } else { Route::Read };
+        while attempts < config.attempts_max {
+            let (address, floor, believed) = match self.pick_target(route, &tried) {
+                NextSend::Send { address, floor, believed } => {
+                    (address, floor.max(floor_min), believed)
+                }
+                NextSend::WaitForMaster => {
+                    redirects.new_round(&mut tried, None).await?;
+                    continue;
+                }
+                NextSend::NoNode => {
+                    return Err(ClientError::Unavailable {
+                        detail: "no live, unfrozen node heard from within the validity".into(),
+                    })
+                }
+            };
+            let request = Message::Request(ReadRequest { floor, linearizable, op: op.clone() });
+            let timeout = config.request_timeout;
+            let reply = if linearizable {
+                // Only the master answers: when another one is announced meanwhile, ask it
+                // now rather than wait out the timeout (see `to_master`).
+                match self.attempt(&address, believed, request, timeout).await {
+                    Some(reply) => reply,
+                    None => {
+                        redirects.count(None)?;
+                        continue;
+                    }
+                }
+            } else {
+                let _inflight = Inflight { inner: self, address: &address };
+                self.transport.request(&address, request, timeout).await
+            };
+            let mut st = self.lock();
+            let reply = match reply {
+                Ok(Message::ReadReply(reply)) => reply,
+                Ok(other) => {
+                    return Err(ClientError::UnexpectedReply(format!("{:?}", other.kind())))
+                }
+                Err(TransportError::Timeout(_)) | Err(TransportError::Unreachable(_)) => {
+                    st.stats.timeouts += 1;
+                    attempts += 1;
+                    tried.push(address);
+                    continue;
+                }
+                Err(TransportError::Closed) => {
+                    return Err(ClientError::Transport("transport closed".into()))
+                }
+            };
+            st.router.on_reply(&address, reply.load, reply.applied, now());
+            match reply.result {
+                Ok(value) => return Ok((value, reply.applied)),
+                Err(e) if e.code == ErrorCode::Behind => {
+                    st.stats.behind += 1;
+                    attempts += 1;
+                    tried.push(address);
+                }
+                Err(e) if linearizable && matches!(e.code, ErrorCode::NotMaster { .. }) => {
+                    // Followed within this round (each node once); only a round that finds no
+                    // master counts against `redirects_max`.
+                    let ErrorCode::NotMaster { master } = e.code else { unreachable!() };
+                    st.router.on_redirect(master);
+                    st.stats.redirects += 1;
+                    tried.push(address);
+                }
+                Err(e) => return Err(ClientError::from_wire(e)),
+            }
+        }
+        Err(ClientError::Timeout { attempts: config.attempts_max })
+    }
+
 
     /// The next request id, once the seqs in flight leave room for it (see
     /// [`crate::window`]); the request is in flight until the slot drops.
@@ -1007,7 +1102,11 @@ impl<T: Transport> Inner<T> {
         if !deliveries.is_empty() {
             self.outbox.lock().expect("outbox poisoned").extend(deliveries);
         }
+        let catch_up = state.watches.wants_catch_up();
         drop(state);
+        if catch_up && !self.catching_up.swap(true, Ordering::AcqRel) {
+            self.runtime.spawn(run_catch_up(self.me.clone()));
+        }
         loop {
             if self.delivering.swap(true, Ordering::AcqRel) {
                 return;
@@ -1033,10 +1132,10 @@ impl State {
             GroupEvent::Message(Message::FsLive(live)) => self.router.on_fs_live(&live, t),
             GroupEvent::Message(Message::Freeze(freeze)) => self.router.on_freeze(&freeze),
             GroupEvent::Message(Message::UpdateNotice(notice)) => {
-                match self.cache.apply_notice(&notice, t) {
-                    NoticeOutcome::Duplicate => return,
-                    NoticeOutcome::FlushedForBreak => deliveries.extend(self.watches.on_flush()),
-                    NoticeOutcome::Applied => {}
+                // The cache and the watches each follow the notice chain: a break flushes the
+                // cache, and makes the watches concerned catch up from history.
+                if self.cache.apply_notice(&notice, t) == NoticeOutcome::FlushedForBreak {
+                    self.stats.chain_breaks += 1;
                 }
                 deliveries.extend(self.watches.on_notice(&notice));
             }
@@ -1047,7 +1146,7 @@ impl State {
             GroupEvent::Gap { .. } => {
                 self.stats.gaps += 1;
                 self.cache.flush();
-                deliveries.extend(self.watches.on_flush());
+                deliveries.extend(self.watches.on_gap());
             }
         }
     }
@@ -1068,6 +1167,94 @@ fn shape_error(e: ShapeError) -> ClientError {
         }
         ShapeError::NotInWrite { .. } | ShapeError::ForeignRelease { .. } => {
             ClientError::from_wire(e.to_wire())
+        }
+    }
+}
+
+/// What one history read for a catching-up watch came to.
+enum PageOutcome {
+    Page(protocol::message::data::HistoryPage),
+    Compacted(Zxid),
+    Failed,
+}
+
+/// Reads history for catching-up watches, one page at a time, until none is left (see
+/// [`crate::watch`]). One task at a time per client (`Inner::catching_up`); it holds the client
+/// only while a read is in flight, so dropping the client ends it.
+async fn run_catch_up<T: Transport>(me: Weak<Inner<T>>) {
+    let mut failures = 0u32;
+    let mut compacted = 0u32;
+    let mut last: Option<CatchUp> = None;
+    loop {
+        let Some(inner) = me.upgrade() else { return };
+        let job = inner.lock().watches.next_catch_up();
+        let Some(job) = job else {
+            inner.catching_up.store(false, Ordering::Release);
+            // A watch that began catching up after our look, from a thread that saw this task
+            // running, is ours.
+            let more = inner.lock().watches.wants_catch_up();
+            if more && !inner.catching_up.swap(true, Ordering::AcqRel) {
+                continue;
+            }
+            return;
+        };
+        if last.as_ref() != Some(&job) {
+            (failures, compacted) = (0, 0);
+        }
+        last = Some(job.clone());
+        let op = ReadOp::History {
+            scope: job.scope.clone(),
+            after: job.after,
+            values: false,
+            bytes_max: HISTORY_PAGE_BYTES,
+        };
+        let outcome = match inner.send_read(op, false, job.floor).await {
+            Ok((ReadValue::History(page), _)) => PageOutcome::Page(page),
+            Err(ClientError::Compacted { oldest, .. }) => PageOutcome::Compacted(oldest),
+            Ok(_) | Err(_) => PageOutcome::Failed,
+        };
+        // Applied under the state lock; `true` when the read made no progress and the task
+        // should pause before the next one (the guard must be gone before it awaits).
+        let pause = {
+            let mut st = inner.lock();
+            let failed = |st: &mut MutexGuard<'_, State>, failures: &mut u32| {
+                *failures += 1;
+                if *failures >= CATCH_UP_FAILURES_MAX {
+                    (st.watches.on_history_failed(&job), false)
+                } else {
+                    (Vec::new(), true)
+                }
+            };
+            let (deliveries, pause) = match outcome {
+                PageOutcome::Page(page) => {
+                    st.stats.history_pages += 1;
+                    let deliveries = st.watches.on_history_page(&job, page);
+                    // A complete page short of the stream's position (the node answered from a
+                    // window restarted below it) is no progress.
+                    let stuck = st.watches.is_catching_up(job.id)
+                        && st.watches.seen(job.id) == Some(job.after);
+                    if stuck {
+                        failed(&mut st, &mut failures)
+                    } else {
+                        (deliveries, false)
+                    }
+                }
+                PageOutcome::Compacted(oldest) => {
+                    compacted += 1;
+                    if compacted < COMPACTED_ANSWERS_MAX {
+                        (Vec::new(), false)
+                    } else {
+                        (st.watches.on_history_compacted(&job, oldest), false)
+                    }
+                }
+                PageOutcome::Failed => failed(&mut st, &mut failures),
+            };
+            inner.deliver(st, deliveries);
+            pause
+        };
+        drop(inner);
+        if pause {
+            tokio::time::sleep(CATCH_UP_BACKOFF).await;
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use protocol::key::KeyError;
 use protocol::message::data::{ErrorCode, WireError};
-use protocol::NodeId;
+use protocol::{NodeId, Zxid};
 use thiserror::Error;
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -79,6 +79,11 @@ pub enum ClientError {
     /// The server failed (`Internal`).
     #[error("internal server error: {message}")]
     Server { code: ErrorCode, message: String },
+    /// A history read (a watch resuming from a zxid) reached below the nodes' history window:
+    /// the events after the zxid asked for are gone up to `oldest`. Re-read the state, then
+    /// watch from `oldest`.
+    #[error("{detail}")]
+    Compacted { oldest: Zxid, detail: String },
     /// The node answered with a message of the wrong kind: a protocol bug.
     #[error("unexpected reply: {0}")]
     UnexpectedReply(String),
@@ -112,6 +117,7 @@ impl ClientError {
             }
             ErrorCode::RequestTooOld => ClientError::OutcomeUnknown { detail: message },
             ErrorCode::Internal => ClientError::Server { code, message },
+            ErrorCode::Compacted { oldest } => ClientError::Compacted { oldest, detail: message },
         }
     }
 

@@ -25,8 +25,7 @@ use cache_client::locks::SessionState;
 use cache_client::watch::{Kinds, Target, WatchEvent};
 use cache_client::{Client, ClientError, Transport};
 use clap::{Parser, Subcommand};
-use protocol::NodeId;
-use protocol::Zxid;
+use protocol::{NodeId, Zxid};
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::Write;
@@ -120,11 +119,16 @@ pub enum Command {
         #[arg(long, default_value_t = 10)]
         wait: u64,
     },
-    /// Print changes to PATH (with --prefix, to everything below it) as they commit.
+    /// Print changes to PATH (with --prefix, to everything below it) as they commit, one line
+    /// each ending with its zxid; --from ZXID resumes after that zxid (exit 10 when the
+    /// cluster's history no longer reaches back to it).
     Watch {
         path: String,
         #[arg(long)]
         prefix: bool,
+        /// Resume: every change after this zxid (EPOCH:COUNTER, as printed), then live.
+        #[arg(long, value_parser = parse_zxid)]
+        from: Option<Zxid>,
         /// Stop after this many events.
         #[arg(long)]
         count: Option<u64>,
@@ -184,7 +188,9 @@ pub async fn execute<T: Transport>(
         }
         Command::Unlock { name, auth } => done(client.unlock_with_auth(name, *auth).await),
         Command::Txn { reads, writes, wait } => txn(client, reads, writes, *wait, out).await,
-        Command::Watch { path, prefix, count } => watch(client, path, *prefix, *count, out).await,
+        Command::Watch { path, prefix, from, count } => {
+            watch(client, path, *prefix, *from, *count, out).await
+        }
         Command::Status { json } => status::execute(client, *json, out).await,
         Command::Bench(args) => bench::execute(std::slice::from_ref(client), args, out).await,
         Command::Backup(args) => Ok(run_backup(client, args, &BTreeMap::new(), out).await),
@@ -367,23 +373,36 @@ fn key_value_pairs(writes: &[String]) -> Result<Vec<(String, String)>, ClientErr
         .collect()
 }
 
-/// `watch PATH [--prefix] [--count N]`: one line per event from now on (see [`describe`]).
+/// `watch PATH [--prefix] [--from ZXID] [--count N]`: one line per event (see [`describe`]),
+/// from now on, or after `--from`. A compacted history ends it with
+/// [`ClientError::Compacted`] (exit 10), naming the zxid to re-read from.
 async fn watch<T: Transport>(
     client: &Client<T>,
     path: &str,
     prefix: bool,
+    from: Option<Zxid>,
     count: Option<u64>,
     out: &mut impl Write,
 ) -> Result<i32, ClientError> {
     protocol::key::validate(path, client.config().key_bytes_max)?;
     let target = if prefix { Target::Prefix(path.into()) } else { Target::Path(path.into()) };
-    // A read first raises the floor to what a node has applied now, so the watch reports
-    // changes from here on, not a replay of the update stream's history.
-    client.exists(path).await?;
-    let (id, mut events) = client.watch_channel(target, Kinds::ALL)?;
+    let (id, mut events) = match from {
+        Some(from) => client.watch_channel_from(target, Kinds::ALL, from)?,
+        None => {
+            // A read first raises the floor to what a node has applied now, so the watch
+            // reports changes from here on.
+            client.exists(path).await?;
+            client.watch_channel(target, Kinds::ALL)?
+        }
+    };
     let mut seen = 0u64;
     while count.is_none_or(|c| seen < c) {
         let Some(event) = events.recv().await else { break };
+        if let WatchEvent::Compacted { after, oldest } = event {
+            client.unwatch(id);
+            let detail = protocol::history::compacted_sentence(after, oldest);
+            return Err(ClientError::Compacted { oldest, detail });
+        }
         writeln!(out, "{}", describe(&event)).map_err(output_error)?;
         out.flush().map_err(output_error)?;
         seen += 1;
@@ -433,7 +452,15 @@ pub fn describe(event: &WatchEvent) -> String {
             format!("lock {lock} {zxid} holders={}", holders.join(","))
         }
         WatchEvent::Missed { after } => format!("missed after {after} (events may have been lost)"),
+        WatchEvent::Compacted { after, oldest } => {
+            protocol::history::compacted_sentence(*after, *oldest)
+        }
     }
+}
+
+/// `--from`: a zxid as shoal prints it (`EPOCH:COUNTER`) or its 64-bit number.
+fn parse_zxid(text: &str) -> Result<Zxid, String> {
+    text.parse()
 }
 
 /// Parses nothing, connects, runs: what `main` calls. Returns the process exit code.

@@ -10,13 +10,14 @@
 //! | 3 | refused input: bad key, too large, parent missing, exists, not/is a directory, not empty, condition failed, any other rule the server refuses (e.g. renaming a directory into itself) |
 //! | 4 | cluster unreachable or not serving now: no live node, timeout, no master, no transport, a node frozen for a transfer or behind |
 //! | 5 | any other error: an internal server error, a write whose outcome is unknown, a protocol bug |
-//!
-//! Every wire error code maps to one client error ([`ClientError::from_wire`]) and so to one
-//! code here and one sentence; the test below checks each.
 //! | 6 | lock: held by another (`lock` without `--wait`), not free within `--wait`, lost (expired, session lost) or refused auth word |
 //! | 7 | backup: the donor refused to start it |
 //! | 8 | backup: started, then failed |
 //! | 9 | backup: no result within `--timeout` (it may still be running) |
+//! | 10 | watch: history compacted past the zxid asked for (`--from`, or a catch-up after a gap): re-read, then resume from the zxid named |
+//!
+//! Every wire error code maps to one client error ([`ClientError::from_wire`]) and so to one
+//! code here and one sentence; the test below checks each.
 //!
 //! `shoal dev` exits 1 on any failure to start or keep its cluster (see [`crate::dev`]).
 
@@ -32,6 +33,7 @@ pub const LOCK: i32 = 6;
 pub const BACKUP_REFUSED: i32 = 7;
 pub const BACKUP_FAILED: i32 = 8;
 pub const BACKUP_TIMEOUT: i32 = 9;
+pub const COMPACTED: i32 = 10;
 
 /// The exit code for a command that failed with `error`.
 pub fn code_of(error: &ClientError) -> i32 {
@@ -57,6 +59,7 @@ pub fn code_of(error: &ClientError) -> i32 {
         | ClientError::Timeout { .. }
         | ClientError::NotServing { .. }
         | ClientError::Transport(_) => UNREACHABLE,
+        ClientError::Compacted { .. } => COMPACTED,
         ClientError::Server { .. }
         | ClientError::OutcomeUnknown { .. }
         | ClientError::UnexpectedReply(_) => FAILED,
