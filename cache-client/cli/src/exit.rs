@@ -94,10 +94,11 @@ mod tests {
             | ErrorCode::LockNotHeld
             | ErrorCode::SessionExpired => LOCK,
             ErrorCode::Internal | ErrorCode::RequestTooOld => FAILED,
+            ErrorCode::Compacted { .. } => COMPACTED,
         }
     }
 
-    const ALL: [ErrorCode; 21] = [
+    const ALL: [ErrorCode; 22] = [
         ErrorCode::NotFound,
         ErrorCode::AlreadyExists,
         ErrorCode::ParentMissing,
@@ -119,6 +120,7 @@ mod tests {
         ErrorCode::Internal,
         ErrorCode::RequestTooOld,
         ErrorCode::BadRequest,
+        ErrorCode::Compacted { oldest: protocol::Zxid((3 << 32) | 17) },
     ];
 
     /// Each wire code gives its documented exit code and a sentence that carries the server's
@@ -142,6 +144,6 @@ mod tests {
             }
             seen += 1;
         }
-        assert_eq!(seen, 21, "every wire code is checked");
+        assert_eq!(seen, 22, "every wire code is checked");
     }
 }
