@@ -216,6 +216,19 @@ async fn a_watcher_gets_every_event_once_across_a_master_failover() {
     assert!(got.windows(2).all(|w| w[0].zxid() < w[1].zxid()), "events out of order");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(events.try_recv().is_err(), "an extra event: {:?}", events.try_recv());
+
+    // A watcher that last saw a zxid of the dead master's epoch resumes, after the failover,
+    // from the new master's cluster: every event after it, across the epoch change, once.
+    let resume = acked[9].1;
+    assert_eq!(resume.epoch(), start.epoch());
+    let late = cluster.client().await;
+    let (_, mut resumed) =
+        late.watch_channel_from(Target::Prefix("/f".into()), Kinds::DATA, resume).unwrap();
+    let after: Vec<WatchEvent> = truth.iter().filter(|e| e.zxid() > resume).cloned().collect();
+    assert!(after.iter().any(|e| e.zxid().epoch() > resume.epoch()));
+    assert_eq!(take(&mut resumed, after.len(), &cluster).await, after);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(resumed.try_recv().is_err(), "an extra event after the resume");
 }
 
 /// Claim: a watch resumed from below the nodes' history window (here 5 notices) gets the
