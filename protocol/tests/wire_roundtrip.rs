@@ -215,3 +215,85 @@ fn generator_reaches_every_shape() {
     assert!(conditions.len() >= 3, "Condition variants reached: {}", conditions.len());
     assert_eq!(results.len(), 2, "both Ok and Err replies");
 }
+
+/// The history read of WIRE.md §3.2 (a watch resuming from a zxid), its page and its
+/// compacted answer, byte by byte as the document prints them.
+#[test]
+fn wire_md_history_read() {
+    use protocol::message::data::{
+        ChangeEvent, ChangeKind, ErrorCode, HistoryPage, Load, ReadOp, ReadReply, ReadRequest,
+        ReadValue, Scope, WireError,
+    };
+    use protocol::Zxid;
+    let request = Message::Request(ReadRequest {
+        floor: Zxid::new(1, 9),
+        linearizable: false,
+        op: ReadOp::History {
+            scope: Scope::Prefix("/a".into()),
+            after: Zxid::new(1, 3),
+            values: true,
+            bytes_max: 262_144,
+        },
+    });
+    #[rustfmt::skip]
+    let expected = [
+        0xFD, 0x09, 0, 0, 0, 0x01, 0, 0, 0, // floor 1:9 (2^32 + 9): u64 varint form
+        0x00,                               // linearizable false
+        0x05,                               // ReadOp::History (variant 5)
+        0x01, 0x02, b'/', b'a',             // scope Scope::Prefix("/a")
+        0xFD, 0x03, 0, 0, 0, 0x01, 0, 0, 0, // after 1:3
+        0x01,                               // values true
+        0xFC, 0x00, 0x00, 0x04, 0x00,       // bytes_max 262 144: u32 varint form
+    ];
+    assert_eq!(request.encode_payload().unwrap(), expected);
+
+    let load = Load { cpu_permille: 0, mem_permille: 0, inflight: 0 };
+    let page = Message::ReadReply(ReadReply {
+        applied: Zxid::new(1, 9),
+        load,
+        result: Ok(ReadValue::History(HistoryPage {
+            events: vec![ChangeEvent {
+                zxid: Zxid::new(1, 4),
+                kind: ChangeKind::Changed,
+                key: "/a/x".into(),
+                value: Some(vec![7].into()),
+            }],
+            through: Zxid::new(1, 9),
+            complete: true,
+        })),
+    });
+    #[rustfmt::skip]
+    let expected = [
+        0xFD, 0x09, 0, 0, 0, 0x01, 0, 0, 0, // applied 1:9
+        0x00, 0x00, 0x00,                   // load
+        0x00,                               // Ok
+        0x04,                               // ReadValue::History (variant 4)
+        0x01,                               // 1 event
+        0xFD, 0x04, 0, 0, 0, 0x01, 0, 0, 0, //   zxid 1:4
+        0x01,                               //   ChangeKind::Changed
+        0x04, b'/', b'a', b'/', b'x',       //   key "/a/x"
+        0x01, 0x01, 0x07,                   //   value Some([7])
+        0xFD, 0x09, 0, 0, 0, 0x01, 0, 0, 0, // through 1:9
+        0x01,                               // complete true
+    ];
+    assert_eq!(page.encode_payload().unwrap(), expected);
+
+    let compacted = Message::ReadReply(ReadReply {
+        applied: Zxid::new(1, 9),
+        load,
+        result: Err(WireError {
+            code: ErrorCode::Compacted { oldest: Zxid::new(1, 6) },
+            message: "c".into(),
+        }),
+    });
+    #[rustfmt::skip]
+    let expected = [
+        0xFD, 0x09, 0, 0, 0, 0x01, 0, 0, 0, // applied 1:9
+        0x00, 0x00, 0x00,                   // load
+        0x01,                               // Err
+        0x14,                               // ErrorCode::Compacted (variant 20)
+        0xFD, 0x06, 0, 0, 0, 0x01, 0, 0, 0, //   oldest 1:6
+        0x01, b'c',                         // message "c"
+    ];
+    assert_eq!(compacted.encode_payload().unwrap(), expected);
+}
