@@ -488,7 +488,7 @@ impl<T: Transport> Client<T> {
         op: ReadOp,
         linearizable: bool,
     ) -> Result<(ReadValue, Zxid), ClientError> {
-        self.inner.send_read(op, linearizable, Zxid::ZERO).await
+        self.inner.send_read(op, linearizable, Zxid::ZERO, &[], &mut None).await
     }
 
     // ---- writes ----
@@ -790,15 +790,19 @@ impl<T: Transport> Inner<T> {
     /// Sends a read to a node chosen by the router (the master for linearizable reads), trying
     /// others on timeout or `Behind`, at most `attempts_max` sends. Callers raise the floor
     /// with the returned applied zxid (the state they have now seen). The request's floor is
-    /// at least `floor_min`.
+    /// at least `floor_min`. Nodes in `avoid` are asked only when no other one can be (a
+    /// catching-up watch avoids the nodes whose history window was too short);
+    /// `answered` is set to the node whose answer is returned.
     async fn send_read(
         &self,
         op: ReadOp,
         linearizable: bool,
         floor_min: Zxid,
+        avoid: &[String],
+        answered: &mut Option<String>,
     ) -> Result<(ReadValue, Zxid), ClientError> {
         let config = &self.config;
-        let mut tried: Vec<String> = Vec::new();
+        let mut tried: Vec<String> = avoid.to_vec();
         // Sends that timed out or found the node behind count as attempts; for a linearizable
         // read, rounds that find no master count against `redirects_max` instead, as for
         // writes (`to_master`), so that an election is waited out rather than every attempt
@@ -807,10 +811,8 @@ impl<T: Transport> Inner<T> {
         let mut redirects = Redirects::new(config.redirects_max);
         let route = if linearizable { Route::LinearizableRead } else { Route::Read };
         while attempts < config.attempts_max {
-            let (address, floor, believed) = match self.pick_target(route, &tried) {
-                NextSend::Send { address, floor, believed } => {
-                    (address, floor.max(floor_min), believed)
-                }
+            let (address, floor, believed) = match self.pick_target(route, &tried, floor_min) {
+                NextSend::Send { address, floor, believed } => (address, floor, believed),
                 NextSend::WaitForMaster => {
                     redirects.new_round(&mut tried, None).await?;
                     continue;
@@ -854,6 +856,7 @@ impl<T: Transport> Inner<T> {
                 }
             };
             st.router.on_reply(&address, reply.load, reply.applied, now());
+            *answered = Some(address.clone());
             match reply.result {
                 Ok(value) => return Ok((value, reply.applied)),
                 Err(e) if e.code == ErrorCode::Behind => {
@@ -874,7 +877,6 @@ impl<T: Transport> Inner<T> {
         }
         Err(ClientError::Timeout { attempts: config.attempts_max })
     }
-
 
     /// The next request id, once the seqs in flight leave room for it (see
     /// [`crate::window`]); the request is in flight until the slot drops.
@@ -919,7 +921,7 @@ impl<T: Transport> Inner<T> {
         let mut tried: Vec<String> = Vec::new();
         let mut last_master = None;
         loop {
-            let (address, believed) = match self.pick_target(Route::Write, &tried) {
+            let (address, believed) = match self.pick_target(Route::Write, &tried, Zxid::ZERO) {
                 NextSend::Send { address, believed, .. } => (address, believed),
                 NextSend::WaitForMaster => {
                     redirects.new_round(&mut tried, last_master).await?;
@@ -990,11 +992,12 @@ impl<T: Transport> Inner<T> {
 
     /// Where the next attempt of a request goes: the master (or, not knowing it, any node
     /// not yet `tried`) for writes and linearizable reads; a node that has applied the floor
-    /// for other reads. Counts the send and marks it in flight with the router.
-    fn pick_target(&self, route: Route, tried: &[String]) -> NextSend {
+    /// (the client's, raised to `floor_min`) for other reads. Counts the send and marks it in
+    /// flight with the router.
+    fn pick_target(&self, route: Route, tried: &[String], floor_min: Zxid) -> NextSend {
         let mut st = self.lock();
         let t = now();
-        let floor = st.floor;
+        let floor = st.floor.max(floor_min);
         let believed = st.router.master_epoch();
         let address = match route {
             Route::Write | Route::LinearizableRead => st
@@ -1185,6 +1188,9 @@ async fn run_catch_up<T: Transport>(me: Weak<Inner<T>>) {
     let mut failures = 0u32;
     let mut compacted = 0u32;
     let mut last: Option<CatchUp> = None;
+    // Nodes that answered the current job `Compacted`.
+    let mut short: Vec<String> = Vec::new();
+    let mut least_oldest: Option<Zxid> = None;
     loop {
         let Some(inner) = me.upgrade() else { return };
         let job = inner.lock().watches.next_catch_up();
@@ -1200,6 +1206,8 @@ async fn run_catch_up<T: Transport>(me: Weak<Inner<T>>) {
         };
         if last.as_ref() != Some(&job) {
             (failures, compacted) = (0, 0);
+            short.clear();
+            least_oldest = None;
         }
         last = Some(job.clone());
         let op = ReadOp::History {
@@ -1208,9 +1216,15 @@ async fn run_catch_up<T: Transport>(me: Weak<Inner<T>>) {
             values: false,
             bytes_max: HISTORY_PAGE_BYTES,
         };
-        let outcome = match inner.send_read(op, false, job.floor).await {
+        let mut answered = None;
+        let read = inner.send_read(op, false, job.floor, &short, &mut answered).await;
+        let outcome = match read {
             Ok((ReadValue::History(page), _)) => PageOutcome::Page(page),
-            Err(ClientError::Compacted { oldest, .. }) => PageOutcome::Compacted(oldest),
+            Err(ClientError::Compacted { oldest, .. }) => {
+                // Ask another node next: this one's window may only be shorter (it restarted).
+                short.extend(answered.filter(|a| !short.contains(a)));
+                PageOutcome::Compacted(oldest)
+            }
             Ok(_) | Err(_) => PageOutcome::Failed,
         };
         // Applied under the state lock; `true` when the read made no progress and the task
@@ -1241,6 +1255,9 @@ async fn run_catch_up<T: Transport>(me: Weak<Inner<T>>) {
                 }
                 PageOutcome::Compacted(oldest) => {
                     compacted += 1;
+                    // The node with the most history sets where the watch resumes.
+                    let oldest = least_oldest.map_or(oldest, |l| l.min(oldest));
+                    least_oldest = Some(oldest);
                     if compacted < COMPACTED_ANSWERS_MAX {
                         (Vec::new(), false)
                     } else {

@@ -593,3 +593,41 @@ async fn concurrent_reads_avoid_a_node_with_requests_in_flight() {
     // Load alone would give node 3 a third (120); in-flight counts hold it near one per wave.
     assert!(cluster.reads_to(3) < total / 6, "slow node got {} of {total}", cluster.reads_to(3));
 }
+
+/// Issue 18.1: a node whose history window is shorter than the others' (it restarted, so its
+/// window starts at its snapshot) answers a resuming watch `Compacted`. The watch asks the
+/// other nodes before it believes that, and gets every event from one that holds them. Here
+/// node 2 is the only node the watcher's router knows to be caught up, so before the fix the
+/// watch asked it three times and reported a compacted history that nodes 1 and 3 still held.
+#[tokio::test(start_paused = true)]
+async fn a_resuming_watch_asks_past_a_node_with_a_short_history() {
+    let mut cluster = Cluster::new(3);
+    cluster.announce();
+    let watcher = cluster.client(2);
+    let writer = cluster.client(1);
+    let start = writer.mkdir("/w").await.unwrap();
+    let mut expected = Vec::new();
+    for i in 0..5 {
+        let key = format!("/w/{i}");
+        let zxid = writer.write(&key, "v").await.unwrap();
+        expected.push(WatchEvent::Changed { key, zxid });
+    }
+    cluster.replicate_all();
+    cluster.publish();
+    cluster.announce_one(2);
+    // Node 2 "restarted": its window starts at what it has applied.
+    let node2 = cluster.server(2);
+    node2.reset_history(node2.backend().applied());
+    let (_, mut events) =
+        watcher.watch_channel_from(Target::Prefix("/w".into()), Kinds::DATA, start).unwrap();
+    let mut got = Vec::new();
+    while got.len() < expected.len() {
+        match tokio::time::timeout(Duration::from_secs(30), events.recv()).await {
+            Ok(Some(event)) => got.push(event),
+            other => panic!("after {got:?}: {other:?}"),
+        }
+    }
+    assert_eq!(got, expected);
+    assert!(cluster.reads_to(2) >= 1, "node 2, the short one, was not asked first");
+    assert!(!watcher.watches_catching_up());
+}
