@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use cache_client::net::SocketTransport;
-use cache_client::{Client, Kinds, Target, Transport, WatchEvent};
+use cache_client::{Client, Kinds, ReadOptions, Target, Transport, WatchEvent};
 use protocol::message::data::{ChangeEvent, ChangeKind, ReadOp, ReadRequest, ReadValue, Scope};
 use protocol::message::Message;
 use protocol::Zxid;
@@ -244,6 +244,9 @@ async fn a_compacted_history_gives_the_compacted_answer() {
         zxids.push(writer.write("/c/k", Bytes::from(format!("{i}"))).await.unwrap());
     }
     let watcher = cluster.client().await;
+    // A linearizable read puts the watcher's floor at the last write, so every node that
+    // answers its history reads holds all 12 (a lagging follower's window would start lower).
+    watcher.read_with("/c/k", ReadOptions::linearizable()).await.unwrap();
     let (_, mut events) =
         watcher.watch_channel_from(Target::Prefix("/c".into()), Kinds::DATA, start).unwrap();
     let first = take(&mut events, 1, &cluster).await.remove(0);
