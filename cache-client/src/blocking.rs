@@ -17,7 +17,7 @@ use crate::txn::{Txn, TxnBuilder};
 use crate::watch::{Kinds, Target, WatchEvent, WatchId};
 use crate::ClientConfig;
 use bytes::Bytes;
-use protocol::message::data::{Condition, DirEntry, Versioned};
+use protocol::message::data::{Condition, DirEntry, KeyStat, Versioned};
 use protocol::Zxid;
 use std::time::Duration;
 use tokio::runtime::Handle;
@@ -66,6 +66,11 @@ impl<T: Transport> BlockingClient<T> {
 
     pub fn is_dir(&self, key: &str) -> Result<bool, ClientError> {
         self.runtime.block_on(self.client.is_dir(key))
+    }
+
+    /// See [`Client::stat`].
+    pub fn stat(&self, key: &str) -> Result<Option<KeyStat>, ClientError> {
+        self.runtime.block_on(self.client.stat(key))
     }
 
     pub fn list(&self, dir: &str) -> Result<Vec<DirEntry>, ClientError> {

@@ -34,7 +34,7 @@ use bytes::Bytes;
 use protocol::batch::{self, Limits, ShapeError};
 use protocol::key;
 use protocol::message::data::{
-    Condition, DirEntry, ErrorCode, Load, Op, ReadOp, ReadRequest, ReadValue, RenameRequest,
+    Condition, DirEntry, ErrorCode, KeyStat, Load, Op, ReadOp, ReadRequest, ReadValue, RenameRequest,
     RequestId, UpdateRequest, Versioned, WireError,
 };
 use protocol::message::lock::{LockGrant, LockOp, LockRequest, LockRequestOp};
@@ -393,6 +393,20 @@ impl<T: Transport> Client<T> {
         self.inner.pump_now();
         let read = self.send_read(ReadOp::IsDir { key: key.to_string() }, false).await?;
         expect_bool(self.seen(read))
+    }
+
+    /// The metadata of `key` (see [`KeyStat`]): the zxid of its last write, whether it is a
+    /// directory, its value's size and its ephemeral owner; `None` when nothing is there. One
+    /// read of one node, at or above this client's floor (never from the client cache, which
+    /// holds no owners).
+    pub async fn stat(&self, key: &str) -> Result<Option<KeyStat>, ClientError> {
+        key::validate(key, self.inner.config.key_bytes_max)?;
+        self.inner.pump_now();
+        let read = self.send_read(ReadOp::Stat { key: key.to_string() }, false).await?;
+        match self.seen(read) {
+            ReadValue::Stat(stat) => Ok(stat),
+            other => Err(ClientError::UnexpectedReply(format!("{other:?} for a stat"))),
+        }
     }
 
     /// The direct children of directory `dir`, sorted by name.

@@ -24,7 +24,7 @@
 //!   keeps the default, which answers `Unavailable`.
 
 use crate::error::ServerError;
-use protocol::message::data::{DirEntry, Role, UpdateRequest, Versioned};
+use protocol::message::data::{DirEntry, KeyStat, Role, UpdateRequest, Versioned};
 use protocol::message::lock::{LockGrant, LockRequest};
 use protocol::{NodeId, Zxid};
 use std::future::Future;
@@ -74,6 +74,13 @@ pub trait Backend: Send + Sync + 'static {
     /// Whether `key` is a directory (`false` when absent or a value).
     fn is_dir(&self, key: &str)
         -> impl Future<Output = Result<Snapshot<bool>, ServerError>> + Send;
+
+    /// The metadata of `key` (last write's zxid, directory or not, value size, ephemeral
+    /// owner); `None` when nothing is there. The root is a directory at zxid 0.
+    fn stat(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<Snapshot<Option<KeyStat>>, ServerError>> + Send;
 
     /// The direct children of directory `dir`, sorted by name, at most `limit` of them.
     /// `NotFound` when `dir` is absent, `NotADirectory` when it is a value.

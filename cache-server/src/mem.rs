@@ -21,7 +21,7 @@ use protocol::batch::{self, EntryKind};
 use protocol::key;
 use protocol::limits::{KEY_BYTES_DEFAULT, LIST_ENTRIES_MAX, VALUE_BYTES_DEFAULT};
 use protocol::message::data::{
-    Condition, DirEntry, Op, RequestId, Role, UpdateNotice, UpdateRequest, Versioned,
+    Condition, DirEntry, KeyStat, Op, RequestId, Role, UpdateNotice, UpdateRequest, Versioned,
 };
 use protocol::{NodeId, Zxid};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -73,6 +73,21 @@ impl Tree {
 
     fn exists(&self, key: &str) -> bool {
         key == key::ROOT || self.entries.contains_key(key)
+    }
+
+    fn stat(&self, key: &str) -> Option<KeyStat> {
+        if key == key::ROOT {
+            return Some(KeyStat { zxid: Zxid::ZERO, is_dir: true, size: 0, ephemeral: None });
+        }
+        Some(match self.entries.get(key)? {
+            Entry::Value { value, zxid, ephemeral } => KeyStat {
+                zxid: *zxid,
+                is_dir: false,
+                size: value.len() as u64,
+                ephemeral: *ephemeral,
+            },
+            Entry::Dir { zxid } => KeyStat { zxid: *zxid, is_dir: true, size: 0, ephemeral: None },
+        })
     }
 
     /// Keys strictly below `dir`, in order.
@@ -405,6 +420,10 @@ impl Backend for MemBackend {
 
     async fn is_dir(&self, key: &str) -> Result<Snapshot<bool>, ServerError> {
         self.snapshot(|tree| Ok(tree.is_dir(key)))
+    }
+
+    async fn stat(&self, key: &str) -> Result<Snapshot<Option<KeyStat>>, ServerError> {
+        self.snapshot(|tree| Ok(tree.stat(key)))
     }
 
     async fn list(&self, dir: &str, limit: usize) -> Result<Snapshot<Vec<DirEntry>>, ServerError> {

@@ -200,9 +200,10 @@ impl<B: Backend> Server<B> {
     async fn read_inner(&self, request: &ReadRequest) -> Result<(ReadValue, Zxid), ServerError> {
         let max = self.config.key_bytes_max;
         match &request.op {
-            ReadOp::Get { key } | ReadOp::Exists { key } | ReadOp::IsDir { key } => {
-                key::validate(key, max)?
-            }
+            ReadOp::Get { key }
+            | ReadOp::Exists { key }
+            | ReadOp::IsDir { key }
+            | ReadOp::Stat { key } => key::validate(key, max)?,
             ReadOp::List { dir } => key::validate(dir, max)?,
             ReadOp::History { scope, .. } => key::validate(scope.path(), max)?,
             ReadOp::Status => {}
@@ -232,6 +233,10 @@ impl<B: Backend> Server<B> {
             ReadOp::IsDir { key } => {
                 let snap = self.backend.is_dir(key).await?;
                 Ok((ReadValue::Bool(snap.value), snap.applied))
+            }
+            ReadOp::Stat { key } => {
+                let snap = self.backend.stat(key).await?;
+                Ok((ReadValue::Stat(snap.value), snap.applied))
             }
             ReadOp::List { dir } => {
                 let snap = self.backend.list(dir, LIST_ENTRIES_MAX).await?;

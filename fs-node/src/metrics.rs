@@ -123,6 +123,7 @@ pub enum OpKind {
     Get,
     Exists,
     IsDir,
+    Stat,
     List,
     Write,
     Linearizable,
@@ -130,10 +131,11 @@ pub enum OpKind {
 }
 
 impl OpKind {
-    pub const ALL: [OpKind; 7] = [
+    pub const ALL: [OpKind; 8] = [
         OpKind::Get,
         OpKind::Exists,
         OpKind::IsDir,
+        OpKind::Stat,
         OpKind::List,
         OpKind::Write,
         OpKind::Linearizable,
@@ -145,6 +147,7 @@ impl OpKind {
             OpKind::Get => "get",
             OpKind::Exists => "exists",
             OpKind::IsDir => "is_dir",
+            OpKind::Stat => "stat",
             OpKind::List => "list",
             OpKind::Write => "write",
             OpKind::Linearizable => "linearizable",

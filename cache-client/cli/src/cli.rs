@@ -83,6 +83,15 @@ pub enum Command {
     },
     /// Exit 0 and print `value` or `directory` when something is at KEY; exit 1 otherwise.
     Exists { key: String },
+    /// Print KEY's metadata: value or directory, the zxid of its last change (what --if-zxid
+    /// compares with), its size in bytes, and its ephemeral owner (a session id, or none);
+    /// exit 1 when nothing is there.
+    Stat {
+        key: String,
+        /// One JSON object: {"key", "is_dir", "zxid", "size", "ephemeral_owner"}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Rename FROM to TO (a key or a whole directory).
     Mv { from: String, to: String },
     /// List directory DIR (directories end with '/').
@@ -180,6 +189,7 @@ pub async fn execute<T: Transport>(
             done(client.batch(Batch::new().if_zxid(key, *z).remove(key, *recursive)).await)
         }
         Command::Exists { key } => exists(client, key, out).await,
+        Command::Stat { key, json } => stat(client, key, *json, out).await,
         Command::Mv { from, to } => done(client.rename(from, to).await),
         Command::Ls { dir } => ls(client, dir, out).await,
         Command::Mkdir { dir } => done(client.mkdir(dir).await),
@@ -233,13 +243,51 @@ async fn exists<T: Transport>(
     key: &str,
     out: &mut impl Write,
 ) -> Result<i32, ClientError> {
-    if !client.exists(key).await? {
+    // One read: what is there and whether it is a directory, at one zxid.
+    let Some(stat) = client.stat(key).await? else {
         eprintln!("shoal: {key} does not exist");
         return Ok(exit::NOT_FOUND);
-    }
-    let what = if client.is_dir(key).await? { "directory" } else { "value" };
+    };
+    let what = if stat.is_dir { "directory" } else { "value" };
     writeln!(out, "{what}").map_err(output_error)?;
     Ok(exit::OK)
+}
+
+/// `stat KEY [--json]`: the key's metadata, one `name: value` line each (or one JSON object);
+/// exit 1 when nothing is there.
+async fn stat<T: Transport>(
+    client: &Client<T>,
+    key: &str,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<i32, ClientError> {
+    let Some(stat) = client.stat(key).await? else {
+        eprintln!("shoal: {key} does not exist");
+        return Ok(exit::NOT_FOUND);
+    };
+    writeln!(out, "{}", describe_stat(key, &stat, json)).map_err(output_error)?;
+    Ok(exit::OK)
+}
+
+/// What `shoal stat` prints for `stat` of `key`.
+pub fn describe_stat(key: &str, stat: &protocol::message::data::KeyStat, json: bool) -> String {
+    if json {
+        let value = serde_json::json!({
+            "key": key,
+            "is_dir": stat.is_dir,
+            "zxid": stat.zxid.to_string(),
+            "size": stat.size,
+            "ephemeral_owner": stat.ephemeral,
+        });
+        return value.to_string();
+    }
+    let owner = stat.ephemeral.map_or("none".to_string(), |s| format!("session {s}"));
+    format!(
+        "key: {key}\ntype: {}\nzxid: {}\nsize: {}\nephemeral: {owner}",
+        if stat.is_dir { "directory" } else { "value" },
+        stat.zxid,
+        stat.size,
+    )
 }
 
 /// `put KEY (VALUE | --file PATH) [--if-zxid Z | --if-absent]`: prints the write's zxid.

@@ -10,7 +10,9 @@ use crate::storage::StoreError;
 use bytes::Bytes;
 use cache_server::{Backend, BackendStatus, ServerError, Snapshot};
 use protocol::key::ROOT;
-use protocol::message::data::{DirEntry, ErrorCode, UpdateRequest, Versioned, WireError};
+use protocol::message::data::{
+    DirEntry, ErrorCode, KeyStat, UpdateRequest, Versioned, WireError,
+};
 use protocol::message::lock::{LockGrant, LockRequest, LockRequestOp};
 use protocol::Zxid;
 use std::sync::Arc;
@@ -83,6 +85,14 @@ impl Backend for NodeBackend {
         let applied = self.shared.applied.read().expect("applied lock poisoned");
         let value = key == ROOT || self.shared.store.is_dir(key);
         Ok(Snapshot { value, applied: *applied })
+    }
+
+    async fn stat(&self, key: &str) -> Result<Snapshot<Option<KeyStat>>, ServerError> {
+        self.shared.metrics.op(OpKind::Stat);
+        let (reply, rx) = oneshot::channel();
+        let cmd = Cmd::Stat { key: key.to_string(), reply };
+        self.shared.cmds.send(cmd).await.map_err(|_| stopping())?;
+        rx.await.map_err(|_| stopping())
     }
 
     async fn list(&self, dir: &str, limit: usize) -> Result<Snapshot<Vec<DirEntry>>, ServerError> {

@@ -39,7 +39,7 @@ use crate::state::{Command, Outcome, StateMachine};
 use crate::storage::DiskStore;
 use bytes::Bytes;
 use cache_server::{Server, ServerError};
-use protocol::message::data::{ErrorCode, Role, UpdateNotice, WireError};
+use protocol::message::data::{ErrorCode, KeyStat, Role, UpdateNotice, WireError};
 use protocol::message::lock::LockGrant;
 use protocol::message::Message;
 use protocol::{NodeId, SenderId, Zxid};
@@ -103,6 +103,12 @@ pub(crate) enum Cmd {
     Installed(Zxid),
     /// Restart in-process (a fetch gave up; a fresh engine asks again).
     Restart,
+    /// The metadata of a key, read between two applied entries (the ephemeral owner is in
+    /// the state machine's session table, which only the core holds).
+    Stat {
+        key: String,
+        reply: oneshot::Sender<cache_server::Snapshot<Option<KeyStat>>>,
+    },
 }
 
 /// How one run of the node ended.
@@ -228,6 +234,16 @@ impl Core {
                 return Ok(Some(Exit::Restart));
             }
             Cmd::Propose { data, waiter } => self.propose(data, Some(waiter)),
+            Cmd::Stat { key, reply } => {
+                let applied = *self.shared.applied.read().expect("applied lock poisoned");
+                let value = self.shared.store.stat_meta(&key).map(|(zxid, is_dir, size)| KeyStat {
+                    zxid,
+                    is_dir,
+                    size,
+                    ephemeral: self.sm.tables().sessions.owner(&key),
+                });
+                let _ = reply.send(cache_server::Snapshot { value, applied });
+            }
             Cmd::Linearizable(tx) => {
                 if self.engine.lease_read_ok(now_ms) {
                     let _ = tx.send(Ok(self.engine.commit()));

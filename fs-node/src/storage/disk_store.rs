@@ -1006,6 +1006,26 @@ impl DiskStore {
         k == key::ROOT || self.read().index.get(k).is_some_and(|l| l.kind == Kind::Dir)
     }
 
+    /// The zxid of the last write to `key`, whether it is a directory, and its value's length
+    /// (0 for a directory), from the index alone; `None` when absent. The root is a directory
+    /// at zxid 0.
+    pub fn stat_meta(&self, k: &str) -> Option<(Zxid, bool, u64)> {
+        if k == key::ROOT {
+            return Some((Zxid::ZERO, true, 0));
+        }
+        let inner = self.read();
+        let loc = inner.index.get(k)?;
+        match loc.kind {
+            Kind::Dir => Some((loc.zxid, true, 0)),
+            // A put record: the TLV overhead, the key's u32 length and the key, then the value.
+            Kind::File => {
+                let fixed = (tlv::OVERHEAD_BYTES + 4 + k.len()) as u64;
+                Some((loc.zxid, false, u64::from(loc.len).saturating_sub(fixed)))
+            }
+            Kind::Deleted => None,
+        }
+    }
+
     /// The zxid of the last write to `key` (file or directory).
     pub fn zxid_of(&self, k: &str) -> Option<Zxid> {
         self.read().index.get(k).map(|l| l.zxid)

@@ -61,6 +61,11 @@ pub enum ReadOp {
         values: bool,
         bytes_max: u32,
     },
+    /// The metadata of `key` ([`KeyStat`]), `None` when nothing is there: `shoal stat`, and
+    /// `shoal exists` in one read. Part of wire version 3.
+    Stat {
+        key: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,6 +90,21 @@ pub enum ReadValue {
     Status(NodeStatus),
     /// The answer to [`ReadOp::History`].
     History(HistoryPage),
+    /// The answer to [`ReadOp::Stat`].
+    Stat(Option<KeyStat>),
+}
+
+/// What [`ReadOp::Stat`] tells about a key (the root `/` is a directory with zxid 0).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyStat {
+    /// The zxid of the last write to the key: a put, a mkdir, or the rename that brought it
+    /// (the zxid `--if-zxid` compares with).
+    pub zxid: Zxid,
+    pub is_dir: bool,
+    /// The value's length in bytes (0 for a directory).
+    pub size: u64,
+    /// The session that owns the key when it is ephemeral (deleted when that session ends).
+    pub ephemeral: Option<u64>,
 }
 
 /// A value with the zxid of the write that made it.
