@@ -34,7 +34,7 @@ use fs_node::state::{
 use protocol::key;
 use protocol::limits::LIST_ENTRIES_MAX;
 use protocol::message::data::{
-    DirEntry, ErrorCode, Load, Op, Role, UpdateNotice, UpdateRequest, Versioned, WireError,
+    DirEntry, ErrorCode, KeyStat, Load, Op, Role, UpdateNotice, UpdateRequest, Versioned, WireError,
 };
 use protocol::message::lock::{LockGrant, LockRequest, LockRequestOp};
 use protocol::message::Message;
@@ -299,6 +299,26 @@ impl Backend for StateBackend {
 
     async fn is_dir(&self, key: &str) -> Result<Snapshot<bool>, ServerError> {
         self.snapshot(|store| Ok(matches!(store.stat(key), Some((EntryKind::Dir, _)))))
+    }
+
+    async fn stat(&self, key: &str) -> Result<Snapshot<Option<KeyStat>>, ServerError> {
+        let inner = self.lock();
+        let applied = *self.applied_tx.borrow();
+        let store = inner.machine.store();
+        let value = if key == key::ROOT {
+            Some(KeyStat { zxid: Zxid::ZERO, is_dir: true, size: 0, ephemeral: None })
+        } else {
+            store.stat(key).map(|(kind, zxid)| {
+                let is_dir = kind == EntryKind::Dir;
+                let size = match store.get(key) {
+                    Ok(value) => value.map_or(0, |v| v.value.len() as u64),
+                    Err(never) => match never {},
+                };
+                let ephemeral = inner.machine.tables().sessions.owner(key);
+                KeyStat { zxid, is_dir, size, ephemeral }
+            })
+        };
+        Ok(Snapshot { value, applied })
     }
 
     async fn list(&self, dir: &str, limit: usize) -> Result<Snapshot<Vec<DirEntry>>, ServerError> {
