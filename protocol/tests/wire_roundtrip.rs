@@ -297,3 +297,46 @@ fn wire_md_history_read() {
     ];
     assert_eq!(compacted.encode_payload().unwrap(), expected);
 }
+
+/// The stat read of WIRE.md §3.2 and its answer, byte by byte as the document prints them.
+#[test]
+fn wire_md_stat_read() {
+    use protocol::message::data::{KeyStat, Load, ReadOp, ReadReply, ReadRequest, ReadValue};
+    use protocol::Zxid;
+    let request = Message::Request(ReadRequest {
+        floor: Zxid::ZERO,
+        linearizable: false,
+        op: ReadOp::Stat { key: "/a".into() },
+    });
+    #[rustfmt::skip]
+    let expected = [
+        0x00,                   // floor 0
+        0x00,                   // linearizable false
+        0x06,                   // ReadOp::Stat (variant 6)
+        0x02, b'/', b'a',       // key "/a"
+    ];
+    assert_eq!(request.encode_payload().unwrap(), expected);
+    let reply = Message::ReadReply(ReadReply {
+        applied: Zxid::new(1, 9),
+        load: Load { cpu_permille: 0, mem_permille: 0, inflight: 0 },
+        result: Ok(ReadValue::Stat(Some(KeyStat {
+            zxid: Zxid::new(1, 4),
+            is_dir: false,
+            size: 300,
+            ephemeral: Some(7),
+        }))),
+    });
+    #[rustfmt::skip]
+    let expected = [
+        0xFD, 0x09, 0, 0, 0, 0x01, 0, 0, 0, // applied 1:9
+        0x00, 0x00, 0x00,                   // load
+        0x00,                               // Ok
+        0x05,                               // ReadValue::Stat (variant 5)
+        0x01,                               // Some
+        0xFD, 0x04, 0, 0, 0, 0x01, 0, 0, 0, //   zxid 1:4
+        0x00,                               //   is_dir false
+        0xFB, 0x2C, 0x01,                   //   size 300: u16 varint form
+        0x01, 0x07,                         //   ephemeral Some(session 7)
+    ];
+    assert_eq!(reply.encode_payload().unwrap(), expected);
+}
