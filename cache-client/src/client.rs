@@ -34,8 +34,8 @@ use bytes::Bytes;
 use protocol::batch::{self, Limits, ShapeError};
 use protocol::key;
 use protocol::message::data::{
-    Condition, DirEntry, ErrorCode, KeyStat, Load, Op, ReadOp, ReadRequest, ReadValue, RenameRequest,
-    RequestId, UpdateRequest, Versioned, WireError,
+    Condition, DirEntry, ErrorCode, KeyStat, Load, Op, ReadOp, ReadRequest, ReadValue,
+    RenameRequest, RequestId, UpdateRequest, Versioned, WireError,
 };
 use protocol::message::lock::{LockGrant, LockOp, LockRequest, LockRequestOp};
 use protocol::message::Message;

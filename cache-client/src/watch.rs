@@ -605,7 +605,12 @@ mod tests {
         let job = reg.next_catch_up().unwrap();
         assert_eq!((job.after, job.floor), (z(2), z(5)));
         // The first page stops at 1:3; the second reaches 1:6 (beyond the stream).
-        let event = |c| ChangeEvent { zxid: z(c), kind: ChangeKind::Changed, key: "/k".into(), value: None };
+        let event = |c| ChangeEvent {
+            zxid: z(c),
+            kind: ChangeKind::Changed,
+            key: "/k".into(),
+            value: None,
+        };
         let page = HistoryPage { events: vec![event(3)], through: z(3), complete: false };
         deliver(reg.on_history_page(&job, page.clone()));
         assert!(reg.on_history_page(&job, page).is_empty(), "a stale job was applied twice");
@@ -659,7 +664,11 @@ mod tests {
         let from = reg.register_after(Target::Path("/k".into()), Kinds::DATA, z(1), cb).unwrap();
         assert!(!reg.is_catching_up(now));
         assert!(reg.is_catching_up(from));
-        deliver(reg.on_notice(&UpdateNotice { zxid: z(8), prev: z(7), ops: vec![put("/k", false)] }));
+        deliver(reg.on_notice(&UpdateNotice {
+            zxid: z(8),
+            prev: z(7),
+            ops: vec![put("/k", false)],
+        }));
         assert!(!reg.is_catching_up(now));
         assert_eq!(*seen.lock().unwrap(), vec![changed("/k", 8)]);
     }

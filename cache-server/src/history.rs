@@ -149,8 +149,8 @@ impl HistoryWindow {
         for (looked, notice) in self.notices.iter().skip(start).enumerate() {
             let found = events_of(scope, notice.zxid, &notice.ops, values);
             let found_bytes: usize = found.iter().map(event_bytes).sum();
-            let full = bytes + found_bytes > bytes_max
-                || events.len() + found.len() > HISTORY_EVENTS_MAX;
+            let full =
+                bytes + found_bytes > bytes_max || events.len() + found.len() > HISTORY_EVENTS_MAX;
             if looked > 0 && full {
                 through = self.notices[start + looked - 1].zxid;
                 complete = false;
@@ -207,7 +207,10 @@ mod tests {
         assert_eq!((page.through, page.complete), (z(9), true));
         w.record(&notice(20, 15, "/a/z"));
         assert_eq!(w.base(), z(15));
-        assert_eq!(w.page(&scope, z(6), false, 1 << 20), Err(HistoryError::Compacted { oldest: z(15) }));
+        assert_eq!(
+            w.page(&scope, z(6), false, 1 << 20),
+            Err(HistoryError::Compacted { oldest: z(15) })
+        );
     }
 
     /// Past its entry or byte bound the window drops its oldest notices and reads below them
@@ -220,7 +223,10 @@ mod tests {
         }
         assert_eq!((w.len(), w.base()), (3, z(2)));
         let scope = Scope::Path("/k".into());
-        assert_eq!(w.page(&scope, z(1), false, 1 << 20), Err(HistoryError::Compacted { oldest: z(2) }));
+        assert_eq!(
+            w.page(&scope, z(1), false, 1 << 20),
+            Err(HistoryError::Compacted { oldest: z(2) })
+        );
         assert_eq!(w.page(&scope, z(2), false, 1 << 20).unwrap().events.len(), 3);
         let one = notice_bytes(&notice(1, 0, "/k"));
         let mut w = HistoryWindow::new(z(0), 100, 2 * one);

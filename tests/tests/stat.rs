@@ -2,8 +2,8 @@
 //! blocking) and `shoal stat [--json]` / `shoal exists` as processes.
 
 use bytes::Bytes;
-use cache_client::{BlockingClient, ClientConfig};
 use cache_client::net::ClusterFile;
+use cache_client::{BlockingClient, ClientConfig};
 use protocol::message::data::KeyStat;
 use protocol::Zxid;
 use shoal_tests::cluster::{binary, Cluster};

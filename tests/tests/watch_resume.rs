@@ -29,7 +29,11 @@ async fn started(cluster: &Cluster) -> Client<SocketTransport> {
 }
 
 /// The next `n` events, each within [`EVENT_WAIT`].
-async fn take(events: &mut UnboundedReceiver<WatchEvent>, n: usize, cluster: &Cluster) -> Vec<WatchEvent> {
+async fn take(
+    events: &mut UnboundedReceiver<WatchEvent>,
+    n: usize,
+    cluster: &Cluster,
+) -> Vec<WatchEvent> {
     let mut out = Vec::new();
     while out.len() < n {
         match tokio::time::timeout(EVENT_WAIT, events.recv()).await {
@@ -120,7 +124,8 @@ async fn history_reads_equal_what_the_live_stream_said() {
         assert!(pages > 5, "{pages} pages of at most 100 bytes");
         assert_eq!(paged, whole, "node {id}: pages are not the whole");
         assert_eq!(whole.iter().map(as_watch_event).collect::<Vec<_>>(), live, "node {id}");
-        let value = whole.iter().find(|e| e.kind == ChangeKind::Changed).and_then(|e| e.value.clone());
+        let value =
+            whole.iter().find(|e| e.kind == ChangeKind::Changed).and_then(|e| e.value.clone());
         assert_eq!(value, Some(Bytes::from_static(b"value 0")));
         let path = Scope::Path("/app/d/x".into());
         let (events, _) = history_at(&transport, &address, &path, start, last, 1 << 20).await;
@@ -139,7 +144,8 @@ async fn a_restarted_watcher_resumes_from_the_last_zxid_it_saw() {
     writer.mkdir("/app").await.unwrap();
     let watcher = cluster.client().await;
     watcher.exists("/app").await.unwrap();
-    let (_, mut events) = watcher.watch_channel(Target::Prefix("/app".into()), Kinds::DATA).unwrap();
+    let (_, mut events) =
+        watcher.watch_channel(Target::Prefix("/app".into()), Kinds::DATA).unwrap();
     let mut expected = Vec::new();
     for i in 0..5 {
         let zxid = writer.write("/app/k", Bytes::from(format!("{i}"))).await.unwrap();
@@ -158,9 +164,8 @@ async fn a_restarted_watcher_resumes_from_the_last_zxid_it_saw() {
         missed.push(changed(&key, zxid));
     }
     let watcher = cluster.client().await;
-    let (_, mut events) = watcher
-        .watch_channel_from(Target::Prefix("/app".into()), Kinds::DATA, resume)
-        .unwrap();
+    let (_, mut events) =
+        watcher.watch_channel_from(Target::Prefix("/app".into()), Kinds::DATA, resume).unwrap();
     assert_eq!(take(&mut events, missed.len(), &cluster).await, missed);
     let zxid = writer.write("/app/after", Bytes::from_static(b"live")).await.unwrap();
     assert_eq!(take(&mut events, 1, &cluster).await, vec![changed("/app/after", zxid)]);
@@ -272,7 +277,8 @@ async fn a_compacted_history_gives_the_compacted_answer() {
     assert!(stderr.contains(&format!("compacted: re-read from zxid {oldest}")), "{stderr}");
     let out = tokio::task::block_in_place(|| shoal(oldest, "5"));
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect();
+    let lines: Vec<String> =
+        String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect();
     let wanted: Vec<String> = zxids[7..].iter().map(|z| format!("changed /c/k {z}")).collect();
     assert_eq!(lines, wanted);
 }
@@ -315,7 +321,8 @@ async fn the_cli_watcher_resumes_with_from() {
         }
     };
     assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
-    let printed: Vec<String> = String::from_utf8_lossy(&output.stdout).lines().map(String::from).collect();
+    let printed: Vec<String> =
+        String::from_utf8_lossy(&output.stdout).lines().map(String::from).collect();
     assert_eq!(printed.len(), 2, "{printed:?}");
     let last: Zxid = printed[1].rsplit(' ').next().unwrap().parse().expect("a zxid ends the line");
     let mut expected: Vec<String> =
@@ -328,6 +335,7 @@ async fn the_cli_watcher_resumes_with_from() {
     let second = spawn(&["--from", &last.to_string(), "--count", &count]);
     let output = tokio::task::block_in_place(|| second.wait_with_output().unwrap());
     assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
-    let printed: Vec<String> = String::from_utf8_lossy(&output.stdout).lines().map(String::from).collect();
+    let printed: Vec<String> =
+        String::from_utf8_lossy(&output.stdout).lines().map(String::from).collect();
     assert_eq!(printed, expected);
 }

@@ -10,9 +10,7 @@ use crate::storage::StoreError;
 use bytes::Bytes;
 use cache_server::{Backend, BackendStatus, ServerError, Snapshot};
 use protocol::key::ROOT;
-use protocol::message::data::{
-    DirEntry, ErrorCode, KeyStat, UpdateRequest, Versioned, WireError,
-};
+use protocol::message::data::{DirEntry, ErrorCode, KeyStat, UpdateRequest, Versioned, WireError};
 use protocol::message::lock::{LockGrant, LockRequest, LockRequestOp};
 use protocol::Zxid;
 use std::sync::Arc;
