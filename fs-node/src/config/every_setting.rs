@@ -259,7 +259,7 @@ fn cases() -> Vec<Case> {
             "SHOAL_HISTORY_BYTES",
             plain("1000"),
             plain("2000"),
-            plain("-1"),
+            quoted("many"),
         ),
         case(
             "transfer_rate_bytes_per_s",
