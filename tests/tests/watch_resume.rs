@@ -6,7 +6,9 @@
 use bytes::Bytes;
 use cache_client::net::SocketTransport;
 use cache_client::{Client, Kinds, ReadOptions, Target, Transport, WatchEvent};
-use protocol::message::data::{ChangeEvent, ChangeKind, ReadOp, ReadRequest, ReadValue, Scope};
+use protocol::message::data::{
+    ChangeEvent, ChangeKind, ErrorCode, ReadOp, ReadRequest, ReadValue, Scope,
+};
 use protocol::message::Message;
 use protocol::Zxid;
 use shoal_tests::cluster::{binary, Cluster};
@@ -338,4 +340,56 @@ async fn the_cli_watcher_resumes_with_from() {
     let printed: Vec<String> =
         String::from_utf8_lossy(&output.stdout).lines().map(String::from).collect();
     assert_eq!(printed, expected);
+}
+
+/// Claim: a node that restarted holds history only from its latest snapshot on (the window
+/// is in memory), and says so with the compacted answer; a watcher resuming from below that
+/// still gets every event once, in order, from the nodes that hold them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_has_a_shorter_window_and_watchers_resume_past_it() {
+    let mut cluster = Cluster::start_with(3, &["--snapshot-entries", "5"]);
+    let writer = started(&cluster).await;
+    let start = writer.mkdir("/r").await.unwrap();
+    let mut expected = Vec::new();
+    for i in 0..20 {
+        let key = format!("/r/{}", i % 4);
+        let zxid = writer.write(&key, Bytes::from(format!("{i}"))).await.unwrap();
+        expected.push(changed(&key, zxid));
+    }
+    let last = expected.last().unwrap().zxid();
+    let master = cluster.wait_master(&writer, ELECTION_WAIT).await.expect("master");
+    let follower = cluster.ids().into_iter().find(|id| *id != master).unwrap();
+    cluster.kill(follower);
+    cluster.spawn(follower);
+    let address = cluster.address(follower);
+    let deadline = tokio::time::Instant::now() + ELECTION_WAIT;
+    loop {
+        let status = writer.status_of(&address).await;
+        if status.as_ref().is_ok_and(|s| s.applied >= last) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{status:?}\n{}", cluster.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let transport = cluster.transport().await;
+    let op = ReadOp::History {
+        scope: Scope::Prefix("/r".into()),
+        after: start,
+        values: false,
+        bytes_max: 1 << 20,
+    };
+    let request = Message::Request(ReadRequest { floor: last, linearizable: false, op });
+    let reply = transport.request(&address, request, Duration::from_secs(2)).await;
+    let Ok(Message::ReadReply(reply)) = reply else { panic!("history read: {reply:?}") };
+    let Err(error) = reply.result else { panic!("the restarted node kept its window") };
+    let ErrorCode::Compacted { oldest } = error.code else { panic!("{error:?}") };
+    assert!(oldest > start && oldest <= last, "oldest {oldest}");
+    assert!(error.message.starts_with(&format!("compacted: re-read from zxid {oldest}")));
+
+    let watcher = cluster.client().await;
+    let (_, mut events) =
+        watcher.watch_channel_from(Target::Prefix("/r".into()), Kinds::DATA, start).unwrap();
+    assert_eq!(take(&mut events, expected.len(), &cluster).await, expected);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(events.try_recv().is_err(), "an extra event");
 }
