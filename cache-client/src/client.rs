@@ -70,7 +70,8 @@ pub const CATCH_UP_FAILURES_MAX: u32 = 20;
 pub const CATCH_UP_BACKOFF: Duration = Duration::from_millis(250);
 
 /// Compacted answers in a row before a watch is told: another node may hold more history (a
-/// node that restarted keeps only what it replayed).
+/// node that restarted keeps only what it replayed). Each answer steers the next read away
+/// from the nodes that gave one, and the watch is told the least `oldest` of them.
 pub const COMPACTED_ANSWERS_MAX: u32 = 3;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
