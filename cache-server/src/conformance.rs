@@ -10,7 +10,7 @@
 use crate::backend::Backend;
 use crate::error::ServerError;
 use bytes::Bytes;
-use protocol::message::data::{Condition, ErrorCode, Op, RequestId, UpdateRequest};
+use protocol::message::data::{Condition, ErrorCode, KeyStat, Op, RequestId, UpdateRequest};
 use protocol::message::lock::{LockGrant, LockRequest, LockRequestOp};
 use protocol::Zxid;
 use std::time::Duration;
@@ -117,10 +117,21 @@ pub async fn run_all<B: Backend>(backend: &B) -> Result<(), String> {
         .map(|e| e.name)
         .collect();
     check(names == ["d", "k", "once"], "list is not the sorted direct children")?;
-    backend
+    let renamed = backend
         .submit(w.request(vec![Op::Rename { from: "/c/d".into(), to: "/c/m".into() }]))
         .await
         .map_err(|e| e.to_string())?;
+
+    // Stat: the last write's zxid (a rename's for what it moved), kind, size, owner.
+    let stat = |key: &'static str| async move {
+        backend.stat(key).await.map(|s| s.value).map_err(|e| e.to_string())
+    };
+    let moved = KeyStat { zxid: renamed, is_dir: false, size: 1, ephemeral: None };
+    check(stat("/c/m/e").await? == Some(moved), "stat of a moved value is wrong")?;
+    check(stat("/c/m").await?.is_some_and(|s| s.is_dir && s.size == 0), "stat of a directory")?;
+    check(stat("/c/none").await?.is_none(), "stat of a missing key is not None")?;
+    let root = KeyStat { zxid: Zxid::ZERO, is_dir: true, size: 0, ephemeral: None };
+    check(stat("/").await? == Some(root), "the root is not a directory at zxid 0")?;
     check(
         backend.get("/c/m/e").await.map_err(|e| e.to_string())?.value.is_some()
             && !backend.exists("/c/d/e").await.map_err(|e| e.to_string())?.value,
