@@ -313,7 +313,8 @@ fn metrics_in(expr: &str) -> Vec<(String, Vec<String>)> {
         while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_') {
             end += 1;
         }
-        let preceded = start > 0 && (bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+        let preceded =
+            start > 0 && (bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
         let mut matchers = Vec::new();
         if end < bytes.len() && bytes[end] == b'{' {
             let close = expr[end..].find('}').map(|c| end + c).expect("a closed selector");

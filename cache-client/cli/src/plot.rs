@@ -316,12 +316,9 @@ mod tests {
         let picture = LatencyHistogram { title: "shoal bench put <test>".into(), hist: &h };
         let svg = svg(HISTOGRAM_SIZE, &picture).unwrap();
         let texts = svg_texts(&svg);
-        for want in [
-            "shoal bench put <test>",
-            "latency (log scale)",
-            "operations",
-            "10000 operations",
-        ] {
+        for want in
+            ["shoal bench put <test>", "latency (log scale)", "operations", "10000 operations"]
+        {
             assert!(texts.iter().any(|t| t == want), "no text {want:?} in {texts:?}");
         }
         let p50 = format!("p50 {}", format_us(h.value_at_quantile(0.5) as f64 / 1000.0));
