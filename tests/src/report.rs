@@ -554,4 +554,13 @@ mod tests {
         let dots = doc.descendants().filter(|n| n.has_tag_name("circle")).count();
         assert_eq!(dots, ok + 1, "dots and the legend's");
     }
+
+    /// An interrupted run with no operation and no fault still leaves a picture.
+    #[test]
+    fn empty_run_draws_axes_only() {
+        let doc_text = svg("empty run", &[], &[]);
+        let doc = parse(&doc_text);
+        assert!(texts(&doc).contains(&"empty run".to_string()));
+        assert_eq!(doc.descendants().filter(|n| n.has_tag_name("circle")).count(), 0);
+    }
 }

@@ -367,4 +367,19 @@ mod tests {
         assert!(!bad.exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    /// A run with no successful operation, or with one latency only, still draws.
+    #[test]
+    fn empty_and_single_value_histograms_draw() {
+        let empty = Histogram::<u64>::new(3).unwrap();
+        let picture = LatencyHistogram { title: "empty".into(), hist: &empty };
+        assert!(svg_texts(&svg(HISTOGRAM_SIZE, &picture).unwrap()).contains(&"0 operations".into()));
+        let mut one = Histogram::<u64>::new(3).unwrap();
+        one.record_n(5_000, 7).unwrap();
+        assert_eq!(log_bars(&one, 10).iter().map(|b| b.count).sum::<u64>(), 7);
+        let picture = LatencyHistogram { title: "one".into(), hist: &one };
+        let texts = svg_texts(&svg(HISTOGRAM_SIZE, &picture).unwrap());
+        assert!(texts.contains(&"7 operations".into()), "{texts:?}");
+        assert!(pixels(HISTOGRAM_SIZE, &picture).is_ok());
+    }
 }
