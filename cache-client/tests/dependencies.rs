@@ -7,7 +7,7 @@ use std::process::Command;
 
 /// Crates of the CLI's that the library must not depend on (their `_`-suffixed siblings such
 /// as `clap_builder` or `toml_edit` count too).
-const CLI_ONLY: [&str; 4] = ["clap", "tracing-subscriber", "hdrhistogram", "toml"];
+const CLI_ONLY: [&str; 5] = ["clap", "tracing-subscriber", "hdrhistogram", "toml", "plotters"];
 
 #[test]
 fn the_library_depends_on_none_of_the_clis_crates() {

@@ -49,7 +49,7 @@ use crate::nemesis::{
     Fault, FaultKind, FaultWindow, Nemesis, Scenario, Schedule, ScheduleBounds, ScheduledFault,
 };
 use crate::netns::{NetnsError, Node};
-use crate::report::{self, Sample, Summary};
+use crate::report::{self, OpOutcome, Sample, Summary};
 use crate::session::{self, ReadMode, SessionCheck, SessionEvent, SessionOp};
 use cache_client::net::{ClusterFile, SocketTransport};
 use cache_client::{Batch, Client, ClientConfig, ClientError, ReadOptions};
@@ -378,7 +378,11 @@ pub fn run_registers(
                 Input::Cas { .. } => "cas".into(),
             },
             latency_us: r.end_us.saturating_sub(r.op.call),
-            ok: r.outcome == Outcome::Ok,
+            outcome: match r.outcome {
+                Outcome::Ok => OpOutcome::Ok,
+                Outcome::Fail => OpOutcome::Failed,
+                Outcome::Unknown => OpOutcome::Unknown,
+            },
         })
         .collect();
     // Non-linearizable reads that answered (the failed ones are not in the session list).
@@ -388,7 +392,7 @@ pub fn run_registers(
                 at_ms: s.end_us / 1000,
                 op: if mode == ReadMode::Cached { "cached".into() } else { "node".into() },
                 latency_us: s.end_us.saturating_sub(s.call_us),
-                ok: true,
+                outcome: OpOutcome::Ok,
             })
         }
         _ => None,

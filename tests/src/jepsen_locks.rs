@@ -305,7 +305,12 @@ impl LockWorker {
     fn sample(&mut self, ctx: &Ctx, op: &str, call_us: u64, ok: bool) {
         let end_us = ctx.now_us();
         let latency_us = end_us.saturating_sub(call_us);
-        self.log.samples.push(Sample { at_ms: end_us / 1000, op: op.into(), latency_us, ok });
+        self.log.samples.push(Sample {
+            at_ms: end_us / 1000,
+            op: op.into(),
+            latency_us,
+            outcome: ok.into(),
+        });
     }
 
     async fn run(mut self, ctx: &Ctx) -> LockLog {

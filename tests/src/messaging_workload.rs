@@ -13,7 +13,7 @@
 
 use crate::nemesis::{FaultKind, FaultWindow, Nemesis, Schedule, ScheduleBounds};
 use crate::netns::{Line, NetnsError, Network, Node, NodeSpec};
-use crate::report::{self, Sample, Summary};
+use crate::report::{self, OpOutcome, Sample, Summary};
 use bytes::Bytes;
 use protocol::message::transfer::FileTransBlock;
 use protocol::message::Message;
@@ -421,19 +421,19 @@ pub fn history(histories: &Histories, run_start_unix_us: u64) -> Vec<Sample> {
                         at_ms: at_ms(*t_us),
                         op: format!("deliver h{from}->h{node}"),
                         latency_us: t_us.saturating_sub(*sent_us),
-                        ok: true,
+                        outcome: OpOutcome::Ok,
                     }),
                     Event::Sent { sent_us, wait_us, .. } => samples.push(Sample {
                         at_ms: at_ms(sent_us + wait_us),
                         op: format!("multicast h{node}"),
                         latency_us: *wait_us,
-                        ok: true,
+                        outcome: OpOutcome::Ok,
                     }),
                     Event::Gap { t_us, .. } => samples.push(Sample {
                         at_ms: at_ms(*t_us),
                         op: format!("gap at h{node}"),
                         latency_us: 0,
-                        ok: false,
+                        outcome: OpOutcome::Failed,
                     }),
                     _ => {}
                 }

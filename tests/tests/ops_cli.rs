@@ -200,8 +200,64 @@ async fn bench_json_reports_throughput_and_latency_quantiles() {
     assert!(written > 0, "no transaction wrote a 256-byte value");
 }
 
+/// Every text of an SVG, parsed as XML.
+fn svg_texts(svg: &str) -> Vec<String> {
+    let doc = roxmltree::Document::parse(svg).expect("the picture is well-formed XML");
+    assert_eq!(doc.root_element().tag_name().name(), "svg");
+    doc.descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .map(|n| {
+            let t: String =
+                n.descendants().filter(|t| t.is_text()).filter_map(|t| t.text()).collect();
+            t.trim().to_string()
+        })
+        .collect()
+}
+
+/// Claim: `bench put --plot FILE.svg` against a real cluster writes an SVG latency histogram
+/// (XML, titled with the workload, axis names, a legend counting exactly the operations the
+/// JSON reports, the p50 mark) as well as its usual output; `bench get --plot FILE.png`
+/// writes a decodable PNG of 1000×500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_plot_writes_a_latency_histogram_picture() {
+    let cluster = Cluster::start(3);
+    let client = cluster.client().await;
+    assert!(cluster.wait_master(&client, ELECTION_WAIT).await.is_some(), "{}", cluster.logs());
+    settled_status(&cluster);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let svg = dir.path().join("put.svg");
+    let common = ["--clients", "2", "--duration", "1s", "--keys", "8", "--json", "--plot"];
+    let mut args = vec!["bench", "put"];
+    args.extend_from_slice(&common);
+    args.push(svg.to_str().expect("utf-8 path"));
+    let out = shoal(&cluster.cluster_file, &args);
+    assert_eq!(out.status.code(), Some(EXIT_OK), "{}\n{}", text(&out.stderr), cluster.logs());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let ops = v["ops"].as_u64().expect("ops");
+    assert!(ops > 0, "{v}");
+    let texts = svg_texts(&std::fs::read_to_string(&svg).expect("the SVG was written"));
+    for want in [format!("{ops} operations"), "latency (log scale)".into(), "operations".into()] {
+        assert!(texts.contains(&want), "no {want:?} in {texts:?}");
+    }
+    assert!(texts.iter().any(|t| t.starts_with("shoal bench put: 2 clients")), "{texts:?}");
+    assert!(texts.iter().any(|t| t.starts_with("p50 ")), "{texts:?}");
+
+    let png_path = dir.path().join("get.png");
+    let mut args = vec!["bench", "get"];
+    args.extend_from_slice(&common);
+    args.push(png_path.to_str().expect("utf-8 path"));
+    let out = shoal(&cluster.cluster_file, &args);
+    assert_eq!(out.status.code(), Some(EXIT_OK), "{}", text(&out.stderr));
+    let bytes = std::fs::read(&png_path).expect("the PNG was written");
+    let mut reader = png::Decoder::new(std::io::Cursor::new(bytes)).read_info().expect("PNG");
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).expect("decodes");
+    assert_eq!((info.width, info.height), (1000, 500));
+}
+
 /// Claim: bad input gets one clear line on stderr and the documented code: a missing cluster
-/// file and a cluster nobody answers are 4 (unreachable), bad arguments are 2 (usage), also
+/// file and a cluster nobody answers are 4 (unreachable), bad arguments are 2 (usage, also a
+/// `--plot` that is not .svg/.png or in no directory, and `--plot` on failover), also
 /// for `backup` (both or neither destination, a relative directory, a node not a member).
 #[test]
 fn bad_input_prints_one_line_and_the_documented_exit_code() {
@@ -259,12 +315,18 @@ fn bad_input_prints_one_line_and_the_documented_exit_code() {
         &["bench", "put", "--clients", "0"][..],
         &["bench", "put", "--duration", "2h"],
         &["bench", "nosuch"],
+        &["bench", "put", "--plot", "latency.jpg"],
+        &["bench", "put", "--plot", "/nonexistent-shoal-dir/latency.svg"],
         &["status", "--bogus"],
     ] {
         let out = shoal(&missing, args);
         assert_eq!(out.status.code(), Some(EXIT_USAGE), "{args:?}: {}", text(&out.stderr));
         assert!(text(&out.stderr).starts_with("error: "), "{args:?}");
     }
+    // The failover workloads measure no latencies to draw: refused before any cluster starts.
+    let out = shoal(&missing, &["bench", "failover", "--plot", "x.svg"]);
+    assert_eq!(out.status.code(), Some(EXIT_USAGE), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).starts_with("shoal: bench --plot"), "{}", text(&out.stderr));
 }
 
 /// Claim: `bench failover --trials 1 --json` starts its own dev cluster, SIGKILLs the master

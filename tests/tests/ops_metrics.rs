@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use shoal_tests::cluster::{binary, free_port, terminate, Cluster, CLUSTER_ID};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -283,4 +283,133 @@ async fn health_and_readiness_probes_follow_the_node_state() {
     assert!(body.starts_with("ready: master") || body.starts_with("ready: follower"), "{body}");
     let (status, _) = http(addr, "POST /ready HTTP/1.1\r\n\r\n");
     assert_eq!(status, "HTTP/1.1 405 Method Not Allowed");
+}
+
+/// The sample names and `label="value"` pairs a node's `GET /metrics` body holds (the name
+/// before any `{`, with `_bucket`, `_sum`, `_count` as they are written).
+fn names_and_labels(body: &str) -> (BTreeSet<String>, BTreeSet<(String, String)>) {
+    let mut names = BTreeSet::new();
+    let mut labels = BTreeSet::new();
+    for line in body.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let sample = line.rsplit_once(' ').map_or(line, |(s, _)| s);
+        let (name, rest) = sample.split_once('{').unwrap_or((sample, ""));
+        names.insert(name.to_string());
+        for pair in rest.trim_end_matches('}').split(',').filter(|p| !p.is_empty()) {
+            labels.insert((name.to_string(), pair.to_string()));
+        }
+    }
+    (names, labels)
+}
+
+/// Every `shoal_…` metric name in a PromQL expression, with the `label="value"` matchers
+/// written right after it (Prometheus' own `instance` and `job` labels left out).
+fn metrics_in(expr: &str) -> Vec<(String, Vec<String>)> {
+    let bytes = expr.as_bytes();
+    let mut found = Vec::new();
+    let mut i = 0;
+    while let Some(at) = expr[i..].find("shoal_") {
+        let start = i + at;
+        let mut end = start;
+        while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_') {
+            end += 1;
+        }
+        let preceded =
+            start > 0 && (bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+        let mut matchers = Vec::new();
+        if end < bytes.len() && bytes[end] == b'{' {
+            let close = expr[end..].find('}').map(|c| end + c).expect("a closed selector");
+            for m in expr[end + 1..close].split(',') {
+                let m = m.trim();
+                if !m.starts_with("instance") && !m.starts_with("job") && !m.is_empty() {
+                    assert!(m.contains("=\"") && !m.contains("=~"), "matcher {m:?} in {expr}");
+                    matchers.push(m.to_string());
+                }
+            }
+        }
+        if !preceded {
+            found.push((expr[start..end].to_string(), matchers));
+        }
+        i = end;
+    }
+    found
+}
+
+/// Claim: the Grafana dashboard shipped in `docs/grafana/shoal.json` is JSON of the
+/// dashboard model (a title, a uid, the `datasource` and `instance` variables, panels with
+/// unique ids whose queries use the `datasource` variable), and every metric name its PromQL
+/// expressions use — and every label value they match on — is one a real node started with
+/// `--metrics-addr` serves (the list comes from that node's `GET /metrics`, not from a copy).
+#[test]
+fn grafana_dashboard_uses_only_metrics_the_node_serves() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/grafana/shoal.json");
+    let text = std::fs::read_to_string(path).expect("docs/grafana/shoal.json");
+    let dash: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    assert_eq!(dash["title"], "Shoal");
+    assert!(dash["uid"].as_str().is_some_and(|u| !u.is_empty()));
+    let vars: Vec<&str> = dash["templating"]["list"]
+        .as_array()
+        .expect("templating variables")
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    assert_eq!(vars, ["datasource", "instance"]);
+
+    let mut cluster = Cluster::start(3);
+    cluster.stop(1);
+    let (_node, addr) = start_with_metrics(&cluster, 1, "node1-dashboard.log");
+    // The node serves metrics from its start on: wait (bounded) for its listener.
+    let mut body = None;
+    for _ in 0..100 {
+        if TcpStream::connect_timeout(&addr, IO_WAIT).is_ok() {
+            body = Some(http(addr, "GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n"));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, body) = body.unwrap_or_else(|| panic!("no metrics listener\n{}", cluster.logs()));
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    let (names, labels) = names_and_labels(&body);
+    assert!(names.len() > 30, "{names:?}");
+
+    let mut ids = BTreeSet::new();
+    let mut used = BTreeSet::new();
+    let panels = dash["panels"].as_array().expect("panels");
+    for panel in panels {
+        let id = panel["id"].as_u64().expect("panel id");
+        assert!(ids.insert(id), "panel id {id} twice");
+        let title = panel["title"].as_str().expect("panel title");
+        if panel["type"] == "row" {
+            continue;
+        }
+        assert_eq!(panel["datasource"]["uid"], "${datasource}", "{title}");
+        let targets = panel["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "{title} has no query");
+        for target in targets {
+            let expr = target["expr"].as_str().expect("expr");
+            let metrics = metrics_in(expr);
+            assert!(!metrics.is_empty(), "{title}: {expr} names no shoal metric");
+            for (name, matchers) in metrics {
+                assert!(names.contains(&name), "{title}: {name} is not served; {names:?}");
+                for m in matchers {
+                    assert!(
+                        labels.contains(&(name.clone(), m.clone())),
+                        "{title}: no {name}{{{m}}} is served"
+                    );
+                }
+                used.insert(name);
+            }
+        }
+    }
+    // Enough of the node's families are on the dashboard to be worth shipping.
+    for must in [
+        "shoal_commit_batch_entries_sum",
+        "shoal_write_latency_seconds_bucket",
+        "shoal_role",
+        "shoal_elections_total",
+        "shoal_dropped_datagrams_total",
+        "shoal_cache_hits_total",
+        "shoal_transfer_bytes_sent_total",
+    ] {
+        assert!(used.contains(must), "the dashboard has no panel of {must}");
+    }
 }

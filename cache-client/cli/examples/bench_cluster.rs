@@ -83,6 +83,7 @@ async fn main() {
             no_cache: false,
             linearizable: false,
             json: false,
+            plot: None,
         };
         let r = bench::measure(&clients, &args, false).await.expect("measure");
         let ms = |us: f64| us / 1000.0;

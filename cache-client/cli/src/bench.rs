@@ -43,7 +43,7 @@
 //! `{"workload": "lock-failover", "trials": N, "completed": M, "kill_to_grant_ms": [..]}`.
 
 use crate::connect::Connection;
-use crate::{dev, exit};
+use crate::{dev, exit, plot};
 use bytes::Bytes;
 use cache_client::net::SocketTransport;
 use cache_client::Client;
@@ -143,6 +143,10 @@ pub struct BenchArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// put, get, mixed, lock, txn: also draw the latency histogram into this file (SVG or
+    /// PNG by its extension).
+    #[arg(long, value_name = "FILE", value_parser = crate::plot::parse_plot_path)]
+    pub plot: Option<std::path::PathBuf>,
 }
 
 /// Parses "10", "10s", "1500ms", "2m" (bounded by [`DURATION_MAX`], above zero).
@@ -228,6 +232,19 @@ impl BenchReport {
                 mean: hist.mean() / 1000.0,
             },
         }
+    }
+
+    /// The histogram's title: the workload, its settings and its throughput.
+    pub fn title(&self) -> String {
+        format!(
+            "shoal bench {}: {} clients, reads {}, {:.1} s, {:.0} ops/s, {} errors",
+            self.workload.name(),
+            self.clients,
+            self.reads,
+            self.duration_s,
+            self.throughput_ops_per_s,
+            self.errors
+        )
     }
 
     /// The text form: one line of figures.
@@ -338,6 +355,15 @@ pub async fn measure<T: Transport>(
     args: &BenchArgs,
     progress: bool,
 ) -> Result<BenchReport, ClientError> {
+    measure_histogram(clients, args, progress).await.map(|(report, _)| report)
+}
+
+/// [`measure`], also giving the latency histogram (nanoseconds) the report was made from.
+pub async fn measure_histogram<T: Transport>(
+    clients: &[Client<T>],
+    args: &BenchArgs,
+    progress: bool,
+) -> Result<(BenchReport, Histogram<u64>), ClientError> {
     if matches!(args.workload, Workload::Failover | Workload::LockFailover) {
         return Err(ClientError::Transport("failover runs against its own dev cluster".into()));
     }
@@ -395,7 +421,7 @@ pub async fn measure<T: Transport>(
             eprintln!();
         }
     }
-    Ok(BenchReport::new(args, &hist, errors, refused, elapsed))
+    Ok((BenchReport::new(args, &hist, errors, refused, elapsed), hist))
 }
 
 /// One load generator of [`measure`]: a client issuing the workload's operations back to
@@ -512,7 +538,7 @@ pub async fn execute<T: Transport>(
     args: &BenchArgs,
     out: &mut impl Write,
 ) -> Result<i32, ClientError> {
-    let report = measure(clients, args, true).await?;
+    let (report, hist) = measure_histogram(clients, args, true).await?;
     let io = |e: std::io::Error| ClientError::Transport(format!("writing output: {e}"));
     if args.json {
         let text = serde_json::to_string(&report)
@@ -520,6 +546,13 @@ pub async fn execute<T: Transport>(
         writeln!(out, "{text}").map_err(io)?;
     } else {
         writeln!(out, "{}", report.text()).map_err(io)?;
+    }
+    if let Some(path) = &args.plot {
+        let picture = plot::LatencyHistogram { title: report.title(), hist: &hist };
+        if let Err(e) = plot::write(path, plot::HISTOGRAM_SIZE, &picture) {
+            eprintln!("shoal: bench --plot: {e}");
+            return Ok(exit::FAILED);
+        }
     }
     Ok(exit::OK)
 }
@@ -866,6 +899,10 @@ pub async fn run_lock_failover(args: &BenchArgs, out: &mut impl Write) -> i32 {
 /// cluster for failover). Returns the exit code.
 pub async fn run_cli(connection: &Connection, args: &BenchArgs) -> i32 {
     let mut stdout = std::io::stdout().lock();
+    if args.plot.is_some() && matches!(args.workload, Workload::Failover | Workload::LockFailover) {
+        eprintln!("shoal: bench --plot draws the latencies of put, get, mixed, lock and txn only");
+        return exit::USAGE;
+    }
     if args.workload == Workload::Failover {
         return run_failover(args, &mut stdout).await;
     }
@@ -917,6 +954,7 @@ mod tests {
             no_cache: false,
             linearizable: false,
             json: true,
+            plot: None,
         };
         let r = BenchReport::new(&args, &h, 3, 1, Duration::from_secs(2));
         assert_eq!(r.ops, 1000);

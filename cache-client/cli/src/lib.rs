@@ -19,6 +19,8 @@
 //!   ([`dev::DevCluster`], which `bench` drives too).
 //! - [`connect`]: the global flags as a [`connect::Connection`] that opens a socket client.
 //! - [`exit`]: every exit code and the code of each client error (a leaf).
+//! - [`plot`]: pictures with `plotters` (SVG or PNG by extension, an embedded font), the
+//!   bench latency histogram (a leaf).
 
 pub mod backup;
 pub mod bench;
@@ -26,4 +28,5 @@ pub mod cli;
 pub mod connect;
 pub mod dev;
 pub mod exit;
+pub mod plot;
 pub mod status;
