@@ -355,6 +355,7 @@ pub fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shoal_cli::plot::svg_texts;
 
     /// A synthetic history: 1 ms writes every 10 ms for 10 s; inside a partition window at
     /// 3-5 s, 200 ms writes of which every 10th failed and every 25th has an unknown outcome.
@@ -411,17 +412,6 @@ mod tests {
         doc
     }
 
-    fn texts(doc: &roxmltree::Document) -> Vec<String> {
-        doc.descendants()
-            .filter(|n| n.has_tag_name("text"))
-            .map(|n| {
-                let t: String =
-                    n.descendants().filter(|t| t.is_text()).filter_map(|t| t.text()).collect();
-                t.trim().to_string()
-            })
-            .collect()
-    }
-
     fn hex(c: RGBColor) -> String {
         format!("#{:02X}{:02X}{:02X}", c.0, c.1, c.2)
     }
@@ -435,7 +425,7 @@ mod tests {
         let (history, windows) = synthetic();
         let svg = svg("synthetic <run> & co", &history, &windows);
         let doc = parse(&svg);
-        let texts = texts(&doc);
+        let texts = svg_texts(&svg);
         for want in [
             "synthetic <run> & co",
             "time since start (s)",
@@ -560,7 +550,7 @@ mod tests {
     fn empty_run_draws_axes_only() {
         let doc_text = svg("empty run", &[], &[]);
         let doc = parse(&doc_text);
-        assert!(texts(&doc).contains(&"empty run".to_string()));
+        assert!(svg_texts(&doc_text).contains(&"empty run".to_string()));
         assert_eq!(doc.descendants().filter(|n| n.has_tag_name("circle")).count(), 0);
     }
 }

@@ -1,6 +1,7 @@
 //! `shoal status` and `shoal bench` as real processes against a real three-node cluster, and
 //! the CLI's answers to bad input (one clear line, the documented exit code).
 
+use shoal_cli::plot::svg_texts;
 use shoal_tests::cluster::{binary, free_port, unique_group, Cluster};
 use std::path::Path;
 use std::process::{Command, Output};
@@ -198,20 +199,6 @@ async fn bench_json_reports_throughput_and_latency_quantiles() {
         }
     }
     assert!(written > 0, "no transaction wrote a 256-byte value");
-}
-
-/// Every text of an SVG, parsed as XML.
-fn svg_texts(svg: &str) -> Vec<String> {
-    let doc = roxmltree::Document::parse(svg).expect("the picture is well-formed XML");
-    assert_eq!(doc.root_element().tag_name().name(), "svg");
-    doc.descendants()
-        .filter(|n| n.has_tag_name("text"))
-        .map(|n| {
-            let t: String =
-                n.descendants().filter(|t| t.is_text()).filter_map(|t| t.text()).collect();
-            t.trim().to_string()
-        })
-        .collect()
 }
 
 /// Claim: `bench put --plot FILE.svg` against a real cluster writes an SVG latency histogram

@@ -238,6 +238,24 @@ pub fn significant(value: f64, digits: i32) -> String {
     }
 }
 
+/// Every text element of an SVG, trimmed, in document order: how the tests of every picture
+/// (the bench histogram here, the jepsen timeline, the CLI's `--plot`) read what was drawn.
+/// Test support, behind the `svg-texts` feature; panics when `svg` is not well-formed XML
+/// with an `svg` root.
+#[cfg(any(test, feature = "svg-texts"))]
+pub fn svg_texts(svg: &str) -> Vec<String> {
+    let doc = roxmltree::Document::parse(svg).expect("the SVG is well-formed XML");
+    assert_eq!(doc.root_element().tag_name().name(), "svg");
+    doc.descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .map(|n| {
+            let text: String =
+                n.descendants().filter(|t| t.is_text()).filter_map(|t| t.text()).collect();
+            text.trim().to_string()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,20 +310,6 @@ mod tests {
             h.record(20_000_000 + i * 10_000).unwrap();
         }
         h
-    }
-
-    /// Every text element of an SVG (parsed as XML).
-    pub(crate) fn svg_texts(svg: &str) -> Vec<String> {
-        let doc = roxmltree::Document::parse(svg).expect("the SVG is well-formed XML");
-        assert_eq!(doc.root_element().tag_name().name(), "svg");
-        doc.descendants()
-            .filter(|n| n.has_tag_name("text"))
-            .map(|n| {
-                let text: String =
-                    n.descendants().filter(|t| t.is_text()).filter_map(|t| t.text()).collect();
-                text.trim().to_string()
-            })
-            .collect()
     }
 
     /// The histogram's SVG is XML with the title, the axis names, the operations legend and
