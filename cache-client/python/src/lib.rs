@@ -198,7 +198,11 @@ struct Entry {
 #[pymethods]
 impl Entry {
     fn __repr__(&self, py: Python<'_>) -> String {
-        format!("Entry(value={}, zxid={})", self.value.bind(py).repr().map_or_else(|_| "?".into(), |r| r.to_string()), self.zxid)
+        format!(
+            "Entry(value={}, zxid={})",
+            self.value.bind(py).repr().map_or_else(|_| "?".into(), |r| r.to_string()),
+            self.zxid
+        )
     }
 }
 
@@ -357,7 +361,8 @@ impl Client {
     /// never older than this client's own writes and reads; `linearizable=True` asks the master.
     #[pyo3(signature = (key, *, linearizable=false))]
     fn get(&self, py: Python<'_>, key: &str, linearizable: bool) -> PyResult<Option<Py<PyBytes>>> {
-        let options = if linearizable { ReadOptions::linearizable() } else { ReadOptions::default() };
+        let options =
+            if linearizable { ReadOptions::linearizable() } else { ReadOptions::default() };
         let read = self.call(py, |c| c.read_with(key, options))?;
         Ok(read.map(|v| bytes_out(py, &v.value)))
     }
@@ -365,7 +370,8 @@ impl Client {
     /// Like `get`, with the zxid of the write that made the value (for `put(if_zxid=...)`).
     #[pyo3(signature = (key, *, linearizable=false))]
     fn get_entry(&self, py: Python<'_>, key: &str, linearizable: bool) -> PyResult<Option<Entry>> {
-        let options = if linearizable { ReadOptions::linearizable() } else { ReadOptions::default() };
+        let options =
+            if linearizable { ReadOptions::linearizable() } else { ReadOptions::default() };
         let read = self.call(py, |c| c.read_with(key, options))?;
         Ok(read.map(|v| Entry { value: bytes_out(py, &v.value), zxid: v.zxid.0 }))
     }
@@ -515,7 +521,12 @@ impl Client {
 
     /// Creates `key` with `value` as an ephemeral entry of this client's session (opened if
     /// needed): it is deleted when the session is closed or expires.
-    fn create_ephemeral(&self, py: Python<'_>, key: &str, value: &Bound<'_, PyAny>) -> PyResult<u64> {
+    fn create_ephemeral(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        value: &Bound<'_, PyAny>,
+    ) -> PyResult<u64> {
         let value = value_of(value)?;
         Ok(self.call(py, |c| c.create_ephemeral(key, value))?.0)
     }
@@ -638,7 +649,9 @@ impl Transaction {
             txn.as_mut().map(f)
         });
         match result {
-            None => Err(ShoalError::new_err("the transaction is not running: use it inside `with`")),
+            None => {
+                Err(ShoalError::new_err("the transaction is not running: use it inside `with`"))
+            }
             Some(r) => r.map_err(|e| raise(py, e)),
         }
     }
@@ -803,9 +816,15 @@ impl Session {
     }
 
     /// Creates `key` as an ephemeral entry of this session.
-    fn create_ephemeral(&self, py: Python<'_>, key: &str, value: &Bound<'_, PyAny>) -> PyResult<u64> {
+    fn create_ephemeral(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        value: &Bound<'_, PyAny>,
+    ) -> PyResult<u64> {
         let value = value_of(value)?;
-        let zxid = py.detach(|| self.client.create_ephemeral(key, value)).map_err(|e| raise(py, e))?;
+        let zxid =
+            py.detach(|| self.client.create_ephemeral(key, value)).map_err(|e| raise(py, e))?;
         Ok(zxid.0)
     }
 
@@ -923,10 +942,32 @@ fn shoal(m: &Bound<'_, PyModule>) -> PyResult<()> {
         };
     }
     exceptions!(
-        ShoalError, NotFound, Refused, BadKey, TooLarge, ParentMissing, AlreadyExists,
-        NotADirectory, IsADirectory, DirectoryNotEmpty, ConditionFailed, Undeclared, LockError,
-        LockHeld, WaitTimeout, LockLost, BadAuth, SessionLost, Unreachable, NotMaster,
-        Unavailable, Timeout, NotServing, TransportError, OutcomeUnknown, ServerError,
+        ShoalError,
+        NotFound,
+        Refused,
+        BadKey,
+        TooLarge,
+        ParentMissing,
+        AlreadyExists,
+        NotADirectory,
+        IsADirectory,
+        DirectoryNotEmpty,
+        ConditionFailed,
+        Undeclared,
+        LockError,
+        LockHeld,
+        WaitTimeout,
+        LockLost,
+        BadAuth,
+        SessionLost,
+        Unreachable,
+        NotMaster,
+        Unavailable,
+        Timeout,
+        NotServing,
+        TransportError,
+        OutcomeUnknown,
+        ServerError,
         ProtocolError
     );
     Ok(())
