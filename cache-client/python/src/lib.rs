@@ -449,7 +449,7 @@ impl Client {
     /// iterator of `Event`s in zxid order, from changes after this client's floor. `locks=True`
     /// also reports lock changes (`key` is then a lock name or prefix).
     #[pyo3(signature = (key, *, prefix=false, locks=false))]
-    fn watch(&self, key: &str, prefix: bool, locks: bool) -> PyResult<Watch> {
+    fn watch(&self, py: Python<'_>, key: &str, prefix: bool, locks: bool) -> PyResult<Watch> {
         let inner = self.get_inner()?;
         let target =
             if prefix { Target::Prefix(key.to_string()) } else { Target::Path(key.to_string()) };
@@ -459,7 +459,7 @@ impl Client {
             .watch(target, kinds, move |event| {
                 let _ = tx.send(event.clone());
             })
-            .map_err(|e| Python::attach(|py| raise(py, e)))?;
+            .map_err(|e| raise(py, e))?;
         Ok(Watch { rx: Mutex::new(rx), id: Mutex::new(Some(id)), client: inner })
     }
 

@@ -2,12 +2,14 @@
 transactions, sessions and the exception mapping."""
 
 import threading
+import time
 
 import pytest
 
 import shoal
 
 WAIT = 10.0  # seconds: the most any awaited event may take
+LOCK_TTL = 5.0  # seconds: the lock lease of a `shoal dev` cluster (the default)
 
 
 def test_put_get_round_trip(client, root):
@@ -129,9 +131,24 @@ def test_lock_context_manager(client, other, root):
         assert again.token > first, "fencing tokens only grow"
 
 
+def test_lock_is_renewed_while_held(client, other, root):
+    """Held past its 5 s lease (the dev cluster's lock TTL), the lock is still this client's:
+    the background renewal runs on the client's own thread while Python does other things."""
+    name = f"/locks{root}"
+    with client.lock(name) as lock:
+        time.sleep(LOCK_TTL + 1.5)  # the time passing is what is tested: no event to await
+        assert lock.held
+        with pytest.raises(shoal.LockHeld):
+            other.lock(name)
+        assert client.put(f"{root}/fenced", b"still mine", fence=lock) > lock.token
+    with other.lock(name):
+        pass
+
+
 def test_lock_wait_gets_the_lock_when_released(client, other, root):
-    """A second holder waits while the lock is held (the GIL is released meanwhile, so this
-    thread runs on), and gets it once it is released."""
+    """A second holder waits while the lock is held, and gets it once it is released. The
+    waiting call releases the GIL: were it held, this thread could not release the lock
+    until the wait had timed out, and the waiter would get WaitTimeout."""
     name = f"/locks{root}"
     lock = client.lock(name)
     got = {}
