@@ -412,6 +412,16 @@ impl Client {
         Ok(self.call(py, |c| c.batch(batch))?.0)
     }
 
+    /// Commits `batch` (a `shoal.Batch`) as one entry; returns its zxid. The batch can be
+    /// committed again (a new write each time).
+    fn batch(&self, py: Python<'_>, batch: &Bound<'_, PyBatch>) -> PyResult<u64> {
+        let batch = batch.get().batch.lock().expect("batch poisoned").clone();
+        if batch.is_empty() {
+            return Err(PyValueError::new_err("the batch is empty: add an operation first"));
+        }
+        Ok(self.call(py, |c| c.batch(batch))?.0)
+    }
+
     /// Creates directory `key` (directories are explicit; its parent must exist).
     fn mkdir(&self, py: Python<'_>, key: &str) -> PyResult<u64> {
         Ok(self.call(py, |c| c.mkdir(key))?.0)
@@ -553,6 +563,86 @@ impl Client {
     /// ephemeral entries and releasing its locks).
     fn session(&self) -> PyResult<Session> {
         Ok(Session { client: self.get_inner()?, id: Mutex::new(None) })
+    }
+}
+
+// ---- batches ----
+
+/// Several writes committed as one entry, atomically, only if every condition holds:
+/// `client.batch(shoal.Batch().put("/a", b"1").delete("/b").if_zxid("/c", z))`. Each method
+/// adds to the batch and returns it.
+#[pyclass(frozen, module = "shoal", name = "Batch")]
+struct PyBatch {
+    batch: Mutex<Batch>,
+}
+
+impl PyBatch {
+    fn add(slf: &Bound<'_, Self>, f: impl FnOnce(Batch) -> Batch) {
+        let mut batch = slf.get().batch.lock().expect("batch poisoned");
+        *batch = f(std::mem::take(&mut *batch));
+    }
+}
+
+#[pymethods]
+impl PyBatch {
+    #[new]
+    fn new() -> PyBatch {
+        PyBatch { batch: Mutex::new(Batch::new()) }
+    }
+
+    /// Writes `value` at `key` (`if_absent`: create only).
+    #[pyo3(signature = (key, value, *, if_absent=false))]
+    fn put<'py>(
+        slf: Bound<'py, Self>,
+        key: String,
+        value: &Bound<'py, PyAny>,
+        if_absent: bool,
+    ) -> PyResult<Bound<'py, Self>> {
+        let value = value_of(value)?;
+        Self::add(
+            &slf,
+            |b| if if_absent { b.create(key, value, None) } else { b.write(key, value) },
+        );
+        Ok(slf)
+    }
+
+    fn mkdir(slf: Bound<'_, Self>, key: String) -> Bound<'_, Self> {
+        Self::add(&slf, |b| b.mkdir(key));
+        slf
+    }
+
+    #[pyo3(signature = (key, *, recursive=false))]
+    fn delete(slf: Bound<'_, Self>, key: String, recursive: bool) -> Bound<'_, Self> {
+        Self::add(&slf, |b| b.remove(key, recursive));
+        slf
+    }
+
+    fn rename(slf: Bound<'_, Self>, source: String, target: String) -> Bound<'_, Self> {
+        Self::add(&slf, |b| b.rename(source, target));
+        slf
+    }
+
+    /// Only if `key` is still at `zxid` (0: only if absent).
+    fn if_zxid<'py>(
+        slf: Bound<'py, Self>,
+        key: String,
+        zxid: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, Self>> {
+        let zxid = zxid_of(zxid)?;
+        Self::add(&slf, |b| b.if_zxid(key, zxid));
+        Ok(slf)
+    }
+
+    /// Only while `lock` is held with its fencing token.
+    fn if_held<'py>(slf: Bound<'py, Self>, lock: &Bound<'py, Lock>) -> Bound<'py, Self> {
+        let lock = lock.get();
+        let (name, token) = (lock.name.clone(), Zxid(lock.token));
+        Self::add(&slf, |b| b.if_token(name, token));
+        slf
+    }
+
+    fn __len__(&self) -> usize {
+        self.batch.lock().expect("batch poisoned").ops().len()
     }
 }
 
@@ -930,6 +1020,7 @@ fn shoal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Watch>()?;
     m.add_class::<Event>()?;
     m.add_class::<Entry>()?;
+    m.add_class::<PyBatch>()?;
     m.add_class::<DirEntry>()?;
     macro_rules! exceptions {
         ($($name:ident),*) => {

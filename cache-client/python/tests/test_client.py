@@ -76,6 +76,23 @@ def test_list(client, root):
         client.list(f"{root}/none")
 
 
+def test_batch_commits_atomically_only_if_its_conditions_hold(client, root):
+    a, b = f"{root}/a", f"{root}/b"
+    first = client.put(a, b"0")
+    batch = shoal.Batch().if_zxid(a, first).put(a, b"1").mkdir(f"{root}/d").put(b, "2")
+    assert len(batch) == 3
+    zxid = client.batch(batch)
+    assert client.get_entry(a).zxid == zxid == client.get_entry(b).zxid
+    assert client.is_dir(f"{root}/d")
+    stale = shoal.Batch().if_zxid(a, first).put(a, b"x").delete(b)
+    with pytest.raises(shoal.ConditionFailed) as err:
+        client.batch(stale)
+    assert err.value.code == "ConditionFailed"
+    assert client.get(a) == b"1" and client.get(b) == b"2", "nothing of it was written"
+    with pytest.raises(ValueError):
+        client.batch(shoal.Batch())
+
+
 def _next_for(watch, key):
     """The first event on `key` within WAIT (other keys' events are passed over)."""
     for _ in range(100):
