@@ -30,12 +30,27 @@ class Event:
     """One watch event. "created": a create-only put (if_absent), a mkdir, or a rename's
     target; "changed": a plain put (new key or not: the stream does not say); "removed": a
     delete, or a rename's source; "lock_changed" (watch(locks=True)): a lock changed hands;
-    "missed": events after `zxid` may have been lost (re-read what you watch)."""
+    "missed": events after `zxid` may have been lost (re-read what you watch); "compacted"
+    (watch(from_zxid=...)): the nodes' history no longer holds the events after `zxid` up to
+    `oldest` (re-read what you watch; the events after `oldest` follow)."""
 
-    kind: Literal["created", "changed", "removed", "lock_changed", "missed"]
+    kind: Literal["created", "changed", "removed", "lock_changed", "missed", "compacted"]
     key: Optional[str]
     zxid: int
     holders: List[str]
+    oldest: Optional[int]
+    """For "compacted": the oldest zxid history still starts after; else None."""
+
+class Stat:
+    """The metadata of a key (Client.stat)."""
+
+    zxid: int
+    """The zxid of the key's last write (what put(if_zxid=...) compares with)."""
+    is_dir: bool
+    size: int
+    """The value's length in bytes (0 for a directory)."""
+    ephemeral: Optional[int]
+    """The session that owns the key when it is ephemeral, else None."""
 
 class Client:
     """A connection to a Shoal cluster, with its own cache, routing and lease renewal.
@@ -94,9 +109,19 @@ class Client:
         fence: Optional["Lock"] = None,
     ) -> int: ...
     def rename(self, source: str, target: str) -> int: ...
+    def stat(self, key: str) -> Optional[Stat]:
+        """The key's metadata, or None when nothing is there."""
     def list(self, dir: str) -> List[DirEntry]: ...
-    def watch(self, key: str, *, prefix: bool = False, locks: bool = False) -> "Watch":
-        """Events on `key` (or, with prefix, below it) after this client's floor."""
+    def watch(
+        self,
+        key: str,
+        *,
+        prefix: bool = False,
+        locks: bool = False,
+        from_zxid: Optional[ZxidArg] = None,
+    ) -> "Watch":
+        """Events on `key` (or, with prefix, below it) after this client's floor, or with
+        `from_zxid` every event after that zxid (from history, then live)."""
     # ---- locks and transactions ----
     def lock(self, name: str, *, shared: bool = False, wait: Optional[float] = None) -> "Lock":
         """Takes the lock now (LockHeld at once, or WaitTimeout after `wait` seconds)."""
@@ -243,3 +268,9 @@ class OutcomeUnknown(ShoalError):
 
 class ServerError(ShoalError): ...
 class ProtocolError(ShoalError): ...
+
+class Compacted(ShoalError):
+    """History no longer reaches back that far (wire code "Compacted")."""
+
+    oldest: Optional[int]
+    """The oldest zxid history still starts after."""

@@ -19,7 +19,7 @@ fn shoal(cwd: &Path, args: &[&str]) -> Output {
 #[test]
 fn dev_cluster_keeps_data_across_restarts() {
     let cwd = tempfile::tempdir().expect("temp dir");
-    let dev = Dev::start(cwd.path());
+    let dev = Dev::start(cwd.path(), &[]);
     let up = dev.wait_up();
     assert!(up.contains("master node"), "{up}");
 
@@ -31,7 +31,7 @@ fn dev_cluster_keeps_data_across_restarts() {
     assert_eq!(dev.stop(), Some(0), "shoal dev exits 0 after SIGTERM");
     assert!(cwd.path().join("shoal-dev/cluster.key").exists());
 
-    let dev = Dev::start(cwd.path());
+    let dev = Dev::start(cwd.path(), &[]);
     dev.wait_up();
     let get = shoal(cwd.path(), &["get", "/hello"]);
     assert_eq!(get.status.code(), Some(0), "{}", String::from_utf8_lossy(&get.stderr));
@@ -58,7 +58,7 @@ fn dev_cluster_keeps_data_across_restarts() {
 fn backup_to_node_and_directory_then_restore_through_the_cli() {
     use fs_node::storage::{backup, RealFs};
     let cwd = tempfile::tempdir().expect("temp dir");
-    let dev = Dev::start(cwd.path());
+    let dev = Dev::start(cwd.path(), &[]);
     dev.wait_up();
     let put = shoal(cwd.path(), &["put", "/backedup", "value"]);
     assert_eq!(put.status.code(), Some(0), "{}", String::from_utf8_lossy(&put.stderr));

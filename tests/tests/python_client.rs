@@ -17,8 +17,12 @@ use std::time::{Duration, Instant};
 const SETUP_TIMEOUT: Duration = Duration::from_secs(600);
 /// The most the wheel build may take (a cold release build is a few minutes on 2 cores).
 const BUILD_TIMEOUT: Duration = Duration::from_secs(1500);
-/// The most the pytest run may take (it takes about a second).
+/// The most the pytest run may take (it takes about 8 seconds, most of it a lock held past
+/// its lease).
 const PYTEST_TIMEOUT: Duration = Duration::from_secs(300);
+/// The dev cluster's history window (notices kept for watches that resume), small so that
+/// `test_watch_from_below_the_history_window_reports_compacted` can go below it.
+const HISTORY_ENTRIES: &str = "100";
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
@@ -130,9 +134,10 @@ fn install_wheel(dir: &Path, python: &Path) {
 }
 
 /// Claim: the Python client does what its tests say against a real cluster: get/put/delete/
-/// rename/list, read-your-writes and another client's write, watch as an iterator, lock and
-/// transaction context managers (commit and abort), a session's ephemeral entry deleted when
-/// the session closes, and errors as exceptions carrying the wire code.
+/// rename/list/stat, read-your-writes and another client's write, watch as an iterator (also
+/// resumed from a zxid, and told when history was compacted below it), lock and transaction
+/// context managers (commit and abort, renewal past the lease), a session's ephemeral entry
+/// deleted when the session closes, and errors as exceptions carrying the wire code.
 #[test]
 fn python_client_passes_its_pytest_suite_against_shoal_dev() {
     let dir = profile_dir().parent().expect("target dir").join("python");
@@ -141,7 +146,7 @@ fn python_client_passes_its_pytest_suite_against_shoal_dev() {
     install_wheel(&dir, &python);
 
     let cwd = tempfile::tempdir().expect("temp dir");
-    let dev = Dev::start(cwd.path());
+    let dev = Dev::start(cwd.path(), &[("SHOAL_HISTORY_ENTRIES", HISTORY_ENTRIES)]);
     dev.wait_up();
     let cluster = cwd.path().join("shoal-dev/cluster.toml");
     let output = run(
@@ -150,6 +155,7 @@ fn python_client_passes_its_pytest_suite_against_shoal_dev() {
             .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
             .arg(workspace().join("cache-client/python/tests"))
             .env("SHOAL_CLUSTER", &cluster)
+            .env("SHOAL_HISTORY_ENTRIES", HISTORY_ENTRIES)
             .current_dir(cwd.path()),
         PYTEST_TIMEOUT,
     );

@@ -57,6 +57,12 @@ create_exception!(shoal, TransportError, Unreachable, "The network transport fai
 create_exception!(shoal, OutcomeUnknown, ShoalError, "A write whose outcome is unknown.");
 create_exception!(shoal, ServerError, ShoalError, "The server failed (Internal).");
 create_exception!(shoal, ProtocolError, ShoalError, "A reply of the wrong kind (a bug).");
+create_exception!(
+    shoal,
+    Compacted,
+    ShoalError,
+    "History no longer reaches back that far; `oldest` is the lowest zxid it starts after."
+);
 
 /// The name of a wire error code, as `protocol::message::data::ErrorCode` spells it.
 fn code_name(code: &ErrorCode) -> &'static str {
@@ -81,6 +87,7 @@ fn code_name(code: &ErrorCode) -> &'static str {
         ErrorCode::Internal => "Internal",
         ErrorCode::RequestTooOld => "RequestTooOld",
         ErrorCode::BadRequest => "BadRequest",
+        ErrorCode::Compacted { .. } => "Compacted",
     }
 }
 
@@ -133,6 +140,13 @@ fn raise(py: Python<'_>, error: ClientError) -> PyErr {
             (OutcomeUnknown::new_err(message), Some("RequestTooOld"))
         }
         ClientError::Server { code, .. } => (ServerError::new_err(message), Some(code_name(code))),
+        ClientError::Compacted { oldest, .. } => {
+            let err = Compacted::new_err(message);
+            if let Err(e) = err.value(py).setattr("oldest", oldest.0) {
+                return e;
+            }
+            (err, Some("Compacted"))
+        }
         ClientError::UnexpectedReply(_) => (ProtocolError::new_err(message), None),
         ClientError::Transport(_) => (TransportError::new_err(message), None),
     };
@@ -221,39 +235,73 @@ impl DirEntry {
     }
 }
 
-/// One watch event: `kind` is "created", "changed", "removed", "lock_changed" or "missed"
-/// (events after `zxid` may have been lost: re-read what you watch); `key` is the key or lock
-/// name (`None` for "missed"); `holders` the lock's holders for "lock_changed".
+/// One watch event: `kind` is "created", "changed", "removed", "lock_changed", "missed"
+/// (events after `zxid` may have been lost: re-read what you watch) or "compacted" (history
+/// no longer holds the events after `zxid` up to `oldest`: re-read what you watch; the watch
+/// goes on after `oldest`); `key` is the key or lock name (`None` for "missed" and
+/// "compacted"); `holders` the lock's holders for "lock_changed".
 #[pyclass(frozen, module = "shoal", get_all)]
 struct Event {
     kind: &'static str,
     key: Option<String>,
     zxid: u64,
     holders: Vec<String>,
+    oldest: Option<u64>,
 }
 
 #[pymethods]
 impl Event {
     fn __repr__(&self) -> String {
-        match &self.key {
-            Some(key) => format!("Event({}, {:?}, zxid={})", self.kind, key, self.zxid),
-            None => format!("Event({}, zxid={})", self.kind, self.zxid),
+        match (&self.key, self.oldest) {
+            (Some(key), _) => format!("Event({}, {:?}, zxid={})", self.kind, key, self.zxid),
+            (None, Some(oldest)) => {
+                format!("Event({}, zxid={}, oldest={oldest})", self.kind, self.zxid)
+            }
+            (None, None) => format!("Event({}, zxid={})", self.kind, self.zxid),
         }
     }
 }
 
 impl Event {
     fn of(event: WatchEvent) -> Event {
-        let (kind, key, zxid, holders) = match event {
-            WatchEvent::Created { key, zxid } => ("created", Some(key), zxid, vec![]),
-            WatchEvent::Changed { key, zxid } => ("changed", Some(key), zxid, vec![]),
-            WatchEvent::Removed { key, zxid } => ("removed", Some(key), zxid, vec![]),
+        let (kind, key, zxid, holders, oldest) = match event {
+            WatchEvent::Created { key, zxid } => ("created", Some(key), zxid, vec![], None),
+            WatchEvent::Changed { key, zxid } => ("changed", Some(key), zxid, vec![], None),
+            WatchEvent::Removed { key, zxid } => ("removed", Some(key), zxid, vec![], None),
             WatchEvent::LockChanged { lock, zxid, holders } => {
-                ("lock_changed", Some(lock), zxid, holders)
+                ("lock_changed", Some(lock), zxid, holders, None)
             }
-            WatchEvent::Missed { after } => ("missed", None, after, vec![]),
+            WatchEvent::Missed { after } => ("missed", None, after, vec![], None),
+            WatchEvent::Compacted { after, oldest } => {
+                ("compacted", None, after, vec![], Some(oldest.0))
+            }
         };
-        Event { kind, key, zxid: zxid.0, holders }
+        Event { kind, key, zxid: zxid.0, holders, oldest }
+    }
+}
+
+/// The metadata of a key (see `Client.stat`).
+#[pyclass(frozen, module = "shoal", get_all)]
+struct Stat {
+    /// The zxid of the key's last write (what `put(if_zxid=...)` compares with).
+    zxid: u64,
+    is_dir: bool,
+    /// The value's length in bytes (0 for a directory).
+    size: u64,
+    /// The session that owns the key when it is ephemeral, else `None`.
+    ephemeral: Option<u64>,
+}
+
+#[pymethods]
+impl Stat {
+    fn __repr__(&self) -> String {
+        let ephemeral = self.ephemeral.map_or_else(|| "None".to_string(), |s| s.to_string());
+        format!(
+            "Stat(zxid={}, is_dir={}, size={}, ephemeral={ephemeral})",
+            self.zxid,
+            if self.is_dir { "True" } else { "False" },
+            self.size
+        )
     }
 }
 
@@ -446,6 +494,18 @@ impl Client {
         Ok(self.call(py, |c| c.rename(source, target))?.0)
     }
 
+    /// The metadata of `key` (the zxid of its last write, whether it is a directory, its
+    /// value's size, its ephemeral owner), or `None` when nothing is there.
+    fn stat(&self, py: Python<'_>, key: &str) -> PyResult<Option<Stat>> {
+        let stat = self.call(py, |c| c.stat(key))?;
+        Ok(stat.map(|s| Stat {
+            zxid: s.zxid.0,
+            is_dir: s.is_dir,
+            size: s.size,
+            ephemeral: s.ephemeral,
+        }))
+    }
+
     /// The entries of directory `dir`, by name.
     fn list(&self, py: Python<'_>, dir: &str) -> PyResult<Vec<DirEntry>> {
         let entries = self.call(py, |c| c.list(dir))?;
@@ -457,19 +517,33 @@ impl Client {
 
     /// Watches `key` (with `prefix=True`, the directory `key` and everything below it): an
     /// iterator of `Event`s in zxid order, from changes after this client's floor. `locks=True`
-    /// also reports lock changes (`key` is then a lock name or prefix).
-    #[pyo3(signature = (key, *, prefix=false, locks=false))]
-    fn watch(&self, py: Python<'_>, key: &str, prefix: bool, locks: bool) -> PyResult<Watch> {
+    /// also reports lock changes (`key` is then a lock name or prefix). `from_zxid`: resume
+    /// from that zxid instead (the last one a watcher saw): every event after it once, in
+    /// order, from the nodes' history then live; a "compacted" event first when history no
+    /// longer reaches back to it.
+    #[pyo3(signature = (key, *, prefix=false, locks=false, from_zxid=None))]
+    fn watch(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        prefix: bool,
+        locks: bool,
+        from_zxid: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Watch> {
         let inner = self.get_inner()?;
+        let from = from_zxid.map(zxid_of).transpose()?;
         let target =
             if prefix { Target::Prefix(key.to_string()) } else { Target::Path(key.to_string()) };
         let kinds = if locks { Kinds::ALL } else { Kinds::DATA };
         let (tx, rx) = mpsc::channel();
-        let id = inner
-            .watch(target, kinds, move |event| {
-                let _ = tx.send(event.clone());
-            })
-            .map_err(|e| raise(py, e))?;
+        let callback = move |event: &WatchEvent| {
+            let _ = tx.send(event.clone());
+        };
+        let id = match from {
+            None => inner.watch(target, kinds, callback),
+            Some(from) => inner.watch_from(target, kinds, from, callback),
+        }
+        .map_err(|e| raise(py, e))?;
         Ok(Watch { rx: Mutex::new(rx), id: Mutex::new(Some(id)), client: inner })
     }
 
@@ -1022,6 +1096,7 @@ fn shoal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Entry>()?;
     m.add_class::<PyBatch>()?;
     m.add_class::<DirEntry>()?;
+    m.add_class::<Stat>()?;
     macro_rules! exceptions {
         ($($name:ident),*) => {
             $(
@@ -1059,7 +1134,9 @@ fn shoal(m: &Bound<'_, PyModule>) -> PyResult<()> {
         TransportError,
         OutcomeUnknown,
         ServerError,
-        ProtocolError
+        ProtocolError,
+        Compacted
     );
+    py.get_type::<Compacted>().setattr("oldest", py.None())?;
     Ok(())
 }

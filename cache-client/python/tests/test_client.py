@@ -1,6 +1,7 @@
 """The Python client against a real `shoal dev` cluster: the data calls, watches, locks,
 transactions, sessions and the exception mapping."""
 
+import os
 import threading
 import time
 
@@ -76,6 +77,24 @@ def test_list(client, root):
         client.list(f"{root}/none")
 
 
+def test_stat(client, other, root):
+    key = f"{root}/v"
+    zxid = client.put(key, b"12345")
+    stat = client.stat(key)
+    assert (stat.zxid, stat.is_dir, stat.size, stat.ephemeral) == (zxid, False, 5, None)
+    assert "size=5" in repr(stat)
+    directory = client.stat(root)
+    assert directory.is_dir and directory.size == 0
+    assert client.stat(f"{root}/absent") is None
+    session = other.ensure_session()
+    made = other.create_ephemeral(f"{root}/e", b"x")
+    stat = other.stat(f"{root}/e")
+    assert (stat.ephemeral, stat.zxid) == (session, made), "an ephemeral entry names its session"
+    with pytest.raises(shoal.BadKey) as err:
+        client.stat("relative")
+    assert err.value.code == "BadKey"
+
+
 def test_batch_commits_atomically_only_if_its_conditions_hold(client, root):
     a, b = f"{root}/a", f"{root}/b"
     first = client.put(a, b"0")
@@ -118,6 +137,58 @@ def test_watch_iterator_yields_events(client, other, root):
         client.delete(key)
         assert _next_for(watch, key).kind == "removed"
     assert list(watch) == [], "a closed watch ends the iteration"
+
+
+def test_watch_from_a_zxid_resumes_with_every_event_after_it(client, other, root):
+    key = f"{root}/r"
+    first = client.put(key, b"0", if_absent=True)
+    later = [client.put(key, str(i)) for i in range(1, 4)]
+    removed = client.delete(key)
+    # `other` saw none of it; from `first` it gets every event after it once, in order, from
+    # the nodes' history, then the live ones. The zxid may also be given as shoal prints it.
+    expected = [("changed", key, z) for z in later] + [("removed", key, removed)]
+    with other.watch(root, prefix=True, from_zxid=first) as watch:
+        events = [watch.get(timeout=WAIT) for _ in range(4)]
+        assert None not in events, events
+        assert [(e.kind, e.key, e.zxid) for e in events] == expected
+        live = client.put(key, b"live", if_absent=True)
+        event = watch.get(timeout=WAIT)
+        assert (event.kind, event.key, event.zxid) == ("created", key, live)
+    expected.append(("created", key, live))
+    text = f"{first >> 32}:{first & 0xFFFFFFFF}"
+    with other.watch(key, from_zxid=text) as watch:
+        events = [watch.get(timeout=WAIT) for _ in range(5)]
+        assert None not in events, events
+        assert [(e.kind, e.key, e.zxid) for e in events] == expected
+    with pytest.raises(ValueError):
+        other.watch(root, from_zxid="yesterday")
+
+
+def test_watch_from_below_the_history_window_reports_compacted(client, other, root):
+    """The cluster keeps the last SHOAL_HISTORY_ENTRIES notices (python_client.rs starts
+    `shoal dev` with a small window); a watch resuming from before them is told so, with the
+    oldest zxid history holds, and then gets the events after that."""
+    window = int(os.environ.get("SHOAL_HISTORY_ENTRIES", "0"))
+    if not window:
+        pytest.skip("needs a cluster started with SHOAL_HISTORY_ENTRIES (a small window)")
+    key = f"{root}/c"
+    first = client.put(key, b"0")
+    writes = [client.put(key, str(i)) for i in range(window + 20)]
+    last = writes[-1]
+    with other.watch(key, from_zxid=first) as watch:
+        event = watch.get(timeout=WAIT)
+        assert event is not None and event.kind == "compacted", event
+        assert event.key is None and event.zxid == first
+        oldest = event.oldest
+        assert first < oldest < last
+        assert "oldest=" in repr(event)
+        seen = []
+        while not seen or seen[-1] < last:
+            event = watch.get(timeout=WAIT)
+            assert event is not None, f"no event up to {last} within {WAIT} s: {seen[-3:]}"
+            assert event.kind == "changed", event
+            seen.append(event.zxid)
+        assert seen == [z for z in writes if z > oldest], "each event after oldest once, in order"
 
 
 def test_watch_of_one_key_ignores_others(client, other, root):
@@ -277,6 +348,10 @@ def test_errors_are_exceptions_with_the_wire_code(client, root):
         client.put(f"{root}/cas", b"x", if_zxid="not a zxid")
     with pytest.raises(ValueError):
         client.lock(f"/locks{root}", wait=-1.0)
+    # History compaction (a watch resuming from before the window) has its own class; its
+    # wire code is "Compacted" and `oldest` says where history starts.
+    assert issubclass(shoal.Compacted, shoal.ShoalError)
+    assert shoal.Compacted.code is None and shoal.Compacted.oldest is None
     with pytest.raises(shoal.Unavailable) as err:
         shoal.Client(f"{root}/no-such-cluster.toml")
     assert "no-such-cluster.toml" in str(err.value)

@@ -19,11 +19,17 @@ pub struct Dev {
 }
 
 impl Dev {
-    pub fn start(cwd: &Path) -> Dev {
+    /// Starts `shoal dev` in `cwd`, with `env` set for it and so for its nodes (for example a
+    /// `SHOAL_*` setting).
+    pub fn start(cwd: &Path, env: &[(&str, &str)]) -> Dev {
         binary("shoal-fs");
         let mut child = Command::new(binary("shoal"))
             .arg("dev")
             .current_dir(cwd)
+            // shoal-fs is built (above); under $CARGO `shoal dev` would run `cargo build` in
+            // `cwd`, a temporary directory outside the workspace, and print that it failed.
+            .env_remove("CARGO")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
