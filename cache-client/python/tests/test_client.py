@@ -191,6 +191,17 @@ def test_watch_from_below_the_history_window_reports_compacted(client, other, ro
         assert seen == [z for z in writes if z > oldest], "each event after oldest once, in order"
 
 
+def test_watch_with_locks_reports_lock_changes(client, other, root):
+    name = f"/locks{root}"
+    with other.watch(name, locks=True) as watch:
+        with client.lock(name) as lock:
+            taken = _next_for(watch, name)
+            assert (taken.kind, taken.zxid, len(taken.holders)) == ("lock_changed", lock.token, 1)
+        freed = _next_for(watch, name)
+        assert (freed.kind, freed.holders) == ("lock_changed", [])
+        assert freed.zxid > taken.zxid
+
+
 def test_watch_of_one_key_ignores_others(client, other, root):
     with other.watch(f"{root}/only") as watch:
         client.put(f"{root}/elsewhere", b"x")
