@@ -12,6 +12,7 @@
 use crate::client::{Batch, Client, ReadOptions};
 use crate::error::ClientError;
 use crate::locks::{LockGuard, SessionState};
+use crate::net::{ClusterFile, SocketTransport};
 use crate::transport::Transport;
 use crate::txn::{Txn, TxnBuilder};
 use crate::watch::{Kinds, Target, WatchEvent, WatchId};
@@ -19,6 +20,7 @@ use crate::ClientConfig;
 use bytes::Bytes;
 use protocol::message::data::{Condition, DirEntry, KeyStat, Versioned};
 use protocol::Zxid;
+use std::path::Path;
 use std::time::Duration;
 use tokio::runtime::Handle;
 
@@ -28,13 +30,41 @@ pub struct BlockingClient<T: Transport> {
     runtime: tokio::runtime::Runtime,
 }
 
+/// The client's own runtime: one worker thread, which also runs the event pump.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("shoal-client")
+        .enable_all()
+        .build()
+}
+
+impl BlockingClient<SocketTransport> {
+    /// Joins the cluster that the cluster file at `path` names (as `shoal` does): a socket
+    /// transport bound on the client's own runtime (its sockets and pump live there, so no
+    /// caller runtime is needed), the file's members added to `config.seeds`, and the client
+    /// id `config.client_id` (random when `None`). A file that cannot be read or a group that
+    /// cannot be joined is an error, and nothing is left running.
+    pub fn connect(
+        path: &Path,
+        mut config: ClientConfig,
+    ) -> Result<BlockingClient<SocketTransport>, ClientError> {
+        let runtime = runtime()
+            .map_err(|e| ClientError::Transport(format!("cannot start the client runtime: {e}")))?;
+        let client = runtime.block_on(async {
+            let (file, auth) = ClusterFile::load(path)?;
+            let transport = SocketTransport::connect(&file, auth, config.client_id).await?;
+            config.seeds.extend(file.seeds());
+            config.client_id = Some(transport.id());
+            Ok::<_, ClientError>(Client::new(transport, config))
+        })?;
+        Ok(BlockingClient { client, runtime })
+    }
+}
+
 impl<T: Transport> BlockingClient<T> {
     pub fn new(transport: T, config: ClientConfig) -> std::io::Result<BlockingClient<T>> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("shoal-client")
-            .enable_all()
-            .build()?;
+        let runtime = runtime()?;
         let client = runtime.block_on(async { Client::new(transport, config) });
         Ok(BlockingClient { client, runtime })
     }

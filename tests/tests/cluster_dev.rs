@@ -1,70 +1,13 @@
 //! `shoal dev` as a real process, and the `shoal` CLI against it: data written survives a stop
 //! and a start of the whole dev cluster.
 
-use shoal_tests::cluster::{binary, terminate};
-use std::io::{BufRead, BufReader};
+// `shoal dev` as a child process, shared with python_client.rs.
+mod dev;
+
+use dev::Dev;
+use shoal_tests::cluster::binary;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
-
-/// How long `shoal dev` may take to report a master.
-const UP_WAIT: Duration = Duration::from_secs(60);
-
-/// A `shoal dev` child: SIGTERM (then SIGKILL) on drop; its nodes die with it.
-struct Dev {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Dev {
-    fn start(cwd: &Path) -> Dev {
-        binary("shoal-fs");
-        let mut child = Command::new(binary("shoal"))
-            .arg("dev")
-            .current_dir(cwd)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start shoal dev");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Dev { child, lines }
-    }
-
-    /// Waits for the "cluster up" line; returns it.
-    fn wait_up(&self) -> String {
-        let deadline = std::time::Instant::now() + UP_WAIT;
-        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.starts_with(shoal_cli::dev::READY_LINE) => return line,
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
-        panic!("shoal dev did not report a master within {UP_WAIT:?}");
-    }
-
-    fn stop(mut self) -> Option<i32> {
-        terminate(&mut self.child, Duration::from_secs(30))
-    }
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            terminate(&mut self.child, Duration::from_secs(15));
-        }
-    }
-}
+use std::process::{Command, Output};
 
 fn shoal(cwd: &Path, args: &[&str]) -> Output {
     Command::new(binary("shoal")).args(args).current_dir(cwd).output().expect("run shoal")
@@ -76,7 +19,7 @@ fn shoal(cwd: &Path, args: &[&str]) -> Output {
 #[test]
 fn dev_cluster_keeps_data_across_restarts() {
     let cwd = tempfile::tempdir().expect("temp dir");
-    let dev = Dev::start(cwd.path());
+    let dev = Dev::start(cwd.path(), &[]);
     let up = dev.wait_up();
     assert!(up.contains("master node"), "{up}");
 
@@ -88,7 +31,7 @@ fn dev_cluster_keeps_data_across_restarts() {
     assert_eq!(dev.stop(), Some(0), "shoal dev exits 0 after SIGTERM");
     assert!(cwd.path().join("shoal-dev/cluster.key").exists());
 
-    let dev = Dev::start(cwd.path());
+    let dev = Dev::start(cwd.path(), &[]);
     dev.wait_up();
     let get = shoal(cwd.path(), &["get", "/hello"]);
     assert_eq!(get.status.code(), Some(0), "{}", String::from_utf8_lossy(&get.stderr));
@@ -115,7 +58,7 @@ fn dev_cluster_keeps_data_across_restarts() {
 fn backup_to_node_and_directory_then_restore_through_the_cli() {
     use fs_node::storage::{backup, RealFs};
     let cwd = tempfile::tempdir().expect("temp dir");
-    let dev = Dev::start(cwd.path());
+    let dev = Dev::start(cwd.path(), &[]);
     dev.wait_up();
     let put = shoal(cwd.path(), &["put", "/backedup", "value"]);
     assert_eq!(put.status.code(), Some(0), "{}", String::from_utf8_lossy(&put.stderr));
