@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 /// Node 1 of three; the others' addresses are never used (the test's endpoints are bound on
 /// ephemeral ports).
-fn config(dir: &Path) -> Config {
+pub(super) fn config(dir: &Path) -> Config {
     std::fs::write(dir.join("cluster.key"), "k".repeat(32)).expect("key file");
     let mut members = BTreeMap::new();
     for m in 1..=3 {
@@ -38,16 +38,16 @@ fn config(dir: &Path) -> Config {
     Config::from_raw(raw).expect("config")
 }
 
-struct Fixture {
-    opened: Opened,
-    node: Endpoint,
-    node_addr: SocketAddr,
-    _dir: tempfile::TempDir,
+pub(super) struct Fixture {
+    pub(super) opened: Opened,
+    pub(super) node: Endpoint,
+    pub(super) node_addr: SocketAddr,
+    pub(super) _dir: tempfile::TempDir,
 }
 
 /// A node's state opened as a run opens it, and its endpoint on loopback; nothing runs the
 /// core.
-async fn fixture() -> Fixture {
+pub(super) async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = config(dir.path());
     std::fs::create_dir_all(&config.data_dir).expect("data dir");
@@ -81,7 +81,7 @@ async fn endpoint(config: &Config, id: SenderId, peers: Vec<SocketAddr>) -> Endp
 
 /// The node's one door, receiving for members 1–3, with the replication queue the core would
 /// take from (nothing takes from it unless the test does).
-fn start_door(
+pub(super) fn start_door(
     node: &Endpoint,
     opened: &Opened,
 ) -> (tokio::task::JoinHandle<()>, tokio::sync::mpsc::Receiver<Message>) {

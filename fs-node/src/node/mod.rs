@@ -158,6 +158,8 @@ pub const OUTBOUND_QUEUE_MAX: usize = 1024;
 pub const OUTBOUND_HEADROOM: usize = OUTBOUND_QUEUE_MAX / 2;
 
 #[cfg(test)]
+mod attack_tests;
+#[cfg(test)]
 mod bounds_tests;
 #[cfg(test)]
 mod tests;
