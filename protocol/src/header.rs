@@ -469,6 +469,21 @@ pub fn seal(
     payload: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<u64, ProtocolError> {
+    let counter = next_counter();
+    seal_with_counter(sealer, header, payload, out, counter)?;
+    Ok(counter)
+}
+
+/// [`seal`] with a counter of the caller's choice: for golden bytes in tests and documents
+/// only. Two datagrams sealed with one counter under one sealer reveal the XOR of their
+/// payloads and let anyone forge tags; the product seals only through [`seal`].
+pub fn seal_with_counter(
+    sealer: &Sealer,
+    header: &Header,
+    payload: &[u8],
+    out: &mut Vec<u8>,
+    counter: u64,
+) -> Result<(), ProtocolError> {
     if payload.len() > FRAGMENT_PAYLOAD_BYTES_MAX {
         return Err(ProtocolError::TooLarge {
             what: "datagram payload",
@@ -485,7 +500,6 @@ pub fn seal(
         (sealer.class, sealer.sender, sealer.incarnation),
         "the header names another class, sender or incarnation than its sealer"
     );
-    let counter = next_counter();
     let mut head = [0u8; HEADER_BYTES];
     Header { counter, ..*header }.encode(&mut head);
     out.clear();
@@ -498,7 +512,7 @@ pub fn seal(
         .encrypt_in_place_detached(&nonce(counter), aad, body)
         .expect("AES-GCM seals any payload under 64 GiB");
     out.extend_from_slice(&tag);
-    Ok(counter)
+    Ok(())
 }
 
 /// The checks before any cryptography: length, header fields, cluster. Returns the header.

@@ -978,20 +978,12 @@ mod tests {
         // offered (plus overhead) against a 16 KiB cap.
         for sender in 100..108u64 {
             for seq in 2..5u64 {
-                let header = crate::header::Header {
-                    version: crate::header::VERSION,
-                    kind: crate::message::MessageKind::Freeze as u8,
-                    flags: crate::header::flags::RELIABLE,
-                    cluster_id: auth().cluster_id,
-                    sender,
-                    incarnation: 1,
-                    seq,
-                    frag_index: 0,
-                    frag_count: 1,
-                    payload_len: 1024,
-                };
+                let sealer = auth().sealer(KeyClass::Client, sender, 1).expect("client key");
+                let kind = crate::message::MessageKind::Freeze as u8;
+                let header =
+                    sealer.header(kind, crate::header::flags::RELIABLE, seq, (0, 1), 1024);
                 let mut out = Vec::new();
-                crate::header::seal(&auth(), &header, &[0; 1024], &mut out).expect("seals");
+                crate::header::seal(&sealer, &header, &[0; 1024], &mut out).expect("seals");
                 socket.send_to(&out, to).expect("send");
             }
         }
