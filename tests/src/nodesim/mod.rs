@@ -352,7 +352,7 @@ enum Event {
     Datagram {
         client: usize,
         from: NodeId,
-        incarnation: u32,
+        incarnation: u64,
         seq: u64,
         sent: u64,
         notice: Option<UpdateNotice>,
@@ -361,7 +361,7 @@ enum Event {
     Nak {
         client: usize,
         from: NodeId,
-        incarnation: u32,
+        incarnation: u64,
     },
 }
 
@@ -413,12 +413,12 @@ struct NodeHost {
     waiting: Vec<(Asker, u64, Waiting)>,
     /// The run (messaging incarnation) of the node, and its group stream: the next sequence
     /// and what it keeps for repair (`None` for datagrams that carry no notice).
-    incarnation: u32,
+    incarnation: u64,
     stream_seq: u64,
     retained: VecDeque<(u64, Option<UpdateNotice>)>,
     /// The incarnation that crashed last and when: its datagrams sent within
     /// [`actors::SEND_QUEUE_MS`] before were still in its send queue and reach no one.
-    crashed_at: Option<(u32, u64)>,
+    crashed_at: Option<(u64, u64)>,
 }
 
 #[derive(Clone, Debug)]
