@@ -529,13 +529,5 @@ fn table_covers_every_file_key() {
 
 /// Writes `bytes` to `path` with mode 0600, as a member key file must be.
 pub(super) fn write_owner_only(path: &std::path::Path, bytes: &[u8]) {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .unwrap();
-    std::io::Write::write_all(&mut file, bytes).unwrap();
+    super::write_owner_only_file(path, bytes).unwrap();
 }

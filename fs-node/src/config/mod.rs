@@ -530,6 +530,23 @@ impl Config {
     }
 }
 
+/// Writes a key file readable by its owner only (mode 0600), as `member_key_file` must be:
+/// for tools and tests that set up nodes. Replaces the file's contents when it exists (and
+/// sets its mode to 0600 again).
+pub fn write_owner_only_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
 impl Args {
     /// The whole start-up path: file named by `--config`, overridden by flags and environment,
     /// validated.

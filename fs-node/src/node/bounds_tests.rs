@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 /// ephemeral ports).
 pub(super) fn config(dir: &Path) -> Config {
     std::fs::write(dir.join("cluster.key"), "k".repeat(32)).expect("key file");
+    crate::config::write_owner_only_file(&dir.join("member.key"), "m".repeat(32).as_bytes())
+        .expect("member key file");
     let mut members = BTreeMap::new();
     for m in 1..=3 {
         members.insert(m.to_string(), format!("127.0.0.1:{m}"));
@@ -32,6 +34,7 @@ pub(super) fn config(dir: &Path) -> Config {
         members: Some(members),
         data_dir: Some(dir.join("data")),
         cluster_key_file: Some(dir.join("cluster.key")),
+        member_key_file: Some(dir.join("member.key")),
         cluster_id: Some(7),
         ..RawConfig::default()
     };

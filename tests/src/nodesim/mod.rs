@@ -484,6 +484,7 @@ fn node_config(id: NodeId, n: usize, key_file: &Path) -> Result<Config, String> 
         members: Some(members),
         data_dir: Some(PathBuf::from(format!("/sim/node{id}"))),
         cluster_key_file: Some(key_file.to_path_buf()),
+        member_key_file: Some(key_file.with_extension("member-key")),
         cluster_id: Some(7),
         lock_ttl_ms: Some(actors::LOCK_TTL_MS),
         // Snapshots are hard links of the operating system's file system: not simulated.
@@ -500,6 +501,9 @@ fn key_file() -> Result<PathBuf, String> {
     if !path.exists() {
         std::fs::write(&path, [7u8; 32]).map_err(|e| format!("{}: {e}", path.display()))?;
     }
+    let member = path.with_extension("member-key");
+    fs_node::config::write_owner_only_file(&member, &[8u8; 32])
+        .map_err(|e| format!("{}: {e}", member.display()))?;
     Ok(path)
 }
 
