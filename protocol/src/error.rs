@@ -21,7 +21,9 @@ pub enum ProtocolError {
     #[error("{class} key datagram from sender {sender} refused: {detail}")]
     WrongClass { class: &'static str, sender: u64, detail: String },
     /// A datagram already received, below the replay window, or of an older incarnation.
-    #[error("replay from sender {sender} (incarnation {incarnation}, counter {counter}): {detail}")]
+    #[error(
+        "replay from sender {sender} (incarnation {incarnation}, counter {counter}): {detail}"
+    )]
     Replay { sender: u64, incarnation: u64, counter: u64, detail: String },
     #[error("unknown message kind {0}")]
     UnknownKind(u8),

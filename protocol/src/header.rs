@@ -93,6 +93,12 @@ impl KeyClass {
         }
     }
 
+    /// Whether a member ever sends a datagram of `kind` under the client key: the kinds of
+    /// [`KeyClass::for_node_kind`]'s client class, and the status of its client stream.
+    pub fn member_sends_under_client_key(kind: u8) -> bool {
+        KeyClass::for_node_kind(kind) == KeyClass::Client || kind == MessageKind::SenderStatus as u8
+    }
+
     /// Whether a node accepts a datagram of `kind` from a client (under the client key):
     /// requests, updates, renames, lock and session commands, backup, and the messaging
     /// layer's reports about the node's client stream. Never a reliable datagram (a node
@@ -185,7 +191,13 @@ pub fn fresh_incarnation(floor: Incarnation) -> Incarnation {
 const HKDF_SALT: &[u8] = b"shoal wire v3 subkey";
 
 /// The AES-256-GCM subkey of `(class, cluster, sender, incarnation)` under `key`.
-fn subkey(key: &[u8], class: KeyClass, cluster_id: u32, sender: SenderId, inc: Incarnation) -> Aes256Gcm {
+fn subkey(
+    key: &[u8],
+    class: KeyClass,
+    cluster_id: u32,
+    sender: SenderId,
+    inc: Incarnation,
+) -> Aes256Gcm {
     let mut info = [0u8; 21];
     info[0] = class as u8;
     info[1..5].copy_from_slice(&cluster_id.to_be_bytes());
@@ -286,7 +298,12 @@ impl ClusterAuth {
     }
 
     /// A sealer for `class` as `sender` in `incarnation`; None without that class's key.
-    pub fn sealer(&self, class: KeyClass, sender: SenderId, incarnation: Incarnation) -> Option<Sealer> {
+    pub fn sealer(
+        &self,
+        class: KeyClass,
+        sender: SenderId,
+        incarnation: Incarnation,
+    ) -> Option<Sealer> {
         let key = self.key(class)?;
         Some(Sealer {
             cluster_id: self.cluster_id,
@@ -687,7 +704,11 @@ impl ReplayGuard {
     }
 
     /// Opens `datagram` (see [`open`] for the checks) into `payload`, and refuses replays.
-    pub fn open(&mut self, datagram: &[u8], payload: &mut Vec<u8>) -> Result<Header, ProtocolError> {
+    pub fn open(
+        &mut self,
+        datagram: &[u8],
+        payload: &mut Vec<u8>,
+    ) -> Result<Header, ProtocolError> {
         let header = check_frame(self.auth.cluster_id, datagram)?;
         let Some(key) = self.auth.key(header.class) else {
             return Err(ProtocolError::WrongClass {
@@ -758,7 +779,13 @@ mod tests {
         ClusterAuth::new(0xC0FFEE, b"secret").with_member_key(MEMBER_KEY, [1, 2, 3])
     }
 
-    fn sealed(auth: &ClusterAuth, class: KeyClass, sender: SenderId, inc: u64, payload: &[u8]) -> Vec<u8> {
+    fn sealed(
+        auth: &ClusterAuth,
+        class: KeyClass,
+        sender: SenderId,
+        inc: u64,
+        payload: &[u8],
+    ) -> Vec<u8> {
         let sealer = auth.sealer(class, sender, inc).expect("key held");
         let header = sealer.header(3, flags::RELIABLE, 99, (0, 1), payload.len());
         let mut out = Vec::new();

@@ -210,7 +210,11 @@ mod tests {
         counters.record(&ProtocolError::TooMany { what: "x", count: 2, max: 1 });
         counters.record(&ProtocolError::BadChecksum { stored: 1, computed: 2 });
         counters.record_many(DropReason::ReceiverFull, 3);
-        counters.record(&ProtocolError::WrongClass { class: "client", sender: 2, detail: "x".into() });
+        counters.record(&ProtocolError::WrongClass {
+            class: "client",
+            sender: 2,
+            detail: "x".into(),
+        });
         counters.record(&ProtocolError::Replay {
             sender: 2,
             incarnation: 1,

@@ -15,7 +15,9 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use protocol::datagram::{decode_datagram, encode_datagram, Envelope};
 use protocol::error::ProtocolError;
-use protocol::header::{self, flags, ClusterAuth, KeyClass, HEADER_BYTES, MAGIC, TAG_BYTES, VERSION};
+use protocol::header::{
+    self, flags, ClusterAuth, KeyClass, HEADER_BYTES, MAGIC, TAG_BYTES, VERSION,
+};
 use protocol::message::{Message, MessageKind};
 use protocol::stats::{DropCounters, DropReason};
 use std::cell::Cell;

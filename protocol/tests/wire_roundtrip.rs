@@ -8,7 +8,9 @@ mod wire_support;
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
 use protocol::datagram::{decode_datagram, encode_datagram, Envelope};
-use protocol::header::{self, flags, ClusterAuth, Header, KeyClass, HEADER_BYTES, TAG_BYTES, VERSION};
+use protocol::header::{
+    self, flags, ClusterAuth, Header, KeyClass, HEADER_BYTES, TAG_BYTES, VERSION,
+};
 use protocol::limits::{FRAGMENTS_PER_MESSAGE_MAX, FRAGMENT_PAYLOAD_BYTES_MAX};
 use protocol::message::{Message, MessageKind};
 use wire_support::{config, message_of_kind};
@@ -79,22 +81,24 @@ fn any_header(payload_len: usize) -> impl Strategy<Value = Header> {
         1u16..=FRAGMENTS_PER_MESSAGE_MAX as u16,
         any::<bool>(),
     )
-        .prop_flat_map(move |(kind, flag_bits, sender, incarnation, seq, frag_count, member)| {
-            (0..frag_count).prop_map(move |frag_index| Header {
-                version: VERSION,
-                kind,
-                flags: flag_bits,
-                cluster_id: auth().cluster_id,
-                class: if member { KeyClass::Member } else { KeyClass::Client },
-                counter: 0,
-                sender,
-                incarnation,
-                seq,
-                frag_index,
-                frag_count,
-                payload_len: payload_len as u32,
-            })
-        })
+        .prop_flat_map(
+            move |(kind, flag_bits, sender, incarnation, seq, frag_count, member)| {
+                (0..frag_count).prop_map(move |frag_index| Header {
+                    version: VERSION,
+                    kind,
+                    flags: flag_bits,
+                    cluster_id: auth().cluster_id,
+                    class: if member { KeyClass::Member } else { KeyClass::Client },
+                    counter: 0,
+                    sender,
+                    incarnation,
+                    seq,
+                    frag_index,
+                    frag_count,
+                    payload_len: payload_len as u32,
+                })
+            },
+        )
 }
 
 proptest! {

@@ -340,8 +340,11 @@ pub(super) fn read_member_key(path: &Path, cluster_key: &ClusterKey) -> Checked<
 }
 
 fn read_key(setting: &'static str, who: &'static str, path: &Path) -> Checked<ClusterKey> {
-    let contents = std::fs::read(path)
-        .map_err(|source| ConfigError::KeyFile { setting, path: path.to_path_buf(), source })?;
+    let contents = std::fs::read(path).map_err(|source| ConfigError::KeyFile {
+        setting,
+        path: path.to_path_buf(),
+        source,
+    })?;
     let key = cluster_key_from_file_contents(&contents);
     if key.len() < CLUSTER_KEY_BYTES_MIN {
         return Err(ConfigError::KeyTooShort {

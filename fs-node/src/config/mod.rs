@@ -525,8 +525,10 @@ impl Config {
 
     /// The sealing/opening context for this cluster's datagrams.
     pub fn cluster_auth(&self) -> ClusterAuth {
-        ClusterAuth::new(self.cluster_id, &self.cluster_key.0)
-            .with_member_key(&self.member_key.0, self.members.keys().map(|id| *id as protocol::SenderId))
+        ClusterAuth::new(self.cluster_id, &self.cluster_key.0).with_member_key(
+            &self.member_key.0,
+            self.members.keys().map(|id| *id as protocol::SenderId),
+        )
     }
 }
 

@@ -5,9 +5,8 @@
 //! counted, and nothing may reach the core; a captured genuine datagram sent again must be
 //! refused too.
 
-use super::bounds_tests::{config, fixture, start_door};
+use super::bounds_tests::{client_endpoint, config, fixture, start_door};
 use bytes::Bytes;
-use protocol::header::{cluster_key_from_file_contents, ClusterAuth};
 use protocol::message::replication::{Commit, Entry, Proposal, Sync, Vote};
 use protocol::message::transfer::FileTransBlock;
 use protocol::message::Message;
@@ -20,21 +19,10 @@ use std::time::{Duration, Instant};
 /// A client's own id (clients draw theirs at or above `CLIENT_ID_MIN`).
 const CLIENT_ID: SenderId = (1 << 32) + 77;
 
-/// What a client holds: the cluster id and the key of the cluster file (today's
-/// `cluster_key_file`, the client key).
-fn client_auth(dir: &Path) -> ClusterAuth {
-    let bytes = std::fs::read(dir.join("cluster.key")).expect("client key file");
-    ClusterAuth::new(7, cluster_key_from_file_contents(&bytes))
-}
-
 /// An endpoint of the attacker: `id` is whatever it claims, `auth` the client credential; it
 /// sends straight to the node (unicast fallback with the node as its only peer).
 async fn attacker(dir: &Path, id: SenderId, node: SocketAddr) -> Endpoint {
-    let mut c = EndpointConfig::new(id, 1, client_auth(dir));
-    c.unicast_bind = "127.0.0.1:0".parse().expect("address");
-    c.members = vec![1, 2, 3];
-    c.peers = Some(vec![node]);
-    Endpoint::bind(c).await.expect("bind the attacker")
+    client_endpoint(dir, id, vec![node]).await
 }
 
 /// A genuine member (node 3), holding what the nodes' configuration gives them.
@@ -185,7 +173,10 @@ async fn a_client_credential_forges_no_transfer_block() {
             if let Some(Incoming::Message(m)) = receiving.try_recv() {
                 panic!("a forged block as sender {id} was delivered (as from {})", m.sender);
             }
-            assert!(started.elapsed() < Duration::from_secs(5), "the forged block as {id} was not refused");
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "the forged block as {id} was not refused"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         forger.shutdown().await;

@@ -223,8 +223,9 @@ impl Core {
     /// Errors are operating errors (bad packets happen): the caller counts them and goes on.
     ///
     /// The key-class rules (WIRE.md §1.3), before any cryptography: a node takes member-key
-    /// datagrams only from member ids; client-key datagrams naming a member it sets aside
-    /// (the group brings it the other nodes' traffic to clients); from anyone else it takes
+    /// datagrams only from member ids; client-key datagrams naming a member it sets aside when
+    /// their kind is one members send to clients (the group brings it the other nodes' traffic
+    /// to clients) and refuses otherwise; from anyone else it takes
     /// under the client key only what clients send ([`KeyClass::node_accepts_from_client`]).
     /// A client sets member-key datagrams aside and takes client-key ones.
     pub fn on_datagram(
@@ -277,17 +278,24 @@ impl Core {
                 refuse("the member key is taken from member ids only".into())
             }
             KeyClass::Member => None,
+            // A member sends under the client key only what clients read (and its client
+            // stream's status); a client-key datagram naming a member with any other kind
+            // (a vote, a proposal, a transfer block) can only be a client's forgery.
             KeyClass::Client if self.auth.is_member_id(h.sender) => {
-                self.stats.skipped_for_clients += 1;
-                Some(Ok(()))
+                if KeyClass::member_sends_under_client_key(h.kind) {
+                    self.stats.skipped_for_clients += 1;
+                    Some(Ok(()))
+                } else {
+                    refuse(format!("a member sends kind {} under the member key", h.kind))
+                }
             }
-            KeyClass::Client if !KeyClass::node_accepts_from_client(h.kind, h.flags) => refuse(
-                format!(
+            KeyClass::Client if !KeyClass::node_accepts_from_client(h.kind, h.flags) => {
+                refuse(format!(
                     "kind {} {}is not what a client sends",
                     h.kind,
                     if h.flags & flags::RELIABLE != 0 { "on a reliable stream " } else { "" }
-                ),
-            ),
+                ))
+            }
             KeyClass::Client => None,
         }
     }

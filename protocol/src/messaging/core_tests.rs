@@ -1202,8 +1202,10 @@ fn half_sent_message_of_a_silent_sender_frees_its_reservation() {
 #[test]
 #[should_panic(expected = "out of order: consumed_below 50 next_deliver 2")]
 fn a_window_consumed_past_what_was_delivered_stops_the_process() {
-    let mut receivers =
-        super::receiver::ReceiverSet::new(client_sealer(1), super::receiver::ReceiverConfig::default());
+    let mut receivers = super::receiver::ReceiverSet::new(
+        client_sealer(1),
+        super::receiver::ReceiverConfig::default(),
+    );
     let datagram = forged_message(7, FIRST_SEQ, &msg(7, 0, 100));
     let (header, payload) = crate::header::open(&auth(), &datagram).unwrap();
     receivers.on_data(&header, &payload, 0);

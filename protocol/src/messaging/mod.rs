@@ -171,12 +171,7 @@ pub enum Delivery {
     Message { sender: SenderId, incarnation: Incarnation, seq_below: u64, message: Message },
     /// Part of `sender`'s stream is lost for good, from `first_missing`; delivery resumed at
     /// `resumed_at` (None: the sender restarted, its old incarnation is abandoned).
-    Gap {
-        sender: SenderId,
-        incarnation: Incarnation,
-        first_missing: u64,
-        resumed_at: Option<u64>,
-    },
+    Gap { sender: SenderId, incarnation: Incarnation, first_missing: u64, resumed_at: Option<u64> },
 }
 
 /// Why a reliable send did not happen.
@@ -232,11 +227,13 @@ pub(crate) fn seal_unreliable_encoded(
         });
     }
     let mut datagrams = Vec::with_capacity(fragments);
-    let chunks: Vec<&[u8]> =
-        if payload.is_empty() { vec![payload] } else { payload.chunks(FRAGMENT_PAYLOAD_BYTES_MAX).collect() };
+    let chunks: Vec<&[u8]> = if payload.is_empty() {
+        vec![payload]
+    } else {
+        payload.chunks(FRAGMENT_PAYLOAD_BYTES_MAX).collect()
+    };
     for (index, chunk) in chunks.into_iter().enumerate() {
-        let header =
-            sealer.header(kind, flags, seq, (index as u16, fragments as u16), chunk.len());
+        let header = sealer.header(kind, flags, seq, (index as u16, fragments as u16), chunk.len());
         let mut out = Vec::new();
         seal(sealer, &header, chunk, &mut out)?;
         datagrams.push(Bytes::from(out));

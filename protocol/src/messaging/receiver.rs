@@ -792,7 +792,13 @@ impl ReceiverSet {
         true
     }
 
-    fn unpack_batch(&mut self, sender: SenderId, incarnation: Incarnation, seq_below: u64, batch: &[u8]) {
+    fn unpack_batch(
+        &mut self,
+        sender: SenderId,
+        incarnation: Incarnation,
+        seq_below: u64,
+        batch: &[u8],
+    ) {
         let mut rest = batch;
         let mut messages = Vec::new();
         while !rest.is_empty() {
@@ -840,7 +846,13 @@ impl ReceiverSet {
         }
     }
 
-    fn push_message(&mut self, sender: SenderId, incarnation: Incarnation, seq_below: u64, m: Message) {
+    fn push_message(
+        &mut self,
+        sender: SenderId,
+        incarnation: Incarnation,
+        seq_below: u64,
+        m: Message,
+    ) {
         if let Some(stream) = self.streams.get_mut(&sender) {
             stream.fresh = false;
         }

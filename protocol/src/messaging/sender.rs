@@ -314,7 +314,11 @@ impl SenderCore {
         let batch_datagrams = u64::from(!self.open_batch.is_empty());
         let room = self.backlog_admits(fragments as u64 + batch_datagrams)
             && self.close_batch(now_ms)
-            && self.make_room(fragments, payload.len() + fragments * (HEADER_BYTES + TAG_BYTES), now_ms);
+            && self.make_room(
+                fragments,
+                payload.len() + fragments * (HEADER_BYTES + TAG_BYTES),
+                now_ms,
+            );
         if !room {
             self.stats.would_block += 1;
             return Err(SendError::WouldBlock);

@@ -980,8 +980,7 @@ mod tests {
             for seq in 2..5u64 {
                 let sealer = auth().sealer(KeyClass::Client, sender, 1).expect("client key");
                 let kind = crate::message::MessageKind::Freeze as u8;
-                let header =
-                    sealer.header(kind, crate::header::flags::RELIABLE, seq, (0, 1), 1024);
+                let header = sealer.header(kind, crate::header::flags::RELIABLE, seq, (0, 1), 1024);
                 let mut out = Vec::new();
                 crate::header::seal(&sealer, &header, &[0; 1024], &mut out).expect("seals");
                 socket.send_to(&out, to).expect("send");
