@@ -495,15 +495,24 @@ fn node_config(id: NodeId, n: usize, key_file: &Path) -> Result<Config, String> 
     Config::from_raw(raw).map_err(|e| format!("node {id} configuration: {e}"))
 }
 
-/// The cluster key file every run reads (the simulation sends nothing over a network).
+/// The cluster key file every run reads (the simulation sends nothing over a network), and
+/// the member key file beside it. Runs of several threads and processes share them, so each
+/// is written whole under a unique name and renamed into place: a run never reads a file
+/// half written (an empty member key refused the start of a node before).
 fn key_file() -> Result<PathBuf, String> {
     let path = std::env::temp_dir().join("shoal-sim-cluster.key");
-    if !path.exists() {
-        std::fs::write(&path, [7u8; 32]).map_err(|e| format!("{}: {e}", path.display()))?;
-    }
     let member = path.with_extension("member-key");
-    fs_node::config::write_owner_only_file(&member, &[8u8; 32])
-        .map_err(|e| format!("{}: {e}", member.display()))?;
+    for (file, byte) in [(&path, 7u8), (&member, 8u8)] {
+        if std::fs::read(file).is_ok_and(|b| b == [byte; 32]) {
+            continue;
+        }
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = file.with_extension(format!("tmp.{}.{n}", std::process::id()));
+        fs_node::config::write_owner_only_file(&tmp, &[byte; 32])
+            .and_then(|()| std::fs::rename(&tmp, file))
+            .map_err(|e| format!("{}: {e}", file.display()))?;
+    }
     Ok(path)
 }
 
