@@ -18,8 +18,7 @@ use crate::error::ProtocolError;
 use crate::limits::{DATAGRAM_BYTES_MAX, FRAGMENTS_PER_MESSAGE_MAX, FRAGMENT_PAYLOAD_BYTES_MAX};
 use crate::message::MessageKind;
 use crate::{Incarnation, SenderId};
-use aes_gcm::aead::AeadInPlace;
-use aes_gcm::{Aes256Gcm, KeyInit, Nonce, Tag};
+use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, AES_256_GCM};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -197,7 +196,7 @@ fn subkey(
     cluster_id: u32,
     sender: SenderId,
     inc: Incarnation,
-) -> Aes256Gcm {
+) -> Cipher {
     let mut info = [0u8; 21];
     info[0] = class as u8;
     info[1..5].copy_from_slice(&cluster_id.to_be_bytes());
@@ -206,13 +205,21 @@ fn subkey(
     let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(HKDF_SALT), key);
     let mut okm = [0u8; 32];
     hk.expand(&info, &mut okm).expect("32 bytes is a valid HKDF-SHA256 output length");
-    Aes256Gcm::new(&okm.into())
+    Cipher(LessSafeKey::new(
+        UnboundKey::new(&AES_256_GCM, &okm).expect("32 bytes is an AES-256 key"),
+    ))
 }
 
-fn nonce(counter: u64) -> Nonce<aes_gcm::aes::cipher::consts::U12> {
+/// An AES-256-GCM subkey. The implementation is `ring`'s (BoringSSL's stitched AES-NI/VAES +
+/// CLMUL code), about six times faster on this hardware than a separate AES-CTR and GHASH
+/// pass; the bytes on the wire are standard AES-256-GCM either way (the golden datagram test
+/// pins them).
+struct Cipher(LessSafeKey);
+
+fn nonce(counter: u64) -> Nonce {
     let mut n = [0u8; 12];
     n[4..].copy_from_slice(&counter.to_be_bytes());
-    n.into()
+    Nonce::assume_unique_for_key(n)
 }
 
 /// The keys of an endpoint: the cluster id, the client key, and on nodes the member key and
@@ -331,7 +338,7 @@ pub struct Sealer {
     pub class: KeyClass,
     pub sender: SenderId,
     pub incarnation: Incarnation,
-    cipher: Arc<Aes256Gcm>,
+    cipher: Arc<Cipher>,
 }
 
 impl std::fmt::Debug for Sealer {
@@ -526,9 +533,10 @@ pub fn seal_with_counter(
     let (aad, body) = out.split_at_mut(HEADER_BYTES);
     let tag = sealer
         .cipher
-        .encrypt_in_place_detached(&nonce(counter), aad, body)
+        .0
+        .seal_in_place_separate_tag(nonce(counter), Aad::from(&*aad), body)
         .expect("AES-GCM seals any payload under 64 GiB");
-    out.extend_from_slice(&tag);
+    out.extend_from_slice(tag.as_ref());
     Ok(())
 }
 
@@ -561,7 +569,7 @@ fn check_frame(cluster_id: u32, datagram: &[u8]) -> Result<Header, ProtocolError
 /// Decrypts `datagram`'s payload into `out` (cleared first) under `cipher`; `BadMac` when the
 /// tag does not verify (wrong key, tampering), and then `out` holds nothing.
 fn decrypt(
-    cipher: &Aes256Gcm,
+    cipher: &Cipher,
     header: &Header,
     datagram: &[u8],
     out: &mut Vec<u8>,
@@ -570,11 +578,15 @@ fn decrypt(
     let (body, tag) = rest.split_at(rest.len() - TAG_BYTES);
     out.clear();
     out.extend_from_slice(body);
-    let tag = Tag::from_slice(tag);
-    cipher.decrypt_in_place_detached(&nonce(header.counter), aad, out, tag).map_err(|_| {
-        out.clear();
-        ProtocolError::BadMac
-    })
+    let tag = Tag::try_from(tag).expect("split at TAG_BYTES");
+    match cipher.0.open_in_place_separate_tag(nonce(header.counter), Aad::from(aad), tag, out, 0..)
+    {
+        Ok(_) => Ok(()),
+        Err(_) => {
+            out.clear();
+            Err(ProtocolError::BadMac)
+        }
+    }
 }
 
 /// Checks a whole datagram (lengths, cluster, key class held, tag) and returns its header and
@@ -604,7 +616,7 @@ const WINDOW_WORDS: usize = (REPLAY_WINDOW / 64) as usize;
 /// incarnation's subkey, and which counters of it arrived (a sliding bitmap ending at `top`).
 struct PeerState {
     incarnation: Incarnation,
-    cipher: Aes256Gcm,
+    cipher: Cipher,
     /// The highest counter accepted; `bits` covers `(top - REPLAY_WINDOW, top]`.
     top: u64,
     bits: [u64; WINDOW_WORDS],
@@ -613,7 +625,7 @@ struct PeerState {
 }
 
 impl PeerState {
-    fn new(incarnation: Incarnation, cipher: Aes256Gcm) -> PeerState {
+    fn new(incarnation: Incarnation, cipher: Cipher) -> PeerState {
         PeerState { incarnation, cipher, top: 0, bits: [0; WINDOW_WORDS], used: 0 }
     }
 
