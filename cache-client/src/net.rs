@@ -250,12 +250,9 @@ impl SocketTransport {
             rand::Rng::gen_range(&mut rand::thread_rng(), CLIENT_ID_MIN..=u64::MAX)
         });
         let unreachable = |e: String| ClientError::Unavailable { detail: e };
-        // Distinct per start, so that nodes tell a new client from a replay.
-        let incarnation = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u32)
-            .unwrap_or(1)
-            .max(1);
+        // Distinct per start, so that nodes tell a new client from a replay, and so that this
+        // start seals under a subkey no earlier start used (WIRE.md §1.3).
+        let incarnation = protocol::header::fresh_incarnation(0);
         let mut config = EndpointConfig::new(id, incarnation, auth);
         config.group = cluster.group_addr().map_err(unreachable)?;
         config.interface = cluster.interface_addr().map_err(unreachable)?;
@@ -394,7 +391,7 @@ mod tests {
     }
 
     /// An endpoint on loopback that sends its group traffic to `to` only.
-    async fn sender(id: SenderId, incarnation: u32, to: SocketAddr) -> Endpoint {
+    async fn sender(id: SenderId, incarnation: u64, to: SocketAddr) -> Endpoint {
         let mut config = EndpointConfig::new(id, incarnation, ClusterAuth::new(7, b"secret"));
         config.interface = Ipv4Addr::LOCALHOST;
         config.unicast_bind = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));

@@ -28,7 +28,7 @@
 //! | `shoal_cache_hits_total` / `shoal_cache_misses_total` / `shoal_cache_evictions_total` | counter | | the server cache |
 //! | `shoal_messaging_*_total` | counter | | endpoint counters: retransmits, NAKs sent and received, gaps, duplicates |
 //! | `shoal_messaging_dropped_total` | counter | `reason` | datagrams dropped inside the messaging core, by reason (rejected, stale incarnation, beyond the window, queue overflow, unmatched replies) |
-//! | `shoal_dropped_datagrams_total` | counter | `reason` | datagrams refused on receipt, by [`protocol::stats::DropReason`]: `truncated`, `bad_magic`, `wrong_version`, `wrong_cluster`, `bad_mac`, `unknown_kind`, `malformed`, `too_large`, `receiver_full` (authentic, but the receiver's reorder/reassembly memory cap was full; repaired by retransmission) |
+//! | `shoal_dropped_datagrams_total` | counter | `reason` | datagrams refused on receipt, by [`protocol::stats::DropReason`]: `truncated`, `bad_magic`, `wrong_version`, `wrong_cluster`, `bad_mac`, `unknown_kind`, `malformed`, `too_large`, `wrong_class` (a key class this endpoint does not take from that sender or kind), `replay` (seen before, below the replay window, or an older incarnation), `receiver_full` (authentic, but the receiver's reorder/reassembly memory cap was full; repaired by retransmission) |
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -388,7 +388,7 @@ pub fn render_dropped(out: &mut String, dropped: &protocol::stats::DropSnapshot)
         out,
         "shoal_dropped_datagrams_total",
         "counter",
-        "Datagrams refused on receipt (not Shoal, wrong version or cluster, bad tag, malformed, over a limit), by reason.",
+        "Datagrams refused on receipt (not Shoal, wrong version or cluster, wrong key class, replay, bad tag, malformed, over a limit), by reason.",
         "reason",
         &values,
     );

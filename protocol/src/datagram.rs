@@ -7,16 +7,16 @@
 //! [`Message::decode_payload`]; both paths produce the same bytes for a one-fragment message.
 
 use crate::error::ProtocolError;
-use crate::header::{self, ClusterAuth, Header, VERSION};
+use crate::header::{self, ClusterAuth, Header};
 use crate::limits::FRAGMENT_PAYLOAD_BYTES_MAX;
 use crate::message::Message;
-use crate::SenderId;
+use crate::{Incarnation, SenderId};
 
 /// Who sends, and where in its stream: the header fields a caller chooses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Envelope {
     pub sender: SenderId,
-    pub incarnation: u32,
+    pub incarnation: Incarnation,
     /// Reliable-stream sequence number (with [`header::flags::RELIABLE`]) or request id.
     pub seq: u64,
     /// [`header::flags`]; unknown bits are refused.
@@ -26,8 +26,9 @@ pub struct Envelope {
 /// Encodes `message` and seals it as one datagram (fragment 0 of 1) into `out`.
 ///
 /// Refuses a message whose payload exceeds one fragment ([`FRAGMENT_PAYLOAD_BYTES_MAX`]):
-/// such a message must go through the messaging layer, which fragments it. Returns the header
-/// that was written.
+/// such a message must go through the messaging layer, which fragments it. The key class is
+/// the one `auth` sends `message`'s kind under ([`ClusterAuth::class_for_kind`]). Returns the
+/// header that was written (with the counter [`header::seal`] chose).
 pub fn encode_datagram(
     auth: &ClusterAuth,
     envelope: Envelope,
@@ -48,20 +49,13 @@ pub fn encode_datagram(
             max: FRAGMENT_PAYLOAD_BYTES_MAX,
         });
     }
-    let header = Header {
-        version: VERSION,
-        kind: message.kind() as u8,
-        flags: envelope.flags,
-        cluster_id: auth.cluster_id,
-        sender: envelope.sender,
-        incarnation: envelope.incarnation,
-        seq: envelope.seq,
-        frag_index: 0,
-        frag_count: 1,
-        payload_len: payload.len() as u32,
-    };
-    header::seal(auth, &header, &payload, out)?;
-    Ok(header)
+    let kind = message.kind() as u8;
+    let sealer = auth
+        .sealer(auth.class_for_kind(kind), envelope.sender, envelope.incarnation)
+        .expect("class_for_kind picks a held key");
+    let header = sealer.header(kind, envelope.flags, envelope.seq, (0, 1), payload.len());
+    let counter = header::seal(&sealer, &header, &payload, out)?;
+    Ok(Header { counter, ..header })
 }
 
 /// Opens a one-fragment datagram and decodes its message.
@@ -84,7 +78,7 @@ pub fn decode_datagram(
             ),
         });
     }
-    let message = Message::decode_payload(header.kind, payload)?;
+    let message = Message::decode_payload(header.kind, &payload)?;
     Ok((header, message))
 }
 
@@ -165,20 +159,10 @@ mod tests {
     /// A fragment of a larger message is not decodable on its own, even when authentic.
     #[test]
     fn fragment_refused_by_single_datagram_decode() {
-        let header = Header {
-            version: VERSION,
-            kind: 65,
-            flags: flags::RELIABLE,
-            cluster_id: 7,
-            sender: 3,
-            incarnation: 2,
-            seq: 1,
-            frag_index: 0,
-            frag_count: 2,
-            payload_len: 3,
-        };
+        let sealer = auth().sealer(header::KeyClass::Client, 3, 2).expect("client key");
+        let header = sealer.header(65, flags::RELIABLE, 1, (0, 2), 3);
         let mut out = Vec::new();
-        header::seal(&auth(), &header, b"abc", &mut out).unwrap();
+        header::seal(&sealer, &header, b"abc", &mut out).unwrap();
         assert!(matches!(
             decode_datagram(&auth(), &out),
             Err(ProtocolError::Malformed { what: "datagram", .. })

@@ -14,8 +14,17 @@ pub enum ProtocolError {
     UnsupportedVersion { found: u8, supported: u8 },
     #[error("datagram for cluster {found:#x}, this node is in cluster {expected:#x}")]
     WrongCluster { found: u32, expected: u32 },
-    #[error("authentication tag does not match: wrong cluster key or tampered datagram")]
+    #[error("authentication tag does not verify: wrong key or tampered datagram")]
     BadMac,
+    /// Authentic or not, a datagram of a key class (or from a sender id, or of a kind) that
+    /// this endpoint does not take under that class: e.g. member traffic under the client key.
+    #[error("{class} key datagram from sender {sender} refused: {detail}")]
+    WrongClass { class: &'static str, sender: u64, detail: String },
+    /// A datagram already received, below the replay window, or of an older incarnation.
+    #[error(
+        "replay from sender {sender} (incarnation {incarnation}, counter {counter}): {detail}"
+    )]
+    Replay { sender: u64, incarnation: u64, counter: u64, detail: String },
     #[error("unknown message kind {0}")]
     UnknownKind(u8),
     #[error("{what} is {len} bytes, over the limit of {max}")]

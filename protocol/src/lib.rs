@@ -8,7 +8,8 @@
 //!   calls: client, server, state machine and stores.
 //! - [`history`]: the change events a watch scope sees in an entry's ops, the one definition
 //!   the client's live watches and a node's history reads share.
-//! - [`header`]: the fixed datagram header and its HMAC-SHA256 tag under the cluster key.
+//! - [`header`]: the fixed datagram header, the two key classes (member, client), the
+//!   AES-256-GCM sealing and the replay guard.
 //! - [`codec`]: the one place that knows payloads are bincode 1.3.3; swap it here alone.
 //! - [`message`]: the payload types of every message (the design's eleven, replication, the
 //!   messaging layer's own), one file per family, and the [`message::Message`] enum.
@@ -43,6 +44,10 @@ pub use zxid::Zxid;
 /// Identifies a sender on the wire. FS nodes use their configured id (1..=7); clients use a
 /// random id at or above [`CLIENT_ID_MIN`], so the two ranges never collide.
 pub type SenderId = u64;
+
+/// A sender's start counter (header `incarnation`): never repeated for one sender id, so that
+/// `(sender, incarnation)` names one subkey and one replay window (WIRE.md §1.3).
+pub type Incarnation = u64;
 
 /// FS node id, 1..=7 from configuration.
 pub type NodeId = u8;

@@ -30,10 +30,16 @@ pub enum DropReason {
     /// (`ReceiverConfig::held_bytes_max`, across all senders) was full: not held, or shed to
     /// make room for in-order data. The sender's retransmission repairs it later.
     ReceiverFull,
+    /// A datagram under a key class this receiver does not take it under: member traffic
+    /// under the client key, a member-key datagram from a non-member id, a client-key
+    /// datagram of a kind clients do not send, or of a class whose key it lacks.
+    WrongClass,
+    /// Seen before, below the replay window, or of an older incarnation than the newest.
+    Replay,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 11] = [
         DropReason::Truncated,
         DropReason::BadMagic,
         DropReason::WrongVersion,
@@ -43,6 +49,8 @@ impl DropReason {
         DropReason::Malformed,
         DropReason::TooLarge,
         DropReason::ReceiverFull,
+        DropReason::WrongClass,
+        DropReason::Replay,
     ];
 
     /// A stable snake_case name, for metric labels.
@@ -57,6 +65,8 @@ impl DropReason {
             DropReason::Malformed => "malformed",
             DropReason::TooLarge => "too_large",
             DropReason::ReceiverFull => "receiver_full",
+            DropReason::WrongClass => "wrong_class",
+            DropReason::Replay => "replay",
         }
     }
 
@@ -68,6 +78,8 @@ impl DropReason {
             ProtocolError::UnsupportedVersion { .. } => DropReason::WrongVersion,
             ProtocolError::WrongCluster { .. } => DropReason::WrongCluster,
             ProtocolError::BadMac => DropReason::BadMac,
+            ProtocolError::WrongClass { .. } => DropReason::WrongClass,
+            ProtocolError::Replay { .. } => DropReason::Replay,
             ProtocolError::UnknownKind(_) => DropReason::UnknownKind,
             ProtocolError::TooLarge { .. } | ProtocolError::TooMany { .. } => DropReason::TooLarge,
             ProtocolError::Malformed { .. } | ProtocolError::BadChecksum { .. } => {
@@ -99,6 +111,8 @@ pub struct DropSnapshot {
     pub malformed: u64,
     pub too_large: u64,
     pub receiver_full: u64,
+    pub wrong_class: u64,
+    pub replay: u64,
 }
 
 impl DropCounters {
@@ -138,6 +152,8 @@ impl DropCounters {
             malformed: self.get(DropReason::Malformed),
             too_large: self.get(DropReason::TooLarge),
             receiver_full: self.get(DropReason::ReceiverFull),
+            wrong_class: self.get(DropReason::WrongClass),
+            replay: self.get(DropReason::Replay),
         }
     }
 }
@@ -164,6 +180,8 @@ impl DropSnapshot {
             DropReason::Malformed => self.malformed,
             DropReason::TooLarge => self.too_large,
             DropReason::ReceiverFull => self.receiver_full,
+            DropReason::WrongClass => self.wrong_class,
+            DropReason::Replay => self.replay,
         }
     }
 }
@@ -192,6 +210,17 @@ mod tests {
         counters.record(&ProtocolError::TooMany { what: "x", count: 2, max: 1 });
         counters.record(&ProtocolError::BadChecksum { stored: 1, computed: 2 });
         counters.record_many(DropReason::ReceiverFull, 3);
+        counters.record(&ProtocolError::WrongClass {
+            class: "client",
+            sender: 2,
+            detail: "x".into(),
+        });
+        counters.record(&ProtocolError::Replay {
+            sender: 2,
+            incarnation: 1,
+            counter: 1,
+            detail: "x".into(),
+        });
         let snap = counters.snapshot();
         assert_eq!(
             snap,
@@ -205,9 +234,11 @@ mod tests {
                 malformed: 2,
                 too_large: 2,
                 receiver_full: 3,
+                wrong_class: 1,
+                replay: 1,
             }
         );
-        assert_eq!(snap.total(), 13);
+        assert_eq!(snap.total(), 15);
         for reason in DropReason::ALL {
             assert_eq!(snap.get(reason), counters.get(reason), "{}", reason.name());
         }

@@ -15,7 +15,9 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use protocol::datagram::{decode_datagram, encode_datagram, Envelope};
 use protocol::error::ProtocolError;
-use protocol::header::{self, flags, ClusterAuth, Header, HEADER_BYTES, MAGIC, TAG_BYTES, VERSION};
+use protocol::header::{
+    self, flags, ClusterAuth, KeyClass, HEADER_BYTES, MAGIC, TAG_BYTES, VERSION,
+};
 use protocol::message::{Message, MessageKind};
 use protocol::stats::{DropCounters, DropReason};
 use std::cell::Cell;
@@ -64,20 +66,10 @@ fn report(test: &str, inputs: u64, decoded: u64, counters: &DropCounters) {
 }
 
 fn seal_raw(kind: u8, flag_bits: u16, payload: &[u8]) -> Vec<u8> {
-    let header = Header {
-        version: VERSION,
-        kind,
-        flags: flag_bits,
-        cluster_id: auth().cluster_id,
-        sender: 2,
-        incarnation: 1,
-        seq: 7,
-        frag_index: 0,
-        frag_count: 1,
-        payload_len: payload.len() as u32,
-    };
+    let sealer = auth().sealer(KeyClass::Client, 2, 1).expect("the client key");
+    let header = sealer.header(kind, flag_bits, 7, (0, 1), payload.len());
     let mut out = Vec::new();
-    header::seal(&auth(), &header, payload, &mut out).unwrap();
+    header::seal(&sealer, &header, payload, &mut out).unwrap();
     out
 }
 
@@ -100,8 +92,9 @@ fn arbitrary_bytes_are_refused_and_counted() {
                 let flag_bits = u16::from(bytes[6]) & flags::KNOWN;
                 bytes[6..8].copy_from_slice(&flag_bits.to_be_bytes());
                 bytes[8..12].copy_from_slice(&auth().cluster_id.to_be_bytes());
-                bytes[32..36].copy_from_slice(&[0, 0, 0, 1]);
-                bytes[36..40].copy_from_slice(&payload_len.to_be_bytes());
+                bytes[12..16].copy_from_slice(&[KeyClass::Client as u8, 0, 0, 0]);
+                bytes[48..52].copy_from_slice(&[0, 0, 0, 1]);
+                bytes[52..56].copy_from_slice(&payload_len.to_be_bytes());
             }
             inputs.set(inputs.get() + 1);
             prop_assert!(feed(&counters, &bytes).is_err(), "random bytes were accepted");
@@ -277,7 +270,7 @@ fn each_bad_header_has_its_reason() {
     );
 
     let mut oversized = good.clone();
-    oversized[36..40].copy_from_slice(&u32::MAX.to_be_bytes());
+    oversized[52..56].copy_from_slice(&u32::MAX.to_be_bytes());
     assert_eq!(
         counters.record(&decode_datagram(&auth(), &oversized).unwrap_err()),
         DropReason::TooLarge
@@ -293,5 +286,21 @@ fn each_bad_header_has_its_reason() {
         counters.record(&decode_datagram(&auth(), &seal_raw(200, 0, &[])).unwrap_err()),
         DropReason::UnknownKind
     );
-    assert_eq!(counters.snapshot().total(), 9);
+    // A member datagram reaches a client, which holds no member key: set aside unopened.
+    let nodes = auth().with_member_key(b"member key of this fuzz test", [2]);
+    let member = nodes.sealer(KeyClass::Member, 2, 1).expect("the member key");
+    let mut sealed = Vec::new();
+    header::seal(&member, &member.header(65, 0, 7, (0, 1), 4), &[1, 2, 3, 4], &mut sealed).unwrap();
+    assert_eq!(
+        counters.record(&decode_datagram(&auth(), &sealed).unwrap_err()),
+        DropReason::WrongClass
+    );
+    // ... and one sealed under the member key but with the client class byte is a forgery.
+    let mut relabelled = sealed.clone();
+    relabelled[12] = KeyClass::Client as u8;
+    assert_eq!(
+        counters.record(&decode_datagram(&nodes, &relabelled).unwrap_err()),
+        DropReason::BadMac
+    );
+    assert_eq!(counters.snapshot().total(), 11);
 }

@@ -117,6 +117,7 @@ impl Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let key: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
         std::fs::write(dir.path().join("cluster.key"), &key).expect("write key");
+        write_member_key(dir.path());
         let members = (1..=n as NodeId)
             .map(|id| (id.to_string(), format!("127.0.0.1:{}", free_port())))
             .collect();
@@ -327,6 +328,8 @@ pub fn node_args(
         file.cluster_id.to_string(),
         "--cluster-key-file".into(),
         key_file.display().to_string(),
+        "--member-key-file".into(),
+        base.join(MEMBER_KEY_FILE).display().to_string(),
         "--multicast-group".into(),
         file.group.clone(),
         "--multicast-interface".into(),
@@ -334,6 +337,17 @@ pub fn node_args(
         "--fslive-interval-ms".into(),
         fslive_interval_ms.to_string(),
     ]
+}
+
+/// The member key file [`node_args`] names, beside the cluster file: the nodes' key, which no
+/// client reads.
+pub const MEMBER_KEY_FILE: &str = "member.key";
+
+/// Writes a fresh random member key to `dir`/[`MEMBER_KEY_FILE`], mode 0600.
+pub fn write_member_key(dir: &Path) {
+    let key: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
+    fs_node::config::write_owner_only_file(&dir.join(MEMBER_KEY_FILE), key.as_bytes())
+        .expect("write member key");
 }
 
 /// SIGTERM, then wait up to `wait` (SIGKILL after it); the exit code if it exited by itself.

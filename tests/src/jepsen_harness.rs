@@ -209,6 +209,7 @@ pub fn start_cluster(
     let dir = tempfile::tempdir()?;
     let key: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
     std::fs::write(dir.path().join("cluster.key"), &key)?;
+    crate::cluster::write_member_key(dir.path());
     let members = network
         .hosts()
         .iter()

@@ -35,7 +35,7 @@ pub fn unix_us() -> u64 {
 pub enum Event {
     Ready {
         id: SenderId,
-        incarnation: u32,
+        incarnation: u64,
         address: String,
         t_us: u64,
     },
@@ -53,14 +53,14 @@ pub enum Event {
     Deliver {
         from: SenderId,
         sender_claimed: SenderId,
-        incarnation: u32,
+        incarnation: u64,
         seq: u64,
         sent_us: u64,
         t_us: u64,
     },
     Gap {
         from: SenderId,
-        incarnation: u32,
+        incarnation: u64,
         first_missing: u64,
         resumed_at: Option<u64>,
         t_us: u64,
@@ -78,7 +78,7 @@ pub enum Event {
 /// and whose data starts with the send time (then `bytes` in all of recognisable filler).
 pub fn echo_message(
     sender: SenderId,
-    incarnation: u32,
+    incarnation: u64,
     seq: u64,
     sent_us: u64,
     bytes: usize,
@@ -87,7 +87,7 @@ pub fn echo_message(
     data.extend((data.len()..bytes.max(8)).map(|i| (i as u64 ^ seq) as u8));
     Message::FileTransBlock(FileTransBlock {
         transfer: sender,
-        file: incarnation,
+        file: incarnation as u32, // start numbers (1, 2, ...) of the harness
         block: seq,
         md5: [0; 16],
         data: Bytes::from(data),
@@ -95,12 +95,12 @@ pub fn echo_message(
 }
 
 /// (sender, incarnation, seq, sent_us) of an [`echo_message`], if it is one and intact.
-pub fn parse_message(message: &Message) -> Option<(SenderId, u32, u64, u64)> {
+pub fn parse_message(message: &Message) -> Option<(SenderId, u64, u64, u64)> {
     let Message::FileTransBlock(b) = message else { return None };
     let sent_us = u64::from_be_bytes(b.data.get(..8)?.try_into().ok()?);
     let filler_ok =
         b.data.iter().enumerate().skip(8).all(|(i, v)| *v == (i as u64 ^ b.block) as u8);
-    filler_ok.then_some((b.transfer, b.file, b.block, sent_us))
+    filler_ok.then_some((b.transfer, u64::from(b.file), b.block, sent_us))
 }
 
 /// The workload's knobs.
@@ -174,15 +174,15 @@ pub struct StartEvents {
 }
 
 /// Events per node id, per start (1, 2, ...).
-pub type Histories = BTreeMap<SenderId, BTreeMap<u32, StartEvents>>;
+pub type Histories = BTreeMap<SenderId, BTreeMap<u64, StartEvents>>;
 
 /// Parses the output lines of every node.
 pub fn parse_nodes(nodes: &[Node]) -> Histories {
     nodes.iter().map(|n| (n.host.index as SenderId, parse_lines(&n.lines()))).collect()
 }
 
-fn parse_lines(lines: &[Line]) -> BTreeMap<u32, StartEvents> {
-    let mut out: BTreeMap<u32, StartEvents> = BTreeMap::new();
+fn parse_lines(lines: &[Line]) -> BTreeMap<u64, StartEvents> {
+    let mut out: BTreeMap<u64, StartEvents> = BTreeMap::new();
     for line in lines {
         let entry = out.entry(line.start).or_default();
         match serde_json::from_str::<Event>(&line.text) {
@@ -194,7 +194,7 @@ fn parse_lines(lines: &[Line]) -> BTreeMap<u32, StartEvents> {
 }
 
 /// The last start of each node and the last incarnation of each sender that said Ready.
-fn last_starts(histories: &Histories) -> BTreeMap<SenderId, u32> {
+fn last_starts(histories: &Histories) -> BTreeMap<SenderId, u64> {
     histories
         .iter()
         .filter_map(|(id, starts)| starts.keys().next_back().map(|s| (*id, *s)))
@@ -227,10 +227,10 @@ pub fn converged(histories: &Histories, count: u64) -> bool {
 pub struct Convergence {
     count: u64,
     cursors: BTreeMap<SenderId, usize>,
-    last_start: BTreeMap<SenderId, u32>,
-    done: BTreeSet<(SenderId, u32)>,
+    last_start: BTreeMap<SenderId, u64>,
+    done: BTreeSet<(SenderId, u64)>,
     /// (receiver, its start, sender, sender's incarnation) that delivered the last message.
-    reached_end: BTreeSet<(SenderId, u32, SenderId, u32)>,
+    reached_end: BTreeSet<(SenderId, u64, SenderId, u64)>,
 }
 
 impl Convergence {
@@ -332,8 +332,8 @@ pub fn check(histories: &Histories, count: u64, strict: bool) -> CheckReport {
                 ));
             }
             // Next expected seq per (sender, incarnation), and whether a gap was just reported.
-            let mut next: BTreeMap<(SenderId, u32), u64> = BTreeMap::new();
-            let mut gap_pending: BTreeSet<(SenderId, u32)> = BTreeSet::new();
+            let mut next: BTreeMap<(SenderId, u64), u64> = BTreeMap::new();
+            let mut gap_pending: BTreeSet<(SenderId, u64)> = BTreeSet::new();
             for e in &events.events {
                 match e {
                     Event::Deliver { from, sender_claimed, incarnation, seq, .. } => {
@@ -389,7 +389,7 @@ pub fn check(histories: &Histories, count: u64, strict: bool) -> CheckReport {
                 if sender == receiver {
                     continue;
                 }
-                let incarnations: Vec<u32> = if strict {
+                let incarnations: Vec<u64> = if strict {
                     histories[sender].keys().copied().collect()
                 } else {
                     vec![*sender_last]
@@ -551,7 +551,7 @@ pub fn run_messaging(
 mod tests {
     use super::*;
 
-    fn deliver(from: SenderId, incarnation: u32, seq: u64) -> Event {
+    fn deliver(from: SenderId, incarnation: u64, seq: u64) -> Event {
         Event::Deliver { from, sender_claimed: from, incarnation, seq, sent_us: 0, t_us: 0 }
     }
 
@@ -588,7 +588,7 @@ mod tests {
             Node::new(host, NodeSpec { program: "/bin/false".into(), args: vec![], data_dir: None })
         };
         let nodes = [node(1), node(2)];
-        let line = |start: u32, e: Event| Line { start, text: serde_json::to_string(&e).unwrap() };
+        let line = |start: u64, e: Event| Line { start, text: serde_json::to_string(&e).unwrap() };
         let done = Event::Done { stable: true, t_us: 0 };
         let script: Vec<(usize, Line)> = vec![
             (0, line(1, deliver(2, 1, 0))),

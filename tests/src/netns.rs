@@ -416,7 +416,7 @@ pub struct NodeSpec {
 /// One output line of a node: which start it came from (1, 2, ...) and when it was read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Line {
-    pub start: u32,
+    pub start: u64,
     pub text: String,
 }
 
@@ -429,7 +429,7 @@ pub struct Node {
     pub host: Host,
     pub spec: NodeSpec,
     child: Option<Child>,
-    starts: u32,
+    starts: u64,
     lines: Arc<Mutex<Vec<Line>>>,
     paused: bool,
 }
@@ -482,7 +482,7 @@ impl Node {
     }
 
     /// How many times the process was started.
-    pub fn starts(&self) -> u32 {
+    pub fn starts(&self) -> u64 {
         self.starts
     }
 

@@ -30,6 +30,17 @@ fn dev_cluster_keeps_data_across_restarts() {
     assert_eq!(get.stdout, b"world");
     assert_eq!(dev.stop(), Some(0), "shoal dev exits 0 after SIGTERM");
     assert!(cwd.path().join("shoal-dev/cluster.key").exists());
+    // The nodes' member key: owner-only, and named by nothing a client reads.
+    let member_key = cwd.path().join("shoal-dev/member.key");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&member_key).expect("shoal dev writes a member key").permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "member.key mode {mode:o}");
+    let cluster_file = std::fs::read_to_string(cwd.path().join("shoal-dev/cluster.toml")).unwrap();
+    assert!(
+        !cluster_file.contains("member.key") && !cluster_file.contains("member_key"),
+        "the cluster file names the member key: {cluster_file}"
+    );
 
     let dev = Dev::start(cwd.path(), &[]);
     dev.wait_up();

@@ -47,12 +47,15 @@ fn start_with_metrics(cluster: &Cluster, id: u8, log_name: &str) -> (Node, Socke
 fn forged(cluster_id: u32, key: &[u8]) -> Vec<u8> {
     use protocol::datagram::{encode_datagram, Envelope};
     let auth = protocol::header::ClusterAuth::new(cluster_id, key);
-    let message = protocol::message::Message::Freeze(protocol::message::live::Freeze {
-        node: 9,
-        frozen: true,
-        applied: protocol::Zxid::ZERO,
+    // A kind a node takes from a client (under the client key), so that the tag is what
+    // refuses it: a Freeze from a client id would be refused earlier, as `wrong_class`.
+    let message = protocol::message::Message::Nak(protocol::message::layer::Nak {
+        target: 1,
+        incarnation: 1,
+        ranges: vec![(1, 1)],
     });
-    let envelope = Envelope { sender: 99, incarnation: 1, seq: 0, flags: 0 };
+    let envelope =
+        Envelope { sender: protocol::CLIENT_ID_MIN + 99, incarnation: 1, seq: 0, flags: 0 };
     let mut out = Vec::new();
     encode_datagram(&auth, envelope, &message, &mut out).expect("encodes");
     out

@@ -279,6 +279,19 @@ fn free_port() -> Result<u16, String> {
     Ok(socket.local_addr().map_err(|e| e.to_string())?.port())
 }
 
+/// The nodes' member key, in the dev directory.
+const MEMBER_KEY_FILE: &str = "member.key";
+
+/// Creates `path` with mode 0600 and writes `bytes` to it.
+fn write_owner_only(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
 /// Creates the directory, the key (once) and the cluster file (reused when it fits).
 fn prepare(dir: &Path, nodes: usize) -> Result<(ClusterFile, PathBuf), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
@@ -287,6 +300,14 @@ fn prepare(dir: &Path, nodes: usize) -> Result<(ClusterFile, PathBuf), String> {
         let key: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
         std::fs::write(&key_path, format!("{key}\n"))
             .map_err(|e| format!("writing {}: {e}", key_path.display()))?;
+    }
+    // The nodes' member key: apart from the cluster key, readable by its owner only, and
+    // named by no file a client reads (README "Security").
+    let member_key_path = dir.join(MEMBER_KEY_FILE);
+    if !member_key_path.exists() {
+        let key: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
+        write_owner_only(&member_key_path, format!("{key}\n").as_bytes())
+            .map_err(|e| format!("writing {}: {e}", member_key_path.display()))?;
     }
     let cluster_path = dir.join("cluster.toml");
     if cluster_path.exists() {
@@ -344,6 +365,8 @@ fn spawn_node(
         .arg(file.cluster_id.to_string())
         .arg("--cluster-key-file")
         .arg(key_file)
+        .arg("--member-key-file")
+        .arg(dir.join(MEMBER_KEY_FILE))
         .arg("--multicast-group")
         .arg(&file.group)
         .arg("--multicast-interface")

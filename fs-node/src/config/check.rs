@@ -313,14 +313,46 @@ pub(super) fn drift_below_lease(drift_ms: u64, lease_ms: u64) -> Checked<()> {
 
 /// The key in `path`, trimmed of surrounding whitespace, at least the protocol's minimum.
 pub(super) fn read_cluster_key(path: &Path) -> Checked<ClusterKey> {
-    let contents = std::fs::read(path)
-        .map_err(|source| ConfigError::KeyFile { path: path.to_path_buf(), source })?;
+    read_key("cluster_key_file", "node and client", path)
+}
+
+/// The member key in `path`: as [`read_cluster_key`], and besides readable by its owner only
+/// and not the cluster key (which every client holds).
+pub(super) fn read_member_key(path: &Path, cluster_key: &ClusterKey) -> Checked<ClusterKey> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(path).map_err(|source| ConfigError::KeyFile {
+            setting: "member_key_file",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(ConfigError::KeyFileReadable { path: path.to_path_buf(), mode });
+        }
+    }
+    let key = read_key("member_key_file", "node (and to no client)", path)?;
+    if key.0 == cluster_key.0 {
+        return Err(ConfigError::MemberKeyIsClusterKey { path: path.to_path_buf() });
+    }
+    Ok(key)
+}
+
+fn read_key(setting: &'static str, who: &'static str, path: &Path) -> Checked<ClusterKey> {
+    let contents = std::fs::read(path).map_err(|source| ConfigError::KeyFile {
+        setting,
+        path: path.to_path_buf(),
+        source,
+    })?;
     let key = cluster_key_from_file_contents(&contents);
     if key.len() < CLUSTER_KEY_BYTES_MIN {
         return Err(ConfigError::KeyTooShort {
+            setting,
             path: PathBuf::from(path),
             len: key.len(),
             min: CLUSTER_KEY_BYTES_MIN,
+            who,
         });
     }
     Ok(ClusterKey(key.to_vec()))

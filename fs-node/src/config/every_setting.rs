@@ -141,6 +141,14 @@ fn cases() -> Vec<Case> {
             quoted("{dir}/missing.key"),
         ),
         case(
+            "member_key_file",
+            "--member-key-file",
+            "SHOAL_MEMBER_KEY_FILE",
+            quoted("{dir}/ma.key"),
+            quoted("{dir}/mb.key"),
+            quoted("{dir}/a.key"),
+        ),
+        case(
             "fslive_interval_ms",
             "--fslive-interval-ms",
             "SHOAL_FSLIVE_INTERVAL_MS",
@@ -300,6 +308,10 @@ impl SettingsFixture {
         for (name, key) in [("cluster.key", "k"), ("a.key", "a"), ("b.key", "b")] {
             std::fs::write(dir.path().join(name), key.repeat(32)).unwrap();
         }
+        // Member keys: owner-only (a.key, readable by all, is the refused value).
+        for (name, key) in [("member.key", "m"), ("ma.key", "x"), ("mb.key", "y")] {
+            write_owner_only(&dir.path().join(name), key.repeat(32).as_bytes());
+        }
         SettingsFixture { dir }
     }
 
@@ -314,6 +326,7 @@ impl SettingsFixture {
             ("data_dir", format!("{:?}", self.dir.path().join("data"))),
             ("cluster_id", "7".into()),
             ("cluster_key_file", format!("{:?}", self.dir.path().join("cluster.key"))),
+            ("member_key_file", format!("{:?}", self.dir.path().join("member.key"))),
             (
                 "members",
                 members(&[(1, "127.0.0.1:7701"), (2, "127.0.0.1:7702"), (3, "127.0.0.1:7703")])
@@ -512,4 +525,9 @@ fn table_covers_every_file_key() {
     let debug = format!("{:?}", RawConfig::default());
     let fields = debug.matches(": None").count();
     assert_eq!(fields, cases().len(), "RawConfig has settings the table lacks: {debug}");
+}
+
+/// Writes `bytes` to `path` with mode 0600, as a member key file must be.
+pub(super) fn write_owner_only(path: &std::path::Path, bytes: &[u8]) {
+    super::write_owner_only_file(path, bytes).unwrap();
 }

@@ -11,6 +11,7 @@
 //! data_dir = "/var/lib/shoal/1"
 //! cluster_id = 7
 //! cluster_key_file = "/etc/shoal/cluster.key"
+//! member_key_file = "/etc/shoal/member.key"
 //!
 //! [members]            # id = "ip:port" of each FS node's unicast socket; 3, 5 or 7 of them
 //! 1 = "10.0.0.1:7701"
@@ -246,6 +247,23 @@ settings! {
             cluster_key: ClusterKey = check::read_cluster_key(&cluster_key_file)
         }
     }
+    /// A file holding the member key (at least 16 bytes), the same on every node and on no
+    /// client: every datagram nodes send each other is sealed with it, so that a client,
+    /// which holds only the cluster key, can produce none (see README "Security"). Readable
+    /// by its owner only (mode 0600 or stricter), and not the cluster key.
+    member_key_file: PathBuf {
+        toml: PathBuf,
+        flag: Option<PathBuf>;
+        env: "SHOAL_MEMBER_KEY_FILE",
+        absent: required(
+            "set member_key_file to a file of at least 16 random bytes shared by the nodes only (mode 0600)"
+        ),
+        parse: check::same,
+        derive {
+            /// The member key, read from `member_key_file` at validation. Never printed.
+            member_key: ClusterKey = check::read_member_key(&member_key_file, &cluster_key)
+        }
+    }
     /// Interval of this node's FSLive announcements to clients.
     fslive_interval_ms: u64 {
         toml: u64,
@@ -433,10 +451,14 @@ pub enum ConfigError {
     NodeNotMember { node_id: NodeId, members: Vec<NodeId> },
     #[error("setting `members` lists {count} nodes; Shoal needs 3, 5 or 7 (or 1 for a single-node dev/test cluster); fix: list an odd number of FS nodes, 3, 5 or 7")]
     ClusterSize { count: usize },
-    #[error("setting `cluster_key_file`: cannot read {path}: {source}; fix: create it (at least {min} random bytes, e.g. `head -c 32 /dev/urandom > {path}`) and make it readable by this user", min = CLUSTER_KEY_BYTES_MIN)]
-    KeyFile { path: PathBuf, source: std::io::Error },
-    #[error("setting `cluster_key_file`: {path} holds a {len}-byte key, shorter than {min}; fix: write at least {min} random bytes to it (and the same file to every node and client)")]
-    KeyTooShort { path: PathBuf, len: usize, min: usize },
+    #[error("setting `{setting}`: cannot read {path}: {source}; fix: create it (at least {min} random bytes, e.g. `head -c 32 /dev/urandom > {path}`) and make it readable by this user", min = CLUSTER_KEY_BYTES_MIN)]
+    KeyFile { setting: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("setting `{setting}`: {path} holds a {len}-byte key, shorter than {min}; fix: write at least {min} random bytes to it (and the same file to every {who})")]
+    KeyTooShort { setting: &'static str, path: PathBuf, len: usize, min: usize, who: &'static str },
+    #[error("setting `member_key_file`: {path} has mode {mode:04o}, so users other than its owner can read the member key and forge any node's traffic; fix: `chmod 600 {path}`")]
+    KeyFileReadable { path: PathBuf, mode: u32 },
+    #[error("setting `member_key_file`: {path} holds the same key as `cluster_key_file`, which every client holds, so it would keep no client out; fix: write other random bytes to it (`head -c 32 /dev/urandom > {path}`) on every node")]
+    MemberKeyIsClusterKey { path: PathBuf },
     #[error("setting `{setting}` = {value} is over the hard maximum {max} the wire protocol enforces; fix: set it to at most {max}")]
     OverHardMax { setting: &'static str, value: usize, max: usize },
 }
@@ -451,8 +473,11 @@ impl ConfigError {
             | ConfigError::OverHardMax { setting, .. } => Some(setting),
             ConfigError::NodeNotMember { .. } => Some("node_id"),
             ConfigError::ClusterSize { .. } => Some("members"),
-            ConfigError::KeyFile { .. } | ConfigError::KeyTooShort { .. } => {
-                Some("cluster_key_file")
+            ConfigError::KeyFile { setting, .. } | ConfigError::KeyTooShort { setting, .. } => {
+                Some(setting)
+            }
+            ConfigError::KeyFileReadable { .. } | ConfigError::MemberKeyIsClusterKey { .. } => {
+                Some("member_key_file")
             }
         }
     }
@@ -500,8 +525,28 @@ impl Config {
 
     /// The sealing/opening context for this cluster's datagrams.
     pub fn cluster_auth(&self) -> ClusterAuth {
-        ClusterAuth::new(self.cluster_id, &self.cluster_key.0)
+        ClusterAuth::new(self.cluster_id, &self.cluster_key.0).with_member_key(
+            &self.member_key.0,
+            self.members.keys().map(|id| *id as protocol::SenderId),
+        )
     }
+}
+
+/// Writes a key file readable by its owner only (mode 0600), as `member_key_file` must be:
+/// for tools and tests that set up nodes. Replaces the file's contents when it exists (and
+/// sets its mode to 0600 again).
+pub fn write_owner_only_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 impl Args {

@@ -6,6 +6,7 @@ use protocol::limits::{KEY_BYTES_HARD_MAX, VALUE_BYTES_HARD_MAX};
 use std::io::Write;
 
 const KEY: &[u8] = b"0123456789abcdef0123456789abcdef\n";
+const MEMBER_KEY: &[u8] = b"member key: 0123456789abcdef0123\n";
 
 /// A key file and a valid three-node TOML naming it, in a temporary directory.
 struct Fixture {
@@ -16,6 +17,7 @@ impl Fixture {
     fn new() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("cluster.key"), KEY).unwrap();
+        super::every_setting::write_owner_only(&dir.path().join("member.key"), MEMBER_KEY);
         Fixture { dir }
     }
 
@@ -25,9 +27,10 @@ impl Fixture {
 
     fn toml(&self, extra: &str, members: &str) -> String {
         format!(
-            "node_id = 2\ndata_dir = {:?}\ncluster_id = 7\ncluster_key_file = {:?}\n{extra}\n[members]\n{members}\n",
+            "node_id = 2\ndata_dir = {:?}\ncluster_id = 7\ncluster_key_file = {:?}\nmember_key_file = {:?}\n{extra}\n[members]\n{members}\n",
             self.dir.path().join("data"),
             self.key_path(),
+            self.dir.path().join("member.key"),
         )
     }
 
@@ -325,12 +328,13 @@ fn missing_settings_named() {
     let full = RawConfig::from_toml(&fx.toml("", THREE), Path::new("x")).unwrap();
     assert!(Config::from_raw(full.clone()).is_ok());
     type Clear = fn(&mut RawConfig);
-    let cases: [(&str, Clear); 5] = [
+    let cases: [(&str, Clear); 6] = [
         ("node_id", |r| r.node_id = None),
         ("members", |r| r.members = None),
         ("data_dir", |r| r.data_dir = None),
         ("cluster_id", |r| r.cluster_id = None),
         ("cluster_key_file", |r| r.cluster_key_file = None),
+        ("member_key_file", |r| r.member_key_file = None),
     ];
     for (setting, clear) in cases {
         let mut raw = full.clone();
@@ -357,4 +361,37 @@ fn missing_config_file_named() {
             .unwrap_err();
     assert!(matches!(err, ConfigError::ReadFile { .. }));
     assert!(err.to_string().contains("/nonexistent/shoal.toml"));
+}
+
+/// The member key file is refused, by name and with the fix, when others can read it, when
+/// it holds the cluster key (which every client has), or when it is short; nothing of it is
+/// printed; a valid one gives the node a member key apart from the cluster key.
+#[test]
+fn member_key_file_rules() {
+    use std::os::unix::fs::PermissionsExt;
+    let fx = Fixture::new();
+    let config = fx.load("", THREE).unwrap();
+    assert_eq!(config.member_key.0, &MEMBER_KEY[..MEMBER_KEY.len() - 1]);
+    assert!(config.cluster_auth().is_member() && config.cluster_auth().is_member_id(3));
+    assert!(!format!("{config:?}").contains("member key:"));
+    let path = fx.dir.path().join("member.key");
+
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let err = fx.load("", THREE).unwrap_err();
+    assert!(matches!(err, ConfigError::KeyFileReadable { mode: 0o640, .. }), "{err}");
+    assert!(err.to_string().contains("chmod 600"), "{err}");
+    assert_eq!(err.setting(), Some("member_key_file"));
+
+    super::every_setting::write_owner_only(&path, KEY);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let err = fx.load("", THREE).unwrap_err();
+    assert!(matches!(err, ConfigError::MemberKeyIsClusterKey { .. }), "{err}");
+
+    super::every_setting::write_owner_only(&path, b"short");
+    let err = fx.load("", THREE).unwrap_err();
+    assert!(matches!(err, ConfigError::KeyTooShort { setting: "member_key_file", .. }), "{err}");
+
+    std::fs::remove_file(&path).unwrap();
+    let err = fx.load("", THREE).unwrap_err();
+    assert!(matches!(err, ConfigError::KeyFile { setting: "member_key_file", .. }), "{err}");
 }

@@ -8,6 +8,7 @@ use super::transfer::Transfers;
 use crate::config::{Config, RawConfig};
 use crate::storage::{RealFs, SyncMode};
 use bytes::Bytes;
+use protocol::header::{cluster_key_from_file_contents, ClusterAuth};
 use protocol::message::data::{ErrorCode, Op, RequestId, UpdateRequest};
 use protocol::message::replication::{Entry, Proposal};
 use protocol::message::Message;
@@ -21,8 +22,10 @@ use std::time::{Duration, Instant};
 
 /// Node 1 of three; the others' addresses are never used (the test's endpoints are bound on
 /// ephemeral ports).
-fn config(dir: &Path) -> Config {
+pub(super) fn config(dir: &Path) -> Config {
     std::fs::write(dir.join("cluster.key"), "k".repeat(32)).expect("key file");
+    crate::config::write_owner_only_file(&dir.join("member.key"), "m".repeat(32).as_bytes())
+        .expect("member key file");
     let mut members = BTreeMap::new();
     for m in 1..=3 {
         members.insert(m.to_string(), format!("127.0.0.1:{m}"));
@@ -32,22 +35,42 @@ fn config(dir: &Path) -> Config {
         members: Some(members),
         data_dir: Some(dir.join("data")),
         cluster_key_file: Some(dir.join("cluster.key")),
+        member_key_file: Some(dir.join("member.key")),
         cluster_id: Some(7),
         ..RawConfig::default()
     };
     Config::from_raw(raw).expect("config")
 }
 
-struct Fixture {
-    opened: Opened,
-    node: Endpoint,
-    node_addr: SocketAddr,
-    _dir: tempfile::TempDir,
+/// What a client holds: the cluster id and the key of the cluster file (the client key).
+fn client_auth(dir: &Path) -> ClusterAuth {
+    let bytes = std::fs::read(dir.join("cluster.key")).expect("client key file");
+    ClusterAuth::new(7, cluster_key_from_file_contents(&bytes))
+}
+
+/// An endpoint holding the client credential and claiming `id`, sending straight to `peers`
+/// (unicast fallback).
+pub(super) async fn client_endpoint(dir: &Path, id: SenderId, peers: Vec<SocketAddr>) -> Endpoint {
+    let mut c = EndpointConfig::new(id, 1, client_auth(dir));
+    c.unicast_bind = "127.0.0.1:0".parse().expect("address");
+    c.members = vec![1, 2, 3];
+    c.peers = Some(peers);
+    Endpoint::bind(c).await.expect("bind the client")
+}
+
+/// A client's id (clients draw theirs at or above `CLIENT_ID_MIN`).
+const FLOODING_CLIENT: SenderId = (1 << 32) + 0x4000;
+
+pub(super) struct Fixture {
+    pub(super) opened: Opened,
+    pub(super) node: Endpoint,
+    pub(super) node_addr: SocketAddr,
+    pub(super) _dir: tempfile::TempDir,
 }
 
 /// A node's state opened as a run opens it, and its endpoint on loopback; nothing runs the
 /// core.
-async fn fixture() -> Fixture {
+pub(super) async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = config(dir.path());
     std::fs::create_dir_all(&config.data_dir).expect("data dir");
@@ -81,7 +104,7 @@ async fn endpoint(config: &Config, id: SenderId, peers: Vec<SocketAddr>) -> Endp
 
 /// The node's one door, receiving for members 1–3, with the replication queue the core would
 /// take from (nothing takes from it unless the test does).
-fn start_door(
+pub(super) fn start_door(
     node: &Endpoint,
     opened: &Opened,
 ) -> (tokio::task::JoinHandle<()>, tokio::sync::mpsc::Receiver<Message>) {
@@ -151,15 +174,14 @@ async fn a_stalled_core_stops_a_flooding_member() {
 async fn a_stalled_core_turns_away_requests_past_the_in_flight_bound() {
     let f = fixture().await;
     let (receive, _repl_rx) = start_door(&f.node, &f.opened);
-    let config = config(f._dir.path());
-    let client = endpoint(&config, 0x4000, vec![f.node_addr]).await;
+    let client = client_endpoint(f._dir.path(), FLOODING_CLIENT, vec![f.node_addr]).await;
     let total = super::REQUESTS_IN_FLIGHT_MAX as u64 + 1000;
     let mut tasks = tokio::task::JoinSet::new();
     for seq in 1..=total {
         let (client, addr) = (client.clone(), f.node_addr);
         tasks.spawn(async move {
             let message = Message::Update(UpdateRequest {
-                request: RequestId { client: 0x4000, seq },
+                request: RequestId { client: FLOODING_CLIENT, seq },
                 conditions: vec![],
                 ops: vec![Op::Put {
                     key: format!("/k{seq}"),
@@ -269,7 +291,7 @@ async fn flood() {
     });
     let config = config(_dir.path());
     let member = endpoint(&config, 2, vec![node_addr]).await;
-    let client = endpoint(&config, 0x4000, vec![node_addr]).await;
+    let client = client_endpoint(_dir.path(), FLOODING_CLIENT, vec![node_addr]).await;
     let deadline = Instant::now() + Duration::from_secs(secs);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let base = rss_kib();
@@ -313,7 +335,7 @@ async fn flood() {
                 tokio::spawn(async move {
                     let _slot = slot;
                     let message = Message::Update(UpdateRequest {
-                        request: RequestId { client: 0x4000, seq },
+                        request: RequestId { client: FLOODING_CLIENT, seq },
                         conditions: vec![],
                         ops: vec![Op::Put {
                             key: format!("/k{seq}"),

@@ -158,6 +158,8 @@ pub const OUTBOUND_QUEUE_MAX: usize = 1024;
 pub const OUTBOUND_HEADROOM: usize = OUTBOUND_QUEUE_MAX / 2;
 
 #[cfg(test)]
+mod attack_tests;
+#[cfg(test)]
 mod bounds_tests;
 #[cfg(test)]
 mod tests;
@@ -185,23 +187,25 @@ pub(crate) fn io_err<'a>(
     move |source| NodeError::Io { what, path: path.to_path_buf(), source }
 }
 
-/// Reads, bumps and durably stores the start counter: the messaging incarnation, so that
-/// receivers tell this start from a replay of the previous one. It is at least the wall clock
-/// in seconds: a node whose data directory was wiped (and so lost the counter) must still
-/// start above every incarnation its peers saw, or they would drop its datagrams as stale.
-fn next_incarnation(dir: &Path) -> Result<u32, NodeError> {
+/// Picks and durably stores this start's messaging incarnation, above the one stored by the
+/// previous start: receivers tell a start from a replay of the previous one by it, and it
+/// selects the subkey this start seals with, so two starts must never share one (a repeated
+/// subkey with the process's nonce counter starting again at 1 would repeat AES-GCM nonces).
+/// It is stored before any datagram is sealed. A node whose data directory was wiped (and so
+/// lost the stored one) still starts above every incarnation its peers saw, because
+/// [`protocol::header::fresh_incarnation`] leads with the wall clock in milliseconds.
+fn next_incarnation(dir: &Path) -> Result<protocol::Incarnation, NodeError> {
     let path = dir.join("incarnation");
-    let old =
-        std::fs::read_to_string(&path).ok().and_then(|t| t.trim().parse::<u32>().ok()).unwrap_or(0);
-    let now_s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs().min(u64::from(u32::MAX)) as u32)
+    let old = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| t.trim().parse::<protocol::Incarnation>().ok())
         .unwrap_or(0);
-    let next = old.wrapping_add(1).max(now_s).max(1);
+    let next = protocol::header::fresh_incarnation(old);
     let tmp = dir.join("incarnation.tmp");
     std::fs::write(&tmp, format!("{next}\n")).map_err(io_err("writing", &tmp))?;
     std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io_err("syncing", &tmp))?;
     std::fs::rename(&tmp, &path).map_err(io_err("renaming", &path))?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("syncing", dir))?;
     Ok(next)
 }
 

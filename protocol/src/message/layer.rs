@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Nak {
     pub target: SenderId,
-    pub incarnation: u32,
+    pub incarnation: u64,
     #[serde(
         deserialize_with = "crate::codec::bounded::vec::<_, _, { crate::limits::NAK_RANGES_MAX }>"
     )]
@@ -21,7 +21,7 @@ pub struct Nak {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stability {
     pub target: SenderId,
-    pub incarnation: u32,
+    pub incarnation: u64,
     pub delivered_below: u64,
     pub credit_until: u64,
 }
@@ -35,7 +35,7 @@ pub struct Stability {
 /// misses below it is gone for good, which the receiver reports as a gap instead of NAKing forever.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SenderStatus {
-    pub incarnation: u32,
+    pub incarnation: u64,
     pub retained_from: u64,
     pub sent_below: u64,
 }

@@ -7,9 +7,9 @@ use super::receiver::{ReceiverConfig, ReceiverSet, ReceiverStats};
 use super::sender::{SenderConfig, SenderCore, SenderStats};
 use super::{Delivery, SendError, Transmit};
 use crate::error::ProtocolError;
-use crate::header::{flags, open, ClusterAuth, Header};
+use crate::header::{flags, ClusterAuth, Header, KeyClass, ReplayGuard, Sealers};
 use crate::message::Message;
-use crate::SenderId;
+use crate::{Incarnation, SenderId};
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 
@@ -58,6 +58,8 @@ pub struct Unreliable {
     pub request_id: u64,
     /// Whether this is a reply (header `REPLY` flag) to our request `request_id`.
     pub is_reply: bool,
+    /// The key class it came under: a reply to it goes under the same.
+    pub class: KeyClass,
     pub message: Message,
 }
 
@@ -66,10 +68,20 @@ pub struct Unreliable {
 pub struct CoreStats {
     pub sender: SenderStats,
     pub receiver: ReceiverStats,
-    /// Datagrams refused by `open` (bad tag, wrong cluster, malformed header) or undecodable.
+    /// Datagrams refused by `open` (bad tag, wrong cluster, malformed header, wrong key
+    /// class, replay) or undecodable.
     pub datagrams_rejected: u64,
     /// Our own multicast, looped back.
     pub own_datagrams: u64,
+    /// On a node: client-key datagrams naming a member as sender, set aside unopened. They
+    /// are the other nodes' traffic to clients (notices, FSLive, lock changes) that the
+    /// group delivers to nodes too, or a client's forgery of a member; a node takes neither.
+    pub skipped_for_clients: u64,
+    /// On a client: member-key datagrams (the nodes' traffic among themselves on the group),
+    /// set aside unopened: a client holds no member key.
+    pub skipped_member: u64,
+    /// The sending stats of a node's second stream, the one to clients (client key).
+    pub client_stream: SenderStats,
     pub unreliable_received: u64,
     pub unreliable_dropped: u64,
 }
@@ -79,8 +91,17 @@ pub struct CoreStats {
 pub struct Core {
     id: SenderId,
     auth: ClusterAuth,
+    sealers: Sealers,
+    /// The endpoint's reliable stream: on a node the member stream (member key, credit from
+    /// the members), on a client its only one (client key).
     sender: SenderCore,
+    /// On a node, its stream to clients (client key: notices, lock changes, freezes), which
+    /// no one grants credit for (clients are repaired best-effort, as ever).
+    client_stream: Option<SenderCore>,
     receivers: ReceiverSet,
+    guard: ReplayGuard,
+    /// Decrypted payload of the datagram being handled.
+    scratch: Vec<u8>,
     unreliable: VecDeque<Unreliable>,
     replies: VecDeque<Unreliable>,
     unreliable_queue_max: usize,
@@ -95,7 +116,7 @@ pub struct Core {
 impl Core {
     pub fn new(
         id: SenderId,
-        incarnation: u32,
+        incarnation: Incarnation,
         auth: ClusterAuth,
         mut config: CoreConfig,
         now_ms: u64,
@@ -104,17 +125,20 @@ impl Core {
         if config.unreliable_queue_max == 0 {
             config.unreliable_queue_max = 65_536;
         }
+        let sealers = auth.sealers(id, incarnation);
+        let main = sealers.for_receiving().clone();
+        let client_stream = sealers
+            .member
+            .as_ref()
+            .map(|_| SenderCore::new(sealers.client.clone(), &[], config.sender.clone(), now_ms));
         Core {
             id,
-            sender: SenderCore::new(
-                id,
-                incarnation,
-                auth.clone(),
-                &config.members,
-                config.sender,
-                now_ms,
-            ),
-            receivers: ReceiverSet::new(id, auth.clone(), config.receiver),
+            sender: SenderCore::new(main, &config.members, config.sender, now_ms),
+            client_stream,
+            receivers: ReceiverSet::new(sealers.for_receiving().clone(), config.receiver.clone()),
+            guard: ReplayGuard::new(auth.clone(), config.receiver.senders_max),
+            scratch: Vec::new(),
+            sealers,
             auth,
             unreliable: VecDeque::new(),
             replies: VecDeque::new(),
@@ -134,8 +158,36 @@ impl Core {
         &self.auth
     }
 
+    /// The sealers of this endpoint (one per key class it holds).
+    pub fn sealers(&self) -> &Sealers {
+        &self.sealers
+    }
+
+    /// The endpoint's main reliable stream (see [`Core`]'s fields).
     pub fn sender(&self) -> &SenderCore {
         &self.sender
+    }
+
+    /// A node's stream to clients.
+    pub fn client_stream(&self) -> Option<&SenderCore> {
+        self.client_stream.as_ref()
+    }
+
+    /// The stream a message of `kind` goes on ([`ClusterAuth::class_for_kind`]).
+    fn stream_for(&mut self, kind: u8) -> &mut SenderCore {
+        match (&mut self.client_stream, self.auth.class_for_kind(kind)) {
+            (Some(stream), KeyClass::Client) => stream,
+            _ => &mut self.sender,
+        }
+    }
+
+    /// The stream a report under `class` is about.
+    fn stream_of_class(&mut self, class: KeyClass) -> Option<&mut SenderCore> {
+        if class == self.auth.receive_class() {
+            Some(&mut self.sender)
+        } else {
+            self.client_stream.as_mut()
+        }
     }
 
     pub fn receivers(&self) -> &ReceiverSet {
@@ -143,12 +195,17 @@ impl Core {
     }
 
     pub fn stats(&self) -> CoreStats {
-        CoreStats { sender: self.sender.stats(), receiver: self.receivers.stats(), ..self.stats }
+        CoreStats {
+            sender: self.sender.stats(),
+            receiver: self.receivers.stats(),
+            client_stream: self.client_stream.as_ref().map(|s| s.stats()).unwrap_or_default(),
+            ..self.stats
+        }
     }
 
     /// Queues a message on this endpoint's reliable stream (see [`SenderCore::try_send`]).
     pub fn try_send(&mut self, message: &Message, now_ms: u64) -> Result<(), SendError> {
-        self.sender.try_send(message, now_ms)
+        self.stream_for(message.kind() as u8).try_send(message, now_ms)
     }
 
     /// [`Core::try_send`] with the payload already encoded.
@@ -158,54 +215,137 @@ impl Core {
         payload: &[u8],
         now_ms: u64,
     ) -> Result<(), SendError> {
-        self.sender.try_send_encoded(kind, payload, now_ms)
+        self.stream_for(kind).try_send_encoded(kind, payload, now_ms)
     }
 
-    /// Authenticates and dispatches one datagram. Returns its header when it was accepted.
+    /// Authenticates and dispatches one datagram. Returns its header when it was accepted
+    /// (None: our own looped back, or set aside unopened as not for this endpoint).
     /// Errors are operating errors (bad packets happen): the caller counts them and goes on.
-    pub fn on_datagram(&mut self, datagram: &[u8], now_ms: u64) -> Result<Header, ProtocolError> {
+    ///
+    /// The key-class rules (WIRE.md §1.3), before any cryptography: a node takes member-key
+    /// datagrams only from member ids; client-key datagrams naming a member it sets aside when
+    /// their kind is one members send to clients (the group brings it the other nodes' traffic
+    /// to clients) and refuses otherwise; from anyone else it takes
+    /// under the client key only what clients send ([`KeyClass::node_accepts_from_client`]).
+    /// A client sets member-key datagrams aside and takes client-key ones.
+    pub fn on_datagram(
+        &mut self,
+        datagram: &[u8],
+        now_ms: u64,
+    ) -> Result<Option<Header>, ProtocolError> {
         // Our own multicast comes back to our group socket (loopback is on so that several
-        // nodes can share a host): recognise it from the cheap header parse and skip the HMAC.
+        // nodes can share a host): recognise it from the cheap header parse and skip the AEAD.
         // A forged header claiming our id is dropped just the same, so this opens no hole.
         if let Ok(h) = Header::decode(datagram) {
             if h.sender == self.id {
                 self.stats.own_datagrams += 1;
-                return Ok(h);
+                return Ok(None);
+            }
+            if let Some(refusal) = self.class_rule(&h) {
+                return match refusal {
+                    Ok(()) => Ok(None),
+                    Err(e) => {
+                        self.stats.datagrams_rejected += 1;
+                        Err(e)
+                    }
+                };
             }
         }
-        let (header, payload) = match open(&self.auth, datagram) {
-            Ok(x) => x,
-            Err(e) => {
-                self.stats.datagrams_rejected += 1;
-                return Err(e);
-            }
+        let mut payload = std::mem::take(&mut self.scratch);
+        let result = self.on_opened(datagram, &mut payload, now_ms);
+        self.scratch = payload;
+        if result.is_err() {
+            self.stats.datagrams_rejected += 1;
+        }
+        result.map(Some)
+    }
+
+    /// The key-class rule for a datagram of header `h`: None to open it, Some(Ok) to set it
+    /// aside unopened, Some(Err) to refuse it.
+    fn class_rule(&mut self, h: &Header) -> Option<Result<(), ProtocolError>> {
+        let refuse = |detail: String| {
+            Some(Err(ProtocolError::WrongClass { class: h.class.name(), sender: h.sender, detail }))
         };
+        if !self.auth.is_member() {
+            if h.class == KeyClass::Member {
+                self.stats.skipped_member += 1;
+                return Some(Ok(()));
+            }
+            return None;
+        }
+        match h.class {
+            KeyClass::Member if !self.auth.is_member_id(h.sender) => {
+                refuse("the member key is taken from member ids only".into())
+            }
+            KeyClass::Member => None,
+            // A member sends under the client key only what clients read (and its client
+            // stream's status); a client-key datagram naming a member with any other kind
+            // (a vote, a proposal, a transfer block) can only be a client's forgery.
+            KeyClass::Client if self.auth.is_member_id(h.sender) => {
+                if KeyClass::member_sends_under_client_key(h.kind) {
+                    self.stats.skipped_for_clients += 1;
+                    Some(Ok(()))
+                } else {
+                    refuse(format!("a member sends kind {} under the member key", h.kind))
+                }
+            }
+            KeyClass::Client if !KeyClass::node_accepts_from_client(h.kind, h.flags) => {
+                refuse(format!(
+                    "kind {} {}is not what a client sends",
+                    h.kind,
+                    if h.flags & flags::RELIABLE != 0 { "on a reliable stream " } else { "" }
+                ))
+            }
+            KeyClass::Client => None,
+        }
+    }
+
+    /// Opens (tag, replay) and dispatches one datagram that passed the class rule.
+    fn on_opened(
+        &mut self,
+        datagram: &[u8],
+        payload: &mut Vec<u8>,
+        now_ms: u64,
+    ) -> Result<Header, ProtocolError> {
+        let header = self.guard.open(datagram, payload)?;
         // Any authenticated datagram proves the sender is heard (its NAK rounds count).
         self.receivers.heard_from(header.sender, now_ms);
         if header.flags & flags::RELIABLE != 0 {
+            if header.class != self.auth.receive_class() {
+                // Only a client can get here (a node refuses client streams by the class
+                // rule): a client takes the nodes' client streams; it holds no member key.
+                return Err(ProtocolError::WrongClass {
+                    class: header.class.name(),
+                    sender: header.sender,
+                    detail: "not the class of the streams this endpoint takes".into(),
+                });
+            }
             self.receivers.on_data(&header, payload, now_ms);
             return Ok(header);
         }
-        let decoded = if header.frag_count > 1 {
+        let message = if header.frag_count > 1 {
             match self.reassemble(&header, payload, now_ms) {
-                Some(bytes) => Message::decode_payload(header.kind, &bytes),
+                Some(bytes) => Message::decode_payload(header.kind, &bytes)?,
                 None => return Ok(header),
             }
         } else {
-            Message::decode_payload(header.kind, payload)
-        };
-        let message = match decoded {
-            Ok(m) => m,
-            Err(e) => {
-                self.stats.datagrams_rejected += 1;
-                return Err(e);
-            }
+            Message::decode_payload(header.kind, payload)?
         };
         match message {
-            Message::Nak(nak) => self.sender.on_nak(header.sender, &nak, now_ms),
-            Message::Stability(report) => self.sender.on_stability(header.sender, &report, now_ms),
+            Message::Nak(nak) => {
+                if let Some(stream) = self.stream_of_class(header.class) {
+                    stream.on_nak(header.sender, &nak, now_ms);
+                }
+            }
+            Message::Stability(report) => {
+                if let Some(stream) = self.stream_of_class(header.class) {
+                    stream.on_stability(header.sender, &report, now_ms);
+                }
+            }
             Message::SenderStatus(status) => {
-                self.receivers.on_status(header.sender, &status, now_ms)
+                if header.class == self.auth.receive_class() {
+                    self.receivers.on_status(header.sender, &status, now_ms);
+                }
             }
             message => {
                 self.stats.unreliable_received += 1;
@@ -220,6 +360,7 @@ impl Core {
                         sender: header.sender,
                         request_id: header.seq,
                         is_reply,
+                        class: header.class,
                         message,
                     });
                 }
@@ -288,6 +429,9 @@ impl Core {
     /// Timers of both halves. Call every few milliseconds.
     pub fn tick(&mut self, now_ms: u64) {
         self.sender.tick(now_ms);
+        if let Some(stream) = &mut self.client_stream {
+            stream.tick(now_ms);
+        }
         self.receivers.tick(now_ms);
         if !self.partials.is_empty() {
             let before = self.partials.len();
@@ -306,7 +450,10 @@ impl Core {
 
     /// The next datagram to send: control (NAKs, reports) first, then the sender's.
     pub fn poll_transmit(&mut self, now_ms: u64) -> Option<Transmit> {
-        self.receivers.poll_transmit().or_else(|| self.sender.poll_transmit(now_ms))
+        self.receivers
+            .poll_transmit()
+            .or_else(|| self.sender.poll_transmit(now_ms))
+            .or_else(|| self.client_stream.as_mut().and_then(|s| s.poll_transmit(now_ms)))
     }
 
     /// The next reliable delivery or gap, in order per sender. Taking it grants its sender

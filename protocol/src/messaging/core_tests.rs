@@ -17,6 +17,11 @@ fn auth() -> ClusterAuth {
     ClusterAuth::new(0xABCD, b"test key")
 }
 
+/// What `sender` (incarnation 1) seals under the client key with.
+fn client_sealer(sender: SenderId) -> crate::header::Sealer {
+    auth().sealer(crate::header::KeyClass::Client, sender, 1).expect("the client key")
+}
+
 /// Message number `i` of `sender`, `len` bytes of data.
 fn msg(sender: SenderId, i: u64, len: usize) -> Message {
     let data: Vec<u8> = (0..len).map(|b| (b as u64 ^ i ^ sender) as u8).collect();
@@ -126,8 +131,13 @@ impl Net {
                 Fate::Duplicate => 2,
             };
             if let Some(core) = self.nodes.get_mut(to as usize - 1).and_then(|n| n.core.as_mut()) {
-                for _ in 0..copies {
-                    core.on_datagram(&bytes, now).unwrap();
+                for copy in 0..copies {
+                    match core.on_datagram(&bytes, now) {
+                        Ok(_) => assert_eq!(copy, 0, "a duplicate datagram was accepted twice"),
+                        // The network's second copy is the same bytes: the replay guard refuses it.
+                        Err(crate::error::ProtocolError::Replay { .. }) if copy == 1 => {}
+                        Err(e) => panic!("datagram refused: {e}"),
+                    }
                 }
             }
         }
@@ -367,7 +377,8 @@ fn restart_with_new_incarnation_resets_window_and_drops_old() {
     net.run_until(100, |net| net.delivered_from(2, 1).len() == 15);
     let now = net.now_ms;
     for d in captured.borrow().iter() {
-        net.core(2).on_datagram(d, now).unwrap();
+        let refused = net.core(2).on_datagram(d, now).unwrap_err();
+        assert!(matches!(refused, crate::error::ProtocolError::Replay { .. }), "{refused}");
     }
     for _ in 0..50 {
         net.step();
@@ -376,7 +387,8 @@ fn restart_with_new_incarnation_resets_window_and_drops_old() {
     assert_eq!(got, (0..10).chain(100..105).collect::<Vec<_>>());
     let replayed = captured.borrow().len() as u64;
     assert!(replayed > 0);
-    assert_eq!(net.core(2).stats().receiver.stale_incarnation, replayed);
+    // The replay guard refuses them before the receive window sees them.
+    assert_eq!(net.core(2).stats().receiver.stale_incarnation, 0);
     assert_eq!(net.core(2).receivers().position(1).map(|p| p.0), Some(2));
 }
 
@@ -673,7 +685,7 @@ fn fragmented_reply_completes_across_retries() {
     let auth = auth();
     let big = msg(1, 7, 500_000); // 9 fragments
     let datagrams =
-        super::seal_unreliable(&auth, 1, 42, crate::header::flags::REPLY, &big).unwrap();
+        super::seal_unreliable(&client_sealer(1), 42, crate::header::flags::REPLY, &big).unwrap();
     assert!(datagrams.len() > 1);
     let mut requester = Core::new(2, 1, auth.clone(), CoreConfig::default(), 0);
     // First attempt: the odd fragments are lost.
@@ -693,7 +705,7 @@ fn fragmented_reply_completes_across_retries() {
     assert_eq!((reply.request_id, reply.is_reply, reply.message), (42, true, big));
     assert!(requester.pop_reply().is_none());
     // A best-effort message without a request id may not be fragmented.
-    assert!(super::seal_unreliable(&auth, 1, 0, 0, &msg(1, 0, 100_000)).is_err());
+    assert!(super::seal_unreliable(&client_sealer(1), 0, 0, &msg(1, 0, 100_000)).is_err());
 }
 
 /// The sequence of message `i` when every message is one datagram (`batch_bytes_max` 256,
@@ -966,20 +978,11 @@ fn forged_fragment(
     count: u16,
     payload: &[u8],
 ) -> Vec<u8> {
-    let header = Header {
-        version: crate::header::VERSION,
-        kind,
-        flags: crate::header::flags::RELIABLE,
-        cluster_id: auth().cluster_id,
-        sender,
-        incarnation: 1,
-        seq,
-        frag_index: index,
-        frag_count: count,
-        payload_len: payload.len() as u32,
-    };
+    let sealer = client_sealer(sender);
+    let header =
+        sealer.header(kind, crate::header::flags::RELIABLE, seq, (index, count), payload.len());
     let mut out = Vec::new();
-    crate::header::seal(&auth(), &header, payload, &mut out).unwrap();
+    crate::header::seal(&sealer, &header, payload, &mut out).unwrap();
     out
 }
 
@@ -1084,20 +1087,16 @@ fn in_order_reassembly_sheds_out_of_order_datagrams_at_the_cap() {
     let payload = big.encode_payload().unwrap();
     let chunks: Vec<&[u8]> = payload.chunks(FRAG).collect();
     for (index, chunk) in chunks.iter().enumerate() {
-        let header = Header {
-            version: crate::header::VERSION,
-            kind: big.kind() as u8,
-            flags: crate::header::flags::RELIABLE,
-            cluster_id: auth().cluster_id,
-            sender: 7,
-            incarnation: 1,
-            seq: FIRST_SEQ + index as u64,
-            frag_index: index as u16,
-            frag_count: chunks.len() as u16,
-            payload_len: chunk.len() as u32,
-        };
+        let sealer = client_sealer(7);
+        let header = sealer.header(
+            big.kind() as u8,
+            crate::header::flags::RELIABLE,
+            FIRST_SEQ + index as u64,
+            (index as u16, chunks.len() as u16),
+            chunk.len(),
+        );
         let mut out = Vec::new();
-        crate::header::seal(&auth(), &header, chunk, &mut out).unwrap();
+        crate::header::seal(&sealer, &header, chunk, &mut out).unwrap();
         core.on_datagram(&out, 1).unwrap();
         assert!(core.receivers().held_bytes() <= CAP);
         assert_eq!(core.receivers().held_bytes(), core.receivers().held_bytes_recounted());
@@ -1203,11 +1202,13 @@ fn half_sent_message_of_a_silent_sender_frees_its_reservation() {
 #[test]
 #[should_panic(expected = "out of order: consumed_below 50 next_deliver 2")]
 fn a_window_consumed_past_what_was_delivered_stops_the_process() {
-    let mut receivers =
-        super::receiver::ReceiverSet::new(1, auth(), super::receiver::ReceiverConfig::default());
+    let mut receivers = super::receiver::ReceiverSet::new(
+        client_sealer(1),
+        super::receiver::ReceiverConfig::default(),
+    );
     let datagram = forged_message(7, FIRST_SEQ, &msg(7, 0, 100));
     let (header, payload) = crate::header::open(&auth(), &datagram).unwrap();
-    receivers.on_data(&header, payload, 0);
+    receivers.on_data(&header, &payload, 0);
     assert!(receivers.pop_delivery().is_some());
     receivers.consumed(7, 1, 50);
 }

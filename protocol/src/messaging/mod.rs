@@ -134,10 +134,10 @@ pub use socket::{
 };
 
 use crate::error::ProtocolError;
-use crate::header::{seal, ClusterAuth, Header, VERSION};
+use crate::header::{seal, Sealer};
 use crate::limits::FRAGMENT_PAYLOAD_BYTES_MAX;
 use crate::message::Message;
-use crate::SenderId;
+use crate::{Incarnation, SenderId};
 use bytes::Bytes;
 
 /// The first sequence number of every incarnation's reliable stream.
@@ -168,10 +168,10 @@ pub struct Transmit {
 pub enum Delivery {
     /// A message of `sender`'s reliable stream. `seq_below` is the sequence after the datagram
     /// that completed it; taking it with [`Core::pop_delivery`] grants credit up to there.
-    Message { sender: SenderId, incarnation: u32, seq_below: u64, message: Message },
+    Message { sender: SenderId, incarnation: Incarnation, seq_below: u64, message: Message },
     /// Part of `sender`'s stream is lost for good, from `first_missing`; delivery resumed at
     /// `resumed_at` (None: the sender restarted, its old incarnation is abandoned).
-    Gap { sender: SenderId, incarnation: u32, first_missing: u64, resumed_at: Option<u64> },
+    Gap { sender: SenderId, incarnation: Incarnation, first_missing: u64, resumed_at: Option<u64> },
 }
 
 /// Why a reliable send did not happen.
@@ -187,8 +187,8 @@ pub enum SendError {
 }
 
 /// Seals a best-effort control datagram (no `RELIABLE` flag, `seq` 0).
-pub(crate) fn seal_control(auth: &ClusterAuth, sender: SenderId, message: &Message) -> Bytes {
-    let mut datagrams = seal_unreliable(auth, sender, 0, 0, message).expect("control is small");
+pub(crate) fn seal_control(sealer: &Sealer, message: &Message) -> Bytes {
+    let mut datagrams = seal_unreliable(sealer, 0, 0, message).expect("control is small");
     debug_assert_eq!(datagrams.len(), 1);
     datagrams.pop().expect("one datagram")
 }
@@ -199,14 +199,25 @@ pub(crate) fn seal_control(auth: &ClusterAuth, sender: SenderId, message: &Messa
 /// (`frag_index`/`frag_count` as on the reliable stream); the receiver reassembles them and
 /// keeps what it has across retries of the same request, so a retry only has to fill in the
 /// fragments that were lost. Other best-effort messages (request id 0) must fit one datagram.
+/// Every call seals anew (fresh counters): a retry is never the same bytes twice.
 pub(crate) fn seal_unreliable(
-    auth: &ClusterAuth,
-    sender: SenderId,
+    sealer: &Sealer,
     seq: u64,
     flags: u16,
     message: &Message,
 ) -> Result<Vec<Bytes>, ProtocolError> {
     let payload = message.encode_payload()?;
+    seal_unreliable_encoded(sealer, seq, flags, message.kind() as u8, &payload)
+}
+
+/// [`seal_unreliable`] of an encoded payload.
+pub(crate) fn seal_unreliable_encoded(
+    sealer: &Sealer,
+    seq: u64,
+    flags: u16,
+    kind: u8,
+    payload: &[u8],
+) -> Result<Vec<Bytes>, ProtocolError> {
     let fragments = payload.len().div_ceil(FRAGMENT_PAYLOAD_BYTES_MAX).max(1);
     if fragments > 1 && seq == 0 {
         return Err(ProtocolError::TooLarge {
@@ -217,25 +228,14 @@ pub(crate) fn seal_unreliable(
     }
     let mut datagrams = Vec::with_capacity(fragments);
     let chunks: Vec<&[u8]> = if payload.is_empty() {
-        vec![&payload[..]]
+        vec![payload]
     } else {
         payload.chunks(FRAGMENT_PAYLOAD_BYTES_MAX).collect()
     };
     for (index, chunk) in chunks.into_iter().enumerate() {
-        let header = Header {
-            version: VERSION,
-            kind: message.kind() as u8,
-            flags,
-            cluster_id: auth.cluster_id,
-            sender,
-            incarnation: 0,
-            seq,
-            frag_index: index as u16,
-            frag_count: fragments as u16,
-            payload_len: chunk.len() as u32,
-        };
+        let header = sealer.header(kind, flags, seq, (index as u16, fragments as u16), chunk.len());
         let mut out = Vec::new();
-        seal(auth, &header, chunk, &mut out)?;
+        seal(sealer, &header, chunk, &mut out)?;
         datagrams.push(Bytes::from(out));
     }
     Ok(datagrams)

@@ -36,11 +36,11 @@
 //! window holds, so that a slow application slows the senders instead of losing data.
 
 use super::{Delivery, Dest, Transmit, FIRST_SEQ, KIND_BATCH};
-use crate::header::{ClusterAuth, Header};
+use crate::header::{Header, Sealer};
 use crate::limits::{FRAGMENT_PAYLOAD_BYTES_MAX, MESSAGE_BYTES_MAX, NAK_RANGES_MAX};
 use crate::message::layer::{Nak, SenderStatus, Stability};
 use crate::message::Message;
-use crate::SenderId;
+use crate::{Incarnation, SenderId};
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -173,7 +173,7 @@ struct Reassembly {
 
 #[derive(Debug)]
 struct Stream {
-    incarnation: u32,
+    incarnation: Incarnation,
     /// Every sequence below this was delivered (or skipped by a reported gap).
     next_deliver: u64,
     /// Exclusive upper bound of the sequences known to exist.
@@ -200,7 +200,7 @@ struct Stream {
 }
 
 impl Stream {
-    fn new(incarnation: u32, first_seen: u64, backfill: u64, now_ms: u64) -> Stream {
+    fn new(incarnation: Incarnation, first_seen: u64, backfill: u64, now_ms: u64) -> Stream {
         let start = if first_seen <= FIRST_SEQ + backfill { FIRST_SEQ } else { first_seen };
         Stream {
             incarnation,
@@ -325,12 +325,12 @@ fn grown_capacity(r: &Reassembly, add: usize) -> usize {
 /// The receiving half of one endpoint: all senders' windows.
 #[derive(Debug)]
 pub struct ReceiverSet {
-    id: SenderId,
-    auth: ClusterAuth,
+    /// Seals this receiver's NAKs and stability reports (the class of the streams it takes).
+    sealer: Sealer,
     config: ReceiverConfig,
     streams: HashMap<SenderId, Stream>,
     /// (incarnation, next sequence to deliver) of evicted streams.
-    tombstones: HashMap<SenderId, (u32, u64)>,
+    tombstones: HashMap<SenderId, (Incarnation, u64)>,
     deliveries: VecDeque<Delivery>,
     control: VecDeque<Transmit>,
     stats: ReceiverStats,
@@ -340,11 +340,10 @@ pub struct ReceiverSet {
 }
 
 impl ReceiverSet {
-    pub fn new(id: SenderId, auth: ClusterAuth, config: ReceiverConfig) -> ReceiverSet {
+    pub fn new(sealer: Sealer, config: ReceiverConfig) -> ReceiverSet {
         assert!(config.window_datagrams > 0 && config.nak_rounds_max > 0 && config.senders_max > 0);
         ReceiverSet {
-            id,
-            auth,
+            sealer,
             config,
             streams: HashMap::new(),
             tombstones: HashMap::new(),
@@ -375,14 +374,14 @@ impl ReceiverSet {
 
     /// Tells the window that the application has taken everything of `sender`'s incarnation
     /// below `seq_below` (carried by [`Delivery::Message`]); credit is granted from here.
-    pub fn consumed(&mut self, sender: SenderId, incarnation: u32, seq_below: u64) {
+    pub fn consumed(&mut self, sender: SenderId, incarnation: Incarnation, seq_below: u64) {
         self.mark_consumed(sender, incarnation, seq_below);
         self.check_invariants(sender);
     }
 
     /// [`ReceiverSet::consumed`] without the check: also called in the middle of a delivery,
     /// where the window is not yet whole.
-    fn mark_consumed(&mut self, sender: SenderId, incarnation: u32, seq_below: u64) {
+    fn mark_consumed(&mut self, sender: SenderId, incarnation: Incarnation, seq_below: u64) {
         if let Some(s) = self.streams.get_mut(&sender) {
             if s.incarnation == incarnation {
                 s.consumed_below = s.consumed_below.max(seq_below);
@@ -440,7 +439,7 @@ impl ReceiverSet {
     }
 
     /// Where delivery of `sender` stands: (incarnation, next sequence to deliver).
-    pub fn position(&self, sender: SenderId) -> Option<(u32, u64)> {
+    pub fn position(&self, sender: SenderId) -> Option<(Incarnation, u64)> {
         self.streams.get(&sender).map(|s| (s.incarnation, s.next_deliver))
     }
 
@@ -465,7 +464,7 @@ impl ReceiverSet {
     fn stream_for(
         &mut self,
         sender: SenderId,
-        incarnation: u32,
+        incarnation: Incarnation,
         first_seen: u64,
         now_ms: u64,
     ) -> Option<&mut Stream> {
@@ -707,7 +706,7 @@ impl ReceiverSet {
     fn deliver_in_order(
         &mut self,
         sender: SenderId,
-        incarnation: u32,
+        incarnation: Incarnation,
         seq: u64,
         kind: u8,
         frag_index: u16,
@@ -793,7 +792,13 @@ impl ReceiverSet {
         true
     }
 
-    fn unpack_batch(&mut self, sender: SenderId, incarnation: u32, seq_below: u64, batch: &[u8]) {
+    fn unpack_batch(
+        &mut self,
+        sender: SenderId,
+        incarnation: Incarnation,
+        seq_below: u64,
+        batch: &[u8],
+    ) {
         let mut rest = batch;
         let mut messages = Vec::new();
         while !rest.is_empty() {
@@ -827,7 +832,7 @@ impl ReceiverSet {
     fn decode_and_deliver(
         &mut self,
         sender: SenderId,
-        incarnation: u32,
+        incarnation: Incarnation,
         seq_below: u64,
         kind: u8,
         payload: &[u8],
@@ -841,7 +846,13 @@ impl ReceiverSet {
         }
     }
 
-    fn push_message(&mut self, sender: SenderId, incarnation: u32, seq_below: u64, m: Message) {
+    fn push_message(
+        &mut self,
+        sender: SenderId,
+        incarnation: Incarnation,
+        seq_below: u64,
+        m: Message,
+    ) {
         if let Some(stream) = self.streams.get_mut(&sender) {
             stream.fresh = false;
         }
@@ -913,7 +924,7 @@ impl ReceiverSet {
                         ranges: stream.missing_ranges(config.window_datagrams),
                     };
                     self.stats.naks_sent += 1;
-                    let datagram = super::seal_control(&self.auth, self.id, &Message::Nak(nak));
+                    let datagram = super::seal_control(&self.sealer, &Message::Nak(nak));
                     self.control.push_back(Transmit { dest: Dest::Sender(sender), datagram });
                 }
             }
@@ -939,7 +950,7 @@ impl ReceiverSet {
                 delivered_below: stream.consumed_below,
                 credit_until: stream.consumed_below + config.window_datagrams,
             };
-            let datagram = super::seal_control(&self.auth, self.id, &Message::Stability(report));
+            let datagram = super::seal_control(&self.sealer, &Message::Stability(report));
             self.control.push_back(Transmit { dest: Dest::Sender(sender), datagram });
         }
     }

@@ -3,20 +3,20 @@
 //! A message becomes one or more datagrams, each with its own sequence number: small messages
 //! are packed several to a datagram (a *batch*, see [`super::KIND_BATCH`]), large ones are cut
 //! into fragments of at most [`FRAGMENT_PAYLOAD_BYTES_MAX`]. Every sealed datagram stays in a
-//! bounded retransmit buffer until it is both stable (every live member has delivered it) and
+//! bounded retransmit buffer (unsealed: header fields and payload) until it is both stable (every live member has delivered it) and
 //! its room is needed; NAKs are answered from that buffer. Transmission is gated by credit: a
 //! datagram goes out only below the smallest `credit_until` reported by the members heard
 //! within `credit_silence_ms` (a member silent longer still counts toward stability until
 //! `member_timeout_ms`).
 
 use super::{Dest, SendError, Transmit, FIRST_SEQ, KIND_BATCH};
-use crate::header::{flags, seal, ClusterAuth, Header, VERSION};
+use crate::header::{flags, seal, Sealer, HEADER_BYTES, TAG_BYTES};
 use crate::limits::{
     FRAGMENTS_PER_MESSAGE_MAX, FRAGMENT_PAYLOAD_BYTES_MAX, MESSAGE_BYTES_MAX, NAK_RANGES_MAX,
 };
 use crate::message::layer::{Nak, SenderStatus, Stability};
 use crate::message::Message;
-use crate::SenderId;
+use crate::{Incarnation, SenderId};
 use bytes::Bytes;
 use std::collections::VecDeque;
 
@@ -96,20 +96,37 @@ pub struct SenderStats {
     pub would_block: u64,
 }
 
+/// A datagram of the stream as kept for (re)transmission: sealed anew, with a fresh nonce
+/// counter, each time it goes out.
+#[derive(Clone, Debug)]
+struct Kept {
+    kind: u8,
+    frag_index: u16,
+    frag_count: u16,
+    payload: Bytes,
+}
+
+impl Kept {
+    /// What it is charged against `buffer_bytes_max`: its sealed size.
+    fn bytes(&self) -> usize {
+        HEADER_BYTES + self.payload.len() + TAG_BYTES
+    }
+}
+
 /// The sending half of one endpoint.
 #[derive(Debug)]
 pub struct SenderCore {
     id: SenderId,
-    incarnation: u32,
-    auth: ClusterAuth,
+    incarnation: Incarnation,
+    sealer: Sealer,
     config: SenderConfig,
     /// Next sequence to assign.
     next_seq: u64,
     /// Datagrams below this have been transmitted at least once; `[sent_below, next_seq)` wait
     /// for credit.
     sent_below: u64,
-    /// Sealed datagrams `[buffer_low, next_seq)`.
-    buffer: VecDeque<Bytes>,
+    /// Datagrams `[buffer_low, next_seq)`, unsealed.
+    buffer: VecDeque<Kept>,
     buffer_low: u64,
     buffer_bytes: usize,
     /// The batch being filled: `kind u8 | len u32 BE | payload` repeated; no sequence yet.
@@ -125,15 +142,15 @@ pub struct SenderCore {
 
 impl SenderCore {
     /// `members` are the ids whose credit counts (this sender's own id is ignored if listed).
+    /// The stream is sealed by `sealer` (its class, sender id and incarnation).
     pub fn new(
-        id: SenderId,
-        incarnation: u32,
-        auth: ClusterAuth,
+        sealer: Sealer,
         members: &[SenderId],
         config: SenderConfig,
         now_ms: u64,
     ) -> SenderCore {
         assert!(config.buffer_datagrams_max > 0 && config.initial_credit_datagrams > 0);
+        let (id, incarnation) = (sealer.sender, sealer.incarnation);
         assert!(config.batch_bytes_max <= FRAGMENT_PAYLOAD_BYTES_MAX);
         let mut ids: Vec<SenderId> = members.iter().copied().filter(|m| *m != id).collect();
         ids.sort_unstable();
@@ -150,7 +167,7 @@ impl SenderCore {
         SenderCore {
             id,
             incarnation,
-            auth,
+            sealer,
             config,
             next_seq: FIRST_SEQ,
             sent_below: FIRST_SEQ,
@@ -172,7 +189,7 @@ impl SenderCore {
         self.stats
     }
 
-    pub fn incarnation(&self) -> u32 {
+    pub fn incarnation(&self) -> Incarnation {
         self.incarnation
     }
 
@@ -240,7 +257,7 @@ impl SenderCore {
         };
         while !fits(self) && self.buffer_low < stable {
             let old = self.buffer.pop_front().expect("buffer_low < stable <= next_seq");
-            self.buffer_bytes -= old.len();
+            self.buffer_bytes -= old.bytes();
             self.buffer_low += 1;
         }
         fits(self)
@@ -297,7 +314,11 @@ impl SenderCore {
         let batch_datagrams = u64::from(!self.open_batch.is_empty());
         let room = self.backlog_admits(fragments as u64 + batch_datagrams)
             && self.close_batch(now_ms)
-            && self.make_room(fragments, payload.len() + fragments * 72, now_ms);
+            && self.make_room(
+                fragments,
+                payload.len() + fragments * (HEADER_BYTES + TAG_BYTES),
+                now_ms,
+            );
         if !room {
             self.stats.would_block += 1;
             return Err(SendError::WouldBlock);
@@ -316,7 +337,7 @@ impl SenderCore {
             return true;
         }
         let len = self.open_batch.len();
-        if !self.make_room(1, len + 72, now_ms) {
+        if !self.make_room(1, len + HEADER_BYTES + TAG_BYTES, now_ms) {
             return false;
         }
         let batch = std::mem::take(&mut self.open_batch);
@@ -328,24 +349,25 @@ impl SenderCore {
     }
 
     fn push_datagram(&mut self, kind: u8, frag_index: u16, frag_count: u16, payload: &[u8]) {
-        let header = Header {
-            version: VERSION,
-            kind,
-            flags: flags::RELIABLE,
-            cluster_id: self.auth.cluster_id,
-            sender: self.id,
-            incarnation: self.incarnation,
-            seq: self.next_seq,
-            frag_index,
-            frag_count,
-            payload_len: payload.len() as u32,
-        };
-        seal(&self.auth, &header, payload, &mut self.scratch)
-            .expect("fragments and batches are sized below the datagram limit");
-        let sealed = Bytes::copy_from_slice(&self.scratch);
-        self.buffer_bytes += sealed.len();
-        self.buffer.push_back(sealed);
+        let kept = Kept { kind, frag_index, frag_count, payload: Bytes::copy_from_slice(payload) };
+        self.buffer_bytes += kept.bytes();
+        self.buffer.push_back(kept);
         self.next_seq += 1;
+    }
+
+    /// Seals datagram `seq` of the buffer, with a fresh counter.
+    fn sealed(&mut self, seq: u64) -> Bytes {
+        let kept = &self.buffer[(seq - self.buffer_low) as usize];
+        let header = self.sealer.header(
+            kept.kind,
+            flags::RELIABLE,
+            seq,
+            (kept.frag_index, kept.frag_count),
+            kept.payload.len(),
+        );
+        seal(&self.sealer, &header, &kept.payload, &mut self.scratch)
+            .expect("fragments and batches are sized below the datagram limit");
+        Bytes::copy_from_slice(&self.scratch)
     }
 
     /// A stability/credit report from a receiver. Reports from non-members are ignored (their
@@ -441,12 +463,12 @@ impl SenderCore {
         while let Some((seq, to)) = self.retransmit_queue.pop_front() {
             if seq >= self.buffer_low && seq < self.sent_below {
                 self.stats.retransmits += 1;
-                let datagram = self.buffer[(seq - self.buffer_low) as usize].clone();
+                let datagram = self.sealed(seq);
                 return Some(Transmit { dest: Dest::Sender(to), datagram });
             }
         }
         if let Some(dest) = self.status_queue.pop_front() {
-            let datagram = super::seal_control(&self.auth, self.id, &self.status());
+            let datagram = super::seal_control(&self.sealer, &self.status());
             return Some(Transmit { dest, datagram });
         }
         if !self.backlogged() && !self.open_batch.is_empty() {
@@ -455,7 +477,7 @@ impl SenderCore {
             self.close_batch(now_ms);
         }
         if self.backlogged() && self.sent_below < self.credit_limit(now_ms) {
-            let datagram = self.buffer[(self.sent_below - self.buffer_low) as usize].clone();
+            let datagram = self.sealed(self.sent_below);
             self.sent_below += 1;
             self.stats.datagrams_sent += 1;
             self.check_invariants();

@@ -15,13 +15,13 @@
 
 use super::core::{Core, CoreConfig, CoreStats};
 use super::fault::{Coin, FaultConfig};
-use super::{seal_unreliable, Delivery, Dest, SendError, Transmit};
+use super::{seal_unreliable, seal_unreliable_encoded, Delivery, Dest, SendError, Transmit};
 use crate::error::ProtocolError;
-use crate::header::{flags, ClusterAuth};
+use crate::header::{flags, ClusterAuth, KeyClass, Sealers};
 use crate::limits::DATAGRAM_BYTES_MAX;
 use crate::message::Message;
 use crate::stats::{DropCounters, DropReason, DropSnapshot};
-use crate::SenderId;
+use crate::{Incarnation, SenderId};
 use bytes::Bytes;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::{BTreeSet, HashMap};
@@ -76,8 +76,9 @@ pub struct EndpointConfig {
     /// This endpoint's sender id (FS nodes: their node id; clients: a random id).
     pub id: SenderId,
     /// Bump on every start (e.g. from a persisted counter or the start time), so receivers can
-    /// tell a restart from a replay.
-    pub incarnation: u32,
+    /// tell a restart from a replay. Never repeated for one id under one key: it names the
+    /// AEAD subkey (see `header::fresh_incarnation` and WIRE.md §1.3).
+    pub incarnation: Incarnation,
     pub auth: ClusterAuth,
     /// The multicast group and port.
     pub group: SocketAddrV4,
@@ -107,7 +108,7 @@ pub struct EndpointConfig {
 
 impl EndpointConfig {
     /// Defaults from DESIGN.md: group 239.255.77.1:7700, TTL 1, loopback on.
-    pub fn new(id: SenderId, incarnation: u32, auth: ClusterAuth) -> EndpointConfig {
+    pub fn new(id: SenderId, incarnation: Incarnation, auth: ClusterAuth) -> EndpointConfig {
         EndpointConfig {
             id,
             incarnation,
@@ -153,7 +154,7 @@ pub enum Incoming {
     /// must flush what that stream kept fresh.
     Gap {
         sender: SenderId,
-        incarnation: u32,
+        incarnation: Incarnation,
         first_missing: u64,
         resumed_at: Option<u64>,
     },
@@ -177,6 +178,8 @@ pub struct Received {
 pub struct RequestHandle {
     pub request_id: u64,
     pub to: SocketAddr,
+    /// The key class the request came under; the reply goes under the same.
+    pub class: KeyClass,
 }
 
 impl RequestHandle {
@@ -215,7 +218,7 @@ fn export_receiver_full(shared: &Shared, state: &mut State) {
 
 struct Shared {
     id: SenderId,
-    auth: ClusterAuth,
+    sealers: Sealers,
     group: SocketAddr,
     peers: Option<Vec<SocketAddr>>,
     tick_ms: u64,
@@ -327,7 +330,7 @@ impl Endpoint {
         let (shutdown, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             id: config.id,
-            auth: config.auth.clone(),
+            sealers: config.auth.sealers(config.id, config.incarnation),
             group: SocketAddr::V4(config.group),
             peers: config.peers.clone(),
             tick_ms: config.tick_ms.max(1),
@@ -440,7 +443,8 @@ impl Endpoint {
 
     /// Sends `message` best-effort (no sequence, no repair) to the group, e.g. FSLive.
     pub async fn send_unreliable(&self, message: &Message) -> Result<(), MessagingError> {
-        for datagram in seal_unreliable(&self.shared.auth, self.shared.id, 0, 0, message)? {
+        let sealer = self.shared.sealers.for_kind(message.kind() as u8);
+        for datagram in seal_unreliable(sealer, 0, 0, message)? {
             send_to_dest(&self.shared, Dest::Group, &datagram).await;
         }
         Ok(())
@@ -452,7 +456,8 @@ impl Endpoint {
         to: SocketAddr,
         message: &Message,
     ) -> Result<(), MessagingError> {
-        for datagram in seal_unreliable(&self.shared.auth, self.shared.id, 0, 0, message)? {
+        let sealer = self.shared.sealers.for_kind(message.kind() as u8);
+        for datagram in seal_unreliable(sealer, 0, 0, message)? {
             send_datagram(&self.shared, to, &datagram).await;
         }
         Ok(())
@@ -461,7 +466,8 @@ impl Endpoint {
     /// Unicast request/reply: sends `message` to `to` and waits for the reply carrying the same
     /// request id. After each `timeout` without a reply it sends again, up to `retries` more
     /// times, doubling the wait each time (at most [`REQUEST_BACKOFF_FACTOR_MAX`] × `timeout`).
-    /// The same request id is reused on retries, so the peer may see a request twice.
+    /// The same request id is reused on retries, so the peer may see a request twice; each
+    /// retry is sealed anew (fresh nonce counters), so the peer's replay guard takes it.
     pub async fn request(
         &self,
         to: SocketAddr,
@@ -473,8 +479,10 @@ impl Endpoint {
             return Err(MessagingError::Shutdown);
         }
         let request_id = self.shared.next_request_id.fetch_add(1, Ordering::Relaxed);
-        let datagrams =
-            seal_unreliable(&self.shared.auth, self.shared.id, request_id, 0, &message)?;
+        let sealer = self.shared.sealers.for_kind(message.kind() as u8);
+        let kind = message.kind() as u8;
+        let payload = message.encode_payload()?;
+        let mut datagrams = seal_unreliable_encoded(sealer, request_id, 0, kind, &payload)?;
         let (reply_tx, mut reply_rx) = oneshot::channel();
         {
             let mut state = self.shared.lock();
@@ -495,6 +503,7 @@ impl Endpoint {
         for attempt in 0..=retries {
             if attempt > 0 {
                 self.shared.lock().stats.request_retries += 1;
+                datagrams = seal_unreliable_encoded(sealer, request_id, 0, kind, &payload)?;
             }
             send_all(&self.shared, to, &datagrams).await;
             match tokio::time::timeout(wait, &mut reply_rx).await {
@@ -512,13 +521,14 @@ impl Endpoint {
         request: &RequestHandle,
         reply: Message,
     ) -> Result<(), MessagingError> {
-        let datagrams = seal_unreliable(
-            &self.shared.auth,
-            self.shared.id,
-            request.request_id,
-            flags::REPLY,
-            &reply,
-        )?;
+        let sealer = self.shared.sealers.get(request.class).ok_or_else(|| {
+            MessagingError::Protocol(ProtocolError::WrongClass {
+                class: request.class.name(),
+                sender: self.shared.id,
+                detail: "no key of the request's class to reply under".into(),
+            })
+        })?;
+        let datagrams = seal_unreliable(sealer, request.request_id, flags::REPLY, &reply)?;
         send_all(&self.shared, request.to, &datagrams).await;
         Ok(())
     }
@@ -577,9 +587,11 @@ impl Endpoint {
     pub fn unstable_datagrams(&self) -> u64 {
         let now = self.shared.now_ms();
         let state = self.shared.lock();
-        let sender = state.core.sender();
-        let open_batch = u64::from(sender.has_open_batch());
-        sender.next_seq() - sender.stable_below(now).min(sender.next_seq()) + open_batch
+        let unstable = |sender: &super::sender::SenderCore| {
+            let open_batch = u64::from(sender.has_open_batch());
+            sender.next_seq() - sender.stable_below(now).min(sender.next_seq()) + open_batch
+        };
+        unstable(state.core.sender()) + state.core.client_stream().map_or(0, unstable)
     }
 
     /// Waits until everything multicast so far is sent and delivered at every live member
@@ -639,7 +651,9 @@ fn to_incoming(state: &State, next: Result<Delivery, super::core::Unreliable>) -
                 reliable: false,
                 request: match (u.request_id, source) {
                     (0, _) | (_, None) => None,
-                    (request_id, Some(to)) => Some(RequestHandle { request_id, to }),
+                    (request_id, Some(to)) => {
+                        Some(RequestHandle { request_id, to, class: u.class })
+                    }
                 },
                 message: u.message,
             })
@@ -839,7 +853,8 @@ async fn receive_task(shared: Arc<Shared>, group: bool) {
                     continue;
                 }
                 let header = match state.core.on_datagram(&buffers[i][..n], now) {
-                    Ok(header) => header,
+                    Ok(Some(header)) => header,
+                    Ok(None) => continue,
                     Err(e) => {
                         let reason = shared.drops.record(&e);
                         tracing::trace!(%from, reason = reason.name(), error = %e, "datagram dropped");
@@ -963,20 +978,11 @@ mod tests {
         // offered (plus overhead) against a 16 KiB cap.
         for sender in 100..108u64 {
             for seq in 2..5u64 {
-                let header = crate::header::Header {
-                    version: crate::header::VERSION,
-                    kind: crate::message::MessageKind::Freeze as u8,
-                    flags: crate::header::flags::RELIABLE,
-                    cluster_id: auth().cluster_id,
-                    sender,
-                    incarnation: 1,
-                    seq,
-                    frag_index: 0,
-                    frag_count: 1,
-                    payload_len: 1024,
-                };
+                let sealer = auth().sealer(KeyClass::Client, sender, 1).expect("client key");
+                let kind = crate::message::MessageKind::Freeze as u8;
+                let header = sealer.header(kind, crate::header::flags::RELIABLE, seq, (0, 1), 1024);
                 let mut out = Vec::new();
-                crate::header::seal(&auth(), &header, &[0; 1024], &mut out).expect("seals");
+                crate::header::seal(&sealer, &header, &[0; 1024], &mut out).expect("seals");
                 socket.send_to(&out, to).expect("send");
             }
         }

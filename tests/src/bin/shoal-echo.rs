@@ -28,7 +28,7 @@ struct Args {
     group: SocketAddrV4,
     /// The incarnation; the harness sets SHOAL_START to 1, 2, ... on every start.
     #[arg(long, env = "SHOAL_START", default_value_t = 1)]
-    incarnation: u32,
+    incarnation: u64,
     #[arg(long, default_value_t = 100)]
     count: u64,
     #[arg(long, default_value_t = 10)]

@@ -158,7 +158,7 @@ pub enum CacheAnswer {
 
 /// A cache client's receiving end of one sender's group stream (one incarnation).
 struct Stream {
-    incarnation: u32,
+    incarnation: u64,
     next: u64,
     known_below: u64,
     pending: BTreeMap<u64, Option<UpdateNotice>>,
@@ -170,7 +170,7 @@ struct Stream {
 }
 
 impl Stream {
-    fn new(incarnation: u32, now: u64) -> Stream {
+    fn new(incarnation: u64, now: u64) -> Stream {
         Stream {
             incarnation,
             next: 1,
@@ -862,7 +862,7 @@ impl World {
         &mut self,
         client: usize,
         from: NodeId,
-        incarnation: u32,
+        incarnation: u64,
         seq: u64,
         notice: Option<UpdateNotice>,
     ) {
@@ -885,7 +885,7 @@ impl World {
         &mut self,
         c: usize,
         from: NodeId,
-        incarnation: u32,
+        incarnation: u64,
         seq: u64,
         sent: u64,
         notice: Option<UpdateNotice>,
@@ -948,7 +948,7 @@ impl World {
     /// A NAK round: the sender repairs what it still holds if it runs the same incarnation
     /// and gets the NAK; a hole becomes a gap (the cache flushes) after `NAK_ROUNDS_MAX`
     /// rounds during which the sender was heard, or after `SENDER_GONE_MS` of silence.
-    pub(super) fn nak(&mut self, c: usize, from: NodeId, incarnation: u32) {
+    pub(super) fn nak(&mut self, c: usize, from: NodeId, incarnation: u64) {
         let now = self.now;
         let Some(stream) = self.cachers[c].streams.get_mut(&from) else { return };
         if stream.incarnation != incarnation {

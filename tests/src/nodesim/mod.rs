@@ -352,7 +352,7 @@ enum Event {
     Datagram {
         client: usize,
         from: NodeId,
-        incarnation: u32,
+        incarnation: u64,
         seq: u64,
         sent: u64,
         notice: Option<UpdateNotice>,
@@ -361,7 +361,7 @@ enum Event {
     Nak {
         client: usize,
         from: NodeId,
-        incarnation: u32,
+        incarnation: u64,
     },
 }
 
@@ -413,12 +413,12 @@ struct NodeHost {
     waiting: Vec<(Asker, u64, Waiting)>,
     /// The run (messaging incarnation) of the node, and its group stream: the next sequence
     /// and what it keeps for repair (`None` for datagrams that carry no notice).
-    incarnation: u32,
+    incarnation: u64,
     stream_seq: u64,
     retained: VecDeque<(u64, Option<UpdateNotice>)>,
     /// The incarnation that crashed last and when: its datagrams sent within
     /// [`actors::SEND_QUEUE_MS`] before were still in its send queue and reach no one.
-    crashed_at: Option<(u32, u64)>,
+    crashed_at: Option<(u64, u64)>,
 }
 
 #[derive(Clone, Debug)]
@@ -484,6 +484,7 @@ fn node_config(id: NodeId, n: usize, key_file: &Path) -> Result<Config, String> 
         members: Some(members),
         data_dir: Some(PathBuf::from(format!("/sim/node{id}"))),
         cluster_key_file: Some(key_file.to_path_buf()),
+        member_key_file: Some(key_file.with_extension("member-key")),
         cluster_id: Some(7),
         lock_ttl_ms: Some(actors::LOCK_TTL_MS),
         // Snapshots are hard links of the operating system's file system: not simulated.
@@ -494,11 +495,23 @@ fn node_config(id: NodeId, n: usize, key_file: &Path) -> Result<Config, String> 
     Config::from_raw(raw).map_err(|e| format!("node {id} configuration: {e}"))
 }
 
-/// The cluster key file every run reads (the simulation sends nothing over a network).
+/// The cluster key file every run reads (the simulation sends nothing over a network), and
+/// the member key file beside it. Runs of several threads and processes share them, so each
+/// is written whole under a unique name and renamed into place: a run never reads a file
+/// half written (an empty member key refused the start of a node before).
 fn key_file() -> Result<PathBuf, String> {
     let path = std::env::temp_dir().join("shoal-sim-cluster.key");
-    if !path.exists() {
-        std::fs::write(&path, [7u8; 32]).map_err(|e| format!("{}: {e}", path.display()))?;
+    let member = path.with_extension("member-key");
+    for (file, byte) in [(&path, 7u8), (&member, 8u8)] {
+        if std::fs::read(file).is_ok_and(|b| b == [byte; 32]) {
+            continue;
+        }
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = file.with_extension(format!("tmp.{}.{n}", std::process::id()));
+        fs_node::config::write_owner_only_file(&tmp, &[byte; 32])
+            .and_then(|()| std::fs::rename(&tmp, file))
+            .map_err(|e| format!("{}: {e}", file.display()))?;
     }
     Ok(path)
 }
