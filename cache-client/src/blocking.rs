@@ -9,7 +9,7 @@
 //! or an unfinished transaction releases its locks as the async ones do (a release spawned on
 //! the client's runtime: the guards keep a handle to it, since the caller's thread has none).
 
-use crate::client::{Batch, Client, ReadOptions};
+use crate::client::{Batch, Client, RangeRead, ReadOptions};
 use crate::error::ClientError;
 use crate::locks::{LockGuard, SessionState};
 use crate::net::{ClusterFile, SocketTransport};
@@ -18,7 +18,7 @@ use crate::txn::{Txn, TxnBuilder};
 use crate::watch::{Kinds, Target, WatchEvent, WatchId};
 use crate::ClientConfig;
 use bytes::Bytes;
-use protocol::message::data::{Condition, DirEntry, KeyStat, Versioned};
+use protocol::message::data::{Condition, DirEntry, KeyStat, RangePage, Versioned};
 use protocol::Zxid;
 use std::path::Path;
 use std::time::Duration;
@@ -101,6 +101,26 @@ impl<T: Transport> BlockingClient<T> {
     /// See [`Client::stat`].
     pub fn stat(&self, key: &str) -> Result<Option<KeyStat>, ClientError> {
         self.runtime.block_on(self.client.stat(key))
+    }
+
+    /// See [`Client::range_page`].
+    pub fn range_page(
+        &self,
+        dir: &str,
+        from: Option<&str>,
+        limit: u32,
+    ) -> Result<RangePage, ClientError> {
+        self.runtime.block_on(self.client.range_page(dir, from, limit))
+    }
+
+    /// See [`Client::range`].
+    pub fn range(
+        &self,
+        dir: &str,
+        from: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<RangeRead, ClientError> {
+        self.runtime.block_on(self.client.range(dir, from, limit))
     }
 
     pub fn list(&self, dir: &str) -> Result<Vec<DirEntry>, ClientError> {

@@ -33,9 +33,10 @@ use crate::ClientConfig;
 use bytes::Bytes;
 use protocol::batch::{self, Limits, ShapeError};
 use protocol::key;
+use protocol::range;
 use protocol::message::data::{
-    Condition, DirEntry, ErrorCode, KeyStat, Load, Op, ReadOp, ReadRequest, ReadValue,
-    RenameRequest, RequestId, UpdateRequest, Versioned, WireError,
+    Condition, DirEntry, ErrorCode, KeyStat, Load, Op, RangeEntry, RangePage, ReadOp, ReadRequest,
+    ReadValue, RenameRequest, RequestId, Scope, UpdateRequest, Versioned, WireError,
 };
 use protocol::message::lock::{LockGrant, LockOp, LockRequest, LockRequestOp};
 use protocol::message::Message;
@@ -73,6 +74,36 @@ pub const CATCH_UP_BACKOFF: Duration = Duration::from_millis(250);
 /// node that restarted keeps only what it replayed). Each answer steers the next read away
 /// from the nodes that gave one, and the watch is told the least `oldest` of them.
 pub const COMPACTED_ANSWERS_MAX: u32 = 3;
+
+/// Bytes asked for per page of a range read (the node caps it at
+/// `protocol::limits::RANGE_PAGE_BYTES_MAX`).
+pub const RANGE_PAGE_BYTES: u32 = 1024 * 1024;
+
+/// Times [`Client::range`] reads a range again from a page that changed before it could show
+/// one state, before it gives the pages as they are (`RangeRead::snapshot` `None`).
+pub const RANGE_REREADS_MAX: u32 = 3;
+
+/// What [`Client::range`] read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RangeRead {
+    /// The values, in key byte order.
+    pub entries: Vec<RangeEntry>,
+    /// The zxid of the one state every entry is of (the range's values then are exactly these);
+    /// `None` when no one state could be shown (see [`Client::range`]).
+    pub snapshot: Option<Zxid>,
+    /// The zxid of the last page's state (the latest state any entry is of).
+    pub zxid: Zxid,
+    /// Where the range goes on when `limit` stopped it (`None`: it is complete).
+    pub next: Option<String>,
+}
+
+/// One page of a multi-page range read, with the key it started at.
+struct ReadPage {
+    start: String,
+    zxid: Zxid,
+    entries: Vec<RangeEntry>,
+    next: Option<String>,
+}
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReadOptions {
@@ -419,6 +450,147 @@ impl<T: Transport> Client<T> {
             ReadValue::List(entries) => Ok(entries),
             other => Err(ClientError::UnexpectedReply(format!("{other:?} for a list"))),
         }
+    }
+
+    /// One page of a range read (see [`protocol::range`]): the values below directory `dir`,
+    /// recursively, in key byte order from `from` on (inclusive), at most `limit` of them
+    /// and about [`RANGE_PAGE_BYTES`] bytes, all of one state (`RangePage::zxid`), with the key
+    /// the next page starts at. One read of one node, at or above this client's floor; never
+    /// from the client cache.
+    pub async fn range_page(
+        &self,
+        dir: &str,
+        from: Option<&str>,
+        limit: u32,
+    ) -> Result<RangePage, ClientError> {
+        self.range_page_at(dir, from, limit, Zxid::ZERO).await
+    }
+
+    async fn range_page_at(
+        &self,
+        dir: &str,
+        from: Option<&str>,
+        limit: u32,
+        floor: Zxid,
+    ) -> Result<RangePage, ClientError> {
+        range::validate(dir, from, limit, self.inner.config.key_bytes_max).map_err(|e| match e {
+            range::RangeError::BadKey(e) => ClientError::BadKey(e),
+            other => ClientError::Refused { code: ErrorCode::BadRequest, detail: other.to_string() },
+        })?;
+        self.inner.pump_now();
+        let op = ReadOp::Range {
+            dir: dir.to_string(),
+            from: from.map(str::to_string),
+            limit,
+            bytes_max: RANGE_PAGE_BYTES,
+        };
+        let read = self.inner.send_read(op, false, floor, &[], &mut None).await?;
+        match self.seen(read) {
+            ReadValue::Range(page) => Ok(page),
+            other => Err(ClientError::UnexpectedReply(format!("{other:?} for a range"))),
+        }
+    }
+
+    /// Every value below directory `dir` (recursively, in key byte order, from `from` on),
+    /// at most `limit` of them (`None`: all), read page by page (see [`Client::range_page`]).
+    ///
+    /// Each page is one state of a node; a later page is of the same state or a later one.
+    /// When the pages were not all of one state, the history window tells whether anything
+    /// in an earlier page's part of the range changed before the last page's zxid; if not, the
+    /// whole result is the state at that zxid, and if so the range is read again from the
+    /// first page that changed (at most [`RANGE_REREADS_MAX`] times). [`RangeRead::snapshot`]
+    /// is the zxid of the one state the result shows, or `None` when no such state could be
+    /// shown (the range kept changing, or the history no longer reached back): then each page
+    /// is one state and the pages' states only move forward.
+    pub async fn range(
+        &self,
+        dir: &str,
+        from: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<RangeRead, ClientError> {
+        let limit = limit.unwrap_or(usize::MAX);
+        let first = range::start(dir, from);
+        let mut pages: Vec<ReadPage> = Vec::new();
+        let mut rereads = 0;
+        let mut restart_floor = Zxid::ZERO;
+        loop {
+            // Read from where the kept pages end, up to the limit.
+            let mut count: usize = pages.iter().map(|p| p.entries.len()).sum();
+            let mut at = pages.last().map_or(Some(first.clone()), |p| p.next.clone());
+            let mut floor = pages.last().map_or(restart_floor, |p| p.zxid.max(restart_floor));
+            while let (Some(start), true) = (at.clone(), count < limit) {
+                let want = (limit - count).min(protocol::limits::RANGE_ENTRIES_MAX) as u32;
+                let from = (start != range::prefix(dir)).then_some(start.as_str());
+                let page = self.range_page_at(dir, from, want, floor).await?;
+                count += page.entries.len();
+                floor = page.zxid;
+                at = page.next.clone();
+                pages.push(ReadPage { start, zxid: page.zxid, entries: page.entries, next: page.next });
+            }
+            let last = pages.last().map_or(Zxid::ZERO, |p| p.zxid);
+            let changed = if pages.iter().all(|p| p.zxid == last) {
+                Ok(None)
+            } else {
+                self.first_changed_page(dir, &pages, last).await
+            };
+            let snapshot = match changed {
+                Ok(None) => Some(last),
+                Ok(Some(i)) if rereads < RANGE_REREADS_MAX => {
+                    rereads += 1;
+                    pages.truncate(i);
+                    // Read again at or above the latest state seen.
+                    restart_floor = last;
+                    continue;
+                }
+                Ok(Some(_)) | Err(ClientError::Compacted { .. }) => None,
+                Err(e) => return Err(e),
+            };
+            let next = pages.last().and_then(|p| p.next.clone());
+            let entries = pages.into_iter().flat_map(|p| p.entries).collect();
+            return Ok(RangeRead { entries, snapshot, zxid: last, next });
+        }
+    }
+
+    /// The first of `pages` (all read at or below `last`) that some change in the history
+    /// after its own zxid and up to `last` touched: `None` when none was, and the pages then
+    /// show exactly the state at `last`.
+    async fn first_changed_page(
+        &self,
+        dir: &str,
+        pages: &[ReadPage],
+        last: Zxid,
+    ) -> Result<Option<usize>, ClientError> {
+        let mut after = pages.iter().map(|p| p.zxid).min().unwrap_or(last);
+        let mut first: Option<usize> = None;
+        while after < last {
+            let op = ReadOp::History {
+                scope: Scope::Prefix(dir.to_string()),
+                after,
+                values: false,
+                bytes_max: HISTORY_PAGE_BYTES,
+            };
+            let read = self.inner.send_read(op, false, last, &[], &mut None).await?;
+            let ReadValue::History(page) = self.seen(read) else {
+                return Err(ClientError::UnexpectedReply("not a history page".into()));
+            };
+            for event in page.events.iter().filter(|e| e.zxid <= last) {
+                // A key, or a directory and its subtree: within [key, key + "0").
+                let end = format!("{}0", event.key);
+                let touched = pages.iter().position(|p| {
+                    p.zxid < event.zxid
+                        && p.next.as_deref().is_none_or(|next| event.key.as_str() < next)
+                        && end.as_str() > p.start.as_str()
+                });
+                if let Some(i) = touched {
+                    first = Some(first.map_or(i, |f| f.min(i)));
+                }
+            }
+            if page.through <= after {
+                break;
+            }
+            after = page.through;
+        }
+        Ok(first)
     }
 
     /// Raises the floor to the state a read has shown (monotonic reads).

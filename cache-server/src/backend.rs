@@ -24,7 +24,7 @@
 //!   keeps the default, which answers `Unavailable`.
 
 use crate::error::ServerError;
-use protocol::message::data::{DirEntry, KeyStat, Role, UpdateRequest, Versioned};
+use protocol::message::data::{DirEntry, KeyStat, RangePage, Role, UpdateRequest, Versioned};
 use protocol::message::lock::{LockGrant, LockRequest};
 use protocol::{NodeId, Zxid};
 use std::future::Future;
@@ -89,6 +89,19 @@ pub trait Backend: Send + Sync + 'static {
         dir: &str,
         limit: usize,
     ) -> impl Future<Output = Result<Snapshot<Vec<DirEntry>>, ServerError>> + Send;
+
+    /// One page of the values below directory `dir`, recursively, in key byte order from
+    /// `from` on, cut as [`protocol::range`] says (at most `limit` values, about `bytes_max`
+    /// bytes, at least one value), all of one state: the page's `zxid` is the snapshot's
+    /// `applied`. `NotFound` when `dir` is absent, `NotADirectory` when it is a value. The
+    /// arguments were checked by [`protocol::range::validate`].
+    fn range(
+        &self,
+        dir: &str,
+        from: Option<&str>,
+        limit: u32,
+        bytes_max: u32,
+    ) -> impl Future<Output = Result<Snapshot<RangePage>, ServerError>> + Send;
 
     /// Resolves once the node has applied `zxid` (returning what it has applied), or fails with
     /// `Behind` after `timeout`.

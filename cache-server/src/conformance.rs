@@ -10,7 +10,9 @@
 use crate::backend::Backend;
 use crate::error::ServerError;
 use bytes::Bytes;
-use protocol::message::data::{Condition, ErrorCode, KeyStat, Op, RequestId, UpdateRequest};
+use protocol::message::data::{
+    Condition, ErrorCode, KeyStat, Op, RangePage, RequestId, UpdateRequest,
+};
 use protocol::message::lock::{LockGrant, LockRequest, LockRequestOp};
 use protocol::Zxid;
 use std::time::Duration;
@@ -136,6 +138,44 @@ pub async fn run_all<B: Backend>(backend: &B) -> Result<(), String> {
         backend.get("/c/m/e").await.map_err(|e| e.to_string())?.value.is_some()
             && !backend.exists("/c/d/e").await.map_err(|e| e.to_string())?.value,
         "rename did not move the subtree",
+    )?;
+
+    // Range: every value below the directory at any depth, in key order, paged by count
+    // and bytes with the next page's start, of one state; a missing or value `dir` refused.
+    let range = |dir: &'static str, from: Option<&'static str>, limit: u32, bytes_max: u32| async move {
+        backend.range(dir, from, limit, bytes_max).await.map_err(|e| e.to_string())
+    };
+    let keys = |page: &RangePage| page.entries.iter().map(|e| e.key.clone()).collect::<Vec<_>>();
+    let all = range("/c", None, 100, u32::MAX).await?;
+    check(keys(&all.value) == ["/c/k", "/c/m/e", "/c/once"], "range is not every value below")?;
+    check(all.value.next.is_none(), "a range read to its end names a next page")?;
+    check(
+        all.value.zxid == all.applied && all.applied >= renamed,
+        "a range page's zxid is not its snapshot's",
+    )?;
+    let e = &all.value.entries[1];
+    check(e.zxid == renamed && e.value == "1", "a range entry's zxid or value is wrong")?;
+    let first = range("/c", None, 2, u32::MAX).await?.value;
+    check(keys(&first) == ["/c/k", "/c/m/e"], "a range page is not cut at its limit")?;
+    check(first.next.as_deref() == Some("/c/once"), "the next page's start is wrong")?;
+    let rest = range("/c", Some("/c/once"), 2, u32::MAX).await?.value;
+    check(keys(&rest) == ["/c/once"] && rest.next.is_none(), "a range from a key is wrong")?;
+    let between = range("/c", Some("/c/l"), 100, u32::MAX).await?.value;
+    check(keys(&between) == ["/c/m/e", "/c/once"], "a range from an absent key is wrong")?;
+    let tight = range("/c", None, 100, 0).await?.value;
+    check(
+        keys(&tight) == ["/c/k"] && tight.next.as_deref() == Some("/c/m/e"),
+        "a page over its byte budget does not hold exactly one value",
+    )?;
+    let root = range("/", None, 100, u32::MAX).await?.value;
+    check(keys(&root) == keys(&all.value), "a range of the root is not every value")?;
+    check(
+        matches!(backend.range("/c/none", None, 1, 1).await, Err(ServerError::NotFound { .. })),
+        "a range of a missing directory is not NotFound",
+    )?;
+    check(
+        matches!(backend.range("/c/k", None, 1, 1).await, Err(ServerError::NotADirectory { .. })),
+        "a range of a value is not NotADirectory",
     )?;
 
     // wait_applied: immediate when reached, Behind after the timeout when not.

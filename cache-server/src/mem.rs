@@ -19,9 +19,11 @@ use crate::validate::validate_request;
 use bytes::Bytes;
 use protocol::batch::{self, EntryKind};
 use protocol::key;
+use protocol::range;
 use protocol::limits::{KEY_BYTES_DEFAULT, LIST_ENTRIES_MAX, VALUE_BYTES_DEFAULT};
 use protocol::message::data::{
-    Condition, DirEntry, KeyStat, Op, RequestId, Role, UpdateNotice, UpdateRequest, Versioned,
+    Condition, DirEntry, KeyStat, Op, RangeEntry, RangePage, RequestId, Role, UpdateNotice,
+    UpdateRequest, Versioned,
 };
 use protocol::{NodeId, Zxid};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -113,6 +115,36 @@ impl Tree {
                 zxid: e.zxid(),
             })
             .collect())
+    }
+
+    /// One page of a range read (see [`protocol::range`]), at `zxid`.
+    pub fn range(
+        &self,
+        dir: &str,
+        from: Option<&str>,
+        limit: u32,
+        bytes_max: u32,
+        zxid: Zxid,
+    ) -> Result<RangePage, ServerError> {
+        if !self.exists(dir) {
+            return Err(ServerError::NotFound { key: dir.to_string() });
+        }
+        if !self.is_dir(dir) {
+            return Err(ServerError::NotADirectory { key: dir.to_string() });
+        }
+        let prefix = range::prefix(dir);
+        let mut budget = range::Budget::new(limit, bytes_max);
+        let mut page = RangePage { entries: Vec::new(), zxid, next: None };
+        let below = self.entries.range(range::start(dir, from)..);
+        for (key, entry) in below.take_while(|(k, _)| k.starts_with(&prefix)) {
+            let Entry::Value { value, zxid, .. } = entry else { continue };
+            if !budget.take(key, value.len()) {
+                page.next = Some(key.clone());
+                break;
+            }
+            page.entries.push(RangeEntry { key: key.clone(), zxid: *zxid, value: value.clone() });
+        }
+        Ok(page)
     }
 
     fn check_condition(&self, condition: &Condition) -> Result<(), ServerError> {
@@ -428,6 +460,18 @@ impl Backend for MemBackend {
 
     async fn list(&self, dir: &str, limit: usize) -> Result<Snapshot<Vec<DirEntry>>, ServerError> {
         self.snapshot(|tree| tree.list(dir, limit.min(LIST_ENTRIES_MAX)))
+    }
+
+    async fn range(
+        &self,
+        dir: &str,
+        from: Option<&str>,
+        limit: u32,
+        bytes_max: u32,
+    ) -> Result<Snapshot<RangePage>, ServerError> {
+        let state = self.lock();
+        let page = state.tree.range(dir, from, limit, bytes_max, state.applied)?;
+        Ok(Snapshot { value: page, applied: state.applied })
     }
 
     async fn wait_applied(&self, zxid: Zxid, timeout: Duration) -> Result<Zxid, ServerError> {

@@ -206,6 +206,9 @@ impl<B: Backend> Server<B> {
             | ReadOp::Stat { key } => key::validate(key, max)?,
             ReadOp::List { dir } => key::validate(dir, max)?,
             ReadOp::History { scope, .. } => key::validate(scope.path(), max)?,
+            ReadOp::Range { dir, from, limit, .. } => {
+                protocol::range::validate(dir, from.as_deref(), *limit, max).map_err(range_error)?
+            }
             ReadOp::Status => {}
         }
         let mut floor = request.floor;
@@ -254,6 +257,11 @@ impl<B: Backend> Server<B> {
                         oldest,
                     })?;
                 Ok((ReadValue::History(page), applied))
+            }
+            ReadOp::Range { dir, from, limit, bytes_max } => {
+                let snap = self.backend.range(dir, from.as_deref(), *limit, *bytes_max).await?;
+                debug_assert_eq!(snap.value.zxid, snap.applied, "a range page is of its snapshot");
+                Ok((ReadValue::Range(snap.value), snap.applied))
             }
             ReadOp::Status => {
                 let s = self.backend.status();
@@ -306,6 +314,17 @@ impl<B: Backend> Server<B> {
         let id = request.request;
         let result = self.backend.lock(request).await.map_err(|e| e.to_wire());
         LockReply { request: id, load: self.gauge.load(), result }
+    }
+}
+
+/// A refused range read: a bad key keeps its code, other arguments are `BadRequest`.
+fn range_error(e: protocol::range::RangeError) -> ServerError {
+    match e {
+        protocol::range::RangeError::BadKey(e) => ServerError::BadKey(e),
+        other => ServerError::Refused(protocol::message::data::WireError {
+            code: protocol::message::data::ErrorCode::BadRequest,
+            message: other.to_string(),
+        }),
     }
 }
 

@@ -125,18 +125,20 @@ pub enum OpKind {
     IsDir,
     Stat,
     List,
+    Range,
     Write,
     Linearizable,
     Lock,
 }
 
 impl OpKind {
-    pub const ALL: [OpKind; 8] = [
+    pub const ALL: [OpKind; 9] = [
         OpKind::Get,
         OpKind::Exists,
         OpKind::IsDir,
         OpKind::Stat,
         OpKind::List,
+        OpKind::Range,
         OpKind::Write,
         OpKind::Linearizable,
         OpKind::Lock,
@@ -149,6 +151,7 @@ impl OpKind {
             OpKind::IsDir => "is_dir",
             OpKind::Stat => "stat",
             OpKind::List => "list",
+            OpKind::Range => "range",
             OpKind::Write => "write",
             OpKind::Linearizable => "linearizable",
             OpKind::Lock => "lock",

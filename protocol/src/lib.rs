@@ -8,6 +8,8 @@
 //!   calls: client, server, state machine and stores.
 //! - [`history`]: the change events a watch scope sees in an entry's ops, the one definition
 //!   the client's live watches and a node's history reads share.
+//! - [`range`]: the rules of a range read (its arguments, where a page starts and ends), the
+//!   one home every backend calls.
 //! - [`header`]: the fixed datagram header, the two key classes (member, client), the
 //!   AES-256-GCM sealing and the replay guard.
 //! - [`codec`]: the one place that knows payloads are bincode 1.3.3; swap it here alone.
@@ -34,6 +36,7 @@ pub mod limits;
 pub mod lru;
 pub mod message;
 pub mod messaging;
+pub mod range;
 pub mod stats;
 pub mod tlv;
 pub mod zxid;

@@ -38,6 +38,13 @@ pub const HISTORY_EVENTS_MAX: usize = 65_536;
 /// at an entry boundary; a page holds at least one entry whatever its size.
 pub const HISTORY_PAGE_BYTES_MAX: usize = 4 * 1024 * 1024;
 
+/// Most values in one page of a range read (`ReadOp::Range`).
+pub const RANGE_ENTRIES_MAX: usize = 100_000;
+
+/// Most bytes (keys and values, plus [`crate::range::ENTRY_OVERHEAD_BYTES`] each) one page of a
+/// range read collects; a page holds at least one value whatever its size.
+pub const RANGE_PAGE_BYTES_MAX: usize = 4 * 1024 * 1024;
+
 /// Most records in one replication proposal or catch-up message.
 pub const RECORDS_PER_MESSAGE_MAX: usize = 65_536;
 

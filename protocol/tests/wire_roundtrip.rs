@@ -352,3 +352,66 @@ fn wire_md_stat_read() {
     ];
     assert_eq!(reply.encode_payload().unwrap(), expected);
 }
+
+/// The bytes of a range read and its page as protocol/WIRE.md shows them (ReadOp 7,
+/// ReadValue 6, RangePage, RangeEntry); they decode back to the same messages.
+#[test]
+fn wire_md_range_read() {
+    use bytes::Bytes;
+    use protocol::message::data::{
+        Load, RangeEntry, RangePage, ReadOp, ReadReply, ReadRequest, ReadValue,
+    };
+    use protocol::Zxid;
+    let request = Message::Request(ReadRequest {
+        floor: Zxid::ZERO,
+        linearizable: false,
+        op: ReadOp::Range {
+            dir: "/a".into(),
+            from: Some("/a/k".into()),
+            limit: 2,
+            bytes_max: 65_536,
+        },
+    });
+    #[rustfmt::skip]
+    let expected = [
+        0x00,                               // floor 0
+        0x00,                               // linearizable false
+        0x07,                               // ReadOp::Range (variant 7)
+        0x02, b'/', b'a',                   // dir "/a"
+        0x01, 0x04, b'/', b'a', b'/', b'k', // from Some("/a/k")
+        0x02,                               // limit 2
+        0xFC, 0x00, 0x00, 0x01, 0x00,       // bytes_max 65536: u32 varint form
+    ];
+    let payload = request.encode_payload().unwrap();
+    assert_eq!(payload, expected);
+    assert_eq!(Message::decode_payload(MessageKind::Request as u8, &payload).unwrap(), request);
+    let reply = Message::ReadReply(ReadReply {
+        applied: Zxid::new(1, 9),
+        load: Load { cpu_permille: 0, mem_permille: 0, inflight: 0 },
+        result: Ok(ReadValue::Range(RangePage {
+            entries: vec![RangeEntry {
+                key: "/a/k".into(),
+                zxid: Zxid::new(1, 4),
+                value: Bytes::from_static(&[7]),
+            }],
+            zxid: Zxid::new(1, 9),
+            next: Some("/a/m".into()),
+        })),
+    });
+    #[rustfmt::skip]
+    let expected = [
+        0xFD, 0x09, 0, 0, 0, 0x01, 0, 0, 0, // applied 1:9
+        0x00, 0x00, 0x00,                   // load
+        0x00,                               // Ok
+        0x06,                               // ReadValue::Range (variant 6)
+        0x01,                               // 1 entry:
+        0x04, b'/', b'a', b'/', b'k',       //   key "/a/k"
+        0xFD, 0x04, 0, 0, 0, 0x01, 0, 0, 0, //   zxid 1:4
+        0x01, 0x07,                         //   value [7]
+        0xFD, 0x09, 0, 0, 0, 0x01, 0, 0, 0, // zxid 1:9 (the state of the page)
+        0x01, 0x04, b'/', b'a', b'/', b'm', // next Some("/a/m")
+    ];
+    let payload = reply.encode_payload().unwrap();
+    assert_eq!(payload, expected);
+    assert_eq!(Message::decode_payload(MessageKind::ReadReply as u8, &payload).unwrap(), reply);
+}

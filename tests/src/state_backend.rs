@@ -34,7 +34,8 @@ use fs_node::state::{
 use protocol::key;
 use protocol::limits::LIST_ENTRIES_MAX;
 use protocol::message::data::{
-    DirEntry, ErrorCode, KeyStat, Load, Op, Role, UpdateNotice, UpdateRequest, Versioned, WireError,
+    DirEntry, ErrorCode, KeyStat, Load, Op, RangeEntry, RangePage, Role, UpdateNotice,
+    UpdateRequest, Versioned, WireError,
 };
 use protocol::message::lock::{LockGrant, LockRequest, LockRequestOp};
 use protocol::message::Message;
@@ -329,6 +330,50 @@ impl Backend for StateBackend {
                 store.list(dir, limit.min(LIST_ENTRIES_MAX)).map_err(refused)
             }
         })
+    }
+
+    /// Through the store trait alone (its key walk, then one get per value), under the lock.
+    async fn range(
+        &self,
+        dir: &str,
+        from: Option<&str>,
+        limit: u32,
+        bytes_max: u32,
+    ) -> Result<Snapshot<RangePage>, ServerError> {
+        let snap = self.snapshot(|store| {
+            match store.stat(dir) {
+                None => return Err(ServerError::NotFound { key: dir.to_string() }),
+                Some((EntryKind::Value, _)) => {
+                    return Err(ServerError::NotADirectory { key: dir.to_string() })
+                }
+                Some((EntryKind::Dir, _)) => {}
+            }
+            let start = protocol::range::start(dir, from);
+            let mut keys = Vec::new();
+            store.visit_within(dir, &mut |key, kind| {
+                if kind == EntryKind::Value && key >= start.as_str() {
+                    keys.push(key.to_string());
+                }
+                true
+            });
+            keys.sort();
+            let mut budget = protocol::range::Budget::new(limit, bytes_max);
+            let mut page = RangePage { entries: Vec::new(), zxid: Zxid::ZERO, next: None };
+            for key in keys {
+                let value = match store.get(&key) {
+                    Ok(value) => value.expect("a visited value is there"),
+                    Err(never) => match never {},
+                };
+                if !budget.take(&key, value.value.len()) {
+                    page.next = Some(key);
+                    break;
+                }
+                page.entries.push(RangeEntry { key, zxid: value.zxid, value: value.value });
+            }
+            Ok(page)
+        })?;
+        let value = RangePage { zxid: snap.applied, ..snap.value };
+        Ok(Snapshot { value, applied: snap.applied })
     }
 
     async fn wait_applied(&self, zxid: Zxid, timeout: Duration) -> Result<Zxid, ServerError> {

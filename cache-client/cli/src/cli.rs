@@ -51,12 +51,27 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// Print the value at KEY (raw bytes).
+    /// Print the value at KEY (raw bytes); with --prefix, every value below directory KEY
+    /// (recursively, in key order) as `key<TAB>value` lines, values escaped (see
+    /// [`escape_value`]), and the zxid of the state read on stderr.
     Get {
         key: String,
         /// Read through the master inside its lease (linearizable; skips the cache).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "prefix")]
         linearizable: bool,
+        /// KEY is a directory: print every value below it, at any depth (a range read).
+        #[arg(long)]
+        prefix: bool,
+        /// With --prefix: print at most N values (pages are followed up to N; default all).
+        #[arg(long, requires = "prefix", value_name = "N",
+              value_parser = clap::value_parser!(u64).range(1..))]
+        limit: Option<u64>,
+        /// With --prefix: start at this key (inclusive; it must lie below KEY).
+        #[arg(long, requires = "prefix", value_name = "KEY")]
+        from: Option<String>,
+        /// With --prefix: one JSON object (see [`describe_range`]).
+        #[arg(long, requires = "prefix")]
+        json: bool,
     },
     /// Write VALUE (any bytes; or the contents of --file) at KEY; prints the write's zxid.
     Put {
@@ -175,7 +190,10 @@ pub async fn execute<T: Transport>(
     out: &mut impl Write,
 ) -> Result<i32, ClientError> {
     match command {
-        Command::Get { key, linearizable } => get(client, key, *linearizable, out).await,
+        Command::Get { key, prefix: true, limit, from, json, .. } => {
+            get_prefix(client, key, from.as_deref(), *limit, *json, out).await
+        }
+        Command::Get { key, linearizable, .. } => get(client, key, *linearizable, out).await,
         Command::Put { key, value, file, if_zxid, if_absent } => {
             let condition = match (if_zxid, if_absent) {
                 (Some(z), _) => Some(*z),
@@ -235,6 +253,115 @@ async fn get<T: Transport>(
             Ok(exit::NOT_FOUND)
         }
     }
+}
+
+/// `get --prefix DIR [--limit N] [--from KEY] [--json]`: the values below DIR, one
+/// `key<TAB>value` line each (or one JSON object), and on stderr the zxid of the state read
+/// (and where to go on when --limit stopped it). Exit 1 when DIR does not exist.
+async fn get_prefix<T: Transport>(
+    client: &Client<T>,
+    dir: &str,
+    from: Option<&str>,
+    limit: Option<u64>,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<i32, ClientError> {
+    let limit = limit.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+    let read = client.range(dir, from, limit).await?;
+    if json {
+        writeln!(out, "{}", describe_range(dir, &read)).map_err(output_error)?;
+    } else {
+        for entry in &read.entries {
+            writeln!(out, "{}\t{}", entry.key, escape_value(&entry.value)).map_err(output_error)?;
+        }
+    }
+    match read.snapshot {
+        Some(z) => eprintln!("zxid {z}"),
+        None => eprintln!(
+            "zxid {} (not one snapshot: the range kept changing while it was read page by page; \
+             each page is one state, later pages later states)",
+            read.zxid
+        ),
+    }
+    if let Some(next) = &read.next {
+        eprintln!("more values follow: go on with --from {next}");
+    }
+    Ok(exit::OK)
+}
+
+/// What `shoal get --prefix --json` prints: `{"dir", "zxid", "snapshot", "next",
+/// "entries": [{"key", "zxid", "value"} ...]}`. `zxid` is the state read (the last page's),
+/// `snapshot` whether every entry is of that one state, `next` the key to go on from when
+/// --limit stopped the read (else null). A value that is UTF-8 is the string `value`; one that
+/// is not is `value_base64` instead (standard alphabet, padded).
+pub fn describe_range(dir: &str, read: &cache_client::client::RangeRead) -> String {
+    let entries: Vec<serde_json::Value> = read
+        .entries
+        .iter()
+        .map(|e| match std::str::from_utf8(&e.value) {
+            Ok(text) => serde_json::json!({ "key": e.key, "zxid": e.zxid.to_string(), "value": text }),
+            Err(_) => serde_json::json!({
+                "key": e.key,
+                "zxid": e.zxid.to_string(),
+                "value_base64": base64(&e.value),
+            }),
+        })
+        .collect();
+    serde_json::json!({
+        "dir": dir,
+        "zxid": read.zxid.to_string(),
+        "snapshot": read.snapshot.is_some(),
+        "next": read.next,
+        "entries": entries,
+    })
+    .to_string()
+}
+
+/// A value as `get --prefix` prints it on one line: UTF-8 text as it is, except `\` as `\\`,
+/// tab, newline and carriage return as `\t`, `\n`, `\r`, and every other control character
+/// and every byte that is not UTF-8 as `\xNN`.
+pub fn escape_value(value: &[u8]) -> String {
+    let mut out = String::with_capacity(value.len());
+    for chunk in value.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\t' => out.push_str("\\t"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                c if c.is_control() => {
+                    let mut buf = [0u8; 4];
+                    for b in c.encode_utf8(&mut buf).bytes() {
+                        out.push_str(&format!("\\x{b:02x}"));
+                    }
+                }
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// Standard base64 (RFC 4648 alphabet, `=` padding).
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] =
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for group in bytes.chunks(3) {
+        let b = [group[0], *group.get(1).unwrap_or(&0), *group.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= group.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// `exists KEY`: `value` or `directory` and exit 0, or exit 1 when nothing is there.

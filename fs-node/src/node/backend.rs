@@ -6,11 +6,13 @@ use super::core::{server_error, Cmd, Waiter};
 use super::shared::Shared;
 use crate::metrics::OpKind;
 use crate::state::Command;
-use crate::storage::StoreError;
+use crate::storage::{StorageError, StoreError};
 use bytes::Bytes;
 use cache_server::{Backend, BackendStatus, ServerError, Snapshot};
 use protocol::key::ROOT;
-use protocol::message::data::{DirEntry, ErrorCode, KeyStat, UpdateRequest, Versioned, WireError};
+use protocol::message::data::{
+    DirEntry, ErrorCode, KeyStat, RangePage, UpdateRequest, Versioned, WireError,
+};
 use protocol::message::lock::{LockGrant, LockRequest, LockRequestOp};
 use protocol::Zxid;
 use std::sync::Arc;
@@ -99,6 +101,25 @@ impl Backend for NodeBackend {
         let mut value: Vec<DirEntry> = self.shared.store.list(dir).map_err(store_error)?;
         value.truncate(limit);
         Ok(Snapshot { value, applied: *applied })
+    }
+
+    /// Under the applied lock throughout: no entry applies while the page is read, so it is
+    /// the state at exactly the zxid it reports.
+    async fn range(
+        &self,
+        dir: &str,
+        from: Option<&str>,
+        limit: u32,
+        bytes_max: u32,
+    ) -> Result<Snapshot<RangePage>, ServerError> {
+        self.shared.metrics.op(OpKind::Range);
+        let applied = self.shared.applied.read().expect("applied lock poisoned");
+        let (entries, next) =
+            self.shared.store.range(dir, from, limit, bytes_max).map_err(|e| match e {
+                StorageError::Rejected(e) => store_error(e),
+                other => ServerError::Internal(other.to_string()),
+            })?;
+        Ok(Snapshot { value: RangePage { entries, zxid: *applied, next }, applied: *applied })
     }
 
     async fn wait_applied(&self, zxid: Zxid, timeout: Duration) -> Result<Zxid, ServerError> {

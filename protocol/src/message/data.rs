@@ -66,6 +66,19 @@ pub enum ReadOp {
     Stat {
         key: String,
     },
+    /// The values below directory `dir`, recursively (every value at any depth; directories
+    /// themselves are not listed), in key byte order from `from` on (inclusive; `None`: from
+    /// the start), in one page of at most `limit` entries (at least 1, capped by
+    /// [`crate::limits::RANGE_ENTRIES_MAX`]) and about `bytes_max` bytes (capped by
+    /// [`crate::limits::RANGE_PAGE_BYTES_MAX`]; a page always holds one entry), all of one
+    /// state of the node: the answer is a [`RangePage`]. Part of wire version 3 (see
+    /// [`crate::range`]).
+    Range {
+        dir: String,
+        from: Option<String>,
+        limit: u32,
+        bytes_max: u32,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +105,31 @@ pub enum ReadValue {
     History(HistoryPage),
     /// The answer to [`ReadOp::Stat`].
     Stat(Option<KeyStat>),
+    /// The answer to [`ReadOp::Range`].
+    Range(RangePage),
+}
+
+/// One page of a range read: values of one state of the node, the state after `zxid`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangePage {
+    /// The values in key byte order.
+    #[serde(
+        deserialize_with = "crate::codec::bounded::vec::<_, _, { crate::limits::RANGE_ENTRIES_MAX }>"
+    )]
+    pub entries: Vec<RangeEntry>,
+    /// The zxid of the state the page shows: every entry up to it applied, none after.
+    pub zxid: Zxid,
+    /// Where the next page starts (its `from`), `None` when the range ends in this page.
+    pub next: Option<String>,
+}
+
+/// One value of a range read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeEntry {
+    pub key: String,
+    /// The zxid of the last write to the key (what `Condition::KeyZxid` compares with).
+    pub zxid: Zxid,
+    pub value: Bytes,
 }
 
 /// What [`ReadOp::Stat`] tells about a key (the root `/` is a directory with zxid 0).
