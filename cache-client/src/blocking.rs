@@ -123,6 +123,17 @@ impl<T: Transport> BlockingClient<T> {
         self.runtime.block_on(self.client.range(dir, from, limit))
     }
 
+    /// See [`Client::range_with`].
+    pub fn range_with(
+        &self,
+        dir: &str,
+        from: Option<&str>,
+        limit: Option<usize>,
+        page_values: u32,
+    ) -> Result<RangeRead, ClientError> {
+        self.runtime.block_on(self.client.range_with(dir, from, limit, page_values))
+    }
+
     pub fn list(&self, dir: &str) -> Result<Vec<DirEntry>, ClientError> {
         self.runtime.block_on(self.client.list(dir))
     }

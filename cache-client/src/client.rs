@@ -508,6 +508,18 @@ impl<T: Transport> Client<T> {
         from: Option<&str>,
         limit: Option<usize>,
     ) -> Result<RangeRead, ClientError> {
+        self.range_with(dir, from, limit, protocol::limits::RANGE_ENTRIES_MAX as u32).await
+    }
+
+    /// [`Client::range`] in pages of at most `page_values` values (and
+    /// [`RANGE_PAGE_BYTES`] bytes) each.
+    pub async fn range_with(
+        &self,
+        dir: &str,
+        from: Option<&str>,
+        limit: Option<usize>,
+        page_values: u32,
+    ) -> Result<RangeRead, ClientError> {
         let limit = limit.unwrap_or(usize::MAX);
         let first = range::start(dir, from);
         let mut pages: Vec<ReadPage> = Vec::new();
@@ -519,7 +531,7 @@ impl<T: Transport> Client<T> {
             let mut at = pages.last().map_or(Some(first.clone()), |p| p.next.clone());
             let mut floor = pages.last().map_or(restart_floor, |p| p.zxid.max(restart_floor));
             while let (Some(start), true) = (at.clone(), count < limit) {
-                let want = (limit - count).min(protocol::limits::RANGE_ENTRIES_MAX) as u32;
+                let want = (limit - count).min(page_values.max(1) as usize) as u32;
                 let from = (start != range::prefix(dir)).then_some(start.as_str());
                 let page = self.range_page_at(dir, from, want, floor).await?;
                 count += page.entries.len();

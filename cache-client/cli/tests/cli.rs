@@ -117,7 +117,15 @@ fn put_needs_one_source() {
     assert_eq!(both.exit_code(), exit::USAGE);
     let cli = Cli::try_parse_from(["shoal", "--cluster", "239.1.2.3:7000", "get", "/k"]).unwrap();
     assert_eq!(cli.cluster, "239.1.2.3:7000");
-    assert_eq!(cli.command, Command::Get { key: "/k".into(), linearizable: false });
+    let get = Command::Get {
+        key: "/k".into(),
+        linearizable: false,
+        prefix: false,
+        limit: None,
+        from: None,
+        json: false,
+    };
+    assert_eq!(cli.command, get);
 }
 
 /// Without a readable cluster file the binary says which file and exits "unreachable"; it does
@@ -131,4 +139,67 @@ fn binary_refuses_without_cluster_file() {
     assert_eq!(output.status.code(), Some(exit::UNREACHABLE));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cluster file 239.255.77.1:7700"), "{stderr}");
+}
+
+/// `get --prefix`: `key<TAB>value` lines of every value below the directory (recursively, in
+/// key order), values escaped onto one line; `--limit` and `--from`; `--json` with the zxid,
+/// whether it is one snapshot, and a value that is not UTF-8 in base64. Bad input: a relative
+/// directory or a `--from` outside it exits 3 (refused input, as every bad key), `--limit 0`
+/// and the range flags without `--prefix` are usage errors (exit 2), a missing directory
+/// exits 1.
+#[tokio::test(start_paused = true)]
+async fn get_prefix_prints_a_range() {
+    let cluster = Cluster::new(1);
+    let client = cluster.client(34);
+    for dir in ["/app", "/app/sub"] {
+        assert_eq!(run(&client, &["mkdir", dir]).await.0, exit::OK);
+    }
+    client.write("/app/a", "one").await.unwrap();
+    client.write("/app/b", "two\tlines\nhere\\").await.unwrap();
+    client.write("/app/sub/c", vec![0xff, b'x', 0x01]).await.unwrap();
+    client.write("/other", "no").await.unwrap();
+    let (code, out) = run(&client, &["get", "--prefix", "/app"]).await;
+    assert_eq!(code, exit::OK);
+    assert_eq!(out, "/app/a\tone\n/app/b\ttwo\\tlines\\nhere\\\\\n/app/sub/c\t\\xffx\\x01\n");
+    let (code, out) = run(&client, &["get", "--prefix", "/app", "--limit", "1", "--from", "/app/b"]).await;
+    assert_eq!((code, out.as_str()), (exit::OK, "/app/b\ttwo\\tlines\\nhere\\\\\n"));
+
+    let (code, out) = run(&client, &["get", "--prefix", "/app", "--json", "--limit", "2"]).await;
+    assert_eq!(code, exit::OK);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["dir"], "/app");
+    assert_eq!(json["snapshot"], true);
+    assert_eq!(json["next"], "/app/sub/c");
+    assert_eq!(json["zxid"], client.floor().to_string());
+    assert_eq!(json["entries"][1]["value"], "two\tlines\nhere\\");
+    let (_, out) = run(&client, &["get", "--prefix", "/app/sub", "--json"]).await;
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["entries"][0]["value_base64"], "/3gB", "0xff 'x' 0x01 in base64");
+    assert!(json["entries"][0].get("value").is_none());
+    assert_eq!(json["next"], serde_json::Value::Null);
+
+    assert_eq!(run(&client, &["get", "--prefix", "app"]).await.0, exit::REFUSED);
+    assert_eq!(run(&client, &["get", "--prefix", "/app", "--from", "/other"]).await.0, exit::REFUSED);
+    assert_eq!(run(&client, &["get", "--prefix", "/none"]).await.0, exit::NOT_FOUND);
+    assert_eq!(run(&client, &["get", "--prefix", "/other"]).await.0, exit::REFUSED);
+    for bad in [
+        vec!["shoal", "get", "--prefix", "/app", "--limit", "0"],
+        vec!["shoal", "get", "/app", "--limit", "3"],
+        vec!["shoal", "get", "/app", "--from", "/app/a"],
+        vec!["shoal", "get", "--prefix", "/app", "--linearizable"],
+    ] {
+        let e = Cli::try_parse_from(&bad).unwrap_err();
+        assert_eq!(e.exit_code(), exit::USAGE, "{bad:?}");
+    }
+}
+
+/// The escaping of `get --prefix` lines: text as it is, the line breakers and every byte that
+/// is not UTF-8 escaped, so that one value is one line.
+#[test]
+fn range_values_are_escaped_onto_one_line() {
+    use shoal_cli::cli::escape_value;
+    assert_eq!(escape_value("héllo wörld".as_bytes()), "héllo wörld");
+    assert_eq!(escape_value(b"a\tb\nc\rd\\e"), "a\\tb\\nc\\rd\\\\e");
+    assert_eq!(escape_value(&[0x00, 0x1b, 0xc3]), "\\x00\\x1b\\xc3");
+    assert_eq!(escape_value(b""), "");
 }
